@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts in scripts/: sourced, never run.
+# Every script sets its own `set -euo pipefail`; this file only defines things.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export REPO_ROOT
+# Tools installed by scripts/install-deps live here (git-ignored, under target/).
+TOOLS_DIR=${FAROL_TOOLS_DIR:-$REPO_ROOT/target/tools}
+export TOOLS_DIR
+export PATH="$TOOLS_DIR/venv/bin:$TOOLS_DIR/bin:$PATH"
+
+if [ -t 1 ]; then _bold=$'\e[1m' _red=$'\e[31m' _green=$'\e[32m' _reset=$'\e[0m'; else _bold='' _red='' _green='' _reset=''; fi
+
+# step "what is happening": a visible heading in the output
+step() { printf '%s==> %s%s\n' "$_bold" "$*" "$_reset"; }
+ok() { printf '%s  ok%s %s\n' "$_green" "$_reset" "$*"; }
+warn() { printf '  warning: %s\n' "$*" >&2; }
+die() { printf '%serror:%s %s\n' "$_red" "$_reset" "$*" >&2; exit 1; }
+
+# need CMD...: fail with a pointer to scripts/install-deps when a tool is missing
+need() {
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd is missing: run scripts/install-deps"
+  done
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll every 0.2 s until COMMAND succeeds
+wait_until() {
+  local limit=$1 what=$2 deadline
+  shift 2
+  deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { warn "timed out after ${limit}s waiting for $what"; return 1; }
+    sleep 0.2
+  done
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}

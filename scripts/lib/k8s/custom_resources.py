@@ -1,0 +1,362 @@
+"""The custom resources of the manifests, checked field by field, since kubernetes-validate
+has no schema for them (it only warns): CloudNativePG (Cluster, ScheduledBackup), its
+Barman Cloud plugin (ObjectStore), cert-manager (Issuer, and the Ingress annotation that
+asks it for a certificate) and the Prometheus operator (ServiceMonitor, PodMonitor, Probe,
+PrometheusRule).
+
+Each schema below covers the fields these manifests use, with their types and allowed
+values as the projects document them, and rejects any other field: a misspelt or
+misplaced field fails here instead of being silently dropped by the API server (or
+rejected by it only at deploy time). The cross-checks then follow the references between
+objects (a ScheduledBackup's cluster, an ObjectStore's Secret, a monitor's Service...).
+
+implied_objects() says what the operators create from these resources (Secrets, pods),
+so that references to them count as satisfied and NetworkPolicies may select them.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, Iterator
+
+import jsonschema
+from render import Pod, Provided, Render, dig, ident, selector_matches
+
+# --- schema building blocks (JSON Schema, closed objects) ------------------------------
+
+STR = {"type": "string", "minLength": 1}
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$"}
+# Prometheus durations, as the Prometheus operator's CRDs validate them
+DURATION = {"type": "string",
+            "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                       r"(([0-9]+)s)?(([0-9]+)ms)?)$", "minLength": 1}
+STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def obj(required: tuple[str, ...] = (), **props) -> dict:
+    return {"type": "object", "properties": props, "required": list(required),
+            "additionalProperties": False}
+
+
+def arr(items: dict, min_items: int = 0) -> dict:
+    return {"type": "array", "items": items, "minItems": min_items}
+
+
+def enum(*values) -> dict:
+    return {"enum": list(values)}
+
+
+def resource(spec: dict, api_version: str, kind: str) -> dict:
+    return obj(("apiVersion", "kind", "metadata", "spec"),
+               apiVersion={"const": api_version}, kind={"const": kind},
+               metadata={"type": "object"}, spec=spec)
+
+
+RESOURCES = obj(requests=obj(cpu=QUANTITY, memory=QUANTITY), limits=obj(cpu=QUANTITY, memory=QUANTITY))
+LABEL_SELECTOR = obj(matchLabels=STR_MAP, matchExpressions=arr(obj(
+    ("key", "operator"), key=STR, operator=enum("In", "NotIn", "Exists", "DoesNotExist"),
+    values=arr({"type": "string"}))))
+SECRET_KEY_REF = obj(("name", "key"), name=STR, key=STR)
+
+# --- CloudNativePG (postgresql.cnpg.io/v1) ----------------------------------------------
+
+# the operator reads the PostgreSQL major version from the tag: it must start with it
+CNPG_IMAGE = {"type": "string", "pattern": r"^[^@]+:[0-9]+[^:/]*$"}
+CLUSTER = resource(obj(
+    ("instances",),
+    instances={"type": "integer", "minimum": 1},
+    imageName=CNPG_IMAGE,
+    primaryUpdateStrategy=enum("unsupervised", "supervised"),
+    primaryUpdateMethod=enum("switchover", "restart"),
+    enablePDB=BOOL, enableSuperuserAccess=BOOL,
+    bootstrap=obj(initdb=obj(database=STR, owner=STR, secret=obj(("name",), name=STR))),
+    # CloudNativePG takes every parameter as a string: 300, unquoted, is refused
+    postgresql=obj(parameters=STR_MAP, pg_hba=arr({"type": "string"})),
+    storage=obj(("size",), size=QUANTITY, storageClass=STR),
+    walStorage=obj(("size",), size=QUANTITY, storageClass=STR),
+    resources=RESOURCES,
+    affinity=obj(enablePodAntiAffinity=BOOL, topologyKey=STR,
+                 podAntiAffinityType=enum("preferred", "required"), nodeSelector=STR_MAP),
+    plugins=arr(obj(("name",), name=STR, enabled=BOOL, isWALArchiver=BOOL, parameters=STR_MAP)),
+    monitoring=obj(enablePodMonitor=BOOL, customQueriesConfigMap=arr(obj(("name", "key"), name=STR, key=STR))),
+), "postgresql.cnpg.io/v1", "Cluster")
+
+SCHEDULED_BACKUP = resource(obj(
+    ("schedule", "cluster"),
+    # six fields, seconds first (Go cron), or a descriptor such as @daily
+    schedule={"type": "string",
+              "pattern": r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every \S+|(\S+\s+){5}\S+)$"},
+    cluster=obj(("name",), name=STR),
+    method=enum("barmanObjectStore", "volumeSnapshot", "plugin"),
+    pluginConfiguration=obj(("name",), name=STR, parameters=STR_MAP),
+    backupOwnerReference=enum("none", "self", "cluster"),
+    immediate=BOOL, suspend=BOOL, online=BOOL,
+    target=enum("primary", "prefer-standby"),
+), "postgresql.cnpg.io/v1", "ScheduledBackup")
+
+BARMAN_CLOUD = "barman-cloud.cloudnative-pg.io"
+COMPRESSION = enum("bzip2", "gzip", "lz4", "snappy", "xz", "zstd")
+OBJECT_STORE = resource(obj(
+    ("configuration",),
+    retentionPolicy={"type": "string", "pattern": r"^[1-9][0-9]*[dwm]$"},
+    configuration=obj(
+        ("destinationPath",),
+        destinationPath={"type": "string", "pattern": r"^(s3|gs|https?)://\S+$"},
+        endpointURL={"type": "string", "pattern": r"^https?://\S+$"},
+        s3Credentials=obj(accessKeyId=SECRET_KEY_REF, secretAccessKey=SECRET_KEY_REF,
+                          region=SECRET_KEY_REF, sessionToken=SECRET_KEY_REF,
+                          inheritFromIAMRole=BOOL),
+        wal=obj(compression=COMPRESSION, maxParallel={"type": "integer", "minimum": 1}),
+        data=obj(compression=COMPRESSION, jobs={"type": "integer", "minimum": 1}),
+    ),
+    instanceSidecarConfiguration=obj(resources=RESOURCES,
+                                     retentionPolicyIntervalSeconds={"type": "integer", "minimum": 1}),
+), "barmancloud.cnpg.io/v1", "ObjectStore")
+
+# --- cert-manager (cert-manager.io/v1) --------------------------------------------------
+
+HTTP01_INGRESS = obj(ingressClassName=STR, **{"class": STR}, name=STR)
+HTTP01_INGRESS["maxProperties"] = 1  # one of ingressClassName, class, name
+ISSUER = resource(obj(
+    ("acme",),
+    acme=obj(("server", "privateKeySecretRef", "solvers"),
+             server={"type": "string", "pattern": r"^https://\S+$"},
+             email={"type": "string", "pattern": r"^[^@\s]+@[^@\s]+$"},
+             privateKeySecretRef=obj(("name",), name=STR, key=STR),
+             solvers=arr(obj(("http01",), http01=obj(("ingress",), ingress=HTTP01_INGRESS)), 1)),
+), "cert-manager.io/v1", "Issuer")
+
+# --- Prometheus operator (monitoring.coreos.com/v1) -------------------------------------
+
+ENDPOINT = {"path": {"type": "string", "pattern": r"^/"}, "interval": DURATION,
+            "scrapeTimeout": DURATION, "scheme": enum("http", "https"), "honorLabels": BOOL}
+SERVICE_MONITOR = resource(obj(
+    ("selector", "endpoints"),
+    selector=LABEL_SELECTOR, jobLabel=STR,
+    endpoints=arr(obj(("port",), port=STR, **ENDPOINT), 1),
+), "monitoring.coreos.com/v1", "ServiceMonitor")
+POD_MONITOR = resource(obj(
+    ("selector", "podMetricsEndpoints"),
+    selector=LABEL_SELECTOR, jobLabel=STR,
+    podMetricsEndpoints=arr(obj(("port",), port=STR, **ENDPOINT), 1),
+), "monitoring.coreos.com/v1", "PodMonitor")
+PROBE = resource(obj(
+    ("jobName", "prober", "module", "targets"),
+    jobName=STR, interval=DURATION, scrapeTimeout=DURATION, module=STR,
+    # host:port of the blackbox exporter, no scheme (that is prober.scheme)
+    prober=obj(("url",), url={"type": "string", "pattern": r"^[^/:]+(:[0-9]+)?$"},
+               scheme=enum("http", "https"), path={"type": "string", "pattern": r"^/"}),
+    targets=obj(("staticConfig",), staticConfig=obj(("static",), static=arr(
+        {"type": "string", "pattern": r"^https?://\S+$"}, 1), labels=STR_MAP)),
+), "monitoring.coreos.com/v1", "Probe")
+RULE = obj(("expr",), alert=STR, record=STR, expr=STR, labels=STR_MAP, annotations=STR_MAP,
+           **{"for": DURATION, "keep_firing_for": DURATION})
+RULE["oneOf"] = [{"required": ["alert"]}, {"required": ["record"]}]
+PROMETHEUS_RULE = resource(obj(
+    ("groups",),
+    groups=arr(obj(("name", "rules"), name=STR, interval=DURATION, limit=INT, rules=arr(RULE, 1)), 1),
+), "monitoring.coreos.com/v1", "PrometheusRule")
+
+# --- cross-checks -----------------------------------------------------------------------
+
+Findings = Iterator[str]
+SEVERITIES = {"page", "ticket"}
+ALERT_ANNOTATIONS = {"summary", "description", "runbook_url"}
+
+
+def ns_of(doc: dict) -> str:
+    return dig(doc, "metadata", "namespace", default="")
+
+
+def refs_cluster(render: Render, doc: dict) -> Findings:
+    """Each plugin an instance of Cluster names has what it needs."""
+    for plugin in dig(doc, "spec", "plugins", default=[]):
+        if plugin.get("name") == BARMAN_CLOUD:
+            store = dig(plugin, "parameters", "barmanObjectName")
+            if not store or render.get("ObjectStore", ns_of(doc), store) is None:
+                yield f"plugin {BARMAN_CLOUD} names ObjectStore {store!r}, which the render lacks"
+
+
+def refs_scheduled_backup(render: Render, doc: dict) -> Findings:
+    spec = doc.get("spec") or {}
+    cluster = render.get("Cluster", ns_of(doc), dig(spec, "cluster", "name"))
+    if cluster is None:
+        yield f"cluster {dig(spec, 'cluster', 'name')!r} is not a Cluster of the render"
+        return
+    if spec.get("method", "barmanObjectStore") == "plugin":
+        wanted = dig(spec, "pluginConfiguration", "name")
+        names = {p.get("name") for p in dig(cluster, "spec", "plugins", default=[])}
+        if wanted not in names:
+            yield f"method plugin with {wanted!r}, which Cluster {dig(cluster, 'metadata', 'name')} does not load"
+    elif spec.get("method", "barmanObjectStore") == "barmanObjectStore" and \
+            dig(cluster, "spec", "backup", "barmanObjectStore") is None:
+        yield "method barmanObjectStore (the default), but the Cluster has no spec.backup.barmanObjectStore"
+
+
+def refs_object_store(render: Render, doc: dict) -> Findings:
+    for field, ref in (dig(doc, "spec", "configuration", "s3Credentials", default={}) or {}).items():
+        if isinstance(ref, dict):
+            keys = render.secret_keys(ns_of(doc), ref["name"])
+            if keys is None:
+                yield f"s3Credentials.{field}: Secret {ref['name']!r} is not in the render"
+            elif ref["key"] not in keys:
+                yield f"s3Credentials.{field}: Secret {ref['name']!r} has no key {ref['key']!r}"
+
+
+def refs_monitor(render: Render, doc: dict) -> Findings:
+    """A monitor must select something that has the named port: a Service for a
+    ServiceMonitor, pods for a PodMonitor."""
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "ServiceMonitor":
+        services = [s for s in render.of_kind("Service") if ns_of(s) == ns_of(doc)
+                    and selector_matches(spec.get("selector"), dig(s, "metadata", "labels", default={}) or {})]
+        if not services:
+            yield "its selector matches no Service"
+        for ep in spec.get("endpoints") or []:
+            if services and not any(ep["port"] in {p.get("name") for p in dig(s, "spec", "ports", default=[])}
+                                    for s in services):
+                yield f"endpoint port {ep['port']!r} is not a port name of the selected Services"
+    else:
+        pods = render.pods_in(ns_of(doc), spec.get("selector"))
+        if not pods:
+            yield "its selector matches no pod"
+        for ep in spec.get("podMetricsEndpoints") or []:
+            if pods and not any(ep["port"] in p.ports for p in pods):
+                yield f"endpoint port {ep['port']!r} is not a container port name of the selected pods"
+
+
+def refs_probe(render: Render, doc: dict) -> Findings:
+    """A probed URL that points into the cluster (service.namespace.svc) must name a
+    Service of the render and one of its ports."""
+    for url in dig(doc, "spec", "targets", "staticConfig", "static", default=[]):
+        parsed = urllib.parse.urlsplit(url)
+        host = (parsed.hostname or "").split(".")
+        if len(host) >= 3 and host[2] == "svc":
+            svc = render.get("Service", host[1], host[0])
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            if svc is None:
+                yield f"target {url}: Service {host[1]}/{host[0]} is not in the render"
+            elif port not in {p.get("port") for p in dig(svc, "spec", "ports", default=[])}:
+                yield f"target {url}: port {port} is not a port of Service {host[0]}"
+
+
+def refs_prometheus_rule(render: Render, doc: dict) -> Findings:
+    """The alert conventions of DESIGN.md section 5, and unique names."""
+    groups = dig(doc, "spec", "groups", default=[])
+    seen = set()
+    for group in groups:
+        if group["name"] in seen:
+            yield f"group {group['name']!r} appears twice"
+        seen.add(group["name"])
+        for rule in group.get("rules") or []:
+            if "record" in rule:
+                if "for" in rule or "annotations" in rule:
+                    yield f"recording rule {rule['record']!r} has `for` or annotations"
+                continue
+            name = rule.get("alert")
+            if dig(rule, "labels", "severity") not in SEVERITIES:
+                yield f"alert {name!r}: labels.severity must be one of {sorted(SEVERITIES)}"
+            missing = ALERT_ANNOTATIONS - set(rule.get("annotations") or {})
+            if missing:
+                yield f"alert {name!r}: missing annotations {sorted(missing)}"
+
+
+def refs_nothing(render: Render, doc: dict) -> Findings:
+    return iter(())
+
+
+# (apiVersion, kind) -> (schema, cross-check)
+CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] = {
+    ("postgresql.cnpg.io/v1", "Cluster"): (CLUSTER, refs_cluster),
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"): (SCHEDULED_BACKUP, refs_scheduled_backup),
+    ("barmancloud.cnpg.io/v1", "ObjectStore"): (OBJECT_STORE, refs_object_store),
+    ("cert-manager.io/v1", "Issuer"): (ISSUER, refs_nothing),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): (SERVICE_MONITOR, refs_monitor),
+    ("monitoring.coreos.com/v1", "PodMonitor"): (POD_MONITOR, refs_monitor),
+    ("monitoring.coreos.com/v1", "Probe"): (PROBE, refs_probe),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (PROMETHEUS_RULE, refs_prometheus_rule),
+}
+CERT_MANAGER_ISSUER = "cert-manager.io/issuer"
+
+
+def is_checked(doc: dict) -> bool:
+    return (doc.get("apiVersion"), doc.get("kind")) in CHECKED
+
+
+def check_ingress_certificates(render: Render, ingress: dict) -> Findings:
+    """The cert-manager annotation of an Ingress names an Issuer of the render, and every
+    TLS entry has a Secret name and hosts the rules serve."""
+    issuer = dig(ingress, "metadata", "annotations", CERT_MANAGER_ISSUER)
+    if issuer is None:
+        return
+    if render.get("Issuer", ns_of(ingress), issuer) is None:
+        yield f"annotation {CERT_MANAGER_ISSUER}={issuer!r} names no Issuer of the render"
+    tls = dig(ingress, "spec", "tls", default=[])
+    if not tls:
+        yield f"annotation {CERT_MANAGER_ISSUER} but no spec.tls for the certificate"
+    rule_hosts = {r.get("host") for r in dig(ingress, "spec", "rules", default=[])}
+    for entry in tls:
+        if not entry.get("secretName"):
+            yield "a spec.tls entry without secretName: cert-manager needs it"
+        for host in entry.get("hosts") or []:
+            if host not in rule_hosts:
+                yield f"TLS host {host!r} has no rule"
+
+
+def check_custom_resources(render: Render) -> Iterator[tuple[str, str]]:
+    """(object, finding) for every checked custom resource and cert-manager Ingress."""
+    for doc in render.docs:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key in CHECKED:
+            schema, cross_check = CHECKED[key]
+            errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc),
+                            key=lambda e: list(e.absolute_path))
+            for e in errors:
+                where = ".".join(str(p) for p in e.absolute_path) or "(top)"
+                yield ident(doc), f"{where}: {e.message}"
+            if not errors:
+                for finding in cross_check(render, doc):
+                    yield ident(doc), finding
+        elif doc["kind"] == "Ingress":
+            for finding in check_ingress_certificates(render, doc):
+                yield ident(doc), finding
+
+
+# --- what the operators create ----------------------------------------------------------
+
+# CloudNativePG: the Secret of the application user, and the CA and certificates
+CNPG_APP_KEYS = frozenset({"username", "password", "host", "port", "dbname", "uri", "jdbc-uri",
+                           "pgpass", "fqdn-uri", "fqdn-jdbc-uri"})
+TLS_KEYS = frozenset({"tls.crt", "tls.key"})
+
+
+def implied_objects(render: Render) -> Iterator[Pod | Provided]:
+    for doc in render.docs:
+        ns, name, origin = ns_of(doc), dig(doc, "metadata", "name", default=""), f"implied by {ident(doc)}"
+        if (doc.get("apiVersion"), doc["kind"]) == ("postgresql.cnpg.io/v1", "Cluster"):
+            yield Provided("Secret", ns, f"{name}-app", CNPG_APP_KEYS, origin)
+            yield Provided("Secret", ns, f"{name}-ca", frozenset({"ca.crt", "ca.key"}), origin)
+            yield Provided("Secret", ns, f"{name}-server", TLS_KEYS | {"ca.crt"}, origin)
+            yield Provided("Secret", ns, f"{name}-replication", TLS_KEYS | {"ca.crt"}, origin)
+            if dig(doc, "spec", "enableSuperuserAccess") is True:
+                yield Provided("Secret", ns, f"{name}-superuser", CNPG_APP_KEYS, origin)
+            for suffix in ("rw", "ro", "r"):
+                yield Provided("Service", ns, f"{name}-{suffix}", frozenset(), origin)
+            yield Pod(origin, ns, {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance",
+                                   "cnpg.io/instanceName": f"{name}-1"},
+                      {"postgresql": 5432, "metrics": 9187, "status": 8000})
+            # the bootstrap Jobs (initdb, join) carry the cluster label but no podRole
+            yield Pod(origin, ns, {"cnpg.io/cluster": name, "cnpg.io/jobRole": "initdb"}, {})
+        elif (doc.get("apiVersion"), doc["kind"]) == ("cert-manager.io/v1", "Issuer"):
+            account_key = dig(doc, "spec", "acme", "privateKeySecretRef", "name")
+            if account_key:
+                yield Provided("Secret", ns, account_key, frozenset({"tls.key"}), origin)
+            if any("http01" in s for s in dig(doc, "spec", "acme", "solvers", default=[]) or []):
+                yield Pod(origin, ns, {"acme.cert-manager.io/http01-solver": "true"}, {"http": 8089})
+        elif doc["kind"] == "Ingress" and dig(doc, "metadata", "annotations", CERT_MANAGER_ISSUER):
+            for entry in dig(doc, "spec", "tls", default=[]) or []:
+                if entry.get("secretName"):
+                    yield Provided("Secret", ns, entry["secretName"], TLS_KEYS | {"ca.crt"}, origin)
+

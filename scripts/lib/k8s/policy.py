@@ -1,0 +1,408 @@
+"""Policy checks over rendered Kubernetes manifests (the output of `kubectl kustomize`).
+
+    python3 policy.py RENDER.yaml [--kubernetes-version 1.30.0]
+
+kubernetes-validate checks that each object is well-formed; this checks what a schema
+cannot: that every pod meets the "restricted" Pod Security Standard and has probes,
+requests and limits; that images are pinned; that selectors select something and
+references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports) resolve inside
+the render or to what an operator creates; that the NetworkPolicies start from a default
+deny and select existing pods; farol's own contract (rollout, shutdown, migrations); and,
+through custom_resources, every custom resource. Prints each check and its findings; exits
+1 if there is any finding. test_policy.py shows each check catching a bad manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Iterator
+
+import kubernetes_validate
+from custom_resources import check_custom_resources, is_checked
+from render import CLUSTER_SCOPED, RUN_TO_COMPLETION, Pod, Render, dig, ident, selector_matches
+
+Finding = tuple[str, str]                      # (object, what is wrong)
+CHECKS: list[tuple[str, str, Callable[..., Iterator[Finding]]]] = []
+
+
+def check(name: str, what: str):
+    def register(fn):
+        CHECKS.append((name, what, fn))
+        return fn
+    return register
+
+
+def containers(spec: dict, init: bool = True) -> list[dict]:
+    return (spec.get("containers") or []) + ((spec.get("initContainers") or []) if init else [])
+
+
+def env_value(render: Render, namespace: str, container: dict, name: str) -> str | None:
+    """A container's literal value of an environment variable: env first, as Kubernetes
+    does, then the ConfigMaps of envFrom found in the render."""
+    for var in container.get("env") or []:
+        if var.get("name") == name:
+            return var.get("value")
+    for source in container.get("envFrom") or []:
+        cm_name = dig(source, "configMapRef", "name")
+        cm = render.get("ConfigMap", namespace, cm_name) if cm_name else None
+        if cm and name in (cm.get("data") or {}):
+            return cm["data"][name]
+    return None
+
+
+def rendered_pods(render: Render) -> list[Pod]:
+    return [p for p in render.pods() if p.spec is not None]
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+@functools.cache
+def has_schema(api_version: str, kind: str, version: str) -> bool:
+    """Whether kubernetes-validate knows the kind (asked with a stub: only the lookup
+    matters here; kubernetes-validate itself validates the real objects)."""
+    try:
+        kubernetes_validate.validate({"apiVersion": api_version, "kind": kind}, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return False
+    except kubernetes_validate.ValidationError:
+        pass
+    return True
+
+
+@check("kinds", "every object has a Kubernetes schema or a custom-resource check")
+def check_kinds(render: Render, version: str) -> Iterator[Finding]:
+    for doc in render.docs:
+        if not is_checked(doc) and not has_schema(str(doc.get("apiVersion")), doc["kind"], version):
+            yield ident(doc), f"{doc.get('apiVersion')} {doc['kind']} has no schema and no check here"
+
+
+@check("namespaces", "namespaced objects live in namespaces of the render that enforce PSS restricted")
+def check_namespaces(render: Render, version: str) -> Iterator[Finding]:
+    namespaces = {dig(n, "metadata", "name"): dig(n, "metadata", "labels", default={}) or {}
+                  for n in render.of_kind("Namespace")}
+    for name, labels in namespaces.items():
+        if labels.get("pod-security.kubernetes.io/enforce") != "restricted":
+            yield f"Namespace/{name}", "label pod-security.kubernetes.io/enforce is not 'restricted'"
+    for doc in render.docs:
+        if doc["kind"] in CLUSTER_SCOPED:
+            continue
+        ns = dig(doc, "metadata", "namespace")
+        if not ns:
+            yield ident(doc), "no namespace"
+        elif ns not in namespaces:
+            yield ident(doc), f"namespace {ns!r} is not created by the render"
+
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                   "persistentVolumeClaim", "projected", "secret"}
+
+
+@check("pod-security", "PSS restricted, a read-only root filesystem, no service account token")
+def check_pod_security(render: Render, version: str) -> Iterator[Finding]:
+    for pod in rendered_pods(render):
+        spec, psc = pod.spec, pod.spec.get("securityContext") or {}
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(field):
+                yield pod.origin, f"{field} is set"
+        if spec.get("automountServiceAccountToken") is not False:
+            yield pod.origin, "automountServiceAccountToken is not false"
+        for vol in spec.get("volumes") or []:
+            kinds = set(vol) - {"name"}
+            if not kinds <= ALLOWED_VOLUMES:
+                yield pod.origin, f"volume {vol.get('name')!r} of type {sorted(kinds)} is not allowed"
+        for c in containers(spec):
+            sc, where = c.get("securityContext") or {}, f"container {c.get('name')!r}"
+            # the container's setting wins over the pod's
+            effective = {key: sc.get(key, psc.get(key)) for key in ("runAsNonRoot", "runAsUser", "seccompProfile")}
+            if effective["runAsNonRoot"] is not True:
+                yield pod.origin, f"{where}: runAsNonRoot is not true"
+            if effective["runAsUser"] == 0:
+                yield pod.origin, f"{where}: runAsUser is 0"
+            if dig(effective["seccompProfile"] or {}, "type") not in ("RuntimeDefault", "Localhost"):
+                yield pod.origin, f"{where}: seccompProfile is not RuntimeDefault"
+            if sc.get("allowPrivilegeEscalation") is not False:
+                yield pod.origin, f"{where}: allowPrivilegeEscalation is not false"
+            if sc.get("privileged"):
+                yield pod.origin, f"{where}: privileged"
+            caps = sc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []):
+                yield pod.origin, f"{where}: capabilities do not drop ALL"
+            if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+                yield pod.origin, f"{where}: adds capabilities {caps['add']}"
+            if sc.get("readOnlyRootFilesystem") is not True:
+                yield pod.origin, f"{where}: readOnlyRootFilesystem is not true"
+            if any(p.get("hostPort") for p in c.get("ports") or []):
+                yield pod.origin, f"{where}: uses a hostPort"
+
+
+@check("resources", "every container requests and limits CPU and memory")
+def check_resources(render: Render, version: str) -> Iterator[Finding]:
+    for pod in rendered_pods(render):
+        for c in containers(pod.spec):
+            for section in ("requests", "limits"):
+                missing = {"cpu", "memory"} - set(dig(c, "resources", section, default={}) or {})
+                if missing:
+                    yield pod.origin, f"container {c.get('name')!r}: no {section} for {sorted(missing)}"
+
+
+# endpoints that depend on the database: a liveness probe on them would restart every
+# replica during a database outage
+DATABASE_PATHS = {"/health", "/readyz"}
+
+
+@check("probes", "long-running containers have startup, readiness and liveness probes")
+def check_probes(render: Render, version: str) -> Iterator[Finding]:
+    for pod in rendered_pods(render):
+        if pod.owner_kind in RUN_TO_COMPLETION:
+            continue
+        for c in containers(pod.spec, init=False):
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if not c.get(probe):
+                    yield pod.origin, f"container {c.get('name')!r}: no {probe}"
+            path = dig(c, "livenessProbe", "httpGet", "path")
+            if path in DATABASE_PATHS:
+                yield pod.origin, f"container {c.get('name')!r}: liveness probe on {path}, which depends on the database"
+
+
+def image_tag(image: str) -> str | None:
+    if "@sha256:" in image:
+        return "digest"
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+@check("images", "every image is pinned to a tag other than latest, or a digest")
+def check_images(render: Render, version: str) -> Iterator[Finding]:
+    for pod in rendered_pods(render):
+        for c in containers(pod.spec):
+            tag = image_tag(c.get("image") or "")
+            if tag in (None, "latest"):
+                yield pod.origin, f"container {c.get('name')!r}: image {c.get('image')!r} has no pinned tag"
+
+
+@check("selectors", "workload, Service, PDB and HPA selectors and targets match what exists")
+def check_selectors(render: Render, version: str) -> Iterator[Finding]:
+    for obj, template in render.workloads():
+        selector = dig(obj, "spec", "selector")
+        labels = dig(template, "metadata", "labels", default={}) or {}
+        if obj["kind"] != "Pod" and selector is not None and not selector_matches(selector, labels):
+            yield ident(obj), "spec.selector does not match the pod template's labels"
+    for svc in render.of_kind("Service"):
+        ns, selector = dig(svc, "metadata", "namespace"), dig(svc, "spec", "selector")
+        if not selector:
+            continue
+        pods = render.pods_in(ns, selector, plain=True)
+        if not pods:
+            yield ident(svc), "its selector matches no pod"
+        for port in dig(svc, "spec", "ports", default=[]):
+            target = port.get("targetPort")
+            if isinstance(target, str) and pods and not any(target in p.ports for p in pods):
+                yield ident(svc), f"targetPort {target!r} is not a port name of the selected pods"
+    for pdb in render.of_kind("PodDisruptionBudget"):
+        if not render.pods_in(dig(pdb, "metadata", "namespace"), dig(pdb, "spec", "selector")):
+            yield ident(pdb), "its selector matches no pod"
+    for hpa in render.of_kind("HorizontalPodAutoscaler"):
+        ref = dig(hpa, "spec", "scaleTargetRef", default={})
+        target = render.get(ref.get("kind", ""), dig(hpa, "metadata", "namespace"), ref.get("name", ""))
+        if target is None:
+            yield ident(hpa), f"scaleTargetRef {ref.get('kind')}/{ref.get('name')} is not in the render"
+        elif "replicas" in (target.get("spec") or {}):
+            yield ident(target), "sets spec.replicas although a HorizontalPodAutoscaler scales it"
+    for sts in render.of_kind("StatefulSet"):
+        name = dig(sts, "spec", "serviceName")
+        svc = render.get("Service", dig(sts, "metadata", "namespace"), name or "")
+        if svc is None or dig(svc, "spec", "clusterIP") != "None":
+            yield ident(sts), f"serviceName {name!r} is not a headless Service of the render"
+
+
+def pod_references(pod: Pod) -> Iterator[tuple[str, str, str | None, bool]]:
+    """(kind, name, key or None, optional) for every ConfigMap and Secret a pod uses."""
+    spec = pod.spec
+    for vol in spec.get("volumes") or []:
+        if "configMap" in vol:
+            cm = vol["configMap"]
+            for item in cm.get("items") or [None]:
+                yield "ConfigMap", cm.get("name"), item and item.get("key"), bool(cm.get("optional"))
+        if "secret" in vol:
+            sec = vol["secret"]
+            for item in sec.get("items") or [None]:
+                yield "Secret", sec.get("secretName"), item and item.get("key"), bool(sec.get("optional"))
+        for source in dig(vol, "projected", "sources", default=[]) or []:
+            for kind, field in (("ConfigMap", "configMap"), ("Secret", "secret")):
+                if field in source:
+                    for item in source[field].get("items") or [None]:
+                        yield kind, source[field].get("name"), item and item.get("key"), \
+                            bool(source[field].get("optional"))
+    for c in containers(spec):
+        for var in c.get("env") or []:
+            for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                ref = dig(var, "valueFrom", field)
+                if ref:
+                    yield kind, ref.get("name"), ref.get("key"), bool(ref.get("optional"))
+        for source in c.get("envFrom") or []:
+            for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if field in source:
+                    yield kind, source[field].get("name"), None, bool(source[field].get("optional"))
+    for secret in spec.get("imagePullSecrets") or []:
+        yield "Secret", secret.get("name"), None, False
+
+
+@check("references", "ConfigMaps, Secrets (and keys), ServiceAccounts, PVCs, volumes and backends exist")
+def check_references(render: Render, version: str) -> Iterator[Finding]:
+    for pod in rendered_pods(render):
+        ns = pod.namespace
+        for kind, name, key, optional in pod_references(pod):
+            keys = render.configmap_keys(ns, name) if kind == "ConfigMap" else render.secret_keys(ns, name)
+            if keys is None and not optional:
+                yield pod.origin, f"{kind} {name!r} is neither in the render nor made by an operator"
+            elif keys is not None and key is not None and key not in keys:
+                yield pod.origin, f"{kind} {name!r} has no key {key!r}"
+        sa = pod.spec.get("serviceAccountName", "default")
+        if sa != "default" and render.get("ServiceAccount", ns, sa) is None:
+            yield pod.origin, f"ServiceAccount {sa!r} is not in the render"
+        volumes = {v.get("name") for v in pod.spec.get("volumes") or []}
+        owner = render.get(pod.owner_kind, ns, pod.origin.rsplit("/", 1)[-1]) or {}
+        volumes |= {dig(t, "metadata", "name") for t in dig(owner, "spec", "volumeClaimTemplates", default=[])}
+        for vol in pod.spec.get("volumes") or []:
+            claim = dig(vol, "persistentVolumeClaim", "claimName")
+            if claim and render.get("PersistentVolumeClaim", ns, claim) is None:
+                yield pod.origin, f"PersistentVolumeClaim {claim!r} is not in the render"
+        for c in containers(pod.spec):
+            for mount in c.get("volumeMounts") or []:
+                if mount.get("name") not in volumes:
+                    yield pod.origin, f"container {c.get('name')!r} mounts undefined volume {mount.get('name')!r}"
+    for ingress in render.of_kind("Ingress"):
+        ns = dig(ingress, "metadata", "namespace")
+        for rule in dig(ingress, "spec", "rules", default=[]):
+            for path in dig(rule, "http", "paths", default=[]):
+                backend = dig(path, "backend", "service", default={})
+                svc = render.get("Service", ns, backend.get("name", ""))
+                port = dig(backend, "port", "name") or dig(backend, "port", "number")
+                if svc is None:
+                    yield ident(ingress), f"backend Service {backend.get('name')!r} is not in the render"
+                elif port not in {p.get("name") for p in dig(svc, "spec", "ports", default=[])} | \
+                        {p.get("port") for p in dig(svc, "spec", "ports", default=[])}:
+                    yield ident(ingress), f"backend port {port!r} is not a port of Service {backend.get('name')!r}"
+
+
+def is_default_deny(policy: dict) -> bool:
+    spec = policy.get("spec") or {}
+    return spec.get("podSelector") in ({}, None) and not spec.get("ingress") and not spec.get("egress") \
+        and {"Ingress", "Egress"} <= set(spec.get("policyTypes") or [])
+
+
+@check("network-policies", "a default deny per namespace; policies and peers select existing pods")
+def check_network_policies(render: Render, version: str) -> Iterator[Finding]:
+    policies = list(render.of_kind("NetworkPolicy"))
+    for ns in sorted({p.namespace for p in render.pods()}):
+        if not any(is_default_deny(p) and dig(p, "metadata", "namespace") == ns for p in policies):
+            yield f"Namespace/{ns}", "no default-deny NetworkPolicy (empty podSelector, Ingress and Egress)"
+    for policy in policies:
+        ns, spec = dig(policy, "metadata", "namespace"), policy.get("spec") or {}
+        selected = render.pods_in(ns, spec.get("podSelector"))
+        if not selected:
+            yield ident(policy), "its podSelector selects no pod"
+        for direction, peer_field in (("ingress", "from"), ("egress", "to")):
+            for rule in spec.get(direction) or []:
+                peers_in_ns: list[Pod] = []
+                for peer in rule.get(peer_field) or []:
+                    ns_sel = peer.get("namespaceSelector")
+                    if ns_sel is not None and "kubernetes.io/metadata.name" not in (ns_sel.get("matchLabels") or {}):
+                        yield ident(policy), f"{direction}: a namespaceSelector not by kubernetes.io/metadata.name"
+                    if ns_sel is None and "podSelector" in peer:
+                        pods = render.pods_in(ns, peer["podSelector"])
+                        if not pods:
+                            yield ident(policy), f"{direction}: peer podSelector {peer['podSelector']} selects no pod"
+                        peers_in_ns += pods
+                # a named port is resolved on the destination pods: ours for ingress,
+                # the peers for egress (checkable only when they are in this namespace)
+                targets = selected if direction == "ingress" else peers_in_ns
+                for port in rule.get("ports") or []:
+                    name = port.get("port")
+                    if isinstance(name, str) and targets and not any(name in p.ports for p in targets):
+                        yield ident(policy), f"{direction}: port {name!r} is not a port name of the destination pods"
+
+
+def image_repository(image: str) -> str:
+    """The image without its tag or digest: registry.example/farol:1.0 -> registry.example/farol."""
+    image = image.split("@", 1)[0]
+    head, _, last = image.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def farol_containers(render: Render) -> Iterator[tuple[Pod, dict]]:
+    """(pod, container) for the farol image, from any registry, at any tag."""
+    for pod in rendered_pods(render):
+        for c in containers(pod.spec, init=False):
+            repo = image_repository(c.get("image") or "")
+            if repo == "farol" or repo.endswith("/farol"):
+                yield pod, c
+
+
+def as_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@check("farol", "zero-downtime rollout, graceful shutdown, migrations by a versioned Job")
+def check_farol(render: Render, version: str) -> Iterator[Finding]:
+    for deploy in render.of_kind("Deployment"):
+        strategy = dig(deploy, "spec", "strategy", default={}) or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate" or \
+                str(dig(strategy, "rollingUpdate", "maxUnavailable", default="25%")) not in ("0", "0%"):
+            yield ident(deploy), "rolling update may take replicas away (maxUnavailable must be 0)"
+    jobs = [(pod, c) for pod, c in farol_containers(render) if pod.owner_kind == "Job"]
+    for pod, c in farol_containers(render):
+        if pod.owner_kind != "Deployment":
+            continue
+        where = f"container {c.get('name')!r}"
+        env = {name: env_value(render, pod.namespace, c, name) for name in
+               ("MIGRATE_ON_START", "METRICS_PORT", "SHUTDOWN_DELAY_MS", "SHUTDOWN_TIMEOUT_MS")}
+        if env["MIGRATE_ON_START"] != "false":
+            yield pod.origin, f"{where}: MIGRATE_ON_START is not false (a Job migrates)"
+        metrics = as_int(env["METRICS_PORT"])
+        if metrics is None or pod.ports.get("metrics") != metrics:
+            yield pod.origin, f"{where}: METRICS_PORT is not the container port named metrics"
+        delay, drain = as_int(env["SHUTDOWN_DELAY_MS"]), as_int(env["SHUTDOWN_TIMEOUT_MS"])
+        pause = dig(c, "lifecycle", "preStop", "sleep", "seconds")
+        grace = pod.spec.get("terminationGracePeriodSeconds", 30)
+        if delay is None or pause is None or pause * 1000 != delay:
+            yield pod.origin, f"{where}: the preStop sleep does not match SHUTDOWN_DELAY_MS"
+        elif drain is None or grace * 1000 <= pause * 1000 + delay + drain:
+            yield pod.origin, f"{where}: terminationGracePeriodSeconds does not exceed preStop + delay + drain"
+        tag = image_tag(c.get("image") or "")
+        if not any(j.get("image") == c.get("image") and (j.get("args") or [None])[0] == "migrate"
+                   and job_pod.origin.endswith(f"-{tag}") for job_pod, j in jobs):
+            yield pod.origin, f"{where}: no Job named after tag {tag!r} runs `migrate` with the same image"
+
+
+@check("custom-resources", "custom resources: the fields used, their values and their references")
+def check_crs(render: Render, version: str) -> Iterator[Finding]:
+    return check_custom_resources(render)
+
+
+def run(render: Render, version: str, out=sys.stdout) -> int:
+    failed = 0
+    for name, what, fn in CHECKS:
+        findings = sorted(set(fn(render, version)))
+        print(f"  {'FAIL' if findings else 'ok  '} {name}: {what}", file=out)
+        for obj, message in findings:
+            print(f"         {obj}: {message}", file=out)
+        failed += len(findings)
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("render")
+    parser.add_argument("--kubernetes-version", default="1.30.0")
+    args = parser.parse_args()
+    return run(Render.from_file(args.render), args.kubernetes_version)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# A throwaway PostgreSQL cluster from the server binaries on the machine, for scripts
+# (bench, fire drill, fuzzing, query checks). Sourced after common.sh.
+#
+#   pg_start DIR PORT     initdb (once) and start a cluster in DIR on 127.0.0.1:PORT;
+#                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol)
+#   pg_stop DIR           fast shutdown (keeps the data)
+#   pg_resume DIR         start it again after pg_stop
+#
+# initdb and postgres refuse to run as root, so as root they run as the `postgres`
+# system user and DIR is handed to it. Trust authentication on loopback only.
+
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+
+_pg_run() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_start() {
+  local dir=$1 port=$2
+  [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin)"
+  mkdir -p "$dir"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    _pg_run "$PG_BIN/initdb" -D "$dir/data" -U farol --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }
+  fi
+  printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$dir'" \
+    "max_connections = 200" "fsync = off" "synchronous_commit = off" "full_page_writes = off" \
+    > "$dir/data/postgresql.auto.conf"
+  PG_PORT=$port PG_DIR=$dir
+  pg_resume "$dir"
+  _pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U farol -d postgres -qtAc \
+    "SELECT 1 FROM pg_database WHERE datname='farol'" | grep -q 1 \
+    || _pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U farol -d postgres -qc "CREATE DATABASE farol" >/dev/null
+  PG_URL="postgres://farol@127.0.0.1:$port/farol?sslmode=disable"
+  export PG_URL PG_PORT PG_DIR
+}
+
+pg_resume() {
+  local dir=$1
+  _pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start >/dev/null \
+    || { tail -20 "$dir/postgres.log" >&2; die "PostgreSQL did not start in $dir"; }
+}
+
+pg_stop() {
+  local dir=$1
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  _pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+}

@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# The Kubernetes manifests (deploy/k8s), checked without a cluster: every overlay rendered
+# with `kubectl kustomize`, validated against the Kubernetes schemas (kubernetes-validate
+# --strict) for the oldest version the manifests support and the newest the tool knows,
+# then the policy checks of scripts/lib/k8s/policy.py (pod security, probes, resources,
+# pinned images, selectors, references, NetworkPolicies, farol's rollout contract, custom
+# resources); the policy checker's and the PrometheusRule generator's own tests; and the
+# committed PrometheusRule against a fresh generation. No real secret is ever read: the
+# overlays are rendered from a temporary copy of deploy/k8s without any secrets.env, with
+# each secrets.env.example standing in for it.
+
+# 1.30: the first version that runs the preStop `sleep` action by default
+K8S_SCHEMA_VERSIONS=(1.30.0 1.37.0)
+
+validate_k8s() {
+  need kubectl kubernetes-validate python3 promtool
+  local failed=0 overlay name render version objects tmp
+  # global, not local: validate runs each area in a subshell, and this trap fires when
+  # that subshell ends, after the function has returned
+  K8S_TMP=$(mktemp -d)
+  trap 'rm -rf "$K8S_TMP"' EXIT INT TERM
+  tmp=$K8S_TMP
+  export PYTHONDONTWRITEBYTECODE=1
+
+  # secrets.env must never be committed; the real one (if any) is left out of the copy
+  if [ -n "$(git ls-files -- 'deploy/k8s/*secrets.env')" ]; then
+    warn "a secrets.env is tracked by git: remove it from the index and rotate what it holds"
+    failed=1
+  fi
+  tar -C deploy -c --exclude=secrets.env k8s | tar -C "$tmp" -x
+  for overlay in "$tmp"/k8s/overlays/*/; do
+    [ ! -f "$overlay/secrets.env.example" ] || cp "$overlay/secrets.env.example" "$overlay/secrets.env"
+  done
+
+  for overlay in "$tmp"/k8s/overlays/*/; do
+    name=$(basename "$overlay")
+    render=$tmp/$name.yaml
+    if ! timeout 60 kubectl kustomize "$overlay" >"$render"; then
+      warn "overlays/$name does not render"
+      failed=1
+      continue
+    fi
+    objects=$(grep -c '^kind:' "$render")
+    ok "overlays/$name renders: $objects objects"
+    for version in "${K8S_SCHEMA_VERSIONS[@]}"; do
+      # --no-warn: kinds without a schema (the custom resources) are the policy checker's
+      if timeout 120 kubernetes-validate --strict --quiet --no-warn -k "$version" "$render"; then
+        ok "overlays/$name: Kubernetes $version schemas (strict)"
+      else
+        warn "overlays/$name does not validate against Kubernetes $version"
+        failed=1
+      fi
+    done
+    echo "  policy of overlays/$name:"
+    timeout 120 python3 scripts/lib/k8s/policy.py --kubernetes-version "${K8S_SCHEMA_VERSIONS[0]}" "$render" || failed=1
+  done
+
+  if timeout 120 python3 -m unittest discover -s scripts/lib/k8s -p 'test_*.py' 2>"$tmp/unittest.log"; then
+    ok "policy checker and PrometheusRule generator tests: $(grep -o 'Ran [0-9]* tests' "$tmp/unittest.log")"
+  else
+    cat "$tmp/unittest.log" >&2
+    failed=1
+  fi
+  if scripts/gen-prometheusrule --check >"$tmp/gen.log" 2>&1; then
+    ok "$(cat "$tmp/gen.log")"
+  else
+    cat "$tmp/gen.log" >&2
+    failed=1
+  fi
+  return "$failed"
+}

@@ -1,0 +1,163 @@
+//! The command line: `farol [serve]`, `farol migrate`, `farol healthcheck`, `farol --version`.
+//!
+//! Exit codes: 0 success, 1 failure at run time, 2 bad configuration or usage.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Env, Settings};
+use crate::http::shutdown::termination_signal;
+use crate::startup::Application;
+use crate::telemetry::logging::Logging;
+
+/// How long `farol migrate` waits for the database to appear (a Job may start first).
+const MIGRATE_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Parser)]
+#[command(
+    name = "farol",
+    version,
+    about = "A Rust web service on PostgreSQL, shipped with its operations."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default). Reads `.env` if there is one.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// GET this instance's /livez (or --url) and exit 0 on a 200, 1 otherwise.
+    Healthcheck {
+        /// The URL to check; default http://127.0.0.1:$PORT/livez.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Migrate => migrate(),
+        Command::Healthcheck { url } => healthcheck(url),
+    }
+}
+
+fn config_error(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("farol: invalid configuration: {error}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn serve() -> ExitCode {
+    // Only `serve` reads `.env`, and only if it exists; real variables win over it.
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        return config_error(format!(".env: {error}"));
+    }
+    let env = Env::from_process();
+    let settings = match Settings::from_env(&env) {
+        Ok(settings) => settings,
+        Err(error) => return config_error(error),
+    };
+    let logging = Logging::init(settings.log_format, settings.live.log_level);
+    let ignored = Settings::ignored_chaos_variables(&env);
+    if !settings.chaos_enabled && !ignored.is_empty() {
+        tracing::warn!(
+            ?ignored,
+            "fault injection variables ignored: CHAOS_ENABLED is not true"
+        );
+    }
+    let set_level = logging.level_setter();
+    let outcome = runtime().block_on(async move {
+        Application::build(settings)
+            .await?
+            .on_live_change(Box::new(move |live| set_level(live.log_level)))
+            .run_until(termination_signal())
+            .await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "farol stopped with an error");
+            drop(logging);
+            eprintln!("farol: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate() -> ExitCode {
+    let settings = match Settings::from_env(&Env::from_process()) {
+        Ok(settings) => settings,
+        Err(error) => return config_error(error),
+    };
+    let logging = Logging::init(settings.log_format, settings.live.log_level);
+    let outcome = runtime().block_on(async {
+        let started = Instant::now();
+        let mut client = loop {
+            match crate::db::connect_direct(&settings.database).await {
+                Ok(client) => break client,
+                Err(error) if started.elapsed() < MIGRATE_WAIT => {
+                    tracing::warn!(%error, "database not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => return Err(format!("database not reachable: {error}")),
+            }
+        };
+        crate::db::migrate::apply(&mut client).await
+    });
+    match outcome {
+        Ok(applied) => {
+            tracing::info!(
+                applied,
+                latest = crate::db::migrate::latest_version(),
+                "migrations done"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "migration failed");
+            drop(logging);
+            eprintln!("farol: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(url: Option<String>) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let port = std::env::var("PORT").unwrap_or_else(|_| "5000".into());
+        format!("http://127.0.0.1:{port}/livez")
+    });
+    match crate::healthcheck::check(&url) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("farol healthcheck: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The one middleware every request passes: request id, admission control (load
+//! shedding), the request timeout, fault injection for drills, then the metrics and the
+//! access log line. One function rather than a stack of layers: each request pays for one
+//! timer, one clock read and one log line, and the order of these concerns is visible
+//! in one place.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::problem::ApiError;
+use super::request_id;
+use crate::state::AppState;
+
+/// The route label of requests that matched no route: keeps the label set bounded.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Never shed: the orchestrator must see a busy replica as alive, and Prometheus must
+/// still be able to watch it being busy.
+fn is_exempt_from_shedding(route: &str) -> bool {
+    matches!(route, "/livez" | "/readyz" | "/metrics")
+}
+
+/// Fault injection applies to the API only, never to the probes, `/` or `/metrics`.
+fn is_chaos_target(route: &str) -> bool {
+    route.starts_with("/api/")
+}
+
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request_id::from_headers(request.headers());
+    let method = request.method().clone();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+
+    state.metrics.http_active.inc();
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default()
+    );
+    let mut response = if is_exempt_from_shedding(route) {
+        next.run(request).instrument(span).await
+    } else {
+        match state.limiter.try_acquire() {
+            Err(_) => ApiError::Overloaded.into_response(),
+            Ok(_permit) => {
+                let work = handle(&state, route, request, next).instrument(span);
+                tokio::time::timeout(state.request_timeout, work)
+                    .await
+                    .unwrap_or_else(|_| ApiError::Timeout.into_response())
+            }
+        }
+    };
+    state.metrics.http_active.dec();
+
+    let elapsed = started.elapsed();
+    let status = response.status();
+    state.metrics.observe_request(
+        method.as_str(),
+        route,
+        status.as_str(),
+        elapsed.as_secs_f64(),
+    );
+    tracing::info!(
+        target: "farol::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = method.as_str(),
+        route,
+        status = status.as_u16(),
+        duration_ms = elapsed.as_micros() as f64 / 1000.0,
+        "request"
+    );
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, request_id);
+    response
+}
+
+async fn handle(state: &AppState, route: &str, request: Request, next: Next) -> Response {
+    if state.chaos_enabled && is_chaos_target(route) {
+        let (latency, error_rate) = {
+            let live = state.live.load();
+            (live.chaos_latency, live.chaos_error_rate)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if error_rate > 0.0 && fastrand::f64() < error_rate {
+            return ApiError::InjectedFault.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Turns a panic in a handler into a 500 problem (the cause is logged, not sent).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(panic = %message, "handler panicked");
+    ApiError::Internal.into_response()
+}

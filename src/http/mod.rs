@@ -1,0 +1,7 @@
+//! HTTP plumbing shared by all routes: errors, extractors, the request middleware,
+//! request ids and shutdown.
+pub mod extract;
+pub mod middleware;
+pub mod problem;
+pub mod request_id;
+pub mod shutdown;

@@ -1,0 +1,200 @@
+//! RFC 9457 problem details: every API failure answers `application/problem+json` with
+//! `type`, `title`, `status` and `detail`. The vocabulary is fixed here, in one enum, so
+//! that no driver or library text reaches a client by accident.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Where each problem type is documented (`docs/api-problems.md`).
+const TYPE_BASE: &str = "https://github.com/farol-project/farol/blob/main/docs/api-problems.md#";
+pub const CONTENT_TYPE: &str = "application/problem+json";
+/// How long a shed or failed client should wait before trying again, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type; its fragment is a stable identifier.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// For validation failures: each offending field and why.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("the database is unavailable")]
+    DatabaseUnavailable,
+    #[error("injected fault")]
+    InjectedFault,
+    /// The cause is logged, never sent.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+            UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            InvalidBody(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "Request body does not match the schema",
+            ),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Validation failed",
+            ),
+            InvalidQuery(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-query",
+                "Invalid query parameter",
+            ),
+            InvalidParameter(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Service overloaded",
+            ),
+            Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+            ),
+            DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+            ),
+            InjectedFault => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected-fault",
+                "Injected fault",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn detail(&self) -> String {
+        use ApiError::*;
+        match self {
+            Validation(errors) => format!("{} field(s) failed validation", errors.len()),
+            Overloaded => "the service is at its concurrency limit; retry shortly".into(),
+            Timeout => "the request did not finish within the server's time limit".into(),
+            DatabaseUnavailable => "the database did not answer; retry shortly".into(),
+            InjectedFault => "fault injection is on (CHAOS_ERROR_RATE)".into(),
+            Internal => "an unexpected error occurred; it has been logged".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        Problem {
+            type_: format!("{TYPE_BASE}{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors: match self {
+                ApiError::Validation(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.to_problem();
+        let body = serde_json::to_vec(&problem).expect("a problem always serialises");
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match error {
+            DbError::Unavailable(_) => ApiError::DatabaseUnavailable,
+            DbError::Timeout => ApiError::Timeout,
+            DbError::Query(error) => {
+                tracing::error!(%error, "unexpected database error");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `X-Request-Id`: taken from the request when it is a sane token, else generated.
+//!
+//! "Sane" is strict on purpose: the id is written into every log line, so anything that
+//! could forge a log field or a line (quotes, control characters, newlines) or bloat the
+//! logs is replaced rather than escaped.
+
+use axum::http::{HeaderMap, HeaderValue};
+
+pub const HEADER: &str = "x-request-id";
+const MAX_LEN: usize = 128;
+
+/// The request's own id if acceptable, else a fresh UUID.
+pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(HEADER)
+        .filter(|value| is_sane(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(generate)
+}
+
+fn is_sane(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn generate() -> HeaderValue {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(id).expect("a UUID is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_sane_id_is_kept() {
+        assert_eq!(from_headers(&with("abc-123_X.y:z")), "abc-123_X.y:z");
+    }
+
+    #[test]
+    fn forged_ids_are_replaced() {
+        for forged in [
+            "a\"b",
+            "x} {\"level\":\"ERROR\"",
+            "tab\there",
+            &"a".repeat(129),
+            "space here",
+        ] {
+            let id = from_headers(&with(forged));
+            assert_ne!(id, forged);
+            assert_eq!(id.len(), 36, "a fresh UUID replaces {forged:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_id_is_generated_uniquely() {
+        let a = from_headers(&HeaderMap::new());
+        let b = from_headers(&HeaderMap::new());
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,7 @@
+//! Notes, the service's one resource: the domain types and their storage.
+pub mod cursor;
+pub mod model;
+pub mod store;
+
+pub use cursor::Cursor;
+pub use model::{Note, NoteContent, NoteInput};

@@ -1,0 +1,120 @@
+//! `/`: what this service is and how it is doing, as JSON, or as a small status page for
+//! a browser (`Accept: text/html`). The database state is the last one observed, never
+//! a query per request: `/` must stay cheap however often it is hit.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::config::AppMode;
+use crate::state::{AppState, BUILD};
+
+const PAGE: &str = include_str!("status_page.html");
+/// The page has no script and no external asset: a strict policy costs nothing.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ServiceStatus {
+    #[schema(example = "farol")]
+    pub service: &'static str,
+    pub version: &'static str,
+    pub mode: AppMode,
+    /// The last observed database state: `up` or `down`.
+    #[schema(example = "up")]
+    pub database: &'static str,
+    pub message: &'static str,
+}
+
+/// The service's identity and state.
+#[utoipa::path(
+    get, path = "/", tag = "operations",
+    responses((status = 200, description = "Status as JSON, or an HTML page for browsers",
+        content((ServiceStatus = "application/json"), (String = "text/html"))))
+)]
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let status = ServiceStatus {
+        service: "farol",
+        version: BUILD.version,
+        mode: state.live.load().app_mode,
+        database: if state.db.is_up() { "up" } else { "down" },
+        message: "farol is running; /health checks the database",
+    };
+    let mut response = if wants_html(&headers) {
+        let mut page = axum::response::Html(render_page(&status, &state)).into_response();
+        page.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        );
+        page
+    } else {
+        axum::Json(status).into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    response
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn render_page(status: &ServiceStatus, state: &AppState) -> String {
+    let metrics_link = if state.metrics_on_main_port {
+        r#"<li><a href="/metrics">/metrics</a> Prometheus metrics</li>"#
+    } else {
+        ""
+    };
+    PAGE.replace("{{version}}", &escape(status.version))
+        .replace("{{commit}}", &escape(BUILD.commit))
+        .replace("{{mode}}", status.mode.as_str())
+        .replace("{{database}}", status.database)
+        .replace(
+            "{{ready}}",
+            if state.is_ready() {
+                "ready"
+            } else {
+                "not ready"
+            },
+        )
+        .replace("{{metrics_link}}", metrics_link)
+}
+
+/// HTML-escapes text (ours today, but a build could carry anything in its commit).
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_html_and_clients_json() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_html(&headers));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8"),
+        );
+        assert!(wants_html(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_html(&headers));
+    }
+
+    #[test]
+    fn escaping_covers_markup() {
+        assert_eq!(
+            escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The routes, their OpenAPI document, and the layers around them.
+
+pub mod index;
+pub mod meta;
+pub mod notes;
+pub mod probes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri, header};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::http::middleware;
+use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::state::{AppState, BUILD};
+
+/// Bodies above this are refused with 413 before they are read in full.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "farol",
+        description = "A small notes service on PostgreSQL, and its operational endpoints. \
+                       Every API failure is an RFC 9457 problem (application/problem+json). \
+                       Every response carries X-Request-Id."
+    ),
+    tags(
+        (name = "notes", description = "The notes resource"),
+        (name = "operations", description = "Status, health and build information")
+    ),
+    components(schemas(Problem, FieldError))
+)]
+struct ApiDoc;
+
+/// The application router and its OpenAPI document, generated from the same route list
+/// so that the document cannot drift from what is served.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(index::status))
+        .routes(routes!(probes::health))
+        .routes(routes!(probes::livez))
+        .routes(routes!(probes::readyz))
+        .routes(routes!(meta::version))
+        .routes(routes!(notes::create_note, notes::list_notes))
+        .routes(routes!(
+            notes::get_note,
+            notes::replace_note,
+            notes::delete_note
+        ))
+        .split_for_parts();
+    api.info.version = BUILD.version.to_owned();
+
+    let document = serde_json::to_string(&api).expect("the OpenAPI document serialises");
+    let mut router = routes.route(
+        OPENAPI_PATH,
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
+    );
+    if state.metrics_on_main_port {
+        router = router.route("/metrics", get(meta::metrics));
+    }
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state);
+    (router, api)
+}
+
+/// The router of `METRICS_PORT`: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(meta::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,211 @@
+//! `/api/v1/notes`: create, list, read, replace and delete notes.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::http::extract::{Json, Path, Query};
+use crate::http::problem::{ApiError, Problem};
+use crate::notes::{Cursor, Note, NoteInput, store};
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+
+/// One page of notes, newest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NotePage {
+    pub items: Vec<Note>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{32}$")]
+    cursor: Option<String>,
+}
+
+/// Problems a write can meet.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only the OpenAPI document uses these variants
+pub enum WriteProblems {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, or a malformed id",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 413,
+        description = "Body over 1 MiB",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Content-Type is not application/json",
+        content_type = "application/problem+json"
+    )]
+    MediaType(Problem),
+    #[response(
+        status = 422,
+        description = "Wrong types, missing or unknown fields, or failed validation",
+        content_type = "application/problem+json"
+    )]
+    Invalid(Problem),
+    #[response(
+        status = 503,
+        description = "Overloaded, timed out, or the database is unavailable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// Problems a read by id can meet.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadProblems {
+    #[response(
+        status = 400,
+        description = "The id is not a UUID",
+        content_type = "application/problem+json"
+    )]
+    BadId(Problem),
+    #[response(
+        status = 404,
+        description = "No note with this id",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 503,
+        description = "Overloaded, timed out, or the database is unavailable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no note with id {id}"))
+}
+
+/// Create a note.
+#[utoipa::path(
+    post, path = "/api/v1/notes", tag = "notes",
+    request_body = NoteInput,
+    responses(
+        (status = 201, description = "Created", body = Note,
+         headers(("Location" = String, description = "The new note's URL"))),
+        WriteProblems,
+    )
+)]
+pub async fn create_note(
+    State(state): State<AppState>,
+    Json(input): Json<NoteInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let content = input.validate()?;
+    let note = store::create(&state.db, &content).await?;
+    let location = format!("/api/v1/notes/{}", note.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(note),
+    ))
+}
+
+/// List notes, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/notes", tag = "notes",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of notes", body = NotePage),
+        (status = 422, description = "limit outside 1..100, or a malformed cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, or the database is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_notes(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<NotePage>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be from 1 to {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let after = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
+            ApiError::InvalidQuery("cursor is not one this service issued".into())
+        })?),
+    };
+    let page = store::list(&state.db, limit, after).await?;
+    Ok(axum::Json(NotePage {
+        items: page.notes,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// Read one note.
+#[utoipa::path(
+    get, path = "/api/v1/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path, description = "The note's id")),
+    responses((status = 200, description = "The note", body = Note), ReadProblems)
+)]
+pub async fn get_note(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Note>, ApiError> {
+    store::get(&state.db, id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| not_found(id))
+}
+
+/// Replace a note's title and body.
+#[utoipa::path(
+    put, path = "/api/v1/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path, description = "The note's id")),
+    request_body = NoteInput,
+    responses(
+        (status = 200, description = "The updated note", body = Note),
+        (status = 404, description = "No note with this id", body = Problem, content_type = "application/problem+json"),
+        WriteProblems,
+    )
+)]
+pub async fn replace_note(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(input): Json<NoteInput>,
+) -> Result<axum::Json<Note>, ApiError> {
+    let content = input.validate()?;
+    store::replace(&state.db, id, &content)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| not_found(id))
+}
+
+/// Delete a note.
+#[utoipa::path(
+    delete, path = "/api/v1/notes/{id}", tag = "notes",
+    params(("id" = Uuid, Path, description = "The note's id")),
+    responses((status = 204, description = "Deleted"), ReadProblems)
+)]
+pub async fn delete_note(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if store::delete(&state.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(id))
+    }
+}

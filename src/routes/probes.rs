@@ -1,0 +1,95 @@
+//! Health endpoints: `/health` (the database, for people and the original challenge),
+//! `/livez` (the process, for restarts) and `/readyz` (traffic, for load balancers).
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::state::AppState;
+
+const OK: &str = r#"{"status":"ok"}"#;
+
+fn json(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `{"status":"ok"}`
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusOk {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// A failed check, in a fixed vocabulary.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealthError {
+    #[schema(example = "error")]
+    pub status: String,
+    pub checks: HealthChecks,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealthChecks {
+    /// `down` or `timeout`.
+    #[schema(example = "down")]
+    pub database: String,
+}
+
+/// Why the service is not ready: `starting` or `draining`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NotReady {
+    #[schema(example = "starting")]
+    pub status: String,
+}
+
+/// The service and its database: one real round trip, bounded by `DB_QUERY_TIMEOUT_MS`.
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "The database answered", body = StatusOk),
+        (status = 503, description = "The database is down or did not answer in time", body = HealthError),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => json(StatusCode::OK, OK),
+        Err(DbError::Timeout) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"error","checks":{"database":"timeout"}}"#,
+        ),
+        Err(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"error","checks":{"database":"down"}}"#,
+        ),
+    }
+}
+
+/// The process serves: never touches the database.
+#[utoipa::path(
+    get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "Alive", body = StatusOk))
+)]
+pub async fn livez() -> Response {
+    json(StatusCode::OK, OK)
+}
+
+/// Ready for traffic: the database was reached and the schema is current, and shutdown
+/// has not begun. A later database outage does not make it unready.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = StatusOk),
+        (status = 503, description = "Starting (database not reached yet, or migrations pending) or draining", body = NotReady),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_draining() {
+        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+    } else if state.is_ready() {
+        json(StatusCode::OK, OK)
+    } else {
+        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
+    }
+}

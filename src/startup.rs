@@ -1,0 +1,212 @@
+//! Builds the application from its settings, binds its ports, and runs it until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::live::{DirWatcher, OnChange, watch_config_dir};
+use crate::config::{LiveConfig, Settings};
+use crate::db::{Database, readiness};
+use crate::http::shutdown::Shutdown;
+use crate::routes;
+use crate::state::{AppState, BUILD, Shared};
+use crate::telemetry::metrics::Metrics;
+
+/// How often `CONFIG_DIR` is read for changes.
+const CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A built application with its ports bound: ready to run.
+pub struct Application {
+    settings: Settings,
+    state: AppState,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    on_live_change: Option<OnChange>,
+}
+
+impl Application {
+    /// Binds the ports and builds the state. Port 0 picks a free port (tests).
+    pub async fn build(settings: Settings) -> Result<Self, String> {
+        let listener = bind(SocketAddr::new(settings.host, settings.port)).await?;
+        let metrics_listener = match settings.metrics_port {
+            Some(port) => Some(bind(SocketAddr::new(settings.host, port)).await?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new(BUILD.version, BUILD.commit));
+        let db = Database::new(
+            &settings.database,
+            settings.db_pool_max,
+            settings.db_connect_timeout,
+            settings.db_query_timeout,
+            metrics.db_duration.clone(),
+        )?;
+        let state = AppState::new(Shared {
+            db,
+            metrics,
+            live: LiveConfig::new(settings.live.clone()),
+            shutdown: Shutdown::default(),
+            ready: Arc::new(AtomicBool::new(false)),
+            limiter: Semaphore::new(settings.max_concurrent_requests),
+            request_timeout: settings.request_timeout,
+            chaos_enabled: settings.chaos_enabled,
+            metrics_on_main_port: settings.metrics_port.is_none(),
+        });
+        Ok(Self {
+            settings,
+            state,
+            listener,
+            metrics_listener,
+            on_live_change: None,
+        })
+    }
+
+    /// Called after every live configuration change (the CLI swaps the log level here).
+    pub fn on_live_change(mut self, callback: OnChange) -> Self {
+        self.on_live_change = Some(callback);
+        self
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `stop` resolves, then shuts down gracefully: unready at once, serving
+    /// on for `SHUTDOWN_DELAY_MS`, then draining in-flight requests for at most
+    /// `SHUTDOWN_TIMEOUT_MS`, then closing the pool.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
+        let Self {
+            settings,
+            state,
+            listener,
+            metrics_listener,
+            on_live_change,
+        } = self;
+        let mut background: Vec<JoinHandle<()>> = vec![tokio::spawn(readiness::supervise(
+            state.db.clone(),
+            settings.migrate_on_start,
+            state.ready.clone(),
+        ))];
+        if let Some(dir) = &settings.config_dir {
+            let watcher =
+                DirWatcher::new(dir.clone(), settings.live.clone(), settings.chaos_enabled);
+            let on_change = on_live_change.unwrap_or_else(|| Box::new(|_| {}));
+            background.push(tokio::spawn(watch_config_dir(
+                watcher,
+                state.live.clone(),
+                CONFIG_POLL_INTERVAL,
+                on_change,
+            )));
+        }
+
+        // Stop accepting once the delay after the stop signal has passed.
+        let shutdown = state.shutdown.clone();
+        let delay = settings.shutdown_delay;
+        tokio::spawn(async move {
+            stop.await;
+            shutdown.begin();
+        });
+        let drain_start = {
+            let shutdown = state.shutdown.clone();
+            move || {
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.begun().await;
+                    tracing::info!(
+                        delay_ms = delay.as_millis() as u64,
+                        "unready; serving on until the delay ends"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        };
+
+        tracing::info!(
+            address = %listener.local_addr().map_err(|e| e.to_string())?,
+            metrics_port = settings.metrics_port,
+            database = %settings.database.describe(),
+            mode = state.live.load().app_mode.as_str(),
+            version = BUILD.version,
+            "listening"
+        );
+        let (router, _) = routes::router(state.clone());
+        let main = tokio::spawn({
+            let drain = drain_start();
+            async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(drain)
+                    .await
+            }
+        });
+        let metrics = metrics_listener.map(|listener| {
+            let router = routes::metrics_router(state.clone());
+            let drain = drain_start();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(drain)
+                    .await
+            })
+        });
+
+        let servers = async {
+            let main = main.await;
+            if let Some(metrics) = metrics {
+                let _ = metrics.await;
+            }
+            main
+        };
+        let timeout = settings.shutdown_timeout;
+        let deadline = async {
+            drain_start().await;
+            tracing::info!(
+                timeout_ms = timeout.as_millis() as u64,
+                "draining in-flight requests"
+            );
+            tokio::time::sleep(timeout).await;
+        };
+        let outcome = tokio::select! {
+            joined = servers => match joined {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("server failed: {e}")),
+                Err(e) => Err(format!("server task failed: {e}")),
+            },
+            () = deadline => {
+                tracing::warn!(
+                    in_flight = state.metrics.http_active.get(),
+                    "drain timed out; abandoning the requests still in flight"
+                );
+                Ok(())
+            }
+        };
+        for task in background {
+            task.abort();
+        }
+        state.db.close();
+        tracing::info!("stopped");
+        outcome
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
+}
