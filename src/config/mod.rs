@@ -61,10 +61,9 @@ impl Settings {
                 },
             )
         };
+        // 0 asks the kernel for a free port: tests and one-off runs use it.
         let port = |name: &str, default: u16| {
-            env.parse_or(name, default, "a port number (1-65535)", |s| {
-                s.parse().ok().filter(|p| *p > 0)
-            })
+            env.parse_or(name, default, "a port number (0-65535)", |s| s.parse().ok())
         };
         let count = |name: &str, default: usize, max: usize| {
             env.parse_or(
@@ -117,7 +116,7 @@ impl Settings {
     }
 
     fn check_consistency(&self) -> Result<(), ConfigError> {
-        if self.metrics_port == Some(self.port) {
+        if self.port != 0 && self.metrics_port == Some(self.port) {
             return Err(ConfigError::new(
                 "METRICS_PORT",
                 "must differ from PORT (leave it unset to serve /metrics on PORT)",
@@ -186,7 +185,7 @@ mod tests {
     #[test]
     fn each_bad_value_is_named() {
         for (name, value) in [
-            ("PORT", "0"),
+            ("PORT", "-1"),
             ("PORT", "70000"),
             ("HOST", "localhost:1"),
             ("METRICS_PORT", "x"),

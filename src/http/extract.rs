@@ -1,16 +1,35 @@
 //! Extractors whose rejections are problem+json: axum's own answer plain text.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::problem::ApiError;
 
-/// `Json<T>` with problem+json rejections: syntax 400, schema 422, media type 415,
-/// size 413.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body, with problem+json rejections: media type 415, size 413, syntax
+/// 400, anything but an object or a mismatch with `T` 422.
+///
+/// axum's `Json<T>` alone would accept `["a", "b"]` for a struct (serde fills fields from
+/// a sequence in order): the body is first taken as raw JSON, checked to be an object,
+/// then read into `T`.
 pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(raw) = axum::Json::<Box<RawValue>>::from_request(request, state).await?;
+        if !raw.get().starts_with('{') {
+            return Err(ApiError::InvalidBody("expected a JSON object".into()));
+        }
+        let mut reader = serde_json::Deserializer::from_str(raw.get());
+        serde_path_to_error::deserialize(&mut reader)
+            .map(Json)
+            .map_err(|e| ApiError::InvalidBody(e.to_string()))
+    }
+}
 
 /// `Path<T>`: a malformed path parameter (e.g. not a UUID) is a 400.
 #[derive(FromRequestParts)]

@@ -64,7 +64,14 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     if state.metrics_on_main_port {
         router = router.route("/metrics", get(meta::metrics));
     }
-    let router = router
+    (with_layers(router, state), api)
+}
+
+/// The fallbacks and layers every route gets: problem+json for unknown routes and
+/// methods, the body limit, panics turned into 500s, and the request middleware
+/// (outermost, so that it sees and logs what the others answer).
+pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -73,8 +80,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.clone(),
             middleware::observe,
         ))
-        .with_state(state);
-    (router, api)
+        .with_state(state)
 }
 
 /// The router of `METRICS_PORT`: `/metrics` only.

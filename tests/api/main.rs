@@ -1,0 +1,12 @@
+//! The HTTP API against a real PostgreSQL: every route, every error class, pagination,
+//! load shedding, timeouts, fault injection, live configuration, database outages.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod database;
+mod errors;
+mod live_config;
+mod notes;
+mod operations;
+mod resilience;

@@ -1,0 +1,130 @@
+//! Load shedding, the request timeout, fault injection and panics.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use farol::state::AppState;
+
+use crate::support::app::{assert_problem, spawn_app_with};
+
+#[tokio::test]
+async fn requests_beyond_the_limit_are_shed_at_once_and_probes_are_not() {
+    // Two slots, each held 800 ms by injected latency.
+    let app = spawn_app_with(&[
+        ("MAX_CONCURRENT_REQUESTS", "2"),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_LATENCY_MS", "800"),
+    ])
+    .await;
+    let started = Instant::now();
+    let requests = (0..6).map(|_| {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/notes"));
+        tokio::spawn(async move {
+            let response = client.get(url).send().await.unwrap();
+            (response, started.elapsed())
+        })
+    });
+    let requests: Vec<_> = requests.collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let probe = app.get("/livez").await;
+    assert_eq!(probe.status(), 200, "liveness is never shed");
+
+    let (mut served, mut shed) = (0, 0);
+    for request in requests {
+        let (response, elapsed) = request.await.unwrap();
+        if response.status() == 200 {
+            served += 1;
+        } else {
+            assert!(
+                elapsed < Duration::from_millis(600),
+                "shed at once, not queued: {elapsed:?}"
+            );
+            assert_eq!(response.headers()["retry-after"], "1");
+            assert_problem(response, 503, "overloaded").await;
+            shed += 1;
+        }
+    }
+    assert_eq!((served, shed), (2, 4));
+}
+
+#[tokio::test]
+async fn a_request_past_the_timeout_is_a_503_problem() {
+    let app = spawn_app_with(&[
+        ("REQUEST_TIMEOUT_MS", "200"),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_LATENCY_MS", "3000"),
+    ])
+    .await;
+    let started = Instant::now();
+    let response = app.get("/api/v1/notes").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_problem(response, 503, "timeout").await;
+}
+
+#[tokio::test]
+async fn injected_errors_hit_the_api_only() {
+    let app = spawn_app_with(&[("CHAOS_ENABLED", "true"), ("CHAOS_ERROR_RATE", "1")]).await;
+    assert_problem(app.get("/api/v1/notes").await, 500, "injected-fault").await;
+    for path in ["/", "/health", "/livez", "/readyz", "/metrics", "/version"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_partial_error_rate_fails_about_that_share() {
+    let app = spawn_app_with(&[("CHAOS_ENABLED", "true"), ("CHAOS_ERROR_RATE", "0.5")]).await;
+    let mut failed = 0;
+    for _ in 0..200 {
+        if app.get("/api/v1/notes").await.status() == 500 {
+            failed += 1;
+        }
+    }
+    // Binomial(200, 0.5): outside 60..140 has a probability below 1e-8.
+    assert!((60..140).contains(&failed), "{failed} of 200");
+}
+
+#[tokio::test]
+async fn chaos_settings_do_nothing_unless_enabled_at_start() {
+    let app = spawn_app_with(&[("CHAOS_ERROR_RATE", "1"), ("CHAOS_LATENCY_MS", "5000")]).await;
+    let started = Instant::now();
+    assert_eq!(app.get("/api/v1/notes").await.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
+    let app = spawn_app_with(&[]).await;
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+    let routes: Router<AppState> = Router::new().route("/boom", get(boom));
+    let router = farol::routes::with_layers(routes, app.state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let response = app
+        .client
+        .get(format!("{address}/boom"))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 500, "internal").await;
+    assert!(
+        !problem.to_string().contains("a bug"),
+        "the cause is logged, not sent"
+    );
+    let again = app
+        .client
+        .get(format!("{address}/boom"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 500, "still serving after a panic");
+    assert_eq!(app.get("/health").await.status(), 200);
+}

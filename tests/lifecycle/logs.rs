@@ -1,0 +1,141 @@
+//! What the logs say, and what they never say.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::kubelet::ConfigMapVolume;
+use crate::support::pg::{create_database, shared_server_url};
+use crate::support::process::FarolProcess;
+
+fn database_with_password() -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    // Trust authentication ignores the password, so the service works and we can look
+    // for it in everything it prints.
+    let url = url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:Sup3r-S3cret-Pw@",
+        1,
+    );
+    (rt, url)
+}
+
+#[test]
+fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
+    let (rt, url) = database_with_password();
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url), ("LOG_FORMAT", "json")]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!(
+                "{}/api/v1/notes/{}",
+                farol.address,
+                uuid::Uuid::new_v4()
+            ))
+            .header("x-request-id", "trace-me-123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+        let forged = client
+            .get(format!("{}/livez", farol.address))
+            .header("x-request-id", "evil\" \"level\":\"ERROR")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 200);
+    });
+    let line = farol.wait_for_log("trace-me-123", Duration::from_secs(5));
+    let entry: Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(entry["message"], "request");
+    assert_eq!(entry["level"], "INFO");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["route"], "/api/v1/notes/{id}");
+    assert_eq!(entry["status"], 404);
+    assert!(entry["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(entry["timestamp"].is_string());
+
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = farol.all_logs();
+    for line in logs.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+    assert!(
+        !logs.contains("Sup3r-S3cret-Pw"),
+        "the password leaked into the logs"
+    );
+    assert!(
+        !logs.contains("evil"),
+        "a forged request id reached the logs"
+    );
+}
+
+#[test]
+fn a_broken_live_value_is_logged_with_its_reason_and_the_last_good_one_kept() {
+    let (rt, url) = database_with_password();
+    let dir = tempfile::tempdir().unwrap();
+    let mut volume = ConfigMapVolume::new(
+        dir.path(),
+        &[("APP_MODE", "production"), ("LOG_LEVEL", "info")],
+    );
+    let farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("CONFIG_DIR", dir.path().to_str().unwrap()),
+    ]);
+    volume.update(&[("APP_MODE", "staging"), ("LOG_LEVEL", "info")]);
+    let line = farol.wait_for_log("invalid value in CONFIG_DIR", Duration::from_secs(5));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["level"], "WARN");
+    assert_eq!(entry["key"], "APP_MODE");
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains("development or production"),
+        "{entry}"
+    );
+    let mode = rt.block_on(async {
+        let body: Value = reqwest::get(format!("{}/", farol.address))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["mode"].clone()
+    });
+    assert_eq!(mode, "production", "the last good value stays");
+}
+
+#[test]
+fn the_log_level_changes_live() {
+    let (rt, url) = database_with_password();
+    let dir = tempfile::tempdir().unwrap();
+    let mut volume = ConfigMapVolume::new(dir.path(), &[("LOG_LEVEL", "info")]);
+    let farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("CONFIG_DIR", dir.path().to_str().unwrap()),
+    ]);
+    let get = |id: &str| {
+        rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{}/livez", farol.address))
+                .header("x-request-id", id)
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    get("before-change");
+    farol.wait_for_log("before-change", Duration::from_secs(5));
+    volume.update(&[("LOG_LEVEL", "warn")]);
+    farol.wait_for_log("live configuration changed", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    get("after-change");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !farol.all_logs().contains("after-change"),
+        "info lines are off at warn"
+    );
+}

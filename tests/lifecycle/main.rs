@@ -1,0 +1,9 @@
+//! The real binary: start-up errors, exit codes, the subcommands, logs, and graceful
+//! shutdown on SIGTERM.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod logs;
+mod shutdown;

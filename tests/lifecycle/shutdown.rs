@@ -1,0 +1,100 @@
+//! SIGTERM: unready at once, serving through the delay, in-flight requests finished,
+//! exit 0; and a drain that runs out of time still exits.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::pg::{create_database, shared_server_url};
+use crate::support::process::FarolProcess;
+
+#[test]
+fn sigterm_turns_unready_at_once_finishes_in_flight_requests_and_exits_0() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let mut farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_LATENCY_MS", "1500"),
+        ("SHUTDOWN_DELAY_MS", "800"),
+        ("SHUTDOWN_TIMEOUT_MS", "5000"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    let client = reqwest::Client::new();
+    let address = farol.address.clone();
+
+    let in_flight = rt.spawn({
+        let (client, url) = (client.clone(), format!("{address}/api/v1/notes"));
+        async move { client.get(url).send().await }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    farol.signal(libc::SIGTERM);
+
+    let (readyz, livez) = rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let readyz = client
+            .get(format!("{address}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        let status = readyz.status();
+        let body: Value = readyz.json().await.unwrap();
+        let livez = client
+            .get(format!("{address}/livez"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        ((status, body), livez)
+    });
+    assert_eq!(readyz.0, 503, "unready at once");
+    assert_eq!(readyz.1["status"], "draining");
+    assert_eq!(livez, 200, "still serving during the delay");
+
+    let response = rt
+        .block_on(in_flight)
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(response.status(), 200, "with its normal answer");
+    let code = farol.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, 0);
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "served through the delay: {took:?}"
+    );
+    assert!(farol.all_logs().contains("\"stopped\""));
+}
+
+#[test]
+fn a_drain_that_outlives_its_timeout_is_cut_and_the_process_still_exits_0() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let mut farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_LATENCY_MS", "30000"),
+        ("REQUEST_TIMEOUT_MS", "60000"),
+        ("SHUTDOWN_TIMEOUT_MS", "500"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    let in_flight = rt.spawn({
+        let url = format!("{}/api/v1/notes", farol.address);
+        async move { reqwest::get(url).await }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    farol.signal(libc::SIGTERM);
+    assert_eq!(farol.wait_exit(Duration::from_secs(5)), 0);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(farol.all_logs().contains("drain timed out"));
+    assert!(
+        rt.block_on(in_flight).unwrap().is_err(),
+        "the abandoned request was cut"
+    );
+}

@@ -1,0 +1,8 @@
+//! Shared by the integration test binaries (`tests/api`, `tests/lifecycle`).
+#![allow(dead_code)] // each binary uses a different part
+
+pub mod app;
+pub mod kubelet;
+pub mod pg;
+pub mod process;
+pub mod raw;
