@@ -20,7 +20,11 @@ pg_start() {
   local dir=$1 port=$2
   [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin)"
   mkdir -p "$dir"
-  [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir"
+    # the postgres user must be able to reach DIR (mktemp -d parents are 0700)
+    chmod a+x "$(dirname "$dir")"
+  fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     _pg_run "$PG_BIN/initdb" -D "$dir/data" -U farol --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }

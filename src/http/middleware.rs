@@ -7,13 +7,26 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
 
 use super::problem::ApiError;
 use super::request_id;
 use crate::state::AppState;
+
+tokio::task_local! {
+    /// The current request's id, for log lines written deep inside a handler (a task
+    /// local costs far less per request than a tracing span).
+    static REQUEST_ID: HeaderValue;
+}
+
+/// The id of the request being handled, or "" outside of one.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
 
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
@@ -37,23 +50,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
 
     state.metrics.http_active.inc();
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.to_str().unwrap_or_default()
-    );
-    let mut response = if is_exempt_from_shedding(route) {
-        next.run(request).instrument(span).await
-    } else {
+    let work = async {
+        if is_exempt_from_shedding(route) {
+            return next.run(request).await;
+        }
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
             Ok(_permit) => {
-                let work = handle(&state, route, request, next).instrument(span);
-                tokio::time::timeout(state.request_timeout, work)
+                tokio::time::timeout(state.request_timeout, handle(&state, route, request, next))
                     .await
                     .unwrap_or_else(|_| ApiError::Timeout.into_response())
             }
         }
     };
+    let mut response = REQUEST_ID.scope(request_id.clone(), work).await;
     state.metrics.http_active.dec();
 
     let elapsed = started.elapsed();
@@ -102,6 +112,6 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    tracing::error!(panic = %message, "handler panicked");
+    tracing::error!(request_id = current_request_id(), panic = %message, "handler panicked");
     ApiError::Internal.into_response()
 }

@@ -192,7 +192,11 @@ impl From<crate::db::DbError> for ApiError {
             DbError::Unavailable(_) => ApiError::DatabaseUnavailable,
             DbError::Timeout => ApiError::Timeout,
             DbError::Query(error) => {
-                tracing::error!(%error, "unexpected database error");
+                tracing::error!(
+                    request_id = crate::http::middleware::current_request_id(),
+                    %error,
+                    "unexpected database error"
+                );
                 ApiError::Internal
             }
         }

@@ -20,7 +20,10 @@ pub struct Logging {
 impl Logging {
     /// Installs the global subscriber. Call once, early.
     pub fn init(format: LogFormat, level: LogLevel) -> Self {
-        let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+        // The writer thread drains every queued line, then flushes: behind a BufWriter
+        // that is one write(2) per batch instead of one per line.
+        let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+        let (writer, guard) = tracing_appender::non_blocking(stdout);
         let (filter, handle) = reload::Layer::new(level_filter(level));
         let registry = tracing_subscriber::registry().with(filter);
         match format {

@@ -1,0 +1,829 @@
+#!/usr/bin/env python3
+"""Reads, checks and derives the monitoring configuration in monitoring/.
+
+    monitoring_config.py drill OUT_DIR [--factor N] [--source DIR]
+        The fire drill's variant of DIR (default: monitoring/): every duration of the rule
+        files, prometheus.yml and alertmanager.yml divided by N (default 60), nothing else
+        changed. OUT_DIR gets the layout of monitoring/ (prometheus/, alertmanager/,
+        blackbox/), so scripts/lib/stack.sh can start from it as from the original.
+    monitoring_config.py render OUT_DIR --source DIR --address FROM=TO...
+        prometheus.yml, its target files and alertmanager.yml of DIR for a local run: every
+        FROM address (a compose host:port) replaced by TO, relative paths made absolute.
+        Nothing else changes; an address that no longer occurs is an error.
+    monitoring_config.py check-queries --prometheus URL [--source DIR] [--may-be-empty KEY]...
+        Runs every PromQL expression of every rule and dashboard panel against a live
+        Prometheus: each must parse, and each must return data unless its KEY is listed.
+    monitoring_config.py check-runbooks [--write]
+        Every alert has docs/runbooks/<alert>.md and every runbook an alert; every
+        runbook_url (rules and their tests) is built from Cargo.toml's package.repository.
+        --write rewrites the URLs that are not.
+    monitoring_config.py check-dashboards
+        The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
+    monitoring_config.py check-rule-tests
+        Every alert fires in a unit test, every recording rule is compared in one.
+    monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME
+        Sends a scenario's alerts to a running Alertmanager (the real alertmanager.yml) and
+        checks which of them it inhibits.
+
+Standard library and PyYAML only (scripts/lib/stack.sh finds a python3 that has it).
+"""
+
+import argparse
+import json
+import math
+import re
+import shutil
+import sys
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MONITORING = REPO_ROOT / "monitoring"
+
+# ---------------------------------------------------------------------------------------
+# Durations, as Prometheus and Alertmanager write them: "1h30m", "5m", "0s", "250ms".
+
+_UNITS_MS = [("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000),
+             ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)]
+_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text):
+    """Milliseconds of a duration such as "1h30m"; ValueError if it is not one."""
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * ms for n, (_, ms) in zip(match.groups(), _UNITS_MS) if n)
+
+
+def format_duration(ms):
+    """The shortest spelling of a duration, as Prometheus prints one ("1h12m", "0s")."""
+    if ms == 0:
+        return "0s"
+    parts = []
+    for unit, size in _UNITS_MS:
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# Just enough of a PromQL lexer to find durations and the top-level structure of an
+# expression, without being fooled by strings, label matchers or names such as
+# job:farol_api_errors:ratio_rate30d (a recording rule's name is not a duration).
+
+_TOKEN = re.compile(r"""
+      (?P<ws>\s+)
+    | (?P<comment>\#[^\n]*)
+    | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+    | (?P<duration>(?:\d+(?:ms|[smhdwy]))+(?!\w))
+    | (?P<variable>\$\w+|\$\{[^}]*\})
+    | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w:]))
+    | (?P<ident>[A-Za-z_:][\w:]*)
+    | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=,@:])
+    | (?P<open>[(\[{])
+    | (?P<close>[)\]}])
+""", re.VERBOSE)
+
+
+def _tokens(expr):
+    pos = 0
+    while pos < len(expr):
+        match = _TOKEN.match(expr, pos)
+        if not match:
+            raise ValueError(f"cannot read PromQL at {pos}: {expr[pos:pos + 20]!r}")
+        kind = match.lastgroup
+        if kind not in ("ws", "comment"):
+            yield kind, match.group(), match.start(), match.end()
+        pos = match.end()
+
+
+def promql_durations(expr):
+    """(start, end, unit) of every duration in expr: range selectors and subqueries
+    ("[5m]", "[1h:30s]") and offsets ("offset 5m"), unit "duration"; and the horizon of
+    predict_linear(), a number of seconds ("24 * 3600"), unit "seconds"."""
+    spans = []
+    tokens = list(_tokens(expr))
+    for i, (kind, text, start, end) in enumerate(tokens):
+        if text == "[":
+            close = expr.index("]", end)
+            inner = expr[end:close]
+            offset = end
+            for part in inner.split(":"):
+                stripped = part.strip()
+                if stripped:
+                    begin = offset + part.index(stripped)
+                    parse_duration(stripped)
+                    spans.append((begin, begin + len(stripped), "duration"))
+                offset += len(part) + 1
+        elif kind == "ident" and text.lower() == "offset" and i + 1 < len(tokens):
+            j = i + 1
+            if tokens[j][1] == "-":
+                j += 1
+            parse_duration(tokens[j][1])
+            spans.append((tokens[j][2], tokens[j][3], "duration"))
+        elif kind == "ident" and text == "predict_linear" and i + 1 < len(tokens) and tokens[i + 1][1] == "(":
+            depth, comma = 0, None
+            for _, t, s, _ in tokens[i + 1:]:
+                depth += t in "([{"
+                depth -= t in ")]}"
+                if t == "," and depth == 1:
+                    comma = s
+                if depth == 0:
+                    horizon = expr[comma + 1:s] if comma is not None else ""
+                    if constant_value(horizon.strip()) is not None:
+                        begin = comma + 1 + horizon.index(horizon.strip())
+                        spans.append((begin, begin + len(horizon.strip()), "seconds"))
+                    break
+    return sorted(spans)
+
+
+def map_promql_durations(expr, fn):
+    """expr with every duration d replaced by fn(d) (both as text; a number of seconds is
+    handed to fn as a duration, and written back as seconds when fn returns one)."""
+    for start, end, unit in reversed(promql_durations(expr)):
+        text = expr[start:end]
+        if unit == "seconds":
+            replaced = fn(format_duration(round(constant_value(text) * 1000)))
+            try:
+                replaced = f"{parse_duration(replaced) / 1000:g}"
+            except ValueError:
+                pass   # not a duration (a placeholder): written as it is
+        else:
+            replaced = fn(text)
+        expr = expr[:start] + replaced + expr[end:]
+    return expr
+
+
+_COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
+_SET_OPERATORS = {"and", "or", "unless"}
+_MODIFIERS = re.compile(r"^\s*(?:bool\s+)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?")
+
+
+def _top_level(expr):
+    """Tokens of expr outside any bracket, with their positions."""
+    depth = 0
+    for kind, text, start, end in _tokens(expr):
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth -= 1
+        elif depth == 0:
+            yield kind, text, start, end
+
+
+def _unwrap(expr):
+    """expr without parentheses that enclose all of it."""
+    expr = expr.strip()
+    while expr.startswith("("):
+        depth = 0
+        for kind, text, start, _ in _tokens(expr):
+            if kind == "open":
+                depth += 1
+            elif kind == "close":
+                depth -= 1
+                if depth == 0:
+                    break
+        if start != len(expr) - 1:
+            break
+        expr = expr[1:-1].strip()
+    return expr
+
+
+def _split(expr, operators):
+    parts, last = [], 0
+    for kind, text, start, end in _top_level(expr):
+        if text in operators:
+            parts.append((expr[last:start], text))
+            last = end
+    parts.append((expr[last:], None))
+    return parts
+
+
+def alert_signals(expr):
+    """The measurements an alert's expression compares to its thresholds, with the
+    thresholds: [(signal expression, [threshold expressions])]. `a > 0.8 and b == 0`
+    gives [("a", ["0.8"]), ("b", ["0"])]; parenthesised operands are opened. Set
+    operators bind more loosely than comparisons, so they are split first."""
+    expr = _unwrap(_MODIFIERS.sub("", expr, count=1))
+    operands = _split(expr, _SET_OPERATORS)
+    if len(operands) > 1:
+        return [signal for operand, _ in operands for signal in alert_signals(operand)]
+    pieces = _split(expr, _COMPARISONS)
+    if len(pieces) == 1:
+        return [(expr, [])]
+    signal = _unwrap(pieces[0][0])
+    thresholds = [_unwrap(_MODIFIERS.sub("", piece, count=1)) for piece, _ in pieces[1:]]
+    if len(_split(signal, _SET_OPERATORS)) > 1:
+        return alert_signals(signal)
+    return [(signal, thresholds)]
+
+
+def constant_value(expr):
+    """The number a constant PromQL expression such as "(14.4 * (1 - 0.999))" stands
+    for, or None when it is not made of numbers and arithmetic only."""
+    if not re.fullmatch(r"[\d.eE+\-*/() ]+", expr):
+        return None
+    try:
+        return float(eval(expr, {"__builtins__": {}}, {}))  # only digits and operators
+    except (SyntaxError, ZeroDivisionError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# The configuration files, and the durations in them.
+
+# Keys whose values are durations, per kind of file. Rule expressions are read with the
+# PromQL lexer above.
+_DURATION_KEYS = {
+    "prometheus": {"scrape_interval", "scrape_timeout", "evaluation_interval",
+                   "refresh_interval", "timeout"},
+    "alertmanager": {"group_wait", "group_interval", "repeat_interval", "resolve_timeout"},
+    "rules": {"interval", "for", "keep_firing_for"},
+}
+
+
+def map_durations(node, kind, fn, path=()):
+    """A copy of a loaded YAML document with every duration d replaced by
+    fn(d, role, path), role being "interval" (how often, how long to wait) or "window"
+    (a PromQL range or offset)."""
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            here = path + (key,)
+            if key in _DURATION_KEYS[kind] and isinstance(value, str):
+                result[key] = fn(value, "interval", here)
+            elif kind == "rules" and key == "expr" and isinstance(value, str):
+                result[key] = map_promql_durations(value, lambda d: fn(d, "window", here))
+            else:
+                result[key] = map_durations(value, kind, fn, here)
+        return result
+    if isinstance(node, list):
+        return [map_durations(item, kind, fn, path + (i,)) for i, item in enumerate(node)]
+    return node
+
+
+def config_files(source):
+    """(kind, path relative to source) of every file with durations in a monitoring/-shaped
+    directory."""
+    source = Path(source)
+    files = [("prometheus", Path("prometheus/prometheus.yml")),
+             ("alertmanager", Path("alertmanager/alertmanager.yml"))]
+    files += [("rules", p.relative_to(source)) for p in sorted((source / "prometheus/rules").glob("*.yml"))]
+    return files
+
+
+def load_yaml(path):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(doc, path, header):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + text)
+
+
+# ---------------------------------------------------------------------------------------
+# drill
+
+INTERVAL_FLOOR_MS = 1000     # no scrape, evaluation or wait below a second
+WINDOWS_PER_SCRAPE = 4       # a range keeps at least four scrapes: rate() needs two
+
+
+def drill_shrinker(factor, window_floor_ms):
+    """fn for map_durations: divide by factor, rounded to whole seconds, never below the
+    floor of its role, never longer than the original, zero staying zero."""
+    def shrink(text, role, _path):
+        ms = parse_duration(text)
+        if ms == 0:
+            return text
+        floor = window_floor_ms if role == "window" else INTERVAL_FLOOR_MS
+        scaled = round(ms / factor / 1000) * 1000
+        return format_duration(min(ms, max(floor, scaled)))
+    return shrink
+
+
+def drill(out_dir, source, factor):
+    source, out_dir = Path(source), Path(out_dir)
+    if factor <= 1:
+        raise SystemExit("--factor must be greater than 1")
+    prometheus = load_yaml(source / "prometheus/prometheus.yml")
+    scrape_ms = parse_duration(prometheus.get("global", {}).get("scrape_interval", "1m"))
+    drill_scrape_ms = max(INTERVAL_FLOOR_MS, round(scrape_ms / factor / 1000) * 1000)
+    shrink = drill_shrinker(factor, WINDOWS_PER_SCRAPE * drill_scrape_ms)
+    for kind, rel in config_files(source):
+        doc = map_durations(load_yaml(source / rel), kind, shrink)
+        dump_yaml(doc, out_dir / rel,
+                  f"Generated by scripts/drill-config --factor {factor} from monitoring/{rel}:\n"
+                  "every duration divided, nothing else changed. Do not edit; regenerate.")
+    # Files without durations come along unchanged, so that out_dir is complete.
+    for rel in ("prometheus/targets", "blackbox"):
+        if (source / rel).is_dir():
+            shutil.copytree(source / rel, out_dir / rel, dirs_exist_ok=True)
+    print(f"drill configuration (durations / {factor}) written to {out_dir}")
+
+
+# ---------------------------------------------------------------------------------------
+# render: the compose configuration with local addresses
+
+def _replace_addresses(node, addresses, used):
+    if isinstance(node, dict):
+        return {k: _replace_addresses(v, addresses, used) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_addresses(v, addresses, used) for v in node]
+    if isinstance(node, str):
+        for old, new in addresses.items():
+            # whole host:port only: "app:5000" must not match inside "myapp:50001"
+            pattern = re.compile(rf"(?<![\w.-]){re.escape(old)}(?![\w])")
+            if pattern.search(node):
+                used.add(old)
+                node = pattern.sub(new, node)
+    return node
+
+
+def render(out_dir, source, addresses):
+    source, out_dir = Path(source).resolve(), Path(out_dir)
+    used = set()
+    prom_dir = source / "prometheus"
+    prometheus = _replace_addresses(load_yaml(prom_dir / "prometheus.yml"), addresses, used)
+    prometheus["rule_files"] = [str(prom_dir / f) for f in prometheus.get("rule_files", [])]
+    for job in prometheus.get("scrape_configs", []):
+        for sd in job.get("file_sd_configs", []):
+            for rel in sd["files"]:
+                targets = _replace_addresses(load_yaml(prom_dir / rel), addresses, used)
+                dump_yaml(targets, out_dir / "prometheus" / rel, f"Rendered from {prom_dir / rel}")
+    dump_yaml(prometheus, out_dir / "prometheus/prometheus.yml", f"Rendered from {prom_dir}/prometheus.yml")
+    alertmanager = _replace_addresses(load_yaml(source / "alertmanager/alertmanager.yml"), addresses, used)
+    dump_yaml(alertmanager, out_dir / "alertmanager/alertmanager.yml",
+              f"Rendered from {source}/alertmanager/alertmanager.yml")
+    missing = set(addresses) - used
+    if missing:
+        raise SystemExit(f"render: {', '.join(sorted(missing))} no longer in the configuration "
+                         "of " + str(source) + "; update scripts/lib/stack.sh")
+
+
+# ---------------------------------------------------------------------------------------
+# The PromQL expressions of the rules and dashboards
+
+def rules(source=MONITORING):
+    """Every rule of the rule files: dicts with file, group and the rule's own keys."""
+    for path in sorted((Path(source) / "prometheus/rules").glob("*.yml")):
+        for group in load_yaml(path)["groups"]:
+            for rule in group["rules"]:
+                yield {"file": path.name, "group": group["name"], **rule}
+
+
+def dashboards(source=MONITORING):
+    for path in sorted((Path(source) / "grafana/dashboards").glob("*.json")):
+        with open(path) as f:
+            yield path, json.load(f)
+
+
+def panels(dashboard):
+    """Every panel, also those folded into rows."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_variables(dashboard):
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def panel_datasource_type(panel, target):
+    ds = target.get("datasource") or panel.get("datasource") or {}
+    return ds.get("type") if isinstance(ds, dict) else None
+
+
+# ---------------------------------------------------------------------------------------
+# check-queries
+
+class Prometheus:
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def get(self, path, **params):
+        query = urllib.parse.urlencode(params, doseq=True)
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError as err:
+            body = json.load(err)
+        if body.get("status") != "success":
+            raise ValueError(f"{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr):
+        return self.get("/api/v1/query", query=expr)["result"]
+
+    def label_values(self, label, match):
+        return self.get(f"/api/v1/label/{label}/values", **{"match[]": match})
+
+
+def _grafana_variable_values(prom, dashboard):
+    """Each query variable of a dashboard resolved to its first value, in order (later
+    variables may use earlier ones), as a dashboard would show it by default."""
+    values = {}
+    for name, var in dashboard_variables(dashboard).items():
+        if var.get("type") != "query":
+            continue
+        definition = var.get("definition") or var.get("query", {}).get("query", "")
+        match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", definition.strip())
+        if not match:
+            raise ValueError(f"variable {name}: only label_values(selector, label) is supported")
+        selector = _substitute(match.group(1), values)
+        found = prom.label_values(match.group(2), selector)
+        if not found:
+            raise ValueError(f"variable {name}: {definition} has no values")
+        values[name] = sorted(found)[0]
+    return values
+
+
+def _substitute(expr, values):
+    """A panel's expression as Grafana sends it: its variables filled in."""
+    builtins = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+    def fill(match):
+        name = match.group(1) or match.group(2)
+        if name in builtins:
+            return builtins[name]
+        if name not in values:
+            return match.group(0)
+        # escaped for the regex matcher, then for the PromQL string around it, as
+        # Grafana's Prometheus data source does
+        return re.escape(values[name]).replace("\\", "\\\\")
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", fill, expr)
+
+
+# What the alerting depends on across jobs, checked on the live data: the blackbox probe of
+# /health carries the instance label of farol's own scrape target, so that Alertmanager's
+# FarolDown inhibition (equal: instance) silences the probe's alert. (key, expr, data?)
+INVARIANTS = [
+    ("invariant:probe-instance-is-farol-target",
+     'probe_success{job="farol-health"} and on (instance) up{job="farol"}', True),
+    ("invariant:no-probe-without-farol-target",
+     'probe_success{job="farol-health"} unless on (instance) up{job="farol"}', False),
+]
+
+
+def check_queries(prometheus_url, source, may_be_empty):
+    prom = Prometheus(prometheus_url)
+    checks = []   # (key, where, expr, must_have_data)
+    for rule in rules(source):
+        name = rule.get("record") or rule["alert"]
+        if "record" in rule:
+            checks.append((f"record:{name}", f"{rule['file']}", rule["expr"], True))
+            continue
+        checks.append((f"alert:{name}", f"{rule['file']}", rule["expr"], False))
+        for i, (signal, _) in enumerate(alert_signals(rule["expr"]), 1):
+            checks.append((f"signal:{name}:{i}", f"{rule['file']}", signal, True))
+    for path, dashboard in dashboards(source):
+        values = _grafana_variable_values(prom, dashboard)
+        for panel in panels(dashboard):
+            for target in panel.get("targets", []):
+                if panel_datasource_type(panel, target) != "prometheus" or not target.get("expr"):
+                    continue
+                key = f"panel:{dashboard['uid']}:{panel['title']}:{target.get('refId', 'A')}"
+                checks.append((key, path.name, _substitute(target["expr"], values), True))
+    unknown = set(may_be_empty) - {key for key, *_ in checks}
+    failures = 0
+    rows = []
+    for key, where, expr, must in checks:
+        must = must and key not in may_be_empty
+        try:
+            result = prom.query(expr)
+            if result:
+                status = f"ok, {len(result)} series"
+            elif must:
+                status, failures = "FAILED: no data", failures + 1
+            else:
+                status = "ok, empty (allowed)"
+        except ValueError as err:
+            status, failures = f"FAILED: {err}", failures + 1
+        rows.append((key, where, status))
+    for key, expr, want_data in INVARIANTS:
+        result = prom.query(expr)
+        if bool(result) == want_data:
+            status = f"ok, {len(result)} series" if result else "ok, empty"
+        else:
+            status, failures = f"FAILED: {'no data' if want_data else result}", failures + 1
+        rows.append((key, "prometheus.yml", status))
+    width = max(len(k) for k, *_ in rows)
+    print(f"{'query':<{width}}  {'file':<22} result")
+    for key, where, status in rows:
+        print(f"{key:<{width}}  {where:<22} {status}")
+    for key in sorted(unknown):
+        print(f"stale entry in the may-be-empty list: {key}")
+    print(f"\n{len(rows) - failures} passed, {failures + len(unknown)} failed")
+    return 1 if failures or unknown else 0
+
+
+# ---------------------------------------------------------------------------------------
+# check-runbooks
+
+RUNBOOKS = REPO_ROOT / "docs/runbooks"
+
+
+def runbook_base():
+    """The one place the repository URL is set: Cargo.toml's package.repository."""
+    with open(REPO_ROOT / "Cargo.toml", "rb") as f:
+        repository = tomllib.load(f).get("package", {}).get("repository")
+    if not repository:
+        raise SystemExit("Cargo.toml has no package.repository: the runbook URLs are built from it")
+    return repository.rstrip("/") + "/blob/main/docs/runbooks"
+
+
+def check_runbooks(write):
+    base = runbook_base()
+    problems = []
+    alerts = {r["alert"]: r for r in rules() if "alert" in r}
+    for name, rule in alerts.items():
+        annotations = rule.get("annotations", {})
+        for key in ("summary", "description", "runbook_url"):
+            if not annotations.get(key):
+                problems.append(f"alert {name} has no {key}")
+        if rule.get("labels", {}).get("severity") not in ("page", "ticket"):
+            problems.append(f"alert {name}: severity must be page or ticket")
+        if not (RUNBOOKS / f"{name}.md").is_file():
+            problems.append(f"alert {name} has no runbook docs/runbooks/{name}.md")
+    for path in sorted(RUNBOOKS.glob("*.md")):
+        if path.stem not in alerts:
+            problems.append(f"runbook {path.relative_to(REPO_ROOT)} has no alert")
+    # runbook_url lines, in the rule files and the expectations of their tests: each
+    # belongs to the alert named last before it.
+    stale = 0
+    for path in sorted((MONITORING / "prometheus").glob("*/*.yml")):
+        lines = path.read_text().splitlines(keepends=True)
+        alert = None
+        for i, line in enumerate(lines):
+            named = re.match(r"\s*-?\s*(?:alert|alertname):\s*(\w+)", line)
+            if named:
+                alert = named.group(1)
+            url = re.match(r"(\s*runbook_url:\s*)(\S.*?)\s*$", line)
+            if url:
+                want = f"{base}/{alert}.md"
+                if url.group(2).strip("\"'") != want:
+                    stale += 1
+                    if write:
+                        lines[i] = f"{url.group(1)}{want}\n"
+                    else:
+                        problems.append(f"{path.relative_to(REPO_ROOT)}:{i + 1}: runbook_url is not {want}")
+        if write:
+            path.write_text("".join(lines))
+    if write and stale:
+        print(f"rewrote {stale} runbook_url lines from {base}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("(scripts/lib/monitoring_config.py check-runbooks --write rewrites the URLs)", file=sys.stderr)
+        return 1
+    print(f"{len(alerts)} alerts, each with its runbook and a runbook_url under {base}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# check-rule-tests
+
+def check_rule_tests():
+    """Every alert is expected to fire in some unit test, and every recording rule is
+    compared in one; every rule file has its test file."""
+    tests_dir = MONITORING / "prometheus/tests"
+    fired, compared, tested_files = set(), set(), set()
+    for path in sorted(tests_dir.glob("*.yml")):
+        doc = load_yaml(path)
+        tested_files.update(Path(f).name for f in doc.get("rule_files", []))
+        for test in doc.get("tests", []):
+            for case in test.get("alert_rule_test", []):
+                if case.get("exp_alerts"):
+                    fired.add(case["alertname"])
+            for case in test.get("promql_expr_test", []):
+                compared.update(re.findall(r"[A-Za-z_:][\w:]*", case["expr"]))
+    problems = []
+    for path in sorted((MONITORING / "prometheus/rules").glob("*.yml")):
+        if path.name not in tested_files:
+            problems.append(f"rules/{path.name} has no test file in tests/")
+    all_rules = list(rules())
+    for rule in all_rules:
+        if "alert" in rule and rule["alert"] not in fired:
+            problems.append(f"alert {rule['alert']} never fires in tests/")
+        if "record" in rule and rule["record"] not in compared:
+            problems.append(f"recording rule {rule['record']} is compared in no test")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{len(all_rules)} rules, each covered by a unit test")
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------------------
+# check-inhibitions: the inhibit_rules of alertmanager.yml, on a running Alertmanager
+
+# For each scenario: the alerts sent, and which of them Alertmanager must suppress. Labels
+# as the rules set them: farol's alerts carry the farol target's instance (the blackbox
+# probe's too), the error-budget alerts only the job.
+_FAROL = {"job": "farol", "instance": "farol:5000"}
+INHIBITION_SCENARIOS = {
+    "farol-down": [
+        ({"alertname": "FarolDown", "severity": "page", **_FAROL}, False),
+        ({"alertname": "FarolHealthCheckFailing", "severity": "page", "job": "farol-health", "instance": "farol:5000"}, True),
+        ({"alertname": "HttpHighErrorRate", "severity": "page", **_FAROL}, True),
+        ({"alertname": "HttpHighLatency", "severity": "page", **_FAROL}, True),
+        ({"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": "farol"}, True),
+        ({"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "job": "farol"}, True),
+        # another instance of farol, and the host: not silenced
+        ({"alertname": "HttpHighErrorRate", "severity": "page", "job": "farol", "instance": "other:5000"}, False),
+        ({"alertname": "HostHighCpuUsage", "severity": "ticket", "job": "node", "instance": "host:9100"}, False),
+        ({"alertname": "Watchdog", "severity": "ticket"}, False),
+    ],
+    "postgres-down": [
+        ({"alertname": "PostgresDown", "severity": "page", "job": "postgres", "instance": "pg:9187"}, False),
+        ({"alertname": "FarolHealthCheckFailing", "severity": "page", "job": "farol-health", "instance": "farol:5000"}, True),
+        ({"alertname": "HttpHighErrorRate", "severity": "page", **_FAROL}, True),
+        ({"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": "farol"}, True),
+        ({"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "job": "farol"}, True),
+        # slow answers and a farol that is down are not explained by the database
+        ({"alertname": "HttpHighLatency", "severity": "page", **_FAROL}, False),
+        ({"alertname": "FarolDown", "severity": "page", "job": "farol", "instance": "farol-b:5000"}, False),
+        ({"alertname": "PostgresTooManyConnections", "severity": "ticket", "job": "postgres", "instance": "pg:9187"}, False),
+        ({"alertname": "Watchdog", "severity": "ticket"}, False),
+    ],
+}
+
+
+def check_inhibitions(alertmanager_url, scenario):
+    import time
+    base = alertmanager_url.rstrip("/")
+    alerts = INHIBITION_SCENARIOS[scenario]
+    body = json.dumps([{"labels": labels, "annotations": {"summary": "inhibition test"}}
+                       for labels, _ in alerts]).encode()
+    request = urllib.request.Request(f"{base}/api/v2/alerts", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+    deadline = time.monotonic() + 10
+    while True:
+        with urllib.request.urlopen(f"{base}/api/v2/alerts", timeout=10) as resp:
+            got = {json.dumps(a["labels"], sort_keys=True): a["status"] for a in json.load(resp)}
+        problems = []
+        for labels, inhibited in alerts:
+            status = got.get(json.dumps(labels, sort_keys=True))
+            if status is None:
+                problems.append(f"{labels['alertname']} {labels}: not received")
+            elif bool(status.get("inhibitedBy")) != inhibited:
+                problems.append(f"{labels['alertname']} {labels}: {'not ' if inhibited else ''}inhibited, "
+                                f"state {status.get('state')}")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for problem in problems:
+        print(f"{scenario}: {problem}", file=sys.stderr)
+    if not problems:
+        silenced = sum(1 for _, i in alerts if i)
+        print(f"inhibitions, {scenario}: {silenced} of {len(alerts)} alerts suppressed, as expected")
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------------------
+# check-dashboards
+
+NO_UNIT_PANELS = {"row", "text", "logs"}   # nothing numeric to put a unit on
+THRESHOLD_NOTE = re.compile(r"Threshold line = alert (\w+)")
+
+
+def provisioned_datasources():
+    uids = {}
+    for path in (MONITORING / "grafana/provisioning/datasources").glob("*.yml"):
+        for ds in load_yaml(path).get("datasources", []):
+            uids[ds["uid"]] = ds["type"]
+    return uids
+
+
+def check_dashboards():
+    problems = []
+    datasources = provisioned_datasources()
+    alert_thresholds = {}
+    for rule in rules():
+        if "alert" in rule:
+            values = [constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts]
+            alert_thresholds[rule["alert"]] = {v for v in values if v is not None}
+    # Alerts on a measured level (not a 0/1 state) must be drawn on some panel.
+    drawn_needed = {a for a, vs in alert_thresholds.items() if any(v not in (0.0,) for v in vs)}
+    drawn = set()
+    count = 0
+    uids = set()
+    for path, dashboard in dashboards():
+        count += 1
+        where = path.name
+        if dashboard.get("uid") in uids or not dashboard.get("uid"):
+            problems.append(f"{where}: missing or duplicate uid")
+        uids.add(dashboard.get("uid"))
+        variables = dashboard_variables(dashboard)
+        for name in ("job", "instance"):
+            if name not in variables:
+                problems.append(f"{where}: no ${name} variable")
+        for name, var in variables.items():
+            ds = var.get("datasource")
+            if isinstance(ds, dict) and datasources.get(ds.get("uid")) != ds.get("type"):
+                problems.append(f"{where}: variable {name} uses data source {ds}, not a provisioned one")
+        ids = set()
+        for panel in panels(dashboard):
+            title = f"{where}: panel {panel.get('title')!r}"
+            if panel.get("id") in ids:
+                problems.append(f"{title}: duplicate id {panel.get('id')}")
+            ids.add(panel.get("id"))
+            if panel.get("type") == "row":
+                continue
+            for target in panel.get("targets", []) or [{}]:
+                ds = target.get("datasource") or panel.get("datasource")
+                if not isinstance(ds, dict) or datasources.get(ds.get("uid")) != ds.get("type"):
+                    problems.append(f"{title}: data source {ds} is not a provisioned one ({datasources})")
+            defaults = panel.get("fieldConfig", {}).get("defaults", {})
+            if panel.get("type") not in NO_UNIT_PANELS and not defaults.get("unit"):
+                problems.append(f"{title}: no unit")
+            note = THRESHOLD_NOTE.search(panel.get("description", ""))
+            if note:
+                alert = note.group(1)
+                steps = defaults.get("thresholds", {}).get("steps", [])
+                lines = {s["value"] for s in steps if s.get("value") is not None}
+                style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
+                if alert not in alert_thresholds:
+                    problems.append(f"{title}: names alert {alert}, which does not exist")
+                elif not lines or not all(any(math.isclose(l, v, rel_tol=1e-9) for v in alert_thresholds[alert]) for l in lines):
+                    problems.append(f"{title}: threshold lines {sorted(lines)} are not alert {alert}'s "
+                                    f"thresholds {sorted(alert_thresholds[alert])}")
+                elif panel.get("type") == "timeseries" and style == "off":
+                    problems.append(f"{title}: thresholds of alert {alert} are not drawn (thresholdsStyle)")
+                else:
+                    drawn.add(alert)
+    for alert in sorted(drawn_needed - drawn):
+        problems.append(f"alert {alert}: its threshold is drawn on no panel")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{count} dashboards: units, variables, data sources and the thresholds of "
+          f"{len(drawn)} alerts agree")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("drill")
+    p.add_argument("out_dir")
+    p.add_argument("--factor", type=int, default=60)
+    p.add_argument("--source", default=str(MONITORING))
+    p = sub.add_parser("render")
+    p.add_argument("out_dir")
+    p.add_argument("--source", default=str(MONITORING))
+    p.add_argument("--address", action="append", default=[], metavar="FROM=TO")
+    p = sub.add_parser("check-queries")
+    p.add_argument("--prometheus", required=True)
+    p.add_argument("--source", default=str(MONITORING))
+    p.add_argument("--may-be-empty", action="append", default=[], metavar="KEY")
+    p = sub.add_parser("check-runbooks")
+    p.add_argument("--write", action="store_true")
+    sub.add_parser("check-dashboards")
+    sub.add_parser("check-rule-tests")
+    p = sub.add_parser("check-inhibitions")
+    p.add_argument("--alertmanager", required=True)
+    p.add_argument("--scenario", choices=sorted(INHIBITION_SCENARIOS), required=True)
+    args = parser.parse_args(argv)
+    if args.command == "drill":
+        drill(args.out_dir, args.source, args.factor)
+    elif args.command == "render":
+        render(args.out_dir, args.source, dict(a.split("=", 1) for a in args.address))
+    elif args.command == "check-queries":
+        return check_queries(args.prometheus, args.source, args.may_be_empty)
+    elif args.command == "check-runbooks":
+        return check_runbooks(args.write)
+    elif args.command == "check-dashboards":
+        return check_dashboards()
+    elif args.command == "check-rule-tests":
+        return check_rule_tests()
+    elif args.command == "check-inhibitions":
+        return check_inhibitions(args.alertmanager, args.scenario)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

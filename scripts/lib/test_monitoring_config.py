@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Tests of monitoring_config.py, above all of the fire drill's generator: from the real
+files it may change durations, and only durations, and each one it changes must shrink.
+
+    python3 scripts/lib/test_monitoring_config.py      (scripts/validate monitoring runs it)
+"""
+
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import monitoring_config as mc  # noqa: E402
+
+
+def durations(doc, kind):
+    """Every duration of a loaded document, in document order, with its role and path."""
+    found = []
+    mc.map_durations(doc, kind, lambda d, role, path: found.append((d, role, path)) or d)
+    return found
+
+
+def normalised(doc, kind):
+    return mc.map_durations(doc, kind, lambda d, role, path: "<duration>")
+
+
+class Durations(unittest.TestCase):
+    def test_parse_and_format(self):
+        for text, ms in [("0s", 0), ("250ms", 250), ("15s", 15_000), ("5m", 300_000),
+                         ("1h30m", 5_400_000), ("3d", 259_200_000), ("4w2d", 2_592_000_000),
+                         ("1w", 604_800_000), ("1y", 31_536_000_000)]:
+            self.assertEqual(mc.parse_duration(text), ms)
+            self.assertEqual(mc.format_duration(ms), text)
+        self.assertEqual(mc.parse_duration("30d"), 2_592_000_000)
+        self.assertEqual(mc.format_duration(mc.parse_duration("90m")), "1h30m")
+        for bad in ["", "5", "m5", "5 m", "1.5h", "5mm"]:
+            with self.assertRaises(ValueError):
+                mc.parse_duration(bad)
+
+    def test_promql_durations_are_ranges_subqueries_and_offsets_only(self):
+        expr = ('sum by (job) (rate(x{code=~"5..", note="[1m] offset 2h"}[5m]))'
+                ' / job:farol_api_errors:ratio_rate30d offset 1h'
+                ' + max_over_time(rate(y[1m])[30m:15s]) * 3600')
+        found = [expr[a:b] for a, b, _ in mc.promql_durations(expr)]
+        self.assertEqual(found, ["5m", "1h", "1m", "30m", "15s"])
+        shrunk = mc.map_promql_durations(expr, lambda d: "<" + d + ">")
+        self.assertIn("job:farol_api_errors:ratio_rate30d offset <1h>", shrunk)
+        self.assertIn('note="[1m] offset 2h"', shrunk)
+
+    def test_predict_linear_horizon_is_a_duration_in_seconds(self):
+        expr = "predict_linear(avail{fs=\"a,b\"}[6h], 24 * 3600) < 0"
+        self.assertEqual([expr[a:b] for a, b, _ in mc.promql_durations(expr)], ["6h", "24 * 3600"])
+        shrunk = mc.map_promql_durations(expr, lambda d: mc.format_duration(mc.parse_duration(d) // 60))
+        self.assertEqual(shrunk, "predict_linear(avail{fs=\"a,b\"}[6m], 1440) < 0")
+
+    def test_alert_signals_split_set_operators_before_comparisons(self):
+        expr = "(a > 1 and b{x=\"<\"} > 2) or (c > 3 and on (job) d == 0)"
+        self.assertEqual(mc.alert_signals(expr),
+                         [("a", ["1"]), ('b{x="<"}', ["2"]), ("c", ["3"]), ("d", ["0"])])
+
+
+class Drill(unittest.TestCase):
+    factor = 60
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.out = Path(cls.tmp.name)
+        mc.drill(cls.out, mc.MONITORING, cls.factor)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def pairs(self):
+        for kind, rel in mc.config_files(mc.MONITORING):
+            yield kind, rel, mc.load_yaml(mc.MONITORING / rel), mc.load_yaml(self.out / rel)
+
+    def test_only_durations_change(self):
+        files = 0
+        for kind, rel, original, drill in self.pairs():
+            files += 1
+            self.assertEqual(normalised(original, kind), normalised(drill, kind), rel)
+        self.assertGreaterEqual(files, 3)
+
+    def test_every_duration_shrinks(self):
+        count = 0
+        for kind, rel, original, drill in self.pairs():
+            before, after = durations(original, kind), durations(drill, kind)
+            self.assertEqual(len(before), len(after), rel)
+            for (old, role, path), (new, _, _) in zip(before, after):
+                count += 1
+                old_ms, new_ms = mc.parse_duration(old), mc.parse_duration(new)
+                if old_ms == 0:
+                    self.assertEqual(new_ms, 0)
+                    continue
+                self.assertLess(new_ms, old_ms, f"{rel} {path}: {old} -> {new}")
+                floor = 4000 if role == "window" else 1000   # 4 scrapes at 1 s
+                self.assertGreaterEqual(new_ms, floor, f"{rel} {path}: {old} -> {new}")
+        self.assertGreater(count, 30)
+
+    def test_windows_keep_their_order(self):
+        """The multi-window alerts need long windows to stay longer than short ones."""
+        for kind, rel, original, drill in self.pairs():
+            if kind != "rules":
+                continue
+            before = [mc.parse_duration(d) for d, role, _ in durations(original, kind) if role == "window"]
+            after = [mc.parse_duration(d) for d, role, _ in durations(drill, kind) if role == "window"]
+            for (b1, a1) in zip(before, after):
+                for (b2, a2) in zip(before, after):
+                    if b1 < b2:
+                        self.assertLess(a1, a2, rel)
+
+    def test_known_values(self):
+        slo = (self.out / "prometheus/rules/slo.yml").read_text()
+        self.assertIn("[1h12m]", slo)            # 3 d
+        self.assertIn("[12h]", slo)              # 30 d
+        self.assertIn("[6m]", slo)               # 6 h
+        self.assertIn("job:farol_api_errors:ratio_rate30d", slo)   # names stay
+        prometheus = mc.load_yaml(self.out / "prometheus/prometheus.yml")
+        self.assertEqual(prometheus["global"]["scrape_interval"], "1s")
+        self.assertEqual(prometheus["global"]["evaluation_interval"], "1s")
+        host = mc.load_yaml(self.out / "prometheus/rules/host.yml")["groups"][0]["rules"][0]
+        self.assertEqual(host["for"], "5s")
+        self.assertIn("[4s]", host["expr"])      # 2 m, held at the floor of four scrapes
+        disk = mc.load_yaml(self.out / "prometheus/rules/host.yml")["groups"][0]["rules"][2]
+        self.assertIn("[6m], 1440)", disk["expr"])   # 6 h of trend projected 24 h: / 60
+        am = mc.load_yaml(self.out / "alertmanager/alertmanager.yml")["route"]
+        self.assertEqual((am["group_wait"], am["group_interval"], am["repeat_interval"]),
+                         ("1s", "5s", "12m"))
+        self.assertTrue((self.out / "prometheus/targets/farol.yml").is_file())
+        self.assertTrue((self.out / "blackbox/blackbox.yml").is_file())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)

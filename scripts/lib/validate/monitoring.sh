@@ -1,0 +1,161 @@
+# shellcheck shell=bash
+# monitoring/: Prometheus and Alertmanager configuration, the rules and their unit tests,
+# routing and inhibitions on a real Alertmanager, runbooks, dashboards, the fire drill's
+# generator, and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
+# Needs `scripts/install-deps monitoring`; no network, a few seconds.
+
+# shellcheck source=scripts/lib/stack.sh
+. "$REPO_ROOT/scripts/lib/stack.sh"
+
+validate_monitoring() {
+  need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl
+  stack_python
+  local py=$STACK_PYTHON tool=$REPO_ROOT/scripts/lib/monitoring_config.py failed=0
+  local tmp
+  tmp=$(mktemp -d)
+  _monitoring_checks "$py" "$tool" "$tmp" || failed=1
+  rm -rf "$tmp"
+  return "$failed"
+}
+
+# _check DESCRIPTION COMMAND...: run COMMAND quietly; on failure show its output.
+_check() {
+  local what=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    ok "$what"
+  else
+    printf '%s\n' "$out" >&2
+    warn "FAILED: $what"
+    return 1
+  fi
+}
+
+_monitoring_checks() {
+  local py=$1 tool=$2 tmp=$3 failed=0 receiver labels
+  local am_config=monitoring/alertmanager/alertmanager.yml
+
+  _check "promtool check config (prometheus.yml and its rule files)" \
+    promtool check config monitoring/prometheus/prometheus.yml || failed=1
+  _check "promtool check rules" promtool check rules monitoring/prometheus/rules/*.yml || failed=1
+  _check "promtool test rules: $(cd monitoring/prometheus && echo tests/*.yml)" \
+    bash -c 'cd monitoring/prometheus && promtool test rules tests/*.yml' || failed=1
+  _check "every alert fires and every recording rule is compared in a unit test" \
+    "$py" "$tool" check-rule-tests || failed=1
+  _check "blackbox exporter configuration" \
+    prometheus-blackbox-exporter --config.check --config.file=monitoring/blackbox/blackbox.yml || failed=1
+
+  _check "amtool check-config" amtool check-config "$am_config" || failed=1
+  # Routing: each severity to its receiver, the Watchdog to its own whatever its severity,
+  # and an alert without a severity to the default.
+  while read -r receiver labels; do
+    # shellcheck disable=SC2086 # labels: several name=value words
+    _check "route: {$labels} -> $receiver" \
+      amtool config routes test --config.file="$am_config" --verify.receivers="$receiver" $labels || failed=1
+  done <<'ROUTES'
+page     alertname=HttpHighErrorRate severity=page instance=farol:5000
+page     alertname=PostgresDown severity=page
+ticket   alertname=HostHighCpuUsage severity=ticket
+ticket   alertname=SomethingNew
+watchdog alertname=Watchdog severity=ticket
+watchdog alertname=Watchdog severity=page
+ROUTES
+  _check_inhibitions "$py" "$tool" "$tmp" || failed=1
+
+  _check "runbooks: one per alert, every runbook_url built from Cargo.toml's repository" \
+    "$py" "$tool" check-runbooks || failed=1
+  _check "dashboards: JSON, units, \$job/\$instance, data source uids, alert thresholds drawn" \
+    "$py" "$tool" check-dashboards || failed=1
+
+  _check "drill-config: only durations change, each shrinks (unit tests)" \
+    "$py" "$REPO_ROOT/scripts/lib/test_monitoring_config.py" || failed=1
+  _check "drill-config output passes promtool and amtool" \
+    bash -c "'$REPO_ROOT/scripts/drill-config' '$tmp/drill' >/dev/null \
+      && promtool check config '$tmp/drill/prometheus/prometheus.yml' \
+      && amtool check-config '$tmp/drill/alertmanager/alertmanager.yml'" || failed=1
+
+  _check "read-only checks: Grafana provisioning, Loki, Alloy, compose file" \
+    _check_static_files "$py" || failed=1
+  return "$failed"
+}
+
+# The inhibit_rules, on a real Alertmanager with the project's alertmanager.yml: each
+# scenario's alerts are sent to a fresh instance, which must suppress exactly the expected
+# ones. Notifications go nowhere (the compose receiver's address does not resolve here).
+_check_inhibitions() {
+  local py=$1 tool=$2 tmp=$3 scenario port pid failed=0
+  for scenario in farol-down postgres-down; do
+    port=$(free_port)
+    prometheus-alertmanager --config.file=monitoring/alertmanager/alertmanager.yml \
+      --storage.path="$tmp/am-$scenario" --web.listen-address="127.0.0.1:$port" \
+      --cluster.listen-address= >"$tmp/am-$scenario.log" 2>&1 &
+    pid=$!
+    if wait_until 20 "Alertmanager" curl -fsS -o /dev/null "http://127.0.0.1:$port/-/ready"; then
+      _check "inhibitions: $scenario" "$py" "$tool" check-inhibitions \
+        --alertmanager "http://127.0.0.1:$port" --scenario "$scenario" || failed=1
+    else
+      cat "$tmp/am-$scenario.log" >&2
+      failed=1
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  return "$failed"
+}
+
+# What cannot run here (no Grafana, Loki or Alloy binaries): syntax, and that what the
+# files refer to exists.
+_check_static_files() {
+  local py=$1
+  "$py" - <<'PY' || return 1
+import re, sys, yaml
+from pathlib import Path
+problems = []
+def load(path):
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        problems.append(f"{path}: {err}")
+        return {}
+compose = load("monitoring/docker-compose.yml")
+mounts = {}   # container path -> host path, per service
+for name, service in compose.get("services", {}).items():
+    for volume in service.get("volumes", []):
+        host, container = volume.split(":")[:2]
+        mounts[(name, container)] = host
+        if host.startswith((".", "/")) and not host.startswith("/var/run") and host != "/":
+            if not (Path("monitoring") / host).exists():
+                problems.append(f"docker-compose.yml: {name} mounts {host}, which does not exist")
+# Grafana: provisioning files parse, the dashboards folder the provider reads is mounted.
+for path in Path("monitoring/grafana/provisioning").rglob("*.yml"):
+    doc = load(path)
+    for provider in doc.get("providers", []):
+        folder = provider["options"]["path"]
+        if mounts.get(("grafana", folder)) != "./grafana/dashboards":
+            problems.append(f"{path}: provider path {folder} is not where compose mounts grafana/dashboards")
+# Loki: parses, and stores under the volume compose gives it.
+loki = load("monitoring/loki/loki.yml")
+if loki.get("common", {}).get("path_prefix") != "/loki" or ("loki", "/loki") not in {(k[0], k[1]) for k in mounts}:
+    problems.append("loki.yml: path_prefix must be /loki, the loki-data volume")
+# Alloy: balanced braces and quotes, every component reference defined, the Loki URL is
+# the compose service's.
+alloy = Path("monitoring/alloy/config.alloy").read_text()
+code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', re.sub(r"//[^\n]*", "", alloy))
+if code.count("{") != code.count("}") or code.count("[") != code.count("]"):
+    problems.append("config.alloy: unbalanced braces or brackets")
+defined = set(re.findall(r'^([a-z_.]+)\s+"(\w+)"\s*\{', alloy, re.M))
+for kind, label in re.findall(r"\b((?:discovery|loki)\.[a-z_]+)\.(\w+)\.(?:targets|rules|receiver|output)\b", code):
+    if (kind, label) not in defined:
+        problems.append(f"config.alloy: {kind}.{label} is used but not defined")
+if "http://loki:3100/loki/api/v1/push" not in alloy or "loki" not in compose.get("services", {}):
+    problems.append("config.alloy: must push to the compose service loki")
+for problem in problems:
+    print(problem, file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+  if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+    GRAFANA_ADMIN_PASSWORD=validate docker compose -f monitoring/docker-compose.yml config -q || return 1
+  else
+    warn "docker compose is not installed: monitoring/docker-compose.yml only parsed as YAML"
+  fi
+}
