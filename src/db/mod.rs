@@ -62,9 +62,10 @@ impl DbError {
         }
     }
 
-    /// Whether this error says the database is down (rather than the query being wrong).
+    /// Whether this error says the database is down. A timeout alone does not: under
+    /// overload, waits for a pooled connection time out while the database is fine.
     pub fn is_outage(&self) -> bool {
-        !matches!(self, DbError::Query(_))
+        matches!(self, DbError::Unavailable(_))
     }
 }
 
@@ -157,13 +158,20 @@ impl Database {
         result
     }
 
-    /// One real round trip: what `/health` reports.
+    /// One real round trip: what `/health` reports. Unlike other operations, a ping
+    /// that times out counts as the database being down: `SELECT 1` is never slow on a
+    /// database that answers (a partition, or a server that hangs).
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.run("ping", |client| async move {
-            let statement = client.prepare_cached("SELECT 1").await?;
-            client.query_one(&statement, &[]).await.map(|_| ())
-        })
-        .await
+        let result = self
+            .run("ping", |client| async move {
+                let statement = client.prepare_cached("SELECT 1").await?;
+                client.query_one(&statement, &[]).await.map(|_| ())
+            })
+            .await;
+        if matches!(result, Err(DbError::Timeout)) {
+            self.observe(false);
+        }
+        result
     }
 
     /// The last observed state: no query is made.
