@@ -139,7 +139,8 @@ impl Settings {
             return Err(ConfigError::new(
                 "APP_MODE",
                 "production refuses the development default database password: \
-                 set a real one (POSTGRES_PASSWORD in .env, or your secret store)",
+                 set a real one (compose: FAROL_DB_PASSWORD_FILE in .env; elsewhere \
+                 your secret store)",
             ));
         }
         Ok(())

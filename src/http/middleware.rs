@@ -31,9 +31,10 @@ pub fn current_request_id() -> String {
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
 
-/// Never shed: the orchestrator must see a busy replica as alive, and Prometheus must
-/// still be able to watch it being busy.
-fn is_exempt_from_shedding(route: &str) -> bool {
+/// Probes and scrapes: never shed (the orchestrator must see a busy replica as alive,
+/// and Prometheus must still watch it being busy), and logged at debug only (they come
+/// every few seconds from machines and would drown the lines people read).
+fn is_probe(route: &str) -> bool {
     matches!(route, "/livez" | "/readyz" | "/metrics")
 }
 
@@ -51,7 +52,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 
     state.metrics.http_active.inc();
     let work = async {
-        if is_exempt_from_shedding(route) {
+        if is_probe(route) {
             return next.run(request).await;
         }
         match state.limiter.try_acquire() {
@@ -74,15 +75,25 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         status.as_str(),
         elapsed.as_secs_f64(),
     );
-    tracing::info!(
-        target: "farol::access",
-        request_id = request_id.to_str().unwrap_or_default(),
-        method = method.as_str(),
-        route,
-        status = status.as_u16(),
-        duration_ms = elapsed.as_micros() as f64 / 1000.0,
-        "request"
-    );
+    macro_rules! access_log {
+        ($level:expr) => {
+            tracing::event!(
+                target: "farol::access",
+                $level,
+                request_id = request_id.to_str().unwrap_or_default(),
+                method = method.as_str(),
+                route,
+                status = status.as_u16(),
+                duration_ms = elapsed.as_micros() as f64 / 1000.0,
+                "request"
+            )
+        };
+    }
+    if is_probe(route) {
+        access_log!(tracing::Level::DEBUG);
+    } else {
+        access_log!(tracing::Level::INFO);
+    }
     response
         .headers_mut()
         .insert(request_id::HEADER, request_id);

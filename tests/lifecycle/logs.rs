@@ -40,12 +40,19 @@ fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
             .unwrap();
         assert_eq!(response.status(), 404);
         let forged = client
-            .get(format!("{}/livez", farol.address))
+            .get(format!("{}/version", farol.address))
             .header("x-request-id", "evil\" \"level\":\"ERROR")
             .send()
             .await
             .unwrap();
         assert_eq!(forged.status(), 200);
+        let probe = client
+            .get(format!("{}/livez", farol.address))
+            .header("x-request-id", "probe-quiet")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(probe.status(), 200);
     });
     let line = farol.wait_for_log("trace-me-123", Duration::from_secs(5));
     let entry: Value = serde_json::from_str(&line).expect("one JSON object per line");
@@ -120,7 +127,7 @@ fn the_log_level_changes_live() {
     let get = |id: &str| {
         rt.block_on(async {
             reqwest::Client::new()
-                .get(format!("{}/livez", farol.address))
+                .get(format!("{}/version", farol.address))
                 .header("x-request-id", id)
                 .send()
                 .await
