@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::live::{DirWatcher, OnChange, watch_config_dir};
 use crate::config::{LiveConfig, Settings};
 use crate::db::{Database, readiness};
+use crate::http::server;
 use crate::http::shutdown::Shutdown;
 use crate::routes;
 use crate::state::{AppState, BUILD, Shared};
@@ -148,22 +149,10 @@ impl Application {
             "listening"
         );
         let (router, _) = routes::router(state.clone());
-        let main = tokio::spawn({
-            let drain = drain_start();
-            async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(drain)
-                    .await
-            }
-        });
+        let main = tokio::spawn(server::serve(listener, router, drain_start()));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
-            let drain = drain_start();
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(drain)
-                    .await
-            })
+            tokio::spawn(server::serve(listener, router, drain_start()))
         });
 
         let servers = async {
@@ -183,11 +172,7 @@ impl Application {
             tokio::time::sleep(timeout).await;
         };
         let outcome = tokio::select! {
-            joined = servers => match joined {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("server failed: {e}")),
-                Err(e) => Err(format!("server task failed: {e}")),
-            },
+            joined = servers => joined.map_err(|e| format!("server task failed: {e}")),
             () = deadline => {
                 tracing::warn!(
                     in_flight = state.metrics.http_active.get(),

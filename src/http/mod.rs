@@ -4,4 +4,5 @@ pub mod extract;
 pub mod middleware;
 pub mod problem;
 pub mod request_id;
+pub mod server;
 pub mod shutdown;

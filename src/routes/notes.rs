@@ -28,8 +28,8 @@ pub struct ListParams {
     /// Page size.
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    #[param(pattern = "^[A-Za-z0-9_-]{32}$")]
+    /// The `next_cursor` of the previous page; absent or empty for the first page.
+    #[param(pattern = "^([A-Za-z0-9_-]{32})?$")]
     cursor: Option<String>,
 }
 

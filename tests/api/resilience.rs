@@ -128,3 +128,26 @@ async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
     assert_eq!(again.status(), 500, "still serving after a panic");
     assert_eq!(app.get("/health").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_dripping_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server never closed the connection");
+    let waited = started.elapsed();
+    assert!(
+        waited >= farol::http::server::HEADER_READ_TIMEOUT - Duration::from_millis(500),
+        "not before the timeout: {waited:?}"
+    );
+    assert_eq!(app.get("/health").await.status(), 200);
+}
