@@ -118,26 +118,14 @@ impl Application {
             )));
         }
 
-        // Stop accepting once the delay after the stop signal has passed.
-        let shutdown = state.shutdown.clone();
-        let delay = settings.shutdown_delay;
-        tokio::spawn(async move {
-            stop.await;
-            shutdown.begin();
-        });
-        let drain_start = {
+        tokio::spawn({
             let shutdown = state.shutdown.clone();
-            move || {
-                let shutdown = shutdown.clone();
-                async move {
-                    shutdown.begun().await;
-                    tracing::info!(
-                        delay_ms = delay.as_millis() as u64,
-                        "unready; serving on until the delay ends"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            let delay = settings.shutdown_delay;
+            async move { shutdown.run(stop, delay).await }
+        });
+        let drain_begun = || {
+            let shutdown = state.shutdown.clone();
+            async move { shutdown.drain_begun().await }
         };
 
         tracing::info!(
@@ -149,10 +137,10 @@ impl Application {
             "listening"
         );
         let (router, _) = routes::router(state.clone());
-        let main = tokio::spawn(server::serve(listener, router, drain_start()));
+        let main = tokio::spawn(server::serve(listener, router, drain_begun()));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
-            tokio::spawn(server::serve(listener, router, drain_start()))
+            tokio::spawn(server::serve(listener, router, drain_begun()))
         });
 
         let servers = async {
@@ -164,11 +152,7 @@ impl Application {
         };
         let timeout = settings.shutdown_timeout;
         let deadline = async {
-            drain_start().await;
-            tracing::info!(
-                timeout_ms = timeout.as_millis() as u64,
-                "draining in-flight requests"
-            );
+            drain_begun().await;
             tokio::time::sleep(timeout).await;
         };
         let outcome = tokio::select! {

@@ -3,43 +3,69 @@
 //! traffic), then stops accepting and drains in-flight requests within
 //! `SHUTDOWN_TIMEOUT_MS`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Shared by the readiness probe and the servers.
+/// Where the service is on its way out. The phases only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Unready (`/readyz` answers 503) but still accepting: the delay.
+    Unready,
+    /// No longer accepting; in-flight requests finish.
+    Draining,
+}
+
+/// Shared by the readiness probe, the servers and the shutdown sequence.
 #[derive(Clone)]
 pub struct Shutdown {
-    draining: Arc<AtomicBool>,
-    started: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Self {
-            draining: Arc::new(AtomicBool::new(false)),
-            started: watch::Sender::new(false),
+            phase: watch::Sender::new(Phase::Serving),
         }
     }
 }
 
 impl Shutdown {
-    /// Begins shutting down: `/readyz` answers 503 from now on.
-    pub fn begin(&self) {
-        self.draining.store(true, Ordering::Release);
-        self.started.send_replace(true);
+    /// Runs the sequence once `stop` resolves: unready at once, then, after `delay`, the
+    /// drain.
+    pub async fn run(&self, stop: impl Future<Output = ()>, delay: Duration) {
+        stop.await;
+        self.advance(Phase::Unready);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "unready; serving on until the delay ends"
+        );
+        tokio::time::sleep(delay).await;
+        self.advance(Phase::Draining);
+        tracing::info!("draining in-flight requests");
     }
 
+    fn advance(&self, to: Phase) {
+        self.phase.send_if_modified(|phase| {
+            let forward = to > *phase;
+            if forward {
+                *phase = to;
+            }
+            forward
+        });
+    }
+
+    /// Whether `/readyz` should answer 503.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        *self.phase.borrow() >= Phase::Unready
     }
 
-    /// Resolves once [`Shutdown::begin`] has been called.
-    pub async fn begun(&self) {
-        let mut started = self.started.subscribe();
+    /// Resolves once the drain has begun: the servers stop accepting then.
+    pub async fn drain_begun(&self) {
+        let mut phase = self.phase.subscribe();
         // The sender lives in `self`, so waiting cannot fail.
-        let _ = started.wait_for(|started| *started).await;
+        let _ = phase.wait_for(|phase| *phase == Phase::Draining).await;
     }
 }
 
@@ -53,4 +79,42 @@ pub async fn termination_signal() {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unready_at_once_then_drain_after_the_delay() {
+        let shutdown = Shutdown::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let sequence = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown
+                    .run(
+                        async {
+                            let _ = rx.await;
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!shutdown.is_draining());
+        tx.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(shutdown.is_draining(), "unready at once");
+        let drain = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.drain_begun().await }
+        });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!drain.is_finished(), "still serving during the delay");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(drain.is_finished());
+        sequence.await.unwrap();
+    }
 }

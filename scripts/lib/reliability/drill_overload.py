@@ -1,0 +1,164 @@
+"""Overload (scripts/reliability overload).
+
+farol with MAX_CONCURRENT_REQUESTS=32 and every API request held 50 ms (CHAOS_LATENCY_MS:
+a slow dependency, the case admission control exists for), so 32 permits carry at most
+640 requests/s. wrk first loads it below the limit (16 connections: the baseline), then
+well past it (600 connections, each pausing 100 ms between requests), while a prober on
+its own connection times single requests from the client's side. Promises:
+  - excess requests get 503 with Retry-After, and nothing but 200 or 503 is answered;
+  - at once: the server spends under 5 ms on a shed request (p99, from its access log);
+  - admitted requests keep their latency: their p99 under overload, in the server and
+    at the prober, stays within 1.5x (+10 ms) of the baseline's;
+  - memory stays bounded: RSS stops growing while the overload goes on (its last third
+    within 10 % + 4 MiB of its first), and stays under 256 MiB;
+  - afterwards farol is healthy and answers the baseline load with no error.
+"""
+
+import asyncio
+import datetime
+import os
+import subprocess
+import time
+
+from httpload import Connection, Farol, percentile, probe, run_drill
+
+LIMIT, CHAOS_LATENCY_MS = 32, 50
+# connections, seconds, pause between a connection's requests (ms). The overload's
+# clients pause 100 ms each: up to 6000 requests/s offered, 9 times what 32 permits carry
+# and 300 wanting a permit at any moment, without wrk's instant retries turning the test
+# into a contest for the two CPUs that farol and wrk share.
+BASELINE = (16, 8, 0)
+OVERLOAD = (600, 15, 100)
+SHED_P99_LIMIT_MS = 5.0
+RSS_LIMIT_MIB = 256
+LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "count-answers.lua")
+
+
+def wrk(port, path, connections, seconds, pause_ms):
+    """Runs wrk; returns the parsed `answers` line as a dict (statuses as ints)."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", LUA,
+         f"http://127.0.0.1:{port}", "--", path, str(pause_ms)],
+        check=True, capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("answers "))
+    figures = {}
+    for part in line.split()[1:]:
+        key, value = part.split("=")
+        figures[int(key) if key.isdigit() else key] = int(value)
+    return figures
+
+
+def server_durations(farol, start, end):
+    """Server-side duration_ms by status of the API requests logged in [start, end)."""
+    by_status = {}
+    for entry in farol.access_log():
+        when = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
+        if start <= when < end and entry["route"].startswith("/api/"):
+            by_status.setdefault(entry["status"], []).append(entry["duration_ms"])
+    return by_status
+
+
+async def phase(farol, path, connections, seconds, pause_ms):
+    """wrk, a prober and RSS samples, together; returns (wrk figures, probes, rss KiB list, start, end)."""
+    stop, probes, rss = asyncio.Event(), [], []
+
+    async def sample():
+        while not stop.is_set():
+            rss.append(farol.rss_kib())
+            await asyncio.sleep(0.5)
+
+    started = time.time()
+    tasks = [asyncio.create_task(probe("127.0.0.1", farol.port, path, 0.02, stop, probes, kind="probe")),
+             asyncio.create_task(sample())]
+    figures = await asyncio.get_running_loop().run_in_executor(None, wrk, farol.port, path, connections, seconds, pause_ms)
+    ended = time.time()
+    stop.set()
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0.5)  # the log writer is asynchronous
+    return figures, probes, rss, started, ended
+
+
+def describe(figures):
+    answers = ", ".join(f"{k}: {figures[k]}" for k in sorted(k for k in figures if isinstance(k, int)))
+    return (f"{answers}; socket errors {figures['errors']}; client p50 {figures['p50_us'] / 1000:.1f} ms, "
+            f"p99 {figures['p99_us'] / 1000:.1f} ms")
+
+
+def p99(values):
+    return percentile(values, .99)
+
+
+async def drill(binary, work, verdict):
+    farol = Farol(binary, work, {
+        "MAX_CONCURRENT_REQUESTS": str(LIMIT),
+        "CHAOS_ENABLED": "true",
+        "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS),
+    }, name="farol-overload").start()
+    try:
+        connection = Connection("127.0.0.1", farol.port)
+        note = (await connection.request("POST", "/api/v1/notes", b'{"title":"overload","body":"read under load"}')).json()
+        await connection.close()
+        path = f"/api/v1/notes/{note['id']}"
+        rss_start = farol.rss_kib()
+
+        base, base_probes, base_rss, b0, b1 = await phase(farol, path, *BASELINE)
+        over, over_probes, over_rss, o0, o1 = await phase(farol, path, *OVERLOAD)
+        after, _, _, _, _ = await phase(farol, path, *BASELINE)
+        alive = farol.alive()
+        health = (await Connection("127.0.0.1", farol.port).request("GET", "/health")).status if alive else 0
+        hwm = farol.rss_kib("VmHWM")
+        base_server = server_durations(farol, b0, b1)
+        over_server = server_durations(farol, o0, o1)
+    finally:
+        farol.stop()
+
+    verdict.figure("setting", f"MAX_CONCURRENT_REQUESTS={LIMIT}, API requests held {CHAOS_LATENCY_MS} ms "
+                   f"(at most {LIMIT * 1000 // CHAOS_LATENCY_MS} requests/s admitted)")
+    verdict.figure(f"baseline, {BASELINE[0]} connections, {BASELINE[1]} s", describe(base))
+    verdict.figure(f"overload, {OVERLOAD[0]} connections pausing {OVERLOAD[2]} ms, {OVERLOAD[1]} s", describe(over))
+    verdict.figure(f"after, {BASELINE[0]} connections, {BASELINE[1]} s", describe(after))
+
+    statuses = {k for k in over if isinstance(k, int)}
+    shed = over.get(503, 0)
+    total = sum(v for k, v in over.items() if isinstance(k, int))
+    verdict.check(shed > 0 and statuses <= {200, 503} and over["retry_after_missing"] == 0 and over["errors"] == 0,
+                  "excess requests get 503 with Retry-After",
+                  f"{shed} of {total} shed ({shed * 100 / max(total, 1):.0f} %), statuses {sorted(statuses)}, "
+                  f"{over['retry_after_missing']} 503s without Retry-After, {over['errors']} socket errors")
+
+    shed_ms = over_server.get(503, [])
+    probe_shed = [r.ms for r in over_probes if r.status == 503]
+    verdict.check(shed_ms and p99(shed_ms) < SHED_P99_LIMIT_MS, "shed at once",
+                  f"server time of a shed request p50 {percentile(shed_ms, .5):.3f} ms, p99 {p99(shed_ms):.3f} ms "
+                  f"(limit {SHED_P99_LIMIT_MS}); at the prober p50 {percentile(probe_shed, .5):.1f} ms, "
+                  f"p99 {p99(probe_shed):.1f} ms ({len(probe_shed)} shed probes)")
+
+    base_ok, over_ok = base_server.get(200, []), over_server.get(200, [])
+    base_probe = [r.ms for r in base_probes if r.status == 200]
+    over_probe = [r.ms for r in over_probes if r.status == 200]
+
+    def within(now, then):
+        return now <= then * 1.5 + 10
+
+    verdict.check(over_ok and over_probe and within(p99(over_ok), p99(base_ok)) and within(p99(over_probe), p99(base_probe)),
+                  "admitted requests keep their latency",
+                  f"server p99 {p99(base_ok):.1f} ms at baseline ({len(base_ok)}), {p99(over_ok):.1f} ms "
+                  f"under overload ({len(over_ok)}); prober p99 {p99(base_probe):.1f} ms at baseline "
+                  f"({len(base_probe)}), {p99(over_probe):.1f} ms under overload ({len(over_probe)} admitted)")
+
+    third = max(1, len(over_rss) // 3)
+    early_peak, late_peak = max(over_rss[:third]), max(over_rss[-third:])
+    # per-connection buffers settle in the first seconds; a queue would keep growing
+    verdict.check(late_peak <= early_peak * 1.10 + 4096 and hwm < RSS_LIMIT_MIB * 1024, "memory stays bounded",
+                  f"RSS {rss_start / 1024:.1f} MiB at start, {max(base_rss) / 1024:.1f} MiB at baseline, "
+                  f"overload: {early_peak / 1024:.1f} MiB peak in its first third, {late_peak / 1024:.1f} MiB in "
+                  f"its last (limit +10 % +4 MiB); peak {hwm / 1024:.1f} MiB (limit {RSS_LIMIT_MIB})")
+
+    after_bad = sum(v for k, v in after.items() if isinstance(k, int) and k != 200) + after["errors"]
+    verdict.check(alive and health == 200 and after_bad == 0, "healthy afterwards",
+                  f"/health {health}, {after_bad} errors in the load after the overload")
+
+
+if __name__ == "__main__":
+    run_drill("overload", drill)
