@@ -5,8 +5,9 @@
 kubernetes-validate checks that each object is well-formed; this checks what a schema
 cannot: that every pod meets the "restricted" Pod Security Standard and has probes,
 requests and limits; that images are pinned; that selectors select something and
-references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports) resolve inside
-the render or to what an operator creates; that the NetworkPolicies start from a default
+references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports, the Service
+PGHOST names, the file an X_FILE variable names) resolve inside the render or to what an
+operator creates; that the NetworkPolicies start from a default
 deny and select existing pods; farol's own contract (rollout, shutdown, migrations); and,
 through custom_resources, every custom resource. Prints each check and its findings; exits
 1 if there is any finding. test_policy.py shows each check catching a bad manifest.
@@ -249,10 +250,70 @@ def pod_references(pod: Pod) -> Iterator[tuple[str, str, str | None, bool]]:
         yield "Secret", secret.get("name"), None, False
 
 
-@check("references", "ConfigMaps, Secrets (and keys), ServiceAccounts, PVCs, volumes and backends exist")
+def service_exists(render: Render, namespace: str, name: str) -> bool:
+    """A Service of the render, or one an operator creates (CloudNativePG's -rw...)."""
+    return render.get("Service", namespace, name) is not None or any(
+        p.kind == "Service" and p.namespace == namespace and p.name == name for p in render.provided)
+
+
+def host_service(host: str, namespace: str, namespaces: set[str]) -> tuple[str, str] | None:
+    """(namespace, name) of the Service a host name resolves to inside the cluster
+    (`name`, `name.ns`, `name.ns.svc[.cluster.local]`), or None for anything else (an
+    outside host, an address), which cannot be checked here."""
+    labels = host.split(".")
+    if len(labels) == 1:
+        return namespace, host
+    if labels[1] in namespaces and (len(labels) == 2 or labels[2] == "svc"):
+        return labels[1], labels[0]
+    return None
+
+
+def file_findings(render: Render, pod: Pod, c: dict) -> Iterator[str]:
+    """Where a container reads a secret from a file (`X_FILE`, e.g. PGPASSWORD_FILE), the
+    path must be a file one of its volumes provides: a typo would only show at start-up."""
+    volumes = {v.get("name"): v for v in pod.spec.get("volumes") or []}
+    for var in c.get("env") or []:
+        name, path = var.get("name", ""), var.get("value")
+        if not name.endswith("_FILE") or not isinstance(path, str) or not path.startswith("/"):
+            continue
+        mounts = [m for m in c.get("volumeMounts") or []
+                  if path == m.get("mountPath") or path.startswith(m.get("mountPath", "").rstrip("/") + "/")]
+        if not mounts:
+            yield f"{name}={path} is in none of the container's volume mounts"
+            continue
+        mount = max(mounts, key=lambda m: len(m.get("mountPath", "")))
+        if mount.get("subPath") or path == mount.get("mountPath"):
+            continue
+        relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        vol = volumes.get(mount.get("name")) or {}
+        for kind, field, ref in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            if field not in vol:
+                continue
+            source = vol[field]
+            if source.get("items"):
+                files = {item.get("path") for item in source["items"]}
+            elif kind == "Secret":
+                files = render.secret_keys(pod.namespace, source.get(ref))
+            else:
+                files = render.configmap_keys(pod.namespace, source.get(ref))
+            if files is not None and relative not in files:
+                yield f"{name}={path}: the {kind} volume {mount.get('name')!r} has no file {relative!r}"
+
+
+@check("references", "ConfigMaps, Secrets (and keys), ServiceAccounts, PVCs, volumes and backends exist; "
+                     "PGHOST names a Service, each X_FILE a mounted file")
 def check_references(render: Render, version: str) -> Iterator[Finding]:
+    namespaces = {dig(n, "metadata", "name") for n in render.of_kind("Namespace")}
     for pod in rendered_pods(render):
         ns = pod.namespace
+        for c in containers(pod.spec):
+            host = env_value(render, ns, c, "PGHOST")
+            service = host_service(host, ns, namespaces) if host else None
+            if service and not service_exists(render, *service):
+                yield pod.origin, f"container {c.get('name')!r}: PGHOST {host!r} names no Service of the render " \
+                                  f"nor one an operator creates"
+            for finding in file_findings(render, pod, c):
+                yield pod.origin, f"container {c.get('name')!r}: {finding}"
         for kind, name, key, optional in pod_references(pod):
             keys = render.configmap_keys(ns, name) if kind == "ConfigMap" else render.secret_keys(ns, name)
             if keys is None and not optional:

@@ -48,10 +48,11 @@ def good_render() -> list[dict]:
         ports=[{"name": "http", "containerPort": 5000}, {"name": "metrics", "containerPort": 9464}],
         env=[{"name": "METRICS_PORT", "value": "9464"}, {"name": "SHUTDOWN_DELAY_MS", "value": "5000"},
              {"name": "SHUTDOWN_TIMEOUT_MS", "value": "10000"},
-             {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+             {"name": "PGPASSWORD_FILE", "value": "/etc/db/password"},
              {"name": "PGHOST", "valueFrom": {"secretKeyRef": {"name": "pg-app", "key": "host"}}}],
         envFrom=[{"configMapRef": {"name": "env"}}],
-        volumeMounts=[{"name": "live", "mountPath": "/etc/live"}],
+        volumeMounts=[{"name": "live", "mountPath": "/etc/live"},
+                      {"name": "db", "mountPath": "/etc/db", "readOnly": True}],
         lifecycle={"preStop": {"sleep": {"seconds": 5}}},
         startupProbe=probe("/livez"), readinessProbe=probe("/readyz"), livenessProbe=probe("/livez"))
     cache = {"name": "cache", "image": "cache:2", "resources": LIMITS, "securityContext": SECURE,
@@ -72,10 +73,16 @@ def good_render() -> list[dict]:
          "spec": {"selector": {"matchLabels": farol},
                   "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
                   "template": pod_template(farol, server, terminationGracePeriodSeconds=30,
-                                           volumes=[{"name": "live", "configMap": {"name": "live"}}])}},
+                                           volumes=[{"name": "live", "configMap": {"name": "live"}},
+                                                    {"name": "db", "secret": {"secretName": "db", "items": [
+                                                        {"key": "password", "path": "password"}]}}])}},
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta("farol-migrate-1.0"),
-         "spec": {"template": pod_template({"app": "farol-migrate"}, farol_container(["migrate"]),
-                                           restartPolicy="Never")}},
+         "spec": {"template": pod_template(
+             {"app": "farol-migrate"},
+             farol_container(["migrate"], env=[{"name": "PGHOST", "value": "pg-rw"},
+                                               {"name": "DATABASE_URL_FILE", "value": "/etc/db/password"}],
+                             volumeMounts=[{"name": "db", "mountPath": "/etc/db", "readOnly": True}]),
+             restartPolicy="Never", volumes=[{"name": "db", "secret": {"secretName": "db"}}])}},
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta("cache"),
          "spec": {"serviceName": "cache", "selector": {"matchLabels": {"app": "cache"}},
                   "template": pod_template({"app": "cache"}, cache),
@@ -146,6 +153,10 @@ def find(docs: list[dict], kind: str, name: str) -> dict:
 
 def deployment_container(docs):
     return find(docs, "Deployment", "farol")["spec"]["template"]["spec"]["containers"][0]
+
+
+def job_container(docs):
+    return find(docs, "Job", "farol-migrate-1.0")["spec"]["template"]["spec"]["containers"][0]
 
 
 def edit(kind: str, name: str, /, *path, **changes):
@@ -247,6 +258,16 @@ CASES = [
      lambda d: deployment_container(d)["env"][4]["valueFrom"]["secretKeyRef"].update(key="hostname")),
     ("operator Secret of no operator", "references", "'pg-app'",
      remove("Cluster", "pg")),
+    ("PGHOST naming no Service", "references", "PGHOST 'pg-rwx'",
+     lambda d: set_env(job_container(d), "PGHOST", "pg-rwx")),
+    ("PGHOST naming no Service, fully qualified", "references", "PGHOST 'pg-rwx.",
+     lambda d: set_env(job_container(d), "PGHOST", f"pg-rwx.{NS}.svc.cluster.local")),
+    ("a _FILE path outside every mount", "references", "none of the container's volume mounts",
+     lambda d: set_env(deployment_container(d), "PGPASSWORD_FILE", "/run/secrets/password")),
+    ("a _FILE path naming no file of its Secret volume (items)", "references", "no file 'pasword'",
+     lambda d: set_env(deployment_container(d), "PGPASSWORD_FILE", "/etc/db/pasword")),
+    ("a _FILE path naming no key of its whole Secret volume", "references", "no file 'url'",
+     lambda d: set_env(job_container(d), "DATABASE_URL_FILE", "/etc/db/url")),
     ("ServiceAccount missing", "references", "ServiceAccount",
      remove("ServiceAccount", "farol")),
     ("PVC missing", "references", "PersistentVolumeClaim",
