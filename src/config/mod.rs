@@ -161,7 +161,7 @@ mod tests {
     use super::*;
 
     fn env(extra: &[(&str, &str)]) -> Env {
-        let mut pairs = vec![("DATABASE_URL", "postgres://farol:pw@localhost/farol")];
+        let mut pairs = vec![("DATABASE_URL", "postgres://farol:pw@localhost/farol")]; // pragma: allowlist secret (a test URL, nothing listens there)
         pairs.extend_from_slice(extra);
         Env::from_pairs(pairs)
     }

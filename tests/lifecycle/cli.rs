@@ -39,7 +39,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
     ] {
         let (code, stdout, stderr) = run(
             &[
-                ("DATABASE_URL", "postgres://u:pw@localhost/db"),
+                ("DATABASE_URL", "postgres://u:pw@localhost/db"), // pragma: allowlist secret (a test URL, nothing listens there)
                 (name, value),
             ],
             &["serve"],
@@ -83,7 +83,7 @@ fn production_refuses_the_development_password_without_printing_it() {
 #[test]
 fn a_database_url_error_never_shows_the_url() {
     let (code, _, stderr) = run(
-        &[("DATABASE_URL", "postgres://u:hunter2@h:port/db")],
+        &[("DATABASE_URL", "postgres://u:hunter2@h:port/db")], // pragma: allowlist secret (a made-up URL, to show it never appears in errors)
         &["serve"],
     );
     assert_eq!(code, 2);

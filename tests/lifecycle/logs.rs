@@ -15,7 +15,7 @@ fn database_with_password() -> (tokio::runtime::Runtime, String) {
     // for it in everything it prints.
     let url = url.replacen(
         "postgres://postgres@",
-        "postgres://postgres:Sup3r-S3cret-Pw@",
+        "postgres://postgres:Sup3r-S3cret-Pw@", // pragma: allowlist secret (a made-up password, to show it never appears in logs)
         1,
     );
     (rt, url)

@@ -7,10 +7,10 @@ cannot: that every pod meets the "restricted" Pod Security Standard and has prob
 requests and limits; that images are pinned; that selectors select something and
 references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports, the Service
 PGHOST names, the file an X_FILE variable names) resolve inside the render or to what an
-operator creates; that the NetworkPolicies start from a default
-deny and select existing pods; farol's own contract (rollout, shutdown, migrations); and,
-through custom_resources, every custom resource. Prints each check and its findings; exits
-1 if there is any finding. test_policy.py shows each check catching a bad manifest.
+operator creates; that the NetworkPolicies start from a default deny and select existing
+pods; farol's own contract (rollout, shutdown, migrations); and, through custom_resources,
+every custom resource. Prints each check and its findings; exits 1 if there is any
+finding. test_policy.py shows each check catching a bad manifest.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def good_render() -> list[dict]:
          "spec": {"template": pod_template(
              {"app": "farol-migrate"},
              farol_container(["migrate"], env=[{"name": "PGHOST", "value": "pg-rw"},
-                                               {"name": "DATABASE_URL_FILE", "value": "/etc/db/password"}],
+                                               {"name": "PGPASSWORD_FILE", "value": "/etc/db/password"}],
                              volumeMounts=[{"name": "db", "mountPath": "/etc/db", "readOnly": True}]),
              restartPolicy="Never", volumes=[{"name": "db", "secret": {"secretName": "db"}}])}},
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta("cache"),
@@ -267,7 +267,7 @@ CASES = [
     ("a _FILE path naming no file of its Secret volume (items)", "references", "no file 'pasword'",
      lambda d: set_env(deployment_container(d), "PGPASSWORD_FILE", "/etc/db/pasword")),
     ("a _FILE path naming no key of its whole Secret volume", "references", "no file 'url'",
-     lambda d: set_env(job_container(d), "DATABASE_URL_FILE", "/etc/db/url")),
+     lambda d: set_env(job_container(d), "PGPASSWORD_FILE", "/etc/db/url")),
     ("ServiceAccount missing", "references", "ServiceAccount",
      remove("ServiceAccount", "farol")),
     ("PVC missing", "references", "PersistentVolumeClaim",

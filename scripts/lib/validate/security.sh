@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# Static security: checkov (offline) over the Dockerfile, the Kubernetes renders and the
+# GitHub workflows; the compose files' hardening policy (checkov has no compose checks);
+# a secret scan of the working tree and of every file version in git history
+# (detect-secrets); hadolint; and cargo-deny's licenses, bans and sources (deny.toml).
+# A finding is fixed, or waived in the file itself with a reason: `checkov:skip=ID:why`
+# comments (Dockerfile, workflows), `checkov.io/skipN: ID=why` annotations (Kubernetes),
+# `x-security-exceptions: {rule: why}` (compose), `pragma: allowlist secret` comments.
+# The checks that need more than a command line are in security_checks.py beside this.
+
+validate_security() {
+  need checkov detect-secrets hadolint kubectl docker cargo-deny git
+  local failed=0 overlay name renders=() compose
+  # global, not local: the trap fires when validate's subshell for this area ends
+  SECURITY_TMP=$(mktemp -d)
+  trap 'rm -rf "$SECURITY_TMP"' EXIT INT TERM
+
+  _security_checks checkov Dockerfile --framework dockerfile --file Dockerfile || failed=1
+  if hadolint --failure-threshold style Dockerfile; then ok "hadolint: Dockerfile"; else failed=1; fi
+
+  # the renders, as deploy/k8s's own check makes them: from a copy without any real
+  # secrets.env, each secrets.env.example standing in
+  tar -C deploy -c --exclude=secrets.env k8s | tar -C "$SECURITY_TMP" -x
+  for overlay in "$SECURITY_TMP"/k8s/overlays/*/; do
+    name=$(basename "$overlay")
+    [ ! -f "$overlay/secrets.env.example" ] || cp "$overlay/secrets.env.example" "$overlay/secrets.env"
+    if timeout 60 kubectl kustomize "$overlay" >"$SECURITY_TMP/$name.yaml"; then
+      renders+=("$SECURITY_TMP/$name.yaml")
+    else
+      warn "overlays/$name does not render"
+      failed=1
+    fi
+  done
+  [ ${#renders[@]} -eq 0 ] || _security_checks checkov "Kubernetes renders (${renders[*]##*/})" \
+    --framework kubernetes --file "${renders[@]}" || failed=1
+
+  if [ -d .github/workflows ]; then
+    _security_checks checkov .github/workflows --framework github_actions --directory .github || failed=1
+  else
+    warn "no .github/workflows yet: nothing for checkov's workflow checks"
+  fi
+
+  # normalised by compose itself (anchors, defaults, short syntax), every profile on;
+  # an empty env file so that a developer's .env changes nothing
+  for compose in docker-compose.yml monitoring/docker-compose.yml; do
+    [ -f "$compose" ] || continue
+    if GRAFANA_ADMIN_PASSWORD=validate timeout 60 docker compose --env-file /dev/null -f "$compose" \
+      --profile '*' config >"$SECURITY_TMP/compose.yaml"; then
+      _security_checks compose "$compose" "$SECURITY_TMP/compose.yaml" || failed=1
+    else
+      warn "docker compose cannot read $compose"
+      failed=1
+    fi
+  done
+
+  _security_checks secrets || failed=1
+
+  if timeout 300 cargo deny --frozen check --hide-inclusion-graph licenses bans sources \
+    >"$SECURITY_TMP/deny.log" 2>&1; then
+    ok "cargo deny: licenses, bans, sources ($(grep -c '^warning\[duplicate\]' "$SECURITY_TMP/deny.log") crates in two versions, a warning)"
+  else
+    grep -v '^warning\[duplicate\]' "$SECURITY_TMP/deny.log" >&2
+    failed=1
+  fi
+  return "$failed"
+}
+
+# security_checks.py with the tools' python (checkov and detect-secrets live in its venv)
+_security_checks() { python3 "$REPO_ROOT/scripts/lib/validate/security_checks.py" "$@"; }

@@ -1,0 +1,212 @@
+"""The checks of the security area (scripts/lib/validate/security.sh) that need more than
+a command line. Run with the tools' venv python (checkov and detect-secrets live there).
+
+  security_checks.py checkov NAME CHECKOV-ARGS...
+      checkov (--skip-download, JSON output) and a summary: every failed check, every
+      skip without a reason, and a scan that saw nothing, are findings. NAME labels it.
+  security_checks.py compose NAME CONFIG.yaml
+      the hardening policy of a compose file (checkov has none), on the normalised
+      `docker compose config` (YAML: its JSON output drops the x- fields). A service may waive a rule only in the file,
+      with a reason: `x-security-exceptions: {RULE: "why"}`.
+  security_checks.py secrets
+      detect-secrets over the working tree and over every file version in git history.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def checkov(name, args):
+    # checkov 3.3's bundled workflow schema predates the `attestations` permission and
+    # rejects an expression in `cancel-in-progress`: a valid workflow then fails its
+    # schema gate and is silently skipped (0 resources, a green result). The schema is
+    # checked by check-jsonschema in the workflows area; here every workflow is scanned.
+    import checkov.github_actions.runner as gha_runner
+    import checkov.github_actions.utils as gha_utils
+
+    gha_utils.is_schema_valid = lambda config: True
+    gha_runner.is_schema_valid = lambda config: True
+    from checkov.main import Checkov
+
+    with tempfile.TemporaryDirectory() as out:
+        stdout = sys.stdout
+        with open(os.path.join(out, "report.json"), "w") as report:
+            sys.stdout = report
+            try:
+                Checkov(argv=["--skip-download", "--output", "json", *args]).run()
+            except SystemExit:
+                pass
+            finally:
+                sys.stdout = stdout
+        with open(os.path.join(out, "report.json")) as report:
+            text = report.read()
+    reports = json.loads(text) if text.strip() else []
+    reports = reports if isinstance(reports, list) else [reports]
+    findings = 0
+    total = {"passed": 0, "failed": 0, "skipped": 0, "resource_count": 0}
+    for report in reports:
+        for key in total:
+            total[key] += report.get("summary", {}).get(key, 0)
+        results = report.get("results", {})
+        for check in results.get("failed_checks", []):
+            findings += 1
+            lines = check.get("file_line_range") or [0, 0]
+            print(f"    FAILED {check['check_id']} {check['check_name']}: {check['resource']} "
+                  f"({os.path.basename(check['file_path'])}:{lines[0]}-{lines[1]})")
+        for check in results.get("skipped_checks", []):
+            reason = (check.get("check_result", {}).get("suppress_comment") or "").strip()
+            if not reason or reason == "No comment provided":
+                findings += 1
+                print(f"    SKIPPED WITHOUT A REASON {check['check_id']}: {check['resource']}")
+            else:
+                print(f"    skipped {check['check_id']} on {check['resource']}: {reason}")
+    if total["passed"] + total["failed"] + total["skipped"] == 0:
+        findings += 1
+        print(f"    checkov scanned nothing in {name}: a parse failure would look like this")
+    print(f"  checkov {name}: {total['passed']} checks passed, "
+          f"{total['failed']} failed, {total['skipped']} skipped")
+    return 1 if findings else 0
+
+
+# rule -> (what it demands, test of a normalised service: True when it holds)
+COMPOSE_RULES = {
+    "privileged": ("not privileged", lambda s: not s.get("privileged")),
+    "host-namespaces": ("no host network, PID or IPC namespace",
+                        lambda s: "host" not in (s.get("network_mode"), s.get("pid"), s.get("ipc"))),
+    "docker-socket": ("no Docker socket (it is root on the host)",
+                      lambda s: not any(v.get("source", "").endswith("docker.sock") for v in s.get("volumes", []))),
+    "host-root": ("no bind mount of the host's root",
+                  lambda s: not any(v.get("type") == "bind" and v.get("source") == "/" for v in s.get("volumes", []))),
+    "capabilities": ("cap_drop ALL, no cap_add",
+                     lambda s: "ALL" in s.get("cap_drop", []) and not s.get("cap_add")),
+    "no-new-privileges": ("security_opt no-new-privileges:true",
+                          lambda s: "no-new-privileges:true" in s.get("security_opt", [])),
+    "read-only": ("read_only root filesystem", lambda s: s.get("read_only") is True),
+    "non-root": ("an explicit non-root user", lambda s: str(s.get("user", "")).split(":")[0] not in ("", "0", "root")),
+    "loopback-ports": ("published ports on 127.0.0.1 only",
+                       lambda s: all(p.get("host_ip") == "127.0.0.1" for p in s.get("ports", []))),
+    "limits": ("memory and pids limits",
+               lambda s: all(s.get("deploy", {}).get("resources", {}).get("limits", {}).get(k) for k in ("memory", "pids"))),
+}
+
+
+def compose(name, config_path):
+    import yaml
+
+    with open(config_path) as f:
+        services = yaml.safe_load(f)["services"]
+    findings, waived = [], []
+    for service_name, service in sorted(services.items()):
+        exceptions = service.get("x-security-exceptions") or {}
+        for rule in exceptions:
+            if rule not in COMPOSE_RULES:
+                findings.append(f"{service_name}: x-security-exceptions names no rule '{rule}' "
+                                f"(rules: {', '.join(COMPOSE_RULES)})")
+        for rule, (demand, holds) in COMPOSE_RULES.items():
+            if holds(service):
+                continue
+            reason = str(exceptions.get(rule, "")).strip()
+            if reason:
+                waived.append(f"{service_name}: {rule} waived: {reason}")
+            else:
+                findings.append(f"{service_name}: {rule}: {demand}")
+    for line in waived:
+        print(f"    {line}")
+    for line in findings:
+        print(f"    FAILED {line}")
+    print(f"  compose policy {name}: {len(services)} services x {len(COMPOSE_RULES)} rules, "
+          f"{len(findings)} findings, {len(waived)} waived in the file")
+    return 1 if findings else 0
+
+
+def detect_secrets(paths, cwd, extra=()):
+    """detect-secrets' findings as (file, line, type, hashed secret). -n: never verify a
+    candidate against its vendor's service (offline, and a leak must not be replayed)."""
+    if not paths:
+        return []
+    out = subprocess.run(["detect-secrets", "scan", "-n", *extra, *paths], cwd=cwd, check=True,
+                         capture_output=True, text=True, timeout=600).stdout
+    return [(path, s["line_number"], s["type"], s["hashed_secret"])
+            for path, found in json.loads(out)["results"].items() for s in found]
+
+
+def git(*args, **kwargs):
+    return subprocess.run(["git", *args], check=True, capture_output=True, timeout=300, **kwargs).stdout
+
+
+# a `pragma: allowlist secret` comment and what follows it on the line
+PRAGMA = re.compile(r"\s*(#|//|/\*|<!--|--|;)\s*pragma: allowlist[ -]secret.*$")
+
+
+def line_text(path, number):
+    """Line NUMBER of PATH, without a trailing allowlist comment: what identifies a
+    finding across versions of a file (detect-secrets' hash of a value read from YAML
+    changes when a comment is added to its line)."""
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return PRAGMA.sub("", lines[number - 1]).strip() if 0 < number <= len(lines) else ""
+
+
+def secrets():
+    tree = [p for p in git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
+            if p and os.path.isfile(p)]
+    current = detect_secrets(tree, ".")
+    # lines marked `pragma: allowlist secret` (each with its reason beside it) were judged
+    # not to be secrets; the same line in an older version of a file is no secret either
+    allowed = {line_text(path, line) for path, line, _, _ in detect_secrets(tree, ".", ["--only-allowlisted"])}
+
+    # every file version ever committed, each once (by blob id), under its own path
+    blobs = {}
+    for line in git("rev-list", "--objects", "--all").decode().splitlines():
+        sha, _, path = line.partition(" ")
+        if path:
+            blobs.setdefault(sha, path)
+    with tempfile.TemporaryDirectory() as root:
+        batch = subprocess.run(["git", "cat-file", "--batch"], input="".join(f"{s}\n" for s in blobs).encode(),
+                               check=True, capture_output=True, timeout=300).stdout
+        written, offset = [], 0
+        while offset < len(batch):
+            header_end = batch.index(b"\n", offset)
+            sha, kind, size = batch[offset:header_end].decode().split()
+            body = batch[header_end + 1:header_end + 1 + int(size)]
+            offset = header_end + 1 + int(size) + 1
+            if kind != "blob":
+                continue
+            target = os.path.join(root, sha, blobs[sha])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(body)
+            written.append(os.path.join(sha, blobs[sha]))
+        history = [f for f in detect_secrets(written, root) if line_text(os.path.join(root, f[0]), f[1]) not in allowed]
+
+    seen_now = {f[3] for f in current}
+    in_history_only = [f for f in history if f[3] not in seen_now]
+    for path, line, kind, _ in current:
+        print(f"    FAILED {path}:{line}: {kind} (a secret? remove it and rotate it; a test value? "
+              f"end that line with a comment `pragma: allowlist secret (why)`)")
+    for path, line, kind, _ in in_history_only:
+        blob, _, name = path.partition("/")
+        print(f"    FAILED in git history: {name}:{line} (blob {blob[:12]}): {kind}: rotate it; it stays in history")
+    print(f"  secret scan: {len(tree)} files in the working tree, {len(written)} file versions in git history "
+          f"({len(set(git('rev-list', '--all').split()))} commits); {len(current)} findings in the tree, "
+          f"{len(in_history_only)} only in history, {len(allowed)} lines marked as no secret")
+    return 1 if current or in_history_only else 0
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "checkov":
+        sys.exit(checkov(args[0], args[1:]))
+    if command == "compose":
+        sys.exit(compose(args[0], args[1]))
+    if command == "secrets":
+        sys.exit(secrets())
+    sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
