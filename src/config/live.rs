@@ -26,7 +26,7 @@ pub const KEYS: [&str; 4] = [
     "CHAOS_ERROR_RATE",
     "CHAOS_LATENCY_MS",
 ];
-const CHAOS_KEYS: [&str; 2] = ["CHAOS_ERROR_RATE", "CHAOS_LATENCY_MS"];
+pub const CHAOS_KEYS: [&str; 2] = ["CHAOS_ERROR_RATE", "CHAOS_LATENCY_MS"];
 /// Fault injection never waits longer than this, whatever the file says: a drill that
 /// sets a huge latency should not hold connections for hours.
 const MAX_CHAOS_LATENCY_MS: u64 = 60_000;

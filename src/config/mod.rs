@@ -149,7 +149,7 @@ impl Settings {
     /// The `CHAOS_*` variables set without `CHAOS_ENABLED`: worth a warning at start-up,
     /// since they do nothing.
     pub fn ignored_chaos_variables(env: &Env) -> Vec<&'static str> {
-        ["CHAOS_ERROR_RATE", "CHAOS_LATENCY_MS"]
+        live::CHAOS_KEYS
             .into_iter()
             .filter(|k| env.get(k).is_some())
             .collect()
