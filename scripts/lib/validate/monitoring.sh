@@ -74,6 +74,9 @@ ROUTES
       && promtool check config '$tmp/drill/prometheus/prometheus.yml' \
       && amtool check-config '$tmp/drill/alertmanager/alertmanager.yml'" || failed=1
 
+  _check "fire drill: the judge, the config adjustment, the memory stressor (unit tests)" \
+    "$py" -m unittest discover -s "$REPO_ROOT/scripts/lib/drill" -p 'test_*.py' || failed=1
+
   _check "read-only checks: Grafana provisioning, Loki, Alloy, compose file" \
     _check_static_files "$py" || failed=1
   return "$failed"

@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""The fire drill's eyes: what scripts/fire-drill asks of Prometheus, Alertmanager and the
+webhook log while it runs, and the report at the end (scenarios.py says what each
+scenario expects; judge.py gives the verdicts).
+
+    drill.py adjust-config
+        Raises the scrape interval and timeout of the postgres job in the drill's
+        prometheus.yml (see SCRAPE_FLOORS); nothing else.
+    drill.py targets --timeout S
+        Waits until Prometheus has scraped every target successfully.
+    drill.py next-scrape JOB [--lead S]
+        Sleeps until S seconds (0.25) before JOB's next scrape: the database fault's timing.
+    drill.py mark EVENT SCENARIO [--note TEXT] [--at UNIX_TIME] [KEY=VALUE...]
+        Appends an event (start, fault, fix, end, skip) to the drill's timeline.
+    drill.py record FAROL_URL
+        Runs until stopped: every 0.5 s, Alertmanager's view of every alert (active, or
+        suppressed and by which alert) and one GET of farol's /health (status, time).
+    drill.py wait fired|resolved|quiet|idle SCENARIO --timeout S [--hold S]
+        Polls Prometheus, Alertmanager and the webhook log until the scenario's alerts
+        have fired (and reached the webhook, or been seen inhibited), have resolved (and
+        the resolved notifications arrived), or until nothing the scenario judges is
+        firing (quiet: before a fault; idle: nothing but the Watchdog). Prints what it
+        sees as it sees it. Exit 1 on timeout.
+    drill.py report [--health-bound-ms N] [--expect-idle]
+        Gathers Prometheus's own record of its alerts (the ALERTS series), the webhook
+        log, what `record` saw and the load summaries, has judge.py judge every alert in
+        every scenario that ran, prints the table (also written to table.md) and exits 1
+        on any mismatch. --expect-idle: every alert must have resolved by now.
+
+Configuration from the environment (scripts/fire-drill and scripts/lib/stack.sh set it):
+DRILL_WORK (directory of events.jsonl, recorder.jsonl, load-*.log, memhog.json),
+DRILL_CONFIG (the drill's monitoring configuration, for its intervals),
+STACK_PROMETHEUS_URL, STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG.
+Standard library and PyYAML only.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+import monitoring_config as mc  # noqa: E402
+import scenarios as sc  # noqa: E402
+from judge import (WATCHDOG, Notice, build_rows, close_open, events_by_scenario,  # noqa: E402
+                   firing_intervals, load_summary, render_table, settle_row, watchdog_row)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the world
+
+def http_json(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.load(resp)
+
+
+class WebhookLog:
+    """The webhook receiver's JSON lines, read incrementally."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.offset = 0
+        self.notices = []
+
+    def read(self):
+        if not self.path.exists():
+            return self.notices
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1          # a line being written is read next time
+        self.offset += end
+        for line in data[:end].splitlines():
+            entry = json.loads(line)
+            for alert in entry["notification"].get("alerts", []):
+                self.notices.append(Notice(entry["received_at"], entry["path"],
+                                           alert["labels"].get("alertname", "?"), alert["status"]))
+        return self.notices
+
+
+def read_jsonl(path):
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Stack:
+    def __init__(self, env=os.environ):
+        self.work = Path(env["DRILL_WORK"])
+        self.config = Path(env["DRILL_CONFIG"])
+        # unset before the stack runs (adjust-config needs only the configuration)
+        self.prometheus = env.get("STACK_PROMETHEUS_URL", "").rstrip("/")
+        self.alertmanager = env.get("STACK_ALERTMANAGER_URL", "").rstrip("/")
+        self.webhook = WebhookLog(env.get("STACK_WEBHOOK_LOG", "/nonexistent"))
+        prom = mc.load_yaml(self.config / "prometheus/prometheus.yml")
+        self.eval_s = mc.parse_duration(prom["global"]["evaluation_interval"]) / 1000
+        am = mc.load_yaml(self.config / "alertmanager/alertmanager.yml")
+        route = am["route"]
+        # The longest wait between two notifications of one group: after it, anything
+        # Alertmanager was going to send about a change has been sent.
+        self.group_wait_s = max(mc.parse_duration(r.get("group_wait", route["group_wait"]))
+                                for r in [route, *route.get("routes", [])]) / 1000
+        # each alert's evaluation interval (its group's, else the global one): the
+        # spacing of its ALERTS samples
+        self.rule_interval_s = {}
+        for path in sorted((self.config / "prometheus/rules").glob("*.yml")):
+            for group in mc.load_yaml(path)["groups"]:
+                every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
+                for rule in group["rules"]:
+                    if "alert" in rule:
+                        self.rule_interval_s[rule["alert"]] = every
+        # the drill's length of the SLO's 6 h window, for the table's notes
+        slo = mc.load_yaml(self.config / "prometheus/rules/slo.yml")
+        record = next(r for g in slo["groups"] for r in g["rules"] if r.get("record", "").endswith("ratio_rate6h"))
+        self.slow_window = mc.format_duration(mc.parse_duration(
+            next(record["expr"][a:b] for a, b, kind in mc.promql_durations(record["expr"]) if kind == "duration")))
+        watchdog = next(r for r in route.get("routes", []) if 'alertname = "Watchdog"' in r.get("matchers", []))
+        self.watchdog_every_s = (mc.parse_duration(watchdog.get("group_interval", route["group_interval"]))
+                                 + mc.parse_duration(watchdog.get("repeat_interval", route["repeat_interval"]))) / 1000
+
+    @property
+    def events_path(self):
+        return self.work / "events.jsonl"
+
+    def prom_alerts(self):
+        """{alertname: state} from Prometheus (firing wins over pending)."""
+        states = {}
+        for alert in http_json(f"{self.prometheus}/api/v1/alerts")["data"]["alerts"]:
+            name = alert["labels"]["alertname"]
+            if states.get(name) != "firing":
+                states[name] = alert["state"]
+        return states
+
+    def am_alerts(self):
+        """{alertname: set of the alerts that inhibit it} for suppressed alerts, and
+        {alertname: "active"} for the others, as Alertmanager sees them now."""
+        alerts = http_json(f"{self.alertmanager}/api/v2/alerts")
+        by_fp = {a["fingerprint"]: a["labels"].get("alertname", "?") for a in alerts}
+        view = {}
+        for a in alerts:
+            name = a["labels"].get("alertname", "?")
+            inhibitors = {by_fp.get(fp, fp) for fp in a["status"].get("inhibitedBy") or []}
+            if a["status"]["state"] == "suppressed":
+                view[name] = inhibitors or {"(silence)"}
+            else:
+                view.setdefault(name, "active")
+        return view
+
+
+# ---------------------------------------------------------------------------------------
+# mark, record
+
+def cmd_mark(stack, args):
+    entry = {"t": args.at or time.time(), "event": args.event, "scenario": args.scenario}
+    if args.note:
+        entry["note"] = args.note
+    for pair in args.extra:
+        key, _, value = pair.partition("=")
+        entry[key] = value
+    with open(stack.events_path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return 0
+
+
+def cmd_record(stack, args):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    out = open(stack.work / "recorder.jsonl", "a", buffering=1)
+    health_url = args.farol.rstrip("/") + "/health"
+    while True:
+        started = time.time()
+        entry = {"t": started}
+        try:
+            entry["am"] = {k: (sorted(v) if isinstance(v, set) else v) for k, v in stack.am_alerts().items()}
+        except (OSError, ValueError) as err:
+            entry["am_error"] = str(err)
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(health_url, timeout=3) as resp:
+                entry["health"] = resp.status
+        except urllib.error.HTTPError as err:
+            entry["health"] = err.code
+        except OSError as err:
+            entry["health"] = None
+            entry["health_error"] = str(getattr(err, "reason", err))
+        entry["health_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        out.write(json.dumps(entry) + "\n")
+        time.sleep(max(0.05, 0.5 - (time.time() - started)))
+
+
+# ---------------------------------------------------------------------------------------
+# wait
+
+def cmd_wait(stack, args):
+    scenario = sc.BY_NAME[args.scenario]
+    times, _ = events_by_scenario(read_jsonl(stack.events_path))
+    marks = times.get(scenario.name, {})
+    deadline = time.monotonic() + args.timeout
+    said = set()
+
+    def say(key, text):
+        if key not in said:
+            said.add(key)
+            print(f"    {text}", flush=True)
+
+    def rel(t, since):
+        return f"+{t - since:.1f} s"
+
+    hold_until = None
+    while True:
+        now = time.time()
+        try:
+            prom, am = stack.prom_alerts(), stack.am_alerts()
+        except (OSError, ValueError) as err:
+            say(f"error:{err}", f"(could not read the alerts: {err})")
+            prom, am = None, None
+        notices = stack.webhook.read()
+        missing = []
+        if prom is not None and args.state == "fired":
+            fault = marks["fault"]
+            for alert in scenario.fire:
+                if prom.get(alert) == "firing":
+                    say(f"p:{alert}", f"{alert} firing in Prometheus ({rel(now, fault)})")
+                else:
+                    missing.append(f"{alert} firing")
+                got = [n.t for n in notices if n.alert == alert and n.status == "firing" and n.t >= fault]
+                if got:
+                    say(f"w:{alert}", f"{alert} reached the webhook ({rel(got[0], fault)})")
+                else:
+                    missing.append(f"{alert} at the webhook")
+            for alert, source in scenario.inhibited.items():
+                if prom.get(alert) == "firing":
+                    say(f"p:{alert}", f"{alert} firing in Prometheus ({rel(now, fault)})")
+                else:
+                    missing.append(f"{alert} firing")
+                if isinstance(am.get(alert), set) and source in am[alert]:
+                    say(f"i:{alert}", f"{alert} held back by Alertmanager, inhibited by {source} ({rel(now, fault)})")
+                else:
+                    missing.append(f"{alert} inhibited by {source}")
+                if any(n.alert == alert and n.status == "firing" and n.t >= fault for n in notices):
+                    say(f"leak:{alert}", f"{alert} REACHED THE WEBHOOK although {source} should inhibit it")
+        elif prom is not None and args.state == "resolved":
+            fix = marks["fix"]
+            for alert in scenario.watched():
+                if prom.get(alert) == "firing":
+                    missing.append(f"{alert} resolved")
+                else:
+                    say(f"p:{alert}", f"{alert} resolved in Prometheus ({rel(now, fix)})")
+            for alert in scenario.fire:
+                got = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= fix]
+                if got:
+                    say(f"w:{alert}", f"{alert} resolved at the webhook ({rel(got[0], fix)})")
+                else:
+                    missing.append(f"{alert} resolved at the webhook")
+            for alert in scenario.inhibited:
+                if any(n.alert == alert and n.status == "firing" and n.t >= fix for n in notices):
+                    say(f"leak:{alert}", f"{alert} REACHED THE WEBHOOK after the fix (its inhibition ended first)")
+        elif prom is not None:   # quiet, idle
+            for alert, state in sorted(prom.items()):
+                if alert == WATCHDOG:
+                    continue
+                kind, _ = scenario.expectation(alert)
+                if args.state == "idle" and state == "firing":
+                    missing.append(f"{alert} still firing")
+                elif args.state == "quiet" and kind != "allowed" and (state == "firing" or alert in scenario.fire):
+                    missing.append(f"{alert} still {state}")
+        if prom is not None and not missing:
+            if hold_until is None:
+                hold = args.hold
+                if args.state == "fired" and scenario.inhibited or args.state == "resolved":
+                    # A moment more than a new group's wait: every group Alertmanager has
+                    # has flushed once, so an alert that should stay silent would have
+                    # been sent by now if it were going to be.
+                    hold = max(hold, stack.group_wait_s + 1)
+                hold_until = time.monotonic() + hold
+                if hold >= 1:
+                    say("hold", f"holding {hold:.0f} s")
+            if time.monotonic() >= hold_until:
+                return 0
+        elif missing:
+            hold_until = None
+        if time.monotonic() > deadline:
+            print(f"    timed out after {args.timeout:.0f} s waiting for: {', '.join(missing)}", flush=True)
+            return 1
+        time.sleep(0.25)
+
+
+# Fixed costs that do not shrink with the drill's durations. postgres_exporter (0.11,
+# Debian's) sleeps one second before it reports pg_up 0 (one retry of its connection), so
+# with the drill's 1 s scrape timeout its scrape times out instead, pg_up has no sample, and
+# PostgresDown can never fire. Its job alone is scraped every 2 s with a 2 s timeout.
+SCRAPE_FLOORS = {"postgres": "2s"}
+
+
+def adjust_config(path, floors=SCRAPE_FLOORS):
+    """Raises the scrape interval and timeout of the jobs in `floors` in the drill's
+    prometheus.yml (nothing else); returns what it changed."""
+    doc = mc.load_yaml(path)
+    glob = doc.get("global", {})
+    changed = []
+    for job in doc.get("scrape_configs", []):
+        floor = floors.get(job["job_name"])
+        if not floor:
+            continue
+        timeout = job.get("scrape_timeout", glob.get("scrape_timeout", "10s"))
+        interval = job.get("scrape_interval", glob.get("scrape_interval", "1m"))
+        if mc.parse_duration(timeout) < mc.parse_duration(floor):
+            job["scrape_timeout"] = floor
+            if mc.parse_duration(interval) < mc.parse_duration(floor):
+                job["scrape_interval"] = floor
+            changed.append(f"{job['job_name']}: scrape every {job.get('scrape_interval', interval)}, "
+                           f"timeout {floor} (was {interval}, {timeout})")
+    mc.dump_yaml(doc, Path(path), "Generated by scripts/drill-config, then scripts/lib/drill/drill.py "
+                 "adjust-config:\n" + "\n".join(changed or ["nothing to adjust"]))
+    return changed
+
+
+def cmd_adjust_config(stack, args):
+    for line in adjust_config(stack.config / "prometheus/prometheus.yml"):
+        print(f"    {line}")
+    return 0
+
+
+def cmd_next_scrape(stack, args):
+    """Sleeps until `lead` seconds before the next scrape of a job. The database fault is
+    timed so: at the drill's durations, the 2-second phase of the exporter's scrape would
+    otherwise decide whether PostgresDown (for: 1m) fires before the alerts it inhibits
+    (for: 2m), a race that the real 15 s scrapes and minute-long `for:` never run."""
+    from datetime import datetime
+    targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+    target = next(t for t in targets if t["labels"].get("job") == args.job)
+    stamp = target["lastScrape"].rstrip("Z")
+    stamp = stamp[:26] if "." in stamp else stamp      # Python reads microseconds at most
+    last = datetime.fromisoformat(stamp + "+00:00").timestamp()
+    interval = mc.parse_duration(target.get("scrapeInterval") or "1s") / 1000
+    now = time.time()
+    nxt = last + interval
+    while nxt - args.lead < now + 0.05:
+        nxt += interval
+    time.sleep(nxt - args.lead - now)
+    return 0
+
+
+def cmd_targets(stack, args):
+    """Waits until Prometheus has scraped every target of its configuration successfully."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+            down = [f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')}".rstrip()
+                    for t in targets if t["health"] != "up"]
+        except (OSError, ValueError) as err:
+            targets, down = [], [str(err)]
+        if targets and not down:
+            print(f"    all {len(targets)} scrape targets up")
+            return 0
+        if time.monotonic() > deadline:
+            print("    not up: " + "; ".join(down))
+            return 1
+        time.sleep(0.5)
+
+
+def faulted_5xx_share(stack, marks):
+    """The share of /api/* requests that farol answered with 5xx between fault and fix,
+    from its own metrics (wrk's totals cover the whole scenario); None without data."""
+    if "fault" not in marks or "fix" not in marks or marks["fix"] - marks["fault"] < 1:
+        return None
+    span = f"{max(1, round(marks['fix'] - marks['fault']))}s"
+    sel = 'http_server_request_duration_seconds_count{job="farol",http_route=~"/api/.*"'
+    expr = (f'sum(increase({sel},http_response_status_code=~"5.."}}[{span}])) '
+            f'/ sum(increase({sel}}}[{span}]))')
+    try:
+        result = http_json(f"{stack.prometheus}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expr, "time": f"{marks['fix']:.3f}"}))["data"]["result"]
+    except (OSError, ValueError):
+        return None
+    value = float(result[0]["value"][1]) if result else float("nan")
+    return None if value != value else 100 * value
+
+
+# ---------------------------------------------------------------------------------------
+# report (the verdicts themselves are judge.py's)
+
+def cmd_report(stack, args):
+    events = read_jsonl(stack.events_path)
+    if not events:
+        print("no events: the drill did not start")
+        return 1
+    start, end = events[0]["t"], time.time()
+    span = int(end - start) + 30
+    data = http_json(f"{stack.prometheus}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": f'ALERTS{{alertstate="firing"}}[{span}s]', "time": f"{end:.3f}"}), timeout=30)
+    firing_now = {name for name, state in stack.prom_alerts().items() if state == "firing"}
+    samples = {}
+    for series in data["data"]["result"]:
+        samples.setdefault(series["metric"]["alertname"], []).extend(float(t) for t, _ in series["values"])
+    intervals = {name: close_open(firing_intervals(ts, stack.rule_interval_s.get(name, stack.eval_s)),
+                                  name in firing_now)
+                 for name, ts in samples.items()}
+    alert_names = [r["alert"] for r in mc.rules(stack.config) if "alert" in r and r["alert"] != WATCHDOG]
+    notices = stack.webhook.read()
+    recorder = read_jsonl(stack.work / "recorder.jsonl")
+    loads = {s.name: load_summary(stack.work / f"load-{s.name}.log") for s in sc.SCENARIOS}
+    times, _ = events_by_scenario(events)
+    for name, marks in times.items():
+        share = faulted_5xx_share(stack, marks)
+        if share is not None and loads.get(name):
+            loads[name] += f" ({share:.1f} % 5xx while faulted)"
+    rows = build_rows(events, alert_names, intervals, notices, recorder, loads, args.health_bound_ms,
+                      {"end": end})
+    rows.append(settle_row(events_by_scenario(events)[0].get("settle"), intervals, args.expect_idle))
+    rows.append(watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s))
+    text, md = render_table(rows)
+    print(text)
+    (stack.work / "table.md").write_text(md + "\n")
+    notes = {}
+    for s in sc.SCENARIOS:
+        for alert, why in s.allowed.items():
+            notes.setdefault(alert, why.format(slow_window=stack.slow_window))
+    print("\nfire or quiet:")
+    for alert, why in notes.items():
+        print(f"  {alert}: {why}")
+    failed = [r for r in rows if r.result == "FAIL"]
+    untested = [r for r in rows if r.result == "n/a"]
+    checked = [r for r in rows if r.result in ("ok", "FAIL")]
+    print(f"\n{len(checked) - len(failed)} of {len(checked)} checks passed"
+          + (f", {len(untested)} not tested" if untested else "")
+          + f" (table: {stack.work / 'table.md'})")
+    for r in failed:
+        print(f"MISMATCH  {r.scenario}: {r.alert}: expected {r.expected}, observed {r.observed}")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("mark")
+    p.add_argument("event", choices=["start", "fault", "fix", "end", "skip"])
+    p.add_argument("scenario", choices=sorted(sc.BY_NAME))
+    p.add_argument("--note")
+    p.add_argument("--at", type=float)
+    p.add_argument("extra", nargs="*", metavar="KEY=VALUE")
+    p = sub.add_parser("record")
+    p.add_argument("farol")
+    p = sub.add_parser("wait")
+    p.add_argument("state", choices=["fired", "resolved", "quiet", "idle"])
+    p.add_argument("scenario", choices=sorted(sc.BY_NAME))
+    p.add_argument("--timeout", type=float, required=True)
+    p.add_argument("--hold", type=float, default=0)
+    sub.add_parser("adjust-config")
+    p = sub.add_parser("next-scrape")
+    p.add_argument("job")
+    p.add_argument("--lead", type=float, default=0.25)
+    p = sub.add_parser("targets")
+    p.add_argument("--timeout", type=float, required=True)
+    p = sub.add_parser("report")
+    p.add_argument("--health-bound-ms", type=int, default=2000)
+    p.add_argument("--expect-idle", action="store_true")
+    args = parser.parse_args(argv)
+    stack = Stack()
+    commands = {"mark": cmd_mark, "record": cmd_record, "wait": cmd_wait, "targets": cmd_targets,
+                "report": cmd_report, "adjust-config": cmd_adjust_config, "next-scrape": cmd_next_scrape}
+    return commands[args.command](stack, args)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)

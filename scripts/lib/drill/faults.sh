@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# The fire drill's hands: farol, the load, the faults and the stressors, for
+# scripts/fire-drill. Sourced after common.sh, postgres.sh and stack.sh.
+#
+# Every process started here runs in its own session (setsid), so that one signal to its
+# process group ends it with any children (stress-ng's workers), and is registered in
+# DRILL_PIDS, so that the exit trap (drill_end_all, through stack_on_exit) ends whatever
+# still runs, also on Ctrl-C or SIGTERM.
+#
+#   drill_spawn NAME LOG CMD...   start CMD in the background; its pid in DRILL_PIDS[NAME]
+#   drill_end NAME [SIGNAL]       send SIGNAL (TERM) to NAME's group, wait up to 10 s, KILL
+#   drill_end_all                 drill_end for everything still registered
+#   drill_run NAME CMD...         run CMD to its end as a background job waited for: a
+#                                 signal to the script is handled at once, not after CMD
+#   farol_start, farol_stop       farol with the drill's settings (see farol_start)
+#   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
+#   load_start SCENARIO, load_stop   paced wrk traffic (lib/drill/load.lua), per scenario
+# Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, PG_URL, and the LOAD_* and
+# FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
+
+declare -A DRILL_PIDS=()
+DRILL_LIB=$REPO_ROOT/scripts/lib/drill
+
+drill_spawn() {
+  local name=$1 log=$2
+  shift 2
+  setsid "$@" >>"$log" 2>&1 </dev/null &
+  DRILL_PIDS[$name]=$!
+}
+
+drill_end() {
+  local name=$1 sig=${2:-TERM} pid deadline
+  pid=${DRILL_PIDS[$name]:-}
+  [ -n "$pid" ] || return 0
+  kill -"$sig" -- "-$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "DRILL_PIDS[$name]"
+}
+
+drill_end_all() {
+  local name
+  for name in "${!DRILL_PIDS[@]}"; do drill_end "$name"; done
+}
+
+drill_run() {
+  local name=$1 rc=0
+  shift
+  setsid "$@" </dev/null &
+  DRILL_PIDS[$name]=$!
+  wait "${DRILL_PIDS[$name]}" || rc=$?
+  unset "DRILL_PIDS[$name]"
+  return "$rc"
+}
+
+# farol as the drill needs it: fault injection allowed (CHAOS_ENABLED is read at start-up
+# only), the hot keys in CONFIG_DIR, a short drain so that stopping it is quick, and the
+# database timeouts stated rather than implied (/health must answer within
+# DB_QUERY_TIMEOUT_MS while PostgreSQL is down). Logs append to farol.log across restarts.
+farol_start() {
+  drill_spawn farol "$DRILL_WORK/farol.log" env -u DATABASE_URL \
+    DATABASE_URL="$PG_URL" HOST=127.0.0.1 PORT="$FAROL_PORT" MIGRATE_ON_START=true \
+    LOG_FORMAT=json LOG_LEVEL=info CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
+    DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
+    SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 "$FAROL_BIN" serve
+  if ! wait_until 30 "farol" curl -fsS -o /dev/null "http://127.0.0.1:$FAROL_PORT/readyz"; then
+    tail -n 20 "$DRILL_WORK/farol.log" >&2
+    die "farol did not become ready (log: $DRILL_WORK/farol.log)"
+  fi
+}
+
+farol_stop() { drill_end farol TERM; }
+
+farol_pid() { echo "${DRILL_PIDS[farol]:-none}"; }
+
+# A temporary file in the same directory, then rename: farol never reads half a value.
+drill_knob() {
+  printf '%s\n' "$2" >"$FAROL_CONFIG_DIR/.$1.tmp"
+  mv -f "$FAROL_CONFIG_DIR/.$1.tmp" "$FAROL_CONFIG_DIR/$1"
+}
+
+# wrk stops at -d by itself (the bound); the drill stops it sooner with SIGINT, on which
+# wrk prints its summary (and load.lua its DRILL_SUMMARY line) before exiting.
+load_start() {
+  drill_spawn load "$DRILL_WORK/load-$1.log" wrk -t1 -c"$LOAD_CONNECTIONS" -d"${LOAD_MAX_SECONDS}s" \
+    -s "$DRILL_LIB/load.lua" "http://127.0.0.1:$FAROL_PORT" -- "$LOAD_DELAY_MS"
+}
+
+load_stop() { drill_end load INT; }

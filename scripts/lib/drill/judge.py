@@ -1,0 +1,310 @@
+"""The fire drill's verdicts, as pure functions of what was recorded (drill.py gathers
+it; test_drill.py feeds them made-up evidence): every alert in every scenario judged
+against scenarios.py, the database scenario's own checks, the Watchdog, the table.
+Standard library only.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import scenarios as sc
+
+WATCHDOG = "Watchdog"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One alert in one notification that reached the webhook."""
+    t: float
+    path: str
+    alert: str
+    status: str       # firing | resolved
+
+
+def events_by_scenario(events):
+    """{scenario: {event: time}} (the last of each kind) and {scenario: {event: extras}}."""
+    times, extras = {}, {}
+    for e in events:
+        times.setdefault(e["scenario"], {})[e["event"]] = e["t"]
+        extras.setdefault(e["scenario"], {})[e["event"]] = {k: v for k, v in e.items()
+                                                             if k not in ("t", "event", "scenario")}
+    return times, extras
+
+
+@dataclass
+class Interval:
+    start: float
+    end: float | None     # None: still firing when the drill ended
+
+
+def firing_intervals(samples, eval_s):
+    """Firing intervals of one alert from the timestamps of its ALERTS{alertstate="firing"}
+    samples (one per evaluation of its group while firing; eval_s: that group's interval).
+    A gap of more than two evaluations ends an interval."""
+    intervals = []
+    for t in sorted(samples):
+        if intervals and t - intervals[-1][1] <= 2.5 * eval_s:
+            intervals[-1][1] = t
+        else:
+            intervals.append([t, t])
+    return [Interval(a, b + eval_s) for a, b in intervals]
+
+
+def close_open(intervals, firing_now):
+    """The last interval left open (end None) if the alert is firing now."""
+    if not firing_now or not intervals:
+        return intervals
+    return [*intervals[:-1], Interval(intervals[-1].start, None)]
+
+
+@dataclass
+class Row:
+    scenario: str
+    alert: str
+    expected: str
+    observed: str
+    to_fire: str = ""
+    webhook: str = ""
+    to_resolve: str = ""
+    result: str = "ok"      # ok | FAIL | n/a | -  (allowed)
+    load: str = ""
+
+
+def _secs(x):
+    return f"{x:.1f} s"
+
+
+def _overlapping(intervals, start, end):
+    return [iv for iv in intervals if iv.start < end and (iv.end is None or iv.end > start)]
+
+
+def judge(scenario, alert, marks, intervals, notices, suppressions):
+    """One table row: how `alert` behaved in `scenario`. marks: {start, fault, fix, end};
+    intervals: its firing intervals; notices: its webhook notices; suppressions: the
+    times Alertmanager held it back and by which alerts: [(t, {sources})]."""
+    kind, detail = scenario.expectation(alert)
+    start, end = marks["start"], marks["end"]
+    fault, fix = marks.get("fault", start), marks.get("fix", end)
+    in_window = _overlapping(intervals, start, end)
+    firing_notices = [n for n in notices if n.status == "firing" and start <= n.t <= end]
+    row = Row(scenario.title, alert, kind, "")
+    if kind == "fire":
+        problems = []
+        before = [iv for iv in in_window if iv.start < fault and (iv.end is None or iv.end > fault)]
+        after = [iv for iv in in_window if iv.start >= fault]
+        if before:
+            problems.append("already firing before the fault")
+        if after:
+            row.to_fire = _secs(after[0].start - fault)
+            last = after[-1]
+            if last.end is None or last.end > end:
+                problems.append("did not resolve")
+            else:
+                row.to_resolve = _secs(max(0.0, last.end - fix))
+            if len(after) > 1:
+                row.observed = f"fired {len(after)} times"
+        else:
+            problems.append("did not fire")
+        sent = [n.t for n in firing_notices if n.t >= fault]
+        resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
+        row.webhook = f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / {'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"
+        if not sent:
+            problems.append("never reached the webhook")
+        if after and not resolved:
+            problems.append("resolved notification missing")
+        row.observed = "; ".join(problems) if problems else (row.observed or "fired, resolved")
+        row.result = "FAIL" if problems else "ok"
+    elif kind == "inhibited":
+        row.expected = f"inhibited by {detail}"
+        problems = []
+        after = [iv for iv in in_window if iv.end is None or iv.end > fault]
+        held = [t for t, sources in suppressions if fault <= t <= end and detail in sources]
+        if not after:
+            problems.append("did not fire in Prometheus (inhibition not exercised)")
+        else:
+            row.to_fire = _secs(max(0.0, after[0].start - fault))
+            if after[-1].end is None or after[-1].end > end:
+                problems.append("did not resolve")
+            else:
+                row.to_resolve = _secs(max(0.0, after[-1].end - fix))
+        if after and not held:
+            problems.append(f"never seen inhibited by {detail}")
+        leaks = [n.t for n in firing_notices if n.t >= fault]
+        if leaks:
+            when = (f"+{_secs(leaks[0] - fix)} after the fix" if leaks[0] >= fix
+                    else f"+{_secs(leaks[0] - fault)} after the fault")
+            row.webhook = f"REACHED ({when})"
+            problems.append(f"reached the webhook {when}")
+        else:
+            row.webhook = "silent"
+        row.observed = "; ".join(problems) if problems else f"fired, held back by {detail}, silent"
+        row.result = "FAIL" if problems else "ok"
+    else:
+        if in_window:
+            first = in_window[0]
+            since = max(0.0, first.start - fault) if first.start >= fault else None
+            row.to_fire = _secs(since) if since is not None else "before"
+            ended = in_window[-1].end
+            row.to_resolve = ("still firing" if ended is None or ended > end
+                              else _secs(max(0.0, ended - fix)))
+            held = {s for t, sources in suppressions if start <= t <= end for s in sources}
+            row.webhook = "yes" if firing_notices else ("silent (inhibited by " + ", ".join(sorted(held)) + ")"
+                                                        if held else "silent")
+            row.observed = "fired"
+        elif firing_notices:
+            row.webhook = "yes"
+            row.observed = "notified (a repeat)"
+        else:
+            row.observed = "quiet"
+        if kind == "allowed":
+            row.expected = "fire or quiet"
+            row.result = "-"
+        else:
+            row.result = "FAIL" if (in_window or firing_notices) else "ok"
+            if row.result == "FAIL":
+                row.observed = "FIRED: " + row.observed
+    return row
+
+
+def health_rows(title, marks, extras, recorder, bound_ms):
+    """The database scenario's own checks: /health answers 503 fast while PostgreSQL is
+    down, and farol (the same process) answers 200 again by itself once it is back."""
+    fault, fix, end = marks["fault"], marks["fix"], marks["end"]
+    during = [r for r in recorder if fault <= r["t"] <= fix and "health_ms" in r]
+    # The outage takes a moment to show (PostgreSQL stopping); from the first 503 on,
+    # every answer must be a fast 503.
+    first = next((i for i, r in enumerate(during) if r.get("health") == 503), None)
+    rows = []
+    if first is None:
+        rows.append(Row(title, "/health while down", f"503 within {bound_ms} ms",
+                        "never answered 503", result="FAIL"))
+    else:
+        outage = during[first:]
+        bad = [r for r in outage if r.get("health") != 503 or r["health_ms"] > bound_ms]
+        worst = max(r["health_ms"] for r in outage)
+        observed = f"{len(outage) - len(bad)}/{len(outage)} answers 503, slowest {worst:.0f} ms"
+        if bad:
+            b = bad[0]
+            observed += f"; +{b['t'] - fault:.1f} s: {b.get('health') or b.get('health_error')} in {b['health_ms']:.0f} ms"
+        rows.append(Row(title, "/health while down", f"503 within {bound_ms} ms", observed,
+                        to_fire=_secs(outage[0]["t"] - fault), result="FAIL" if bad else "ok"))
+    back = next((r for r in recorder if fix <= r["t"] <= end and r.get("health") == 200), None)
+    same = extras.get("fault", {}).get("pid") == extras.get("end", {}).get("pid") and extras.get("fault", {}).get("pid")
+    if back and same:
+        observed, result = f"200 again, same process (pid {extras['fault']['pid']})", "ok"
+    elif back:
+        observed, result = "200 again, but farol was restarted", "FAIL"
+    else:
+        observed, result = "no 200 after PostgreSQL returned", "FAIL"
+    rows.append(Row(title, "farol recovers by itself", "200, same process", observed,
+                    to_resolve=_secs(back["t"] - fix) if back else "", result=result))
+    return rows
+
+
+def watchdog_row(notices, start, end, every_s, eval_s):
+    """The dead man's switch over the whole drill: its notifications must keep arriving,
+    no gap (also from the start and until the end) longer than a few of its intervals."""
+    times = sorted(n.t for n in notices if n.alert == WATCHDOG and n.status == "firing" and start <= n.t <= end)
+    bound = 2 * every_s + eval_s + 5
+    expected = f"every <= {bound:.0f} s"
+    if not times:
+        return Row("whole drill", WATCHDOG, expected, "never arrived", webhook="NO", result="FAIL")
+    worst = max(b - a for a, b in zip([start, *times], [*times, end]))
+    return Row("whole drill", WATCHDOG, expected, f"{len(times)} notifications, longest gap {worst:.1f} s",
+               webhook="yes", result="ok" if worst <= bound else "FAIL")
+
+
+def load_summary(path):
+    """req/s and errors from wrk's output (load.lua prints one DRILL_SUMMARY line)."""
+    if not Path(path).exists():
+        return ""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("DRILL_SUMMARY "):
+            s = json.loads(line.split(" ", 1)[1])
+            seconds = s["duration_us"] / 1e6 or 1
+            http = s["status"]
+            socket = s["connect"] + s["read"] + s["write"] + s["timeout"]
+            text = f"{s['requests'] / seconds:.0f} req/s, {100 * http / max(1, s['requests']):.1f} % HTTP errors"
+            if socket:
+                text += f", {socket} socket errors"
+            return text
+    return "no summary (wrk killed?)"
+
+
+def build_rows(events, alert_names, intervals, notices, recorder, loads, health_bound_ms, stack_times):
+    times, extras = events_by_scenario(events)
+    suppress = {}
+    for r in recorder:
+        for name, state in (r.get("am") or {}).items():
+            if isinstance(state, list):
+                suppress.setdefault(name, []).append((r["t"], set(state)))
+    rows = []
+    for scenario in sc.SCENARIOS:
+        marks = times.get(scenario.name)
+        if not marks or "start" not in marks:
+            continue
+        marks.setdefault("end", stack_times["end"])
+        first = len(rows)
+        if "skip" in marks:
+            reason = extras[scenario.name]["skip"].get("note", "")
+            for alert in scenario.fire:
+                rows.append(Row(scenario.title, alert, "fire", f"NOT TESTED: {reason}", result="n/a"))
+        else:
+            quiet, judged = [], []
+            for alert in alert_names:
+                row = judge(scenario, alert, marks, intervals.get(alert, []),
+                            [n for n in notices if n.alert == alert], suppress.get(alert, []))
+                if row.expected in ("quiet", "fire or quiet") and row.observed == "quiet":
+                    quiet.append(alert)
+                else:
+                    judged.append(row)
+            rank = {"fire": 0, "fire or quiet": 2, "quiet": 3}
+            rows += sorted(judged, key=lambda r: rank.get(r.expected, 1))   # 1: inhibited by …
+            if scenario.name == "database" and "fault" in marks and "fix" in marks:
+                rows += health_rows(scenario.title, marks, extras[scenario.name], recorder, health_bound_ms)
+            rows.append(Row(scenario.title, f"{len(quiet)} other alerts", "quiet", "quiet"))
+        if len(rows) > first:
+            rows[first].load = loads.get(scenario.name, "")
+    return rows
+
+
+def render_table(rows):
+    header = Row("scenario", "alert", "expected", "observed", "fault→firing",
+                 "webhook firing/resolved", "fix→resolved", "result", "load during the scenario")
+    cols = ["result", "scenario", "alert", "expected", "observed", "to_fire", "webhook", "to_resolve", "load"]
+    table = [[getattr(r, c) for c in cols] for r in [header, *rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    text, previous = [], None
+    for i, line in enumerate(table):
+        if i > 1 and line[1] != previous:
+            text.append("")
+        previous = line[1]
+        text.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        if i == 0:
+            text.append("  ".join("-" * w for w in widths))
+    md = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in table[1:]]
+    return "\n".join(text), "\n".join(md)
+
+
+def settle_row(marks, intervals, expect_idle):
+    """After the drill: has everything resolved? The full drill waits for it (the slow
+    burn's window included); --quick only reports what is still firing."""
+    still = sorted(n for n, ivs in intervals.items() if n != WATCHDOG and ivs and ivs[-1].end is None)
+    if marks and "start" in marks:
+        late = sorted((ivs[-1].end - marks["start"], n) for n, ivs in intervals.items()
+                      if n != WATCHDOG and ivs and ivs[-1].end is not None
+                      and marks["start"] <= ivs[-1].end <= marks.get("end", time.time()))
+        resolved = ", ".join(f"{n} +{t:.0f} s" for t, n in late)
+    else:
+        resolved = ""
+    if expect_idle:
+        observed = f"still firing: {', '.join(still)}" if still else "all resolved"
+        if resolved:
+            observed += f" ({resolved} into the wait)"
+        return Row("after the drill", "every alert", "resolved", observed,
+                   result="FAIL" if still else "ok")
+    return Row("after the drill", "every alert", "not waited for (--quick)",
+               f"still firing: {', '.join(still)}" if still else "all resolved", result="-")

@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Tests of the fire drill's judge (judge.py), its one configuration adjustment
+(drill.py) and the memory stressor's refusals (memhog.py): the drill's verdicts must fail
+when the alerting misbehaves, not only pass when it behaves.
+
+    python3 -m unittest discover -s scripts/lib/drill -p 'test_*.py'
+"""
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import drill  # noqa: E402
+import judge as jd  # noqa: E402
+import scenarios as sc  # noqa: E402
+from judge import Interval, Notice  # noqa: E402
+
+MARKS = {"start": 100.0, "fault": 110.0, "fix": 150.0, "end": 200.0}
+DATABASE = sc.BY_NAME["database"]
+ERRORS = sc.BY_NAME["errors"]
+
+
+def notice(t, alert, status="firing"):
+    return Notice(t, "/page", alert, status)
+
+
+class Intervals(unittest.TestCase):
+    def test_samples_group_into_intervals_split_by_gaps(self):
+        samples = [10, 11, 12, 13, 20, 21]
+        ivs = jd.firing_intervals(samples, eval_s=1)
+        self.assertEqual([(iv.start, iv.end) for iv in ivs], [(10, 14), (20, 22)])
+
+    def test_a_slower_groups_samples_are_one_interval_at_its_own_spacing(self):
+        ivs = jd.firing_intervals([10, 12, 14, 16], eval_s=2)
+        self.assertEqual([(iv.start, iv.end) for iv in ivs], [(10, 18)])
+
+    def test_only_an_alert_firing_now_has_an_open_interval(self):
+        ivs = jd.firing_intervals([1, 2, 10, 11], 1)
+        self.assertEqual(jd.close_open(ivs, firing_now=False), ivs)
+        self.assertEqual([iv.end for iv in jd.close_open(ivs, firing_now=True)], [3, None])
+
+
+class JudgeFire(unittest.TestCase):
+    def judge(self, intervals, notices):
+        return jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), intervals, notices, [])
+
+    def test_fired_notified_resolved_passes(self):
+        row = self.judge([Interval(115, 160)], [notice(116, "HttpHighErrorRate"),
+                                                notice(163, "HttpHighErrorRate", "resolved")])
+        self.assertEqual(row.result, "ok", row)
+        self.assertEqual((row.to_fire, row.to_resolve), ("5.0 s", "10.0 s"))
+        self.assertEqual(row.webhook, "+6.0 s / +13.0 s")
+
+    def test_not_resolving_fails(self):
+        row = self.judge([Interval(115, None)], [notice(116, "HttpHighErrorRate")])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("did not resolve", row.observed)
+
+    def test_firing_before_the_fault_fails(self):
+        row = self.judge([Interval(105, 160)], [notice(116, "HttpHighErrorRate"),
+                                                notice(163, "HttpHighErrorRate", "resolved")])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("already firing before the fault", row.observed)
+
+    def test_never_reaching_the_webhook_fails(self):
+        row = self.judge([Interval(115, 160)], [])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("never reached the webhook", row.observed)
+
+    def test_not_firing_fails(self):
+        self.assertEqual(self.judge([], []).result, "FAIL")
+
+
+class JudgeInhibited(unittest.TestCase):
+    def judge(self, intervals, notices, suppressions):
+        return jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
+
+    def test_fired_held_back_silent_passes(self):
+        row = self.judge([Interval(120, 152)], [], [(121, {"PostgresDown"})])
+        self.assertEqual(row.result, "ok", row)
+        self.assertEqual(row.webhook, "silent")
+
+    def test_a_notification_after_the_fix_fails(self):
+        # the inhibiting alert resolved first; the window still held the errors
+        row = self.judge([Interval(120, 170)], [notice(158, "HttpHighErrorRate")], [(121, {"PostgresDown"})])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("after the fix", row.observed)
+
+    def test_a_notification_before_the_inhibitor_fired_fails(self):
+        row = self.judge([Interval(112, 152)], [notice(113, "HttpHighErrorRate")], [(121, {"PostgresDown"})])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("after the fault", row.observed)
+
+    def test_not_firing_means_the_inhibition_was_not_exercised(self):
+        row = self.judge([], [], [])
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("not exercised", row.observed)
+
+    def test_held_back_by_another_alert_is_not_this_inhibition(self):
+        row = self.judge([Interval(120, 152)], [], [(121, {"FarolDown"})])
+        self.assertEqual(row.result, "FAIL")
+
+
+class JudgeQuietAndAllowed(unittest.TestCase):
+    def test_quiet_alert_firing_in_the_window_fails(self):
+        row = jd.judge(ERRORS, "PostgresDown", dict(MARKS), [Interval(130, 140)], [], [])
+        self.assertEqual(row.result, "FAIL")
+
+    def test_firing_outside_the_window_is_not_this_scenarios_business(self):
+        row = jd.judge(ERRORS, "PostgresDown", dict(MARKS), [Interval(20, 40)], [], [])
+        self.assertEqual((row.result, row.observed), ("ok", "quiet"))
+
+    def test_allowed_alerts_are_reported_not_judged(self):
+        row = jd.judge(ERRORS, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                          [notice(131, "ErrorBudgetBurnSlow")], [])
+        self.assertEqual((row.result, row.observed, row.to_resolve), ("-", "fired", "still firing"))
+
+    def test_every_scenario_judges_host_alerts_strictly_only_under_stress(self):
+        for s in sc.SCENARIOS:
+            kind, _ = s.expectation("HostDiskFillingUp")
+            self.assertEqual(kind, "quiet", s.name)
+        self.assertEqual(sc.BY_NAME["cpu"].expectation("HostHighMemoryUsage")[0], "quiet")
+
+
+class Checks(unittest.TestCase):
+    def test_watchdog_gap_longer_than_its_bound_fails(self):
+        regular = [notice(t, "Watchdog") for t in range(0, 101, 4)]
+        self.assertEqual(jd.watchdog_row(regular, 0, 100, every_s=4, eval_s=1).result, "ok")
+        gap = [n for n in regular if not 40 < n.t < 70]
+        row = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1)
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("longest gap 32.0 s", row.observed)   # 40 -> 72
+        self.assertEqual(jd.watchdog_row([], 0, 100, 4, 1).result, "FAIL")
+
+    def test_health_must_answer_503_fast_and_recover_in_the_same_process(self):
+        marks = dict(MARKS)
+        extras = {"fault": {"pid": "7"}, "end": {"pid": "7"}}
+        rec = [{"t": 111.0 + i, "health": 503, "health_ms": 3.0} for i in range(30)]
+        rec.append({"t": 152.0, "health": 200, "health_ms": 4.0})
+        self.assertEqual([r.result for r in jd.health_rows("4", marks, extras, rec, 2000)], ["ok", "ok"])
+        slow = [dict(r, health_ms=2500.0) if r["t"] == 120.0 else r for r in rec]
+        self.assertEqual(jd.health_rows("4", marks, extras, slow, 2000)[0].result, "FAIL")
+        restarted = {"fault": {"pid": "7"}, "end": {"pid": "8"}}
+        self.assertEqual(jd.health_rows("4", marks, restarted, rec, 2000)[1].result, "FAIL")
+
+    def test_load_summary(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "load.log"
+            path.write_text("Running 10s test\nDRILL_SUMMARY " + json.dumps(
+                {"requests": 5000, "duration_us": 10_000_000, "status": 1000, "connect": 0,
+                 "read": 3, "write": 0, "timeout": 0, "p99_ms": 12.0}) + "\n")
+            self.assertEqual(jd.load_summary(path), "500 req/s, 20.0 % HTTP errors, 3 socket errors")
+
+
+class Rows(unittest.TestCase):
+    def test_a_stress_that_could_not_run_safely_says_so_and_is_not_a_pass(self):
+        events = [{"t": 10.0, "event": "start", "scenario": "memory"},
+                  {"t": 11.0, "event": "skip", "scenario": "memory",
+                   "note": "88% used would leave 900 MiB available, below the safety floor of 1024 MiB"},
+                  {"t": 12.0, "event": "end", "scenario": "memory"}]
+        rows = jd.build_rows(events, ["HostHighMemoryUsage", "HostHighCpuUsage"], {}, [], [], {}, 2000,
+                                {"end": 20.0})
+        self.assertEqual([(r.alert, r.result) for r in rows], [("HostHighMemoryUsage", "n/a")])
+        self.assertIn("NOT TESTED: 88% used would leave 900 MiB", rows[0].observed)
+
+    def test_quiet_alerts_fold_into_one_row_and_fired_ones_come_first(self):
+        events = [{"t": 100.0, "event": "start", "scenario": "errors"},
+                  {"t": 110.0, "event": "fault", "scenario": "errors"},
+                  {"t": 150.0, "event": "fix", "scenario": "errors"},
+                  {"t": 200.0, "event": "end", "scenario": "errors"}]
+        intervals = {"HttpHighErrorRate": [Interval(115, 160)], "ErrorBudgetBurnFast": [Interval(112, 170)],
+                     "ErrorBudgetBurnSlow": [Interval(120, None)]}
+        notices = [notice(116, "HttpHighErrorRate"), notice(163, "HttpHighErrorRate", "resolved"),
+                   notice(113, "ErrorBudgetBurnFast"), notice(172, "ErrorBudgetBurnFast", "resolved")]
+        names = ["ErrorBudgetBurnSlow", "PostgresDown", "HttpHighErrorRate", "ErrorBudgetBurnFast"]
+        rows = jd.build_rows(events, names, intervals, notices, [], {"errors": "700 req/s"}, 2000,
+                                {"end": 210.0})
+        self.assertEqual([(r.alert, r.result) for r in rows],
+                         [("HttpHighErrorRate", "ok"), ("ErrorBudgetBurnFast", "ok"),
+                          ("ErrorBudgetBurnSlow", "-"), ("1 other alerts", "ok")])
+        self.assertEqual(rows[0].load, "700 req/s")
+
+
+class AdjustConfig(unittest.TestCase):
+    def test_only_the_postgres_jobs_interval_and_timeout_rise(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "prometheus.yml"
+            drill.mc.dump_yaml({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                                "scrape_configs": [{"job_name": "farol"}, {"job_name": "postgres"}]}, path, "test")
+            changed = drill.adjust_config(path)
+            doc = drill.mc.load_yaml(path)
+        self.assertEqual(len(changed), 1)
+        self.assertEqual(doc["scrape_configs"][0], {"job_name": "farol"})
+        self.assertEqual(doc["scrape_configs"][1],
+                         {"job_name": "postgres", "scrape_timeout": "2s", "scrape_interval": "2s"})
+        self.assertEqual(doc["global"], {"scrape_interval": "1s", "scrape_timeout": "1s"})
+
+
+class MemhogRefuses(unittest.TestCase):
+    """Both cases are decided before anything is allocated."""
+
+    def run_hog(self, used_share, floor):
+        with tempfile.TemporaryDirectory() as tmp:
+            state = Path(tmp) / "state.json"
+            proc = subprocess.run([sys.executable, str(HERE / "memhog.py"), "--used-share", str(used_share),
+                                   "--floor-bytes", str(floor), "--max-seconds", "10",
+                                   "--state-file", str(state)], timeout=30)
+            return proc.returncode, json.loads(state.read_text())
+
+    def test_refuses_when_the_goal_would_leave_less_than_the_floor(self):
+        code, state = self.run_hog(0.99, 1 << 40)
+        self.assertEqual(code, 3)
+        self.assertIn("below the safety floor", state["refused"])
+        self.assertNotIn("crossed_at", state)
+
+    def test_refuses_when_memory_is_already_past_the_goal(self):
+        code, state = self.run_hog(0.0001, 0)
+        self.assertEqual(code, 3)
+        self.assertIn("already", state["refused"])
+
+
+if __name__ == "__main__":
+    unittest.main()

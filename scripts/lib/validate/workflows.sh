@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# The GitHub Actions workflows and the Dependabot configuration, checked without GitHub:
+# actionlint (with shellcheck on every `run:` script); zizmor's offline audits with no
+# finding above low; the github-workflows JSON schema, and a timeout on every job; the
+# dependabot schema; every third-party action pinned to a full commit SHA with its
+# version in a comment; the hardening rules of scripts/lib/workflows/hardening.py
+# (permissions, persisted credentials, cancelled superseded runs); and
+# scripts/lib/workflows/ci_parity.py: every `run:` step that calls a repository script or
+# cargo calls one that .ci/run runs too. The tests of both checkers run first.
+
+validate_workflows() {
+  need actionlint zizmor check-jsonschema shellcheck python3
+  python3 -c 'import yaml' 2>/dev/null || die "python3 lacks PyYAML: run scripts/install-deps lint"
+  local failed=0 workflows=() unpinned
+  mapfile -t workflows < <(git ls-files --cached --others --exclude-standard -- '.github/workflows/*.yml' '.github/workflows/*.yaml')
+  if [ ${#workflows[@]} -eq 0 ]; then
+    warn "no workflow in .github/workflows"
+    return 1
+  fi
+
+  if actionlint "${workflows[@]}"; then ok "actionlint (and shellcheck of the run: scripts): ${workflows[*]}"; else failed=1; fi
+
+  # offline: the online audits need the GitHub API, which the CI machine cannot reach;
+  # low and informational findings are printed, medium and high ones fail
+  timeout 120 zizmor --quiet --offline --no-progress --no-exit-codes --min-severity low .github/ || failed=1
+  if timeout 120 zizmor --offline --no-progress --quiet --min-severity medium .github/ >/dev/null; then
+    ok "zizmor (offline audits, nothing above low): .github/"
+  else
+    warn "zizmor reports findings of medium or high severity"
+    failed=1
+  fi
+
+  if timeout 120 check-jsonschema --quiet --builtin-schema vendor.github-workflows "${workflows[@]}" \
+    && timeout 120 check-jsonschema --quiet --builtin-schema custom.github-workflows-require-timeout "${workflows[@]}"; then
+    ok "github-workflows schema, and timeout-minutes on every job"
+  else
+    failed=1
+  fi
+  if [ -f .github/dependabot.yml ]; then
+    if timeout 120 check-jsonschema --quiet --builtin-schema vendor.dependabot .github/dependabot.yml; then
+      ok "dependabot schema: .github/dependabot.yml"
+    else
+      failed=1
+    fi
+  else
+    warn ".github/dependabot.yml is missing"
+    failed=1
+  fi
+
+  # a tag can be moved to other code (as trivy-action's were in 2026); a commit cannot
+  unpinned=$(grep -nE '^[[:space:]]*(-[[:space:]]+)?uses:' "${workflows[@]}" \
+    | grep -vE 'uses:[[:space:]]*["'\'']?\./' \
+    | grep -vE 'uses:[[:space:]]*[^@[:space:]]+@[0-9a-f]{40}[[:space:]]+#[[:space:]]*[^[:space:]]' || true)
+  if [ -z "$unpinned" ]; then
+    ok "every action pinned to a commit SHA, with its version in a comment"
+  else
+    warn "actions not pinned to a full commit SHA with a '# version' comment:"
+    printf '%s\n' "$unpinned" >&2
+    failed=1
+  fi
+
+  local log
+  log=$(mktemp)
+  if timeout 60 env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/lib/workflows -p 'test_*.py' 2>"$log"; then
+    ok "tests of the hardening and ci_parity checkers: $(grep -o 'Ran [0-9]* tests' "$log")"
+  else
+    cat "$log" >&2
+    failed=1
+  fi
+  rm -f "$log"
+  if timeout 60 env PYTHONDONTWRITEBYTECODE=1 python3 scripts/lib/workflows/hardening.py "${workflows[@]}"; then
+    ok "hardening rules"
+  else
+    failed=1
+  fi
+  if timeout 60 env PYTHONDONTWRITEBYTECODE=1 python3 scripts/lib/workflows/ci_parity.py "${workflows[@]}"; then
+    ok "the workflows call only scripts and cargo commands that .ci/run runs"
+  else
+    failed=1
+  fi
+  return "$failed"
+}
