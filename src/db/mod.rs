@@ -112,12 +112,13 @@ impl Database {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Only connecting gets a timeout of its own. Waiting for a connection is bounded
+        // by the operation's timeout in `run`, and the fast recycling method does no I/O:
+        // a timer for either would cost every request a timer-wheel entry for nothing.
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(query_timeout))
             .create_timeout(Some(connect_timeout))
-            .recycle_timeout(Some(connect_timeout))
             .build()
             .map_err(|e| format!("cannot build the connection pool: {e}"))?;
         Ok(Self {
@@ -180,6 +181,11 @@ impl Database {
     }
 
     fn observe(&self, up: bool) {
+        // A plain load first: every query reports here, and a read-modify-write per query
+        // would bounce the cache line between cores for a value that rarely changes.
+        if self.inner.up.load(Ordering::Relaxed) == up {
+            return;
+        }
         let was_up = self.inner.up.swap(up, Ordering::Relaxed);
         if was_up && !up {
             tracing::warn!("database became unreachable");

@@ -1,10 +1,10 @@
 //! Structured logs on stdout: one JSON object per line by default (`LOG_FORMAT=text` for
-//! humans), written by a background thread so that a slow stdout never stalls a request.
+//! humans), written by a background thread so that a slow stdout never stalls a request
+//! (`writer.rs`).
 //! The level can change at run time (`LOG_LEVEL` in `CONFIG_DIR`).
 
 use std::io::IsTerminal;
 
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{Registry, reload};
@@ -13,27 +13,21 @@ use crate::config::{LogFormat, LogLevel};
 
 /// Keeps the log writer alive (dropping it flushes what is queued) and changes the level.
 pub struct Logging {
-    _writer: WorkerGuard,
+    _writer: super::writer::FlushGuard,
     level: reload::Handle<LevelFilter, Registry>,
 }
 
 impl Logging {
     /// Installs the global subscriber. Call once, early.
     pub fn init(format: LogFormat, level: LogLevel) -> Self {
-        // The writer thread drains every queued line, then flushes: behind a BufWriter
-        // that is one write(2) per batch instead of one per line.
-        let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-        let (writer, guard) = tracing_appender::non_blocking(stdout);
+        let (writer, guard) = super::writer::batch_writer(std::io::stdout());
         let (filter, handle) = reload::Layer::new(level_filter(level));
         let registry = tracing_subscriber::registry().with(filter);
         match format {
             LogFormat::Json => registry
                 .with(
                     tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(false)
-                        .with_span_list(false)
+                        .event_format(super::json::JsonLines)
                         .with_writer(writer),
                 )
                 .init(),

@@ -1,0 +1,236 @@
+//! The log writer: requests never wait on stdout, and never wake a thread per line.
+//!
+//! Lines are appended to a shared buffer under a short lock; a background thread writes
+//! the buffer out in one `write(2)` every [`FLUSH_INTERVAL`], or sooner once it holds
+//! [`FLUSH_AT`] bytes. tracing-appender's non-blocking writer, the usual choice, hands
+//! every line to its thread through a channel (an allocation and, at a few thousand
+//! lines a second, a thread wake-up per line): on the benchmark's `/health` that cost
+//! several percent of the throughput. If stdout stalls, the buffer stops growing at
+//! [`MAX_BUFFERED`] and further lines are dropped and counted, never queued without
+//! bound; the count is logged once writing resumes.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+const FLUSH_AT: usize = 64 * 1024;
+const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
+struct Shared {
+    buffer: Mutex<Vec<u8>>,
+    ready: Condvar,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+/// Hands out [`LineSink`]s to the tracing subscriber.
+#[derive(Clone)]
+pub struct BatchWriter {
+    shared: Arc<Shared>,
+}
+
+/// Dropping it writes out what is buffered and stops the thread.
+pub struct FlushGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A writer for `out` and the guard that keeps its thread.
+pub fn batch_writer(out: impl Write + Send + 'static) -> (BatchWriter, FlushGuard) {
+    let shared = Arc::new(Shared {
+        buffer: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+        ready: Condvar::new(),
+        closed: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
+    });
+    let thread = std::thread::Builder::new()
+        .name("farol-log-writer".into())
+        .spawn({
+            let shared = shared.clone();
+            move || write_out(&shared, out)
+        })
+        .expect("the log writer thread starts");
+    (
+        BatchWriter {
+            shared: shared.clone(),
+        },
+        FlushGuard {
+            shared,
+            thread: Some(thread),
+        },
+    )
+}
+
+fn write_out(shared: &Shared, mut out: impl Write) {
+    let mut batch = Vec::with_capacity(FLUSH_AT * 2);
+    loop {
+        let closed = {
+            let buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut buffer, _) = shared
+                .ready
+                .wait_timeout_while(buffer, FLUSH_INTERVAL, |b| {
+                    b.len() < FLUSH_AT && !shared.closed.load(Ordering::Acquire)
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *buffer, &mut batch);
+            shared.closed.load(Ordering::Acquire)
+        };
+        // Nothing to do when stdout is gone; the lines are lost either way.
+        let _ = out.write_all(&batch);
+        batch.clear();
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let mut timestamp = String::new();
+            let _ = super::json::write_timestamp(&mut timestamp, time::OffsetDateTime::now_utc());
+            let _ = writeln!(
+                out,
+                r#"{{"timestamp":"{timestamp}","level":"WARN","target":"farol::telemetry","message":"log lines dropped: stdout could not keep up","dropped":{dropped}}}"#
+            );
+        }
+        let _ = out.flush();
+        if closed {
+            return;
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = LineSink<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineSink(&self.shared)
+    }
+}
+
+/// Appends to the shared buffer. The subscriber writes each formatted line in one call,
+/// so lines never interleave.
+pub struct LineSink<'a>(&'a Shared);
+
+impl Write for LineSink<'_> {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let mut buffer = self.0.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() + line.len() > MAX_BUFFERED {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            buffer.extend_from_slice(line);
+            if buffer.len() >= FLUSH_AT {
+                self.0.ready.notify_one();
+            }
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<StdMutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_arrives_whole_and_in_order_and_the_guard_flushes() {
+        let sink = Sink::default();
+        let (writer, guard) = batch_writer(sink.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000 {
+                        writer
+                            .make_writer()
+                            .write_all(format!("thread {t} line {i}\n").as_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 20_000);
+        for t in 0..4 {
+            let own: Vec<usize> = lines
+                .iter()
+                .filter_map(|l| l.strip_prefix(&format!("thread {t} line ")))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert_eq!(own, (0..5000).collect::<Vec<_>>(), "thread {t}");
+        }
+    }
+
+    #[test]
+    fn lines_are_written_within_the_flush_interval() {
+        let sink = Sink::default();
+        let (writer, _guard) = batch_writer(sink.clone());
+        writer.make_writer().write_all(b"soon\n").unwrap();
+        std::thread::sleep(FLUSH_INTERVAL * 5);
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"soon\n");
+    }
+
+    /// A stdout that never accepts anything.
+    struct Stuck(Arc<AtomicBool>);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            while !self.0.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_stdout_drops_lines_instead_of_growing_or_blocking() {
+        let release = Arc::new(AtomicBool::new(false));
+        let (writer, guard) = batch_writer(Stuck(release.clone()));
+        let line = vec![b'x'; 1024];
+        let started = std::time::Instant::now();
+        for _ in 0..(2 * MAX_BUFFERED / 1024) {
+            writer.make_writer().write_all(&line).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "writers never wait on stdout"
+        );
+        assert!(writer.shared.buffer.lock().unwrap().len() <= MAX_BUFFERED);
+        assert!(writer.shared.dropped.load(Ordering::Relaxed) > 0);
+        release.store(true, Ordering::Release);
+        drop(guard);
+    }
+}
