@@ -1,15 +1,17 @@
 //! The one middleware every request passes: request id, admission control (load
-//! shedding), the request timeout, fault injection for drills, then the metrics and the
-//! access log line. One function rather than a stack of layers: each request pays for one
+//! shedding), the request timeout, fault injection for drills, panics turned into 500s,
+//! then the metrics and the access log line. One function rather than a stack of layers: each request pays for one
 //! timer, one clock read and one log line, and the order of these concerns is visible
 //! in one place.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 
 use super::problem::ApiError;
 use super::request_id;
@@ -53,7 +55,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     state.metrics.http_active.inc();
     let work = async {
         if is_probe(route) {
-            return next.run(request).await;
+            return run_catching_panics(next, request).await;
         }
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
@@ -113,11 +115,20 @@ async fn handle(state: &AppState, route: &str, request: Request, next: Next) -> 
             return ApiError::InjectedFault.into_response();
         }
     }
-    next.run(request).await
+    run_catching_panics(next, request).await
+}
+
+/// A panicking handler answers 500 and the service lives on. Here rather than in a
+/// layer of its own, which would cost every request another boxed level of routing.
+async fn run_catching_panics(next: Next, request: Request) -> Response {
+    AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(panic_response)
 }
 
 /// Turns a panic in a handler into a 500 problem (the cause is logged, not sent).
-pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
