@@ -20,6 +20,8 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const FLUSH_AT: usize = 64 * 1024;
 const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+/// What a buffer keeps of its capacity after a stall.
+const RETAINED: usize = FLUSH_AT * 2;
 
 struct Shared {
     buffer: Mutex<Vec<u8>>,
@@ -43,7 +45,7 @@ pub struct FlushGuard {
 /// A writer for `out` and the guard that keeps its thread.
 pub fn batch_writer(out: impl Write + Send + 'static) -> (BatchWriter, FlushGuard) {
     let shared = Arc::new(Shared {
-        buffer: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+        buffer: Mutex::new(Vec::with_capacity(RETAINED)),
         ready: Condvar::new(),
         closed: AtomicBool::new(false),
         dropped: AtomicU64::new(0),
@@ -67,7 +69,7 @@ pub fn batch_writer(out: impl Write + Send + 'static) -> (BatchWriter, FlushGuar
 }
 
 fn write_out(shared: &Shared, mut out: impl Write) {
-    let mut batch = Vec::with_capacity(FLUSH_AT * 2);
+    let mut batch = Vec::with_capacity(RETAINED);
     loop {
         let closed = {
             let buffer = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,6 +85,12 @@ fn write_out(shared: &Shared, mut out: impl Write) {
         // Nothing to do when stdout is gone; the lines are lost either way.
         let _ = out.write_all(&batch);
         batch.clear();
+        // A stall (a slow disk, a paused log reader) grows the buffers; give the memory
+        // back once it is over rather than keep the high-water mark for good. The two
+        // buffers trade places at every flush, so both come back down.
+        if batch.capacity() > RETAINED {
+            batch.shrink_to(RETAINED);
+        }
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             let mut timestamp = String::new();
@@ -216,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stuck_stdout_drops_lines_instead_of_growing_or_blocking() {
+    fn a_stuck_stdout_drops_lines_instead_of_growing_or_blocking_then_memory_is_given_back() {
         let release = Arc::new(AtomicBool::new(false));
         let (writer, guard) = batch_writer(Stuck(release.clone()));
         let line = vec![b'x'; 1024];
@@ -231,6 +239,17 @@ mod tests {
         assert!(writer.shared.buffer.lock().unwrap().len() <= MAX_BUFFERED);
         assert!(writer.shared.dropped.load(Ordering::Relaxed) > 0);
         release.store(true, Ordering::Release);
+        // Once stdout moves again, the memory the stall took is given back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while writer.shared.buffer.lock().unwrap().capacity() > RETAINED {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the buffer still holds {} bytes of capacity",
+                writer.shared.buffer.lock().unwrap().capacity()
+            );
+            writer.make_writer().write_all(b"after\n").unwrap();
+            std::thread::sleep(FLUSH_INTERVAL);
+        }
         drop(guard);
     }
 }
