@@ -120,10 +120,9 @@ impl Fields<'_, '_> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
             self.result = (|| {
-                // Field names are Rust identifiers: nothing in them needs escaping.
-                self.writer.write_str(",\"")?;
-                self.writer.write_str(field.name())?;
-                self.writer.write_str("\":")?;
+                self.writer.write_char(',')?;
+                write_string(self.writer, field.name())?;
+                self.writer.write_char(':')?;
                 value(self.writer)
             })();
         }
@@ -275,6 +274,13 @@ mod tests {
                 "raw control byte in {out:?}"
             );
         }
+    }
+
+    #[test]
+    fn odd_field_names_are_escaped_too() {
+        let lines = capture(|| tracing::info!("a\"b" = 1, "dotted.name" = 2, "m"));
+        assert_eq!(lines[0]["a\"b"], 1);
+        assert_eq!(lines[0]["dotted.name"], 2);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! every line to its thread through a channel (an allocation and, at a few thousand
 //! lines a second, a thread wake-up per line): on the benchmark's `/health` that cost
 //! several percent of the throughput. If stdout stalls, the buffer stops growing at
-//! [`MAX_BUFFERED`] and further lines are dropped and counted, never queued without
-//! bound; the count is logged once writing resumes.
+//! [`MAX_BUFFERED`] (plus the batch stuck in the write) and further lines are dropped and
+//! counted, never queued without bound; the count is logged once writing resumes. At
+//! exit the guard waits at most [`EXIT_WAIT`] for the last lines: a stuck stdout must
+//! not keep a stopping process alive.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +22,10 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const FLUSH_AT: usize = 64 * 1024;
 const MAX_BUFFERED: usize = 16 * 1024 * 1024;
-/// What a buffer keeps of its capacity after a stall.
+/// What a buffer starts with and, after a stall grew it past [`SHRINK_ABOVE`], keeps.
 const RETAINED: usize = FLUSH_AT * 2;
+const SHRINK_ABOVE: usize = RETAINED * 4;
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 struct Shared {
     buffer: Mutex<Vec<u8>>,
@@ -82,16 +86,22 @@ fn write_out(shared: &Shared, mut out: impl Write) {
             std::mem::swap(&mut *buffer, &mut batch);
             shared.closed.load(Ordering::Acquire)
         };
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if batch.is_empty() && dropped == 0 {
+            if closed {
+                return;
+            }
+            continue;
+        }
         // Nothing to do when stdout is gone; the lines are lost either way.
         let _ = out.write_all(&batch);
         batch.clear();
         // A stall (a slow disk, a paused log reader) grows the buffers; give the memory
         // back once it is over rather than keep the high-water mark for good. The two
         // buffers trade places at every flush, so both come back down.
-        if batch.capacity() > RETAINED {
+        if batch.capacity() > SHRINK_ABOVE {
             batch.shrink_to(RETAINED);
         }
-        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             let mut timestamp = String::new();
             let _ = super::json::write_timestamp(&mut timestamp, time::OffsetDateTime::now_utc());
@@ -125,8 +135,11 @@ impl Write for LineSink<'_> {
         if buffer.len() + line.len() > MAX_BUFFERED {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
+            let before = buffer.len();
             buffer.extend_from_slice(line);
-            if buffer.len() >= FLUSH_AT {
+            // Wake the writer once, when the buffer crosses the mark: a notify is a
+            // system call, and while the writer is busy every line would pay one.
+            if before < FLUSH_AT && buffer.len() >= FLUSH_AT {
                 self.0.ready.notify_one();
             }
         }
@@ -143,7 +156,14 @@ impl Drop for FlushGuard {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.ready.notify_one();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            let deadline = std::time::Instant::now() + EXIT_WAIT;
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+            // Otherwise the thread is stuck in a write: leave it; the process is ending.
         }
     }
 }
@@ -224,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_stdout_does_not_hold_up_the_exit() {
+        let release = Arc::new(AtomicBool::new(false));
+        let (writer, guard) = batch_writer(Stuck(release.clone()));
+        writer.make_writer().write_all(b"last words\n").unwrap();
+        // Let the thread pick the line up and get stuck writing it.
+        std::thread::sleep(FLUSH_INTERVAL * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        release.store(true, Ordering::Release);
+        assert!(
+            waited >= EXIT_WAIT && waited < EXIT_WAIT + Duration::from_secs(2),
+            "waited {waited:?}"
+        );
+    }
+
+    #[test]
     fn a_stuck_stdout_drops_lines_instead_of_growing_or_blocking_then_memory_is_given_back() {
         let release = Arc::new(AtomicBool::new(false));
         let (writer, guard) = batch_writer(Stuck(release.clone()));
@@ -241,7 +278,7 @@ mod tests {
         release.store(true, Ordering::Release);
         // Once stdout moves again, the memory the stall took is given back.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while writer.shared.buffer.lock().unwrap().capacity() > RETAINED {
+        while writer.shared.buffer.lock().unwrap().capacity() > SHRINK_ABOVE {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the buffer still holds {} bytes of capacity",
