@@ -1,8 +1,8 @@
 //! The one middleware every request passes: request id, admission control (load
 //! shedding), the request timeout, fault injection for drills, panics turned into 500s,
-//! then the metrics and the access log line. One function rather than a stack of layers: each request pays for one
-//! timer, one clock read and one log line, and the order of these concerns is visible
-//! in one place.
+//! then the metrics and the access log line. One function rather than a stack of layers:
+//! each request pays for one timer, one clock read and one log line, and the order of
+//! these concerns is visible in one place.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;

@@ -46,7 +46,7 @@ where
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T19:22:49.961744Z`. Written digit
 /// by digit: `write!` with zero padding costs several times as much, once per log line.
-pub(super) fn write_timestamp(out: &mut impl Write, now: time::OffsetDateTime) -> fmt::Result {
+fn write_timestamp(out: &mut impl Write, now: time::OffsetDateTime) -> fmt::Result {
     let mut text = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut value: u32| {
         for slot in text[at..at + width].iter_mut().rev() {

@@ -102,16 +102,18 @@ fn write_out(shared: &Shared, mut out: impl Write) {
         if batch.capacity() > SHRINK_ABOVE {
             batch.shrink_to(RETAINED);
         }
+        let _ = out.flush();
         if dropped > 0 {
-            let mut timestamp = String::new();
-            let _ = super::json::write_timestamp(&mut timestamp, time::OffsetDateTime::now_utc());
-            let _ = writeln!(
-                out,
-                r#"{{"timestamp":"{timestamp}","level":"WARN","target":"farol::telemetry","message":"log lines dropped: stdout could not keep up","dropped":{dropped}}}"#
+            // Through the subscriber like any line (its format, its level): it lands in
+            // the buffer and goes out with the next batch.
+            tracing::warn!(
+                target: "farol::telemetry",
+                dropped,
+                "log lines dropped: stdout could not keep up"
             );
         }
-        let _ = out.flush();
-        if closed {
+        // At exit, one more round for that warning.
+        if closed && dropped == 0 {
             return;
         }
     }
