@@ -67,6 +67,7 @@ fn config_error(error: impl std::fmt::Display) -> ExitCode {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::allocator::collect_when_idle)
         .build()
         .expect("the tokio runtime starts")
 }
@@ -128,7 +129,15 @@ fn migrate() -> ExitCode {
                 Err(error) => return Err(format!("database not reachable: {error}")),
             }
         };
-        crate::db::migrate::apply(&mut client).await
+        // A Job beside starting replicas may find one of them migrating: wait it out.
+        loop {
+            match crate::db::migrate::apply(&mut client, crate::db::migrate::LOCK_WAIT).await {
+                Err(busy @ crate::db::migrate::MigrateError::LockBusy(_)) => {
+                    tracing::info!(reason = %busy, "waiting for the other migration");
+                }
+                outcome => break outcome.map_err(|e| e.to_string()),
+            }
+        }
     });
     match outcome {
         Ok(applied) => {

@@ -1,6 +1,7 @@
 //! farol: a small notes service on PostgreSQL, built to show the reference way to ship a
 //! Rust web service. `main.rs` only calls [`cli::run`]; everything lives here.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod db;

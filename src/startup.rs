@@ -10,8 +10,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::live::{DirWatcher, OnChange, watch_config_dir};
-use crate::config::{LiveConfig, Settings};
+use crate::config::{LiveConfig, ProductionGuard, Settings};
 use crate::db::{Database, readiness};
+use crate::http::budget::PayloadBudget;
 use crate::http::server;
 use crate::http::shutdown::Shutdown;
 use crate::routes;
@@ -20,6 +21,9 @@ use crate::telemetry::metrics::Metrics;
 
 /// How often `CONFIG_DIR` is read for changes.
 const CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Open connections at most on `METRICS_PORT`: a few scrapers.
+const METRICS_CONNECTIONS: usize = 64;
 
 /// A built application with its ports bound: ready to run.
 pub struct Application {
@@ -53,6 +57,7 @@ impl Application {
             shutdown: Shutdown::default(),
             ready: Arc::new(AtomicBool::new(false)),
             limiter: Semaphore::new(settings.max_concurrent_requests),
+            payload_budget: PayloadBudget::new(settings.payload_budget_bytes),
             request_timeout: settings.request_timeout,
             chaos_enabled: settings.chaos_enabled,
             metrics_on_main_port: settings.metrics_port.is_none(),
@@ -104,11 +109,19 @@ impl Application {
         let mut background: Vec<JoinHandle<()>> = vec![tokio::spawn(readiness::supervise(
             state.db.clone(),
             settings.migrate_on_start,
+            readiness::Timeouts {
+                connect: settings.db_connect_timeout,
+                query: settings.db_query_timeout,
+            },
             state.ready.clone(),
         ))];
         if let Some(dir) = &settings.config_dir {
-            let watcher =
-                DirWatcher::new(dir.clone(), settings.live.clone(), settings.chaos_enabled);
+            let watcher = DirWatcher::new(
+                dir.clone(),
+                settings.live.clone(),
+                settings.chaos_enabled,
+                ProductionGuard::new(&settings.database),
+            );
             let on_change = on_live_change.unwrap_or_else(|| Box::new(|_| {}));
             background.push(tokio::spawn(watch_config_dir(
                 watcher,
@@ -128,19 +141,34 @@ impl Application {
             async move { shutdown.drain_begun().await }
         };
 
+        if let Some(files) = crate::config::budget::open_files_limit()
+            && settings.max_connections as u64 + 64 > files
+        {
+            tracing::warn!(
+                max_connections = settings.max_connections,
+                open_files_limit = files,
+                "MAX_CONNECTIONS is above what the open-file limit allows: accepting will fail before the bound"
+            );
+        }
         tracing::info!(
             address = %listener.local_addr().map_err(|e| e.to_string())?,
             metrics_port = settings.metrics_port,
+            max_connections = settings.max_connections,
+            payload_budget_mib = settings.payload_budget_bytes / (1024 * 1024),
             database = %settings.database.describe(),
             mode = state.live.load().app_mode.as_str(),
             version = BUILD.version,
             "listening"
         );
         let (router, _) = routes::router(state.clone());
-        let main = tokio::spawn(server::serve(listener, router, drain_begun()));
+        let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let main = tokio::spawn(server::serve(listener, router, connections, drain_begun()));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
-            tokio::spawn(server::serve(listener, router, drain_begun()))
+            // Its own bound: a flood of connections on the main port must not keep
+            // Prometheus from watching it.
+            let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+            tokio::spawn(server::serve(listener, router, connections, drain_begun()))
         });
 
         let servers = async {
@@ -158,6 +186,7 @@ impl Application {
         let outcome = tokio::select! {
             joined = servers => joined.map_err(|e| format!("server task failed: {e}")),
             () = deadline => {
+                state.shutdown.abandon();
                 tracing::warn!(
                     in_flight = state.metrics.http_active.get(),
                     "drain timed out; abandoning the requests still in flight"

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::LiveConfig;
 use crate::db::Database;
+use crate::http::budget::PayloadBudget;
 use crate::http::shutdown::Shutdown;
 use crate::telemetry::metrics::Metrics;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub ready: Arc<AtomicBool>,
     /// Admission control: a request that finds no permit is shed at once.
     pub limiter: Semaphore,
+    /// Request bodies and large responses held at once (`http::budget`).
+    pub payload_budget: PayloadBudget,
     pub request_timeout: Duration,
     pub chaos_enabled: bool,
     /// Whether `/metrics` is served on the main port (no `METRICS_PORT`).
@@ -59,8 +62,20 @@ impl AppState {
         Self(Arc::new(shared))
     }
 
+    /// Whether the database was reached and its schema found current, once: an outage
+    /// later does not take it back.
+    pub fn schema_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.shutdown.is_draining()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for PayloadBudget {
+    fn from_ref(state: &AppState) -> Self {
+        state.payload_budget.clone()
     }
 }
 

@@ -2,28 +2,47 @@
 //!
 //! tokio-postgres parses connection strings but knows only `sslmode` `disable`, `prefer`
 //! and `require`, and no `sslrootcert`. We take those two parameters out of the string
-//! ourselves, hand the rest to tokio-postgres, and build the TLS policy from them
-//! (see `db::tls`).
+//! ourselves, hand the rest to tokio-postgres untouched, and build the TLS policy from
+//! them (see `db::tls`). Every other parameter keeps libpq's meaning: several hosts with
+//! `target_session_attrs`, `application_name`, `options`, `connect_timeout`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use tokio_postgres::config::SslMode as DriverSslMode;
 
-use super::env::{ConfigError, Env, Secret};
+use super::env::{ConfigError, Env, SecretSource};
 
-/// How to use TLS to PostgreSQL, libpq's `sslmode` values that we support.
+/// How to use TLS to PostgreSQL: libpq's `sslmode` values, but `allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     /// Plain TCP.
     Disable,
-    /// TLS if the server offers it, without checking its certificate.
+    /// TLS if the server offers it. Its certificate is checked only against a root
+    /// certificate given (as libpq does); a failed check is an error, never a fall back
+    /// to plain TCP.
     Prefer,
-    /// TLS or nothing, without checking the certificate (encryption against passive
-    /// eavesdropping only, as in libpq).
+    /// TLS or nothing. Without a root certificate the server's certificate is not checked
+    /// (encryption against passive eavesdropping only); with one, it is checked as in
+    /// `verify-ca`: libpq's rule, so that a root certificate given is never ignored.
     Require,
-    /// TLS, the certificate checked against `sslrootcert` and the host name.
+    /// TLS, the certificate chain checked against `sslrootcert`; the host name is not.
+    VerifyCa,
+    /// TLS, the chain checked against `sslrootcert` and the certificate must name the
+    /// host connected to. The only mode that stops an active attacker on the path.
     VerifyFull,
+}
+
+/// What the TLS client checks of the server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Nothing: the connection is encrypted, the peer unauthenticated.
+    None,
+    /// The chain up to a root in this file.
+    Chain(PathBuf),
+    /// The chain up to a root in this file, and the host name.
+    ChainAndHost(PathBuf),
 }
 
 impl SslMode {
@@ -32,8 +51,19 @@ impl SslMode {
             "disable" => Some(Self::Disable),
             "prefer" => Some(Self::Prefer),
             "require" => Some(Self::Require),
+            "verify-ca" => Some(Self::VerifyCa),
             "verify-full" => Some(Self::VerifyFull),
             _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
         }
     }
 
@@ -41,21 +71,25 @@ impl SslMode {
         match self {
             SslMode::Disable => DriverSslMode::Disable,
             SslMode::Prefer => DriverSslMode::Prefer,
-            SslMode::Require | SslMode::VerifyFull => DriverSslMode::Require,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverSslMode::Require,
         }
     }
 }
 
-const SSLMODES: &str = "disable, prefer, require or verify-full";
+const SSLMODES: &str = "disable, prefer, require, verify-ca or verify-full";
+/// What PostgreSQL shows in `pg_stat_activity` unless the settings name something else.
+const DEFAULT_APPLICATION_NAME: &str = "farol";
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// Everything but TLS. Its `Debug` output redacts the password.
+    /// Everything but TLS and a password file. Its `Debug` output redacts the password.
     pub driver: tokio_postgres::Config,
     pub ssl_mode: SslMode,
     pub root_cert: Option<PathBuf>,
-    /// The password, kept apart to compare it with the development default.
-    password: Option<Secret>,
+    /// Where the password comes from, kept apart from `driver` so that a password file is
+    /// read again for each new connection (a rotation needs no restart), and so that it
+    /// can be compared with the development default.
+    password: Option<SecretSource>,
 }
 
 impl DatabaseConfig {
@@ -68,7 +102,6 @@ impl DatabaseConfig {
             None => Self::from_libpq_vars(env)?,
         };
         config.driver.connect_timeout(connect_timeout);
-        config.driver.application_name("farol");
         Ok(config)
     }
 
@@ -84,7 +117,7 @@ impl DatabaseConfig {
         }
         let password = driver
             .get_password()
-            .map(|p| Secret::new(String::from_utf8_lossy(p)));
+            .map(|p| SecretSource::Value(super::Secret::new(String::from_utf8_lossy(p))));
         Self::finish(
             driver,
             ssl_mode.unwrap_or(SslMode::Prefer),
@@ -109,10 +142,7 @@ impl DatabaseConfig {
         })?;
         driver.user(user);
         driver.dbname(env.get("PGDATABASE").unwrap_or(user));
-        let password = env.secret("PGPASSWORD")?;
-        if let Some(password) = &password {
-            driver.password(password.expose());
-        }
+        let password = env.secret_source("PGPASSWORD")?;
         let ssl_mode = env.parse_or("PGSSLMODE", SslMode::Prefer, SSLMODES, SslMode::parse)?;
         let root_cert = env.get("PGSSLROOTCERT").map(PathBuf::from);
         Self::finish(driver, ssl_mode, root_cert, password).map_err(|e| ConfigError {
@@ -125,12 +155,15 @@ impl DatabaseConfig {
         mut driver: tokio_postgres::Config,
         ssl_mode: SslMode,
         root_cert: Option<PathBuf>,
-        password: Option<Secret>,
+        password: Option<SecretSource>,
     ) -> Result<Self, ConfigError> {
-        if ssl_mode == SslMode::VerifyFull && root_cert.is_none() {
+        if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
             return Err(ConfigError::new(
                 "sslrootcert",
-                "sslmode verify-full needs the CA certificate file (sslrootcert / PGSSLROOTCERT)",
+                format!(
+                    "sslmode {} needs the CA certificate file (sslrootcert / PGSSLROOTCERT)",
+                    ssl_mode.as_str()
+                ),
             ));
         }
         if let Some(path) = &root_cert
@@ -142,6 +175,16 @@ impl DatabaseConfig {
             ));
         }
         driver.ssl_mode(ssl_mode.driver_mode());
+        // Notice a peer that vanished without closing the connection (a partition, a
+        // killed VM) within about half a minute instead of two hours: for the pool's
+        // connections and for the migration's, which may wait on a lock for long.
+        driver
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        if driver.get_application_name().is_none() {
+            driver.application_name(DEFAULT_APPLICATION_NAME);
+        }
         Ok(Self {
             driver,
             ssl_mode,
@@ -150,20 +193,55 @@ impl DatabaseConfig {
         })
     }
 
-    pub fn password(&self) -> Option<&Secret> {
+    /// Where the password comes from, if anywhere.
+    pub fn password(&self) -> Option<&SecretSource> {
         self.password.as_ref()
     }
 
-    /// `host:port/dbname` for logs: enough to tell where, nothing secret.
+    /// The driver settings for a new connection: `driver` with the password as it is now
+    /// (a password file is read again here). The error names the file, never a secret.
+    pub fn connection_settings(&self) -> Result<tokio_postgres::Config, String> {
+        let mut driver = self.driver.clone();
+        if let Some(source) = &self.password {
+            let password = source
+                .read()
+                .map_err(|problem| format!("{}: {problem}", source.variable()))?;
+            driver.password(password.expose());
+        }
+        Ok(driver)
+    }
+
+    /// What the TLS client must check, libpq's way: a root certificate given is always
+    /// used (`prefer` and `require` with one check the chain as `verify-ca` does).
+    pub fn verification(&self) -> Verification {
+        match (self.ssl_mode, &self.root_cert) {
+            (SslMode::VerifyFull, Some(root)) => Verification::ChainAndHost(root.clone()),
+            (SslMode::Disable, _) | (_, None) => Verification::None,
+            (_, Some(root)) => Verification::Chain(root.clone()),
+        }
+    }
+
+    /// `host:port/dbname` for logs: enough to tell where, nothing secret. With several
+    /// hosts, all of them.
     pub fn describe(&self) -> String {
-        let host = match self.driver.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-            None => "?".into(),
-        };
-        let port = self.driver.get_ports().first().copied().unwrap_or(5432);
+        let ports = self.driver.get_ports();
+        let hosts: Vec<String> = self
+            .driver
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                // libpq: one port for every host, or one per host.
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                format!("{host}:{port}")
+            })
+            .collect();
         let db = self.driver.get_dbname().unwrap_or("?");
-        format!("{host}:{port}/{db}")
+        format!("{}/{db}", hosts.join(","))
     }
 }
 
@@ -198,22 +276,34 @@ fn extract_tls_params(dsn: &str) -> Result<(String, Option<SslMode>, Option<Path
 
 type Take<'a> = dyn FnMut(&str, &str) -> Result<bool, String> + 'a;
 
+/// Takes parameters out of a URL's query. The parameters kept are passed on byte for byte,
+/// as the user wrote them: tokio-postgres percent-decodes them itself, and re-encoding
+/// them here (form encoding turns a space into `+`, which it then reads as a plus sign)
+/// would change their values.
 fn strip_url_params(url: &str, take: &mut Take<'_>) -> Result<String, String> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok(url.to_owned());
     };
-    let mut kept = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if !take(&key, &value)? {
-            kept.append_pair(&key, &value);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !take(&percent_decode(key)?, &percent_decode(value)?)? {
+            kept.push(pair);
         }
     }
-    let kept = kept.finish();
     Ok(if kept.is_empty() {
         base.to_owned()
     } else {
-        format!("{base}?{kept}")
+        format!("{base}?{}", kept.join("&"))
     })
+}
+
+/// Percent-decoding as libpq does it for URIs: `%XX` only (a `+` stays a plus).
+fn percent_decode(text: &str) -> Result<String, String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| "a URL parameter is not valid UTF-8 once decoded".to_owned())
 }
 
 /// libpq's `key=value key='quoted value'` form: values may be single-quoted, with `\'`
@@ -293,16 +383,74 @@ mod tests {
         let err =
             DatabaseConfig::from_connection_string("postgres://h/db?sslmode=allow").unwrap_err();
         assert!(
-            err.contains("disable, prefer, require or verify-full"),
+            err.contains("disable, prefer, require, verify-ca or verify-full"),
             "{err}"
         );
     }
 
     #[test]
-    fn verify_full_needs_a_root_certificate() {
-        let err = DatabaseConfig::from_connection_string("postgres://h/db?sslmode=verify-full")
-            .unwrap_err();
-        assert!(err.contains("sslrootcert"), "{err}");
+    fn verifying_modes_need_a_root_certificate() {
+        for mode in ["verify-ca", "verify-full"] {
+            let err =
+                DatabaseConfig::from_connection_string(&format!("postgres://h/db?sslmode={mode}"))
+                    .unwrap_err();
+            assert!(err.contains("sslrootcert") && err.contains(mode), "{err}");
+        }
+    }
+
+    #[test]
+    fn require_with_a_root_certificate_checks_the_chain_as_libpq_does() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca_path = ca.path().to_path_buf();
+        let with = |mode: &str| {
+            DatabaseConfig::from_connection_string(&format!(
+                "postgres://h/db?sslmode={mode}&sslrootcert={}",
+                ca_path.display()
+            ))
+            .unwrap()
+            .verification()
+        };
+        assert_eq!(with("require"), Verification::Chain(ca_path.clone()));
+        assert_eq!(with("verify-ca"), Verification::Chain(ca_path.clone()));
+        assert_eq!(
+            with("verify-full"),
+            Verification::ChainAndHost(ca_path.clone())
+        );
+        assert_eq!(with("prefer"), Verification::Chain(ca_path.clone()));
+        let plain = DatabaseConfig::from_connection_string("postgres://h/db?sslmode=require");
+        assert_eq!(plain.unwrap().verification(), Verification::None);
+    }
+
+    #[test]
+    fn url_parameters_reach_the_driver_with_their_percent_decoded_values() {
+        let db = DatabaseConfig::from_connection_string(
+            "postgres://u@h/db?application_name=my%20app&options=-c%20search_path%3Dapp&sslmode=disable",
+        )
+        .unwrap();
+        assert_eq!(db.driver.get_application_name(), Some("my app"));
+        assert_eq!(db.driver.get_options(), Some("-c search_path=app"));
+        let plus = DatabaseConfig::from_connection_string("postgres://u@h/db?application_name=a+b")
+            .unwrap();
+        assert_eq!(
+            plus.driver.get_application_name(),
+            Some("a+b"),
+            "a plus stays a plus"
+        );
+    }
+
+    #[test]
+    fn the_application_name_defaults_to_farol() {
+        let db = DatabaseConfig::from_connection_string("postgres://u@h/db").unwrap();
+        assert_eq!(db.driver.get_application_name(), Some("farol"));
+    }
+
+    #[test]
+    fn several_hosts_are_described_with_their_ports() {
+        let db = DatabaseConfig::from_connection_string(
+            "postgres://u@a:5433,b:5434/db?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(db.describe(), "a:5433,b:5434/db");
     }
 
     #[test]
@@ -315,7 +463,7 @@ mod tests {
     #[test]
     fn the_password_is_kept_and_the_default_mode_is_prefer() {
         let db = DatabaseConfig::from_connection_string("postgres://u:pw@h/db").unwrap();
-        assert_eq!(db.password().unwrap().expose(), "pw");
+        assert_eq!(db.password().unwrap().read().unwrap().expose(), "pw");
         assert_eq!(db.ssl_mode, SslMode::Prefer);
         assert_eq!(db.describe(), "h:5432/db");
         assert!(!format!("{db:?}").contains("\"pw\""));
@@ -332,6 +480,33 @@ mod tests {
         let db = DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap();
         assert_eq!(db.describe(), "db:5432/farol");
         assert_eq!(db.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn a_password_file_is_read_again_for_each_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "first\n").unwrap();
+        let env = Env::from_pairs([
+            ("PGUSER", "farol"),
+            ("PGPASSWORD_FILE", file.to_str().unwrap()),
+        ]);
+        let db = DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            db.connection_settings().unwrap().get_password(),
+            Some(&b"first"[..])
+        );
+        std::fs::write(&file, "second\n").unwrap();
+        assert_eq!(
+            db.connection_settings().unwrap().get_password(),
+            Some(&b"second"[..])
+        );
+        std::fs::remove_file(&file).unwrap();
+        let err = db.connection_settings().unwrap_err();
+        assert!(
+            err.contains("PGPASSWORD_FILE") && err.contains("password"),
+            "{err}"
+        );
     }
 
     #[test]

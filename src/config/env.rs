@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One bad setting: which variable, and what is wrong with it. Printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,29 +99,86 @@ impl Env {
     /// Kubernetes secret volumes). Both at once is an error: which one wins would be a
     /// guess. A trailing newline in the file is dropped. The value never appears in an error.
     pub fn secret(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        self.secret_source(name)?
+            .map(|source| {
+                source
+                    .read()
+                    .map_err(|problem| ConfigError::new(source.variable(), problem))
+            })
+            .transpose()
+    }
+
+    /// Like [`Env::secret`], but a file stays a file: [`SecretSource::read`] reads it again
+    /// each time, so that a rotated secret needs no restart. The file is read once here
+    /// all the same, so that a missing or empty one stops start-up.
+    pub fn secret_source(&self, name: &str) -> Result<Option<SecretSource>, ConfigError> {
         let file_var = format!("{name}_FILE");
-        match (self.get(name), self.get(&file_var)) {
-            (Some(_), Some(_)) => Err(ConfigError::new(
-                name,
-                format!("set either {name} or {file_var}, not both"),
-            )),
-            (Some(value), None) => Ok(Some(Secret::new(value))),
-            (None, Some(path)) => read_secret_file(&file_var, Path::new(path)).map(Some),
-            (None, None) => Ok(None),
+        let source = match (self.get(name), self.get(&file_var)) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    name,
+                    format!("set either {name} or {file_var}, not both"),
+                ));
+            }
+            (Some(value), None) => SecretSource::Value(Secret::new(value)),
+            (None, Some(path)) => SecretSource::File {
+                variable: file_var,
+                path: PathBuf::from(path),
+            },
+            (None, None) => return Ok(None),
+        };
+        source
+            .read()
+            .map_err(|problem| ConfigError::new(source.variable(), problem))?;
+        Ok(Some(source))
+    }
+}
+
+/// Where a secret comes from: a value, or a file read anew at each use.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Value(Secret),
+    File { variable: String, path: PathBuf },
+}
+
+impl SecretSource {
+    /// The secret as it is now. The error names the file, never its content.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretSource::Value(secret) => Ok(secret.clone()),
+            SecretSource::File { path, .. } => read_secret_file(path),
+        }
+    }
+
+    /// The variable it was configured with, for messages.
+    pub fn variable(&self) -> &str {
+        match self {
+            SecretSource::Value(_) => "the connection settings",
+            SecretSource::File { variable, .. } => variable,
         }
     }
 }
 
-fn read_secret_file(variable: &str, path: &Path) -> Result<Secret, ConfigError> {
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Value(_) => f.write_str("SecretSource::Value(..)"),
+            SecretSource::File { variable, path } => f
+                .debug_struct("SecretSource::File")
+                .field("variable", variable)
+                .field("path", path)
+                .finish(),
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let content = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(variable, format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let value = content.strip_suffix('\n').unwrap_or(&content);
     let value = value.strip_suffix('\r').unwrap_or(value);
     if value.is_empty() {
-        return Err(ConfigError::new(
-            variable,
-            format!("{} is empty", path.display()),
-        ));
+        return Err(format!("{} is empty", path.display()));
     }
     Ok(Secret::new(value))
 }

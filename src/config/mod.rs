@@ -2,6 +2,7 @@
 //! hot-reloadable keys of [`live`]. Every bad value stops start-up with one line naming
 //! the variable (exit code 2, see `cli`).
 
+pub mod budget;
 pub mod database;
 pub mod env;
 pub mod live;
@@ -10,13 +11,41 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use database::{DatabaseConfig, SslMode};
-pub use env::{ConfigError, Env, Secret};
+pub use database::{DatabaseConfig, SslMode, Verification};
+pub use env::{ConfigError, Env, Secret, SecretSource};
 pub use live::{AppMode, LiveConfig, LiveSettings, LogLevel};
 
 /// The password of the development compose stack. Anyone can read it in the repository,
 /// so production refuses to start with it.
 pub const DEVELOPMENT_DEFAULT_PASSWORD: &str = "farol-dev-only";
+
+/// Refuses production with the development default password, wherever the mode would
+/// become production: at start-up (the environment and the first read of `CONFIG_DIR`)
+/// and at every live switch. The password is read as it is now (a password file may have
+/// been rotated) and compared after trimming whitespace.
+#[derive(Debug, Clone, Default)]
+pub struct ProductionGuard {
+    password: Option<SecretSource>,
+}
+
+impl ProductionGuard {
+    pub fn new(database: &DatabaseConfig) -> Self {
+        Self {
+            password: database.password().cloned(),
+        }
+    }
+
+    /// Why production must be refused now, if it must. A password that cannot be read
+    /// cannot be shown not to be the development one: refused too.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self.password.as_ref()?.read() {
+            Err(_) => Some("a database password file that cannot be read"),
+            Ok(password) => (password.expose().trim() == DEVELOPMENT_DEFAULT_PASSWORD).then_some(
+                "the development default database password (public in the compose file)",
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -38,7 +67,12 @@ pub struct Settings {
     pub db_connect_timeout: Duration,
     pub db_query_timeout: Duration,
     pub request_timeout: Duration,
+    /// Open connections at most; past it, new ones wait in the kernel's listen backlog.
+    pub max_connections: usize,
     pub max_concurrent_requests: usize,
+    /// Bytes of request bodies held at once (derived from the memory budget, not a
+    /// setting): a request whose declared body does not fit is shed.
+    pub payload_budget_bytes: usize,
     pub shutdown_delay: Duration,
     pub shutdown_timeout: Duration,
     pub chaos_enabled: bool,
@@ -78,6 +112,7 @@ impl Settings {
         };
 
         let chaos_enabled = flag("CHAOS_ENABLED", false)?;
+        let memory = budget::memory_budget();
         let db_connect_timeout = millis("DB_CONNECT_TIMEOUT_MS", 2000, 100, 60_000)?;
         let settings = Self {
             host: env.parse_or("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address", |s| {
@@ -105,7 +140,13 @@ impl Settings {
             db_connect_timeout,
             db_query_timeout: millis("DB_QUERY_TIMEOUT_MS", 2000, 10, 60_000)?,
             request_timeout: millis("REQUEST_TIMEOUT_MS", 10_000, 10, 600_000)?,
+            max_connections: count(
+                "MAX_CONNECTIONS",
+                budget::default_max_connections(memory, budget::open_files_limit()),
+                1_000_000,
+            )?,
             max_concurrent_requests: count("MAX_CONCURRENT_REQUESTS", 1024, 1_000_000)?,
+            payload_budget_bytes: budget::payload_budget(memory, crate::routes::BODY_LIMIT_BYTES),
             shutdown_delay: millis("SHUTDOWN_DELAY_MS", 0, 0, 600_000)?,
             shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000)?,
             chaos_enabled,
@@ -130,17 +171,24 @@ impl Settings {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        if self.live.app_mode == AppMode::Production
-            && self
-                .database
-                .password()
-                .is_some_and(|p| p.expose() == DEVELOPMENT_DEFAULT_PASSWORD)
+        let guard = ProductionGuard::new(&self.database);
+        let from_dir = self
+            .config_dir
+            .as_deref()
+            .map(|dir| live::initial_settings(dir, &self.live, self.chaos_enabled).app_mode);
+        let (mode, source) = match from_dir {
+            Some(mode) if mode != self.live.app_mode => (mode, " (from CONFIG_DIR/APP_MODE)"),
+            _ => (self.live.app_mode, ""),
+        };
+        if mode == AppMode::Production
+            && let Some(reason) = guard.refusal()
         {
             return Err(ConfigError::new(
                 "APP_MODE",
-                "production refuses the development default database password: \
-                 set a real one (compose: FAROL_DB_PASSWORD_FILE in .env; elsewhere \
-                 your secret store)",
+                format!(
+                    "production{source} refuses {reason}: set a real one \
+                     (compose: FAROL_DB_PASSWORD_FILE in .env; elsewhere your secret store)"
+                ),
             ));
         }
         Ok(())
@@ -193,6 +241,7 @@ mod tests {
             ("DB_POOL_MAX", "0"),
             ("DB_QUERY_TIMEOUT_MS", "soon"),
             ("MAX_CONCURRENT_REQUESTS", "-4"),
+            ("MAX_CONNECTIONS", "0"),
             ("MIGRATE_ON_START", "maybe"),
             ("LOG_FORMAT", "xml"),
             ("LOG_LEVEL", "loud"),
@@ -228,6 +277,26 @@ mod tests {
             ("PGPASSWORD", DEVELOPMENT_DEFAULT_PASSWORD),
         ]);
         assert!(Settings::from_env(&dev).is_ok());
+    }
+
+    #[test]
+    fn production_from_config_dir_at_start_up_refuses_the_development_password_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("APP_MODE"), "production\n").unwrap();
+        let password = format!("{}  \n", DEVELOPMENT_DEFAULT_PASSWORD);
+        let e = Env::from_pairs([
+            ("PGHOST", "db"),
+            ("PGUSER", "farol"),
+            ("PGPASSWORD", password.as_str()),
+            ("CONFIG_DIR", dir.path().to_str().unwrap()),
+        ]);
+        let err = Settings::from_env(&e).unwrap_err();
+        assert_eq!(err.variable, "APP_MODE");
+        assert!(err.problem.contains("CONFIG_DIR"), "{err}");
+        assert!(!err.to_string().contains(DEVELOPMENT_DEFAULT_PASSWORD));
+
+        std::fs::write(dir.path().join("APP_MODE"), "development\n").unwrap();
+        assert!(Settings::from_env(&e).is_ok());
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //!
 //! They run under a session-level PostgreSQL advisory lock, so that replicas starting
 //! together (or a Job beside running pods) apply each migration exactly once: the others
-//! wait for the lock, then find nothing left to do.
+//! wait for the lock, then find nothing left to do. The wait for the lock is bounded (the
+//! caller retries and says why); the migration itself never is: a migration cut short
+//! by a timeout would start again from the beginning and could never finish.
+
+use std::time::Duration;
 
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
+
+use crate::telemetry::error_chain;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -25,12 +31,49 @@ pub fn latest_version() -> i32 {
         .unwrap_or(0)
 }
 
-/// Applies pending migrations; returns how many were applied.
-pub async fn apply(client: &mut Client) -> Result<usize, String> {
+/// How long to wait for another instance's migration lock before saying so and trying
+/// again.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// Another instance is migrating: try again later.
+    #[error("another instance holds the migration lock (waited {} s)", .0.as_secs())]
+    LockBusy(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Applies pending migrations; returns how many were applied. Waits at most `lock_wait`
+/// for the migration lock.
+pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, MigrateError> {
+    let failed = |what: &str, e: &dyn std::error::Error| {
+        MigrateError::Failed(format!("{what}: {}", error_chain(e)))
+    };
+    // lock_timeout bounds the advisory lock's wait, server-side; then the session's own
+    // limits are lifted for the migration, which must be allowed to take as long as it
+    // takes (a statement_timeout in the connection's options would cut it short forever).
     client
+        .batch_execute(&format!(
+            "SET lock_timeout = {}",
+            lock_wait.as_millis().max(1)
+        ))
+        .await
+        .map_err(|e| failed("cannot prepare the migration session", &e))?;
+    match client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
-        .map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            return Err(MigrateError::LockBusy(lock_wait));
+        }
+        Err(e) => return Err(failed("cannot take the migration lock", &e)),
+    }
+    client
+        .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
+        .await
+        .map_err(|e| failed("cannot prepare the migration session", &e))?;
     let outcome = embedded::migrations::runner()
         .set_migration_table_name(HISTORY_TABLE)
         .run_async(client)
@@ -39,7 +82,7 @@ pub async fn apply(client: &mut Client) -> Result<usize, String> {
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await;
-    let report = outcome.map_err(|e| format!("migration failed: {e}"))?;
+    let report = outcome.map_err(|e| failed("migration failed", &e))?;
     for migration in report.applied_migrations() {
         tracing::info!(
             version = migration.version(),
@@ -57,6 +100,6 @@ pub async fn is_current(client: &Client) -> Result<bool, String> {
     match client.query_one(&query, &[]).await {
         Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) >= latest_version()),
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(false),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(error_chain(&e)),
     }
 }

@@ -1,10 +1,17 @@
 //! The PostgreSQL connection pool, and every database wait bounded in time.
 //!
-//! All queries go through [`Database::run`], which bounds the whole operation (waiting
-//! for a connection, connecting, the query itself) by `DB_QUERY_TIMEOUT_MS`, records its
-//! duration, and keeps [`Database::is_up`], the last observed state that `/` shows.
+//! All queries go through [`Database::run`], which bounds each wait by
+//! `DB_QUERY_TIMEOUT_MS`, records the operation's duration, and keeps
+//! [`Database::is_up`], the last observed state that `/` shows. Two waits, each with its
+//! own bound and its own meaning: waiting for a free pooled connection (past the bound:
+//! the service is busy, the database may be fine), then the round trip (connecting when
+//! needed, then the query; past the bound: connecting means an outage, the query a
+//! timeout). One bound over both would call saturation an outage: a request queued
+//! behind slow queries would get its connection with too little time left for its query.
 
+pub mod connect;
 pub mod migrate;
+pub mod outage;
 pub mod readiness;
 pub mod tls;
 
@@ -13,28 +20,71 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool::Runtime;
+use deadpool::managed::{Pool, PoolError};
 use prometheus::HistogramVec;
+use tokio::sync::Semaphore;
 use tokio_postgres::error::SqlState;
 
 use crate::config::DatabaseConfig;
+use crate::telemetry::error_chain;
+use connect::{ConnectError, PoolManager};
+use outage::ReasonLog;
 
-/// Why a database operation did not give an answer. Callers turn the first two into a
+/// A pooled connection.
+pub type Connection = deadpool::managed::Object<PoolManager>;
+
+/// The driver's reason, for a log line: a server error as its severity, SQLSTATE and
+/// message, without its DETAIL and HINT (which quote row values, e.g. "Failing row
+/// contains (...)": note contents); anything else with its causes.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error_chain(error),
+    }
+}
+
+/// Why a database operation did not give an answer. Callers turn all but `Query` into a
 /// fast 503; the vocabulary is fixed so that no driver text reaches a client.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// The database could not be reached; the reason is the driver's, for the logs.
+    #[error("database unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        /// Whether an established connection broke (so the idle ones are suspect too),
+        /// rather than a new one failing to open (the idle ones may be fine: a rotated
+        /// password only stops new connections).
+        broke_established: bool,
+    },
+    /// Every pooled connection stayed in use for the whole wait: the service is busy,
+    /// the database may be fine.
+    #[error("no database connection became free within the query timeout")]
+    Busy,
     #[error("database operation timed out")]
     Timeout,
-    #[error("database error: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    #[error("database error: {}", describe(.0))]
+    Query(#[source] tokio_postgres::Error),
 }
 
 impl DbError {
+    fn broken(error: &tokio_postgres::Error) -> Self {
+        DbError::Unavailable {
+            reason: describe(error),
+            broke_established: true,
+        }
+    }
+
+    fn unreachable(reason: impl Into<String>) -> Self {
+        DbError::Unavailable {
+            reason: reason.into(),
+            broke_established: false,
+        }
+    }
+
     fn from_query(error: tokio_postgres::Error) -> Self {
         if error.is_closed() {
-            return DbError::Unavailable(error.to_string());
+            return Self::broken(&error);
         }
         match error.code() {
             // A statement_timeout fired: the server-side twin of our own timeout.
@@ -46,26 +96,31 @@ impl DbError {
                     .iter()
                     .any(|class| code.code().starts_with(class)) =>
             {
-                DbError::Unavailable(error.to_string())
+                Self::broken(&error)
             }
             Some(_) => DbError::Query(error),
             // No SQLSTATE: an I/O or protocol failure on the way.
-            None => DbError::Unavailable(error.to_string()),
+            None => Self::broken(&error),
         }
     }
 
-    fn from_pool(error: PoolError) -> Self {
+    /// Any failure to connect is unavailability, whatever its SQLSTATE: a rejected
+    /// password (28P01) or a missing database (3D000) leave the service as unable to
+    /// query as a refused connection does.
+    fn from_pool(error: PoolError<ConnectError>) -> Self {
         match error {
-            PoolError::Backend(e) => Self::from_query(e),
-            PoolError::Timeout(_) => DbError::Timeout,
-            other => DbError::Unavailable(other.to_string()),
+            PoolError::Backend(failure) => Self::unreachable(failure.to_string()),
+            PoolError::Timeout(_) => {
+                Self::unreachable("connecting took longer than DB_CONNECT_TIMEOUT_MS")
+            }
+            other => Self::unreachable(other.to_string()),
         }
     }
 
-    /// Whether this error says the database is down. A timeout alone does not: under
-    /// overload, waits for a pooled connection time out while the database is fine.
+    /// Whether this error says the database is down. A timeout alone does not, nor does
+    /// a busy pool.
     pub fn is_outage(&self) -> bool {
-        matches!(self, DbError::Unavailable(_))
+        matches!(self, DbError::Unavailable { .. })
     }
 }
 
@@ -75,10 +130,15 @@ pub struct Database {
 }
 
 struct Inner {
-    pool: Pool,
+    pool: Pool<PoolManager>,
+    /// One permit per pooled connection, taken before the pool is asked: holding one
+    /// means a connection is free or can be made, so that the wait for it is bounded and
+    /// judged apart from connecting (deadpool's own wait and connect are one call).
+    slots: Semaphore,
     config: DatabaseConfig,
     query_timeout: Duration,
     up: AtomicBool,
+    reasons: ReasonLog,
     durations: HistogramVec,
 }
 
@@ -92,30 +152,19 @@ impl Database {
         query_timeout: Duration,
         durations: HistogramVec,
     ) -> Result<Self, String> {
-        let mut driver = config.driver.clone();
+        let mut pooled = config.clone();
         // The server stops a statement that outlives our own timeout instead of working
         // on for a client that has gone.
-        driver.options(format!(
-            "{} -c statement_timeout={}",
-            driver.get_options().unwrap_or_default(),
+        let options = pooled.driver.get_options().unwrap_or_default().to_owned();
+        pooled.driver.options(format!(
+            "{options} -c statement_timeout={}",
             query_timeout.as_millis()
         ));
-        // Notice a peer that vanished without closing the connection (a partition, a
-        // killed VM) within about half a minute instead of two hours.
-        driver.keepalives_idle(Duration::from_secs(10));
-        driver.keepalives_interval(Duration::from_secs(5));
-        driver.keepalives_retries(3);
-        let manager = Manager::from_config(
-            driver,
-            tls::connector(config)?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        // Fail now on a CA file that cannot be used, rather than at every connection.
+        tls::connector(config)?;
         // Only connecting gets a timeout of its own. Waiting for a connection is bounded
-        // by the operation's timeout in `run`, and the fast recycling method does no I/O:
-        // a timer for either would cost every request a timer-wheel entry for nothing.
-        let pool = Pool::builder(manager)
+        // by the operation's timeout in `run`, and recycling does no I/O.
+        let pool = Pool::builder(PoolManager { config: pooled })
             .max_size(max_size)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(connect_timeout))
@@ -124,9 +173,11 @@ impl Database {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                slots: Semaphore::new(max_size),
                 config: config.clone(),
                 query_timeout,
                 up: AtomicBool::new(false),
+                reasons: ReasonLog::default(),
                 durations,
             }),
         })
@@ -136,32 +187,63 @@ impl Database {
     /// `name` labels the duration metric (`db_operation_name`).
     pub async fn run<T, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
     where
-        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let started = Instant::now();
-        let work = async {
-            let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
-            operation(client).await.map_err(DbError::from_query)
-        };
-        let result = tokio::time::timeout(self.inner.query_timeout, work)
-            .await
-            .unwrap_or(Err(DbError::Timeout));
+        let timeout = self.inner.query_timeout;
+        let result = async {
+            // The fast path first: a free slot costs no timer.
+            let _slot = match self.inner.slots.try_acquire() {
+                Ok(slot) => slot,
+                Err(_) => match tokio::time::timeout(timeout, self.inner.slots.acquire()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return Err(DbError::unreachable("the pool is closed")),
+                    // Busy only while the database answers: during an outage whose
+                    // connects hang, the slots are held by attempts to connect, and the
+                    // wait behind them is the outage's, not saturation.
+                    Err(_) if self.is_up() => return Err(DbError::Busy),
+                    Err(_) => {
+                        return Err(DbError::unreachable(
+                            "no connection could be made while waiting for a pool slot",
+                        ));
+                    }
+                },
+            };
+            let connected = AtomicBool::new(false);
+            let round_trip = async {
+                let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
+                connected.store(true, Ordering::Relaxed);
+                operation(client).await.map_err(DbError::from_query)
+            };
+            match tokio::time::timeout(timeout, round_trip).await {
+                Ok(result) => result,
+                Err(_) if !connected.load(Ordering::Relaxed) => Err(DbError::unreachable(
+                    "connecting took longer than DB_QUERY_TIMEOUT_MS",
+                )),
+                Err(_) => Err(DbError::Timeout),
+            }
+        }
+        .await;
         self.inner
             .durations
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
         match &result {
-            Ok(_) => self.observe(true),
-            Err(e) if e.is_outage() => self.observe(false),
+            Ok(_) => self.mark_up(),
+            Err(DbError::Unavailable {
+                reason,
+                broke_established,
+            }) => self.mark_down(reason, *broke_established),
             Err(_) => {}
         }
         result
     }
 
     /// One real round trip: what `/health` reports. Unlike other operations, a ping
-    /// that times out counts as the database being down: `SELECT 1` is never slow on a
-    /// database that answers (a partition, or a server that hangs).
+    /// whose query times out counts as the database being down: `SELECT 1` is never slow
+    /// on a database that answers (a partition, or a server that hangs). A busy pool
+    /// does not: the database is not even asked.
     pub async fn ping(&self) -> Result<(), DbError> {
         let result = self
             .run("ping", |client| async move {
@@ -170,7 +252,8 @@ impl Database {
             })
             .await;
         if matches!(result, Err(DbError::Timeout)) {
-            self.observe(false);
+            // A hung server or a partition: the connection that hung is suspect.
+            self.mark_down("SELECT 1 got no answer within DB_QUERY_TIMEOUT_MS", true);
         }
         result
     }
@@ -180,20 +263,45 @@ impl Database {
         self.inner.up.load(Ordering::Relaxed)
     }
 
-    fn observe(&self, up: bool) {
+    fn mark_up(&self) {
         // A plain load first: every query reports here, and a read-modify-write per query
         // would bounce the cache line between cores for a value that rarely changes.
-        if self.inner.up.load(Ordering::Relaxed) == up {
+        if self.inner.up.load(Ordering::Relaxed) || self.inner.up.swap(true, Ordering::Relaxed) {
             return;
         }
-        let was_up = self.inner.up.swap(up, Ordering::Relaxed);
-        if was_up && !up {
-            tracing::warn!("database became unreachable");
-            // Idle connections to a database that went away are dead or soon will be:
-            // drop them now rather than failing one request per connection later.
+        self.inner.reasons.clear();
+        tracing::info!(database = %self.inner.config.describe(), "database reachable");
+    }
+
+    /// Notes a failure to reach the database, and logs why: always when it was up until
+    /// now, then each reason at most once per `outage::REPEAT_AFTER`. When an
+    /// established connection broke, the idle ones are dropped too: they lead to a
+    /// database that went away, and would fail one request each. When only a new
+    /// connection failed to open (a rotated password, a full server), they are kept:
+    /// they may well still work.
+    pub fn mark_down(&self, reason: &str, broke_established: bool) {
+        if self.inner.pool.is_closed() {
+            return; // shutting down: not an outage
+        }
+        if broke_established {
             self.inner.pool.retain(|_, _| false);
-        } else if !was_up && up {
-            tracing::info!(database = %self.inner.config.describe(), "database reachable");
+        }
+        let was_up =
+            self.inner.up.load(Ordering::Relaxed) && self.inner.up.swap(false, Ordering::Relaxed);
+        if was_up {
+            self.inner.reasons.clear();
+            self.inner.reasons.should_log(reason);
+            tracing::warn!(
+                database = %self.inner.config.describe(),
+                reason,
+                "database became unreachable"
+            );
+        } else if self.inner.reasons.should_log(reason) {
+            tracing::warn!(
+                database = %self.inner.config.describe(),
+                reason,
+                "database unreachable"
+            );
         }
     }
 
@@ -211,6 +319,7 @@ impl Database {
     /// Closes the pool: idle connections are dropped, and connections in use are dropped
     /// when their requests return them.
     pub fn close(&self) {
+        self.inner.slots.close();
         self.inner.pool.close();
     }
 }
@@ -218,15 +327,8 @@ impl Database {
 /// A connection outside the pool, for migrations: they hold a session-level advisory lock
 /// that must stay on one connection.
 pub async fn connect_direct(config: &DatabaseConfig) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = config
-        .driver
-        .connect(tls::connector(config)?)
+    let (client, _task) = connect::open(config, "migration")
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "migration connection closed");
-        }
-    });
     Ok(client)
 }

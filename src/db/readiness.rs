@@ -7,35 +7,46 @@
 //! shows is fresh even when no request touches the database. Readiness is never taken
 //! back by an outage: every replica shares the database, so removing them all from
 //! service would help no one.
+//!
+//! Each wait on the way is bounded (connecting by `DB_CONNECT_TIMEOUT_MS`, the migration
+//! lock by [`migrate::LOCK_WAIT`]); the migration itself is not, since a migration cut
+//! short would start over and never finish.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::outage::ReasonLog;
 use super::{Database, connect_direct, migrate};
 
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
-/// A bound on one attempt, waiting for another replica's migration lock included.
-const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs forever (the caller aborts it at shutdown).
-pub async fn supervise(db: Database, migrate_on_start: bool, ready: Arc<AtomicBool>) {
+pub async fn supervise(
+    db: Database,
+    migrate_on_start: bool,
+    timeouts: Timeouts,
+    ready: Arc<AtomicBool>,
+) {
     let mut delay = FIRST_RETRY;
     let mut attempts = 0u32;
+    // Each reason once, then again at most every ten seconds: an hour-long wait for the
+    // database must not drown everything else.
+    let reasons = ReasonLog::default();
     loop {
         attempts += 1;
-        let outcome = tokio::time::timeout(PREPARE_TIMEOUT, prepare(&db, migrate_on_start))
-            .await
-            .unwrap_or_else(|_| Err("timed out connecting or migrating".into()));
-        match outcome {
+        match prepare(&db, migrate_on_start, timeouts).await {
             Ok(()) => break,
             Err(reason) => {
-                // The first failure and then one in twenty: a log line per second for
-                // an hour-long outage would drown everything else.
-                if attempts == 1 || attempts.is_multiple_of(20) {
-                    tracing::warn!(attempts, %reason, retry_in_ms = delay.as_millis() as u64, "database not ready yet");
+                if reasons.should_log(&reason) {
+                    tracing::warn!(
+                        attempts,
+                        %reason,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "database not ready yet"
+                    );
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY);
@@ -49,16 +60,32 @@ pub async fn supervise(db: Database, migrate_on_start: bool, ready: Arc<AtomicBo
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        // The outcome lands in `db.is_up()`; failures are logged on the transition.
+        // The outcome lands in `db.is_up()`; failures are logged there, with their reason.
         let _ = db.ping().await;
     }
 }
 
-async fn prepare(db: &Database, migrate_on_start: bool) -> Result<(), String> {
-    let mut client = connect_direct(db.config()).await?;
+/// The bounds on getting to ready: `DB_CONNECT_TIMEOUT_MS` and `DB_QUERY_TIMEOUT_MS`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub query: Duration,
+}
+
+async fn prepare(db: &Database, migrate_on_start: bool, timeouts: Timeouts) -> Result<(), String> {
+    let mut client = tokio::time::timeout(timeouts.connect, connect_direct(db.config()))
+        .await
+        .map_err(|_| "connecting took longer than DB_CONNECT_TIMEOUT_MS".to_owned())??;
     if migrate_on_start {
-        migrate::apply(&mut client).await?;
-    } else if !migrate::is_current(&client).await? {
+        migrate::apply(&mut client, migrate::LOCK_WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else if !tokio::time::timeout(timeouts.query, migrate::is_current(&client))
+        .await
+        .map_err(|_| {
+            "reading the schema version took longer than DB_QUERY_TIMEOUT_MS".to_owned()
+        })??
+    {
         return Err(format!(
             "waiting for migrations up to version {} (MIGRATE_ON_START=false: the migration job applies them)",
             migrate::latest_version()

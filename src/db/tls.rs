@@ -1,65 +1,103 @@
 //! TLS to PostgreSQL with rustls, following libpq's `sslmode` semantics.
 //!
-//! - `verify-full`: the server certificate must chain to the CA in `sslrootcert` and name
-//!   the host we connected to. The only mode that stops an active attacker.
-//! - `require` and `prefer`: encrypted, but the certificate is not checked, exactly as
-//!   libpq does without a root certificate. The handshake signature still is: a server
-//!   must hold the key of the certificate it shows.
+//! - `verify-full`: the server certificate must chain to a CA in `sslrootcert` and name
+//!   the host connected to. The only mode that stops an active attacker.
+//! - `verify-ca`, and `require` given a root certificate (libpq's rule): the chain is
+//!   checked, the host name is not.
+//! - `require` without a root certificate, and `prefer`: encrypted, the certificate not
+//!   checked, exactly as libpq does. The handshake signature still is: a server must hold
+//!   the key of the certificate it shows.
 //! - `disable`: tokio-postgres never calls the connector.
+//!
+//! The connector is built for each new connection, reading the CA file again, so that a
+//! renewed CA needs no restart. That costs a file read and a parse per connection, which
+//! the pool makes rare.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{DatabaseConfig, SslMode};
+use crate::config::{DatabaseConfig, Verification};
 
-/// The connector for `config`'s `sslmode`. Fails when the CA file cannot be read.
+/// The connector for `config`'s `sslmode`, with the CA file as it is now.
 pub fn connector(config: &DatabaseConfig) -> Result<MakeRustlsConnect, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?;
-    let client = match (config.ssl_mode, &config.root_cert) {
-        (SslMode::VerifyFull, Some(path)) => {
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!(
-                    "sslrootcert {} holds no certificate",
-                    path.display()
-                ));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        _ => builder
+    let client = match config.verification() {
+        Verification::ChainAndHost(path) => builder
+            .with_root_certificates(read_roots(&path)?)
+            .with_no_client_auth(),
+        Verification::Chain(path) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_custom_certificate_verifier(Arc::new(NameBlind {
+                roots: Some(read_roots(&path)?),
+                provider,
+            }))
+            .with_no_client_auth(),
+        Verification::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NameBlind {
+                roots: None,
+                provider,
+            }))
             .with_no_client_auth(),
     };
     Ok(MakeRustlsConnect::new(client))
 }
 
-/// Accepts any certificate, checks the handshake signature: libpq's `require`.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
+fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!(
+            "sslrootcert {} holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(roots)
+}
 
-impl ServerCertVerifier for EncryptOnly {
+/// A verifier that never checks the name in the certificate. With `roots`, the chain up
+/// to one of them is checked (validity dates, key usage, signatures): libpq's
+/// `verify-ca`. Without, any certificate is accepted: libpq's `require` without a root
+/// certificate. Either way the handshake signature is checked.
+#[derive(Debug)]
+struct NameBlind {
+    roots: Option<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for NameBlind {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            verify_server_cert_signed_by_trust_anchor(
+                &ParsedCertificate::try_from(end_entity)?,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -73,7 +111,7 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -87,11 +125,13 @@ impl ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -1,25 +1,52 @@
 //! Extractors whose rejections are problem+json: axum's own answer plain text.
 
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use super::budget::{PayloadBudget, ReadError};
 use super::problem::ApiError;
 
+/// The largest request body read: past it, 413.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
 /// A JSON object body, with problem+json rejections: media type 415, size 413, syntax
-/// 400, anything but an object or a mismatch with `T` 422.
+/// 400, anything but an object or a mismatch with `T` 422, no room left in the payload
+/// budget 503.
 ///
-/// axum's `Json<T>` alone would accept `["a", "b"]` for a struct (serde fills fields from
-/// a sequence in order): the body is first taken as raw JSON, checked to be an object,
-/// then read into `T`.
+/// The body is read frame by frame against the payload budget (`http::budget`), then
+/// parsed. axum's `Json<T>` alone would accept `["a", "b"]` for a struct (serde fills
+/// fields from a sequence in order): the body is first taken as raw JSON, checked to be an
+/// object, then read into `T`.
 pub struct Json<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+    PayloadBudget: FromRef<S>,
+{
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let (bytes, _charge) = PayloadBudget::from_ref(state)
+            .read(body, BODY_LIMIT_BYTES)
+            .await
+            .map_err(|error| match error {
+                ReadError::TooLarge => {
+                    ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
+                }
+                ReadError::OverBudget => ApiError::OverloadedMemory,
+                ReadError::Broken => {
+                    ApiError::MalformedJson("the request body could not be read".into())
+                }
+            })?;
+        // axum's own extractor on the bytes read: its media-type check and JSON syntax.
+        let request = Request::from_parts(parts, Body::from(bytes));
         let axum::Json(raw) = axum::Json::<Box<RawValue>>::from_request(request, state).await?;
         if !raw.get().starts_with('{') {
             return Err(ApiError::InvalidBody("expected a JSON object".into()));

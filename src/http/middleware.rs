@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use super::problem::ApiError;
 use super::request_id;
 use crate::state::AppState;
+use crate::telemetry::metrics::method_label;
 
 tokio::task_local! {
     /// The current request's id, for log lines written deep inside a handler (a task
@@ -40,21 +41,23 @@ fn is_probe(route: &str) -> bool {
     matches!(route, "/livez" | "/readyz" | "/metrics")
 }
 
+/// The routes that query the notes table.
+fn needs_schema(route: &str) -> bool {
+    route.starts_with("/api/") && route != crate::routes::OPENAPI_PATH
+}
+
 /// Fault injection applies to the API only, never to the probes, `/` or `/metrics`.
 fn is_chaos_target(route: &str) -> bool {
     route.starts_with("/api/")
 }
 
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = request_id::from_headers(request.headers());
-    let method = request.method().clone();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-
-    state.metrics.http_active.inc();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut completion = Completion::begin(&state, &request, route);
+    let route = completion.route();
+    let probe = is_probe(route);
     let work = async {
-        if is_probe(route) {
+        if probe {
             return run_catching_panics(next, request).await;
         }
         match state.limiter.try_acquire() {
@@ -66,43 +69,104 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             }
         }
     };
-    let mut response = REQUEST_ID.scope(request_id.clone(), work).await;
-    state.metrics.http_active.dec();
-
-    let elapsed = started.elapsed();
-    let status = response.status();
-    state.metrics.observe_request(
-        method.as_str(),
-        route,
-        status.as_str(),
-        elapsed.as_secs_f64(),
-    );
-    macro_rules! access_log {
-        ($level:expr) => {
-            tracing::event!(
-                target: "farol::access",
-                $level,
-                request_id = request_id.to_str().unwrap_or_default(),
-                method = method.as_str(),
-                route,
-                status = status.as_u16(),
-                duration_ms = elapsed.as_micros() as f64 / 1000.0,
-                "request"
-            )
-        };
-    }
-    if is_probe(route) {
-        access_log!(tracing::Level::DEBUG);
-    } else {
-        access_log!(tracing::Level::INFO);
-    }
+    let response = REQUEST_ID.scope(completion.request_id.clone(), work).await;
+    // A large answer holds memory until its client has read it: charged to the payload
+    // budget meanwhile, or shed now if it does not fit.
+    let (parts, body) = response.into_parts();
+    let mut response = match state.payload_budget.charge_response(body) {
+        Some(body) => Response::from_parts(parts, body),
+        None => ApiError::OverloadedMemory.into_response(),
+    };
+    completion.status = Some(response.status());
     response
         .headers_mut()
-        .insert(request_id::HEADER, request_id);
+        .insert(request_id::HEADER, completion.request_id.clone());
     response
 }
 
+/// nginx's "client closed request": what a request is recorded with when its client went
+/// away before the answer (hyper then drops the handler's future mid-way).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+/// What a request is recorded with when the server dropped it: the drain at shutdown
+/// timed out with it still in flight.
+pub const ABANDONED_AT_SHUTDOWN: u16 = 503;
+
+/// What every request leaves behind, however it ends: the active-requests gauge back down,
+/// a latency observation and an access log line. Done on drop, because hyper drops the
+/// future of a request whose client disconnected: without this, the gauge would stay up
+/// for good and the slowest requests (the ones clients gave up on) would be missing from
+/// the latency histogram that the alerts read.
+struct Completion<'a> {
+    state: &'a AppState,
+    started: Instant,
+    method: Method,
+    route: Option<MatchedPath>,
+    request_id: HeaderValue,
+    /// Set when a response exists; `None` on drop means the client went away.
+    status: Option<StatusCode>,
+}
+
+impl<'a> Completion<'a> {
+    fn begin(state: &'a AppState, request: &Request, route: Option<MatchedPath>) -> Self {
+        state.metrics.http_active.inc();
+        Self {
+            state,
+            started: Instant::now(),
+            method: request.method().clone(),
+            route,
+            request_id: request_id::from_headers(request.headers()),
+            status: None,
+        }
+    }
+
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        let state = self.state;
+        state.metrics.http_active.dec();
+        let elapsed = self.started.elapsed();
+        let status = match self.status {
+            Some(status) => status.as_u16(),
+            None if state.shutdown.is_abandoning() => ABANDONED_AT_SHUTDOWN,
+            None => CLIENT_CLOSED_REQUEST,
+        };
+        let route = self.route();
+        state
+            .metrics
+            .observe_request(&self.method, route, status, elapsed.as_secs_f64());
+        macro_rules! access_log {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "farol::access",
+                    $level,
+                    request_id = self.request_id.to_str().unwrap_or_default(),
+                    // the label, not the token: a made-up method can be 32 KiB long
+                    method = method_label(&self.method),
+                    route,
+                    status,
+                    duration_ms = elapsed.as_micros() as f64 / 1000.0,
+                    "request"
+                )
+            };
+        }
+        if is_probe(route) {
+            access_log!(tracing::Level::DEBUG);
+        } else {
+            access_log!(tracing::Level::INFO);
+        }
+    }
+}
+
 async fn handle(state: &AppState, route: &str, request: Request, next: Next) -> Response {
+    // Until the schema is in place, a query could only fail with "relation does not
+    // exist": say "not yet" instead, which a client knows to retry.
+    if needs_schema(route) && !state.schema_ready() {
+        return ApiError::NotReady.into_response();
+    }
     if state.chaos_enabled && is_chaos_target(route) {
         let (latency, error_rate) = {
             let live = state.live.load();

@@ -56,10 +56,16 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("too many requests in flight")]
     Overloaded,
+    #[error("the memory set aside for payloads is in use")]
+    OverloadedMemory,
     #[error("the request took too long")]
     Timeout,
     #[error("the database is unavailable")]
     DatabaseUnavailable,
+    #[error("every database connection is busy")]
+    DatabaseBusy,
+    #[error("the service is starting")]
+    NotReady,
     #[error("injected fault")]
     InjectedFault,
     /// The cause is logged, never sent.
@@ -108,7 +114,7 @@ impl ApiError {
                 "payload-too-large",
                 "Payload too large",
             ),
-            Overloaded => (
+            Overloaded | OverloadedMemory => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "Service overloaded",
@@ -122,6 +128,16 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database-unavailable",
                 "Database unavailable",
+            ),
+            DatabaseBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-busy",
+                "Database busy",
+            ),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Service starting",
             ),
             InjectedFault => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,8 +161,18 @@ impl ApiError {
         match self {
             Validation(errors) => format!("{} field(s) failed validation", errors.len()),
             Overloaded => "the service is at its concurrency limit; retry shortly".into(),
+            OverloadedMemory => {
+                "the memory set aside for request and response bodies is in use; retry shortly"
+                    .into()
+            }
             Timeout => "the request did not finish within the server's time limit".into(),
             DatabaseUnavailable => "the database did not answer; retry shortly".into(),
+            DatabaseBusy => {
+                "every database connection stayed busy for the whole wait; retry shortly".into()
+            }
+            NotReady => {
+                "the service has not yet found its database schema in place; retry shortly".into()
+            }
             InjectedFault => "fault injection is on (CHAOS_ERROR_RATE)".into(),
             Internal => "an unexpected error occurred; it has been logged".into(),
             other => other.to_string(),
@@ -189,12 +215,13 @@ impl From<crate::db::DbError> for ApiError {
     fn from(error: crate::db::DbError) -> Self {
         use crate::db::DbError;
         match error {
-            DbError::Unavailable(_) => ApiError::DatabaseUnavailable,
+            DbError::Unavailable { .. } => ApiError::DatabaseUnavailable,
+            DbError::Busy => ApiError::DatabaseBusy,
             DbError::Timeout => ApiError::Timeout,
             DbError::Query(error) => {
                 tracing::error!(
                     request_id = crate::http::middleware::current_request_id(),
-                    %error,
+                    error = %crate::db::describe(&error),
                     "unexpected database error"
                 );
                 ApiError::Internal

@@ -3,6 +3,8 @@
 //! traffic), then stops accepting and drains in-flight requests within
 //! `SHUTDOWN_TIMEOUT_MS`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -21,12 +23,16 @@ pub enum Phase {
 #[derive(Clone)]
 pub struct Shutdown {
     phase: watch::Sender<Phase>,
+    /// Set when the drain timed out and the requests still in flight are dropped: they
+    /// were not given up by their clients.
+    abandoning: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
     fn default() -> Self {
         Self {
             phase: watch::Sender::new(Phase::Serving),
+            abandoning: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -54,6 +60,15 @@ impl Shutdown {
             }
             forward
         });
+    }
+
+    /// The drain timed out: what is still in flight is dropped by the server.
+    pub fn abandon(&self) {
+        self.abandoning.store(true, Ordering::Release);
+    }
+
+    pub fn is_abandoning(&self) -> bool {
+        self.abandoning.load(Ordering::Acquire)
     }
 
     /// Whether `/readyz` should answer 503.

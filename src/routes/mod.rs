@@ -16,9 +16,9 @@ use utoipa_axum::routes;
 use crate::http::middleware;
 use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::state::{AppState, BUILD};
+use crate::telemetry::metrics::method_label;
 
-/// Bodies above this are refused with 413 before they are read in full.
-pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+pub use crate::http::extract::BODY_LIMIT_BYTES;
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 #[derive(OpenApi)]
@@ -82,18 +82,31 @@ pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The router of `METRICS_PORT`: `/metrics` only.
+/// The router of `METRICS_PORT`: `/metrics`, and the probes `/livez` and `/readyz`, with
+/// the same layers as the main port (request ids, problem answers, the access log at
+/// debug). Probes answered here are answered even when the main port is at its
+/// connection bound: a flood of connections there must not make the orchestrator restart
+/// or unready a replica that restarting would not help.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/metrics", get(meta::metrics))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz));
+    with_layers(routes, state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        method_label(&method),
+        uri.path()
+    ))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        method_label(&method),
+        uri.path()
+    ))
 }

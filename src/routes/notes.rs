@@ -63,7 +63,7 @@ pub enum WriteProblems {
     Invalid(Problem),
     #[response(
         status = 503,
-        description = "Overloaded, timed out, or the database is unavailable",
+        description = "Overloaded, timed out, the database busy or unavailable, or the service still starting",
         content_type = "application/problem+json"
     )]
     Unavailable(Problem),
@@ -87,7 +87,7 @@ pub enum ReadProblems {
     NotFound(Problem),
     #[response(
         status = 503,
-        description = "Overloaded, timed out, or the database is unavailable",
+        description = "Overloaded, timed out, the database busy or unavailable, or the service still starting",
         content_type = "application/problem+json"
     )]
     Unavailable(Problem),
@@ -128,7 +128,7 @@ pub async fn create_note(
     responses(
         (status = 200, description = "A page of notes", body = NotePage),
         (status = 422, description = "limit outside 1..100, or a malformed cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Overloaded, timed out, or the database is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded, timed out, the database busy or unavailable, or the service still starting", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_notes(

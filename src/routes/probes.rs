@@ -32,7 +32,8 @@ pub struct HealthError {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HealthChecks {
-    /// `down` or `timeout`.
+    /// `down` (unreachable), `timeout` (no answer in time) or `busy` (no pooled connection
+    /// free in time: the service is saturated, the database may be fine).
     #[schema(example = "down")]
     pub database: String,
 }
@@ -49,7 +50,7 @@ pub struct NotReady {
     get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "The database answered", body = StatusOk),
-        (status = 503, description = "The database is down or did not answer in time", body = HealthError),
+        (status = 503, description = "The database is down, did not answer in time, or every pooled connection stayed busy", body = HealthError),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
@@ -58,6 +59,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Err(DbError::Timeout) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"timeout"}}"#,
+        ),
+        // No pooled connection became free in time: the service is saturated, which is
+        // not an outage (no connection was evicted, `/` still says "up").
+        Err(DbError::Busy) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"error","checks":{"database":"busy"}}"#,
         ),
         Err(_) => json(
             StatusCode::SERVICE_UNAVAILABLE,

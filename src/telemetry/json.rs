@@ -10,6 +10,7 @@ use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -27,7 +28,10 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let metadata = event.metadata();
+        // A record from the `log` crate arrives with tracing-log's placeholder metadata;
+        // its real level and target are recovered here, its `log.*` fields skipped below.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer, time::OffsetDateTime::now_utc())?;
         writer.write_str("\",\"level\":\"")?;
@@ -37,6 +41,7 @@ where
         let mut fields = Fields {
             writer: &mut writer,
             result: Ok(()),
+            skip_log_fields: normalized.is_some(),
         };
         event.record(&mut fields);
         fields.result?;
@@ -114,11 +119,13 @@ impl<W: Write> Write for Escaped<'_, W> {
 struct Fields<'a, 'w> {
     writer: &'a mut Writer<'w>,
     result: fmt::Result,
+    /// A `log` record's `log.*` fields repeat its metadata: left out.
+    skip_log_fields: bool,
 }
 
 impl Fields<'_, '_> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !(self.skip_log_fields && field.name().starts_with("log.")) {
             self.result = (|| {
                 self.writer.write_char(',')?;
                 write_string(self.writer, field.name())?;
@@ -277,10 +284,42 @@ mod tests {
     }
 
     #[test]
+    fn records_of_the_log_crate_keep_their_level_target_and_message() {
+        let lines = capture(|| {
+            let alert = "BadCertificate";
+            tracing_log::format_trace(
+                &tracing_log::log::Record::builder()
+                    .level(tracing_log::log::Level::Warn)
+                    .target("rustls::conn")
+                    .module_path_static(Some("rustls::conn"))
+                    .args(format_args!("Sending fatal alert {alert}"))
+                    .build(),
+            )
+            .unwrap();
+        });
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], "rustls::conn");
+        assert_eq!(line["message"], "Sending fatal alert BadCertificate");
+        assert!(
+            line.as_object()
+                .unwrap()
+                .keys()
+                .all(|k| !k.starts_with("log.")),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn odd_field_names_are_escaped_too() {
-        let lines = capture(|| tracing::info!("a\"b" = 1, "dotted.name" = 2, "m"));
+        let lines = capture(|| tracing::info!("a\"b" = 1, "dotted.name" = 2, "log.mine" = 3, "m"));
         assert_eq!(lines[0]["a\"b"], 1);
         assert_eq!(lines[0]["dotted.name"], 2);
+        assert_eq!(
+            lines[0]["log.mine"], 3,
+            "only a log record's own log.* fields are left out"
+        );
     }
 
     #[test]

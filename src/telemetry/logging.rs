@@ -23,7 +23,14 @@ pub struct Logging {
 
 impl Logging {
     /// Installs the global subscriber. Call once, early.
+    ///
+    /// The libraries under the database driver log through the `log` crate
+    /// (tokio-postgres, rustls: a TLS alert, a server notice); their records at warn and
+    /// above join the same JSON lines. Below warn they are not even formatted.
     pub fn init(format: LogFormat, level: LogLevel) -> Self {
+        let _ = tracing_log::LogTracer::builder()
+            .with_max_level(tracing_log::log::LevelFilter::Warn)
+            .init();
         let (writer, guard) = super::writer::batch_writer(std::io::stdout());
         let live = LiveLevel::new(level);
         let registry = tracing_subscriber::registry().with(live.clone());

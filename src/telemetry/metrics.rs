@@ -1,10 +1,30 @@
-//! The Prometheus metrics of DESIGN.md section 4, with OpenTelemetry semantic-convention
-//! names. Each [`Metrics`] has its own registry, so that several instances (tests) never
+//! The service's Prometheus metrics (docs/architecture.md lists them), with OpenTelemetry
+//! semantic-convention names. Each [`Metrics`] has its own registry, so that several instances (tests) never
 //! mix their figures.
 
+use axum::http::Method;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The `http_request_method` label: the method if it is one of the standard ones, else
+/// `_OTHER`, as the OpenTelemetry HTTP conventions say. hyper accepts any token as a
+/// method, and a label value taken from the client would let anyone add series (and
+/// memory) at will.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
 
 const HTTP_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -96,10 +116,15 @@ impl Metrics {
         }
     }
 
-    /// Records one finished request.
-    pub fn observe_request(&self, method: &str, route: &str, status: &str, seconds: f64) {
+    /// Records one finished request. Every label is bounded: the method is one of the
+    /// standard ones or `_OTHER`, the route a template of ours, the status a code we sent.
+    pub fn observe_request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
         self.http_duration
-            .with_label_values(&[method, route, status])
+            .with_label_values(&[
+                method_label(method),
+                route,
+                itoa::Buffer::new().format(status),
+            ])
             .observe(seconds);
     }
 
@@ -121,5 +146,40 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding to memory does not fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_every_other_token_is_other() {
+        for standard in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+        ] {
+            let method = Method::from_bytes(standard.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), standard);
+        }
+        for made_up in ["M00001", "get", "PROPFIND", "BREW"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "_OTHER", "{made_up}");
+        }
+    }
+
+    #[test]
+    fn made_up_methods_add_no_series() {
+        let metrics = Metrics::new("v", "c");
+        for n in 0..500 {
+            let method = Method::from_bytes(format!("M{n:05}").as_bytes()).unwrap();
+            metrics.observe_request(&method, "/livez", 200, 0.001);
+        }
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .count();
+        assert_eq!(series, 1, "{text}");
+        assert!(text.contains(r#"http_request_method="_OTHER""#));
     }
 }

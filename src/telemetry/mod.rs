@@ -3,3 +3,21 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod writer;
+
+/// An error and every cause under it, `: `-separated: the driver's errors put the useful
+/// part (a refused connection, a rejected password, a missing table) in their sources,
+/// which `Display` alone leaves out.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors already print their cause; say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -2,14 +2,18 @@
 //! and being reached over TLS. Every test here runs its own PostgreSQL cluster (or its
 //! own database): none of them can disturb another test.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::app::{assert_problem, start};
-use crate::support::pg::{PgCluster, create_database, free_port, shared_server_url};
+use crate::support::pg::{
+    PasswordCluster, PgCluster, create_database, free_port, shared_server_url,
+};
+use crate::support::tls::TlsCluster;
+
+/// Made-up passwords of the rotation tests' throwaway roles.
+const SECOND_PASSWORD: &str = "second-secret"; // pragma: allowlist secret (a throwaway test role's password)
 
 #[tokio::test]
 async fn an_outage_degrades_health_fast_and_recovery_needs_no_restart() {
@@ -107,7 +111,12 @@ async fn without_migrate_on_start_it_waits_for_someone_else_to_migrate() {
 
     let config = farol::config::DatabaseConfig::from_connection_string(&url).unwrap();
     let mut client = farol::db::connect_direct(&config).await.unwrap();
-    assert_eq!(farol::db::migrate::apply(&mut client).await.unwrap(), 1);
+    assert_eq!(
+        farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+            .await
+            .unwrap(),
+        1
+    );
     app.wait_ready().await;
     app.create_note("migrated", "by the job").await;
 }
@@ -135,178 +144,451 @@ async fn futures_join(url: &str) -> Vec<crate::support::app::TestApp> {
     vec![a, b, c]
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl {args:?}");
-}
-
-const EC_KEY: [&str; 5] = [
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-];
-
-/// A self-signed CA: `{name}.crt` and `{name}.key`.
-fn make_ca(dir: &Path, name: &str) {
-    let (key, crt, subject) = (
-        format!("{name}.key"),
-        format!("{name}.crt"),
-        format!("/CN={name}"),
-    );
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &EC_KEY,
-            &[
-                "-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subject,
-            ],
-        ]
-        .concat(),
-    );
-}
-
-/// `server.crt` and `server.key` for `localhost` (and no IP address), signed by `ca`.
-fn make_server_certificate(dir: &Path, ca: &str) {
-    openssl(
-        dir,
-        &[
-            &["req"][..],
-            &EC_KEY,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
-}
-
-struct TlsCluster {
-    cluster: PgCluster,
-    dir: tempfile::TempDir,
-}
-
-fn tls_cluster() -> TlsCluster {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    make_ca(dir.path(), "ca");
-    make_ca(dir.path(), "other-ca"); // a CA that did not sign the server's certificate
-    make_server_certificate(dir.path(), "ca");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    for file in ["server.crt", "server.key", "ca.crt", "other-ca.crt"] {
-        let path = dir.path().join(file);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    // PostgreSQL insists that its key belongs to it and nobody else can read it.
-    let key = dir.path().join("server.key");
-    let status = Command::new("chown").arg("postgres").arg(&key).status();
-    if status.is_err() || !status.unwrap().success() {
-        eprintln!("not root: the key stays ours");
-    }
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cert = format!("ssl_cert_file={}", dir.path().join("server.crt").display());
-    let key = format!("ssl_key_file={}", key.display());
-    let cluster = PgCluster::start_with(&["ssl=on", &cert, &key]);
-    TlsCluster { cluster, dir }
-}
-
-impl TlsCluster {
-    fn url(&self, host: &str, mode: &str, ca: Option<&str>) -> String {
-        let mut url = format!(
-            "postgres://postgres@{host}:{}/postgres?sslmode={mode}",
-            self.cluster.port
-        );
-        if let Some(ca) = ca {
-            url.push_str(&format!(
-                "&sslrootcert={}",
-                self.dir.path().join(ca).display()
-            ));
+/// Whether an app on `url` reaches the database (ready within `limit`), and how many
+/// of the connections it holds then are encrypted.
+async fn reaches(tls: &TlsCluster, url: String, limit: Duration) -> (bool, i64) {
+    let app = start(&url, &[]).await;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if app.get("/readyz").await.status() == 200 {
+            let healthy = app.get("/health").await.status() == 200;
+            return (healthy, tls.encrypted_connections().await);
         }
-        url
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (false, 0)
+}
 
-    async fn encrypted_connections(&self) -> i64 {
-        let (client, connection) =
-            tokio_postgres::connect(&self.cluster.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
-                 WHERE application_name = 'farol' AND ssl",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0)
+/// libpq's rules, every one: `require` without a root certificate encrypts and checks
+/// nothing; `require` with one and `verify-ca` check the chain but not the name;
+/// `verify-full` checks both.
+#[tokio::test]
+async fn tls_modes_check_what_libpq_checks() {
+    let tls = TlsCluster::start();
+    // Long enough for the right cases on a busy machine; the wrong ones never get there.
+    let limit = Duration::from_secs(10);
+    let cases = [
+        ("require", None, "127.0.0.1", true),
+        ("require", Some("ca.crt"), "127.0.0.1", true),
+        ("require", Some("other-ca.crt"), "localhost", false),
+        ("verify-ca", Some("ca.crt"), "127.0.0.1", true),
+        ("verify-ca", Some("other-ca.crt"), "localhost", false),
+        ("verify-full", Some("ca.crt"), "localhost", true),
+        ("verify-full", Some("ca.crt"), "127.0.0.1", false),
+        ("verify-full", Some("other-ca.crt"), "localhost", false),
+    ];
+    let outcomes = futures_util::future::join_all(
+        cases
+            .iter()
+            .map(|(mode, ca, host, _)| reaches(&tls, tls.url(host, mode, *ca), limit)),
+    )
+    .await;
+    for ((mode, ca, host, expected), (reached, encrypted)) in cases.iter().zip(outcomes) {
+        assert_eq!(
+            reached, *expected,
+            "sslmode={mode} sslrootcert={ca:?} host={host}"
+        );
+        if reached {
+            assert!(
+                encrypted > 0,
+                "sslmode={mode}: the pool's connections use TLS"
+            );
+        }
     }
 }
 
 #[tokio::test]
-async fn tls_verify_full_connects_with_the_right_ca_and_host_only() {
-    let tls = tls_cluster();
+async fn a_rotated_password_file_is_used_by_the_next_connection_without_a_restart() {
+    let db = PasswordCluster::start();
+    db.create_role_and_database("rotating", "first-secret")
+        .await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("password");
+    std::fs::write(&password_file, "first-secret\n").unwrap();
+    let port = db.cluster.port.to_string();
+    let env = farol::config::Env::from_pairs([
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", port.as_str()),
+        ("PGUSER", "rotating"),
+        ("PGDATABASE", "rotating"),
+        ("PGPASSWORD_FILE", password_file.to_str().unwrap()),
+        ("PGSSLMODE", "disable"),
+        ("DB_QUERY_TIMEOUT_MS", "1000"),
+    ]);
+    let settings = farol::config::Settings::from_env(&env).unwrap();
+    let app = crate::support::app::start_with_settings(settings).await;
+    app.wait_ready().await;
+    let note = app.create_note("before", "the rotation").await;
 
-    let good = start(&tls.url("localhost", "verify-full", Some("ca.crt")), &[]).await;
-    good.wait_ready().await;
-    assert_eq!(good.get("/health").await.status(), 200);
-    assert!(
-        tls.encrypted_connections().await > 0,
-        "the pool's connections use TLS"
+    // The database's password changes first and every session is cut, as an operator
+    // rotating it does; the mounted file follows a little later.
+    db.admin(&format!("ALTER ROLE rotating PASSWORD '{SECOND_PASSWORD}'"))
+        .await;
+    db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rotating'")
+        .await;
+    app.wait_for_status("/health", 503, Duration::from_secs(5))
+        .await;
+    std::fs::write(&password_file, "second-secret\n").unwrap();
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
+    let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "same process, new password"
     );
+    app.create_note("after", "the rotation").await;
+}
 
-    let wrong_ca = start(
-        &tls.url("localhost", "verify-full", Some("other-ca.crt")),
+#[tokio::test]
+async fn a_saturated_pool_is_busy_not_an_outage() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(
+        &url,
+        &[("DB_POOL_MAX", "1"), ("DB_QUERY_TIMEOUT_MS", "1500")],
+    )
+    .await;
+    app.wait_ready().await;
+    let note = app.create_note("locked", "by the test").await;
+    let id = note["id"].as_str().unwrap().to_owned();
+
+    // The test locks the note's row; writes to it then hold the pool's only connection,
+    // one after the other, each for as long as its query may take.
+    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM notes WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let mut writes = Vec::new();
+    for _ in 0..2 {
+        let (client, url) = (app.client.clone(), app.url(&format!("/api/v1/notes/{id}")));
+        writes.push(tokio::spawn(async move {
+            client
+                .put(url)
+                .json(&json!({"title": "waits", "body": ""}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let note_path = format!("/api/v1/notes/{id}");
+    let (health, read) = tokio::join!(app.get("/health"), app.get(&note_path));
+    assert_eq!(health.status(), 503);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "error", "checks": {"database": "busy"}})
+    );
+    assert_eq!(read.headers()["retry-after"], "1");
+    assert_problem(read, 503, "database-busy").await;
+    let status: Value = app.get("/").await.json().await.unwrap();
+    assert_eq!(status["database"], "up", "busy is not an outage");
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for write in writes {
+        let status = write.await.unwrap();
+        assert!(status == 200 || status == 503, "{status}");
+    }
+    assert_eq!(app.get("/health").await.status(), 200);
+}
+
+#[tokio::test]
+async fn url_parameters_reach_postgresql_with_their_libpq_meaning() {
+    let url = create_database(&shared_server_url()).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin.batch_execute("CREATE SCHEMA app").await.unwrap();
+    let app = start(
+        &format!("{url}&application_name=my%20app&options=-c%20search_path%3Dapp"),
         &[],
     )
     .await;
-    let wrong_host = start(&tls.url("127.0.0.1", "verify-full", Some("ca.crt")), &[]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for refused in [&wrong_ca, &wrong_host] {
-        assert_eq!(refused.get("/readyz").await.status(), 503);
-        assert_eq!(refused.get("/health").await.status(), 503);
-    }
+    app.wait_ready().await;
+    app.create_note("in", "schema app").await;
+
+    let names: Vec<String> = admin
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "my app"),
+        "{names:?}"
+    );
+    let schema: String = admin
+        .query_one(
+            "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'notes'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, "app", "the migration ran with search_path=app");
 }
 
 #[tokio::test]
-async fn tls_require_encrypts_without_checking_the_certificate() {
-    let tls = tls_cluster();
-    let app = start(&tls.url("127.0.0.1", "require", None), &[]).await;
+async fn the_api_answers_503_not_500_until_its_schema_is_in_place() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[("MIGRATE_ON_START", "false")]).await;
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
+    let write = app
+        .post_json("/api/v1/notes", &json!({"title": "too", "body": "early"}))
+        .await;
+    assert_eq!(write.headers()["retry-after"], "1");
+    assert_problem(write, 503, "not-ready").await;
+    assert_problem(app.get("/api/v1/notes").await, 503, "not-ready").await;
+    assert_eq!(
+        app.get("/api/v1/openapi.json").await.status(),
+        200,
+        "needs no schema"
+    );
+
+    let config = farol::config::DatabaseConfig::from_connection_string(&url).unwrap();
+    let mut client = farol::db::connect_direct(&config).await.unwrap();
+    farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+        .await
+        .unwrap();
     app.wait_ready().await;
-    assert_eq!(app.get("/health").await.status(), 200);
-    assert!(tls.encrypted_connections().await > 0);
+    app.create_note("now", "fine").await;
+}
+
+/// The backends of this database (other than the caller's) waiting on a lock.
+async fn waiting_on_a_lock(client: &tokio_postgres::Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A migration may take longer than any timeout the service has: it is never cut short
+/// and started again (it could never finish). Here the migration is held up by a lock
+/// for over a minute, past the 60 s that once bounded it, with every bound the service
+/// still has set low.
+#[tokio::test]
+async fn a_migration_that_outlasts_every_bound_is_never_cut_short() {
+    let url = create_database(&shared_server_url()).await;
+    let (blocker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    blocker
+        .batch_execute(
+            "CREATE TABLE refinery_schema_history (version int4 PRIMARY KEY, \
+             name varchar(255), applied_on varchar(255), checksum varchar(255))",
+        )
+        .await
+        .unwrap();
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE refinery_schema_history IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // Watched from another session: inside a transaction, pg_stat_activity stays as it
+    // was at the transaction's first look.
+    let (observer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let app = start(
+        &url,
+        &[
+            ("DB_CONNECT_TIMEOUT_MS", "200"),
+            ("DB_QUERY_TIMEOUT_MS", "200"),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let migrating = loop {
+        if let [pid] = waiting_on_a_lock(&observer).await[..] {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert_eq!(
+        waiting_on_a_lock(&observer).await,
+        [migrating],
+        "the same migration session, still waiting: not abandoned for a new attempt"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 503);
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    app.wait_ready().await;
+    app.create_note("migrated", "in the end").await;
+}
+
+/// A rotated password stops new connections only: the established ones keep serving
+/// until the file catches up. Failing to open one must not close the others, or a
+/// rotation under load empties the pool (each failure closing what is idle).
+#[tokio::test]
+async fn a_password_rotated_before_its_file_leaves_the_established_connections_serving() {
+    let db = PasswordCluster::start();
+    db.create_role_and_database("steady", "first-secret").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("password");
+    std::fs::write(&password_file, "first-secret\n").unwrap();
+    let port = db.cluster.port.to_string();
+    let env = farol::config::Env::from_pairs([
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", port.as_str()),
+        ("PGUSER", "steady"),
+        ("PGDATABASE", "steady"),
+        ("PGPASSWORD_FILE", password_file.to_str().unwrap()),
+        ("PGSSLMODE", "disable"),
+        ("DB_POOL_MAX", "3"),
+    ]);
+    let app =
+        crate::support::app::start_with_settings(farol::config::Settings::from_env(&env).unwrap())
+            .await;
+    app.wait_ready().await;
+    let note = app.create_note("read", "under load").await;
+    let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
+
+    // Two connections in the pool: a write held on a locked row keeps one busy while a
+    // read opens the other.
+    let (locker, connection) =
+        tokio_postgres::connect(&db.cluster.url("steady"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let id = note["id"].as_str().unwrap();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM notes WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let write = {
+        let (client, url) = (app.client.clone(), app.url(&path));
+        tokio::spawn(async move {
+            client
+                .put(url)
+                .json(&json!({"title": "w", "body": ""}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.get(&path).await.status(), 200);
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(write.await.unwrap(), 200);
+
+    // The password changes; the file has not caught up. Three reads at once: two take the
+    // two connections, the third must open one, and fails.
+    db.admin(&format!("ALTER ROLE steady PASSWORD '{SECOND_PASSWORD}'"))
+        .await;
+    let burst = futures_util::future::join_all((0..3).map(|_| app.get(&path))).await;
+    let statuses: Vec<u16> = burst.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    // What the failed connect did not do: close the two that work.
+    for _ in 0..5 {
+        assert_eq!(
+            app.get(&path).await.status(),
+            200,
+            "the established connections still serve"
+        );
+    }
+    std::fs::write(&password_file, "second-secret\n").unwrap();
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
+}
+
+/// A database that hangs (a partition) rather than refuses: the waits for a pool slot
+/// behind hanging connects are the outage's, not saturation: `down`, never `busy`.
+#[tokio::test]
+async fn a_hanging_database_is_down_not_busy() {
+    let cluster = PgCluster::start();
+    let url = create_database(&cluster.url("postgres")).await;
+    let app = start(
+        &url,
+        &[
+            ("DB_POOL_MAX", "2"),
+            ("DB_QUERY_TIMEOUT_MS", "400"),
+            ("DB_CONNECT_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    cluster.freeze();
+    let answers = futures_util::future::join_all((0..8).map(|_| app.get("/health"))).await;
+    let mut words = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), 503);
+        let body: Value = answer.json().await.unwrap();
+        words.push(body["checks"]["database"].as_str().unwrap().to_owned());
+    }
+    cluster.thaw();
+    assert!(!words.iter().any(|w| w == "busy"), "{words:?}");
+    app.wait_for_status("/health", 200, Duration::from_secs(10))
+        .await;
+}
+
+/// The CA file is read again for each new connection: a renewed CA needs no restart (and
+/// a wrong one stops new connections at once).
+#[tokio::test]
+async fn a_replaced_ca_file_is_used_by_the_next_connection_without_a_restart() {
+    let tls = TlsCluster::start();
+    let live_ca = tls.dir.path().join("live-ca.crt");
+    std::fs::copy(tls.dir.path().join("ca.crt"), &live_ca).unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        tls.cluster.port,
+        live_ca.display()
+    );
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let kill_sessions = || async {
+        let (admin, connection) =
+            tokio_postgres::connect(&tls.cluster.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'farol' AND pid <> pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+    };
+
+    // A CA that did not sign the server's certificate: new connections are refused.
+    std::fs::copy(tls.dir.path().join("other-ca.crt"), &live_ca).unwrap();
+    kill_sessions().await;
+    app.wait_for_status("/health", 503, Duration::from_secs(5))
+        .await;
+    // The right one back: the same process connects again.
+    std::fs::copy(tls.dir.path().join("ca.crt"), &live_ca).unwrap();
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
 }

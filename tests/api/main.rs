@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounds;
 mod database;
 mod errors;
 mod live_config;

@@ -139,17 +139,26 @@ async fn metrics_port_moves_metrics_off_the_main_port() {
     let app =
         spawn_app_with(&[("METRICS_PORT", &crate::support::pg::free_port().to_string())]).await;
     assert_eq!(app.get("/metrics").await.status(), 404);
-    let metrics_url = format!("{}/metrics", app.metrics_address.as_ref().unwrap());
-    let text = app
+    let metrics_address = app.metrics_address.as_ref().unwrap();
+    let response = app
         .client
-        .get(metrics_url)
+        .get(format!("{metrics_address}/metrics"))
         .send()
         .await
-        .unwrap()
-        .text()
+        .unwrap();
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "every listener's answers carry X-Request-Id"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.contains("http_server_request_duration_seconds"));
+    let elsewhere = app
+        .client
+        .get(format!("{metrics_address}/api/v1/notes"))
+        .send()
         .await
         .unwrap();
-    assert!(text.contains("http_server_request_duration_seconds"));
+    crate::support::app::assert_problem(elsewhere, 404, "not-found").await;
 }
 
 #[tokio::test]

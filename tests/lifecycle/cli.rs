@@ -81,6 +81,37 @@ fn production_refuses_the_development_password_without_printing_it() {
 }
 
 #[test]
+fn production_through_config_dir_refuses_the_development_password_at_start_up() {
+    // Kubernetes sets APP_MODE through the mounted ConfigMap only.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("APP_MODE"), "production\n").unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(
+        secret.path().join("password"),
+        format!("{}\n", farol::config::DEVELOPMENT_DEFAULT_PASSWORD),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &[
+            ("CONFIG_DIR", dir.path().to_str().unwrap()),
+            ("PGHOST", "db"),
+            ("PGUSER", "farol"),
+            (
+                "PGPASSWORD_FILE",
+                secret.path().join("password").to_str().unwrap(),
+            ),
+        ],
+        &["serve"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("APP_MODE: production (from CONFIG_DIR/APP_MODE) refuses the development default database password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(farol::config::DEVELOPMENT_DEFAULT_PASSWORD));
+}
+
+#[test]
 fn a_database_url_error_never_shows_the_url() {
     let (code, _, stderr) = run(
         &[("DATABASE_URL", "postgres://u:hunter2@h:port/db")], // pragma: allowlist secret (a made-up URL, to show it never appears in errors)

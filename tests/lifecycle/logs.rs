@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::kubelet::ConfigMapVolume;
-use crate::support::pg::{create_database, shared_server_url};
+use crate::support::pg::{PasswordCluster, create_database, shared_server_url};
 use crate::support::process::FarolProcess;
 
 fn database_with_password() -> (tokio::runtime::Runtime, String) {
@@ -145,4 +145,80 @@ fn the_log_level_changes_live() {
         !farol.all_logs().contains("after-change"),
         "info lines are off at warn"
     );
+}
+
+#[test]
+fn why_the_database_is_unreachable_is_logged_once_per_reason_and_never_the_password() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = PasswordCluster::start();
+    rt.block_on(db.create_role_and_database("logged", "Old-S3cret-Pw")); // pragma: allowlist secret (a made-up password, to show it never appears in logs)
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("password");
+    std::fs::write(&file, "Old-S3cret-Pw\n").unwrap(); // pragma: allowlist secret (the same made-up password)
+    let port = db.cluster.port.to_string();
+    let farol = FarolProcess::spawn(&[
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", &port),
+        ("PGUSER", "logged"),
+        ("PGDATABASE", "logged"),
+        ("PGPASSWORD_FILE", file.to_str().unwrap()),
+        ("PGSSLMODE", "disable"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+
+    // The password changes under the service, and its sessions are cut.
+    let rotate = "ALTER ROLE logged PASSWORD 'New-S3cret-Pw'"; // pragma: allowlist secret (a made-up password, to show it never appears in logs)
+    rt.block_on(db.admin(rotate));
+    rt.block_on(
+        db.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'logged'"),
+    );
+    let line = farol.wait_for_log("password authentication failed", Duration::from_secs(10));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["level"], "WARN");
+    assert!(
+        entry["message"].as_str().unwrap().contains("unreachable"),
+        "{entry}"
+    );
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("for user \"logged\""),
+        "the driver's reason, whole: {entry}"
+    );
+    // The readiness ping fails every 2 s: the same reason is not logged again within 10 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let logs = farol.all_logs();
+    assert_eq!(
+        logs.matches("password authentication failed").count(),
+        1,
+        "{logs}"
+    );
+    assert!(!logs.contains("S3cret-Pw"), "a password reached the logs");
+}
+
+#[test]
+fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
+    let (_rt, url) = database_with_password();
+    let farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_LATENCY_MS", "500"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(farol.address.trim_start_matches("http://")).unwrap();
+        stream
+            .write_all(b"GET /api/v1/notes HTTP/1.1\r\nHost: x\r\nX-Request-Id: gave-up\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    } // the client goes away before the answer
+    let line = farol.wait_for_log("gave-up", Duration::from_secs(5));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["message"], "request");
+    assert_eq!(entry["status"], 499);
+    assert_eq!(entry["route"], "/api/v1/notes");
+    assert!(entry["duration_ms"].as_f64().unwrap() >= 100.0, "{entry}");
 }

@@ -15,7 +15,6 @@ use super::pg;
 pub struct TestApp {
     pub address: String,
     pub metrics_address: Option<String>,
-    pub database_url: String,
     pub client: reqwest::Client,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
@@ -49,6 +48,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn start(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
     let settings =
         Settings::from_env(&test_env(database_url, overrides)).expect("valid test settings");
+    start_with_settings(settings).await
+}
+
+/// Starts an app with exactly these settings, without waiting for it to be ready.
+pub async fn start_with_settings(settings: Settings) -> TestApp {
     let application = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     let metrics_address = application
@@ -62,7 +66,6 @@ pub async fn start(database_url: &str, overrides: &[(&str, &str)]) -> TestApp {
     TestApp {
         address,
         metrics_address,
-        database_url: database_url.to_owned(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -6,3 +6,4 @@ pub mod kubelet;
 pub mod pg;
 pub mod process;
 pub mod raw;
+pub mod tls;

@@ -242,6 +242,41 @@ impl PgCluster {
         }
     }
 
+    /// Freezes the server and every backend (SIGSTOP): a database that hangs rather than
+    /// stops, as behind a network partition. [`PgCluster::thaw`] undoes it.
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, signal: i32) {
+        let Some((postmaster, _)) = &*self.server.lock().unwrap() else {
+            return;
+        };
+        let mut pids = vec![*postmaster as i32];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the last ')'
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(*postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            // SAFETY: our own server's processes.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// A URL for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
         format!(
@@ -300,4 +335,47 @@ fn replace_database(url: &str, name: &str) -> String {
         out.push_str(query);
     }
     out
+}
+
+/// A cluster where every role but the superuser must give its password (scram): for
+/// rotating a password under a running service.
+pub struct PasswordCluster {
+    pub cluster: PgCluster,
+    _hba: tempfile::TempDir,
+}
+
+impl PasswordCluster {
+    pub fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let hba = tempfile::tempdir().unwrap();
+        let file = hba.path().join("pg_hba.conf");
+        std::fs::write(
+            &file,
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(hba.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cluster = PgCluster::start_with(&[&format!("hba_file={}", file.display())]);
+        Self { cluster, _hba: hba }
+    }
+
+    /// A login role with `password` and a database of the same name that it owns.
+    pub async fn create_role_and_database(&self, name: &str, password: &str) {
+        self.admin(&format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
+            .await;
+        self.admin(&format!("CREATE DATABASE {name} OWNER {name}"))
+            .await;
+    }
+
+    pub async fn admin(&self, sql: &str) {
+        let (client, connection) =
+            tokio_postgres::connect(&self.cluster.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    }
 }

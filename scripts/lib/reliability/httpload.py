@@ -265,8 +265,11 @@ class Farol:
     Its pid is written to WORK/farol.pid so that scripts/reliability can stop it even if
     this process is killed before its own cleanup runs."""
 
-    def __init__(self, binary, work, env, name="farol"):
+    def __init__(self, binary, work, env, name="farol", cgroup_procs=None):
+        """CGROUP_PROCS: a cgroup's procs file to start farol in (it reads its memory
+        limit at start, so it must be inside before it runs)."""
         self.binary, self.work, self.name = binary, work, name
+        self.cgroup_procs = cgroup_procs
         self.port = free_port()
         self.log_path = os.path.join(work, f"{name}.log")
         self.env = {
@@ -282,7 +285,12 @@ class Farol:
 
     def start(self, ready_within=15.0):
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log)
+        def enter_cgroup():
+            with open(self.cgroup_procs, "w") as procs:
+                procs.write("0")
+
+        self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log,
+                                        preexec_fn=enter_cgroup if self.cgroup_procs else None)
         log.close()
         with open(os.path.join(self.work, "farol.pid"), "w") as pidfile:
             pidfile.write(f"{self.process.pid}\n")

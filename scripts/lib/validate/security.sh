@@ -55,6 +55,9 @@ validate_security() {
 
   _security_checks secrets || failed=1
 
+  # cargo deny reads the metadata of every target's dependencies, including crates no
+  # build on this machine downloads (wasm ones): fetch them all first, by the lock file.
+  timeout 300 cargo fetch --locked --quiet || failed=1
   if timeout 300 cargo deny --frozen check --hide-inclusion-graph licenses bans sources \
     >"$SECURITY_TMP/deny.log" 2>&1; then
     ok "cargo deny: licenses, bans, sources ($(grep -c '^warning\[duplicate\]' "$SECURITY_TMP/deny.log") crates in two versions, a warning)"

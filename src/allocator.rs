@@ -1,0 +1,31 @@
+//! Giving back the memory a burst took.
+//!
+//! The binary uses mimalloc (`main.rs`). After a burst (a thousand connections each with
+//! a full request head, hundreds of large bodies) mimalloc keeps the freed pages: it
+//! returns them to the OS only after a purge delay, and only when the thread that owns
+//! them allocates or collects again, which an idle worker thread never does. Measured
+//! here, a burst of 300 bodies of 1 MiB left 65 to 110 MiB resident for good. Two
+//! settings fix it: no purge delay, and each worker thread collects its heap whenever it
+//! goes idle (a tokio park hook: a busy worker rarely parks, an idle one parks once).
+//! With both, the same burst was given back within a second, and the benchmark's
+//! throughput did not move beyond its run-to-run noise (docs/security.md).
+
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
+/// v3), which libmimalloc-sys does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Call once, first thing. An operator's own `MIMALLOC_PURGE_DELAY` wins.
+pub fn configure() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one of mimalloc's options, which it reads when it next purges.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
+/// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle.
+/// A normal (not forced) collect: it frees the thread's empty pages and purges what is
+/// due, a few microseconds beside the futex wait that parking is.
+pub fn collect_when_idle() {
+    // SAFETY: collects the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}

@@ -1,0 +1,70 @@
+//! Opening a connection: the password and the CA file as they are now, then the driver.
+//!
+//! Every new connection, pooled or not, is made here. Reading the password file and the
+//! CA file again each time is what lets a rotated password (`PGPASSWORD_FILE`, as
+//! Kubernetes secret volumes and CloudNativePG rotate it) or a renewed CA take effect
+//! without a restart; the pool makes new connections rare enough for that to cost nothing.
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
+use tokio::task::JoinHandle;
+
+use super::describe;
+use super::tls;
+use crate::config::DatabaseConfig;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Before the driver was asked: a secret or CA file that cannot be read.
+    #[error("{0}")]
+    Setup(String),
+    /// The driver's own reason: refused, TLS, authentication, a timeout.
+    #[error("{}", describe(.0))]
+    Driver(#[source] tokio_postgres::Error),
+}
+
+/// Opens one connection and spawns the task that drives it. `purpose` names the
+/// connection in the debug line logged when it ends.
+pub async fn open(
+    config: &DatabaseConfig,
+    purpose: &'static str,
+) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
+    let settings = config.connection_settings().map_err(ConnectError::Setup)?;
+    let tls = tls::connector(config).map_err(ConnectError::Setup)?;
+    let (client, connection) = settings.connect(tls).await.map_err(ConnectError::Driver)?;
+    let task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(purpose, error = %describe(&error), "database connection ended");
+        }
+    });
+    Ok((client, task))
+}
+
+/// The pool's manager: connections from [`open`], with deadpool-postgres's statement
+/// cache, recycled without a round trip (a closed connection is dropped; any other failure
+/// shows on the next query, which the pool then replaces).
+pub struct PoolManager {
+    pub config: DatabaseConfig,
+}
+
+impl managed::Manager for PoolManager {
+    type Type = ClientWrapper;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<ClientWrapper, ConnectError> {
+        let (client, task) = open(&self.config, "pool").await?;
+        Ok(ClientWrapper::new(client, task))
+    }
+
+    async fn recycle(
+        &self,
+        client: &mut ClientWrapper,
+        _: &Metrics,
+    ) -> RecycleResult<ConnectError> {
+        if client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        Ok(())
+    }
+}

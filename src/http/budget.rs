@@ -1,0 +1,235 @@
+//! The memory set aside for payloads: request bodies as they arrive, and large responses
+//! until their client has read them. One budget for both (a quarter of the memory
+//! budget, `config::budget`), counted in KiB, taken with `try_acquire`: a request that
+//! does not fit is shed at once with 503, never queued.
+//!
+//! Bodies are charged frame by frame as they arrive, twice their size (the bytes, and the
+//! copy that parsing makes), so that a client announcing a large body holds only what it
+//! has sent. Responses of at least [`CHARGED_RESPONSE_BYTES`] are charged when they leave
+//! the handler and released when hyper drops them: when the client has read them all,
+//! or when its connection is closed (at the latest by the write timeout of
+//! `http::server`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Responses smaller than this are not charged: the bookkeeping would cost more than the
+/// memory it tracks.
+pub const CHARGED_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The shared payload budget.
+#[derive(Clone)]
+pub struct PayloadBudget(Arc<Semaphore>);
+
+/// Why a body could not be read whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// Over the size limit.
+    TooLarge,
+    /// The budget is spent by others: shed.
+    OverBudget,
+    /// The client broke off or sent a broken body.
+    Broken,
+}
+
+impl PayloadBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.div_ceil(1024))))
+    }
+
+    fn take(&self, kib: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        self.0.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// Reads `body` whole, at most `limit` bytes, charging twice its size as it arrives.
+    /// The charge is held as long as the returned permit lives.
+    pub async fn read(
+        &self,
+        mut body: Body,
+        limit: usize,
+    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadError> {
+        let mut bytes = BytesMut::new();
+        let mut charge: Option<OwnedSemaphorePermit> = None;
+        let mut charged_kib = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ReadError::Broken)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if bytes.len() + data.len() > limit {
+                return Err(ReadError::TooLarge);
+            }
+            let needed_kib = (2 * (bytes.len() + data.len())).div_ceil(1024);
+            if needed_kib > charged_kib {
+                let more = self
+                    .take(needed_kib - charged_kib)
+                    .ok_or(ReadError::OverBudget)?;
+                match &mut charge {
+                    Some(held) => held.merge(more),
+                    None => charge = Some(more),
+                }
+                charged_kib = needed_kib;
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok((bytes.freeze(), charge))
+    }
+
+    /// `body` charged to the budget until it is dropped, if it is large enough to count;
+    /// `None` when it does not fit.
+    pub fn charge_response(&self, body: Body) -> Option<Body> {
+        let size = http_body::Body::size_hint(&body).exact().unwrap_or(0) as usize;
+        if size < CHARGED_RESPONSE_BYTES {
+            return Some(body);
+        }
+        let permit = self.take(size.div_ceil(1024))?;
+        Some(Body::new(Charged {
+            inner: body,
+            pending: Bytes::new(),
+            _permit: permit,
+        }))
+    }
+
+    #[cfg(test)]
+    fn available_kib(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// A response body that keeps its charge until hyper has taken all of it, handed over in
+/// slices of [`SLICE`]: hyper takes the next slice only when its write buffer has room,
+/// so a client that stops reading stops the body, and the charge stays until the
+/// connection is closed. (Handed over whole, the body would end at once, its charge with
+/// it, while its bytes waited in hyper's buffer for a client that never reads.)
+struct Charged {
+    inner: Body,
+    pending: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+const SLICE: usize = 16 * 1024;
+
+impl http_body::Body for Charged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        loop {
+            if !self.pending.is_empty() {
+                let take = self.pending.len().min(SLICE);
+                let slice = self.pending.split_to(take);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(slice))));
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.pending = data,
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.inner.size_hint();
+        let pending = self.pending.len() as u64;
+        hint.set_lower(hint.lower() + pending);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_is_charged_twice_its_size_while_held_then_released() {
+        let budget = PayloadBudget::new(1024 * 1024);
+        let (bytes, charge) = budget
+            .read(Body::from(vec![b'x'; 100 * 1024]), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(bytes.len(), 100 * 1024);
+        assert_eq!(budget.available_kib(), 1024 - 200);
+        drop(charge);
+        assert_eq!(budget.available_kib(), 1024);
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_or_the_budget_is_refused_and_nothing_stays_charged() {
+        let budget = PayloadBudget::new(256 * 1024);
+        assert_eq!(
+            budget
+                .read(Body::from(vec![b'x'; 2000]), 1000)
+                .await
+                .unwrap_err(),
+            ReadError::TooLarge
+        );
+        assert_eq!(
+            budget
+                .read(Body::from(vec![b'x'; 200 * 1024]), 1 << 20)
+                .await
+                .unwrap_err(),
+            ReadError::OverBudget
+        );
+        assert_eq!(budget.available_kib(), 256);
+    }
+
+    #[tokio::test]
+    async fn a_charged_response_keeps_its_charge_until_its_last_slice_is_taken() {
+        let budget = PayloadBudget::new(256 * 1024);
+        let mut body = budget
+            .charge_response(Body::from(vec![b'x'; 100 * 1024]))
+            .unwrap();
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(100 * 1024));
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), SLICE);
+        assert_eq!(budget.available_kib(), 156, "charged while slices remain");
+        let mut taken = first.len();
+        while let Some(frame) = body.frame().await {
+            taken += frame.unwrap().into_data().unwrap().len();
+        }
+        assert_eq!(taken, 100 * 1024);
+        drop(body);
+        assert_eq!(budget.available_kib(), 256);
+    }
+
+    #[tokio::test]
+    async fn large_responses_are_charged_until_dropped_small_ones_never() {
+        let budget = PayloadBudget::new(256 * 1024);
+        let small = budget
+            .charge_response(Body::from(vec![b'x'; 1000]))
+            .unwrap();
+        assert_eq!(budget.available_kib(), 256);
+        let large = budget
+            .charge_response(Body::from(vec![b'x'; 200 * 1024]))
+            .unwrap();
+        assert_eq!(budget.available_kib(), 56);
+        assert!(
+            budget
+                .charge_response(Body::from(vec![b'x'; 100 * 1024]))
+                .is_none(),
+            "does not fit"
+        );
+        drop(large);
+        drop(small);
+        assert_eq!(budget.available_kib(), 256);
+    }
+}

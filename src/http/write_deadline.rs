@@ -1,0 +1,151 @@
+//! A write timeout for connections: a client that stops reading its answer is cut off.
+//!
+//! hyper has a timeout for reading a request head, none for writing an answer. A client
+//! that asks for a large page and never reads it would keep the connection, its slot
+//! under `MAX_CONNECTIONS`, and the answer's memory for as long as TCP lets it (a peer
+//! that advertises a zero window is never timed out by TCP itself). Here a write that
+//! makes no progress for [`WRITE_TIMEOUT`] fails, and hyper closes the connection. Any
+//! progress starts the wait again: a slow reader is fine, a stalled one is not.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// How long a write may wait for the client to read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `io` with a deadline on write progress.
+pub struct WriteDeadline<IO> {
+    io: IO,
+    timeout: Duration,
+    /// Armed while a write waits; dropped on progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> WriteDeadline<IO> {
+    pub fn new(io: IO, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write returned `Pending`: an error once the deadline has passed.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the answer for the write timeout",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn track<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => match self.check_stall(cx) {
+                Ok(()) => Poll::Pending,
+                Err(error) => Poll::Ready(Err(error)),
+            },
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WriteDeadline<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.track(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.track(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.track(cx, result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.track(cx, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stalls_is_cut_off_after_the_timeout() {
+        let (server, _client) = tokio::io::duplex(64);
+        let mut server = WriteDeadline::new(server, WRITE_TIMEOUT);
+        let started = tokio::time::Instant::now();
+        let error = server.write_all(&[b'x'; 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_keeps_reading_is_never_cut_off() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 64];
+            loop {
+                tokio::time::sleep(WRITE_TIMEOUT / 2).await;
+                match client.read(&mut chunk).await.unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let mut server = WriteDeadline::new(server, WRITE_TIMEOUT);
+        server.write_all(&[b'x'; 640]).await.unwrap();
+        server.shutdown().await.unwrap();
+        drop(server);
+        assert_eq!(reader.await.unwrap().len(), 640);
+    }
+}

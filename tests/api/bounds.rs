@@ -1,0 +1,250 @@
+//! What a client can make the service hold, and for how long: metric series, request
+//! heads, connections, request bodies, and requests abandoned half-way.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::app::{TestApp, assert_problem, spawn_app_with, start};
+use crate::support::pg::{create_database, shared_server_url};
+use crate::support::raw::exchange;
+
+/// The value of the first `/metrics` line that starts with `series`.
+async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the end of a response head, or `limit` passes; returns what came.
+async fn read_head(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn made_up_methods_are_labelled_other_and_add_no_series() {
+    let app = spawn_app_with(&[]).await;
+    for n in 0..50 {
+        let answer = exchange(
+            &app.address,
+            format!("M{n:05} /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !text.contains("M000"),
+        "a client's method became a label:\n{text}"
+    );
+    let other = r#"http_server_request_duration_seconds_count{http_request_method="_OTHER",http_response_status_code="405",http_route="/livez"} 50"#;
+    assert!(text.contains(other), "missing {other}\n{text}");
+}
+
+#[tokio::test]
+async fn a_request_head_larger_than_a_proxy_passes_gets_431_at_once() {
+    let app = spawn_app_with(&[]).await;
+    let big = "x".repeat(40 * 1024);
+    let started = Instant::now();
+    let answer = exchange(
+        &app.address,
+        format!("GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "at once: {:?}",
+        started.elapsed()
+    );
+
+    // What a proxy passes still passes.
+    let fits = "x".repeat(20 * 1024);
+    let answer = exchange(
+        &app.address,
+        format!("GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+}
+
+#[tokio::test]
+async fn past_max_connections_new_connections_wait_until_one_closes() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[("MAX_CONNECTIONS", "2")]).await;
+    // Waiting on connections that close, so that no idle keep-alive connection of the
+    // test's HTTP client holds a slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !exchange(
+        &app.address,
+        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two idle connections take both slots.
+    let first = connect(&app).await;
+    let _second = connect(&app).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut third = connect(&app).await; // the kernel accepts it into the backlog
+    third
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let early = read_head(&mut third, Duration::from_millis(700)).await;
+    assert_eq!(early, "", "served past the bound");
+
+    drop(first);
+    let answer = read_head(&mut third, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once a slot freed: {answer:?}"
+    );
+}
+
+/// An app whose payload budget is `kib` KiB.
+async fn app_with_payload_budget(kib: usize) -> TestApp {
+    let url = create_database(&shared_server_url()).await;
+    let mut settings =
+        farol::config::Settings::from_env(&crate::support::app::test_env(&url, &[])).unwrap();
+    settings.payload_budget_bytes = kib * 1024;
+    let app = crate::support::app::start_with_settings(settings).await;
+    app.wait_ready().await;
+    app
+}
+
+/// A connection that sends a POST head announcing a 1 MiB body, then `sent` bytes of it.
+async fn post_part_of_a_body(app: &TestApp, sent: usize) -> TcpStream {
+    let mut stream = connect(app).await;
+    let mut request = b"POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{\"title\":\"t\",\"body\":\"".to_vec();
+    request.resize(request.len() + sent, b'b');
+    stream.write_all(&request).await.unwrap();
+    stream
+}
+
+async fn post_body_of(app: &TestApp, bytes: usize) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/notes"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"title":"t","body":"{}"}}"#, "b".repeat(bytes)))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bodies_are_charged_as_they_arrive_and_past_the_budget_shed_not_buffered() {
+    // 3 MiB of budget; bodies are charged twice their size (the bytes and the parse).
+    let app = app_with_payload_budget(3 * 1024).await;
+
+    // Announcing a large body takes nothing: only what arrives is charged.
+    let _announcers = [
+        post_part_of_a_body(&app, 100).await,
+        post_part_of_a_body(&app, 100).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        post_body_of(&app, 9000).await.status(),
+        201,
+        "announcements hold no budget"
+    );
+
+    // Two clients that really sent 760 KiB each hold 3040 KiB of the 3072.
+    let holders = [
+        post_part_of_a_body(&app, 760 * 1024).await,
+        post_part_of_a_body(&app, 760 * 1024).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let shed = post_body_of(&app, 20 * 1024).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "shed at once");
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let problem = assert_problem(shed, 503, "overloaded").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("memory"),
+        "{problem}"
+    );
+
+    drop(holders);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        post_body_of(&app, 9000).await.status(),
+        201,
+        "the budget is free again"
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_client_went_away_is_recorded_as_499_and_the_gauge_comes_back() {
+    let app = spawn_app_with(&[("CHAOS_ENABLED", "true"), ("CHAOS_LATENCY_MS", "600")]).await;
+    for _ in 0..5 {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"GET /api/v1/notes HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(stream); // gone before the answer
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        metric(&app, "http_server_active_requests").await,
+        Some(1.0),
+        "only the scrape itself is in flight"
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="499",http_route="/api/v1/notes"}"#
+        )
+        .await,
+        Some(5.0)
+    );
+}
+
+#[tokio::test]
+async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
+    let app = app_with_payload_budget(150).await;
+    for _ in 0..3 {
+        app.create_note("large", &"\u{1}".repeat(10_000)).await;
+    }
+    // three notes of 60 KB of JSON each: 180 KB, past the 150 KiB budget
+    let shed = app.get("/api/v1/notes?limit=3").await;
+    assert_problem(shed, 503, "overloaded").await;
+    // one fits
+    assert_eq!(app.get("/api/v1/notes?limit=1").await.status(), 200);
+}
