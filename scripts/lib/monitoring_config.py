@@ -21,9 +21,11 @@
         The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
     monitoring_config.py check-rule-tests
         Every alert fires in a unit test, every recording rule is compared in one.
-    monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME
+    monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME|list
         Sends a scenario's alerts to a running Alertmanager (the real alertmanager.yml) and
-        checks which of them it inhibits.
+        checks which of them it inhibits. The alerts carry the labels of each topology:
+        compose's (prometheus.yml and its target files) and production's (the
+        ServiceMonitor, PodMonitor and Probe of the production overlay).
 
 Standard library and PyYAML only (scripts/lib/stack.sh finds a python3 that has it).
 """
@@ -481,6 +483,12 @@ INVARIANTS = [
      'probe_success{job="farol-health"} and on (instance) up{job="farol"}', True),
     ("invariant:no-probe-without-farol-target",
      'probe_success{job="farol-health"} unless on (instance) up{job="farol"}', False),
+    # the labels Alertmanager's inhibitions compare are on the live series
+    ("invariant:farol-and-database-series-carry-namespace",
+     'up{job=~"farol|farol-health|postgres", namespace=""}', False),
+    ("invariant:database-series-carry-role", 'pg_up{role=""}', False),
+    ("invariant:farol-and-its-database-share-a-namespace",
+     'count by (namespace) (up{job="farol"}) and on (namespace) count by (namespace) (pg_up{role="primary"})', True),
 ]
 
 
@@ -540,6 +548,10 @@ def check_queries(prometheus_url, source, may_be_empty):
 # check-runbooks
 
 RUNBOOKS = REPO_ROOT / "docs/runbooks"
+RUNBOOK_SECTIONS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
+# page: wakes someone; ticket: working hours; none: an inhibit-only signal that notifies
+# no one (alertmanager.yml routes it to a receiver without configurations).
+SEVERITIES = ("page", "ticket", "none")
 
 
 def runbook_base():
@@ -560,10 +572,15 @@ def check_runbooks(write):
         for key in ("summary", "description", "runbook_url"):
             if not annotations.get(key):
                 problems.append(f"alert {name} has no {key}")
-        if rule.get("labels", {}).get("severity") not in ("page", "ticket"):
-            problems.append(f"alert {name}: severity must be page or ticket")
-        if not (RUNBOOKS / f"{name}.md").is_file():
+        if rule.get("labels", {}).get("severity") not in SEVERITIES:
+            problems.append(f"alert {name}: severity must be one of {', '.join(SEVERITIES)}")
+        runbook = RUNBOOKS / f"{name}.md"
+        if not runbook.is_file():
             problems.append(f"alert {name} has no runbook docs/runbooks/{name}.md")
+        else:
+            headings = re.findall(r"^## (.+?)\s*$", runbook.read_text(), re.M)
+            if headings != list(RUNBOOK_SECTIONS):
+                problems.append(f"docs/runbooks/{name}.md: sections {headings}, expected {list(RUNBOOK_SECTIONS)}")
     for path in sorted(RUNBOOKS.glob("*.md")):
         if path.stem not in alerts:
             problems.append(f"runbook {path.relative_to(REPO_ROOT)} has no alert")
@@ -626,52 +643,151 @@ def check_rule_tests():
             problems.append(f"alert {rule['alert']} never fires in tests/")
         if "record" in rule and rule["record"] not in compared:
             problems.append(f"recording rule {rule['record']} is compared in no test")
+    problems += check_target_alerts(all_rules)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"{len(all_rules)} rules, each covered by a unit test")
+        print(f"{len(all_rules)} rules, each covered by a unit test; TargetAbsent watches every scrape job")
     return 1 if problems else 0
+
+
+def check_target_alerts(all_rules):
+    """TargetAbsent watches exactly the scrape jobs of prometheus.yml."""
+    jobs = {job["job_name"] for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]}
+    absent = next((r for r in all_rules if r.get("alert") == "TargetAbsent"), None)
+    if absent is None:
+        return ["no TargetAbsent alert: a job without targets would go unnoticed"]
+    watched = set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent["expr"]))
+    if watched != jobs:
+        return [f"TargetAbsent watches {sorted(watched)}, prometheus.yml scrapes {sorted(jobs)}"]
+    return []
 
 
 # ---------------------------------------------------------------------------------------
 # check-inhibitions: the inhibit_rules of alertmanager.yml, on a running Alertmanager
 
-# For each scenario: the alerts sent, and which of them Alertmanager must suppress. Labels
-# as the rules set them: farol's alerts carry the farol target's instance (the blackbox
-# probe's too), the error-budget alerts only the job.
-_FAROL = {"job": "farol", "instance": "farol:5000"}
-INHIBITION_SCENARIOS = {
-    "farol-down": [
-        ({"alertname": "FarolDown", "severity": "page", **_FAROL}, False),
-        ({"alertname": "FarolHealthCheckFailing", "severity": "page", "job": "farol-health", "instance": "farol:5000"}, True),
-        ({"alertname": "HttpHighErrorRate", "severity": "page", **_FAROL}, True),
-        ({"alertname": "HttpHighLatency", "severity": "page", **_FAROL}, True),
-        ({"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": "farol"}, True),
-        ({"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "job": "farol"}, True),
-        # another instance of farol, and the host: not silenced
-        ({"alertname": "HttpHighErrorRate", "severity": "page", "job": "farol", "instance": "other:5000"}, False),
-        ({"alertname": "HostHighCpuUsage", "severity": "ticket", "job": "node", "instance": "host:9100"}, False),
-        ({"alertname": "Watchdog", "severity": "ticket"}, False),
-    ],
-    "postgres-down": [
-        ({"alertname": "PostgresDown", "severity": "page", "job": "postgres", "instance": "pg:9187"}, False),
-        ({"alertname": "FarolHealthCheckFailing", "severity": "page", "job": "farol-health", "instance": "farol:5000"}, True),
-        ({"alertname": "HttpHighErrorRate", "severity": "page", **_FAROL}, True),
-        ({"alertname": "ErrorBudgetBurnFast", "severity": "page", "job": "farol"}, True),
-        ({"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "job": "farol"}, True),
-        # slow answers and a farol that is down are not explained by the database
-        ({"alertname": "HttpHighLatency", "severity": "page", **_FAROL}, False),
-        ({"alertname": "FarolDown", "severity": "page", "job": "farol", "instance": "farol-b:5000"}, False),
-        ({"alertname": "PostgresTooManyConnections", "severity": "ticket", "job": "postgres", "instance": "pg:9187"}, False),
-        ({"alertname": "Watchdog", "severity": "ticket"}, False),
-    ],
-}
+# The label sets of each topology, read from the files that make them, and the alerts of
+# each scenario built from them with the labels the rules keep (an aggregation keeps only
+# its `by` labels, a plain comparison every label of the series).
+
+def compose_targets():
+    """{job: labels of its one target} in compose: prometheus.yml's jobs and the labels of
+    their target files (the probe job reads farol's and keeps its address as instance)."""
+    prom = load_yaml(MONITORING / "prometheus/prometheus.yml")
+    targets = {}
+    for job in prom["scrape_configs"]:
+        for sd in job.get("file_sd_configs", []):
+            for path in sd["files"]:
+                for group in load_yaml(MONITORING / "prometheus" / path) or []:
+                    targets[job["job_name"]] = {"job": job["job_name"], "instance": group["targets"][0],
+                                                **group.get("labels", {})}
+    return targets
+
+
+def production_targets():
+    """{job: labels} that the production overlay's ServiceMonitor, PodMonitor and Probe give
+    their series (deploy/k8s/overlays/production/monitoring.yaml, the base's namespace):
+    the operator adds namespace, pod, service, endpoint and container; the relabelings
+    and static labels of the manifests add the rest."""
+    deploy = REPO_ROOT / "deploy/k8s"
+    namespace = load_yaml(deploy / "base/kustomization.yaml")["namespace"]
+    docs = {d["kind"]: d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d}
+    pods = docs["PodMonitor"]["spec"]
+    relabel = {r["targetLabel"]: r.get("replacement") for r in pods["podMetricsEndpoints"][0].get("relabelings", [])}
+    probe = docs["Probe"]["spec"]
+    return {
+        "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
+                  "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
+        "postgres": {"job": relabel.get("job") or f"{namespace}/{docs['PodMonitor']['metadata']['name']}",
+                     "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
+                     "container": "postgres", "endpoint": "metrics", **({"role": "primary"} if "role" in relabel else {})},
+        "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
+                         **probe["targets"]["staticConfig"].get("labels", {})},
+    }
+
+
+def _keep(labels, *names):
+    return {k: v for k, v in labels.items() if k in names}
+
+
+def _alert(name, severity, labels):
+    return {"alertname": name, "severity": severity, **labels}
+
+
+def inhibition_scenarios():
+    """{scenario: [(alert labels, inhibited?)]} for both topologies."""
+    scenarios = {}
+    for topology, targets in (("compose", compose_targets()), ("production", production_targets())):
+        farol, probe, pg = targets["farol"], targets["farol-health"], targets["postgres"]
+        other_pod = {**farol, "instance": "10.1.0.12:9464", "pod": "farol-7d9f-b"}
+        per_instance = lambda name, t: _alert(name, "page", _keep(t, "namespace", "job", "instance"))  # noqa: E731
+        job_level = lambda name, sev: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
+        health = _alert("FarolHealthCheckFailing", "page", probe)
+        budget_fast, budget_slow = job_level("ErrorBudgetBurnFast", "page"), job_level("ErrorBudgetBurnSlow", "ticket")
+        scenarios[f"{topology}: one farol instance down"] = [
+            (_alert("FarolDown", "page", farol), False),
+            (per_instance("HttpHighErrorRate", farol), True),
+            (per_instance("HttpHighLatency", farol), True),
+            # its own probe (compose: the probe's instance is the target's address)
+            (health, topology == "compose"),
+            # another instance, and the service's budget: one pod down explains neither
+            (per_instance("HttpHighErrorRate", other_pod), False),
+            (budget_fast, False),
+            (budget_slow, False),
+            (_alert("Watchdog", "ticket", {}), False),
+        ]
+        scenarios[f"{topology}: every farol instance down"] = [
+            (_alert("FarolDown", "page", farol), False),
+            (_alert("FarolDown", "page", other_pod), False),
+            (job_level("FarolAllInstancesDown", "none"), False),
+            (health, True),
+            (budget_fast, True),
+            (budget_slow, True),
+            (per_instance("HttpHighLatency", other_pod), True),
+            (_alert("PostgresDown", "page", pg), False),
+        ]
+        primary = {**pg, "role": "primary"}
+        scenarios[f"{topology}: farol's primary down"] = [
+            (_alert("PostgresDown", "page", primary), False),
+            (health, True),
+            (per_instance("HttpHighErrorRate", farol), True),
+            (budget_fast, True),
+            # not explained by the database: slow answers, a farol down, a budget spent
+            (per_instance("HttpHighLatency", farol), False),
+            (_alert("FarolDown", "page", other_pod), False),
+            (budget_slow, False),
+            (_alert("PostgresTooManyConnections", "ticket", primary), False),
+        ]
+        scenarios[f"{topology}: after the primary's outage"] = [
+            (_alert("PostgresPrimaryRecentlyDown", "none", _keep(pg, "namespace")), False),
+            (per_instance("HttpHighErrorRate", farol), True),
+            (budget_fast, True),
+            # not windowed: a failing probe now is a new problem
+            (health, False),
+            (budget_slow, False),
+        ]
+        scenarios[f"{topology}: a replica or another team's database down"] = [
+            (_alert("PostgresDown", "page", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}), False),
+            (_alert("PostgresDown", "page", {**pg, "role": "primary", "namespace": "billing"}), False),
+            (_alert("PostgresPrimaryRecentlyDown", "none", {"namespace": "billing"}), False),
+            (health, False),
+            (per_instance("HttpHighErrorRate", farol), False),
+            (budget_fast, False),
+        ]
+        scenarios[f"{topology}: a scrape target down"] = [
+            (_alert("TargetDown", "ticket", pg), False),
+            (_alert("TargetAbsent", "ticket", {"job": "farol-health"}), False),
+            (_alert("PostgresDown", "page", primary), False),
+            (health, True),   # by PostgresDown, not by the target alerts
+            (per_instance("HttpHighLatency", farol), False),
+        ]
+    return scenarios
 
 
 def check_inhibitions(alertmanager_url, scenario):
     import time
     base = alertmanager_url.rstrip("/")
-    alerts = INHIBITION_SCENARIOS[scenario]
+    alerts = inhibition_scenarios()[scenario]
     body = json.dumps([{"labels": labels, "annotations": {"summary": "inhibition test"}}
                        for labels, _ in alerts]).encode()
     request = urllib.request.Request(f"{base}/api/v2/alerts", data=body, method="POST",
@@ -806,7 +922,7 @@ def main(argv):
     sub.add_parser("check-rule-tests")
     p = sub.add_parser("check-inhibitions")
     p.add_argument("--alertmanager", required=True)
-    p.add_argument("--scenario", choices=sorted(INHIBITION_SCENARIOS), required=True)
+    p.add_argument("--scenario", required=True, help="a scenario name; `list` prints them")
     args = parser.parse_args(argv)
     if args.command == "drill":
         drill(args.out_dir, args.source, args.factor)
@@ -821,6 +937,9 @@ def main(argv):
     elif args.command == "check-rule-tests":
         return check_rule_tests()
     elif args.command == "check-inhibitions":
+        if args.scenario == "list":
+            print("\n".join(inhibition_scenarios()))
+            return 0
         return check_inhibitions(args.alertmanager, args.scenario)
     return 0
 

@@ -3,7 +3,8 @@
 # (bench, fire drill, fuzzing, query checks). Sourced after common.sh.
 #
 #   pg_start DIR PORT     initdb (once) and start a cluster in DIR on 127.0.0.1:PORT;
-#                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol)
+#                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol);
+#                         PG_MAX_CONNECTIONS (200) sets its max_connections
 #   pg_stop DIR           fast shutdown (keeps the data)
 #   pg_resume DIR         start it again after pg_stop
 #
@@ -30,7 +31,7 @@ pg_start() {
       || { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }
   fi
   printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$dir'" \
-    "max_connections = 200" "fsync = off" "synchronous_commit = off" "full_page_writes = off" \
+    "max_connections = ${PG_MAX_CONNECTIONS:-200}" "fsync = off" "synchronous_commit = off" "full_page_writes = off" \
     > "$dir/data/postgresql.auto.conf"
   PG_PORT=$port PG_DIR=$dir
   pg_resume "$dir"

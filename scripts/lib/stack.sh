@@ -23,10 +23,13 @@
 #       may come before stack_start.
 #   stack_python
 #       Sets STACK_PYTHON to a python3 that has PyYAML (the tools' venv, else the system's).
+#   stack_kill NAME, stack_revive NAME
+#       Stop one process of the stack (e.g. postgres-exporter), and start it again with the
+#       same command: the fire drill's exporter-down fault.
 
 STACK_PIDS=()
 STACK_ON_EXIT=()
-declare -A STACK_PORTS=()
+declare -A STACK_PORTS=() STACK_PID_OF=() STACK_CMD_OF=()
 : "${STACK_PROMETHEUS_ARGS:=}"
 
 stack_python() {
@@ -56,10 +59,13 @@ _stack_trap() {
 # _stack_run NAME READY_URL COMMAND...: start COMMAND in the background, logging to
 # STACK_LOG_DIR/NAME.log, and wait until READY_URL answers.
 _stack_run() {
-  local name=$1 ready=$2
+  local name=$1 ready=$2 quoted
   shift 2
-  "$@" >"$STACK_LOG_DIR/$name.log" 2>&1 &
+  "$@" >>"$STACK_LOG_DIR/$name.log" 2>&1 &
   STACK_PIDS+=("$!")
+  STACK_PID_OF[$name]=$!
+  printf -v quoted '%q ' "$ready" "$@"
+  STACK_CMD_OF[$name]=$quoted
   if ! wait_until 30 "$name" curl -fsS -o /dev/null "$ready"; then
     tail -n 20 "$STACK_LOG_DIR/$name.log" >&2
     die "$name did not become ready (log: $STACK_LOG_DIR/$name.log)"
@@ -125,6 +131,22 @@ stack_start() {
     --rules.alert.resend-delay="$resend" $STACK_PROMETHEUS_ARGS
   export STACK_PROMETHEUS_URL STACK_ALERTMANAGER_URL STACK_WEBHOOK_LOG STACK_LOG_DIR
   ok "monitoring stack up: Prometheus $STACK_PROMETHEUS_URL, Alertmanager $STACK_ALERTMANAGER_URL (logs: $STACK_LOG_DIR)"
+}
+
+stack_kill() {
+  local name=$1 pid=${STACK_PID_OF[$1]:-} deadline
+  [ -n "$pid" ] || die "stack_kill: no process named $name"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+stack_revive() {
+  local name=$1
+  [ -n "${STACK_CMD_OF[$name]:-}" ] || die "stack_revive: no process named $name"
+  eval "_stack_run $(printf '%q' "$name") ${STACK_CMD_OF[$name]}"
 }
 
 stack_stop() {

@@ -203,7 +203,7 @@ fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
     let farol = FarolProcess::spawn(&[
         ("DATABASE_URL", &url),
         ("CHAOS_ENABLED", "true"),
-        ("CHAOS_LATENCY_MS", "500"),
+        ("CHAOS_LATENCY_MS", "3000"),
     ]);
     farol.wait_for_log("ready", Duration::from_secs(10));
     {
@@ -220,5 +220,7 @@ fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
     assert_eq!(entry["message"], "request");
     assert_eq!(entry["status"], 499);
     assert_eq!(entry["route"], "/api/v1/notes");
-    assert!(entry["duration_ms"].as_f64().unwrap() >= 100.0, "{entry}");
+    // measured until the client went away, not until the handler would have finished
+    let took = entry["duration_ms"].as_f64().unwrap();
+    assert!(took > 0.0 && took < 3000.0, "{entry}");
 }

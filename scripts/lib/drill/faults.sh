@@ -13,10 +13,11 @@
 #   drill_run NAME CMD...         run CMD to its end as a background job waited for: a
 #                                 signal to the script is handled at once, not after CMD
 #   farol_start, farol_stop       farol with the drill's settings (see farol_start)
+#   proxy_start, proxy_stop       the TCP proxy between farol and PostgreSQL (tcp_proxy.py)
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
 #   load_start SCENARIO, load_stop   paced wrk traffic (lib/drill/load.lua), per scenario
-# Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, PG_URL, and the LOAD_* and
-# FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
+# Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
+# PROXY_PORT, and the LOAD_* and FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
 
 declare -A DRILL_PIDS=()
 DRILL_LIB=$REPO_ROOT/scripts/lib/drill
@@ -61,7 +62,7 @@ drill_run() {
 # DB_QUERY_TIMEOUT_MS while PostgreSQL is down). Logs append to farol.log across restarts.
 farol_start() {
   drill_spawn farol "$DRILL_WORK/farol.log" env -u DATABASE_URL \
-    DATABASE_URL="$PG_URL" HOST=127.0.0.1 PORT="$FAROL_PORT" MIGRATE_ON_START=true \
+    DATABASE_URL="$FAROL_DB_URL" HOST=127.0.0.1 PORT="$FAROL_PORT" MIGRATE_ON_START=true \
     LOG_FORMAT=json LOG_LEVEL=info CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
     SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 "$FAROL_BIN" serve
@@ -72,6 +73,15 @@ farol_start() {
 }
 
 farol_stop() { drill_end farol TERM; }
+
+proxy_start() {
+  drill_spawn proxy "$DRILL_WORK/proxy.log" "$STACK_PYTHON" "$DRILL_LIB/tcp_proxy.py" \
+    "$PROXY_PORT" 127.0.0.1 "$PG_PORT"
+  wait_until 10 "the proxy" bash -c "exec 3<>/dev/tcp/127.0.0.1/$PROXY_PORT" \
+    || die "the TCP proxy did not start (log: $DRILL_WORK/proxy.log)"
+}
+
+proxy_stop() { drill_end proxy TERM; }
 
 farol_pid() { echo "${DRILL_PIDS[farol]:-none}"; }
 

@@ -68,8 +68,25 @@ class Row:
     to_fire: str = ""
     webhook: str = ""
     to_resolve: str = ""
+    bound: str = ""         # the bounds the configuration allows: notify / resolve
     result: str = "ok"      # ok | FAIL | n/a | -  (allowed)
     load: str = ""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The longest the configuration allows, in seconds: from the fault to the firing
+    notification (to Prometheus firing, for alerts that notify no one), and from the fix
+    to the resolved one (to Prometheus resolving)."""
+    notify: float
+    resolve: float
+    prometheus_fire: float
+    prometheus_resolve: float
+
+    def text(self, silent=False):
+        if silent:
+            return f"<= {self.prometheus_fire:.0f} s / <= {self.prometheus_resolve:.0f} s"
+        return f"<= {self.notify:.0f} s / <= {self.resolve:.0f} s"
 
 
 def _secs(x):
@@ -80,17 +97,19 @@ def _overlapping(intervals, start, end):
     return [iv for iv in intervals if iv.start < end and (iv.end is None or iv.end > start)]
 
 
-def judge(scenario, alert, marks, intervals, notices, suppressions):
+def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None):
     """One table row: how `alert` behaved in `scenario`. marks: {start, fault, fix, end};
     intervals: its firing intervals; notices: its webhook notices; suppressions: the
-    times Alertmanager held it back and by which alerts: [(t, {sources})]."""
+    times Alertmanager held it back and by which alerts: [(t, {sources})]; bounds: what
+    the configuration allows (Bounds), checked when given."""
     kind, detail = scenario.expectation(alert)
     start, end = marks["start"], marks["end"]
     fault, fix = marks.get("fault", start), marks.get("fix", end)
     in_window = _overlapping(intervals, start, end)
     firing_notices = [n for n in notices if n.status == "firing" and start <= n.t <= end]
     row = Row(scenario.title, alert, kind, "")
-    if kind == "fire":
+    later = alert in scenario.resolve_later
+    if kind in ("fire", "signal"):
         problems = []
         before = [iv for iv in in_window if iv.start < fault and (iv.end is None or iv.end > fault)]
         after = [iv for iv in in_window if iv.start >= fault]
@@ -99,28 +118,51 @@ def judge(scenario, alert, marks, intervals, notices, suppressions):
         if after:
             row.to_fire = _secs(after[0].start - fault)
             last = after[-1]
-            if last.end is None or last.end > end:
+            if later:
+                row.to_resolve = "after the drill"
+            elif last.end is None or last.end > end:
                 problems.append("did not resolve")
             else:
                 row.to_resolve = _secs(max(0.0, last.end - fix))
-            if len(after) > 1:
+            if len(after) > 1 and not later:
                 row.observed = f"fired {len(after)} times"
         else:
             problems.append("did not fire")
-        sent = [n.t for n in firing_notices if n.t >= fault]
-        resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
-        row.webhook = f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / {'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"
-        if not sent:
-            problems.append("never reached the webhook")
-        if after and not resolved:
-            problems.append("resolved notification missing")
-        row.observed = "; ".join(problems) if problems else (row.observed or "fired, resolved")
+        if kind == "fire":
+            sent = [n.t for n in firing_notices if n.t >= fault]
+            resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
+            row.webhook = (f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / "
+                           + ("later" if later else f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"))
+            if not sent:
+                problems.append("never reached the webhook")
+            if after and not resolved and not later:
+                problems.append("resolved notification missing")
+            if bounds:
+                row.bound = bounds.text()
+                if sent and sent[0] - fault > bounds.notify:
+                    problems.append(f"notified {sent[0] - fault:.0f} s after the fault, past its bound")
+                if resolved and not later and resolved[0] - fix > bounds.resolve:
+                    problems.append(f"resolved {resolved[0] - fix:.0f} s after the fix, past its bound")
+        else:
+            row.expected = "signal (notifies no one)"
+            row.webhook = "REACHED" if firing_notices else "silent"
+            if firing_notices:
+                problems.append("reached the webhook, though its route notifies no one")
+            if bounds:
+                row.bound = bounds.text(silent=True)
+                if after and after[0].start - fault > bounds.prometheus_fire:
+                    problems.append(f"fired {after[0].start - fault:.0f} s after the fault, past its bound")
+                if after and after[-1].end is not None and not later and after[-1].end - fix > bounds.prometheus_resolve:
+                    problems.append(f"resolved {after[-1].end - fix:.0f} s after the fix, past its bound")
+        row.observed = "; ".join(problems) if problems else (row.observed or (
+            "fired, notified" + ("" if later else ", resolved") if kind == "fire" else "fired silently, resolved"))
         row.result = "FAIL" if problems else "ok"
     elif kind == "inhibited":
-        row.expected = f"inhibited by {detail}"
+        sources = detail if isinstance(detail, tuple) else (detail,)
+        row.expected = f"inhibited by {' or '.join(sources)}"
         problems = []
         after = [iv for iv in in_window if iv.end is None or iv.end > fault]
-        held = [t for t, sources in suppressions if fault <= t <= end and detail in sources]
+        held = [t for t, by in suppressions if fault <= t <= end and by & set(sources)]
         if not after:
             problems.append("did not fire in Prometheus (inhibition not exercised)")
         else:
@@ -129,8 +171,12 @@ def judge(scenario, alert, marks, intervals, notices, suppressions):
                 problems.append("did not resolve")
             else:
                 row.to_resolve = _secs(max(0.0, after[-1].end - fix))
+                if bounds and after[-1].end - fix > bounds.prometheus_resolve:
+                    problems.append(f"resolved {after[-1].end - fix:.0f} s after the fix, past its bound")
         if after and not held:
-            problems.append(f"never seen inhibited by {detail}")
+            problems.append(f"never seen inhibited by {' or '.join(sources)}")
+        if bounds:
+            row.bound = bounds.text(silent=True)
         leaks = [n.t for n in firing_notices if n.t >= fault]
         if leaks:
             when = (f"+{_secs(leaks[0] - fix)} after the fix" if leaks[0] >= fix
@@ -139,7 +185,8 @@ def judge(scenario, alert, marks, intervals, notices, suppressions):
             problems.append(f"reached the webhook {when}")
         else:
             row.webhook = "silent"
-        row.observed = "; ".join(problems) if problems else f"fired, held back by {detail}, silent"
+        held_by = set().union(*(by for t, by in suppressions if fault <= t <= end)) & set(sources)
+        row.observed = "; ".join(problems) if problems else f"fired, held back by {', '.join(sorted(held_by))}, silent"
         row.result = "FAIL" if problems else "ok"
     else:
         if in_window:
@@ -233,34 +280,43 @@ def load_summary(path):
     return "no summary (wrk killed?)"
 
 
-def build_rows(events, alert_names, intervals, notices, recorder, loads, health_bound_ms, stack_times):
+def build_rows(events, alert_names, intervals, notices, recorder, loads, health_bound_ms, stack_times,
+               scenarios=None, bounds=None, skips=()):
+    """Every alert judged in every scenario that ran. A scenario that could not run is a
+    failure unless it was skipped on purpose (`skips`, from --skip)."""
     times, extras = events_by_scenario(events)
+    bounds = bounds or {}
     suppress = {}
     for r in recorder:
         for name, state in (r.get("am") or {}).items():
             if isinstance(state, list):
                 suppress.setdefault(name, []).append((r["t"], set(state)))
     rows = []
-    for scenario in sc.SCENARIOS:
+    for scenario in scenarios or sc.SCENARIOS:
         marks = times.get(scenario.name)
+        if scenario.name in skips:
+            rows.append(Row(scenario.title, "(scenario)", "run", "skipped on request (--skip)", result="n/a"))
+            continue
         if not marks or "start" not in marks:
+            rows.append(Row(scenario.title, "(scenario)", "run", "NOT RUN", result="FAIL"))
             continue
         marks.setdefault("end", stack_times["end"])
         first = len(rows)
         if "skip" in marks:
             reason = extras[scenario.name]["skip"].get("note", "")
-            for alert in scenario.fire:
-                rows.append(Row(scenario.title, alert, "fire", f"NOT TESTED: {reason}", result="n/a"))
+            rows.append(Row(scenario.title, "(scenario)", "run",
+                            f"COULD NOT RUN: {reason} (name it in --skip to run without it)", result="FAIL"))
         else:
             quiet, judged = [], []
             for alert in alert_names:
                 row = judge(scenario, alert, marks, intervals.get(alert, []),
-                            [n for n in notices if n.alert == alert], suppress.get(alert, []))
+                            [n for n in notices if n.alert == alert], suppress.get(alert, []),
+                            bounds.get(alert))
                 if row.expected in ("quiet", "fire or quiet") and row.observed == "quiet":
                     quiet.append(alert)
                 else:
                     judged.append(row)
-            rank = {"fire": 0, "fire or quiet": 2, "quiet": 3}
+            rank = {"fire": 0, "signal (notifies no one)": 0, "fire or quiet": 2, "quiet": 3}
             rows += sorted(judged, key=lambda r: rank.get(r.expected, 1))   # 1: inhibited by …
             if scenario.name == "database" and "fault" in marks and "fix" in marks:
                 rows += health_rows(scenario.title, marks, extras[scenario.name], recorder, health_bound_ms)
@@ -270,10 +326,22 @@ def build_rows(events, alert_names, intervals, notices, recorder, loads, health_
     return rows
 
 
+def coverage_row(alert_names, scenarios, skips):
+    """The full drill must show every alert of the rules fired or inhibited at least once."""
+    missing = sc.uncovered(alert_names, [s for s in scenarios if s.name not in skips])
+    if missing:
+        return Row("whole drill", "every alert", "covered by a scenario",
+                   f"NOT PROVEN: {', '.join(missing)}", result="FAIL" if not skips else "n/a")
+    return Row("whole drill", "every alert", "covered by a scenario",
+               f"all {len([a for a in alert_names if a != WATCHDOG])} proven by a scenario", result="ok")
+
+
 def render_table(rows):
     header = Row("scenario", "alert", "expected", "observed", "fault→firing",
-                 "webhook firing/resolved", "fix→resolved", "result", "load during the scenario")
-    cols = ["result", "scenario", "alert", "expected", "observed", "to_fire", "webhook", "to_resolve", "load"]
+                 "webhook firing/resolved", "fix→resolved", "bound notify/resolve", "result",
+                 "load during the scenario")
+    cols = ["result", "scenario", "alert", "expected", "observed", "to_fire", "webhook", "to_resolve", "bound",
+            "load"]
     table = [[getattr(r, c) for c in cols] for r in [header, *rows]]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     text, previous = [], None
@@ -289,10 +357,13 @@ def render_table(rows):
     return "\n".join(text), "\n".join(md)
 
 
-def settle_row(marks, intervals, expect_idle):
+def settle_row(marks, intervals, expect_idle, notices=(), later=(), bounds=None):
     """After the drill: has everything resolved? The full drill waits for it (the slow
-    burn's window included); --quick only reports what is still firing."""
+    burn's window included) and judges the alerts left to resolve here (`later`): they
+    must have resolved, and their resolved notification arrived, within their bound of
+    the end of their fault's scenario; --quick only reports what is still firing."""
     still = sorted(n for n, ivs in intervals.items() if n != WATCHDOG and ivs and ivs[-1].end is None)
+    rows = []
     if marks and "start" in marks:
         late = sorted((ivs[-1].end - marks["start"], n) for n, ivs in intervals.items()
                       if n != WATCHDOG and ivs and ivs[-1].end is not None
@@ -300,11 +371,32 @@ def settle_row(marks, intervals, expect_idle):
         resolved = ", ".join(f"{n} +{t:.0f} s" for t, n in late)
     else:
         resolved = ""
-    if expect_idle:
-        observed = f"still firing: {', '.join(still)}" if still else "all resolved"
-        if resolved:
-            observed += f" ({resolved} into the wait)"
-        return Row("after the drill", "every alert", "resolved", observed,
-                   result="FAIL" if still else "ok")
-    return Row("after the drill", "every alert", "not waited for (--quick)",
-               f"still firing: {', '.join(still)}" if still else "all resolved", result="-")
+    if not expect_idle:
+        return [Row("after the drill", "every alert", "not waited for (--quick)",
+                    f"still firing: {', '.join(still)}" if still else "all resolved", result="-")]
+    observed = f"still firing: {', '.join(still)}" if still else "all resolved"
+    if resolved:
+        observed += f" ({resolved} into the wait)"
+    rows.append(Row("after the drill", "every alert", "resolved", observed, result="FAIL" if still else "ok"))
+    for alert, fixed_at in later:
+        ivs = intervals.get(alert, [])
+        sent = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= fixed_at]
+        row = Row("after the drill", alert, "resolved, notified", "")
+        problems = []
+        if not ivs or ivs[-1].end is None:
+            problems.append("did not resolve")
+        else:
+            row.to_resolve = _secs(max(0.0, ivs[-1].end - fixed_at))
+        if not sent:
+            problems.append("resolved notification missing")
+        else:
+            row.webhook = f"resolved +{_secs(sent[-1] - fixed_at)}"
+        bound = (bounds or {}).get(alert)
+        if bound:
+            row.bound = bound.text()
+            if sent and sent[-1] - fixed_at > bound.resolve:
+                problems.append("resolved past its bound")
+        row.observed = "; ".join(problems) or "resolved, notified"
+        row.result = "FAIL" if problems else "ok"
+        rows.append(row)
+    return rows

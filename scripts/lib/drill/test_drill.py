@@ -106,6 +106,59 @@ class JudgeInhibited(unittest.TestCase):
         self.assertEqual(row.result, "FAIL")
 
 
+class JudgeSignalsAndBounds(unittest.TestCase):
+    BOUNDS = jd.Bounds(notify=20, resolve=30, prometheus_fire=15, prometheus_resolve=25)
+
+    def test_a_signal_fires_silently_and_resolves(self):
+        offline = sc.BY_NAME["offline"]
+        row = jd.judge(offline, "FarolAllInstancesDown", dict(MARKS), [Interval(114, 152)], [], [], self.BOUNDS)
+        self.assertEqual((row.result, row.webhook), ("ok", "silent"), row)
+        leaked = jd.judge(offline, "FarolAllInstancesDown", dict(MARKS), [Interval(114, 152)],
+                          [notice(115, "FarolAllInstancesDown")], [], self.BOUNDS)
+        self.assertEqual(leaked.result, "FAIL")
+        self.assertIn("notifies no one", leaked.observed)
+
+    def test_slower_than_the_configuration_allows_fails(self):
+        late = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), [Interval(115, 160)],
+                        [notice(135, "HttpHighErrorRate"), notice(163, "HttpHighErrorRate", "resolved")], [],
+                        self.BOUNDS)
+        self.assertEqual(late.result, "FAIL")
+        self.assertIn("past its bound", late.observed)
+        self.assertEqual(late.bound, "<= 20 s / <= 30 s")
+        on_time = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), [Interval(115, 160)],
+                           [notice(116, "HttpHighErrorRate"), notice(163, "HttpHighErrorRate", "resolved")], [],
+                           self.BOUNDS)
+        self.assertEqual(on_time.result, "ok", on_time)
+
+    def test_inhibited_by_either_of_its_inhibitors(self):
+        tail = jd.judge(DATABASE, "ErrorBudgetBurnFast", dict(MARKS), [Interval(120, 152)], [],
+                        [(160, {"PostgresPrimaryRecentlyDown"})])
+        self.assertEqual(tail.result, "ok", tail)
+
+    def test_the_slow_burn_fires_in_the_full_drill_and_resolves_after_it(self):
+        errors = next(s for s in sc.for_run(quick=False) if s.name == "errors")
+        self.assertEqual(errors.expectation("ErrorBudgetBurnSlow")[0], "fire")
+        row = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                       [notice(131, "ErrorBudgetBurnSlow")], [])
+        self.assertEqual((row.result, row.to_resolve), ("ok", "after the drill"), row)
+        quick = next(s for s in sc.for_run(quick=True) if s.name == "errors")
+        self.assertEqual(quick.expectation("ErrorBudgetBurnSlow")[0], "allowed")
+        settled = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},
+                                True, [notice(805, "ErrorBudgetBurnSlow", "resolved")],
+                                [("ErrorBudgetBurnSlow", 150.0)])
+        self.assertEqual([r.result for r in settled], ["ok", "ok"])
+        missing = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},
+                                True, [], [("ErrorBudgetBurnSlow", 150.0)])
+        self.assertEqual(missing[1].result, "FAIL")
+
+    def test_the_full_drill_must_prove_every_alert(self):
+        names = ["FarolDown", "Watchdog", "SomethingNew"]
+        row = jd.coverage_row(names, sc.for_run(quick=False), set())
+        self.assertEqual(row.result, "FAIL")
+        self.assertIn("SomethingNew", row.observed)
+        self.assertEqual(jd.coverage_row(["FarolDown", "Watchdog"], sc.for_run(quick=False), set()).result, "ok")
+
+
 class JudgeQuietAndAllowed(unittest.TestCase):
     def test_quiet_alert_firing_in_the_window_fails(self):
         row = jd.judge(ERRORS, "PostgresDown", dict(MARKS), [Interval(130, 140)], [], [])
@@ -123,7 +176,7 @@ class JudgeQuietAndAllowed(unittest.TestCase):
     def test_every_scenario_judges_host_alerts_strictly_only_under_stress(self):
         for s in sc.SCENARIOS:
             kind, _ = s.expectation("HostDiskFillingUp")
-            self.assertEqual(kind, "quiet", s.name)
+            self.assertEqual(kind, "fire" if s.name == "disk" else "quiet", s.name)
         self.assertEqual(sc.BY_NAME["cpu"].expectation("HostHighMemoryUsage")[0], "quiet")
 
 
@@ -163,10 +216,20 @@ class Rows(unittest.TestCase):
                   {"t": 11.0, "event": "skip", "scenario": "memory",
                    "note": "88% used would leave 900 MiB available, below the safety floor of 1024 MiB"},
                   {"t": 12.0, "event": "end", "scenario": "memory"}]
+        memory = [sc.BY_NAME["memory"]]
         rows = jd.build_rows(events, ["HostHighMemoryUsage", "HostHighCpuUsage"], {}, [], [], {}, 2000,
-                                {"end": 20.0})
-        self.assertEqual([(r.alert, r.result) for r in rows], [("HostHighMemoryUsage", "n/a")])
-        self.assertIn("NOT TESTED: 88% used would leave 900 MiB", rows[0].observed)
+                             {"end": 20.0}, memory)
+        self.assertEqual([(r.alert, r.result) for r in rows], [("(scenario)", "FAIL")])
+        self.assertIn("COULD NOT RUN: 88% used would leave 900 MiB", rows[0].observed)
+        # named in --skip: reported, not failed
+        rows = jd.build_rows(events, ["HostHighMemoryUsage"], {}, [], [], {}, 2000, {"end": 20.0}, memory,
+                             skips={"memory"})
+        self.assertEqual([(r.alert, r.result) for r in rows], [("(scenario)", "n/a")])
+
+    def test_a_scenario_that_never_started_fails(self):
+        rows = jd.build_rows([], ["HostHighMemoryUsage"], {}, [], [], {}, 2000, {"end": 20.0},
+                             [sc.BY_NAME["disk"]])
+        self.assertEqual([(r.observed, r.result) for r in rows], [("NOT RUN", "FAIL")])
 
     def test_quiet_alerts_fold_into_one_row_and_fired_ones_come_first(self):
         events = [{"t": 100.0, "event": "start", "scenario": "errors"},
@@ -179,7 +242,7 @@ class Rows(unittest.TestCase):
                    notice(113, "ErrorBudgetBurnFast"), notice(172, "ErrorBudgetBurnFast", "resolved")]
         names = ["ErrorBudgetBurnSlow", "PostgresDown", "HttpHighErrorRate", "ErrorBudgetBurnFast"]
         rows = jd.build_rows(events, names, intervals, notices, [], {"errors": "700 req/s"}, 2000,
-                                {"end": 210.0})
+                             {"end": 210.0}, [ERRORS])
         self.assertEqual([(r.alert, r.result) for r in rows],
                          [("HttpHighErrorRate", "ok"), ("ErrorBudgetBurnFast", "ok"),
                           ("ErrorBudgetBurnSlow", "-"), ("1 other alerts", "ok")])

@@ -130,8 +130,17 @@ ISSUER = resource(obj(
 
 # --- Prometheus operator (monitoring.coreos.com/v1) -------------------------------------
 
+# The operator's RelabelConfig: the fields of Prometheus's relabel_config, in camelCase.
+RELABELING = obj(
+    sourceLabels=arr({"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"}, 1),
+    separator=STR, regex=STR, modulus=INT, replacement=STR,
+    targetLabel={"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"},
+    action=enum("replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep",
+                "lowercase", "uppercase", "keepequal", "dropequal"),
+)
 ENDPOINT = {"path": {"type": "string", "pattern": r"^/"}, "interval": DURATION,
-            "scrapeTimeout": DURATION, "scheme": enum("http", "https"), "honorLabels": BOOL}
+            "scrapeTimeout": DURATION, "scheme": enum("http", "https"), "honorLabels": BOOL,
+            "relabelings": arr(RELABELING, 1)}
 SERVICE_MONITOR = resource(obj(
     ("selector", "endpoints"),
     selector=LABEL_SELECTOR, jobLabel=STR,
@@ -162,7 +171,7 @@ PROMETHEUS_RULE = resource(obj(
 # --- cross-checks -----------------------------------------------------------------------
 
 Findings = Iterator[str]
-SEVERITIES = {"page", "ticket"}
+SEVERITIES = {"page", "ticket", "none"}   # none: inhibit-only, notifies no one
 ALERT_ANNOTATIONS = {"summary", "description", "runbook_url"}
 
 
@@ -243,7 +252,7 @@ def refs_probe(render: Render, doc: dict) -> Findings:
 
 
 def refs_prometheus_rule(render: Render, doc: dict) -> Findings:
-    """The alert conventions of DESIGN.md section 5, and unique names."""
+    """The alert conventions of docs/monitoring.md, and unique names."""
     groups = dig(doc, "spec", "groups", default=[])
     seen = set()
     for group in groups:

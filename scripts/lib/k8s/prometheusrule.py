@@ -1,11 +1,15 @@
 """The production PrometheusRule, generated from the Prometheus rule files of monitoring/.
 
 The same groups, rules, labels and annotations as monitoring/prometheus/rules/*.yml (the
-files Prometheus loads in compose and the fire drill), with one difference: in production
-PostgreSQL is watched through CloudNativePG's built-in exporter, not postgres_exporter,
-so every postgres_exporter metric (pg_*) in an expression is replaced by its CloudNativePG
-equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that has no entry there stops the
-generation: an alert must never silently watch a metric that does not exist.
+files Prometheus loads in compose and the fire drill), with two differences:
+- in production PostgreSQL is watched through CloudNativePG's built-in exporter, not
+  postgres_exporter, so every postgres_exporter metric (pg_*) in an expression and in an
+  annotation is replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_*
+  metric that has no entry there stops the generation: an alert must never silently watch
+  a metric that does not exist, nor its text point at one;
+- the scrape-target alerts (TargetDown, TargetAbsent) watch the jobs of the production
+  overlay in its namespace, not compose's: the cluster's Prometheus scrapes other teams'
+  targets too, and the platform watches its own exporters.
 
 Run through scripts/gen-prometheusrule (which writes or --check's the committed file).
 """
@@ -20,6 +24,9 @@ import re
 import sys
 
 import yaml
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import monitoring_config as mc  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "rules", "*.yml")
@@ -80,13 +87,32 @@ def load_groups(pattern: str = RULES_GLOB) -> list[dict]:
     return groups
 
 
+TARGET_ALERTS = ("TargetDown", "TargetAbsent")
+
+
+def production_target_expr(alert: str) -> str:
+    """The expression of a scrape-target alert for the production overlay's jobs."""
+    targets = mc.production_targets()
+    namespace = targets["farol"]["namespace"]
+    jobs = sorted({t["job"] for t in targets.values()})
+    if alert == "TargetDown":
+        watched = "|".join(j for j in jobs if j != "farol")
+        return f'up{{namespace="{namespace}", job=~"{watched}"}} == 0\n'
+    return "\nor ".join(f'absent(up{{namespace="{namespace}", job="{j}"}})' for j in jobs) + "\n"
+
+
 def convert(groups: list[dict]) -> list[dict]:
     out = []
     for group in groups:
         rules = []
         for rule in group.get("rules") or []:
             rule = dict(rule)
-            rule["expr"] = to_cnpg(str(rule["expr"]))
+            if rule.get("alert") in TARGET_ALERTS:
+                rule["expr"] = production_target_expr(rule["alert"])
+            else:
+                rule["expr"] = to_cnpg(str(rule["expr"]))
+            if "annotations" in rule:
+                rule["annotations"] = {k: to_cnpg(str(v)) for k, v in rule["annotations"].items()}
             rules.append(rule)
         out.append({**group, "rules": rules})
     return out

@@ -86,18 +86,20 @@ ROUTES
 # scenario's alerts are sent to a fresh instance, which must suppress exactly the expected
 # ones. Notifications go nowhere (the compose receiver's address does not resolve here).
 _check_inhibitions() {
-  local py=$1 tool=$2 tmp=$3 scenario port pid failed=0
-  for scenario in farol-down postgres-down; do
+  local py=$1 tool=$2 tmp=$3 scenario port pid failed=0 n=0 scenarios
+  mapfile -t scenarios < <("$py" "$tool" check-inhibitions --alertmanager none --scenario list)
+  for scenario in "${scenarios[@]}"; do
+    n=$((n + 1))
     port=$(free_port)
     prometheus-alertmanager --config.file=monitoring/alertmanager/alertmanager.yml \
-      --storage.path="$tmp/am-$scenario" --web.listen-address="127.0.0.1:$port" \
-      --cluster.listen-address= >"$tmp/am-$scenario.log" 2>&1 &
+      --storage.path="$tmp/am-$n" --web.listen-address="127.0.0.1:$port" \
+      --cluster.listen-address= >"$tmp/am-$n.log" 2>&1 &
     pid=$!
     if wait_until 20 "Alertmanager" curl -fsS -o /dev/null "http://127.0.0.1:$port/-/ready"; then
-      _check "inhibitions: $scenario" "$py" "$tool" check-inhibitions \
+      _check "inhibitions, $scenario" "$py" "$tool" check-inhibitions \
         --alertmanager "http://127.0.0.1:$port" --scenario "$scenario" || failed=1
     else
-      cat "$tmp/am-$scenario.log" >&2
+      cat "$tmp/am-$n.log" >&2
       failed=1
     fi
     kill "$pid" 2>/dev/null || true
