@@ -106,6 +106,57 @@ def _tokens(expr):
         pos = match.end()
 
 
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+             "offset", "bool", "inf", "nan",
+             # aggregation operators, which may take their `by (...)` before the parenthesis
+             "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+             "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
+_LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+
+def scope_selectors(expr, matcher):
+    """expr with `matcher` (e.g. namespace="farol") added to every series selector: each
+    metric name, with its label matchers if any. Function names, keywords, label names
+    in by(...)/on(...) lists and inside braces, and strings are left alone."""
+    tokens = list(_tokens(expr))
+    inserts = []   # (position, text)
+    depth_braces, label_list = 0, None
+    for i, (kind, text, start, end) in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else (None, "", len(expr), len(expr))
+        if text == "{":
+            depth_braces += 1
+            continue
+        if text == "}":
+            depth_braces -= 1
+            continue
+        if label_list is not None:
+            if text == "(":
+                label_list += 1
+            elif text == ")":
+                label_list -= 1
+                if label_list == 0:
+                    label_list = None
+            continue
+        if kind != "ident" or depth_braces:
+            continue
+        if text in _LABEL_LISTS:
+            if nxt[1] == "(":
+                label_list = 0
+            continue
+        if text.lower() in _KEYWORDS or nxt[1] == "(":
+            continue   # a keyword or a function
+        if nxt[1] == "{":
+            # the matching "}" token: a brace inside a quoted label value is a string's
+            close = next(t[2] for t in tokens[i + 2:] if t[1] == "}")
+            inner = expr[nxt[3]:close].strip()
+            inserts.append((close, (", " if inner else "") + matcher))
+        else:
+            inserts.append((end, "{" + matcher + "}"))
+    for position, text in sorted(inserts, reverse=True):
+        expr = expr[:position] + text + expr[position:]
+    return expr
+
+
 def promql_durations(expr):
     """(start, end, unit) of every duration in expr: range selectors and subqueries
     ("[5m]", "[1h:30s]") and offsets ("offset 5m"), unit "duration"; and the horizon of
@@ -309,16 +360,25 @@ def dump_yaml(doc, path, header):
 
 INTERVAL_FLOOR_MS = 1000     # no scrape, evaluation or wait below a second
 WINDOWS_PER_SCRAPE = 4       # a range keeps at least four scrapes: rate() needs two
+# Alertmanager's group_wait keeps at least three evaluations. In production it spans
+# two (30 s, 15 s): long enough for an inhibiting alert that Prometheus fires one
+# evaluation after the alert it inhibits to arrive before the first notification. At a
+# second, below one evaluation, the drill would leak such an alert by a race production
+# never runs; three leave room for the send to Alertmanager too.
+GROUP_WAIT_EVALUATIONS = 3
 
 
-def drill_shrinker(factor, window_floor_ms):
+def drill_shrinker(factor, window_floor_ms, group_wait_floor_ms=INTERVAL_FLOOR_MS):
     """fn for map_durations: divide by factor, rounded to whole seconds, never below the
-    floor of its role, never longer than the original, zero staying zero."""
-    def shrink(text, role, _path):
+    floor of its role (a group_wait's own), never longer than the original, zero staying
+    zero."""
+    def shrink(text, role, path):
         ms = parse_duration(text)
         if ms == 0:
             return text
         floor = window_floor_ms if role == "window" else INTERVAL_FLOOR_MS
+        if path and path[-1] == "group_wait":
+            floor = max(floor, group_wait_floor_ms)
         scaled = round(ms / factor / 1000) * 1000
         return format_duration(min(ms, max(floor, scaled)))
     return shrink
@@ -331,7 +391,10 @@ def drill(out_dir, source, factor):
     prometheus = load_yaml(source / "prometheus/prometheus.yml")
     scrape_ms = parse_duration(prometheus.get("global", {}).get("scrape_interval", "1m"))
     drill_scrape_ms = max(INTERVAL_FLOOR_MS, round(scrape_ms / factor / 1000) * 1000)
-    shrink = drill_shrinker(factor, WINDOWS_PER_SCRAPE * drill_scrape_ms)
+    evaluation_ms = parse_duration(prometheus.get("global", {}).get("evaluation_interval", "1m"))
+    drill_evaluation_ms = max(INTERVAL_FLOOR_MS, round(evaluation_ms / factor / 1000) * 1000)
+    shrink = drill_shrinker(factor, WINDOWS_PER_SCRAPE * drill_scrape_ms,
+                            GROUP_WAIT_EVALUATIONS * drill_evaluation_ms)
     for kind, rel in config_files(source):
         doc = map_durations(load_yaml(source / rel), kind, shrink)
         dump_yaml(doc, out_dir / rel,
@@ -647,19 +710,19 @@ def check_rule_tests():
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"{len(all_rules)} rules, each covered by a unit test; TargetAbsent watches every scrape job")
+        print(f"{len(all_rules)} rules, each covered by a unit test; ScrapeJobAbsent watches every scrape job")
     return 1 if problems else 0
 
 
 def check_target_alerts(all_rules):
-    """TargetAbsent watches exactly the scrape jobs of prometheus.yml."""
+    """ScrapeJobAbsent watches exactly the scrape jobs of prometheus.yml."""
     jobs = {job["job_name"] for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]}
-    absent = next((r for r in all_rules if r.get("alert") == "TargetAbsent"), None)
+    absent = next((r for r in all_rules if r.get("alert") == "ScrapeJobAbsent"), None)
     if absent is None:
-        return ["no TargetAbsent alert: a job without targets would go unnoticed"]
+        return ["no ScrapeJobAbsent alert: a job without targets would go unnoticed"]
     watched = set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent["expr"]))
     if watched != jobs:
-        return [f"TargetAbsent watches {sorted(watched)}, prometheus.yml scrapes {sorted(jobs)}"]
+        return [f"ScrapeJobAbsent watches {sorted(watched)}, prometheus.yml scrapes {sorted(jobs)}"]
     return []
 
 
@@ -693,7 +756,13 @@ def production_targets():
     namespace = load_yaml(deploy / "base/kustomization.yaml")["namespace"]
     docs = {d["kind"]: d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d}
     pods = docs["PodMonitor"]["spec"]
-    relabel = {r["targetLabel"]: r.get("replacement") for r in pods["podMetricsEndpoints"][0].get("relabelings", [])}
+    relabelings = pods["podMetricsEndpoints"][0].get("relabelings", [])
+    relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings}
+    # `role` must come from the pod labels CloudNativePG sets, or no series has it
+    role_sources = {src for r in relabelings if r["targetLabel"] == "role" for src in r.get("sourceLabels", [])}
+    if role_sources and not role_sources <= {"__meta_kubernetes_pod_label_role",
+                                             "__meta_kubernetes_pod_label_cnpg_io_instanceRole"}:
+        raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)}, not CloudNativePG's pod labels")
     probe = docs["Probe"]["spec"]
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
@@ -701,8 +770,9 @@ def production_targets():
         "postgres": {"job": relabel.get("job") or f"{namespace}/{docs['PodMonitor']['metadata']['name']}",
                      "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
                      "container": "postgres", "endpoint": "metrics", **({"role": "primary"} if "role" in relabel else {})},
+        # the operator labels a static target with the Probe's namespace
         "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
-                         **probe["targets"]["staticConfig"].get("labels", {})},
+                         "namespace": namespace, **probe["targets"]["staticConfig"].get("labels", {})},
     }
 
 
@@ -775,8 +845,8 @@ def inhibition_scenarios():
             (budget_fast, False),
         ]
         scenarios[f"{topology}: a scrape target down"] = [
-            (_alert("TargetDown", "ticket", pg), False),
-            (_alert("TargetAbsent", "ticket", {"job": "farol-health"}), False),
+            (_alert("ScrapeTargetDown", "ticket", pg), False),
+            (_alert("ScrapeJobAbsent", "ticket", {"job": "farol-health"}), False),
             (_alert("PostgresDown", "page", primary), False),
             (health, True),   # by PostgresDown, not by the target alerts
             (per_instance("HttpHighLatency", farol), False),

@@ -12,6 +12,8 @@ scenario expects; judge.py gives the verdicts).
         Waits until Prometheus has scraped every target successfully.
     drill.py next-scrape JOB [--lead S]
         Sleeps until S seconds (0.25) before JOB's next scrape: the database fault's timing.
+    drill.py series QUERY --timeout S
+        Waits until the instant QUERY returns a series (exit 0), else exit 1.
     drill.py mark EVENT SCENARIO [--note TEXT] [--at UNIX_TIME] [KEY=VALUE...]
         Appends an event (start, fault, fix, end, skip) to the drill's timeline.
     drill.py record FAROL_URL
@@ -444,6 +446,22 @@ def cmd_targets(stack, args):
         time.sleep(0.5)
 
 
+def cmd_series(stack, args):
+    """Waits until an instant query returns at least one series: exit 0, else 1."""
+    deadline = time.monotonic() + args.timeout
+    url = f"{stack.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": args.query})
+    while True:
+        try:
+            if http_json(url)["data"]["result"]:
+                return 0
+        except (OSError, ValueError) as err:
+            print(f"    {err}")
+        if time.monotonic() > deadline:
+            print(f"    no series for {args.query} within {args.timeout:.0f} s")
+            return 1
+        time.sleep(0.5)
+
+
 def faulted_5xx_share(stack, marks):
     """The share of /api/* requests that farol answered with 5xx between fault and fix,
     from its own metrics (wrk's totals cover the whole scenario); None without data."""
@@ -548,6 +566,9 @@ def main(argv):
     p.add_argument("--lead", type=float, default=0.25)
     p = sub.add_parser("targets")
     p.add_argument("--timeout", type=float, required=True)
+    p = sub.add_parser("series")
+    p.add_argument("query")
+    p.add_argument("--timeout", type=float, required=True)
     p = sub.add_parser("report")
     p.add_argument("--health-bound-ms", type=int, default=2000)
     p.add_argument("--expect-idle", action="store_true")
@@ -557,7 +578,8 @@ def main(argv):
         return 0
     stack = Stack()
     commands = {"mark": cmd_mark, "record": cmd_record, "wait": cmd_wait, "targets": cmd_targets,
-                "report": cmd_report, "adjust-config": cmd_adjust_config, "next-scrape": cmd_next_scrape}
+                "report": cmd_report, "adjust-config": cmd_adjust_config, "next-scrape": cmd_next_scrape,
+                "series": cmd_series}
     return commands[args.command](stack, args)
 
 

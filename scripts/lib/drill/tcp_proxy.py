@@ -25,13 +25,23 @@ async def pipe(reader, writer):
 
 
 async def main(listen_port, host, port):
+    # every open socket, closed on SIGTERM: the server's own close waits for its
+    # connections (Python 3.12 and later), and farol's pooled ones never end by themselves
+    writers = set()
+
     async def handle(client_reader, client_writer):
+        writers.add(client_writer)
         try:
             server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.close()
+            writers.discard(client_writer)
             return
-        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+        writers.add(server_writer)
+        try:
+            await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+        finally:
+            writers.difference_update((client_writer, server_writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port, reuse_address=True)
     stop = asyncio.Event()
@@ -40,6 +50,9 @@ async def main(listen_port, host, port):
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+        server.close()
+        for writer in list(writers):
+            writer.close()
 
 
 if __name__ == "__main__":

@@ -158,6 +158,15 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertIn("SomethingNew", row.observed)
         self.assertEqual(jd.coverage_row(["FarolDown", "Watchdog"], sc.for_run(quick=False), set()).result, "ok")
 
+    def test_a_skip_excuses_only_the_alerts_of_the_skipped_scenario(self):
+        full = sc.for_run(quick=False)
+        excused = jd.coverage_row(["FarolDown", "HostDiskFillingUp", "Watchdog"], full, {"disk"})
+        self.assertEqual(excused.result, "n/a")
+        self.assertIn("HostDiskFillingUp", excused.observed)
+        not_excused = jd.coverage_row(["HostDiskFillingUp", "SomethingNew", "Watchdog"], full, {"disk"})
+        self.assertEqual(not_excused.result, "FAIL")
+        self.assertIn("SomethingNew", not_excused.observed)
+
 
 class JudgeQuietAndAllowed(unittest.TestCase):
     def test_quiet_alert_firing_in_the_window_fails(self):

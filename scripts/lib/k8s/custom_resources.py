@@ -168,6 +168,21 @@ PROMETHEUS_RULE = resource(obj(
     groups=arr(obj(("name", "rules"), name=STR, interval=DURATION, limit=INT, rules=arr(RULE, 1)), 1),
 ), "monitoring.coreos.com/v1", "PrometheusRule")
 
+AM_MATCHER = obj(("name", "value"), name=STR, value=STR, matchType=enum("=", "!=", "=~", "!~"))
+AM_ROUTE: dict = obj(
+    receiver=STR, groupBy=arr(STR), groupWait=DURATION, groupInterval=DURATION,
+    repeatInterval=DURATION, matchers=arr(AM_MATCHER), **{"continue": BOOL},
+)
+AM_ROUTE["properties"]["routes"] = arr(AM_ROUTE)
+ALERTMANAGER_CONFIG = resource(obj(
+    ("route", "receivers"),
+    route=AM_ROUTE,
+    receivers=arr(obj(("name",), name=STR, webhookConfigs=arr(obj(
+        ("urlSecret",), urlSecret=obj(("name", "key"), name=STR, key=STR), sendResolved=BOOL), 1)), 1),
+    inhibitRules=arr(obj(("sourceMatch", "targetMatch"), sourceMatch=arr(AM_MATCHER, 1),
+                         targetMatch=arr(AM_MATCHER, 1), equal=arr(STR))),
+), "monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
+
 # --- cross-checks -----------------------------------------------------------------------
 
 Findings = Iterator[str]
@@ -276,6 +291,28 @@ def refs_nothing(render: Render, doc: dict) -> Findings:
     return iter(())
 
 
+def refs_alertmanager_config(render: Render, doc: dict) -> Findings:
+    """Every route names a receiver of the config, and every webhook's URL Secret (and
+    key) is in the render."""
+    names = {r["name"] for r in dig(doc, "spec", "receivers", default=[])}
+
+    def walk(route):
+        if route.get("receiver") and route["receiver"] not in names:
+            yield f"route receiver {route['receiver']!r} is not a receiver of the config"
+        for child in route.get("routes") or []:
+            yield from walk(child)
+
+    yield from walk(dig(doc, "spec", "route", default={}))
+    for receiver in dig(doc, "spec", "receivers", default=[]):
+        for hook in receiver.get("webhookConfigs") or []:
+            ref = hook["urlSecret"]
+            secret = render.get("Secret", ns_of(doc), ref["name"])
+            if secret is None:
+                yield f"receiver {receiver['name']}: Secret {ref['name']!r} is not in the render"
+            elif ref["key"] not in (secret.get("data") or {}) | (secret.get("stringData") or {}):
+                yield f"receiver {receiver['name']}: Secret {ref['name']!r} has no key {ref['key']!r}"
+
+
 # (apiVersion, kind) -> (schema, cross-check)
 CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] = {
     ("postgresql.cnpg.io/v1", "Cluster"): (CLUSTER, refs_cluster),
@@ -286,6 +323,7 @@ CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] 
     ("monitoring.coreos.com/v1", "PodMonitor"): (POD_MONITOR, refs_monitor),
     ("monitoring.coreos.com/v1", "Probe"): (PROBE, refs_probe),
     ("monitoring.coreos.com/v1", "PrometheusRule"): (PROMETHEUS_RULE, refs_prometheus_rule),
+    ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"): (ALERTMANAGER_CONFIG, refs_alertmanager_config),
 }
 CERT_MANAGER_ISSUER = "cert-manager.io/issuer"
 

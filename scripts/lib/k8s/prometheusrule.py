@@ -1,15 +1,27 @@
 """The production PrometheusRule, generated from the Prometheus rule files of monitoring/.
 
 The same groups, rules, labels and annotations as monitoring/prometheus/rules/*.yml (the
-files Prometheus loads in compose and the fire drill), with two differences:
-- in production PostgreSQL is watched through CloudNativePG's built-in exporter, not
-  postgres_exporter, so every postgres_exporter metric (pg_*) in an expression and in an
-  annotation is replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_*
-  metric that has no entry there stops the generation: an alert must never silently watch
-  a metric that does not exist, nor its text point at one;
-- the scrape-target alerts (TargetDown, TargetAbsent) watch the jobs of the production
-  overlay in its namespace, not compose's: the cluster's Prometheus scrapes other teams'
-  targets too, and the platform watches its own exporters.
+files Prometheus loads in compose and the fire drill), with these differences, each
+because the cluster's Prometheus and Alertmanager are shared with other teams:
+- every series selector is scoped to farol's namespace (`namespace="farol"` added), and
+  every alert carries that namespace as a label: farol's on-call is paged for farol's
+  services and databases only, and the AlertmanagerConfig (generated below, whose
+  routes the operator scopes to the namespace) takes them all;
+- the host alerts are left out: the nodes are the platform's, watched by its own node
+  alerts;
+- PostgreSQL is watched through CloudNativePG's built-in exporter, not postgres_exporter,
+  so every postgres_exporter metric (pg_*) in an expression and in an annotation is
+  replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that
+  has no entry there stops the generation: an alert must never silently watch a metric
+  that does not exist, nor its text point at one. The exporter lives in the database pod:
+  a pod or node lost takes `cnpg_collector_up` with it, so PostgresDown also fires when
+  the instance's scrape target is down (PRODUCTION_EXPR);
+- the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
+  production overlay, not compose's.
+
+It also generates the production AlertmanagerConfig from monitoring/alertmanager/
+alertmanager.yml: the same routes and inhibitions (the operator adds the namespace
+matcher to each), receivers as webhooks whose URLs come from the Secret farol-alerting.
 
 Run through scripts/gen-prometheusrule (which writes or --check's the committed file).
 """
@@ -30,7 +42,13 @@ import monitoring_config as mc  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "rules", "*.yml")
+ALERTMANAGER = os.path.join(REPO, "monitoring", "alertmanager", "alertmanager.yml")
 OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "prometheusrule.yaml")
+AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
+# The rule groups left to the platform (see above).
+PLATFORM_GROUPS = {"host"}
+# The production expression of an alert whose compose one cannot say it (see above).
+PRODUCTION_EXPR = {"PostgresDown": 'pg_up == 0 or up{job="postgres"} == 0\n'}
 
 # postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
 # names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
@@ -51,8 +69,10 @@ HEADER = """\
 # and run scripts/gen-prometheusrule; `scripts/validate k8s` fails while this file differs
 # from a fresh generation.
 #
-# The alerts of compose and the fire drill, for the Prometheus operator, with the
-# PostgreSQL expressions on CloudNativePG's metrics instead of postgres_exporter's.
+# The alerts of compose and the fire drill, for the Prometheus operator of a shared
+# cluster: every selector scoped to farol's namespace and every alert labelled with it,
+# the host alerts left to the platform, the PostgreSQL expressions on CloudNativePG's
+# metrics instead of postgres_exporter's, the scrape-target alerts on this overlay's jobs.
 """
 
 
@@ -87,35 +107,107 @@ def load_groups(pattern: str = RULES_GLOB) -> list[dict]:
     return groups
 
 
-TARGET_ALERTS = ("TargetDown", "TargetAbsent")
+TARGET_ALERTS = ("ScrapeTargetDown", "ScrapeJobAbsent")
+
+
+def namespace() -> str:
+    return mc.production_targets()["farol"]["namespace"]
 
 
 def production_target_expr(alert: str) -> str:
     """The expression of a scrape-target alert for the production overlay's jobs."""
-    targets = mc.production_targets()
-    namespace = targets["farol"]["namespace"]
-    jobs = sorted({t["job"] for t in targets.values()})
-    if alert == "TargetDown":
+    jobs = sorted({t["job"] for t in mc.production_targets().values()})
+    if alert == "ScrapeTargetDown":
         watched = "|".join(j for j in jobs if j != "farol")
-        return f'up{{namespace="{namespace}", job=~"{watched}"}} == 0\n'
-    return "\nor ".join(f'absent(up{{namespace="{namespace}", job="{j}"}})' for j in jobs) + "\n"
+        return f'up{{job=~"{watched}"}} == 0\n'
+    return "\nor ".join(f'absent(up{{job="{j}"}})' for j in jobs) + "\n"
 
 
 def convert(groups: list[dict]) -> list[dict]:
+    scope = f'namespace="{namespace()}"'
     out = []
     for group in groups:
+        if group["name"] in PLATFORM_GROUPS:
+            continue
         rules = []
         for rule in group.get("rules") or []:
             rule = dict(rule)
-            if rule.get("alert") in TARGET_ALERTS:
-                rule["expr"] = production_target_expr(rule["alert"])
+            name = rule.get("alert")
+            if name in TARGET_ALERTS:
+                expr = production_target_expr(name)
             else:
-                rule["expr"] = to_cnpg(str(rule["expr"]))
+                expr = to_cnpg(PRODUCTION_EXPR.get(name, str(rule["expr"])))
+            rule["expr"] = mc.scope_selectors(expr, scope)
+            if name:
+                rule["labels"] = {**rule.get("labels", {}), "namespace": namespace()}
             if "annotations" in rule:
                 rule["annotations"] = {k: to_cnpg(str(v)) for k, v in rule["annotations"].items()}
             rules.append(rule)
         out.append({**group, "rules": rules})
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The AlertmanagerConfig
+
+AM_HEADER = """\
+# GENERATED by scripts/gen-prometheusrule from monitoring/alertmanager/alertmanager.yml: do
+# not edit. Change that file and run scripts/gen-prometheusrule; `scripts/validate k8s`
+# fails while this file differs from a fresh generation.
+#
+# The routes and inhibitions of compose and the fire drill, for the shared Alertmanager of
+# the Prometheus operator, which adds namespace="farol" to every route and inhibition: the
+# alerts of farol's namespace only (the PrometheusRule labels them all with it). The
+# receivers are webhooks whose URLs come from the Secret farol-alerting (alerting.env, not
+# committed; alerting.env.example shows the keys): a pager, a ticket queue, a heartbeat.
+"""
+_AM_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
+
+
+def matchers(texts: list[str]) -> list[dict]:
+    out = []
+    for text in texts:
+        name, op, value = _AM_MATCHER.match(text).groups()
+        out.append({"name": name, "matchType": op, "value": value})
+    return out
+
+
+def _route(route: dict) -> dict:
+    keys = {"receiver": "receiver", "group_by": "groupBy", "group_wait": "groupWait",
+            "group_interval": "groupInterval", "repeat_interval": "repeatInterval",
+            "continue": "continue"}
+    out = {keys[k]: v for k, v in route.items() if k in keys}
+    if route.get("matchers"):
+        out["matchers"] = matchers(route["matchers"])
+    if route.get("routes"):
+        out["routes"] = [_route(r) for r in route["routes"]]
+    return out
+
+
+def alertmanager_config(config: dict) -> dict:
+    receivers = []
+    for receiver in config["receivers"]:
+        hooks = receiver.get("webhook_configs") or []
+        out = {"name": receiver["name"]}
+        if hooks:
+            out["webhookConfigs"] = [{"urlSecret": {"name": "farol-alerting", "key": receiver["name"]},
+                                      "sendResolved": bool(h.get("send_resolved", False))} for h in hooks]
+        receivers.append(out)
+    inhibit = [{"sourceMatch": matchers(r["source_matchers"]), "targetMatch": matchers(r["target_matchers"]),
+                "equal": r.get("equal", [])} for r in config.get("inhibit_rules", [])]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": {"name": "farol", "labels": {"app.kubernetes.io/name": "farol"}},
+        "spec": {"route": _route(config["route"]), "receivers": receivers, "inhibitRules": inhibit},
+    }
+
+
+def render_alertmanager_config() -> str:
+    with open(ALERTMANAGER, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    return AM_HEADER + yaml.dump(alertmanager_config(config), Dumper=BlockDumper, sort_keys=False,
+                                 width=1000, allow_unicode=True)
 
 
 def prometheus_rule(groups: list[dict]) -> dict:
@@ -149,37 +241,41 @@ def render(groups: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Generate the production PrometheusRule.")
+    parser = argparse.ArgumentParser(description="Generate the production PrometheusRule and AlertmanagerConfig.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="exit 1, with a diff, if the committed file differs from a fresh generation")
-    mode.add_argument("--stdout", action="store_true", help="print instead of writing the file")
+                      help="exit 1, with a diff, if a committed file differs from a fresh generation")
+    mode.add_argument("--stdout", action="store_true", help="print instead of writing the files")
     args = parser.parse_args()
     try:
-        text = render(load_groups())
+        outputs = [(OUTPUT, render(load_groups())), (AM_OUTPUT, render_alertmanager_config())]
     except (UnmappedMetric, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.stdout:
-        sys.stdout.write(text)
-        return 0
-    if args.check:
-        try:
-            with open(OUTPUT, encoding="utf-8") as f:
-                committed = f.read()
-        except FileNotFoundError:
-            committed = ""
-        if committed == text:
-            print(f"{os.path.relpath(OUTPUT, REPO)} is up to date")
-            return 0
-        sys.stdout.writelines(difflib.unified_diff(
-            committed.splitlines(True), text.splitlines(True), "committed", "generated"))
-        print(f"{os.path.relpath(OUTPUT, REPO)} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
-        return 1
-    with open(OUTPUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    print(f"wrote {os.path.relpath(OUTPUT, REPO)}")
-    return 0
+    stale = 0
+    for path, text in outputs:
+        name = os.path.relpath(path, REPO)
+        if args.stdout:
+            sys.stdout.write(text)
+            continue
+        if args.check:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    committed = f.read()
+            except FileNotFoundError:
+                committed = ""
+            if committed == text:
+                print(f"{name} is up to date")
+            else:
+                sys.stdout.writelines(difflib.unified_diff(
+                    committed.splitlines(True), text.splitlines(True), "committed", "generated"))
+                print(f"{name} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
+                stale += 1
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {name}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

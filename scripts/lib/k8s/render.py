@@ -92,6 +92,14 @@ def map_matches(selector: dict | None, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == str(v) for k, v in selector.items())
 
 
+class KubernetesLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it (1.2): a plain `=` (kustomize writes an
+    AlertmanagerConfig's matchType so) is the string "=", not YAML 1.1's value key."""
+
+
+KubernetesLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
 class Render:
     def __init__(self, docs: Iterable[dict]):
         self.docs = [d for d in docs if isinstance(d, dict) and d.get("kind")]
@@ -108,11 +116,11 @@ class Render:
     @classmethod
     def from_file(cls, path: str) -> Render:
         with open(path, encoding="utf-8") as f:
-            return cls(yaml.safe_load_all(f))
+            return cls(yaml.load_all(f, Loader=KubernetesLoader))
 
     @classmethod
     def from_text(cls, text: str) -> Render:
-        return cls(yaml.safe_load_all(text))
+        return cls(yaml.load_all(text, Loader=KubernetesLoader))
 
     def of_kind(self, *kinds: str) -> Iterator[dict]:
         return (d for d in self.docs if d["kind"] in kinds)

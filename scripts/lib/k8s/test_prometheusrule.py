@@ -1,7 +1,10 @@
 """Tests of the PrometheusRule generator (prometheusrule.py), on the real rule files:
-every group, alert and recording rule of monitoring/prometheus/rules appears, in order;
-only the PostgreSQL expressions differ, and only by the pg_* -> cnpg_* metrics; the result
+every group, alert and recording rule of monitoring/prometheus/rules appears, in order,
+but the host group left to the platform; every selector is scoped to farol's namespace
+and every alert carries it; otherwise only the PostgreSQL expressions (pg_* -> cnpg_*,
+PostgresDown also on its scrape target) and the scrape-target alerts differ; the result
 is what is committed; promtool accepts it; and it passes the custom-resource checks.
+The AlertmanagerConfig keeps alertmanager.yml's routes and inhibitions.
 
     python3 -m unittest discover -s scripts/lib/k8s -p 'test_prometheusrule.py'
 """
@@ -24,7 +27,13 @@ import yaml
 from custom_resources import check_custom_resources
 from render import Render
 
+mc = gen.mc   # imported by the generator, from scripts/lib
+
 PG = re.compile(r"\bpg_[a-zA-Z0-9_]+")
+# a series selector of the generated rules, or a quoted string (skipped): a metric name
+# (not a function: no "(" after it) and its matchers; the rules have no bare {...}
+SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:cnpg_|farol_|job:|instance:|namespace:|pg_|probe_|"""
+                      r"""process_|http_server_|up\b|ALERTS\b)[\w:]*)(?!\s*\()(\{[^}]*\})?""")
 
 
 def rule_name(rule: dict) -> str:
@@ -38,35 +47,55 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         cls.text = gen.render(cls.source)
         cls.generated = yaml.safe_load(cls.text)["spec"]["groups"]
 
+    def kept_source(self):
+        return [g for g in self.source if g["name"] not in gen.PLATFORM_GROUPS]
+
     def pairs(self):
-        for src_group, out_group in zip(self.source, self.generated):
+        for src_group, out_group in zip(self.kept_source(), self.generated):
             yield from zip(src_group["rules"], out_group["rules"])
 
-    def test_every_group_and_rule_appears_in_order(self):
-        self.assertEqual([(g["name"], [rule_name(r) for r in g["rules"]]) for g in self.source],
+    def test_every_group_and_rule_appears_in_order_but_the_platform_s(self):
+        self.assertIn("host", {g["name"] for g in self.source})
+        self.assertEqual([(g["name"], [rule_name(r) for r in g["rules"]]) for g in self.kept_source()],
                          [(g["name"], [rule_name(r) for r in g["rules"]]) for g in self.generated])
         # the alerts of docs/monitoring.md that live in monitoring/ are all there
         alerts = {rule_name(r) for g in self.generated for r in g["rules"] if "alert" in r}
         self.assertLessEqual({"FarolDown", "HttpHighErrorRate", "PostgresDown",
                               "PostgresTooManyConnections", "Watchdog"}, alerts)
+        self.assertFalse({"HostHighCpuUsage", "HostHighMemoryUsage"} & alerts)
 
     def test_groups_keep_their_settings(self):
-        for src, out in zip(self.source, self.generated):
+        for src, out in zip(self.kept_source(), self.generated):
             self.assertEqual({k: v for k, v in src.items() if k != "rules"},
                              {k: v for k, v in out.items() if k != "rules"})
 
+    def test_every_selector_is_scoped_and_every_alert_labelled_with_the_namespace(self):
+        for src, out in self.pairs():
+            expr = out["expr"]
+            self.assertNotIn("{}", expr)
+            selectors = [m for m in SELECTOR.finditer(expr) if not m.group(1)]
+            self.assertTrue(selectors or expr.strip() == "vector(1)", rule_name(src))
+            for match in selectors:
+                self.assertIn('namespace="farol"', match.group(3) or "", f"{rule_name(src)}: {match.group(0)}")
+            if "alert" in src:
+                self.assertEqual(out["labels"], {**src.get("labels", {}), "namespace": "farol"})
+
     def test_only_the_postgres_metrics_and_the_target_alerts_differ(self):
+        unscope = re.compile(r'(, )?namespace="farol"(, )?')
         changed = set()
         for src, out in self.pairs():
-            self.assertEqual({k: v for k, v in src.items() if k not in ("expr", "annotations")},
-                             {k: v for k, v in out.items() if k not in ("expr", "annotations")}, rule_name(src))
+            drop = ("expr", "annotations", "labels")
+            self.assertEqual({k: v for k, v in src.items() if k not in drop},
+                             {k: v for k, v in out.items() if k not in drop}, rule_name(src))
             if rule_name(src) in gen.TARGET_ALERTS:
                 changed.add(rule_name(src))
-                self.assertIn('namespace="farol"', out["expr"])
                 for job in ("node", "prometheus", "alertmanager", "blackbox"):
-                    self.assertNotIn(job, out["expr"], "the platform watches its own exporters")
+                    self.assertNotIn(f'"{job}"', out["expr"], "the platform watches its own exporters")
                 continue
-            texts = [("expr", src["expr"], out["expr"])] + [
+            after_expr = unscope.sub(lambda m: ", " if m.group(1) and m.group(2) else "", out["expr"])
+            after_expr = after_expr.replace("{}", "")
+            before_expr = gen.PRODUCTION_EXPR.get(rule_name(src), src["expr"])
+            texts = [("expr", before_expr, after_expr)] + [
                 (k, v, out["annotations"][k]) for k, v in (src.get("annotations") or {}).items()]
             for what, before, after in texts:
                 if PG.search(before):
@@ -75,7 +104,12 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                     self.assertIn("cnpg_", after)
                 else:
                     self.assertEqual(before, after, f"{rule_name(src)} {what}")
-        self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "TargetDown", "TargetAbsent"}, changed)
+        self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
+
+    def test_postgres_down_also_fires_on_its_scrape_target(self):
+        rule = next(r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown")
+        self.assertIn('cnpg_collector_up{namespace="farol"} == 0', rule["expr"])
+        self.assertIn('up{job="postgres", namespace="farol"} == 0', rule["expr"])
 
     def test_the_committed_file_is_a_fresh_generation(self):
         with open(gen.OUTPUT, encoding="utf-8") as f:
@@ -95,6 +129,67 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         doc = yaml.safe_load(self.text)
         doc["metadata"]["namespace"] = "farol"
         self.assertEqual(list(check_custom_resources(Render([doc]))), [])
+
+
+class AlertmanagerConfigOnTheRealFile(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with open(gen.ALERTMANAGER, encoding="utf-8") as f:
+            cls.source = yaml.safe_load(f)
+        cls.text = gen.render_alertmanager_config()
+        cls.generated = yaml.safe_load(cls.text)["spec"]
+
+    def test_the_same_routes_in_the_same_order(self):
+        def flat(route, as_text):
+            """(receiver, matchers as text, depth) of every route, depth first."""
+            def walk(node, depth):
+                yield node["receiver"], sorted(as_text(m) for m in node.get("matchers") or []), depth
+                for child in node.get("routes") or []:
+                    yield from walk(child, depth + 1)
+            return list(walk(route, 0))
+        source = flat(self.source["route"], lambda m: m.replace(" ", ""))
+        generated = flat(self.generated["route"], lambda m: f'{m["name"]}{m["matchType"]}"{m["value"]}"')
+        self.assertEqual(source, generated)
+        self.assertGreater(len(source), 3)
+
+    def test_every_inhibition_is_kept(self):
+        self.assertEqual(len(self.source["inhibit_rules"]), len(self.generated["inhibitRules"]))
+        for src, out in zip(self.source["inhibit_rules"], self.generated["inhibitRules"]):
+            self.assertEqual(src.get("equal", []), out["equal"])
+            self.assertEqual(len(src["source_matchers"]), len(out["sourceMatch"]))
+            self.assertEqual(len(src["target_matchers"]), len(out["targetMatch"]))
+
+    def test_every_webhook_url_is_a_key_of_the_example_secret_and_none_is_committed(self):
+        example = os.path.join(os.path.dirname(gen.AM_OUTPUT), "alerting.env.example")
+        with open(example, encoding="utf-8") as f:
+            keys = {line.split("=", 1)[0] for line in f if "=" in line and not line.startswith("#")}
+        for receiver in self.generated["receivers"]:
+            for hook in receiver.get("webhookConfigs", []):
+                self.assertEqual(hook["urlSecret"]["name"], "farol-alerting")
+                self.assertIn(hook["urlSecret"]["key"], keys)
+                self.assertNotIn("url", hook)
+
+    def test_the_committed_file_is_a_fresh_generation(self):
+        with open(gen.AM_OUTPUT, encoding="utf-8") as f:
+            self.assertEqual(f.read(), self.text, "run scripts/gen-prometheusrule")
+
+
+class ScopeSelectors(unittest.TestCase):
+    NS = 'namespace="farol"'
+
+    def test_metric_names_get_the_matcher_functions_and_label_lists_do_not(self):
+        self.assertEqual(mc.scope_selectors('sum by (job) (rate(up{job="a"}[5m])) > 0 and on (job) x', self.NS),
+                         'sum by (job) (rate(up{job="a", namespace="farol"}[5m])) > 0 '
+                         'and on (job) x{namespace="farol"}')
+
+    def test_aggregations_with_their_by_first_and_recording_names(self):
+        self.assertEqual(mc.scope_selectors("max by (namespace) (job:farol_api_errors:ratio_rate5m) > 6 * 0.001",
+                                            self.NS),
+                         'max by (namespace) (job:farol_api_errors:ratio_rate5m{namespace="farol"}) > 6 * 0.001')
+
+    def test_strings_and_braces_inside_them_are_left_alone(self):
+        self.assertEqual(mc.scope_selectors('x{route="/a/{id}", job="up"} offset 5m', self.NS),
+                         'x{route="/a/{id}", job="up", namespace="farol"} offset 5m')
 
 
 class MetricSwap(unittest.TestCase):

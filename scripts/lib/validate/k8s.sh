@@ -4,10 +4,10 @@
 # --strict) for the oldest version the manifests support and the newest the tool knows,
 # then the policy checks of scripts/lib/k8s/policy.py (pod security, probes, resources,
 # pinned images, selectors, references, NetworkPolicies, farol's rollout contract, custom
-# resources); the policy checker's and the PrometheusRule generator's own tests; and the
-# committed PrometheusRule against a fresh generation. No real secret is ever read: the
-# overlays are rendered from a temporary copy of deploy/k8s without any secrets.env, with
-# each secrets.env.example standing in for it.
+# resources); the policy checker's and the generator's own tests; and the committed
+# PrometheusRule and AlertmanagerConfig against a fresh generation. No real secret is ever
+# read: the overlays are rendered from a temporary copy of deploy/k8s without any
+# secrets.env or alerting.env, with each *.env.example standing in for it.
 
 # 1.30: the first version that runs the preStop `sleep` action by default
 K8S_SCHEMA_VERSIONS=(1.30.0 1.37.0)
@@ -22,14 +22,16 @@ validate_k8s() {
   tmp=$K8S_TMP
   export PYTHONDONTWRITEBYTECODE=1
 
-  # secrets.env must never be committed; the real one (if any) is left out of the copy
-  if [ -n "$(git ls-files -- 'deploy/k8s/*secrets.env')" ]; then
-    warn "a secrets.env is tracked by git: remove it from the index and rotate what it holds"
+  # the env files of secrets must never be committed; the real ones (if any) are left out
+  # of the copy
+  if [ -n "$(git ls-files -- 'deploy/k8s/*secrets.env' 'deploy/k8s/*alerting.env')" ]; then
+    warn "a secrets.env or alerting.env is tracked by git: remove it from the index and rotate what it holds"
     failed=1
   fi
-  tar -C deploy -c --exclude=secrets.env k8s | tar -C "$tmp" -x
-  for overlay in "$tmp"/k8s/overlays/*/; do
-    [ ! -f "$overlay/secrets.env.example" ] || cp "$overlay/secrets.env.example" "$overlay/secrets.env"
+  tar -C deploy -c --exclude=secrets.env --exclude=alerting.env k8s | tar -C "$tmp" -x
+  local example
+  for example in "$tmp"/k8s/overlays/*/*.env.example; do
+    [ ! -f "$example" ] || cp "$example" "${example%.example}"
   done
 
   for overlay in "$tmp"/k8s/overlays/*/; do
