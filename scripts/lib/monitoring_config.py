@@ -107,7 +107,7 @@ def _tokens(expr):
 
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-             "offset", "bool", "inf", "nan",
+             "offset", "bool", "inf", "nan", "atan2",
              # aggregation operators, which may take their `by (...)` before the parenthesis
              "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
              "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
@@ -117,18 +117,33 @@ _LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 def scope_selectors(expr, matcher):
     """expr with `matcher` (e.g. namespace="farol") added to every series selector: each
     metric name, with its label matchers if any. Function names, keywords, label names
-    in by(...)/on(...) lists and inside braces, and strings are left alone."""
+    in by(...)/on(...) lists and inside braces, ranges and subquery steps in brackets, and
+    strings are left alone. A selector it cannot scope safely stops it (ValueError): one
+    without a metric name ({__name__=~"..."}), or one that already matches the label."""
+    label = re.match(r"\s*(\w+)", matcher).group(1)
     tokens = list(_tokens(expr))
     inserts = []   # (position, text)
-    depth_braces, label_list = 0, None
+    depth_braces, depth_brackets, label_list = 0, 0, None
     for i, (kind, text, start, end) in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else (None, "", len(expr), len(expr))
         if text == "{":
+            before = tokens[i - 1] if i else (None, "", 0, 0)
+            if not depth_braces and (before[0] != "ident" or before[1].lower() in _KEYWORDS):
+                raise ValueError(f"a selector without a metric name cannot be scoped: {expr[start:start + 40]!r}")
             depth_braces += 1
             continue
         if text == "}":
             depth_braces -= 1
             continue
+        if depth_braces:
+            if kind == "ident" and text == label and nxt[0] == "op":
+                raise ValueError(f"a selector already matches {label}: {expr!r}")
+            continue
+        if text in ("[", "]"):
+            depth_brackets += 1 if text == "[" else -1
+            continue
+        if depth_brackets:
+            continue   # a range or a subquery's "[1h:30s]": no selector in there
         if label_list is not None:
             if text == "(":
                 label_list += 1
@@ -137,7 +152,7 @@ def scope_selectors(expr, matcher):
                 if label_list == 0:
                     label_list = None
             continue
-        if kind != "ident" or depth_braces:
+        if kind != "ident":
             continue
         if text in _LABEL_LISTS:
             if nxt[1] == "(":
@@ -360,11 +375,15 @@ def dump_yaml(doc, path, header):
 
 INTERVAL_FLOOR_MS = 1000     # no scrape, evaluation or wait below a second
 WINDOWS_PER_SCRAPE = 4       # a range keeps at least four scrapes: rate() needs two
-# Alertmanager's group_wait keeps at least three evaluations. In production it spans
-# two (30 s, 15 s): long enough for an inhibiting alert that Prometheus fires one
-# evaluation after the alert it inhibits to arrive before the first notification. At a
-# second, below one evaluation, the drill would leak such an alert by a race production
-# never runs; three leave room for the send to Alertmanager too.
+# Alertmanager's group_wait keeps at least three evaluations. Production does not need
+# it: there an inhibiting alert fires first by a minute of `for:` (PostgresDown 1m, the
+# alerts it inhibits 2m), far more than the exporter's scrape and retry can delay it.
+# Shrunk, that minute is two seconds, no longer more than the delays that do not shrink
+# (a 2 s scrape of the exporter, its 1 s retry), and the inhibited alert may fire a
+# moment first (the drill has seen +5.0 s against +5.6 s): a group_wait of three
+# evaluations gives the inhibitor the seconds production's `for:` gap gives it. It makes
+# the drill more forgiving than production on exactly that order, which the rule tests
+# (and the `for:` durations) carry instead.
 GROUP_WAIT_EVALUATIONS = 3
 
 

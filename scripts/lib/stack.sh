@@ -141,6 +141,11 @@ stack_kill() {
   while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  # reaped: its pid may be reused by anything, which stack_stop must not signal
+  local kept=() p
+  for p in "${STACK_PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  STACK_PIDS=("${kept[@]}")
+  unset "STACK_PID_OF[$name]"
 }
 
 stack_revive() {

@@ -1,4 +1,4 @@
-//! Every error class of DESIGN.md section 3 answers a precise problem+json.
+//! Every error class of docs/api-problems.md answers a precise problem+json.
 
 use serde_json::json;
 

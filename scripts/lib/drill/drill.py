@@ -18,7 +18,8 @@ scenario expects; judge.py gives the verdicts).
         Appends an event (start, fault, fix, end, skip) to the drill's timeline.
     drill.py record FAROL_URL
         Runs until stopped: every 0.5 s, Alertmanager's view of every alert (active, or
-        suppressed and by which alert) and one GET of farol's /health (status, time).
+        suppressed and by which alert) and one GET of farol's /health (status, time);
+        beside it, every span in which the machine was frozen (stalls.jsonl).
     drill.py wait fired|resolved|quiet|idle SCENARIO --timeout S [--hold S]
         Polls Prometheus, Alertmanager and the webhook log until the scenario's alerts
         have fired (and reached the webhook, or been seen inhibited), have resolved (and
@@ -44,6 +45,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -77,15 +79,20 @@ def run_skips():
     return {s for s in os.environ.get("DRILL_SKIP", "").split(",") if s}
 
 
-_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!=|=)\s*"(.*)"\s*$')
+_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 
 
 def _matches(matchers, labels):
+    """Whether labels pass Alertmanager matchers ("name op value", the value quoted or
+    not); one the pattern cannot read stops the drill rather than match by mistake."""
     for text in matchers:
-        name, op, value = _MATCHER.match(text).groups()
+        match = _MATCHER.match(text)
+        if not match:
+            raise ValueError(f"cannot read the Alertmanager matcher {text!r}")
+        name, op, value = match.groups()
         have = labels.get(name, "")
         if (op == "=" and have != value) or (op == "!=" and have == value) or \
-                (op == "=~" and not re.fullmatch(value, have)):
+                (op == "=~" and not re.fullmatch(value, have)) or (op == "!~" and re.fullmatch(value, have)):
             return False
     return True
 
@@ -240,8 +247,24 @@ def cmd_mark(stack, args):
     return 0
 
 
+def watch_stalls(path, tick=0.1, threshold=1.0):
+    """Runs forever (a daemon thread): sleeps `tick` and appends to path every span in
+    which it was not woken for more than `threshold` seconds: the machine frozen, not one
+    component slow (this thread waits on nothing else). Giving 20 GiB back after the
+    memory stress freezes this virtual machine for seconds at a time."""
+    with open(path, "a", buffering=1) as out:
+        before = time.time()
+        while True:
+            time.sleep(tick)
+            now = time.time()
+            if now - before > threshold:
+                out.write(json.dumps({"from": before + tick, "to": now}) + "\n")
+            before = now
+
+
 def cmd_record(stack, args):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=watch_stalls, args=(stack.work / "stalls.jsonl",), daemon=True).start()
     out = open(stack.work / "recorder.jsonl", "a", buffering=1)
     health_url = args.farol.rstrip("/") + "/health"
     while True:
@@ -515,7 +538,8 @@ def cmd_report(stack, args):
     later = [(alert, times.get(s.name, {}).get("fix", start)) for s in scenarios if s.name not in skips
              for alert in s.resolve_later]
     rows += settle_row(times.get("settle"), intervals, args.expect_idle, notices, later, stack.bounds)
-    rows.append(watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s))
+    stalls = [(s["from"], s["to"]) for s in read_jsonl(stack.work / "stalls.jsonl")]
+    rows.append(watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls))
     if args.expect_idle:   # the full drill: every alert proven
         rows.append(coverage_row(alert_names, scenarios, skips))
     text, md = render_table(rows)

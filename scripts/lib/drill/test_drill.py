@@ -199,6 +199,17 @@ class Checks(unittest.TestCase):
         self.assertIn("longest gap 32.0 s", row.observed)   # 40 -> 72
         self.assertEqual(jd.watchdog_row([], 0, 100, 4, 1).result, "FAIL")
 
+    def test_a_frozen_machine_is_not_the_watchdog_s_gap_but_only_for_as_long_as_it_was_frozen(self):
+        regular = [notice(t, "Watchdog") for t in range(0, 101, 4)]
+        gap = [n for n in regular if not 40 < n.t < 70]         # 40 -> 72: 32 s
+        frozen = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(45, 50), (52, 70)])
+        self.assertEqual(frozen.result, "ok")                  # 32 - 23 = 9 s
+        self.assertIn("longest gap 9.0 s (32.0 s, 23.0 s of it the machine frozen)", frozen.observed)
+        partly = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(45, 50)])
+        self.assertEqual(partly.result, "FAIL")                # 27 s left
+        elsewhere = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(80, 99)])
+        self.assertEqual(elsewhere.result, "FAIL")
+
     def test_health_must_answer_503_fast_and_recover_in_the_same_process(self):
         marks = dict(MARKS)
         extras = {"fault": {"pid": "7"}, "end": {"pid": "7"}}

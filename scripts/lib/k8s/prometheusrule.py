@@ -161,13 +161,16 @@ AM_HEADER = """\
 # receivers are webhooks whose URLs come from the Secret farol-alerting (alerting.env, not
 # committed; alerting.env.example shows the keys): a pager, a ticket queue, a heartbeat.
 """
-_AM_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
+_AM_MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
 
 
 def matchers(texts: list[str]) -> list[dict]:
     out = []
     for text in texts:
-        name, op, value = _AM_MATCHER.match(text).groups()
+        match = _AM_MATCHER.match(text)
+        if not match:
+            raise ValueError(f"cannot read the Alertmanager matcher {text!r}")
+        name, op, value = match.groups()
         out.append({"name": name, "matchType": op, "value": value})
     return out
 
@@ -249,7 +252,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         outputs = [(OUTPUT, render(load_groups())), (AM_OUTPUT, render_alertmanager_config())]
-    except (UnmappedMetric, FileNotFoundError) as e:
+    except (UnmappedMetric, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     stale = 0

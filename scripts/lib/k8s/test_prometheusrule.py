@@ -187,6 +187,16 @@ class ScopeSelectors(unittest.TestCase):
                                             self.NS),
                          'max by (namespace) (job:farol_api_errors:ratio_rate5m{namespace="farol"}) > 6 * 0.001')
 
+    def test_subqueries_and_binary_keywords(self):
+        self.assertEqual(mc.scope_selectors("max_over_time(rate(x[5m])[1h:30s]) atan2 y[1h:]", self.NS),
+                         'max_over_time(rate(x{namespace="farol"}[5m])[1h:30s]) atan2 y{namespace="farol"}[1h:]')
+
+    def test_what_cannot_be_scoped_safely_stops_it(self):
+        for expr in ('{__name__=~"up|x"} == 0', 'sum({job="a"})', 'up{namespace="other"} == 0',
+                     'rate(x{job="a", namespace=~"f.*"}[5m])'):
+            with self.subTest(expr=expr), self.assertRaises(ValueError):
+                mc.scope_selectors(expr, self.NS)
+
     def test_strings_and_braces_inside_them_are_left_alone(self):
         self.assertEqual(mc.scope_selectors('x{route="/a/{id}", job="up"} offset 5m', self.NS),
                          'x{route="/a/{id}", job="up", namespace="farol"} offset 5m')
