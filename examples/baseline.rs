@@ -8,9 +8,9 @@
 //! 127.0.0.1 only.
 //!
 //!     cargo run --release --example baseline
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use deadpool_postgres::{Manager, Pool};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// As many connections as farol's pool holds by default, so that `/health` compares
 /// like with like.
@@ -26,19 +26,32 @@ async fn main() {
         .build()
         .expect("the pool's settings are valid");
     let app = Router::new()
-        .route("/", get(|| async { Json(json!({"message": "web server is up"})) }))
+        .route(
+            "/",
+            get(|| async { Json(json!({"message": "web server is up"})) }),
+        )
         .route("/health", get(health))
         .with_state(pool);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a port")))
-        .await
-        .expect("cannot listen on PORT");
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a port")))
+            .await
+            .expect("cannot listen on PORT");
     axum::serve(listener, app).await.expect("the server failed");
 }
 
 async fn health(State(pool): State<Pool>) -> Result<Json<Value>, StatusCode> {
     let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
-    let client = pool.get().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-    let statement = client.prepare_cached("SELECT 1").await.map_err(unavailable)?;
-    client.query_one(&statement, &[]).await.map_err(unavailable)?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let statement = client
+        .prepare_cached("SELECT 1")
+        .await
+        .map_err(unavailable)?;
+    client
+        .query_one(&statement, &[])
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({"status": "ok"})))
 }
