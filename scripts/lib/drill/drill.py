@@ -373,6 +373,15 @@ def cmd_wait(stack, args):
                     continue   # fired in an earlier scenario, resolves in the settle phase
                 elif args.state == "quiet" and kind != "allowed" and (state == "firing" or alert in scenario.fire):
                     missing.append(f"{alert} still {state}")
+            if args.state == "idle":
+                # idle means told too: every alert whose last notification said firing
+                # has had its resolved one (the slow burn's arrives a group interval
+                # after Prometheus resolves it)
+                last = {}
+                for n in sorted(notices, key=lambda n: n.t):
+                    last[n.alert] = n.status
+                missing += [f"{alert} resolved at the webhook" for alert, status in sorted(last.items())
+                            if alert != WATCHDOG and status == "firing"]
         if prom is not None and not missing:
             if hold_until is None:
                 hold = args.hold

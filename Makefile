@@ -1,0 +1,74 @@
+# The project's verbs. `make help` lists them; `make ci` is what CI runs on a clean clone
+# (.ci/run installs what is missing, then runs it), and every job of the GitHub workflow
+# runs one of these targets, so that CI and a laptop run the same commands.
+#
+# Each target is a thin name for one command: the commands themselves live in scripts/
+# (their headers say what they need and what they prove) and in cargo.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# The steps of `make ci`, in order: the fast checks first, the drills last.
+CI_STEPS := fmt-check lint test validate status-page queries fuzz reliability e2e-compose drill-quick
+
+.PHONY: help run test fmt fmt-check lint validate status-page queries fuzz reliability \
+	e2e-compose drill drill-quick bench soak deps ci prometheusrule
+
+help: ## list the verbs
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: ## the service and its database on the real Docker engine (docker compose up --build)
+	docker compose up --build
+
+test: ## the service's tests against a real, throwaway PostgreSQL (cargo test)
+	cargo test --locked
+
+fmt: ## format the Rust code
+	cargo fmt --all
+
+fmt-check: ## fail on unformatted Rust code
+	cargo fmt --all --check
+
+lint: ## clippy on every target, warnings as errors
+	cargo clippy --all-targets --locked -- -D warnings
+
+validate: ## every static check of what is not Rust (AREAS="k8s monitoring" for some)
+	scripts/validate $(AREAS)
+
+prometheusrule: ## regenerate the production PrometheusRule and AlertmanagerConfig
+	scripts/gen-prometheusrule
+
+status-page: ## the browser status page, in headless Chromium
+	scripts/check-status-page
+
+queries: ## every rule and dashboard query against a live Prometheus scraping farol
+	scripts/check-queries
+
+fuzz: ## schemathesis against the OpenAPI document: no 5xx, answers match it
+	scripts/fuzz-api
+
+reliability: ## the reliability drills: shutdown, outage, overload, hostile input, memory
+	scripts/reliability
+
+e2e-compose: ## the compose stack end to end on the real Docker engine
+	scripts/e2e-compose
+
+drill-quick: ## the fire drill's quick run (about 8 minutes)
+	scripts/fire-drill --quick
+
+drill: ## the full fire drill: every alert fired, inhibited and resolved (about 18 minutes)
+	scripts/fire-drill
+
+bench: ## the benchmark table, and farol against the baseline server
+	scripts/bench
+
+soak: ## ten minutes of mixed load: memory, latency and errors per minute
+	scripts/bench --soak
+
+deps: ## install what this machine lacks (Debian, as root)
+	scripts/install-deps
+
+ci: ## everything CI runs, each step timed (.ci/run: deps, then this)
+	@scripts/lib/ci-steps $(CI_STEPS)
