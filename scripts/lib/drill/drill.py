@@ -544,8 +544,10 @@ def cmd_report(stack, args):
             loads[name] += f" ({share:.1f} % 5xx while faulted)"
     rows = build_rows(events, alert_names, intervals, notices, recorder, loads, args.health_bound_ms,
                       {"end": end}, scenarios, stack.bounds, skips)
-    later = [(alert, times.get(s.name, {}).get("fix", start)) for s in scenarios if s.name not in skips
-             for alert in s.resolve_later]
+    fixes = {s.name: times[s.name]["fix"] for s in scenarios
+             if s.name not in skips and "fix" in times.get(s.name, {})}
+    later = [(alert, sc.last_fed(alert, scenarios, fixes) or times.get(s.name, {}).get("fix", start))
+             for s in scenarios if s.name not in skips for alert in s.resolve_later]
     rows += settle_row(times.get("settle"), intervals, args.expect_idle, notices, later, stack.bounds)
     stalls = [(s["from"], s["to"]) for s in read_jsonl(stack.work / "stalls.jsonl")]
     rows.append(watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls))

@@ -114,6 +114,18 @@ BY_NAME = {s.name: s for s in [*SCENARIOS, SETTLE]}
 # Alerts that keep firing across scenarios once fired (their windows outlast them): a
 # scenario does not wait for them to be quiet before its fault.
 PERSISTS = ("ErrorBudgetBurnSlow",)
+# What keeps such an alert firing: the slow burn's windows hold every 5xx of the drill,
+# so it resolves a window after the last scenario with 5xx, which is the last in which the
+# fast burn fired or was held back, not after the scenario where it first fired.
+FED_BY = {"ErrorBudgetBurnSlow": "ErrorBudgetBurnFast"}
+
+
+def last_fed(alert, scenarios, fixes):
+    """The time from which a persisting alert's resolution is bounded: the latest fix
+    (fixes: {scenario name: time}) of the scenarios that feed it (FED_BY)."""
+    feeder = FED_BY.get(alert, alert)
+    fed = [fixes[s.name] for s in scenarios if s.name in fixes and feeder in s.watched()]
+    return max(fed) if fed else None
 
 
 def for_run(quick):

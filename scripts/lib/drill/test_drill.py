@@ -151,6 +151,12 @@ class JudgeSignalsAndBounds(unittest.TestCase):
                                 True, [], [("ErrorBudgetBurnSlow", 150.0)])
         self.assertEqual(missing[1].result, "FAIL")
 
+    def test_the_slow_burn_is_bounded_from_the_last_scenario_with_5xx(self):
+        full = sc.for_run(quick=False)
+        fixes = {"errors": 100.0, "latency": 200.0, "database": 300.0, "database-cut": 400.0, "cpu": 500.0}
+        self.assertEqual(sc.last_fed("ErrorBudgetBurnSlow", full, fixes), 400.0)
+        self.assertEqual(sc.last_fed("ErrorBudgetBurnSlow", full, {"latency": 200.0}), None)
+
     def test_the_full_drill_must_prove_every_alert(self):
         names = ["FarolDown", "Watchdog", "SomethingNew"]
         row = jd.coverage_row(names, sc.for_run(quick=False), set())
