@@ -28,11 +28,7 @@ validate_k8s() {
     warn "a secrets.env or alerting.env is tracked by git: remove it from the index and rotate what it holds"
     failed=1
   fi
-  tar -C deploy -c --exclude=secrets.env --exclude=alerting.env k8s | tar -C "$tmp" -x
-  local example
-  for example in "$tmp"/k8s/overlays/*/*.env.example; do
-    [ ! -f "$example" ] || cp "$example" "${example%.example}"
-  done
+  copy_k8s_for_render "$tmp"
 
   for overlay in "$tmp"/k8s/overlays/*/; do
     name=$(basename "$overlay")

@@ -10,7 +10,7 @@
 
 validate_security() {
   need checkov detect-secrets hadolint kubectl docker cargo-deny git
-  local failed=0 overlay name renders=() compose
+  local failed=0 overlay name compose
   # global, not local: the trap fires when validate's subshell for this area ends
   SECURITY_TMP=$(mktemp -d)
   trap 'rm -rf "$SECURITY_TMP"' EXIT INT TERM
@@ -19,20 +19,19 @@ validate_security() {
   if hadolint --failure-threshold style Dockerfile; then ok "hadolint: Dockerfile"; else failed=1; fi
 
   # the renders, as deploy/k8s's own check makes them: from a copy without any real
-  # secrets.env, each secrets.env.example standing in
-  tar -C deploy -c --exclude=secrets.env k8s | tar -C "$SECURITY_TMP" -x
+  # env file of secrets, each *.env.example standing in
+  copy_k8s_for_render "$SECURITY_TMP"
+  # one checkov run per overlay: both name their objects alike, and checkov reports a
+  # resource once per run, so one run over both renders would hide one of them
   for overlay in "$SECURITY_TMP"/k8s/overlays/*/; do
     name=$(basename "$overlay")
-    [ ! -f "$overlay/secrets.env.example" ] || cp "$overlay/secrets.env.example" "$overlay/secrets.env"
     if timeout 60 kubectl kustomize "$overlay" >"$SECURITY_TMP/$name.yaml"; then
-      renders+=("$SECURITY_TMP/$name.yaml")
+      _security_checks checkov-render "Kubernetes render of overlays/$name" "$SECURITY_TMP/$name.yaml" || failed=1
     else
       warn "overlays/$name does not render"
       failed=1
     fi
   done
-  [ ${#renders[@]} -eq 0 ] || _security_checks checkov "Kubernetes renders (${renders[*]##*/})" \
-    --framework kubernetes --file "${renders[@]}" || failed=1
 
   if [ -d .github/workflows ]; then
     _security_checks checkov .github/workflows --framework github_actions --directory .github || failed=1

@@ -4,6 +4,9 @@ a command line. Run with the tools' venv python (checkov and detect-secrets live
   security_checks.py checkov NAME CHECKOV-ARGS...
       checkov (--skip-download, JSON output) and a summary: every failed check, every
       skip without a reason, and a scan that saw nothing, are findings. NAME labels it.
+  security_checks.py checkov-render NAME RENDER.yaml
+      the same over a `kubectl kustomize` render, read as Kubernetes reads YAML first
+      (checkov's YAML 1.1 parser takes kustomize's plain `=` for a tag and scans nothing).
   security_checks.py compose NAME CONFIG.yaml
       the hardening policy of a compose file (checkov has none), on the normalised
       `docker compose config` (YAML: its JSON output drops the x- fields). A service may waive a rule only in the file,
@@ -197,10 +200,27 @@ def secrets():
     return 1 if current or in_history_only else 0
 
 
+def checkov_render(name, render):
+    import yaml
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "k8s"))
+    from render import KubernetesLoader
+
+    with open(render) as f:
+        docs = [d for d in yaml.load_all(f, Loader=KubernetesLoader) if d]
+    with tempfile.TemporaryDirectory() as out:
+        # the file's name is the one checkov prints beside each finding
+        normalised = os.path.join(out, os.path.basename(render))
+        with open(normalised, "w") as f:
+            yaml.safe_dump_all(docs, f, sort_keys=False)
+        return checkov(name, ["--framework", "kubernetes", "--file", normalised])
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "checkov":
         sys.exit(checkov(args[0], args[1:]))
+    if command == "checkov-render":
+        sys.exit(checkov_render(args[0], args[1]))
     if command == "compose":
         sys.exit(compose(args[0], args[1]))
     if command == "secrets":
