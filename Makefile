@@ -12,12 +12,14 @@ SHELL := bash
 MAKEFLAGS += --no-print-directory
 # One verb at a time: the drills and the benchmark judge timings on a shared 2-core machine.
 .NOTPARALLEL:
+# the tools scripts/install-deps installs (the scripts find them the same way)
+export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH)
 
 # The steps of `make ci`, in order: the fast checks first, the drills last.
 CI_STEPS := fmt-check lint test validate status-page queries fuzz reliability e2e-compose drill-quick
 
 .PHONY: help run test fmt fmt-check lint validate status-page queries fuzz reliability \
-	e2e-compose drill drill-quick bench soak deps ci prometheusrule
+	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule
 
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,8 +36,9 @@ fmt: ## format the Rust code
 fmt-check: ## fail on unformatted Rust code
 	cargo fmt --all --check
 
-lint: ## clippy on every target, warnings as errors
+lint: ## clippy on every target, warnings as errors; ruff over the toolkit in scripts/
 	cargo clippy --all-targets --locked -- -D warnings
+	ruff check --no-cache scripts
 
 validate: ## every static check of what is not Rust (make validate AREAS="k8s monitoring" for some)
 	scripts/validate $(if $(filter command line,$(origin AREAS)),$(AREAS))
@@ -57,6 +60,9 @@ reliability: ## the reliability drills: shutdown, outage, overload, hostile inpu
 
 e2e-compose: ## the compose stack end to end on the real Docker engine
 	scripts/e2e-compose
+
+e2e-kubernetes: ## the minikube overlay end to end on the current kubectl cluster (farol:dev loaded)
+	scripts/e2e-kubernetes
 
 drill-quick: ## the fire drill's quick run (about 8 minutes)
 	scripts/fire-drill --quick

@@ -31,6 +31,7 @@ Standard library and PyYAML only (scripts/lib/stack.sh finds a python3 that has 
 """
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -60,7 +61,7 @@ def parse_duration(text):
     match = _DURATION.match(text)
     if not text or not match:
         raise ValueError(f"not a duration: {text!r}")
-    return sum(int(n) * ms for n, (_, ms) in zip(match.groups(), _UNITS_MS) if n)
+    return sum(int(n) * ms for n, (_, ms) in zip(match.groups(), _UNITS_MS, strict=True) if n)
 
 
 def format_duration(ms):
@@ -178,7 +179,7 @@ def promql_durations(expr):
     predict_linear(), a number of seconds ("24 * 3600"), unit "seconds"."""
     spans = []
     tokens = list(_tokens(expr))
-    for i, (kind, text, start, end) in enumerate(tokens):
+    for i, (kind, text, _start, end) in enumerate(tokens):
         if text == "[":
             close = expr.index("]", end)
             inner = expr[end:close]
@@ -219,10 +220,8 @@ def map_promql_durations(expr, fn):
         text = expr[start:end]
         if unit == "seconds":
             replaced = fn(format_duration(round(constant_value(text) * 1000)))
-            try:
+            with contextlib.suppress(ValueError):   # not a duration (a placeholder): written as it is
                 replaced = f"{parse_duration(replaced) / 1000:g}"
-            except ValueError:
-                pass   # not a duration (a placeholder): written as it is
         else:
             replaced = fn(text)
         expr = expr[:start] + replaced + expr[end:]
@@ -231,7 +230,8 @@ def map_promql_durations(expr, fn):
 
 _COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
 _SET_OPERATORS = {"and", "or", "unless"}
-_MODIFIERS = re.compile(r"^\s*(?:bool\s+)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?")
+_MODIFIERS = re.compile(r"^\s*(?:bool\s+)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?"
+                        r"(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?")
 
 
 def _top_level(expr):
@@ -251,14 +251,15 @@ def _unwrap(expr):
     expr = expr.strip()
     while expr.startswith("("):
         depth = 0
-        for kind, text, start, _ in _tokens(expr):
+        for kind, _text, start, _ in _tokens(expr):
+            last = start   # the closing bracket's, or the last token's if none closes it
             if kind == "open":
                 depth += 1
             elif kind == "close":
                 depth -= 1
                 if depth == 0:
                     break
-        if start != len(expr) - 1:
+        if last != len(expr) - 1:
             break
         expr = expr[1:-1].strip()
     return expr
@@ -266,7 +267,7 @@ def _unwrap(expr):
 
 def _split(expr, operators):
     parts, last = [], 0
-    for kind, text, start, end in _top_level(expr):
+    for _kind, text, start, end in _top_level(expr):
         if text in operators:
             parts.append((expr[last:start], text))
             last = end
@@ -328,7 +329,7 @@ def map_durations(node, kind, fn, path=()):
             if key in _DURATION_KEYS[kind] and isinstance(value, str):
                 result[key] = fn(value, "interval", here)
             elif kind == "rules" and key == "expr" and isinstance(value, str):
-                result[key] = map_promql_durations(value, lambda d: fn(d, "window", here))
+                result[key] = map_promql_durations(value, lambda d, here=here: fn(d, "window", here))
             else:
                 result[key] = map_durations(value, kind, fn, here)
         return result
@@ -773,7 +774,8 @@ def production_targets():
     and static labels of the manifests add the rest."""
     deploy = REPO_ROOT / "deploy/k8s"
     namespace = load_yaml(deploy / "base/kustomization.yaml")["namespace"]
-    docs = {d["kind"]: d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d}
+    docs = {d["kind"]: d
+            for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d}
     pods = docs["PodMonitor"]["spec"]
     relabelings = pods["podMetricsEndpoints"][0].get("relabelings", [])
     relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings}
@@ -781,14 +783,16 @@ def production_targets():
     role_sources = {src for r in relabelings if r["targetLabel"] == "role" for src in r.get("sourceLabels", [])}
     if role_sources and not role_sources <= {"__meta_kubernetes_pod_label_role",
                                              "__meta_kubernetes_pod_label_cnpg_io_instanceRole"}:
-        raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)}, not CloudNativePG's pod labels")
+        raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)},"
+                         " not CloudNativePG's pod labels")
     probe = docs["Probe"]["spec"]
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
                   "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
         "postgres": {"job": relabel.get("job") or f"{namespace}/{docs['PodMonitor']['metadata']['name']}",
                      "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
-                     "container": "postgres", "endpoint": "metrics", **({"role": "primary"} if "role" in relabel else {})},
+                     "container": "postgres", "endpoint": "metrics",
+                     **({"role": "primary"} if "role" in relabel else {})},
         # the operator labels a static target with the Probe's namespace
         "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
                          "namespace": namespace, **probe["targets"]["staticConfig"].get("labels", {})},
@@ -810,7 +814,7 @@ def inhibition_scenarios():
         farol, probe, pg = targets["farol"], targets["farol-health"], targets["postgres"]
         other_pod = {**farol, "instance": "10.1.0.12:9464", "pod": "farol-7d9f-b"}
         per_instance = lambda name, t: _alert(name, "page", _keep(t, "namespace", "job", "instance"))  # noqa: E731
-        job_level = lambda name, sev: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
+        job_level = lambda name, sev, farol=farol: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
         health = _alert("FarolHealthCheckFailing", "page", probe)
         budget_fast, budget_slow = job_level("ErrorBudgetBurnFast", "page"), job_level("ErrorBudgetBurnSlow", "ticket")
         scenarios[f"{topology}: one farol instance down"] = [
@@ -970,7 +974,8 @@ def check_dashboards():
                 style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
                 if alert not in alert_thresholds:
                     problems.append(f"{title}: names alert {alert}, which does not exist")
-                elif not lines or not all(any(math.isclose(l, v, rel_tol=1e-9) for v in alert_thresholds[alert]) for l in lines):
+                elif not lines or not all(any(math.isclose(line, v, rel_tol=1e-9) for v in alert_thresholds[alert])
+                                          for line in lines):
                     problems.append(f"{title}: threshold lines {sorted(lines)} are not alert {alert}'s "
                                     f"thresholds {sorted(alert_thresholds[alert])}")
                 elif panel.get("type") == "timeseries" and style == "off":

@@ -89,7 +89,7 @@ class Drill(unittest.TestCase):
         for kind, rel, original, drill in self.pairs():
             before, after = durations(original, kind), durations(drill, kind)
             self.assertEqual(len(before), len(after), rel)
-            for (old, role, path), (new, _, _) in zip(before, after):
+            for (old, role, path), (new, _, _) in zip(before, after, strict=True):
                 count += 1
                 old_ms, new_ms = mc.parse_duration(old), mc.parse_duration(new)
                 if old_ms == 0:
@@ -109,8 +109,8 @@ class Drill(unittest.TestCase):
                 continue
             before = [mc.parse_duration(d) for d, role, _ in durations(original, kind) if role == "window"]
             after = [mc.parse_duration(d) for d, role, _ in durations(drill, kind) if role == "window"]
-            for (b1, a1) in zip(before, after):
-                for (b2, a2) in zip(before, after):
+            for (b1, a1) in zip(before, after, strict=True):
+                for (b2, a2) in zip(before, after, strict=True):
                     if b1 < b2:
                         self.assertLess(a1, a2, rel)
 

@@ -18,8 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def main(port, path, address):
+    if path == "-":
+        serve(port, sys.stdout, address)
+    else:
+        # FILE stays open for as long as the server runs: until this process is stopped
+        with open(path, "a", encoding="utf-8") as log:
+            serve(port, log, address)
+
+
+def serve(port, log, address):
     lock = threading.Lock()
-    log = sys.stdout if path == "-" else open(path, "a", encoding="utf-8")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):

@@ -410,7 +410,7 @@ pub fn watch_config_dir(
     live: LiveConfig,
     interval: Duration,
     on_change: OnChange,
-) -> impl std::future::Future<Output = ()> {
+) -> impl Future<Output = ()> {
     if let Some(settings) = watcher.poll() {
         apply(&live, settings, &on_change);
     }

@@ -37,6 +37,7 @@ fn server_user() -> Option<(u32, u32)> {
         !entry.is_null(),
         "running as root needs a `postgres` system user"
     );
+    // SAFETY: checked non-null above, and nothing else has called getpwnam since
     Some(unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
 }
 
@@ -67,12 +68,8 @@ fn chown_to_server_user(path: &Path) {
     if let Some((uid, gid)) = server_user() {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid C string and plain ids.
-        assert_eq!(
-            unsafe { libc::chown(c.as_ptr(), uid, gid) },
-            0,
-            "chown {}",
-            path.display()
-        );
+        let changed = unsafe { libc::chown(c.as_ptr(), uid, gid) };
+        assert_eq!(changed, 0, "chown {}", path.display());
     }
 }
 

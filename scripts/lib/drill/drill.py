@@ -55,11 +55,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import monitoring_config as mc  # noqa: E402
 import scenarios as sc  # noqa: E402
-from judge import (WATCHDOG, Bounds, Notice, build_rows, close_open, coverage_row,  # noqa: E402
-                   events_by_scenario, firing_intervals, load_summary, render_table, settle_row,
-                   watchdog_row)
+from judge import (  # noqa: E402
+    WATCHDOG,
+    Bounds,
+    Notice,
+    build_rows,
+    close_open,
+    coverage_row,
+    events_by_scenario,
+    firing_intervals,
+    load_summary,
+    render_table,
+    settle_row,
+    watchdog_row,
+)
+
+import monitoring_config as mc  # noqa: E402
 
 # What the configuration cannot account for, on top of every bound: a fault that takes a
 # moment to show (a process stopping, a disk filling, a stressor ramping up), the
@@ -265,27 +277,27 @@ def watch_stalls(path, tick=0.1, threshold=1.0):
 def cmd_record(stack, args):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     threading.Thread(target=watch_stalls, args=(stack.work / "stalls.jsonl",), daemon=True).start()
-    out = open(stack.work / "recorder.jsonl", "a", buffering=1)
-    health_url = args.farol.rstrip("/") + "/health"
-    while True:
-        started = time.time()
-        entry = {"t": started}
-        try:
-            entry["am"] = {k: (sorted(v) if isinstance(v, set) else v) for k, v in stack.am_alerts().items()}
-        except (OSError, ValueError) as err:
-            entry["am_error"] = str(err)
-        t0 = time.monotonic()
-        try:
-            with urllib.request.urlopen(health_url, timeout=3) as resp:
-                entry["health"] = resp.status
-        except urllib.error.HTTPError as err:
-            entry["health"] = err.code
-        except OSError as err:
-            entry["health"] = None
-            entry["health_error"] = str(getattr(err, "reason", err))
-        entry["health_ms"] = round((time.monotonic() - t0) * 1000, 1)
-        out.write(json.dumps(entry) + "\n")
-        time.sleep(max(0.05, 0.5 - (time.time() - started)))
+    with open(stack.work / "recorder.jsonl", "a", buffering=1) as out:
+        health_url = args.farol.rstrip("/") + "/health"
+        while True:
+            started = time.time()
+            entry = {"t": started}
+            try:
+                entry["am"] = {k: (sorted(v) if isinstance(v, set) else v) for k, v in stack.am_alerts().items()}
+            except (OSError, ValueError) as err:
+                entry["am_error"] = str(err)
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(health_url, timeout=3) as resp:
+                    entry["health"] = resp.status
+            except urllib.error.HTTPError as err:
+                entry["health"] = err.code
+            except OSError as err:
+                entry["health"] = None
+                entry["health_error"] = str(getattr(err, "reason", err))
+            entry["health_ms"] = round((time.monotonic() - t0) * 1000, 1)
+            out.write(json.dumps(entry) + "\n")
+            time.sleep(max(0.05, 0.5 - (time.time() - started)))
 
 
 # ---------------------------------------------------------------------------------------

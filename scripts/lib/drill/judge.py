@@ -152,7 +152,8 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None)
                 row.bound = bounds.text(silent=True)
                 if after and after[0].start - fault > bounds.prometheus_fire:
                     problems.append(f"fired {after[0].start - fault:.0f} s after the fault, past its bound")
-                if after and after[-1].end is not None and not later and after[-1].end - fix > bounds.prometheus_resolve:
+                if (after and after[-1].end is not None and not later
+                        and after[-1].end - fix > bounds.prometheus_resolve):
                     problems.append(f"resolved {after[-1].end - fix:.0f} s after the fix, past its bound")
         row.observed = "; ".join(problems) if problems else (row.observed or (
             "fired, notified" + ("" if later else ", resolved") if kind == "fire" else "fired silently, resolved"))
@@ -234,7 +235,8 @@ def health_rows(title, marks, extras, recorder, bound_ms):
         observed = f"{len(outage) - len(bad)}/{len(outage)} answers 503, slowest {worst:.0f} ms"
         if bad:
             b = bad[0]
-            observed += f"; +{b['t'] - fault:.1f} s: {b.get('health') or b.get('health_error')} in {b['health_ms']:.0f} ms"
+            observed += (f"; +{b['t'] - fault:.1f} s: {b.get('health') or b.get('health_error')}"
+                         f" in {b['health_ms']:.0f} ms")
         rows.append(Row(title, "/health while down", f"503 within {bound_ms} ms", observed,
                         to_fire=_secs(outage[0]["t"] - fault), result="FAIL" if bad else "ok"))
     back = next((r for r in recorder if fix <= r["t"] <= end and r.get("health") == 200), None)
@@ -265,7 +267,7 @@ def watchdog_row(notices, start, end, every_s, eval_s, stalls=()):
 
     def frozen(a, b):
         return sum(max(0.0, min(b, to) - max(a, since)) for since, to in stalls)
-    gaps = [(b - a, frozen(a, b)) for a, b in zip([start, *times], [*times, end])]
+    gaps = [(b - a, frozen(a, b)) for a, b in zip([start, *times], [*times, end], strict=True)]
     worst, worst_frozen = max(gaps, key=lambda g: g[0] - g[1])
     observed = f"{len(times)} notifications, longest gap {worst - worst_frozen:.1f} s"
     if worst_frozen:
@@ -365,7 +367,7 @@ def render_table(rows):
         if i > 1 and line[1] != previous:
             text.append("")
         previous = line[1]
-        text.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        text.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
         if i == 0:
             text.append("  ".join("-" * w for w in widths))
     md = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(cols)]

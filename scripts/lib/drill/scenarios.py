@@ -100,7 +100,8 @@ SCENARIOS = [
              fire=("HostHighCpuUsage",), allowed=_SLOW),
     Scenario("memory", "10b memory stress", "memory filled past the threshold until the alert fires",
              fire=("HostHighMemoryUsage",),
-             allowed={**_SLOW, "HostHighCpuUsage": "fire or quiet: filling memory keeps a core busy, on top of the load"},
+             allowed={**_SLOW,
+                      "HostHighCpuUsage": "fire or quiet: filling memory keeps a core busy, on top of the load"},
              quick=False),
 ]
 

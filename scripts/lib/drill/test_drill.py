@@ -15,10 +15,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import drill  # noqa: E402
 import judge as jd  # noqa: E402
 import scenarios as sc  # noqa: E402
 from judge import Interval, Notice  # noqa: E402
+
+import drill  # noqa: E402
 
 MARKS = {"start": 100.0, "fault": 110.0, "fix": 150.0, "end": 200.0}
 DATABASE = sc.BY_NAME["database"]

@@ -164,7 +164,8 @@ def check_probes(render: Render, version: str) -> Iterator[Finding]:
                     yield pod.origin, f"container {c.get('name')!r}: no {probe}"
             path = dig(c, "livenessProbe", "httpGet", "path")
             if path in DATABASE_PATHS:
-                yield pod.origin, f"container {c.get('name')!r}: liveness probe on {path}, which depends on the database"
+                yield pod.origin, (f"container {c.get('name')!r}: liveness probe on {path},"
+                                   " which depends on the database")
 
 
 def image_tag(image: str) -> str | None:

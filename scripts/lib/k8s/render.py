@@ -32,7 +32,8 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "StorageClas
 def dig(obj: Any, *path: str | int, default: Any = None) -> Any:
     """obj[path[0]][path[1]]..., or default where a step is missing."""
     for step in path:
-        if isinstance(obj, dict) and step in obj or isinstance(obj, list) and isinstance(step, int) and -len(obj) <= step < len(obj):
+        if (isinstance(obj, dict) and step in obj
+                or isinstance(obj, list) and isinstance(step, int) and -len(obj) <= step < len(obj)):
             obj = obj[step]
         else:
             return default

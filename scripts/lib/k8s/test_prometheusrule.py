@@ -51,8 +51,8 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         return [g for g in self.source if g["name"] not in gen.PLATFORM_GROUPS]
 
     def pairs(self):
-        for src_group, out_group in zip(self.kept_source(), self.generated):
-            yield from zip(src_group["rules"], out_group["rules"])
+        for src_group, out_group in zip(self.kept_source(), self.generated, strict=True):
+            yield from zip(src_group["rules"], out_group["rules"], strict=True)
 
     def test_every_group_and_rule_appears_in_order_but_the_platform_s(self):
         self.assertIn("host", {g["name"] for g in self.source})
@@ -65,7 +65,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         self.assertFalse({"HostHighCpuUsage", "HostHighMemoryUsage"} & alerts)
 
     def test_groups_keep_their_settings(self):
-        for src, out in zip(self.kept_source(), self.generated):
+        for src, out in zip(self.kept_source(), self.generated, strict=True):
             self.assertEqual({k: v for k, v in src.items() if k != "rules"},
                              {k: v for k, v in out.items() if k != "rules"})
 
@@ -154,7 +154,7 @@ class AlertmanagerConfigOnTheRealFile(unittest.TestCase):
 
     def test_every_inhibition_is_kept(self):
         self.assertEqual(len(self.source["inhibit_rules"]), len(self.generated["inhibitRules"]))
-        for src, out in zip(self.source["inhibit_rules"], self.generated["inhibitRules"]):
+        for src, out in zip(self.source["inhibit_rules"], self.generated["inhibitRules"], strict=True):
             self.assertEqual(src.get("equal", []), out["equal"])
             self.assertEqual(len(src["source_matchers"]), len(out["sourceMatch"]))
             self.assertEqual(len(src["target_matchers"]), len(out["targetMatch"]))

@@ -49,7 +49,8 @@ def exchange(port, raw, timeout=10.0):
             lines = head.decode("latin-1").split("\r\n")
             if not lines[0].startswith("HTTP/1.1 "):
                 return 0, {}, f"no answer ({data[:60]!r})"
-            headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+            headers = {k.strip().lower(): v.strip()
+                       for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
             length = int(headers.get("content-length", 0))
             while len(rest) < length:
                 chunk = s.recv(65536)
@@ -97,25 +98,33 @@ def cases(sql_id):
         ("one header of 1 MiB", request("GET", "/health", headers=[b"X-Big: " + b"a" * (1024 * 1024)]), 431, None),
         ("500 headers", request("GET", "/health", headers=[b"X-H%d: a" % i for i in range(500)]), 431, None),
         ("a title nested 100 000 arrays deep",
-         request("POST", "/api/v1/notes", b'{"title":' + nested(100_000).encode() + b',"body":""}'), 422, "invalid-body"),
+         request("POST", "/api/v1/notes", b'{"title":' + nested(100_000).encode() + b',"body":""}'),
+         422, "invalid-body"),
         ("a body of 100 000 nested objects",
          request("POST", "/api/v1/notes", ('{"a":' * 100_000 + "1" + "}" * 100_000).encode()), 422, "invalid-body"),
         ("an unknown field holding 100 000 nested arrays",
-         request("POST", "/api/v1/notes", b'{"title":"t","body":"","x":' + nested(100_000).encode() + b"}"), 422, "invalid-body"),
-        ("a top-level array 100 000 deep", request("POST", "/api/v1/notes", nested(100_000).encode()), 422, "invalid-body"),
-        ("invalid UTF-8 in the body", request("POST", "/api/v1/notes", b'{"title":"\xff\xfe","body":"x"}'), 400, "malformed-json"),
+         request("POST", "/api/v1/notes", b'{"title":"t","body":"","x":' + nested(100_000).encode() + b"}"),
+         422, "invalid-body"),
+        ("a top-level array 100 000 deep",
+         request("POST", "/api/v1/notes", nested(100_000).encode()), 422, "invalid-body"),
+        ("invalid UTF-8 in the body",
+         request("POST", "/api/v1/notes", b'{"title":"\xff\xfe","body":"x"}'), 400, "malformed-json"),
         ("invalid UTF-8 in the path", request("GET", "/api/v1/notes/%FF%FE"), 400, "invalid-parameter"),
         ("invalid UTF-8 in the cursor", request("GET", "/api/v1/notes?cursor=%FF%FE"), 422, "invalid-query"),
         ("a lone surrogate escape in the title",
          request("POST", "/api/v1/notes", b'{"title":"\\ud800","body":""}'), 422, "invalid-body"),
-        ("a NUL character in the title", request("POST", "/api/v1/notes", b'{"title":"a\\u0000b","body":""}'), 422, "validation-failed"),
+        ("a NUL character in the title",
+         request("POST", "/api/v1/notes", b'{"title":"a\\u0000b","body":""}'), 422, "validation-failed"),
         ("SQL in the id", request("GET", "/api/v1/notes/" + q("1' OR '1'='1")), 400, "invalid-parameter"),
-        ("SQL in the id of a PUT", request("PUT", "/api/v1/notes/" + q("x'; DELETE FROM notes; --"), note_json("t", "")), 400, "invalid-parameter"),
+        ("SQL in the id of a PUT",
+         request("PUT", "/api/v1/notes/" + q("x'; DELETE FROM notes; --"), note_json("t", "")),
+         400, "invalid-parameter"),
         ("SQL in the id of a DELETE", request("DELETE", "/api/v1/notes/" + q("' OR 1=1 --")), 400, "invalid-parameter"),
         ("SQL in limit", request("GET", "/api/v1/notes?limit=" + q("1; DROP TABLE notes")), 422, "invalid-query"),
         ("SQL in cursor", request("GET", "/api/v1/notes?cursor=" + q("' OR 1=1 --")), 422, "invalid-query"),
         ("SQL as an unknown query parameter", request("GET", "/api/v1/notes?" + q("1=1;--") + "=x"), 200, None),
-        ("SQL in title and body, replaced", request("PUT", f"/api/v1/notes/{sql_id}", note_json(SQL[::-1], SQL)), 200, None),
+        ("SQL in title and body, replaced",
+         request("PUT", f"/api/v1/notes/{sql_id}", note_json(SQL[::-1], SQL)), 200, None),
         ("limit=1000000", request("GET", "/api/v1/notes?limit=1000000"), 422, "invalid-query"),
         ("limit=2^64", request("GET", "/api/v1/notes?limit=18446744073709551616"), 422, "invalid-query"),
         ("limit=-1", request("GET", "/api/v1/notes?limit=-1"), 422, "invalid-query"),
@@ -174,7 +183,7 @@ async def slow_clients(port, count, seconds, prefix, drip):
                 await writer.drain()
                 try:
                     data = await asyncio.wait_for(reader.read(200), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 if data:
                     status = data.split(b" ", 2)[1].decode()
@@ -244,10 +253,12 @@ async def drill(binary, work, verdict):
     try:
         await hostile_requests(farol, verdict)
         await slow_client_checks(farol, verdict)
-        healthy = farol.alive() and (await Connection("127.0.0.1", farol.port).request("GET", "/health")).status == 200
+        healthy = farol.alive() and (
+            await Connection("127.0.0.1", farol.port).request("GET", "/health")).status == 200
         peak = farol.rss_kib("VmHWM") if farol.alive() else 0
         verdict.check(healthy, "healthy afterwards",
-                      f"alive {farol.alive()}, /health {'200' if healthy else 'not 200'}, peak RSS {peak / 1024:.1f} MiB")
+                      f"alive {farol.alive()}, /health {'200' if healthy else 'not 200'},"
+                      f" peak RSS {peak / 1024:.1f} MiB")
     finally:
         farol.stop()
     entries = farol.log_lines()  # fails on a line that is not one JSON object
@@ -305,7 +316,8 @@ async def hostile_requests(farol, verdict):
             replaced.append((forged[:40], status, given))
     sane = b"client-id_1.2:3"
     _, headers, _ = exchange(port, request("GET", "/livez", headers=[b"X-Request-Id: " + sane]))
-    verdict.check(not replaced and headers.get("x-request-id") == sane.decode(), "forged X-Request-Id values are replaced",
+    verdict.check(not replaced and headers.get("x-request-id") == sane.decode(),
+                  "forged X-Request-Id values are replaced",
                   f"{len(FORGED_IDS) - len(replaced)} of {len(FORGED_IDS)} replaced by a fresh UUID {replaced}; "
                   f"a sane id is kept: {headers.get('x-request-id') == sane.decode()}")
 

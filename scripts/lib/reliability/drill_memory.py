@@ -14,6 +14,7 @@ is never killed, the memory is given back within a few seconds of each burst, an
 /health answers 200 after.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -68,10 +69,8 @@ def hold(port, count, payload, receive_buffer=None):
         s.settimeout(5)
         s.connect(("127.0.0.1", port))
         s.setblocking(False)
-        try:
+        with contextlib.suppress(OSError):
             s.send(payload)
-        except OSError:
-            pass
         held.append(s)
     return held
 
@@ -175,10 +174,12 @@ def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffe
         s.close()
     back = given_back(farol, baseline, slack)
     verdict.figure(f"{name}: RSS before, during, after",
-                   f"{baseline / 1024:.1f}, {during / 1024:.1f}, {farol.rss_kib() / 1024:.1f} MiB; answers {seen or 'none yet'}")
+                   f"{baseline / 1024:.1f}, {during / 1024:.1f}, {farol.rss_kib() / 1024:.1f} MiB;"
+                   f" answers {seen or 'none yet'}")
     verdict.check(farol.alive() and during - baseline <= bound_kib,
                   f"{name}: memory stays within the stated bound",
-                  f"+{(during - baseline) / 1024:.1f} MiB of at most +{bound_kib / 1024:.0f} MiB; alive {farol.alive()}")
+                  f"+{(during - baseline) / 1024:.1f} MiB of at most +{bound_kib / 1024:.0f} MiB;"
+                  f" alive {farol.alive()}")
     verdict.check(back is not None, f"{name}: the memory is given back",
                   (f"within {slack >> 10} MiB of the level before, in {back:.1f} s" if back is not None
                    else f"not within {slack >> 10} MiB in {GIVEN_BACK_WITHIN} s"))

@@ -79,7 +79,8 @@ async def drill(binary, work, verdict):
                              ("after", resumed, float("inf"))):
         verdict.figure(f"API {name}", f"{len(window(api, start, end))} ({count_by_outcome(window(api, start, end))}), "
                        f"{latency(window(api, start, end))}")
-        verdict.figure(f"/health {name}", f"{len(window(health, start, end))} ({count_by_outcome(window(health, start, end))}), "
+        verdict.figure(f"/health {name}",
+                       f"{len(window(health, start, end))} ({count_by_outcome(window(health, start, end))}), "
                        f"{latency(window(health, start, end))}")
 
     verdict.check(alive, "farol never crashes", f"pid {pid} {'still serving' if alive else 'gone'} at the end, "

@@ -41,7 +41,7 @@ def wrk(port, path, connections, seconds, pause_ms):
          f"http://127.0.0.1:{port}", "--", path, str(pause_ms)],
         check=True, capture_output=True, text=True, timeout=seconds + 30,
     ).stdout
-    line = next(l for l in out.splitlines() if l.startswith("answers "))
+    line = next(text for text in out.splitlines() if text.startswith("answers "))
     figures = {}
     for part in line.split()[1:]:
         key, value = part.split("=")
@@ -71,7 +71,8 @@ async def phase(farol, path, connections, seconds, pause_ms):
     started = time.time()
     tasks = [asyncio.create_task(probe("127.0.0.1", farol.port, path, 0.02, stop, probes, kind="probe")),
              asyncio.create_task(sample())]
-    figures = await asyncio.get_running_loop().run_in_executor(None, wrk, farol.port, path, connections, seconds, pause_ms)
+    figures = await asyncio.get_running_loop().run_in_executor(None, wrk, farol.port, path, connections, seconds,
+                                                               pause_ms)
     ended = time.time()
     stop.set()
     await asyncio.gather(*tasks)
@@ -97,7 +98,8 @@ async def drill(binary, work, verdict):
     }, name="farol-overload").start()
     try:
         connection = Connection("127.0.0.1", farol.port)
-        note = (await connection.request("POST", "/api/v1/notes", b'{"title":"overload","body":"read under load"}')).json()
+        note = (await connection.request("POST", "/api/v1/notes",
+                                         b'{"title":"overload","body":"read under load"}')).json()
         await connection.close()
         path = f"/api/v1/notes/{note['id']}"
         rss_start = farol.rss_kib()
@@ -141,7 +143,8 @@ async def drill(binary, work, verdict):
     def within(now, then):
         return now <= then * 1.5 + 10
 
-    verdict.check(over_ok and over_probe and within(p99(over_ok), p99(base_ok)) and within(p99(over_probe), p99(base_probe)),
+    verdict.check(over_ok and over_probe and within(p99(over_ok), p99(base_ok))
+                  and within(p99(over_probe), p99(base_probe)),
                   "admitted requests keep their latency",
                   f"server p99 {p99(base_ok):.1f} ms at baseline ({len(base_ok)}), {p99(over_ok):.1f} ms "
                   f"under overload ({len(over_ok)}); prober p99 {p99(base_probe):.1f} ms at baseline "

@@ -79,10 +79,12 @@ async def drill(binary, work, verdict):
 
     first_unready = next((p for p in probes if p.started >= signalled and p.status == 503), None)
     flip_ms = (first_unready.ended - signalled) * 1000 if first_unready else float("inf")
-    ready_after = [p for p in probes if p.started > (first_unready.ended if first_unready else signalled) and p.status == 200]
+    ready_after = [p for p in probes
+                   if p.started > (first_unready.ended if first_unready else signalled) and p.status == 200]
     verdict.check(flip_ms <= READY_FLIP_LIMIT_MS and not ready_after,
                   "/readyz turns 503 at once and stays so",
-                  f"first 503 {flip_ms:.0f} ms after SIGTERM (limit {READY_FLIP_LIMIT_MS}), {len(ready_after)} 200s after it")
+                  f"first 503 {flip_ms:.0f} ms after SIGTERM (limit {READY_FLIP_LIMIT_MS}),"
+                  f" {len(ready_after)} 200s after it")
 
     served_in_delay = [r for r in records if r.started >= signalled and r.ended <= delay_end and r.status // 100 == 2]
     fresh_in_delay = [p for p in probes if p.started >= signalled and p.ended <= delay_end and p.status]
@@ -90,14 +92,16 @@ async def drill(binary, work, verdict):
                   max(r.ended for r in served_in_delay) >= delay_end - 0.5,
                   "keeps serving for SHUTDOWN_DELAY_MS, new connections too",
                   f"{len(served_in_delay)} requests sent and answered 2xx within the delay, the last "
-                  f"{(max((r.ended for r in served_in_delay), default=signalled) - signalled) * 1000:.0f} ms after SIGTERM; "
+                  f"{(max((r.ended for r in served_in_delay), default=signalled) - signalled) * 1000:.0f} ms"
+                  " after SIGTERM; "
                   f"{len(fresh_in_delay)} /readyz probes on new connections answered in it")
 
     bad = [r for r in answered if r.status // 100 != 2]
     drained = [r for r in answered if r.started < delay_end < r.ended]
     verdict.check(not bad, "every request answered, answered normally",
                   f"{len(answered)} answered, {len(bad)} non-2xx ({count_by_outcome(bad)}); "
-                  f"{len(drained)} of them were in flight when the delay ended and drained ({count_by_outcome(drained)})")
+                  f"{len(drained)} of them were in flight when the delay ended and drained"
+                  f" ({count_by_outcome(drained)})")
 
     unanswered_writes = [r.title for r in unanswered if r.kind == "post"]
     lost = titles_in_database(unanswered_writes)

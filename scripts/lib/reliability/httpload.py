@@ -7,6 +7,7 @@ and how it was answered, and which note id a 201 acknowledged; wrk only counts.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -49,16 +50,14 @@ class Connection:
     async def close(self):
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
         self.reader = self.writer = None
 
     async def request(self, method, path, body=None, headers=None, timeout=30.0):
         try:
             return await asyncio.wait_for(self._request(method, path, body, headers), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
             raise NoAnswer("timeout") from None
 
@@ -284,14 +283,14 @@ class Farol:
         self.process = None
 
     def start(self, ready_within=15.0):
-        log = open(self.log_path, "ab")
         def enter_cgroup():
             with open(self.cgroup_procs, "w") as procs:
                 procs.write("0")
 
-        self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log,
-                                        preexec_fn=enter_cgroup if self.cgroup_procs else None)
-        log.close()
+        # farol writes to its own copy of the descriptor: this one is only needed to start it
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log,
+                                            preexec_fn=enter_cgroup if self.cgroup_procs else None)
         with open(os.path.join(self.work, "farol.pid"), "w") as pidfile:
             pidfile.write(f"{self.process.pid}\n")
         deadline = time.time() + ready_within

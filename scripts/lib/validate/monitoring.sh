@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # monitoring/: Prometheus and Alertmanager configuration, the rules and their unit tests,
 # routing and inhibitions on a real Alertmanager, runbooks, dashboards, the fire drill's
-# generator, and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
+# generator's output (its unit tests run in the python area), and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
 # Needs `scripts/install-deps monitoring`; no network, a few seconds.
 
 # shellcheck source=scripts/lib/stack.sh
@@ -67,15 +67,10 @@ ROUTES
   _check "dashboards: JSON, units, \$job/\$instance, data source uids, alert thresholds drawn" \
     "$py" "$tool" check-dashboards || failed=1
 
-  _check "drill-config: only durations change, each shrinks (unit tests)" \
-    "$py" "$REPO_ROOT/scripts/lib/test_monitoring_config.py" || failed=1
   _check "drill-config output passes promtool and amtool" \
     bash -c "'$REPO_ROOT/scripts/drill-config' '$tmp/drill' >/dev/null \
       && promtool check config '$tmp/drill/prometheus/prometheus.yml' \
       && amtool check-config '$tmp/drill/alertmanager/alertmanager.yml'" || failed=1
-
-  _check "fire drill: the judge, the config adjustment, the memory stressor (unit tests)" \
-    "$py" -m unittest discover -s "$REPO_ROOT/scripts/lib/drill" -p 'test_*.py' || failed=1
 
   _check "read-only checks: Grafana provisioning, Loki, Alloy, compose file" \
     _check_static_files "$py" || failed=1

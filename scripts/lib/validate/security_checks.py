@@ -93,7 +93,8 @@ COMPOSE_RULES = {
     "loopback-ports": ("published ports on 127.0.0.1 only",
                        lambda s: all(p.get("host_ip") == "127.0.0.1" for p in s.get("ports", []))),
     "limits": ("memory and pids limits",
-               lambda s: all(s.get("deploy", {}).get("resources", {}).get("limits", {}).get(k) for k in ("memory", "pids"))),
+               lambda s: all(s.get("deploy", {}).get("resources", {}).get("limits", {}).get(k)
+                             for k in ("memory", "pids"))),
 }
 
 

@@ -4,9 +4,9 @@
 # finding above low; the github-workflows JSON schema, and a timeout on every job; the
 # dependabot schema; every third-party action pinned to a full commit SHA with its
 # version in a comment; the hardening rules of scripts/lib/workflows/hardening.py
-# (permissions, persisted credentials, cancelled superseded runs), whose tests run first;
-# and CI's steps: every `make TARGET` a workflow runs is a target of the Makefile, and
+# (permissions, persisted credentials, cancelled superseded runs); and CI's steps: every `make TARGET` a workflow runs is a target of the Makefile, and
 # every step of `make ci` runs in some job, so that CI and `make ci` run the same things.
+# The checkers' own tests run in the python area.
 
 validate_workflows() {
   need actionlint zizmor check-jsonschema shellcheck python3 make
@@ -59,15 +59,6 @@ validate_workflows() {
     failed=1
   fi
 
-  local log
-  log=$(mktemp)
-  if timeout 60 env PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/lib/workflows -p 'test_*.py' 2>"$log"; then
-    ok "tests of the hardening and make-steps checkers: $(grep -o 'Ran [0-9]* tests' "$log")"
-  else
-    cat "$log" >&2
-    failed=1
-  fi
-  rm -f "$log"
   if timeout 60 env PYTHONDONTWRITEBYTECODE=1 python3 scripts/lib/workflows/hardening.py "${workflows[@]}"; then
     ok "hardening rules"
   else

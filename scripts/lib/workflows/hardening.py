@@ -50,9 +50,9 @@ def findings(workflow: Path) -> list[str]:
             found.append(f"{name}: job {job_id} has permissions: {permissions}")
         for step in job.get("steps") or []:
             uses = str(step.get("uses", ""))
-            if uses.startswith("actions/checkout@"):
-                if (step.get("with") or {}).get("persist-credentials") is not False:
-                    found.append(f"{name}: job {job_id}: actions/checkout without persist-credentials: false")
+            if uses.startswith("actions/checkout@") \
+                    and (step.get("with") or {}).get("persist-credentials") is not False:
+                found.append(f"{name}: job {job_id}: actions/checkout without persist-credentials: false")
 
     if "pull_request" in triggers(document):
         concurrency = document.get("concurrency")

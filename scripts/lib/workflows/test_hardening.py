@@ -54,7 +54,8 @@ class Hardening(unittest.TestCase):
             "top-level permissions grant more than read: {'contents': 'write'}":
                 SOUND.replace("permissions: {}", "permissions:\n  contents: write"),
             "job test does not state its permissions":
-                SOUND.replace("    permissions:\n      contents: read\n    steps:\n      - uses", "    steps:\n      - uses"),
+                SOUND.replace("    permissions:\n      contents: read\n    steps:\n      - uses",
+                              "    steps:\n      - uses"),
             "job publish has id-token: write but publishes nothing": SOUND.replace("      packages: write\n", ""),
             "actions/checkout without persist-credentials: false":
                 SOUND.replace("persist-credentials: false", "persist-credentials: true"),

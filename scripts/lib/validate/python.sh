@@ -1,0 +1,18 @@
+# shellcheck shell=bash
+# The operations toolkit's own tests: one pytest run over scripts/ (pyproject.toml),
+# covering the drill's judge and config adjustment, the Kubernetes policy checker and
+# PrometheusRule generator, the monitoring checks, the workflow checkers.
+
+validate_python() {
+  need pytest
+  local log
+  log=$(mktemp)
+  if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$log" 2>&1; then
+    ok "the toolkit's tests (pytest): $(tail -n 1 "$log")"
+    rm -f "$log"
+  else
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+}
