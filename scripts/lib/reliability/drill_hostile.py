@@ -222,9 +222,11 @@ def summary(ms):
 
 
 async def slow_client_checks(farol, verdict):
-    """/health timed alone, then with each kind of slow client. The limits allow for the
-    noise of a shared two-core machine (p99 of a sub-millisecond request moves by
-    milliseconds there) while a starved runtime would show seconds."""
+    """/health timed alone, then with each kind of slow client. A runtime that the slow
+    clients starved would answer in seconds; the limits sit far below that and far above
+    the noise of a shared two-core machine, where the p99 of a sub-millisecond request
+    moves by tens of milliseconds (the 300 body clients all time out in the same instant,
+    and their 300 answers and log lines land in a few of the /health samples)."""
     slow = {
         "headers": (b"GET /health HTTP/1.1\r\nHost: farol\r\nX-Slow: ", b"a" * 1000),
         "a body": (b"POST /api/v1/notes HTTP/1.1\r\nHost: farol\r\nContent-Type: application/json\r\n"
@@ -232,8 +234,8 @@ async def slow_client_checks(farol, verdict):
     }
     quiet, quiet_other = await health_latency(farol.port, 6)
     verdict.figure("/health without slow clients", summary(quiet))
-    p50_limit = 2 * percentile(quiet, .5) + 1
-    p99_limit = 2 * percentile(quiet, .99) + 20
+    p50_limit = 2 * percentile(quiet, .5) + 2
+    p99_limit = 2 * percentile(quiet, .99) + 100
     for name, (prefix, drip) in slow.items():
         drips = asyncio.create_task(slow_clients(farol.port, SLOW_CLIENTS, SLOW_SECONDS, prefix, drip))
         await asyncio.sleep(2)  # every connection open and dripping

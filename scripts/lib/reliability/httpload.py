@@ -369,15 +369,16 @@ class Verdict:
     """Collects the promises of a drill: each printed as it is checked, all of them
     judged at the end, so that one broken promise does not hide the others."""
 
-    def __init__(self, drill):
+    def __init__(self, drill, work):
         self.drill = drill
+        self.work = work
         self.broken = []
 
     def check(self, held, promise, figures):
         mark = "held  " if held else "BROKEN"
         print(f"  [{mark}] {promise}: {figures}", flush=True)
         if not held:
-            self.broken.append(promise)
+            self.broken.append(f"{promise}: {figures}")
 
     def figure(self, name, value):
         print(f"  {name}: {value}", flush=True)
@@ -385,6 +386,9 @@ class Verdict:
     def finish(self):
         if self.broken:
             print(f"{self.drill}: {len(self.broken)} promise(s) broken", flush=True)
+            # the runner repeats these under its table, where a log's tail will show them
+            with open(f"{self.work}/broken.txt", "w") as out:
+                out.writelines(f"{self.drill}: {line}\n" for line in self.broken)
             sys.exit(1)
         print(f"{self.drill}: every promise held", flush=True)
 
@@ -398,7 +402,7 @@ def run_drill(name, drill):
     """The main of a drill script: `drill_NAME.py FAROL-BINARY WORK-DIR`."""
     exit_cleanly_on_signals()
     binary, work = sys.argv[1], sys.argv[2]
-    verdict = Verdict(name)
+    verdict = Verdict(name, work)
     asyncio.run(drill(binary, work, verdict))
     verdict.finish()
 
