@@ -3,7 +3,9 @@
 # `docker compose config` (as a newcomer without .env runs it, and with .env.example)
 # and the compose-spec JSON schema; .env.example holding every variable the compose
 # file reads, with the compose file's default and a comment of its own; .env ignored by
-# git. (The monitoring compose file is checked by the monitoring area.)
+# git; the builder image's Rust and Cargo.toml's rust-version are the version that
+# rust-toolchain.toml pins. (The monitoring compose file is checked by the monitoring
+# area.)
 
 validate_docker() {
   need hadolint docker check-jsonschema
@@ -38,6 +40,7 @@ validate_docker() {
   fi
 
   _validate_env_example || failed=1
+  _validate_rust_version || failed=1
   if git check-ignore -q .env; then ok ".env is ignored by git"; else warn ".env is not ignored by git"; failed=1; fi
   return "$failed"
 }
@@ -72,4 +75,20 @@ _validate_env_example() {
   done < <(grep -oE '^[A-Za-z_][A-Za-z0-9_]*=' .env.example | tr -d =)
   [ "$failed" -ne 0 ] || ok ".env.example: the ${#defaults[@]} variables of docker-compose.yml, each with its default and a comment"
   return "$failed"
+}
+
+# rust-toolchain.toml is the one place the Rust version is written: the builder image
+# (rust:MAJOR.MINOR-…) and Cargo.toml's rust-version must name its MAJOR.MINOR.
+_validate_rust_version() {
+  local channel minor builder declared
+  channel=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+  minor=$(grep -oE '^[0-9]+\.[0-9]+' <<<"$channel") || { warn "rust-toolchain.toml: channel '$channel' is not a version"; return 1; }
+  builder=$(sed -n 's/^FROM rust:\([0-9][0-9.]*\)-.* AS builder$/\1/p' Dockerfile)
+  declared=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+  if [ "$builder" = "$minor" ] && [ "$declared" = "$minor" ]; then
+    ok "Rust $channel (rust-toolchain.toml): the builder image rust:$builder, Cargo.toml's rust-version $declared"
+  else
+    warn "rust-toolchain.toml pins $channel, but the Dockerfile builds with rust:${builder:-?} and Cargo.toml says rust-version ${declared:-?}"
+    return 1
+  fi
 }
