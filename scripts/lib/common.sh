@@ -8,6 +8,9 @@ export REPO_ROOT
 TOOLS_DIR=${FAROL_TOOLS_DIR:-$REPO_ROOT/target/tools}
 export TOOLS_DIR
 export PATH="$TOOLS_DIR/venv/bin:$TOOLS_DIR/bin:$PATH"
+# The Python toolkit's modules import each other by name from scripts/lib: this is the
+# one place that says where they are (pyproject.toml says it for pytest).
+export PYTHONPATH="$REPO_ROOT/scripts/lib${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ -t 1 ]; then _bold=$'\e[1m' _red=$'\e[31m' _green=$'\e[32m' _reset=$'\e[0m'; else _bold='' _red='' _green='' _reset=''; fi
 

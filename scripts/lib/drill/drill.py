@@ -52,11 +52,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-import scenarios as sc  # noqa: E402
-from judge import (  # noqa: E402
+import scenarios as sc
+from judge import (
     WATCHDOG,
     Bounds,
     Notice,
@@ -71,7 +68,7 @@ from judge import (  # noqa: E402
     watchdog_row,
 )
 
-import monitoring_config as mc  # noqa: E402
+import monitoring_config as mc
 
 # What the configuration cannot account for, on top of every bound: a fault that takes a
 # moment to show (a process stopping, a disk filling, a stressor ramping up), the

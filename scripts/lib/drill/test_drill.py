@@ -3,7 +3,7 @@
 (drill.py) and the memory stressor's refusals (memhog.py): the drill's verdicts must fail
 when the alerting misbehaves, not only pass when it behaves.
 
-    python3 -m unittest discover -s scripts/lib/drill -p 'test_*.py'
+    pytest scripts/lib/drill        (make validate AREAS=python runs them all)
 """
 
 import json
@@ -13,13 +13,13 @@ import tempfile
 import unittest
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import judge as jd  # noqa: E402
-import scenarios as sc  # noqa: E402
-from judge import Interval, Notice  # noqa: E402
+import judge as jd
+import scenarios as sc
+from judge import Interval, Notice
 
-import drill  # noqa: E402
+import drill
+
+HERE = Path(__file__).resolve().parent
 
 MARKS = {"start": 100.0, "fault": 110.0, "fix": 150.0, "end": 200.0}
 DATABASE = sc.BY_NAME["database"]

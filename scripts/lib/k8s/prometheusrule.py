@@ -37,8 +37,7 @@ import sys
 
 import yaml
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import monitoring_config as mc  # noqa: E402
+import monitoring_config as mc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "rules", "*.yml")

@@ -1,7 +1,7 @@
 """Tests of policy.py and custom_resources.py: a small render that passes every check, then,
 for each check, manifests broken in one way each, every one of which must be reported.
 
-    python3 -m unittest discover -s scripts/lib/k8s -p 'test_policy.py'
+    pytest scripts/lib/k8s/test_policy.py        (make validate AREAS=python runs them all)
 
 The fixture is built in code rather than copied from deploy/k8s, so that the manifests can
 change without the test, and so that each case names exactly what it breaks.

@@ -6,7 +6,7 @@ PostgresDown also on its scrape target) and the scrape-target alerts differ; the
 is what is committed; promtool accepts it; and it passes the custom-resource checks.
 The AlertmanagerConfig keeps alertmanager.yml's routes and inhibitions.
 
-    python3 -m unittest discover -s scripts/lib/k8s -p 'test_prometheusrule.py'
+    pytest scripts/lib/k8s/test_prometheusrule.py        (make validate AREAS=python runs them all)
 """
 
 from __future__ import annotations

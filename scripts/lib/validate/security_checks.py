@@ -203,8 +203,8 @@ def secrets():
 
 def checkov_render(name, render):
     import yaml
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "k8s"))
-    from render import KubernetesLoader
+
+    from k8s.render import KubernetesLoader
 
     with open(render) as f:
         docs = [d for d in yaml.load_all(f, Loader=KubernetesLoader) if d]

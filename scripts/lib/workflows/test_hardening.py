@@ -1,6 +1,6 @@
 """hardening.py catches each rule broken, one at a time, in an otherwise sound workflow.
 
-    python3 -m unittest discover -s scripts/lib/workflows -p 'test_*.py'
+    pytest scripts/lib/workflows        (make validate AREAS=python runs them all)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tests of make_steps.py: each way a step can look run without being run is caught.
 
-    python3 -m unittest discover -s scripts/lib/workflows
+    pytest scripts/lib/workflows        (make validate AREAS=python runs them all)
 """
 
 import unittest
