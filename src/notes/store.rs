@@ -30,8 +30,14 @@ pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbErro
     let id = Uuid::now_v7();
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
     db.run("insert_note", |client| async move {
-        let sql =
-            format!("INSERT INTO notes (id, title, body) VALUES ($1, $2, $3) RETURNING {COLUMNS}");
+        // One clock reading for both times: the columns' defaults would each read
+        // clock_timestamp(), a microsecond apart under load, and a new note would show
+        // an update it never had.
+        let sql = format!(
+            "INSERT INTO notes (id, title, body, created_at, updated_at) \
+             SELECT $1::uuid, $2::text, $3::text, moment, moment FROM clock_timestamp() AS moment \
+             RETURNING {COLUMNS}"
+        );
         let statement = client.prepare_cached(&sql).await?;
         client.query_one(&statement, &[&id, &title, &body]).await
     })
