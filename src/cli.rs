@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Env, Settings};
-use crate::http::shutdown::termination_signal;
+use crate::shutdown::termination_signal;
 use crate::startup::Application;
 use crate::telemetry::logging::Logging;
 
@@ -84,9 +84,9 @@ fn serve() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_error(error),
     };
-    let logging = Logging::init(settings.log_format, settings.live.log_level);
+    let logging = Logging::init(settings.log_format, settings.live.start.log_level);
     let ignored = Settings::ignored_chaos_variables(&env);
-    if !settings.chaos_enabled && !ignored.is_empty() {
+    if !settings.chaos.enabled && !ignored.is_empty() {
         tracing::warn!(
             ?ignored,
             "fault injection variables ignored: CHAOS_ENABLED is not true"
@@ -116,11 +116,11 @@ fn migrate() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_error(error),
     };
-    let logging = Logging::init(settings.log_format, settings.live.log_level);
+    let logging = Logging::init(settings.log_format, settings.live.start.log_level);
     let outcome = runtime().block_on(async {
         let started = Instant::now();
         let mut client = loop {
-            match crate::db::connect_direct(&settings.database).await {
+            match crate::db::connect_direct(&settings.database.connection).await {
                 Ok(client) => break client,
                 Err(error) if started.elapsed() < MIGRATE_WAIT => {
                     tracing::warn!(%error, "database not reachable yet; retrying");

@@ -9,6 +9,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod notes;
 pub mod routes;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

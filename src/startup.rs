@@ -14,8 +14,8 @@ use crate::config::{LiveConfig, ProductionGuard, Settings};
 use crate::db::{Database, readiness};
 use crate::http::budget::PayloadBudget;
 use crate::http::server;
-use crate::http::shutdown::Shutdown;
 use crate::routes;
+use crate::shutdown::Shutdown;
 use crate::state::{AppState, BUILD, Shared};
 use crate::telemetry::metrics::Metrics;
 
@@ -37,30 +37,25 @@ pub struct Application {
 impl Application {
     /// Binds the ports and builds the state. Port 0 picks a free port (tests).
     pub async fn build(settings: Settings) -> Result<Self, String> {
-        let listener = bind(SocketAddr::new(settings.host, settings.port)).await?;
-        let metrics_listener = match settings.metrics_port {
-            Some(port) => Some(bind(SocketAddr::new(settings.host, port)).await?),
+        let http = &settings.http;
+        let listener = bind(SocketAddr::new(http.host, http.port)).await?;
+        let metrics_listener = match http.metrics_port {
+            Some(port) => Some(bind(SocketAddr::new(http.host, port)).await?),
             None => None,
         };
         let metrics = Arc::new(Metrics::new(BUILD.version, BUILD.commit));
-        let db = Database::new(
-            &settings.database,
-            settings.db_pool_max,
-            settings.db_connect_timeout,
-            settings.db_query_timeout,
-            metrics.db_duration.clone(),
-        )?;
+        let db = Database::new(&settings.database, metrics.db_duration.clone())?;
         let state = AppState::new(Shared {
             db,
             metrics,
-            live: LiveConfig::new(settings.live.clone()),
+            live: LiveConfig::new(settings.live.start.clone()),
             shutdown: Shutdown::default(),
             ready: Arc::new(AtomicBool::new(false)),
-            limiter: Semaphore::new(settings.max_concurrent_requests),
-            payload_budget: PayloadBudget::new(settings.payload_budget_bytes),
-            request_timeout: settings.request_timeout,
-            chaos_enabled: settings.chaos_enabled,
-            metrics_on_main_port: settings.metrics_port.is_none(),
+            limiter: Semaphore::new(http.max_concurrent_requests),
+            payload_budget: PayloadBudget::new(http.payload_budget_bytes),
+            request_timeout: http.request_timeout,
+            chaos_enabled: settings.chaos.enabled,
+            metrics_on_main_port: http.metrics_port.is_none(),
         });
         Ok(Self {
             settings,
@@ -108,19 +103,19 @@ impl Application {
         } = self;
         let mut background: Vec<JoinHandle<()>> = vec![tokio::spawn(readiness::supervise(
             state.db.clone(),
-            settings.migrate_on_start,
+            settings.database.migrate_on_start,
             readiness::Timeouts {
-                connect: settings.db_connect_timeout,
-                query: settings.db_query_timeout,
+                connect: settings.database.connect_timeout,
+                query: settings.database.query_timeout,
             },
             state.ready.clone(),
         ))];
-        if let Some(dir) = &settings.config_dir {
+        if let Some(dir) = &settings.live.dir {
             let watcher = DirWatcher::new(
                 dir.clone(),
-                settings.live.clone(),
-                settings.chaos_enabled,
-                ProductionGuard::new(&settings.database),
+                settings.live.start.clone(),
+                settings.chaos.enabled,
+                ProductionGuard::new(&settings.database.connection),
             );
             let on_change = on_live_change.unwrap_or_else(|| Box::new(|_| {}));
             background.push(tokio::spawn(watch_config_dir(
@@ -133,7 +128,7 @@ impl Application {
 
         tokio::spawn({
             let shutdown = state.shutdown.clone();
-            let delay = settings.shutdown_delay;
+            let delay = settings.shutdown.delay;
             async move { shutdown.run(stop, delay).await }
         });
         let drain_begun = || {
@@ -142,26 +137,26 @@ impl Application {
         };
 
         if let Some(files) = crate::config::budget::open_files_limit()
-            && settings.max_connections as u64 + 64 > files
+            && settings.http.max_connections as u64 + 64 > files
         {
             tracing::warn!(
-                max_connections = settings.max_connections,
+                max_connections = settings.http.max_connections,
                 open_files_limit = files,
                 "MAX_CONNECTIONS is above what the open-file limit allows: accepting will fail before the bound"
             );
         }
         tracing::info!(
             address = %listener.local_addr().map_err(|e| e.to_string())?,
-            metrics_port = settings.metrics_port,
-            max_connections = settings.max_connections,
-            payload_budget_mib = settings.payload_budget_bytes / (1024 * 1024),
-            database = %settings.database.describe(),
+            metrics_port = settings.http.metrics_port,
+            max_connections = settings.http.max_connections,
+            payload_budget_mib = settings.http.payload_budget_bytes / (1024 * 1024),
+            database = %settings.database.connection.describe(),
             mode = state.live.load().app_mode.as_str(),
             version = BUILD.version,
             "listening"
         );
         let (router, _) = routes::router(state.clone());
-        let connections = Arc::new(Semaphore::new(settings.max_connections));
+        let connections = Arc::new(Semaphore::new(settings.http.max_connections));
         let main = tokio::spawn(server::serve(listener, router, connections, drain_begun()));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
@@ -178,7 +173,7 @@ impl Application {
             }
             main
         };
-        let timeout = settings.shutdown_timeout;
+        let timeout = settings.shutdown.timeout;
         let deadline = async {
             drain_begun().await;
             tokio::time::sleep(timeout).await;

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::LiveConfig;
 use crate::db::Database;
 use crate::http::budget::PayloadBudget;
-use crate::http::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::Metrics;
 
 /// What was built: `/version`, `farol_build_info` and the status page show it.

@@ -83,6 +83,10 @@ pub fn default_max_connections(budget: u64, open_files: Option<u64>) -> usize {
     by_memory.min(by_files) as usize
 }
 
+/// The largest request body read: past it, 413. A limit the memory budget is built
+/// around, hence here.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
 /// Bytes of request bodies and large responses held at once (`http::budget`): a quarter
 /// of the budget, and never less than
 /// four bodies at the size limit.

@@ -53,19 +53,24 @@ pub enum LogFormat {
     Text,
 }
 
+/// Every setting, in groups: each part of the service is handed its own group.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub shutdown: ShutdownSettings,
+    pub chaos: ChaosSettings,
+    pub live: LiveSources,
+    pub log_format: LogFormat,
+}
+
+/// The listeners and the bounds on what clients may hold.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
     pub host: IpAddr,
     pub port: u16,
     /// When set, `/metrics` is served on this port only.
     pub metrics_port: Option<u16>,
-    pub database: DatabaseConfig,
-    pub log_format: LogFormat,
-    pub config_dir: Option<PathBuf>,
-    pub migrate_on_start: bool,
-    pub db_pool_max: usize,
-    pub db_connect_timeout: Duration,
-    pub db_query_timeout: Duration,
     pub request_timeout: Duration,
     /// Open connections at most; past it, new ones wait in the kernel's listen backlog.
     pub max_connections: usize,
@@ -73,11 +78,36 @@ pub struct Settings {
     /// Bytes of request bodies held at once (derived from the memory budget, not a
     /// setting): a request whose declared body does not fit is shed.
     pub payload_budget_bytes: usize,
-    pub shutdown_delay: Duration,
-    pub shutdown_timeout: Duration,
-    pub chaos_enabled: bool,
-    /// Start values of the hot-reloadable settings.
-    pub live: LiveSettings,
+}
+
+/// Where the database is, and how farol uses it.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub connection: DatabaseConfig,
+    pub pool_max: usize,
+    pub connect_timeout: Duration,
+    pub query_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+/// The way out after SIGTERM: serving on for `delay`, then draining within `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownSettings {
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+/// Fault injection: only with `enabled` (start-up only) do the live `CHAOS_*` values act.
+#[derive(Debug, Clone, Copy)]
+pub struct ChaosSettings {
+    pub enabled: bool,
+}
+
+/// The hot-reloadable settings: their start values, and the directory watched for them.
+#[derive(Debug, Clone)]
+pub struct LiveSources {
+    pub start: LiveSettings,
+    pub dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -111,19 +141,46 @@ impl Settings {
             env.parse_or(name, default, "true or false", env::parse_bool)
         };
 
-        let chaos_enabled = flag("CHAOS_ENABLED", false)?;
+        let chaos = ChaosSettings {
+            enabled: flag("CHAOS_ENABLED", false)?,
+        };
         let memory = budget::memory_budget();
-        let db_connect_timeout = millis("DB_CONNECT_TIMEOUT_MS", 2000, 100, 60_000)?;
+        let connect_timeout = millis("DB_CONNECT_TIMEOUT_MS", 2000, 100, 60_000)?;
         let settings = Self {
-            host: env.parse_or("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address", |s| {
-                s.parse().ok()
-            })?,
-            port: port("PORT", 5000)?,
-            metrics_port: match env.get("METRICS_PORT") {
-                None => None,
-                Some(_) => Some(port("METRICS_PORT", 0)?),
+            http: HttpSettings {
+                host: env.parse_or("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address", |s| {
+                    s.parse().ok()
+                })?,
+                port: port("PORT", 5000)?,
+                metrics_port: match env.get("METRICS_PORT") {
+                    None => None,
+                    Some(_) => Some(port("METRICS_PORT", 0)?),
+                },
+                request_timeout: millis("REQUEST_TIMEOUT_MS", 10_000, 10, 600_000)?,
+                max_connections: count(
+                    "MAX_CONNECTIONS",
+                    budget::default_max_connections(memory, budget::open_files_limit()),
+                    1_000_000,
+                )?,
+                max_concurrent_requests: count("MAX_CONCURRENT_REQUESTS", 1024, 1_000_000)?,
+                payload_budget_bytes: budget::payload_budget(memory, budget::BODY_LIMIT_BYTES),
             },
-            database: DatabaseConfig::from_env(env, db_connect_timeout)?,
+            database: DatabaseSettings {
+                connection: DatabaseConfig::from_env(env, connect_timeout)?,
+                pool_max: count("DB_POOL_MAX", 16, 1000)?,
+                connect_timeout,
+                query_timeout: millis("DB_QUERY_TIMEOUT_MS", 2000, 10, 60_000)?,
+                migrate_on_start: flag("MIGRATE_ON_START", true)?,
+            },
+            shutdown: ShutdownSettings {
+                delay: millis("SHUTDOWN_DELAY_MS", 0, 0, 600_000)?,
+                timeout: millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000)?,
+            },
+            chaos,
+            live: LiveSources {
+                start: LiveSettings::from_env(env, chaos.enabled)?,
+                dir: env.get("CONFIG_DIR").map(PathBuf::from),
+            },
             log_format: env.parse_or(
                 "LOG_FORMAT",
                 LogFormat::Json,
@@ -134,36 +191,19 @@ impl Settings {
                     _ => None,
                 },
             )?,
-            config_dir: env.get("CONFIG_DIR").map(PathBuf::from),
-            migrate_on_start: flag("MIGRATE_ON_START", true)?,
-            db_pool_max: count("DB_POOL_MAX", 16, 1000)?,
-            db_connect_timeout,
-            db_query_timeout: millis("DB_QUERY_TIMEOUT_MS", 2000, 10, 60_000)?,
-            request_timeout: millis("REQUEST_TIMEOUT_MS", 10_000, 10, 600_000)?,
-            max_connections: count(
-                "MAX_CONNECTIONS",
-                budget::default_max_connections(memory, budget::open_files_limit()),
-                1_000_000,
-            )?,
-            max_concurrent_requests: count("MAX_CONCURRENT_REQUESTS", 1024, 1_000_000)?,
-            payload_budget_bytes: budget::payload_budget(memory, crate::routes::BODY_LIMIT_BYTES),
-            shutdown_delay: millis("SHUTDOWN_DELAY_MS", 0, 0, 600_000)?,
-            shutdown_timeout: millis("SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000)?,
-            chaos_enabled,
-            live: LiveSettings::from_env(env, chaos_enabled)?,
         };
         settings.check_consistency()?;
         Ok(settings)
     }
 
     fn check_consistency(&self) -> Result<(), ConfigError> {
-        if self.port != 0 && self.metrics_port == Some(self.port) {
+        if self.http.port != 0 && self.http.metrics_port == Some(self.http.port) {
             return Err(ConfigError::new(
                 "METRICS_PORT",
                 "must differ from PORT (leave it unset to serve /metrics on PORT)",
             ));
         }
-        if let Some(dir) = &self.config_dir
+        if let Some(dir) = &self.live.dir
             && !dir.is_dir()
         {
             return Err(ConfigError::new(
@@ -171,14 +211,16 @@ impl Settings {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        let guard = ProductionGuard::new(&self.database);
+        let guard = ProductionGuard::new(&self.database.connection);
+        let start = &self.live.start;
         let from_dir = self
-            .config_dir
+            .live
+            .dir
             .as_deref()
-            .map(|dir| live::initial_settings(dir, &self.live, self.chaos_enabled).app_mode);
+            .map(|dir| live::initial_settings(dir, start, self.chaos.enabled).app_mode);
         let (mode, source) = match from_dir {
-            Some(mode) if mode != self.live.app_mode => (mode, " (from CONFIG_DIR/APP_MODE)"),
-            _ => (self.live.app_mode, ""),
+            Some(mode) if mode != start.app_mode => (mode, " (from CONFIG_DIR/APP_MODE)"),
+            _ => (start.app_mode, ""),
         };
         if mode == AppMode::Production
             && let Some(reason) = guard.refusal()
@@ -217,18 +259,20 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let s = Settings::from_env(&env(&[])).unwrap();
-        assert_eq!(s.port, 5000);
-        assert_eq!(s.metrics_port, None);
-        assert_eq!(s.db_pool_max, 16);
-        assert_eq!(s.db_query_timeout, Duration::from_secs(2));
-        assert_eq!(s.request_timeout, Duration::from_secs(10));
-        assert_eq!(s.max_concurrent_requests, 1024);
-        assert_eq!(s.shutdown_delay, Duration::ZERO);
-        assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
-        assert!(s.migrate_on_start);
-        assert!(!s.chaos_enabled);
+        assert_eq!(s.http.port, 5000);
+        assert_eq!(s.http.metrics_port, None);
+        assert_eq!(s.http.request_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.max_concurrent_requests, 1024);
+        assert_eq!(s.database.pool_max, 16);
+        assert_eq!(s.database.connect_timeout, Duration::from_secs(2));
+        assert_eq!(s.database.query_timeout, Duration::from_secs(2));
+        assert!(s.database.migrate_on_start);
+        assert_eq!(s.shutdown.delay, Duration::ZERO);
+        assert_eq!(s.shutdown.timeout, Duration::from_secs(10));
+        assert!(!s.chaos.enabled);
         assert_eq!(s.log_format, LogFormat::Json);
-        assert_eq!(s.live, LiveSettings::default());
+        assert_eq!(s.live.start, LiveSettings::default());
+        assert_eq!(s.live.dir, None);
     }
 
     #[test]

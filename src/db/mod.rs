@@ -26,7 +26,7 @@ use prometheus::HistogramVec;
 use tokio::sync::Semaphore;
 use tokio_postgres::error::SqlState;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, DatabaseSettings};
 use crate::telemetry::error_chain;
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
@@ -145,13 +145,9 @@ struct Inner {
 impl Database {
     /// Builds the pool. No connection is made here: the service starts and serves its
     /// probes while the database is still away.
-    pub fn new(
-        config: &DatabaseConfig,
-        max_size: usize,
-        connect_timeout: Duration,
-        query_timeout: Duration,
-        durations: HistogramVec,
-    ) -> Result<Self, String> {
+    pub fn new(settings: &DatabaseSettings, durations: HistogramVec) -> Result<Self, String> {
+        let config = &settings.connection;
+        let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut pooled = config.clone();
         // The server stops a statement that outlives our own timeout instead of working
         // on for a client that has gone.
@@ -165,7 +161,7 @@ impl Database {
         // Only connecting gets a timeout of its own. Waiting for a connection is bounded
         // by the operation's timeout in `run`, and recycling does no I/O.
         let pool = Pool::builder(PoolManager { config: pooled })
-            .max_size(max_size)
+            .max_size(settings.pool_max)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(connect_timeout))
             .build()
@@ -173,7 +169,7 @@ impl Database {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                slots: Semaphore::new(max_size),
+                slots: Semaphore::new(settings.pool_max),
                 config: config.clone(),
                 query_timeout,
                 up: AtomicBool::new(false),

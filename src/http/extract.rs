@@ -10,8 +10,7 @@ use serde_json::value::RawValue;
 use super::budget::{PayloadBudget, ReadError};
 use super::problem::ApiError;
 
-/// The largest request body read: past it, 413.
-pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+pub use crate::config::budget::BODY_LIMIT_BYTES;
 
 /// A JSON object body, with problem+json rejections: media type 415, size 413, syntax
 /// 400, anything but an object or a mismatch with `T` 422, no room left in the payload

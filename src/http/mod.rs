@@ -1,10 +1,10 @@
-//! HTTP plumbing shared by all routes: errors, extractors, the request middleware,
-//! request ids and shutdown.
+//! Generic HTTP plumbing that knows nothing of the application's state or its database:
+//! problem answers, extractors and the payload budget, request ids, the server and its
+//! write deadline. The application's side (routes, the request middleware) is in
+//! `crate::routes`.
 pub mod budget;
 pub mod extract;
-pub mod middleware;
 pub mod problem;
 pub mod request_id;
 pub mod server;
-pub mod shutdown;
 pub mod write_deadline;

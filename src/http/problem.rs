@@ -210,22 +210,3 @@ impl IntoResponse for ApiError {
         response
     }
 }
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(error: crate::db::DbError) -> Self {
-        use crate::db::DbError;
-        match error {
-            DbError::Unavailable { .. } => ApiError::DatabaseUnavailable,
-            DbError::Busy => ApiError::DatabaseBusy,
-            DbError::Timeout => ApiError::Timeout,
-            DbError::Query(error) => {
-                tracing::error!(
-                    request_id = crate::http::middleware::current_request_id(),
-                    error = %crate::db::describe(&error),
-                    "unexpected database error"
-                );
-                ApiError::Internal
-            }
-        }
-    }
-}

@@ -4,10 +4,30 @@
 //! could forge a log field or a line (quotes, control characters, newlines) or bloat the
 //! logs is replaced rather than escaped.
 
+use std::future::Future;
+
 use axum::http::{HeaderMap, HeaderValue};
 
 pub const HEADER: &str = "x-request-id";
 const MAX_LEN: usize = 128;
+
+tokio::task_local! {
+    /// The current request's id, for log lines written deep inside a handler (a task
+    /// local costs far less per request than a tracing span).
+    static REQUEST_ID: HeaderValue;
+}
+
+/// Runs `work` as the request `id`: [`current`] inside it returns that id.
+pub async fn scope<F: Future>(id: HeaderValue, work: F) -> F::Output {
+    REQUEST_ID.scope(id, work).await
+}
+
+/// The id of the request being handled, or "" outside of one.
+pub fn current() -> String {
+    REQUEST_ID
+        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
 
 /// The request's own id if acceptable, else a fresh UUID.
 pub fn from_headers(headers: &HeaderMap) -> HeaderValue {

@@ -4,4 +4,4 @@ pub mod model;
 pub mod store;
 
 pub use cursor::Cursor;
-pub use model::{Note, NoteContent, NoteInput};
+pub use model::{InvalidNote, Note, NoteContent, NoteInput, Violation};

@@ -2,13 +2,12 @@
 //!
 //! A request body deserialises into [`NoteInput`] (shape: unknown fields refused), which
 //! [`NoteInput::validate`] turns into [`NoteContent`] (rules: lengths, no NUL). Storage
-//! takes only `NoteContent`, so unvalidated text cannot reach the database.
+//! takes only `NoteContent`, so unvalidated text cannot reach the database. A refusal is
+//! the domain's own [`InvalidNote`]; the routes turn it into a problem.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-use crate::http::problem::{ApiError, FieldError};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const BODY_MAX_CHARS: usize = 10_000;
@@ -53,9 +52,21 @@ impl NoteContent {
     }
 }
 
+/// Why a note's content was refused: every rule it broke, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the note breaks {} rule(s)", .0.len())]
+pub struct InvalidNote(pub Vec<Violation>);
+
+/// One broken rule: the field, and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: &'static str,
+    pub message: String,
+}
+
 impl NoteInput {
     /// Checks every rule and reports every failure at once.
-    pub fn validate(self) -> Result<NoteContent, ApiError> {
+    pub fn validate(self) -> Result<NoteContent, InvalidNote> {
         let mut errors = Vec::new();
         check_text(&mut errors, "title", &self.title, 1, TITLE_MAX_CHARS);
         check_text(&mut errors, "body", &self.body, 0, BODY_MAX_CHARS);
@@ -65,12 +76,18 @@ impl NoteInput {
                 body: self.body,
             })
         } else {
-            Err(ApiError::Validation(errors))
+            Err(InvalidNote(errors))
         }
     }
 }
 
-fn check_text(errors: &mut Vec<FieldError>, field: &str, text: &str, min: usize, max: usize) {
+fn check_text(
+    errors: &mut Vec<Violation>,
+    field: &'static str,
+    text: &str,
+    min: usize,
+    max: usize,
+) {
     let chars = text.chars().count();
     let problem = if chars < min {
         Some(format!("must not be empty (at least {min} character)"))
@@ -83,10 +100,7 @@ fn check_text(errors: &mut Vec<FieldError>, field: &str, text: &str, min: usize,
         None
     };
     if let Some(message) = problem {
-        errors.push(FieldError {
-            field: field.into(),
-            message,
-        });
+        errors.push(Violation { field, message });
     }
 }
 
@@ -101,10 +115,10 @@ mod tests {
         }
     }
 
-    fn failures(result: Result<NoteContent, ApiError>) -> Vec<String> {
+    fn failures(result: Result<NoteContent, InvalidNote>) -> Vec<&'static str> {
         match result {
-            Err(ApiError::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
-            other => panic!("expected a validation error, got {other:?}"),
+            Err(InvalidNote(violations)) => violations.into_iter().map(|v| v.field).collect(),
+            Ok(content) => panic!("expected a refusal, got {content:?}"),
         }
     }
 

@@ -1,8 +1,11 @@
-//! The routes, their OpenAPI document, and the layers around them.
+//! The routes, their OpenAPI document, and the layers around them: the application's
+//! side of HTTP (the generic plumbing in `crate::http` knows nothing of its state).
 
+mod database_errors;
 pub mod index;
 pub mod meta;
 pub mod notes;
+pub mod observe;
 pub mod probes;
 
 use axum::Router;
@@ -13,7 +16,6 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::middleware;
 use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::state::{AppState, BUILD};
 use crate::telemetry::metrics::method_label;
@@ -77,7 +79,7 @@ pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::observe,
+            observe::observe,
         ))
         .with_state(state)
 }

@@ -7,9 +7,24 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::http::extract::{Json, Path, Query};
-use crate::http::problem::{ApiError, Problem};
-use crate::notes::{Cursor, Note, NoteInput, store};
+use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::notes::{Cursor, InvalidNote, Note, NoteInput, store};
 use crate::state::AppState;
+
+/// A refused note is a 422 that names every broken rule.
+impl From<InvalidNote> for ApiError {
+    fn from(InvalidNote(violations): InvalidNote) -> Self {
+        ApiError::Validation(
+            violations
+                .into_iter()
+                .map(|violation| FieldError {
+                    field: violation.field.into(),
+                    message: violation.message,
+                })
+                .collect(),
+        )
+    }
+}
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;

@@ -141,7 +141,7 @@ async fn app_with_payload_budget(kib: usize) -> TestApp {
     let url = create_database(&shared_server_url()).await;
     let mut settings =
         farol::config::Settings::from_env(&crate::support::app::test_env(&url, &[])).unwrap();
-    settings.payload_budget_bytes = kib * 1024;
+    settings.http.payload_budget_bytes = kib * 1024;
     let app = crate::support::app::start_with_settings(settings).await;
     app.wait_ready().await;
     app

@@ -13,23 +13,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 
-use super::problem::ApiError;
-use super::request_id;
+use crate::http::problem::ApiError;
+use crate::http::request_id;
 use crate::state::AppState;
 use crate::telemetry::metrics::method_label;
-
-tokio::task_local! {
-    /// The current request's id, for log lines written deep inside a handler (a task
-    /// local costs far less per request than a tracing span).
-    static REQUEST_ID: HeaderValue;
-}
-
-/// The id of the request being handled, or "" outside of one.
-pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
 
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
@@ -43,7 +30,7 @@ fn is_probe(route: &str) -> bool {
 
 /// The routes that query the notes table.
 fn needs_schema(route: &str) -> bool {
-    route.starts_with("/api/") && route != crate::routes::OPENAPI_PATH
+    route.starts_with("/api/") && route != super::OPENAPI_PATH
 }
 
 /// Fault injection applies to the API only, never to the probes, `/` or `/metrics`.
@@ -69,7 +56,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             }
         }
     };
-    let response = REQUEST_ID.scope(completion.request_id.clone(), work).await;
+    let response = request_id::scope(completion.request_id.clone(), work).await;
     // A large answer holds memory until its client has read it: charged to the payload
     // budget meanwhile, or shed now if it does not fit.
     let (parts, body) = response.into_parts();
@@ -198,6 +185,6 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    tracing::error!(request_id = current_request_id(), panic = %message, "handler panicked");
+    tracing::error!(request_id = request_id::current(), panic = %message, "handler panicked");
     ApiError::Internal.into_response()
 }

@@ -1,0 +1,23 @@
+//! How a database failure reaches a client: the fixed vocabulary of problems. Here, at
+//! the routes, where the database and HTTP meet: neither knows the other.
+
+use crate::db::DbError;
+use crate::http::problem::ApiError;
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Unavailable { .. } => ApiError::DatabaseUnavailable,
+            DbError::Busy => ApiError::DatabaseBusy,
+            DbError::Timeout => ApiError::Timeout,
+            DbError::Query(error) => {
+                tracing::error!(
+                    request_id = crate::http::request_id::current(),
+                    error = %crate::db::describe(&error),
+                    "unexpected database error"
+                );
+                ApiError::Internal
+            }
+        }
+    }
+}
