@@ -5,11 +5,8 @@
         The fire drill's variant of DIR (default: monitoring/): every duration of the rule
         files, prometheus.yml and alertmanager.yml divided by N (default 60), nothing else
         changed. OUT_DIR gets the layout of monitoring/ (prometheus/, alertmanager/,
-        blackbox/), so scripts/lib/stack.sh can start from it as from the original.
-    monitoring_config.py render OUT_DIR --source DIR --address FROM=TO...
-        prometheus.yml, its target files and alertmanager.yml of DIR for a local run: every
-        FROM address (a compose host:port) replaced by TO, relative paths made absolute.
-        Nothing else changes; an address that no longer occurs is an error.
+        blackbox/), so scripts/stand-ins/monitoring-stack.sh can start from it as from the
+        original.
     monitoring_config.py check-queries --prometheus URL [--source DIR] [--may-be-empty KEY]...
         Runs every PromQL expression of every rule and dashboard panel against a live
         Prometheus: each must parse, and each must return data unless its KEY is listed.
@@ -27,7 +24,8 @@
         compose's (prometheus.yml and its target files) and production's (the
         ServiceMonitor, PodMonitor and Probe of the production overlay).
 
-Standard library and PyYAML only (scripts/lib/stack.sh finds a python3 that has it).
+Standard library and PyYAML only (scripts/stand-ins/monitoring-stack.sh finds a python3
+that has it).
 """
 
 import argparse
@@ -425,45 +423,6 @@ def drill(out_dir, source, factor):
         if (source / rel).is_dir():
             shutil.copytree(source / rel, out_dir / rel, dirs_exist_ok=True)
     print(f"drill configuration (durations / {factor}) written to {out_dir}")
-
-
-# ---------------------------------------------------------------------------------------
-# render: the compose configuration with local addresses
-
-def _replace_addresses(node, addresses, used):
-    if isinstance(node, dict):
-        return {k: _replace_addresses(v, addresses, used) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_replace_addresses(v, addresses, used) for v in node]
-    if isinstance(node, str):
-        for old, new in addresses.items():
-            # whole host:port only: "app:5000" must not match inside "myapp:50001"
-            pattern = re.compile(rf"(?<![\w.-]){re.escape(old)}(?![\w])")
-            if pattern.search(node):
-                used.add(old)
-                node = pattern.sub(new, node)
-    return node
-
-
-def render(out_dir, source, addresses):
-    source, out_dir = Path(source).resolve(), Path(out_dir)
-    used = set()
-    prom_dir = source / "prometheus"
-    prometheus = _replace_addresses(load_yaml(prom_dir / "prometheus.yml"), addresses, used)
-    prometheus["rule_files"] = [str(prom_dir / f) for f in prometheus.get("rule_files", [])]
-    for job in prometheus.get("scrape_configs", []):
-        for sd in job.get("file_sd_configs", []):
-            for rel in sd["files"]:
-                targets = _replace_addresses(load_yaml(prom_dir / rel), addresses, used)
-                dump_yaml(targets, out_dir / "prometheus" / rel, f"Rendered from {prom_dir / rel}")
-    dump_yaml(prometheus, out_dir / "prometheus/prometheus.yml", f"Rendered from {prom_dir}/prometheus.yml")
-    alertmanager = _replace_addresses(load_yaml(source / "alertmanager/alertmanager.yml"), addresses, used)
-    dump_yaml(alertmanager, out_dir / "alertmanager/alertmanager.yml",
-              f"Rendered from {source}/alertmanager/alertmanager.yml")
-    missing = set(addresses) - used
-    if missing:
-        raise SystemExit(f"render: {', '.join(sorted(missing))} no longer in the configuration "
-                         "of " + str(source) + "; update scripts/lib/stack.sh")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1002,10 +961,6 @@ def main(argv):
     p.add_argument("out_dir")
     p.add_argument("--factor", type=int, default=60)
     p.add_argument("--source", default=str(MONITORING))
-    p = sub.add_parser("render")
-    p.add_argument("out_dir")
-    p.add_argument("--source", default=str(MONITORING))
-    p.add_argument("--address", action="append", default=[], metavar="FROM=TO")
     p = sub.add_parser("check-queries")
     p.add_argument("--prometheus", required=True)
     p.add_argument("--source", default=str(MONITORING))
@@ -1020,8 +975,6 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.command == "drill":
         drill(args.out_dir, args.source, args.factor)
-    elif args.command == "render":
-        render(args.out_dir, args.source, dict(a.split("=", 1) for a in args.address))
     elif args.command == "check-queries":
         return check_queries(args.prometheus, args.source, args.may_be_empty)
     elif args.command == "check-runbooks":

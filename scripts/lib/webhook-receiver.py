@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Alertmanager's webhook receiver for local runs (scripts/lib/stack.sh starts it).
+"""Alertmanager's webhook receiver for local runs (scripts/stand-ins/monitoring-stack.sh starts it).
 
     webhook-receiver.py PORT FILE [ADDRESS]
 

@@ -32,7 +32,7 @@ scenario expects; judge.py gives the verdicts).
         every scenario that ran, prints the table (also written to table.md) and exits 1
         on any mismatch. --expect-idle: every alert must have resolved by now.
 
-Configuration from the environment (scripts/fire-drill and scripts/lib/stack.sh set it):
+Configuration from the environment (scripts/fire-drill and scripts/stand-ins/monitoring-stack.sh set it):
 DRILL_WORK (directory of events.jsonl, recorder.jsonl, load-*.log, memhog.json),
 DRILL_CONFIG (the drill's monitoring configuration, for its intervals),
 STACK_PROMETHEUS_URL, STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG.

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # The fire drill's hands: farol, the load, the faults and the stressors, for
-# scripts/fire-drill. Sourced after common.sh, postgres.sh and stack.sh.
+# scripts/fire-drill. Sourced after common.sh, postgres.sh and scripts/stand-ins/monitoring-stack.sh.
 #
 # Every process started here runs in its own session (setsid), so that one signal to its
 # process group ends it with any children (stress-ng's workers), and is registered in

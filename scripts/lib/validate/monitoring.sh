@@ -4,8 +4,8 @@
 # generator's output (its unit tests run in the python area), and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
 # Needs `scripts/install-deps monitoring`; no network, a few seconds.
 
-# shellcheck source=scripts/lib/stack.sh
-. "$REPO_ROOT/scripts/lib/stack.sh"
+# shellcheck source=scripts/stand-ins/monitoring-stack.sh
+. "$REPO_ROOT/scripts/stand-ins/monitoring-stack.sh"
 
 validate_monitoring() {
   need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl

@@ -82,7 +82,7 @@ import_root() {
   {
     printf 'FROM %s\n' "$tmp"
     printf '%s\n' "$@"
-    printf 'LABEL %s="%s"\n' "$STANDIN_LABEL" "stand-in for $image built by tests/e2e/base-images/build, not the real image"
+    printf 'LABEL %s="%s"\n' "$STANDIN_LABEL" "stand-in for $image built by scripts/stand-ins/base-images/build, not the real image"
   } | DOCKER_BUILDKIT=0 docker build -q -t "$image" - >"$STANDIN_CACHE/import.log" 2>&1 \
     || { cat "$STANDIN_CACHE/import.log" >&2; die "could not set up the image $image"; }
   docker image rm "$tmp" >/dev/null

@@ -88,7 +88,7 @@ stack_start() {
   done
 
   # The addresses of monitoring/docker-compose.yml, as they appear in its configuration.
-  "$STACK_PYTHON" "$REPO_ROOT/scripts/lib/monitoring_config.py" render "$work/config" \
+  "$STACK_PYTHON" "$REPO_ROOT/scripts/stand-ins/local_addresses.py" "$work/config" \
     --source "$config" \
     --address "app:5000=$farol" \
     --address "localhost:9090=127.0.0.1:${STACK_PORTS[prometheus]}" \
