@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::live::{DirWatcher, OnChange, watch_config_dir};
 use crate::config::{LiveConfig, ProductionGuard, Settings};
-use crate::db::{Database, readiness};
+use crate::db::{self, Database, readiness};
 use crate::http::budget::PayloadBudget;
 use crate::http::server;
 use crate::routes;
@@ -25,6 +25,24 @@ const CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// Open connections at most on `METRICS_PORT`: a few scrapers.
 const METRICS_CONNECTIONS: usize = 64;
 
+/// Why the application could not start, or stopped with an error: printed after `farol: `.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] db::SetupError),
+    /// The bound listener could not say its own address.
+    #[error(transparent)]
+    LocalAddress(std::io::Error),
+    #[error("server task failed: {0}")]
+    ServerTask(#[source] tokio::task::JoinError),
+}
+
 /// A built application with its ports bound: ready to run.
 pub struct Application {
     settings: Settings,
@@ -36,7 +54,7 @@ pub struct Application {
 
 impl Application {
     /// Binds the ports and builds the state. Port 0 picks a free port (tests).
-    pub async fn build(settings: Settings) -> Result<Self, String> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let http = &settings.http;
         let listener = bind(SocketAddr::new(http.host, http.port)).await?;
         let metrics_listener = match http.metrics_port {
@@ -93,7 +111,7 @@ impl Application {
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartupError> {
         let Self {
             settings,
             state,
@@ -146,7 +164,7 @@ impl Application {
             );
         }
         tracing::info!(
-            address = %listener.local_addr().map_err(|e| e.to_string())?,
+            address = %listener.local_addr().map_err(StartupError::LocalAddress)?,
             metrics_port = settings.http.metrics_port,
             max_connections = settings.http.max_connections,
             payload_budget_mib = settings.http.payload_budget_bytes / (1024 * 1024),
@@ -179,7 +197,7 @@ impl Application {
             tokio::time::sleep(timeout).await;
         };
         let outcome = tokio::select! {
-            joined = servers => joined.map_err(|e| format!("server task failed: {e}")),
+            joined = servers => joined.map_err(StartupError::ServerTask),
             () = deadline => {
                 state.shutdown.abandon();
                 tracing::warn!(
@@ -198,8 +216,8 @@ impl Application {
     }
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartupError> {
     TcpListener::bind(address)
         .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))
+        .map_err(|source| StartupError::Bind { address, source })
 }

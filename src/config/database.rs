@@ -12,7 +12,7 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 use tokio_postgres::config::SslMode as DriverSslMode;
 
-use super::env::{ConfigError, Env, SecretSource};
+use super::env::{ConfigError, Env, SecretError, SecretSource};
 
 /// How to use TLS to PostgreSQL: libpq's `sslmode` values, but `allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,38 @@ const SSLMODES: &str = "disable, prefer, require, verify-ca or verify-full";
 /// What PostgreSQL shows in `pg_stat_activity` unless the settings name something else.
 const DEFAULT_APPLICATION_NAME: &str = "farol";
 
+/// Why a connection string (or the TLS settings of the libpq variables) cannot be used.
+/// The messages never quote the string as a whole, which may hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("sslmode must be {SSLMODES}, got {0:?}")]
+    UnknownSslMode(String),
+    #[error("a URL parameter is not valid UTF-8 once decoded")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    #[error("expected key=value pairs, found {0:?} without a value")]
+    MissingValue(String),
+    #[error("unterminated quoted value")]
+    UnterminatedQuote,
+    #[error("not a valid PostgreSQL connection string ({0})")]
+    Invalid(#[source] tokio_postgres::Error),
+    #[error("no host given")]
+    NoHost,
+    #[error("sslmode {} needs the CA certificate file (sslrootcert / PGSSLROOTCERT)", .0.as_str())]
+    RootCertRequired(SslMode),
+    #[error("{} is not a readable file", .0.display())]
+    RootCertNotAFile(PathBuf),
+}
+
+/// The password of a new connection could not be read: the variable that names its
+/// file, and why (never the password).
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {source}")]
+pub struct PasswordError {
+    pub variable: String,
+    #[source]
+    pub source: SecretError,
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// Everything but TLS and a password file. Its `Debug` output redacts the password.
@@ -98,7 +130,7 @@ impl DatabaseConfig {
     pub fn from_env(env: &Env, connect_timeout: Duration) -> Result<Self, ConfigError> {
         let mut config = match env.secret("DATABASE_URL")? {
             Some(url) => Self::from_connection_string(url.expose())
-                .map_err(|problem| ConfigError::new("DATABASE_URL", problem))?,
+                .map_err(|problem| ConfigError::new("DATABASE_URL", problem.to_string()))?,
             None => Self::from_libpq_vars(env)?,
         };
         config.driver.connect_timeout(connect_timeout);
@@ -107,13 +139,11 @@ impl DatabaseConfig {
 
     /// Parses a `postgres://` URL or a libpq `key=value` string. Errors never quote the
     /// string, which may hold a password.
-    pub fn from_connection_string(dsn: &str) -> Result<Self, String> {
+    pub fn from_connection_string(dsn: &str) -> Result<Self, DatabaseUrlError> {
         let (rest, ssl_mode, root_cert) = extract_tls_params(dsn)?;
-        let driver: tokio_postgres::Config = rest
-            .parse()
-            .map_err(|e| format!("not a valid PostgreSQL connection string ({e})"))?;
+        let driver: tokio_postgres::Config = rest.parse().map_err(DatabaseUrlError::Invalid)?;
         if driver.get_hosts().is_empty() {
-            return Err("no host given".into());
+            return Err(DatabaseUrlError::NoHost);
         }
         let password = driver
             .get_password()
@@ -124,7 +154,6 @@ impl DatabaseConfig {
             root_cert,
             password,
         )
-        .map_err(|e| e.problem)
     }
 
     fn from_libpq_vars(env: &Env) -> Result<Self, ConfigError> {
@@ -145,10 +174,9 @@ impl DatabaseConfig {
         let password = env.secret_source("PGPASSWORD")?;
         let ssl_mode = env.parse_or("PGSSLMODE", SslMode::Prefer, SSLMODES, SslMode::parse)?;
         let root_cert = env.get("PGSSLROOTCERT").map(PathBuf::from);
-        Self::finish(driver, ssl_mode, root_cert, password).map_err(|e| ConfigError {
-            variable: e.variable.replace("sslrootcert", "PGSSLROOTCERT"),
-            problem: e.problem,
-        })
+        // Only the root certificate can be wrong past this point: name its variable.
+        Self::finish(driver, ssl_mode, root_cert, password)
+            .map_err(|problem| ConfigError::new("PGSSLROOTCERT", problem.to_string()))
     }
 
     fn finish(
@@ -156,23 +184,14 @@ impl DatabaseConfig {
         ssl_mode: SslMode,
         root_cert: Option<PathBuf>,
         password: Option<SecretSource>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, DatabaseUrlError> {
         if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
-            return Err(ConfigError::new(
-                "sslrootcert",
-                format!(
-                    "sslmode {} needs the CA certificate file (sslrootcert / PGSSLROOTCERT)",
-                    ssl_mode.as_str()
-                ),
-            ));
+            return Err(DatabaseUrlError::RootCertRequired(ssl_mode));
         }
         if let Some(path) = &root_cert
             && !path.is_file()
         {
-            return Err(ConfigError::new(
-                "sslrootcert",
-                format!("{} is not a readable file", path.display()),
-            ));
+            return Err(DatabaseUrlError::RootCertNotAFile(path.clone()));
         }
         driver.ssl_mode(ssl_mode.driver_mode());
         // Notice a peer that vanished without closing the connection (a partition, a
@@ -200,12 +219,13 @@ impl DatabaseConfig {
 
     /// The driver settings for a new connection: `driver` with the password as it is now
     /// (a password file is read again here). The error names the file, never a secret.
-    pub fn connection_settings(&self) -> Result<tokio_postgres::Config, String> {
+    pub fn connection_settings(&self) -> Result<tokio_postgres::Config, PasswordError> {
         let mut driver = self.driver.clone();
         if let Some(source) = &self.password {
-            let password = source
-                .read()
-                .map_err(|problem| format!("{}: {problem}", source.variable()))?;
+            let password = source.read().map_err(|problem| PasswordError {
+                variable: source.variable().to_owned(),
+                source: problem,
+            })?;
             driver.password(password.expose());
         }
         Ok(driver)
@@ -247,15 +267,17 @@ impl DatabaseConfig {
 
 /// Removes `sslmode` and `sslrootcert` from a connection string, in either form, and
 /// returns what is left and their values.
-fn extract_tls_params(dsn: &str) -> Result<(String, Option<SslMode>, Option<PathBuf>), String> {
+fn extract_tls_params(
+    dsn: &str,
+) -> Result<(String, Option<SslMode>, Option<PathBuf>), DatabaseUrlError> {
     let mut ssl_mode = None;
     let mut root_cert = None;
-    let mut take = |key: &str, value: &str| -> Result<bool, String> {
+    let mut take = |key: &str, value: &str| -> Result<bool, DatabaseUrlError> {
         match key {
             "sslmode" => {
                 ssl_mode = Some(
                     SslMode::parse(value)
-                        .ok_or_else(|| format!("sslmode must be {SSLMODES}, got {value:?}"))?,
+                        .ok_or_else(|| DatabaseUrlError::UnknownSslMode(value.to_owned()))?,
                 );
                 Ok(true)
             }
@@ -274,13 +296,13 @@ fn extract_tls_params(dsn: &str) -> Result<(String, Option<SslMode>, Option<Path
     Ok((rest, ssl_mode, root_cert))
 }
 
-type Take<'a> = dyn FnMut(&str, &str) -> Result<bool, String> + 'a;
+type Take<'a> = dyn FnMut(&str, &str) -> Result<bool, DatabaseUrlError> + 'a;
 
 /// Takes parameters out of a URL's query. The parameters kept are passed on byte for byte,
 /// as the user wrote them: tokio-postgres percent-decodes them itself, and re-encoding
 /// them here (form encoding turns a space into `+`, which it then reads as a plus sign)
 /// would change their values.
-fn strip_url_params(url: &str, take: &mut Take<'_>) -> Result<String, String> {
+fn strip_url_params(url: &str, take: &mut Take<'_>) -> Result<String, DatabaseUrlError> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok(url.to_owned());
     };
@@ -299,16 +321,16 @@ fn strip_url_params(url: &str, take: &mut Take<'_>) -> Result<String, String> {
 }
 
 /// Percent-decoding as libpq does it for URIs: `%XX` only (a `+` stays a plus).
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, DatabaseUrlError> {
     percent_decode_str(text)
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
-        .map_err(|_| "a URL parameter is not valid UTF-8 once decoded".to_owned())
+        .map_err(DatabaseUrlError::NotUtf8)
 }
 
 /// libpq's `key=value key='quoted value'` form: values may be single-quoted, with `\'`
 /// and `\\` escapes inside.
-fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, String> {
+fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, DatabaseUrlError> {
     let mut kept = Vec::new();
     let mut chars = dsn.char_indices().peekable();
     loop {
@@ -322,9 +344,7 @@ fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, String
         }
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         if chars.next_if(|(_, c)| *c == '=').is_none() {
-            return Err(format!(
-                "expected key=value pairs, found {key:?} without a value"
-            ));
+            return Err(DatabaseUrlError::MissingValue(key));
         }
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -334,10 +354,10 @@ fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, String
                     Some((_, '\'')) => break,
                     Some((_, '\\')) => match chars.next() {
                         Some((_, c)) => value.push(c),
-                        None => return Err("unterminated quoted value".into()),
+                        None => return Err(DatabaseUrlError::UnterminatedQuote),
                     },
                     Some((_, c)) => value.push(c),
-                    None => return Err("unterminated quoted value".into()),
+                    None => return Err(DatabaseUrlError::UnterminatedQuote),
                 }
             }
         } else {
@@ -383,7 +403,12 @@ mod tests {
         let err =
             DatabaseConfig::from_connection_string("postgres://h/db?sslmode=allow").unwrap_err();
         assert!(
-            err.contains("disable, prefer, require, verify-ca or verify-full"),
+            matches!(&err, DatabaseUrlError::UnknownSslMode(mode) if mode == "allow"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("disable, prefer, require, verify-ca or verify-full"),
             "{err}"
         );
     }
@@ -394,7 +419,11 @@ mod tests {
             let err =
                 DatabaseConfig::from_connection_string(&format!("postgres://h/db?sslmode={mode}"))
                     .unwrap_err();
-            assert!(err.contains("sslrootcert") && err.contains(mode), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("sslrootcert") && text.contains(mode),
+                "{text}"
+            );
         }
     }
 
@@ -457,7 +486,8 @@ mod tests {
     fn errors_never_quote_the_password() {
         let err = DatabaseConfig::from_connection_string("postgres://u:hunter2@h:notaport/db")
             .unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]
@@ -503,9 +533,11 @@ mod tests {
         );
         std::fs::remove_file(&file).unwrap();
         let err = db.connection_settings().unwrap_err();
+        assert_eq!(err.variable, "PGPASSWORD_FILE");
+        let text = err.to_string();
         assert!(
-            err.contains("PGPASSWORD_FILE") && err.contains("password"),
-            "{err}"
+            text.contains("PGPASSWORD_FILE") && text.contains("password"),
+            "{text}"
         );
     }
 

@@ -103,7 +103,7 @@ impl Env {
             .map(|source| {
                 source
                     .read()
-                    .map_err(|problem| ConfigError::new(source.variable(), problem))
+                    .map_err(|problem| ConfigError::new(source.variable(), problem.to_string()))
             })
             .transpose()
     }
@@ -129,7 +129,7 @@ impl Env {
         };
         source
             .read()
-            .map_err(|problem| ConfigError::new(source.variable(), problem))?;
+            .map_err(|problem| ConfigError::new(source.variable(), problem.to_string()))?;
         Ok(Some(source))
     }
 }
@@ -143,7 +143,7 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// The secret as it is now. The error names the file, never its content.
-    pub fn read(&self) -> Result<Secret, String> {
+    pub fn read(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Value(secret) => Ok(secret.clone()),
             SecretSource::File { path, .. } => read_secret_file(path),
@@ -172,13 +172,28 @@ impl fmt::Debug for SecretSource {
     }
 }
 
-fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why a secret file gave no secret. The messages name the file, never its content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is empty", .0.display())]
+    Empty(PathBuf),
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+    let content = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
     let value = content.strip_suffix('\n').unwrap_or(&content);
     let value = value.strip_suffix('\r').unwrap_or(value);
     if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(SecretError::Empty(path.to_owned()));
     }
     Ok(Secret::new(value))
 }

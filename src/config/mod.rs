@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use database::{DatabaseConfig, SslMode, Verification};
-pub use env::{ConfigError, Env, Secret, SecretSource};
+pub use database::{DatabaseConfig, DatabaseUrlError, PasswordError, SslMode, Verification};
+pub use env::{ConfigError, Env, Secret, SecretError, SecretSource};
 pub use live::{AppMode, LiveConfig, LiveSettings, LogLevel};
 
 /// The password of the development compose stack. Anyone can read it in the repository,

@@ -10,15 +10,18 @@ use deadpool_postgres::ClientWrapper;
 use tokio::task::JoinHandle;
 
 use super::describe;
-use super::tls;
-use crate::config::DatabaseConfig;
+use super::tls::{self, TlsError};
+use crate::config::{DatabaseConfig, PasswordError};
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// Before the driver was asked: a secret or CA file that cannot be read.
-    #[error("{0}")]
-    Setup(String),
+    /// Before the driver was asked: a password file that cannot be read.
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    /// Before the driver was asked: a CA file that cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The driver's own reason: refused, TLS, authentication, a timeout.
     #[error("{}", describe(.0))]
     Driver(#[source] tokio_postgres::Error),
@@ -30,8 +33,8 @@ pub async fn open(
     config: &DatabaseConfig,
     purpose: &'static str,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
-    let settings = config.connection_settings().map_err(ConnectError::Setup)?;
-    let tls = tls::connector(config).map_err(ConnectError::Setup)?;
+    let settings = config.connection_settings()?;
+    let tls = tls::connector(config)?;
     let (client, connection) = settings.connect(tls).await.map_err(ConnectError::Driver)?;
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {

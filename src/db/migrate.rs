@@ -94,12 +94,12 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
 }
 
 /// Whether every embedded migration is applied (for `MIGRATE_ON_START=false`, where a
-/// Job applies them). Reads only; creates nothing.
-pub async fn is_current(client: &Client) -> Result<bool, String> {
+/// Job applies them). Reads only; creates nothing. The only failure is the driver's.
+pub async fn is_current(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let query = format!("SELECT max(version) FROM {HISTORY_TABLE}");
     match client.query_one(&query, &[]).await {
         Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) >= latest_version()),
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(false),
-        Err(e) => Err(error_chain(&e)),
+        Err(e) => Err(e),
     }
 }

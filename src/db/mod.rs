@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
-use deadpool::managed::{Pool, PoolError};
+use deadpool::managed::{BuildError, Pool, PoolError};
 use prometheus::HistogramVec;
 use tokio::sync::Semaphore;
 use tokio_postgres::error::SqlState;
@@ -30,6 +30,7 @@ use crate::config::{DatabaseConfig, DatabaseSettings};
 use crate::telemetry::error_chain;
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
+use tls::TlsError;
 
 /// A pooled connection.
 pub type Connection = deadpool::managed::Object<PoolManager>;
@@ -124,6 +125,16 @@ impl DbError {
     }
 }
 
+/// Why the pool could not be built. No connection is attempted then: only a CA file
+/// that cannot be used, or a pool setting deadpool refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[source] BuildError),
+}
+
 #[derive(Clone)]
 pub struct Database {
     inner: Arc<Inner>,
@@ -145,7 +156,7 @@ struct Inner {
 impl Database {
     /// Builds the pool. No connection is made here: the service starts and serves its
     /// probes while the database is still away.
-    pub fn new(settings: &DatabaseSettings, durations: HistogramVec) -> Result<Self, String> {
+    pub fn new(settings: &DatabaseSettings, durations: HistogramVec) -> Result<Self, SetupError> {
         let config = &settings.connection;
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut pooled = config.clone();
@@ -165,7 +176,7 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(connect_timeout))
             .build()
-            .map_err(|e| format!("cannot build the connection pool: {e}"))?;
+            .map_err(SetupError::Pool)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -322,9 +333,9 @@ impl Database {
 
 /// A connection outside the pool, for migrations: they hold a session-level advisory lock
 /// that must stay on one connection.
-pub async fn connect_direct(config: &DatabaseConfig) -> Result<tokio_postgres::Client, String> {
-    let (client, _task) = connect::open(config, "migration")
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn connect_direct(
+    config: &DatabaseConfig,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let (client, _task) = connect::open(config, "migration").await?;
     Ok(client)
 }

@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::connect::ConnectError;
 use super::outage::ReasonLog;
-use super::{Database, connect_direct, migrate};
+use super::{Database, DbError, connect_direct, migrate};
+use crate::telemetry::error_chain;
 
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const MAX_RETRY: Duration = Duration::from_secs(1);
@@ -40,7 +42,7 @@ pub async fn supervise(
         match prepare(&db, migrate_on_start, timeouts).await {
             Ok(()) => break,
             Err(reason) => {
-                if reasons.should_log(&reason) {
+                if reasons.should_log(&reason.to_string()) {
                     tracing::warn!(
                         attempts,
                         %reason,
@@ -72,24 +74,43 @@ pub struct Timeouts {
     pub query: Duration,
 }
 
-async fn prepare(db: &Database, migrate_on_start: bool, timeouts: Timeouts) -> Result<(), String> {
+/// Why the service is not ready yet: the reason logged while [`supervise`] retries.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("connecting took longer than DB_CONNECT_TIMEOUT_MS")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    #[error("reading the schema version took longer than DB_QUERY_TIMEOUT_MS")]
+    SchemaVersionTimeout,
+    #[error("{}", error_chain(.0))]
+    SchemaVersion(#[source] tokio_postgres::Error),
+    #[error(
+        "waiting for migrations up to version {0} (MIGRATE_ON_START=false: the migration job applies them)"
+    )]
+    MigrationsPending(i32),
+    #[error(transparent)]
+    Ping(#[from] DbError),
+}
+
+async fn prepare(
+    db: &Database,
+    migrate_on_start: bool,
+    timeouts: Timeouts,
+) -> Result<(), NotReady> {
     let mut client = tokio::time::timeout(timeouts.connect, connect_direct(db.config()))
         .await
-        .map_err(|_| "connecting took longer than DB_CONNECT_TIMEOUT_MS".to_owned())??;
+        .map_err(|_| NotReady::ConnectTimeout)??;
     if migrate_on_start {
-        migrate::apply(&mut client, migrate::LOCK_WAIT)
-            .await
-            .map_err(|e| e.to_string())?;
+        migrate::apply(&mut client, migrate::LOCK_WAIT).await?;
     } else if !tokio::time::timeout(timeouts.query, migrate::is_current(&client))
         .await
-        .map_err(|_| {
-            "reading the schema version took longer than DB_QUERY_TIMEOUT_MS".to_owned()
-        })??
+        .map_err(|_| NotReady::SchemaVersionTimeout)?
+        .map_err(NotReady::SchemaVersion)?
     {
-        return Err(format!(
-            "waiting for migrations up to version {} (MIGRATE_ON_START=false: the migration job applies them)",
-            migrate::latest_version()
-        ));
+        return Err(NotReady::MigrationsPending(migrate::latest_version()));
     }
-    db.ping().await.map_err(|e| e.to_string())
+    Ok(db.ping().await?)
 }

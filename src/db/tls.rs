@@ -13,7 +13,7 @@
 //! renewed CA needs no restart. That costs a file read and a parse per connection, which
 //! the pool makes rare.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -27,12 +27,27 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{DatabaseConfig, Verification};
 
+/// Why no TLS connector could be built: the CA file, mostly.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS set-up failed: {0}")]
+    Setup(#[source] rustls::Error),
+    #[error("cannot read sslrootcert {}: {source}", path.display())]
+    UnreadableRoots {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("sslrootcert {} holds no certificate", .0.display())]
+    NoCertificate(PathBuf),
+}
+
 /// The connector for `config`'s `sslmode`, with the CA file as it is now.
-pub fn connector(config: &DatabaseConfig) -> Result<MakeRustlsConnect, String> {
+pub fn connector(config: &DatabaseConfig) -> Result<MakeRustlsConnect, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up failed: {e}"))?;
+        .map_err(TlsError::Setup)?;
     let client = match config.verification() {
         Verification::ChainAndHost(path) => builder
             .with_root_certificates(read_roots(&path)?)
@@ -55,17 +70,17 @@ pub fn connector(config: &DatabaseConfig) -> Result<MakeRustlsConnect, String> {
     Ok(MakeRustlsConnect::new(client))
 }
 
-fn read_roots(path: &Path) -> Result<RootCertStore, String> {
+fn read_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+        .map_err(|source| TlsError::UnreadableRoots {
+            path: path.to_owned(),
+            source,
+        })?;
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!(
-            "sslrootcert {} holds no certificate",
-            path.display()
-        ));
+        return Err(TlsError::NoCertificate(path.to_owned()));
     }
     Ok(roots)
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use farol::config::{Env, Settings};
-use farol::startup::Application;
+use farol::startup::{Application, StartupError};
 use farol::state::AppState;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -18,7 +18,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<Result<(), String>>>,
+    server: Option<JoinHandle<Result<(), StartupError>>>,
 }
 
 /// Settings as the environment would give them, for a service on a free port.
@@ -151,7 +151,7 @@ impl TestApp {
     }
 
     /// Stops the app gracefully and waits for it.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), StartupError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
