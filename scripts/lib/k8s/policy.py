@@ -2,9 +2,10 @@
 
     python3 policy.py RENDER.yaml [--kubernetes-version 1.30.0]
 
-kubernetes-validate checks that each object is well-formed; this checks what a schema
-cannot: that every pod meets the "restricted" Pod Security Standard and has probes,
-requests and limits; that images are pinned; that selectors select something and
+kubernetes-validate checks that each object is well-formed, and checkov the generic
+policy (security contexts, resources, probes, image tags); this checks what neither
+does: the parts of the "restricted" Pod Security Standard checkov misses, startup
+probes and no liveness probe on the database; that selectors select something and
 references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports, the Service
 PGHOST names, the file an X_FILE variable names) resolve inside the render or to what an
 operator creates; that the NetworkPolicies start from a default deny and select existing
@@ -96,56 +97,29 @@ def check_namespaces(render: Render, version: str) -> Iterator[Finding]:
             yield ident(doc), f"namespace {ns!r} is not created by the render"
 
 
+# Generic policy comes from checkov (scripts/lib/validate/security.sh scans every render):
+# the restricted Pod Security Standard's fields, resources, readiness and liveness probes,
+# image tags; test_policy.py proves that checkov catches each of those. What follows is what
+# checkov does not see, or farol's own rules.
+
+# the volume types the restricted Pod Security Standard allows
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                    "persistentVolumeClaim", "projected", "secret"}
 
 
-@check("pod-security", "PSS restricted, a read-only root filesystem, no service account token")
+@check("pod-security", "what checkov misses of PSS restricted: volume types, a container's own seccomp")
 def check_pod_security(render: Render, version: str) -> Iterator[Finding]:
     for pod in rendered_pods(render):
         spec, psc = pod.spec, pod.spec.get("securityContext") or {}
-        for field in ("hostNetwork", "hostPID", "hostIPC"):
-            if spec.get(field):
-                yield pod.origin, f"{field} is set"
-        if spec.get("automountServiceAccountToken") is not False:
-            yield pod.origin, "automountServiceAccountToken is not false"
         for vol in spec.get("volumes") or []:
             kinds = set(vol) - {"name"}
             if not kinds <= ALLOWED_VOLUMES:
                 yield pod.origin, f"volume {vol.get('name')!r} of type {sorted(kinds)} is not allowed"
         for c in containers(spec):
-            sc, where = c.get("securityContext") or {}, f"container {c.get('name')!r}"
-            # the container's setting wins over the pod's
-            effective = {key: sc.get(key, psc.get(key)) for key in ("runAsNonRoot", "runAsUser", "seccompProfile")}
-            if effective["runAsNonRoot"] is not True:
-                yield pod.origin, f"{where}: runAsNonRoot is not true"
-            if effective["runAsUser"] == 0:
-                yield pod.origin, f"{where}: runAsUser is 0"
-            if dig(effective["seccompProfile"] or {}, "type") not in ("RuntimeDefault", "Localhost"):
-                yield pod.origin, f"{where}: seccompProfile is not RuntimeDefault"
-            if sc.get("allowPrivilegeEscalation") is not False:
-                yield pod.origin, f"{where}: allowPrivilegeEscalation is not false"
-            if sc.get("privileged"):
-                yield pod.origin, f"{where}: privileged"
-            caps = sc.get("capabilities") or {}
-            if "ALL" not in (caps.get("drop") or []):
-                yield pod.origin, f"{where}: capabilities do not drop ALL"
-            if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-                yield pod.origin, f"{where}: adds capabilities {caps['add']}"
-            if sc.get("readOnlyRootFilesystem") is not True:
-                yield pod.origin, f"{where}: readOnlyRootFilesystem is not true"
-            if any(p.get("hostPort") for p in c.get("ports") or []):
-                yield pod.origin, f"{where}: uses a hostPort"
-
-
-@check("resources", "every container requests and limits CPU and memory")
-def check_resources(render: Render, version: str) -> Iterator[Finding]:
-    for pod in rendered_pods(render):
-        for c in containers(pod.spec):
-            for section in ("requests", "limits"):
-                missing = {"cpu", "memory"} - set(dig(c, "resources", section, default={}) or {})
-                if missing:
-                    yield pod.origin, f"container {c.get('name')!r}: no {section} for {sorted(missing)}"
+            # checkov reads the pod's seccompProfile; a container's own overrides it
+            profile = (c.get("securityContext") or {}).get("seccompProfile", psc.get("seccompProfile"))
+            if dig(profile or {}, "type") not in ("RuntimeDefault", "Localhost"):
+                yield pod.origin, f"container {c.get('name')!r}: seccompProfile is not RuntimeDefault"
 
 
 # endpoints that depend on the database: a liveness probe on them would restart every
@@ -153,35 +127,18 @@ def check_resources(render: Render, version: str) -> Iterator[Finding]:
 DATABASE_PATHS = {"/health", "/readyz"}
 
 
-@check("probes", "long-running containers have startup, readiness and liveness probes")
+@check("probes", "long-running containers have a startup probe, and no liveness probe on the database")
 def check_probes(render: Render, version: str) -> Iterator[Finding]:
     for pod in rendered_pods(render):
         if pod.owner_kind in RUN_TO_COMPLETION:
             continue
         for c in containers(pod.spec, init=False):
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                if not c.get(probe):
-                    yield pod.origin, f"container {c.get('name')!r}: no {probe}"
+            if not c.get("startupProbe"):
+                yield pod.origin, f"container {c.get('name')!r}: no startupProbe"
             path = dig(c, "livenessProbe", "httpGet", "path")
             if path in DATABASE_PATHS:
                 yield pod.origin, (f"container {c.get('name')!r}: liveness probe on {path},"
                                    " which depends on the database")
-
-
-def image_tag(image: str) -> str | None:
-    if "@sha256:" in image:
-        return "digest"
-    last = image.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1] if ":" in last else None
-
-
-@check("images", "every image is pinned to a tag other than latest, or a digest")
-def check_images(render: Render, version: str) -> Iterator[Finding]:
-    for pod in rendered_pods(render):
-        for c in containers(pod.spec):
-            tag = image_tag(c.get("image") or "")
-            if tag in (None, "latest"):
-                yield pod.origin, f"container {c.get('name')!r}: image {c.get('image')!r} has no pinned tag"
 
 
 @check("selectors", "workload, Service, PDB and HPA selectors and targets match what exists")
@@ -385,6 +342,13 @@ def check_network_policies(render: Render, version: str) -> Iterator[Finding]:
                     name = port.get("port")
                     if isinstance(name, str) and targets and not any(name in p.ports for p in targets):
                         yield ident(policy), f"{direction}: port {name!r} is not a port name of the destination pods"
+
+
+def image_tag(image: str) -> str | None:
+    if "@sha256:" in image:
+        return "digest"
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
 
 
 def image_repository(image: str) -> str:

@@ -1,5 +1,6 @@
 """Tests of policy.py and custom_resources.py: a small render that passes every check, then,
-for each check, manifests broken in one way each, every one of which must be reported.
+for each check, manifests broken in one way each, every one of which must be reported;
+and the same for the generic policy policy.py leaves to checkov.
 
     pytest scripts/lib/k8s/test_policy.py        (make validate AREAS=python runs them all)
 
@@ -11,8 +12,14 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import unittest
 
+import yaml
 from policy import CHECKS, run
 from render import Render
 
@@ -202,42 +209,15 @@ CASES = [
      lambda d: find(d, "Namespace", NS)["metadata"].update(labels={})),
     ("object in a namespace the render lacks", "namespaces", "not created",
      lambda d: find(d, "ConfigMap", "env")["metadata"].update(namespace="elsewhere")),
-    ("runs as root allowed", "pod-security", "runAsNonRoot",
-     lambda d: deployment_container(d)["securityContext"].update(runAsNonRoot=False)),
-    ("uid 0", "pod-security", "runAsUser is 0",
-     lambda d: deployment_container(d)["securityContext"].update(runAsUser=0)),
-    ("privilege escalation", "pod-security", "allowPrivilegeEscalation",
-     lambda d: deployment_container(d)["securityContext"].pop("allowPrivilegeEscalation")),
-    ("capabilities kept", "pod-security", "drop ALL",
-     lambda d: deployment_container(d)["securityContext"].update(capabilities={})),
-    ("capability added", "pod-security", "adds capabilities",
-     lambda d: deployment_container(d)["securityContext"].update(capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]})),
     ("no seccomp", "pod-security", "seccompProfile",
      lambda d: deployment_container(d)["securityContext"].update(seccompProfile={"type": "Unconfined"})),
-    ("writable root filesystem", "pod-security", "readOnlyRootFilesystem",
-     lambda d: deployment_container(d)["securityContext"].update(readOnlyRootFilesystem=False)),
-    ("host network", "pod-security", "hostNetwork",
-     edit("Deployment", "farol", "template", "spec", hostNetwork=True)),
-    ("host port", "pod-security", "hostPort",
-     lambda d: deployment_container(d)["ports"][0].update(hostPort=80)),
     ("hostPath volume", "pod-security", "not allowed",
      lambda d: find(d, "Deployment", "farol")["spec"]["template"]["spec"]["volumes"].append(
          {"name": "h", "hostPath": {"path": "/"}})),
-    ("API token mounted", "pod-security", "automountServiceAccountToken",
-     lambda d: find(d, "Job", "farol-migrate-1.0")["spec"]["template"]["spec"].pop("automountServiceAccountToken")),
-    ("no limits", "resources", "no limits",
-     lambda d: deployment_container(d).update(resources={"requests": LIMITS["requests"]})),
-    ("no requests in a Job", "resources", "no requests",
-     edit("Job", "farol-migrate-1.0", "template", "spec", "containers", 0, resources={})),
-    ("no readiness probe", "probes", "no readinessProbe", lambda d: deployment_container(d).pop("readinessProbe")),
     ("no startup probe", "probes", "no startupProbe",
      lambda d: find(d, "StatefulSet", "cache")["spec"]["template"]["spec"]["containers"][0].pop("startupProbe")),
     ("liveness on the database", "probes", "depends on the database",
      lambda d: deployment_container(d).update(livenessProbe=probe("/health"))),
-    ("latest tag", "images", "no pinned tag",
-     edit("StatefulSet", "cache", "template", "spec", "containers", 0, image="cache:latest")),
-    ("no tag", "images", "no pinned tag",
-     edit("StatefulSet", "cache", "template", "spec", "containers", 0, image="registry:5000/cache")),
     ("selector not matching the template", "selectors", "spec.selector",
      edit("Deployment", "farol", "selector", matchLabels={"app": "other"})),
     ("Service selecting nothing", "selectors", "matches no pod",
@@ -355,6 +335,39 @@ CASES = [
      edit("PrometheusRule", "farol", "groups", 0, "rules", 1, **{"for": "5 minutes"})),
 ]
 
+# Generic policy that policy.py leaves to checkov: (what is broken, the checkov check that
+# must catch it, how to break it). A checkov upgrade that drops one of these fails here.
+CHECKOV_CASES = [
+    ("runs as root allowed", "CKV_K8S_23",
+     lambda d: deployment_container(d)["securityContext"].update(runAsNonRoot=False)),
+    ("uid 0", "CKV_K8S_40",
+     lambda d: deployment_container(d)["securityContext"].update(runAsUser=0)),
+    ("privilege escalation", "CKV_K8S_20",
+     lambda d: deployment_container(d)["securityContext"].pop("allowPrivilegeEscalation")),
+    ("capabilities kept", "CKV_K8S_28",
+     lambda d: deployment_container(d)["securityContext"].update(capabilities={})),
+    ("capability added", "CKV_K8S_25",
+     lambda d: deployment_container(d)["securityContext"].update(capabilities={"drop": ["ALL"], "add": ["SYS_ADMIN"]})),
+    ("writable root filesystem", "CKV_K8S_22",
+     lambda d: deployment_container(d)["securityContext"].update(readOnlyRootFilesystem=False)),
+    ("host network", "CKV_K8S_19",
+     edit("Deployment", "farol", "template", "spec", hostNetwork=True)),
+    ("host port", "CKV_K8S_26",
+     lambda d: deployment_container(d)["ports"][0].update(hostPort=80)),
+    ("API token mounted", "CKV_K8S_38",
+     lambda d: find(d, "Job", "farol-migrate-1.0")["spec"]["template"]["spec"].pop("automountServiceAccountToken")),
+    ("no limits", "CKV_K8S_13",
+     lambda d: deployment_container(d).update(resources={"requests": LIMITS["requests"]})),
+    ("no resources in a Job", "CKV_K8S_11",
+     edit("Job", "farol-migrate-1.0", "template", "spec", "containers", 0, resources={})),
+    ("no readiness probe", "CKV_K8S_9",
+     lambda d: deployment_container(d).pop("readinessProbe")),
+    ("latest tag", "CKV_K8S_14",
+     edit("StatefulSet", "cache", "template", "spec", "containers", 0, image="cache:latest")),
+    ("no tag", "CKV_K8S_14",
+     edit("StatefulSet", "cache", "template", "spec", "containers", 0, image="registry:5000/cache")),
+]
+
 
 class PolicyTest(unittest.TestCase):
     def test_the_good_render_passes_every_check(self):
@@ -370,6 +383,34 @@ class PolicyTest(unittest.TestCase):
                 caught = findings(docs)[check]
                 self.assertTrue(any(word in f for f in caught),
                                 f"{check} missed {what!r}; it reported {caught}")
+
+    def test_checkov_catches_the_generic_cases(self):
+        """One checkov run (about 20 s) over the good render and each broken one, a file
+        each: every broken file fails its check, which the good one passes."""
+        checkov = shutil.which("checkov")
+        self.assertIsNotNone(checkov, "checkov is missing: scripts/install-deps lint")
+        with tempfile.TemporaryDirectory() as out:
+            renders = {"good": good_render()}
+            for index, (_, _, breaks) in enumerate(CHECKOV_CASES):
+                renders[f"case{index}"] = copy.deepcopy(good_render())
+                breaks(renders[f"case{index}"])
+            for name, docs in renders.items():
+                with open(os.path.join(out, f"{name}.yaml"), "w") as f:
+                    yaml.safe_dump_all(docs, f)
+            proc = subprocess.run([checkov, "--skip-download", "--quiet", "--framework", "kubernetes",
+                                   "--output", "json", "--directory", out],
+                                  capture_output=True, text=True, timeout=300, check=False)
+        report = json.loads(proc.stdout)
+        report = report[0] if isinstance(report, list) else report
+        failed: dict[str, set[str]] = {}
+        for result in report["results"]["failed_checks"]:
+            name = os.path.basename(result["file_path"]).removesuffix(".yaml")
+            failed.setdefault(name, set()).add(result["check_id"])
+        for index, (what, check_id, _) in enumerate(CHECKOV_CASES):
+            with self.subTest(what):
+                self.assertNotIn(check_id, failed.get("good", set()), "the good render must pass it")
+                self.assertIn(check_id, failed.get(f"case{index}", set()),
+                              f"checkov missed {what!r}; it reported {sorted(failed.get(f'case{index}', []))}")
 
     def test_every_check_has_cases(self):
         self.assertEqual({name for name, _, _ in CHECKS}, {check for _, check, _, _ in CASES})

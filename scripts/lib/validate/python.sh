@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # The operations toolkit's own tests: one pytest run over scripts/ (pyproject.toml),
-# covering the drill's judge and config adjustment, the Kubernetes policy checker and
-# PrometheusRule generator, the monitoring checks, the workflow checkers.
+# covering the drill's judge and config adjustment, the Kubernetes policy checker (and
+# that checkov catches the generic policy it leaves to checkov) and PrometheusRule
+# generator, the monitoring checks, the workflow checker.
 
 validate_python() {
-  need pytest
+  need pytest checkov
   local log
   log=$(mktemp)
   if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$log" 2>&1; then
