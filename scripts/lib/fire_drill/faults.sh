@@ -15,12 +15,12 @@
 #   farol_start, farol_stop       farol with the drill's settings (see farol_start)
 #   proxy_start, proxy_stop       the TCP proxy between farol and PostgreSQL (tcp_proxy.py)
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
-#   load_start SCENARIO, load_stop   paced wrk traffic (lib/drill/load.lua), per scenario
+#   load_start SCENARIO, load_stop   paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
 # PROXY_PORT, and the LOAD_* and FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
 
 declare -A DRILL_PIDS=()
-DRILL_LIB=$REPO_ROOT/scripts/lib/drill
+DRILL_LIB=$REPO_ROOT/scripts/lib/fire_drill
 
 drill_spawn() {
   local name=$1 log=$2

@@ -3,7 +3,7 @@
 (drill.py) and the memory stressor's refusals (memhog.py): the drill's verdicts must fail
 when the alerting misbehaves, not only pass when it behaves.
 
-    pytest scripts/lib/drill        (make validate AREAS=python runs them all)
+    pytest scripts/lib/fire_drill        (make validate AREAS=python runs them all)
 """
 
 import json

@@ -1,5 +1,5 @@
 -- wrk script of the fire drill (scripts/fire-drill): paced API traffic, and one JSON line
--- at the end for scripts/lib/drill/drill.py.
+-- at the end for scripts/lib/fire_drill/drill.py.
 --
 --   wrk -t1 -c8 -d600s -s load.lua http://127.0.0.1:PORT -- DELAY_MS
 --
