@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # The fire drill's hands: farol, the load, the faults and the stressors, for
-# scripts/fire-drill. Sourced after common.sh, postgres.sh and scripts/stand-ins/monitoring-stack.sh.
+# scripts/fire-drill. Sourced after common.sh, postgres.sh, farol.sh and
+# scripts/stand-ins/monitoring-stack.sh.
 #
 # Every process started here runs in its own session (setsid), so that one signal to its
 # process group ends it with any children (stress-ng's workers), and is registered in
@@ -61,15 +62,11 @@ drill_run() {
 # database timeouts stated rather than implied (/health must answer within
 # DB_QUERY_TIMEOUT_MS while PostgreSQL is down). Logs append to farol.log across restarts.
 farol_start() {
-  drill_spawn farol "$DRILL_WORK/farol.log" env -u DATABASE_URL \
-    DATABASE_URL="$FAROL_DB_URL" HOST=127.0.0.1 PORT="$FAROL_PORT" MIGRATE_ON_START=true \
-    LOG_FORMAT=json LOG_LEVEL=info CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
+  farol_command "$FAROL_PORT" "$FAROL_DB_URL" CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
-    SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 "$FAROL_BIN" serve
-  if ! wait_until 30 "farol" curl -fsS -o /dev/null "http://127.0.0.1:$FAROL_PORT/readyz"; then
-    tail -n 20 "$DRILL_WORK/farol.log" >&2
-    die "farol did not become ready (log: $DRILL_WORK/farol.log)"
-  fi
+    SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000
+  drill_spawn farol "$DRILL_WORK/farol.log" "${FAROL_CMD[@]}"
+  farol_wait_ready "$FAROL_PORT" "$DRILL_WORK/farol.log"
 }
 
 farol_stop() { drill_end farol TERM; }
