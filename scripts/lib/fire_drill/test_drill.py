@@ -13,11 +13,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import drill
 import judge as jd
 import scenarios as sc
 from judge import Interval, Notice
-
-import drill
 
 HERE = Path(__file__).resolve().parent
 

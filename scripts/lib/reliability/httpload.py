@@ -259,7 +259,8 @@ def count_by_outcome(records):
 
 
 class Farol:
-    """A farol process under test, listening on 127.0.0.1, logging JSON to a file.
+    """A farol process under test, listening on 127.0.0.1, logging JSON to a file: the
+    defaults of scripts/lib/farol.sh, which the shell harnesses start farol with.
 
     Its pid is written to WORK/farol.pid so that scripts/reliability can stop it even if
     this process is killed before its own cleanup runs."""
@@ -289,7 +290,9 @@ class Farol:
 
         # farol writes to its own copy of the descriptor: this one is only needed to start it
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log,
+            # from /, as scripts/lib/farol.sh starts it: `farol serve` would read a .env in
+            # the working directory, and that may be the repository's, a developer's own
+            self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log, cwd="/",
                                             preexec_fn=enter_cgroup if self.cgroup_procs else None)
         with open(os.path.join(self.work, "farol.pid"), "w") as pidfile:
             pidfile.write(f"{self.process.pid}\n")
