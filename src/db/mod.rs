@@ -83,6 +83,17 @@ impl DbError {
         }
     }
 
+    /// A server that answers but takes no writes: a standby (after a failover, a service
+    /// address or a DNS name can lead to one), or default_transaction_read_only on.
+    fn read_only() -> Self {
+        DbError::Unavailable {
+            reason:
+                "the server takes no writes (a standby, or default_transaction_read_only is on)"
+                    .into(),
+            broke_established: true,
+        }
+    }
+
     fn from_query(error: tokio_postgres::Error) -> Self {
         if error.is_closed() {
             return Self::broken(&error);
@@ -90,6 +101,10 @@ impl DbError {
         match error.code() {
             // A statement_timeout fired: the server-side twin of our own timeout.
             Some(code) if *code == SqlState::QUERY_CANCELED => DbError::Timeout,
+            // A write reached a server that takes none: the connection leads to the wrong
+            // server, so it and its idle siblings are dropped, and the next connection
+            // (with several hosts and target_session_attrs=read-write) finds the primary.
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => Self::broken(&error),
             // Class 08 (connection), 53 (resources, e.g. too many connections) and 57P
             // (shutting down, starting up): the database, not the request, is the problem.
             Some(code)
@@ -122,6 +137,25 @@ impl DbError {
     /// a busy pool.
     pub fn is_outage(&self) -> bool {
         matches!(self, DbError::Unavailable { .. })
+    }
+}
+
+/// What an operation's failure means for the service: the driver's errors are
+/// classified by the rules of [`DbError`]; an operation may also decide for itself (the
+/// ping, which finds a server that answers but takes no writes).
+pub trait OperationError {
+    fn into_db_error(self) -> DbError;
+}
+
+impl OperationError for tokio_postgres::Error {
+    fn into_db_error(self) -> DbError {
+        DbError::from_query(self)
+    }
+}
+
+impl OperationError for DbError {
+    fn into_db_error(self) -> DbError {
+        self
     }
 }
 
@@ -192,10 +226,11 @@ impl Database {
 
     /// Runs `operation` on a pooled connection within the query timeout.
     /// `name` labels the duration metric (`db_operation_name`).
-    pub async fn run<T, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
+    pub async fn run<T, E, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
     where
         F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+        Fut: Future<Output = Result<T, E>>,
+        E: OperationError,
     {
         let started = Instant::now();
         let timeout = self.inner.query_timeout;
@@ -221,7 +256,9 @@ impl Database {
             let round_trip = async {
                 let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
                 connected.store(true, Ordering::Relaxed);
-                operation(client).await.map_err(DbError::from_query)
+                operation(client)
+                    .await
+                    .map_err(OperationError::into_db_error)
             };
             match tokio::time::timeout(timeout, round_trip).await {
                 Ok(result) => result,
@@ -247,15 +284,28 @@ impl Database {
         result
     }
 
-    /// One real round trip: what `/health` reports. Unlike other operations, a ping
-    /// whose query times out counts as the database being down: `SELECT 1` is never slow
-    /// on a database that answers (a partition, or a server that hangs). A busy pool
-    /// does not: the database is not even asked.
+    /// One real round trip to a server that takes writes: what `/health` reports. A
+    /// server that answers but is read-only (a standby) counts as down, since every
+    /// write would fail there. Unlike other operations, a ping whose query times out
+    /// counts as the database being down: this query is never slow on a database that
+    /// answers (a partition, or a server that hangs). A busy pool does not: the database
+    /// is not even asked.
     pub async fn ping(&self) -> Result<(), DbError> {
         let result = self
             .run("ping", |client| async move {
-                let statement = client.prepare_cached("SELECT 1").await?;
-                client.query_one(&statement, &[]).await.map(|_| ())
+                let statement = client
+                    .prepare_cached("SELECT current_setting('transaction_read_only') = 'off'")
+                    .await
+                    .map_err(DbError::from_query)?;
+                let row = client
+                    .query_one(&statement, &[])
+                    .await
+                    .map_err(DbError::from_query)?;
+                if row.get::<_, bool>(0) {
+                    Ok(())
+                } else {
+                    Err(DbError::read_only())
+                }
             })
             .await;
         if matches!(result, Err(DbError::Timeout)) {

@@ -45,12 +45,13 @@ pub struct NotReady {
     pub status: String,
 }
 
-/// The service and its database: one real round trip, bounded by `DB_QUERY_TIMEOUT_MS`.
+/// The service and its database: one real round trip, bounded by `DB_QUERY_TIMEOUT_MS`, to
+/// a server that takes writes (a read-only one, a standby, is down for farol).
 #[utoipa::path(
     get, path = "/health", tag = "operations",
     responses(
-        (status = 200, description = "The database answered", body = StatusOk),
-        (status = 503, description = "The database is down, did not answer in time, or every pooled connection stayed busy", body = HealthError),
+        (status = 200, description = "The database answered, and takes writes", body = StatusOk),
+        (status = 503, description = "The database is down (or takes no writes), did not answer in time, or every pooled connection stayed busy", body = HealthError),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {

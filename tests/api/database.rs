@@ -592,3 +592,105 @@ async fn a_replaced_ca_file_is_used_by_the_next_connection_without_a_restart() {
     app.wait_for_status("/health", 200, Duration::from_secs(5))
         .await;
 }
+
+/// A superuser connection to `url`'s server, for changing it under the service.
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn a_server_that_stops_taking_writes_gets_fast_503s_and_health_says_down_until_it_takes_them_again()
+ {
+    let cluster = PgCluster::start();
+    let url = create_database(&cluster.url("postgres")).await;
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let kept = app
+        .create_note("before", "the server turned read-only")
+        .await;
+
+    // What a write meets on a standby: every transaction read-only.
+    let admin = admin(&cluster.url("postgres")).await;
+    // one statement per call: ALTER SYSTEM refuses to run inside a transaction block
+    for sql in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    app.wait_for_status("/health", 503, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        app.get("/health").await.json::<Value>().await.unwrap(),
+        json!({"status": "error", "checks": {"database": "down"}}),
+        "a server that answers SELECT but takes no writes is not the database farol needs"
+    );
+    let write = app
+        .post_json("/api/v1/notes", &json!({"title": "t", "body": "b"}))
+        .await;
+    assert_eq!(write.headers()["retry-after"], "1");
+    assert_problem(write, 503, "database-unavailable").await;
+    let read: Value = app
+        .get(&format!("/api/v1/notes/{}", kept["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, kept, "reads still work where they can");
+
+    for sql in [
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
+    app.create_note("after", "writes again, no restart").await;
+    let status: Value = app.get("/").await.json().await.unwrap();
+    assert_eq!(status["database"], "up");
+}
+
+#[tokio::test]
+async fn with_several_hosts_and_target_session_attrs_read_write_it_writes_to_the_primary() {
+    // The first host is a "standby" (it takes no writes), the second the primary: libpq's
+    // multi-host syntax, as CloudNativePG's and Patroni's clients use it.
+    let standby = PgCluster::start_with(&["default_transaction_read_only=on"]);
+    let primary = PgCluster::start();
+    let database = create_database(&primary.url("postgres")).await;
+    let name = database
+        .rsplit_once('/')
+        .and_then(|(_, rest)| rest.split('?').next())
+        .unwrap()
+        .to_owned();
+    let port_of = |url: &str| {
+        url.split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname={name} sslmode=disable \
+         target_session_attrs=read-write",
+        port_of(&standby.url("postgres")),
+        port_of(&primary.url("postgres")),
+    );
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let note = app.create_note("on", "the primary").await;
+    assert_eq!(app.get("/health").await.status(), 200);
+    let stored: i64 = admin(&database)
+        .await
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the note {note} is on the primary");
+}
