@@ -602,6 +602,21 @@ async fn admin(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Every session of the server read-only, or not, from its next statement on.
+async fn set_read_only(admin: &tokio_postgres::Client, read_only: bool) {
+    let change = if read_only {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    // one statement per call: ALTER SYSTEM refuses to run inside a transaction block
+    admin.batch_execute(change).await.unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_server_that_stops_taking_writes_gets_fast_503s_and_health_says_down_until_it_takes_them_again()
  {
@@ -615,13 +630,7 @@ async fn a_server_that_stops_taking_writes_gets_fast_503s_and_health_says_down_u
 
     // What a write meets on a standby: every transaction read-only.
     let admin = admin(&cluster.url("postgres")).await;
-    // one statement per call: ALTER SYSTEM refuses to run inside a transaction block
-    for sql in [
-        "ALTER SYSTEM SET default_transaction_read_only = on",
-        "SELECT pg_reload_conf()",
-    ] {
-        admin.batch_execute(sql).await.unwrap();
-    }
+    set_read_only(&admin, true).await;
     app.wait_for_status("/health", 503, Duration::from_secs(5))
         .await;
     assert_eq!(
@@ -642,12 +651,7 @@ async fn a_server_that_stops_taking_writes_gets_fast_503s_and_health_says_down_u
         .unwrap();
     assert_eq!(read, kept, "reads still work where they can");
 
-    for sql in [
-        "ALTER SYSTEM RESET default_transaction_read_only",
-        "SELECT pg_reload_conf()",
-    ] {
-        admin.batch_execute(sql).await.unwrap();
-    }
+    set_read_only(&admin, false).await;
     app.wait_for_status("/health", 200, Duration::from_secs(5))
         .await;
     app.create_note("after", "writes again, no restart").await;
