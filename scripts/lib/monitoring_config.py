@@ -16,6 +16,10 @@
         --write rewrites the URLs that are not.
     monitoring_config.py check-dashboards
         The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
+    monitoring_config.py check-static-files
+        What cannot run here (Grafana provisioning, Loki, Alloy): syntax and references.
+    monitoring_config.py records | alert-threshold ALERT
+        The recording rules' names; the constant an alert compares against.
     monitoring_config.py check-rule-tests
         Every alert fires in a unit test, every recording rule is compared in one.
     monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME|list
@@ -954,6 +958,71 @@ def check_dashboards():
 
 # ---------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------
+# Small questions the shell scripts ask of the rules
+
+def recording_rules():
+    return [rule["record"] for rule in rules() if "record" in rule]
+
+
+def alert_threshold(name):
+    """The first constant an alert's expression compares against (e.g. 0.85)."""
+    rule = next(r for r in rules() if r.get("alert") == name)
+    return next(constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts)
+
+
+# ---------------------------------------------------------------------------------------
+# The monitoring files that nothing here can run
+
+def check_static_files():
+    """What cannot run here (no Grafana, Loki or Alloy binaries): syntax, and that what the
+    files refer to exists."""
+    problems = []
+
+    def load(path):
+        try:
+            return yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            problems.append(f"{path}: {err}")
+            return {}
+
+    compose = load(MONITORING / "docker-compose.yml")
+    mounts = {}   # container path -> host path, per service
+    for name, service in compose.get("services", {}).items():
+        for volume in service.get("volumes", []):
+            host, container = volume.split(":")[:2]
+            mounts[(name, container)] = host
+            local = host.startswith((".", "/")) and not host.startswith("/var/run") and host != "/"
+            if local and not (MONITORING / host).exists():
+                problems.append(f"docker-compose.yml: {name} mounts {host}, which does not exist")
+    # Grafana: provisioning files parse, the dashboards folder the provider reads is mounted.
+    for path in (MONITORING / "grafana/provisioning").rglob("*.yml"):
+        doc = load(path)
+        for provider in doc.get("providers", []):
+            folder = provider["options"]["path"]
+            if mounts.get(("grafana", folder)) != "./grafana/dashboards":
+                problems.append(f"{path}: provider path {folder} is not where compose mounts grafana/dashboards")
+    # Loki: parses, and stores under the volume compose gives it.
+    loki = load(MONITORING / "loki/loki.yml")
+    if loki.get("common", {}).get("path_prefix") != "/loki" or ("loki", "/loki") not in {(k[0], k[1]) for k in mounts}:
+        problems.append("loki.yml: path_prefix must be /loki, the loki-data volume")
+    # Alloy: balanced braces and quotes, every component reference defined, the Loki URL is
+    # the compose service's.
+    alloy = (MONITORING / "alloy/config.alloy").read_text()
+    code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', re.sub(r"//[^\n]*", "", alloy))
+    if code.count("{") != code.count("}") or code.count("[") != code.count("]"):
+        problems.append("config.alloy: unbalanced braces or brackets")
+    defined = set(re.findall(r'^([a-z_.]+)\s+"(\w+)"\s*\{', alloy, re.M))
+    for kind, label in re.findall(r"\b((?:discovery|loki)\.[a-z_]+)\.(\w+)\.(?:targets|rules|receiver|output)\b", code):
+        if (kind, label) not in defined:
+            problems.append(f"config.alloy: {kind}.{label} is used but not defined")
+    if "http://loki:3100/loki/api/v1/push" not in alloy or "loki" not in compose.get("services", {}):
+        problems.append("config.alloy: must push to the compose service loki")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -968,6 +1037,10 @@ def main(argv):
     p = sub.add_parser("check-runbooks")
     p.add_argument("--write", action="store_true")
     sub.add_parser("check-dashboards")
+    sub.add_parser("check-static-files")
+    sub.add_parser("records")
+    p = sub.add_parser("alert-threshold")
+    p.add_argument("alert")
     sub.add_parser("check-rule-tests")
     p = sub.add_parser("check-inhibitions")
     p.add_argument("--alertmanager", required=True)
@@ -981,6 +1054,12 @@ def main(argv):
         return check_runbooks(args.write)
     elif args.command == "check-dashboards":
         return check_dashboards()
+    elif args.command == "check-static-files":
+        return check_static_files()
+    elif args.command == "records":
+        print("\n".join(recording_rules()))
+    elif args.command == "alert-threshold":
+        print(alert_threshold(args.alert))
     elif args.command == "check-rule-tests":
         return check_rule_tests()
     elif args.command == "check-inhibitions":

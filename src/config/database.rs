@@ -88,8 +88,12 @@ pub enum DatabaseUrlError {
     UnknownSslMode(String),
     #[error("a URL parameter is not valid UTF-8 once decoded")]
     NotUtf8(#[source] std::str::Utf8Error),
-    #[error("expected key=value pairs, found {0:?} without a value")]
-    MissingValue(String),
+    /// The word itself is not quoted: after an unquoted space inside a password, it would
+    /// be the rest of the password.
+    #[error(
+        "expected key=value pairs, but word {0} has no value (a value with spaces needs quotes: key='a b')"
+    )]
+    MissingValue(usize),
     #[error("unterminated quoted value")]
     UnterminatedQuote,
     #[error("not a valid PostgreSQL connection string ({0})")]
@@ -333,7 +337,9 @@ fn percent_decode(text: &str) -> Result<String, DatabaseUrlError> {
 fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, DatabaseUrlError> {
     let mut kept = Vec::new();
     let mut chars = dsn.char_indices().peekable();
+    let mut words = 0;
     loop {
+        words += 1;
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let Some(&(start, _)) = chars.peek() else {
             break;
@@ -344,7 +350,7 @@ fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, Databa
         }
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         if chars.next_if(|(_, c)| *c == '=').is_none() {
-            return Err(DatabaseUrlError::MissingValue(key));
+            return Err(DatabaseUrlError::MissingValue(words));
         }
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -488,6 +494,15 @@ mod tests {
             .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[test]
+    fn a_password_with_an_unquoted_space_is_not_quoted_back() {
+        let dsn = "host=h password=hunter2 rest dbname=d"; // pragma: allowlist secret (made up)
+        let err = DatabaseConfig::from_connection_string(dsn).unwrap_err();
+        assert!(matches!(err, DatabaseUrlError::MissingValue(3)), "{err:?}");
+        assert!(!err.to_string().contains("rest"), "{err}");
+        assert!(err.to_string().contains("word 3"), "{err}");
     }
 
     #[test]

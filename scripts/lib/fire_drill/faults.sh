@@ -66,7 +66,7 @@ farol_start() {
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
     SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000
   drill_spawn farol "$DRILL_WORK/farol.log" "${FAROL_CMD[@]}"
-  farol_wait_ready "$FAROL_PORT" "$DRILL_WORK/farol.log"
+  farol_wait_ready "$FAROL_PORT" "$DRILL_WORK/farol.log" 30 "$(farol_pid)"
 }
 
 farol_stop() { drill_end farol TERM; }

@@ -362,6 +362,8 @@ CHECKOV_CASES = [
      edit("Job", "farol-migrate-1.0", "template", "spec", "containers", 0, resources={})),
     ("no readiness probe", "CKV_K8S_9",
      lambda d: deployment_container(d).pop("readinessProbe")),
+    ("no liveness probe", "CKV_K8S_8",
+     lambda d: deployment_container(d).pop("livenessProbe")),
     ("latest tag", "CKV_K8S_14",
      edit("StatefulSet", "cache", "template", "spec", "containers", 0, image="cache:latest")),
     ("no tag", "CKV_K8S_14",

@@ -107,52 +107,7 @@ _check_inhibitions() {
 # files refer to exists.
 _check_static_files() {
   local py=$1
-  "$py" - <<'PY' || return 1
-import re, sys, yaml
-from pathlib import Path
-problems = []
-def load(path):
-    try:
-        return yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as err:
-        problems.append(f"{path}: {err}")
-        return {}
-compose = load("monitoring/docker-compose.yml")
-mounts = {}   # container path -> host path, per service
-for name, service in compose.get("services", {}).items():
-    for volume in service.get("volumes", []):
-        host, container = volume.split(":")[:2]
-        mounts[(name, container)] = host
-        if host.startswith((".", "/")) and not host.startswith("/var/run") and host != "/":
-            if not (Path("monitoring") / host).exists():
-                problems.append(f"docker-compose.yml: {name} mounts {host}, which does not exist")
-# Grafana: provisioning files parse, the dashboards folder the provider reads is mounted.
-for path in Path("monitoring/grafana/provisioning").rglob("*.yml"):
-    doc = load(path)
-    for provider in doc.get("providers", []):
-        folder = provider["options"]["path"]
-        if mounts.get(("grafana", folder)) != "./grafana/dashboards":
-            problems.append(f"{path}: provider path {folder} is not where compose mounts grafana/dashboards")
-# Loki: parses, and stores under the volume compose gives it.
-loki = load("monitoring/loki/loki.yml")
-if loki.get("common", {}).get("path_prefix") != "/loki" or ("loki", "/loki") not in {(k[0], k[1]) for k in mounts}:
-    problems.append("loki.yml: path_prefix must be /loki, the loki-data volume")
-# Alloy: balanced braces and quotes, every component reference defined, the Loki URL is
-# the compose service's.
-alloy = Path("monitoring/alloy/config.alloy").read_text()
-code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', re.sub(r"//[^\n]*", "", alloy))
-if code.count("{") != code.count("}") or code.count("[") != code.count("]"):
-    problems.append("config.alloy: unbalanced braces or brackets")
-defined = set(re.findall(r'^([a-z_.]+)\s+"(\w+)"\s*\{', alloy, re.M))
-for kind, label in re.findall(r"\b((?:discovery|loki)\.[a-z_]+)\.(\w+)\.(?:targets|rules|receiver|output)\b", code):
-    if (kind, label) not in defined:
-        problems.append(f"config.alloy: {kind}.{label} is used but not defined")
-if "http://loki:3100/loki/api/v1/push" not in alloy or "loki" not in compose.get("services", {}):
-    problems.append("config.alloy: must push to the compose service loki")
-for problem in problems:
-    print(problem, file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
+  "$py" "$REPO_ROOT/scripts/lib/monitoring_config.py" check-static-files || return 1
   if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
     GRAFANA_ADMIN_PASSWORD=validate docker compose -f monitoring/docker-compose.yml config -q || return 1
   else

@@ -2,10 +2,11 @@
 # The operations toolkit's own tests: one pytest run over scripts/ (pyproject.toml),
 # covering the drill's judge and config adjustment, the Kubernetes policy checker (and
 # that checkov catches the generic policy it leaves to checkov) and PrometheusRule
-# generator, the monitoring checks, the workflow checker.
+# generator, the monitoring checks, the workflow checker (and that zizmor catches what the
+# workflow area leaves to it).
 
 validate_python() {
-  need pytest checkov
+  need pytest checkov zizmor
   local log
   log=$(mktemp)
   if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$log" 2>&1; then

@@ -21,11 +21,12 @@ validate_workflows() {
   if actionlint "${workflows[@]}"; then ok "actionlint (and shellcheck of the run: scripts): ${workflows[*]}"; else failed=1; fi
 
   # offline: the online audits need the GitHub API, which the CI machine cannot reach.
-  # The pedantic persona adds what a hand-written checker did here before: job-level
-  # concurrency (superseded runs cancelled), permissions broader than a job uses
-  # (id-token: write where nothing is signed); the regular audits already cover persisted
-  # checkout credentials, template injection, cache poisoning. Any finding fails; one is
-  # silenced inline, with its reason, where the workflow is right.
+  # The pedantic persona adds a missing concurrency group and permissions without a
+  # comment saying why to the regular audits (persisted checkout credentials, template
+  # injection, unpinned actions, cache poisoning). Any finding fails; one is silenced
+  # inline, with its reason. zizmor accepts an explicit opt-out (persist-credentials:
+  # true, cancel-in-progress: false, a permission with its comment): review sees those.
+  # scripts/lib/workflows/test_zizmor.py breaks the workflow in each caught way.
   if timeout 120 zizmor --offline --no-progress --persona pedantic .github/; then
     ok "zizmor (offline audits, pedantic persona, no finding): .github/"
   else
