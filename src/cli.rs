@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Env, Settings};
+use crate::config::{ConfigError, Env, Settings, Statements};
 use crate::shutdown::termination_signal;
 use crate::startup::Application;
 use crate::telemetry::logging::Logging;
@@ -116,6 +116,13 @@ fn migrate() -> ExitCode {
         Ok(settings) => settings,
         Err(error) => return config_error(error),
     };
+    if settings.database.statements == Statements::Unnamed {
+        return config_error(ConfigError::new(
+            "DB_PREPARED_STATEMENTS",
+            "unnamed means a pooler in transaction mode, and migrations hold a session-level \
+             lock that such a pooler cannot keep: point `farol migrate` at the database itself",
+        ));
+    }
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
     let outcome = runtime().block_on(async {
         let started = Instant::now();

@@ -967,8 +967,14 @@ def recording_rules():
 
 def alert_threshold(name):
     """The first constant an alert's expression compares against (e.g. 0.85)."""
-    rule = next(r for r in rules() if r.get("alert") == name)
-    return next(constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts)
+    rule = next((r for r in rules() if r.get("alert") == name), None)
+    if rule is None:
+        raise SystemExit(f"no alert named {name} in {MONITORING}/prometheus/rules")
+    threshold = next(
+        (constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts), None)
+    if threshold is None:
+        raise SystemExit(f"{name}: its expression compares against no constant")
+    return threshold
 
 
 # ---------------------------------------------------------------------------------------

@@ -379,6 +379,16 @@ fn strip_keyword_params(dsn: &str, take: &mut Take<'_>) -> Result<String, Databa
     Ok(kept.iter().map(|s| s.trim()).collect::<Vec<_>>().join(" "))
 }
 
+/// `DB_PREPARED_STATEMENTS`: how statements reach the server (see `db::session`), `named`
+/// (the default) or `unnamed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statements {
+    /// Prepared once per connection and cached: the fastest, with a session of its own.
+    Named,
+    /// One round trip each, nothing kept on the server: for a pooler in transaction mode.
+    Unnamed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use database::{DatabaseConfig, DatabaseUrlError, PasswordError, SslMode, Verification};
+pub use database::{
+    DatabaseConfig, DatabaseUrlError, PasswordError, SslMode, Statements, Verification,
+};
 pub use env::{ConfigError, Env, Secret, SecretError, SecretSource};
 pub use live::{AppMode, LiveConfig, LiveSettings, LogLevel};
 
@@ -88,6 +90,8 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
     pub query_timeout: Duration,
     pub migrate_on_start: bool,
+    /// Named (cached) or unnamed statements: unnamed behind a pooler in transaction mode.
+    pub statements: Statements,
 }
 
 /// The way out after SIGTERM: serving on for `delay`, then draining within `timeout`.
@@ -171,6 +175,16 @@ impl Settings {
                 connect_timeout,
                 query_timeout: millis("DB_QUERY_TIMEOUT_MS", 2000, 10, 60_000)?,
                 migrate_on_start: flag("MIGRATE_ON_START", true)?,
+                statements: env.parse_or(
+                    "DB_PREPARED_STATEMENTS",
+                    Statements::Named,
+                    "named or unnamed (unnamed behind a pooler in transaction mode)",
+                    |s| match s {
+                        "named" => Some(Statements::Named),
+                        "unnamed" => Some(Statements::Unnamed),
+                        _ => None,
+                    },
+                )?,
             },
             shutdown: ShutdownSettings {
                 delay: millis("SHUTDOWN_DELAY_MS", 0, 0, 600_000)?,
@@ -209,6 +223,14 @@ impl Settings {
             return Err(ConfigError::new(
                 "CONFIG_DIR",
                 format!("{} is not a directory", dir.display()),
+            ));
+        }
+        if self.database.statements == Statements::Unnamed && self.database.migrate_on_start {
+            return Err(ConfigError::new(
+                "MIGRATE_ON_START",
+                "must be false with DB_PREPARED_STATEMENTS=unnamed: migrations hold a \
+                 session-level lock, which a pooler in transaction mode cannot keep; run \
+                 `farol migrate` against the database itself",
             ));
         }
         let guard = ProductionGuard::new(&self.database.connection);
@@ -267,6 +289,7 @@ mod tests {
         assert_eq!(s.database.connect_timeout, Duration::from_secs(2));
         assert_eq!(s.database.query_timeout, Duration::from_secs(2));
         assert!(s.database.migrate_on_start);
+        assert_eq!(s.database.statements, Statements::Named);
         assert_eq!(s.shutdown.delay, Duration::ZERO);
         assert_eq!(s.shutdown.timeout, Duration::from_secs(10));
         assert!(!s.chaos.enabled);
@@ -291,6 +314,7 @@ mod tests {
             ("LOG_LEVEL", "loud"),
             ("APP_MODE", "prod"),
             ("CHAOS_ENABLED", "2"),
+            ("DB_PREPARED_STATEMENTS", "none"),
         ] {
             let err = Settings::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{name}={value}: {err}");
@@ -341,6 +365,16 @@ mod tests {
 
         std::fs::write(dir.path().join("APP_MODE"), "development\n").unwrap();
         assert!(Settings::from_env(&e).is_ok());
+    }
+
+    #[test]
+    fn unnamed_statements_mean_a_transaction_pooler_where_migrations_cannot_run() {
+        let pooled = [("DB_PREPARED_STATEMENTS", "unnamed")];
+        let err = Settings::from_env(&env(&pooled)).unwrap_err();
+        assert_eq!(err.variable, "MIGRATE_ON_START");
+        assert!(err.problem.contains("farol migrate"), "{err}");
+        let s = Settings::from_env(&env(&[pooled[0], ("MIGRATE_ON_START", "false")])).unwrap();
+        assert_eq!(s.database.statements, Statements::Unnamed);
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
 /// Job applies them). Reads only; creates nothing. The only failure is the driver's.
 pub async fn is_current(client: &Client) -> Result<bool, tokio_postgres::Error> {
     let query = format!("SELECT max(version) FROM {HISTORY_TABLE}");
-    match client.query_one(&query, &[]).await {
+    // Unnamed, in one round trip: this also runs through a pooler in transaction mode.
+    match client.query_typed_one(&query, &[]).await {
         Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) >= latest_version()),
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(false),
         Err(e) => Err(e),

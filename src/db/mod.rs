@@ -13,11 +13,12 @@ pub mod connect;
 pub mod migrate;
 pub mod outage;
 pub mod readiness;
+pub mod session;
 pub mod tls;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
@@ -26,11 +27,21 @@ use prometheus::HistogramVec;
 use tokio::sync::Semaphore;
 use tokio_postgres::error::SqlState;
 
-use crate::config::{DatabaseConfig, DatabaseSettings};
+use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
+use session::Session;
 use tls::TlsError;
+
+/// While the server takes no writes, the pool is emptied at most this often.
+pub const EMPTY_FOR_READ_ONLY_AFTER: Duration = Duration::from_secs(5);
+
+/// The server's statement_timeout for a `DB_QUERY_TIMEOUT_MS` of `query_timeout`: half a
+/// second more, so that our own timeout has always answered the client (503) first.
+fn server_statement_timeout(query_timeout: Duration) -> Duration {
+    query_timeout + Duration::from_millis(500)
+}
 
 /// A pooled connection.
 pub type Connection = deadpool::managed::Object<PoolManager>;
@@ -58,6 +69,11 @@ pub enum DbError {
         /// password only stops new connections).
         broke_established: bool,
     },
+    /// The server answers but takes no writes: a standby (after a failover, a service
+    /// address or a DNS name can lead to one), or default_transaction_read_only on. For
+    /// farol that is as good as down; reads still work meanwhile.
+    #[error("the server takes no writes (a standby, or default_transaction_read_only is on)")]
+    ReadOnly,
     /// Every pooled connection stayed in use for the whole wait: the service is busy,
     /// the database may be fine.
     #[error("no database connection became free within the query timeout")]
@@ -83,17 +99,6 @@ impl DbError {
         }
     }
 
-    /// A server that answers but takes no writes: a standby (after a failover, a service
-    /// address or a DNS name can lead to one), or default_transaction_read_only on.
-    fn read_only() -> Self {
-        DbError::Unavailable {
-            reason:
-                "the server takes no writes (a standby, or default_transaction_read_only is on)"
-                    .into(),
-            broke_established: true,
-        }
-    }
-
     fn from_query(error: tokio_postgres::Error) -> Self {
         if error.is_closed() {
             return Self::broken(&error);
@@ -101,10 +106,9 @@ impl DbError {
         match error.code() {
             // A statement_timeout fired: the server-side twin of our own timeout.
             Some(code) if *code == SqlState::QUERY_CANCELED => DbError::Timeout,
-            // A write reached a server that takes none: the connection leads to the wrong
-            // server, so it and its idle siblings are dropped, and the next connection
-            // (with several hosts and target_session_attrs=read-write) finds the primary.
-            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => Self::broken(&error),
+            // A write reached a server that takes none: the connections lead to the wrong
+            // server (see `Database::mark_read_only`).
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => DbError::ReadOnly,
             // Class 08 (connection), 53 (resources, e.g. too many connections) and 57P
             // (shutting down, starting up): the database, not the request, is the problem.
             Some(code)
@@ -133,10 +137,10 @@ impl DbError {
         }
     }
 
-    /// Whether this error says the database is down. A timeout alone does not, nor does
-    /// a busy pool.
+    /// Whether this error says the database is down for farol: unreachable, or taking
+    /// no writes. A timeout alone does not, nor does a busy pool.
     pub fn is_outage(&self) -> bool {
-        matches!(self, DbError::Unavailable { .. })
+        matches!(self, DbError::Unavailable { .. } | DbError::ReadOnly)
     }
 }
 
@@ -182,7 +186,14 @@ struct Inner {
     slots: Semaphore,
     config: DatabaseConfig,
     query_timeout: Duration,
+    statements: Statements,
+    /// The database answered the last operation (whatever it said).
     up: AtomicBool,
+    /// The database answered but took no writes; cleared only by a ping that finds it
+    /// writable, never by a read that succeeds.
+    read_only: AtomicBool,
+    /// When the pool was last emptied for a read-only server (see `mark_read_only`).
+    emptied_for_read_only: Mutex<Option<Instant>>,
     reasons: ReasonLog,
     durations: HistogramVec,
 }
@@ -195,12 +206,20 @@ impl Database {
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut pooled = config.clone();
         // The server stops a statement that outlives our own timeout instead of working
-        // on for a client that has gone.
-        let options = pooled.driver.get_options().unwrap_or_default().to_owned();
-        pooled.driver.options(format!(
-            "{options} -c statement_timeout={}",
-            query_timeout.as_millis()
-        ));
+        // on for a client that has gone. Later than ours, never first: a statement_timeout
+        // that fires while a commit waits for a synchronous standby ends the wait and
+        // reports the commit as done, and an answer that reached us first would be an
+        // acknowledged write the standby may never get. Not through a pooler in
+        // transaction mode: PgBouncer refuses the `options` start-up parameter unless told
+        // to ignore it, and then ignores it; there the role's own statement_timeout does
+        // this (docs/database.md).
+        if settings.statements == Statements::Named {
+            let options = pooled.driver.get_options().unwrap_or_default().to_owned();
+            pooled.driver.options(format!(
+                "{options} -c statement_timeout={}",
+                server_statement_timeout(query_timeout).as_millis()
+            ));
+        }
         // Fail now on a CA file that cannot be used, rather than at every connection.
         tls::connector(config)?;
         // Only connecting gets a timeout of its own. Waiting for a connection is bounded
@@ -217,7 +236,10 @@ impl Database {
                 slots: Semaphore::new(settings.pool_max),
                 config: config.clone(),
                 query_timeout,
+                statements: settings.statements,
                 up: AtomicBool::new(false),
+                read_only: AtomicBool::new(false),
+                emptied_for_read_only: Mutex::new(None),
                 reasons: ReasonLog::default(),
                 durations,
             }),
@@ -228,7 +250,7 @@ impl Database {
     /// `name` labels the duration metric (`db_operation_name`).
     pub async fn run<T, E, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(Session) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: OperationError,
     {
@@ -244,7 +266,7 @@ impl Database {
                     // Busy only while the database answers: during an outage whose
                     // connects hang, the slots are held by attempts to connect, and the
                     // wait behind them is the outage's, not saturation.
-                    Err(_) if self.is_up() => return Err(DbError::Busy),
+                    Err(_) if self.is_reachable() => return Err(DbError::Busy),
                     Err(_) => {
                         return Err(DbError::unreachable(
                             "no connection could be made while waiting for a pool slot",
@@ -256,7 +278,7 @@ impl Database {
             let round_trip = async {
                 let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
                 connected.store(true, Ordering::Relaxed);
-                operation(client)
+                operation(Session::new(client, self.inner.statements))
                     .await
                     .map_err(OperationError::into_db_error)
             };
@@ -279,6 +301,10 @@ impl Database {
                 reason,
                 broke_established,
             }) => self.mark_down(reason, *broke_established),
+            Err(DbError::ReadOnly) => {
+                self.mark_up();
+                self.mark_read_only(started);
+            }
             Err(_) => {}
         }
         result
@@ -292,32 +318,86 @@ impl Database {
     /// is not even asked.
     pub async fn ping(&self) -> Result<(), DbError> {
         let result = self
-            .run("ping", |client| async move {
-                let statement = client
-                    .prepare_cached("SELECT current_setting('transaction_read_only') = 'off'")
+            .run("ping", |session| async move {
+                let row = session
+                    .query_opt(
+                        "SELECT current_setting('transaction_read_only') = 'off'",
+                        &[],
+                    )
                     .await
                     .map_err(DbError::from_query)?;
-                let row = client
-                    .query_one(&statement, &[])
-                    .await
-                    .map_err(DbError::from_query)?;
-                if row.get::<_, bool>(0) {
+                if row.is_some_and(|row| row.get::<_, bool>(0)) {
                     Ok(())
                 } else {
-                    Err(DbError::read_only())
+                    Err(DbError::ReadOnly)
                 }
             })
             .await;
-        if matches!(result, Err(DbError::Timeout)) {
-            // A hung server or a partition: the connection that hung is suspect.
-            self.mark_down("SELECT 1 got no answer within DB_QUERY_TIMEOUT_MS", true);
+        match result {
+            Ok(()) => self.mark_writable(),
+            Err(DbError::Timeout) => {
+                // A hung server or a partition: the connection that hung is suspect.
+                self.mark_down(
+                    "the health query got no answer within DB_QUERY_TIMEOUT_MS",
+                    true,
+                );
+            }
+            Err(_) => {}
         }
         result
     }
 
-    /// The last observed state: no query is made.
+    /// The last observed state, what `/` shows: up when the database answers and takes
+    /// writes. No query is made.
     pub fn is_up(&self) -> bool {
+        self.is_reachable() && !self.inner.read_only.load(Ordering::Relaxed)
+    }
+
+    fn is_reachable(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Notes a server that answers but takes no writes, and drops the idle connections
+    /// opened before `since` (the failed operation's start): they lead to that server,
+    /// and with several hosts and target_session_attrs=read-write a new connection finds
+    /// the primary. At most once per [`EMPTY_FOR_READ_ONLY_AFTER`]: where no writable
+    /// server exists yet, emptying the pool on every failed write would only trade each
+    /// write's fast 503 for a new connection. Logged once on entering the state.
+    fn mark_read_only(&self, since: Instant) {
+        if self.inner.pool.is_closed() {
+            return;
+        }
+        if !self.inner.read_only.load(Ordering::Relaxed)
+            && !self.inner.read_only.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                database = %self.inner.config.describe(),
+                reason = %DbError::ReadOnly,
+                "database takes no writes"
+            );
+        }
+        let mut emptied = self
+            .inner
+            .emptied_for_read_only
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if emptied.is_some_and(|at| at.elapsed() < EMPTY_FOR_READ_ONLY_AFTER) {
+            return;
+        }
+        *emptied = Some(Instant::now());
+        self.inner.pool.retain(|_, metrics| metrics.created > since);
+    }
+
+    /// A ping found the server writable: the read-only state, if any, is over.
+    fn mark_writable(&self) {
+        if self.inner.read_only.load(Ordering::Relaxed)
+            && self.inner.read_only.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(
+                database = %self.inner.config.describe(),
+                "database takes writes again"
+            );
+        }
     }
 
     fn mark_up(&self) {

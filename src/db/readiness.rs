@@ -112,5 +112,10 @@ async fn prepare(
     {
         return Err(NotReady::MigrationsPending(migrate::latest_version()));
     }
-    Ok(db.ping().await?)
+    match db.ping().await {
+        // Reached, with the schema current: a server that takes no writes (a standby
+        // during a failover) is the outage `/health` reports, not a reason to stay unready.
+        Ok(()) | Err(DbError::ReadOnly) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }

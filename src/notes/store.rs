@@ -1,7 +1,10 @@
-//! Notes in PostgreSQL. Every statement is prepared once per connection (cached) and runs
-//! through [`Database::run`], so it is bounded in time and measured.
+//! Notes in PostgreSQL. Every statement runs through [`Database::run`], so it is bounded
+//! in time and measured, and is sent as `DB_PREPARED_STATEMENTS` says (prepared once per
+//! connection, or unnamed for a pooler in transaction mode): the parameters carry their
+//! types for that.
 
 use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{Cursor, Note, NoteContent};
@@ -29,27 +32,31 @@ pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbErro
     // UUIDv7 ids grow with time, so inserts land at the end of the primary-key index.
     let id = Uuid::now_v7();
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    db.run("insert_note", |client| async move {
+    db.run("insert_note", |session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
         let sql = format!(
             "INSERT INTO notes (id, title, body, created_at, updated_at) \
-             SELECT $1::uuid, $2::text, $3::text, moment, moment FROM clock_timestamp() AS moment \
+             SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
              RETURNING {COLUMNS}"
         );
-        let statement = client.prepare_cached(&sql).await?;
-        client.query_one(&statement, &[&id, &title, &body]).await
+        let params = [
+            (&id as _, Type::UUID),
+            (&title as _, Type::TEXT),
+            (&body as _, Type::TEXT),
+        ];
+        session.query_opt(&sql, &params).await
     })
     .await
-    .map(|row| note(&row))
+    // INSERT … RETURNING without an error always returns its row.
+    .map(|row| note(&row.expect("INSERT … RETURNING returns the row it inserted")))
 }
 
 pub async fn get(db: &Database, id: Uuid) -> Result<Option<Note>, DbError> {
-    db.run("get_note", |client| async move {
+    db.run("get_note", |session| async move {
         let sql = format!("SELECT {COLUMNS} FROM notes WHERE id = $1");
-        let statement = client.prepare_cached(&sql).await?;
-        client.query_opt(&statement, &[&id]).await
+        session.query_opt(&sql, &[(&id, Type::UUID)]).await
     })
     .await
     .map(|row| row.as_ref().map(note))
@@ -60,24 +67,25 @@ pub async fn list(db: &Database, limit: i64, after: Option<Cursor>) -> Result<Pa
     // One more than asked: its presence says whether a next page exists.
     let fetch = limit + 1;
     let rows = db
-        .run("list_notes", |client| async move {
+        .run("list_notes", |session| async move {
             match after {
                 None => {
                     let sql = format!(
                         "SELECT {COLUMNS} FROM notes ORDER BY created_at DESC, id DESC LIMIT $1"
                     );
-                    let statement = client.prepare_cached(&sql).await?;
-                    client.query(&statement, &[&fetch]).await
+                    session.query(&sql, &[(&fetch, Type::INT8)]).await
                 }
                 Some(cursor) => {
                     let sql = format!(
                         "SELECT {COLUMNS} FROM notes WHERE (created_at, id) < ($1, $2) \
                          ORDER BY created_at DESC, id DESC LIMIT $3"
                     );
-                    let statement = client.prepare_cached(&sql).await?;
-                    client
-                        .query(&statement, &[&cursor.created_at, &cursor.id, &fetch])
-                        .await
+                    let params = [
+                        (&cursor.created_at as _, Type::TIMESTAMPTZ),
+                        (&cursor.id as _, Type::UUID),
+                        (&fetch as _, Type::INT8),
+                    ];
+                    session.query(&sql, &params).await
                 }
             }
         })
@@ -101,13 +109,17 @@ pub async fn replace(
     content: &NoteContent,
 ) -> Result<Option<Note>, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    db.run("update_note", |client| async move {
+    db.run("update_note", |session| async move {
         let sql = format!(
             "UPDATE notes SET title = $2, body = $3, updated_at = clock_timestamp() \
              WHERE id = $1 RETURNING {COLUMNS}"
         );
-        let statement = client.prepare_cached(&sql).await?;
-        client.query_opt(&statement, &[&id, &title, &body]).await
+        let params = [
+            (&id as _, Type::UUID),
+            (&title as _, Type::TEXT),
+            (&body as _, Type::TEXT),
+        ];
+        session.query_opt(&sql, &params).await
     })
     .await
     .map(|row| row.as_ref().map(note))
@@ -115,12 +127,14 @@ pub async fn replace(
 
 /// Whether a note was deleted.
 pub async fn delete(db: &Database, id: Uuid) -> Result<bool, DbError> {
-    db.run("delete_note", |client| async move {
-        let statement = client
-            .prepare_cached("DELETE FROM notes WHERE id = $1")
-            .await?;
-        client.execute(&statement, &[&id]).await
+    db.run("delete_note", |session| async move {
+        session
+            .query_opt(
+                "DELETE FROM notes WHERE id = $1 RETURNING id",
+                &[(&id, Type::UUID)],
+            )
+            .await
     })
     .await
-    .map(|deleted| deleted > 0)
+    .map(|deleted| deleted.is_some())
 }

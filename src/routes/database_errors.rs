@@ -7,7 +7,7 @@ use crate::http::problem::ApiError;
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
-            DbError::Unavailable { .. } => ApiError::DatabaseUnavailable,
+            DbError::Unavailable { .. } | DbError::ReadOnly => ApiError::DatabaseUnavailable,
             DbError::Busy => ApiError::DatabaseBusy,
             DbError::Timeout => ApiError::Timeout,
             DbError::Query(error) => {

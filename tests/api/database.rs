@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::app::{assert_problem, start};
 use crate::support::pg::{
-    PasswordCluster, PgCluster, create_database, free_port, shared_server_url,
+    PasswordCluster, PgCluster, admin, create_database, free_port, set_read_only, shared_server_url,
 };
 use crate::support::tls::TlsCluster;
 
@@ -591,30 +591,6 @@ async fn a_replaced_ca_file_is_used_by_the_next_connection_without_a_restart() {
     std::fs::copy(tls.dir.path().join("ca.crt"), &live_ca).unwrap();
     app.wait_for_status("/health", 200, Duration::from_secs(5))
         .await;
-}
-
-/// A superuser connection to `url`'s server, for changing it under the service.
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-/// Every session of the server read-only, or not, from its next statement on.
-async fn set_read_only(admin: &tokio_postgres::Client, read_only: bool) {
-    let change = if read_only {
-        "ALTER SYSTEM SET default_transaction_read_only = on"
-    } else {
-        "ALTER SYSTEM RESET default_transaction_read_only"
-    };
-    // one statement per call: ALTER SYSTEM refuses to run inside a transaction block
-    admin.batch_execute(change).await.unwrap();
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

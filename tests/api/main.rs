@@ -10,4 +10,5 @@ mod errors;
 mod live_config;
 mod notes;
 mod operations;
+mod pooler;
 mod resilience;

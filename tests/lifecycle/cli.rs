@@ -55,6 +55,21 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it_and_exit_code_2() {
 }
 
 #[test]
+fn migrate_refuses_a_pooler_in_transaction_mode() {
+    let (code, _, stderr) = run(
+        &[
+            ("DATABASE_URL", "postgres://farol@127.0.0.1:1/farol"),
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+        ],
+        &["migrate"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("DB_PREPARED_STATEMENTS"), "{stderr}");
+    assert!(stderr.contains("session-level lock"), "{stderr}");
+}
+
+#[test]
 fn a_missing_database_setting_is_named() {
     let (code, _, stderr) = run(&[], &["serve"]);
     assert_eq!(code, 2);

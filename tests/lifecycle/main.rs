@@ -6,4 +6,5 @@ mod support;
 
 mod cli;
 mod logs;
+mod read_only;
 mod shutdown;

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod kubelet;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod raw;
 pub mod tls;

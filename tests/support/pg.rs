@@ -57,14 +57,14 @@ fn bin_dir() -> PathBuf {
     dirs.pop().expect("a PostgreSQL server version")
 }
 
-fn as_server_user(command: &mut Command) -> &mut Command {
+pub fn as_server_user(command: &mut Command) -> &mut Command {
     if let Some((uid, gid)) = server_user() {
         command.uid(uid).gid(gid);
     }
     command
 }
 
-fn chown_to_server_user(path: &Path) {
+pub fn chown_to_server_user(path: &Path) {
     if let Some((uid, gid)) = server_user() {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid C string and plain ids.
@@ -375,4 +375,28 @@ impl PasswordCluster {
         tokio::spawn(connection);
         client.batch_execute(sql).await.unwrap();
     }
+}
+
+/// A superuser connection to `url`'s server, for changing it under the service.
+pub async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Every session of the server read-only, or not, from its next statement on.
+pub async fn set_read_only(admin: &tokio_postgres::Client, read_only: bool) {
+    let change = if read_only {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    // one statement per call: ALTER SYSTEM refuses to run inside a transaction block
+    admin.batch_execute(change).await.unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
 }

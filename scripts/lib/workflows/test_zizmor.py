@@ -56,7 +56,8 @@ class ZizmorTest(unittest.TestCase):
             with self.subTest(what):
                 broken = breaks(original)
                 self.assertNotEqual(broken, original, "the case no longer changes the workflow")
-                self.assertNotEqual(zizmor(broken), 0, f"zizmor let through: {what}")
+                # 10 and up: findings; below, zizmor failed to read the file, which proves nothing
+                self.assertGreaterEqual(zizmor(broken), 10, f"zizmor let through: {what}")
 
 
 if __name__ == "__main__":

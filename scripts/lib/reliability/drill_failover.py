@@ -1,0 +1,176 @@
+"""Failover and switchover under write load (scripts/reliability failover).
+
+A primary and a streaming standby (scripts/lib/reliability/replication.py); farol is given
+both hosts with target_session_attrs=read-write, and serves 16 keep-alive connections of
+writes and reads by id, every acknowledged note recorded, and /livez every 50 ms. Three
+scenarios, each on a fresh pair:
+
+  failover      synchronous standby. The link to the standby stalls for 2 s (its WAL
+                receiver stopped: a slow network), then the primary is killed (SIGKILL to
+                every process of it), and after 2 s (detection) the standby is promoted.
+  switchover    synchronous standby. The primary is shut down cleanly, the standby
+                promoted, and the old primary started again as a standby of the new one.
+  async         as failover, with an asynchronous standby: how many acknowledged notes
+                are lost, which is why production replicates synchronously.
+
+Promises (failover and switchover):
+  - farol writes again within 1 s of the promotion, without a restart: each request that
+    finds no pooled connection opens one, trying the hosts in order, so the first write
+    after the promotion needs only a connection (no backoff on the request path);
+  - every note acknowledged with 201, before, during or after, is on the new primary;
+  - no request hangs: every failure is a 503 with Retry-After, answered within
+    DB_QUERY_TIMEOUT_MS (writes waiting for a stalled synchronous standby time out there),
+    and those that start after the primary is gone are fast (p99 under 250 ms, a quarter of that);
+  - /livez answers 200 throughout, and farol is never restarted;
+  - switchover: the old primary streams from the new one (demoted cleanly).
+"""
+
+import asyncio
+import os
+import signal
+import time
+
+from httpload import Farol, Load, count_by_outcome, latency, percentile, probe, read_back, run_drill
+from replication import database_url, replicated_pair, stop_all
+
+QUERY_TIMEOUT_MS = 1000
+CONNECTIONS = 16
+BEFORE_S, STALL_S, DETECT_S, AFTER_S = 4, 2, 2, 6
+WRITES_AGAIN_WITHIN_S = 1.0
+FAST_AFTER_CUT_MS = 250
+# the request's own timeout, plus what the answer takes on a loaded 2-core machine
+NEVER_HANGS_MS = QUERY_TIMEOUT_MS + 250
+
+
+async def in_thread(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+async def scenario(name, binary, work, synchronous, planned):
+    """Runs one scenario; returns its figures."""
+    directory = os.path.join(work, name)
+    os.makedirs(directory, exist_ok=True)
+    primary, standby = await in_thread(replicated_pair, directory, synchronous)
+    farol = None
+    try:
+        farol = Farol(binary, directory, {
+            "DATABASE_URL": database_url(primary, standby),
+            "DB_QUERY_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
+            "DB_CONNECT_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
+        }, name=f"farol-{name}").start()
+        pid = farol.process.pid
+        load = Load("127.0.0.1", farol.port, {"post": 3, "get": 1}, tag=name)
+        livez = []
+        workers = load.start(CONNECTIONS)
+        prober = asyncio.create_task(probe("127.0.0.1", farol.port, "/livez", 0.05, load.stop, livez))
+        await asyncio.sleep(BEFORE_S)
+        trouble = time.time()  # the stall, or the clean shutdown
+        if planned:
+            await in_thread(primary.stop)
+            cut = time.time()
+        else:
+            receiver = await in_thread(standby.wal_receiver_pid)
+            os.kill(receiver, signal.SIGSTOP)
+            await asyncio.sleep(STALL_S)
+            cut = time.time()
+            primary.kill()
+            os.kill(receiver, signal.SIGCONT)
+            await asyncio.sleep(DETECT_S)
+        promoting = time.time()
+        await in_thread(standby.promote)
+        promoted = time.time()
+        follows = None
+        if planned:
+            await in_thread(primary.follow, standby)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                state = await in_thread(standby.sql, "SELECT state FROM pg_stat_replication "
+                                        "WHERE application_name = 'primary'")
+                if state == "streaming":
+                    follows = time.time() - promoted
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(AFTER_S)
+        load.stop.set()
+        await asyncio.gather(*workers, prober)
+        alive = farol.alive() and farol.process.pid == pid
+        missing = await read_back("127.0.0.1", farol.port, load.created)
+    finally:
+        if farol is not None:
+            farol.stop()
+        await in_thread(stop_all, primary, standby)
+
+    api = load.records
+    first_write = min((r.ended for r in api if r.note_id and r.ended >= promoted), default=float("inf"))
+    failures = [r for r in api if r.status // 100 != 2]
+    return {
+        "name": name, "api": api, "livez": livez, "failures": failures, "alive": alive,
+        "trouble": trouble, "cut": cut, "promoting": promoting, "promoted": promoted,
+        "first_write": first_write, "follows": follows,
+        "acknowledged": len(load.created), "missing": missing,
+        "before": [r for r in api if r.ended < trouble and r.status // 100 != 2],
+    }
+
+
+def judge(verdict, s, planned):
+    name = s["name"]
+    verdict.figure(f"{name}: timeline", f"promotion took {(s['promoted'] - s['promoting']) * 1000:.0f} ms; "
+                   f"primary gone to first acknowledged write {(s['first_write'] - s['cut']):.2f} s")
+    verdict.figure(f"{name}: failures", f"{len(s['failures'])} ({count_by_outcome(s['failures'])}), "
+                   f"{latency(s['failures'])}")
+    after_cut = [r for r in s["failures"] if r.started >= s["cut"]]
+    verdict.check(s["first_write"] - s["promoted"] <= WRITES_AGAIN_WITHIN_S and s["alive"],
+                  f"{name}: writes again within {WRITES_AGAIN_WITHIN_S:.0f} s of the promotion, no restart",
+                  f"first acknowledged write {(s['first_write'] - s['promoted']) * 1000:.0f} ms after it; "
+                  f"farol {'the same process' if s['alive'] else 'GONE or restarted'}")
+    verdict.check(not s["missing"], f"{name}: every acknowledged note is on the new primary",
+                  f"{s['acknowledged']} acknowledged, {len(s['missing'])} lost {s['missing'][:3]}")
+    wrong = [r for r in s["failures"] if r.status != 503 or not r.retry_after]
+    slowest = max((r.ms for r in s["failures"]), default=0.0)
+    verdict.check(not wrong and slowest <= NEVER_HANGS_MS and not s["before"],
+                  f"{name}: no hang, every failure a 503 with Retry-After",
+                  f"{len(wrong)} otherwise ({count_by_outcome(wrong)}), slowest {slowest:.0f} ms "
+                  f"(limit {NEVER_HANGS_MS} ms), {len(s['before'])} before the trouble")
+    p99 = percentile([r.ms for r in after_cut], .99)
+    verdict.check(p99 < FAST_AFTER_CUT_MS, f"{name}: failures fast once the primary is gone",
+                  f"{len(after_cut)} failures, p99 {p99:.1f} ms (limit {FAST_AFTER_CUT_MS} ms)")
+    bad_livez = [r for r in s["livez"] if r.status != 200]
+    verdict.check(s["livez"] and not bad_livez, f"{name}: /livez 200 throughout",
+                  f"{len(s['livez'])} probes, {len(bad_livez)} otherwise ({count_by_outcome(bad_livez)})")
+    if planned:
+        verdict.check(s["follows"] is not None, f"{name}: the old primary follows the new one",
+                      f"streaming {s['follows']:.1f} s after the promotion" if s["follows"] is not None
+                      else "not streaming within 20 s")
+
+
+def table_row(s):
+    window = [r for r in s["failures"] if r.started >= s["trouble"]]
+    return (f"| {s['name']} | {(s['first_write'] - s['promoted']) * 1000:.0f} ms | "
+            f"{s['first_write'] - s['cut']:.2f} s | {s['acknowledged']} | {len(s['missing'])} | "
+            f"{len(window)} ({count_by_outcome(window)}) | "
+            f"{percentile([r.ms for r in window], .99):.0f} ms | "
+            f"{sum(1 for r in s['livez'] if r.status != 200)} of {len(s['livez'])} |")
+
+
+async def drill(binary, work, verdict):
+    verdict.figure("load", f"{CONNECTIONS} keep-alive connections (3 writes to 1 read), /livez every 50 ms; "
+                   f"DB_QUERY_TIMEOUT_MS={QUERY_TIMEOUT_MS}; farol given both hosts, "
+                   f"target_session_attrs=read-write")
+    rows = []
+    for name, synchronous, planned in (("failover", True, False), ("switchover", True, True),
+                                       ("async", False, False)):
+        s = await scenario(name, binary, work, synchronous, planned)
+        if name == "async":
+            verdict.figure("async: acknowledged notes lost", f"{len(s['missing'])} of {s['acknowledged']} "
+                           f"(written while the standby lagged {STALL_S} s; with a synchronous standby "
+                           f"they waited and got 503 instead)")
+        else:
+            judge(verdict, s, planned)
+        rows.append(table_row(s))
+    print("\n| scenario | promotion to first write | primary gone to first write | acknowledged | lost "
+          "| failures from the trouble on | their p99 | /livez not 200 |\n|---|---:|---:|---:|---:|---|---:|---:|")
+    print("\n".join(rows), flush=True)
+
+
+if __name__ == "__main__":
+    run_drill("failover", drill)
