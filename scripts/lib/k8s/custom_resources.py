@@ -1,5 +1,5 @@
 """The custom resources of the manifests, checked field by field, since kubernetes-validate
-has no schema for them (it only warns): CloudNativePG (Cluster, ScheduledBackup), its
+has no schema for them (it only warns): CloudNativePG (Cluster, Pooler, ScheduledBackup), its
 Barman Cloud plugin (ObjectStore), cert-manager (Issuer, and the Ingress annotation that
 asks it for a certificate) and the Prometheus operator (ServiceMonitor, PodMonitor, Probe,
 PrometheusRule).
@@ -64,6 +64,13 @@ SECRET_KEY_REF = obj(("name", "key"), name=STR, key=STR)
 
 # the operator reads the PostgreSQL major version from the tag: it must start with it
 CNPG_IMAGE = {"type": "string", "pattern": r"^[^@]+:[0-9]+[^:/]*$"}
+# one way to create the cluster: a new database, or a recovery from a backup
+BOOTSTRAP = obj(initdb=obj(database=STR, owner=STR, secret=obj(("name",), name=STR),
+                           postInitApplicationSQL=arr(STR)),
+                recovery=obj(("source",), source=STR, database=STR, owner=STR,
+                             recoveryTarget=obj(targetTime=STR, targetLSN=STR, targetXID=STR,
+                                                targetName=STR, targetImmediate=BOOL, exclusive=BOOL)))
+BOOTSTRAP["maxProperties"] = 1
 CLUSTER = resource(obj(
     ("instances",),
     instances={"type": "integer", "minimum": 1},
@@ -71,9 +78,14 @@ CLUSTER = resource(obj(
     primaryUpdateStrategy=enum("unsupervised", "supervised"),
     primaryUpdateMethod=enum("switchover", "restart"),
     enablePDB=BOOL, enableSuperuserAccess=BOOL,
-    bootstrap=obj(initdb=obj(database=STR, owner=STR, secret=obj(("name",), name=STR))),
+    bootstrap=BOOTSTRAP,
+    externalClusters=arr(obj(("name",), name=STR, plugin=obj(("name",), name=STR, parameters=STR_MAP))),
+    certificates=obj(serverAltDNSNames=arr(STR, 1)),
     # CloudNativePG takes every parameter as a string: 300, unquoted, is refused
-    postgresql=obj(parameters=STR_MAP, pg_hba=arr({"type": "string"})),
+    postgresql=obj(parameters=STR_MAP, pg_hba=arr({"type": "string"}),
+                   synchronous=obj(("method", "number"), method=enum("any", "first"),
+                                   number={"type": "integer", "minimum": 1},
+                                   dataDurability=enum("required", "preferred"))),
     storage=obj(("size",), size=QUANTITY, storageClass=STR),
     walStorage=obj(("size",), size=QUANTITY, storageClass=STR),
     resources=RESOURCES,
@@ -82,6 +94,15 @@ CLUSTER = resource(obj(
     plugins=arr(obj(("name",), name=STR, enabled=BOOL, isWALArchiver=BOOL, parameters=STR_MAP)),
     monitoring=obj(enablePodMonitor=BOOL, customQueriesConfigMap=arr(obj(("name", "key"), name=STR, key=STR))),
 ), "postgresql.cnpg.io/v1", "Cluster")
+
+POOLER = resource(obj(
+    ("cluster", "pgbouncer"),
+    cluster=obj(("name",), name=STR),
+    instances={"type": "integer", "minimum": 1},
+    type=enum("rw", "ro", "r"),
+    # every PgBouncer parameter a string, as for the Cluster's
+    pgbouncer=obj(("poolMode",), poolMode=enum("session", "transaction"), parameters=STR_MAP),
+), "postgresql.cnpg.io/v1", "Pooler")
 
 SCHEDULED_BACKUP = resource(obj(
     ("schedule", "cluster"),
@@ -195,12 +216,37 @@ def ns_of(doc: dict) -> str:
 
 
 def refs_cluster(render: Render, doc: dict) -> Findings:
-    """Each plugin an instance of Cluster names has what it needs."""
-    for plugin in dig(doc, "spec", "plugins", default=[]):
+    """Each plugin an instance of Cluster or one of its external clusters names has what
+    it needs, and a recovery's source is one of its external clusters. A recovered cluster
+    archives under a server name of its own: the same one would mix its WAL with that of
+    the cluster it was restored from."""
+    external = dig(doc, "spec", "externalClusters", default=[]) or []
+    plugins = dig(doc, "spec", "plugins", default=[]) + [e["plugin"] for e in external if e.get("plugin")]
+    for plugin in plugins:
         if plugin.get("name") == BARMAN_CLOUD:
             store = dig(plugin, "parameters", "barmanObjectName")
             if not store or render.get("ObjectStore", ns_of(doc), store) is None:
                 yield f"plugin {BARMAN_CLOUD} names ObjectStore {store!r}, which the render lacks"
+    recovery = dig(doc, "spec", "bootstrap", "recovery")
+    if recovery is not None:
+        source = next((e for e in external if e.get("name") == recovery.get("source")), None)
+        if source is None:
+            yield f"bootstrap.recovery.source {recovery.get('source')!r} is not an externalClusters name"
+            return
+        name = dig(doc, "metadata", "name")
+        restored_from = dig(source, "plugin", "parameters", "serverName", default=name)
+        for plugin in dig(doc, "spec", "plugins", default=[]):
+            if plugin.get("isWALArchiver") and \
+                    dig(plugin, "parameters", "serverName", default=name) == restored_from:
+                yield f"archives WAL as {restored_from!r}, the server it was restored from"
+
+
+def refs_pooler(render: Render, doc: dict) -> Findings:
+    cluster = dig(doc, "spec", "cluster", "name")
+    if render.get("Cluster", ns_of(doc), cluster) is None:
+        yield f"cluster {cluster!r} is not a Cluster of the render"
+    if dig(doc, "metadata", "name") == cluster:
+        yield "a Pooler may not share its Cluster's name"
 
 
 def refs_scheduled_backup(render: Render, doc: dict) -> Findings:
@@ -316,6 +362,7 @@ def refs_alertmanager_config(render: Render, doc: dict) -> Findings:
 # (apiVersion, kind) -> (schema, cross-check)
 CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] = {
     ("postgresql.cnpg.io/v1", "Cluster"): (CLUSTER, refs_cluster),
+    ("postgresql.cnpg.io/v1", "Pooler"): (POOLER, refs_pooler),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): (SCHEDULED_BACKUP, refs_scheduled_backup),
     ("barmancloud.cnpg.io/v1", "ObjectStore"): (OBJECT_STORE, refs_object_store),
     ("cert-manager.io/v1", "Issuer"): (ISSUER, refs_nothing),
@@ -396,6 +443,11 @@ def implied_objects(render: Render) -> Iterator[Pod | Provided]:
                       {"postgresql": 5432, "metrics": 9187, "status": 8000})
             # the bootstrap Jobs (initdb, join) carry the cluster label but no podRole
             yield Pod(origin, ns, {"cnpg.io/cluster": name, "cnpg.io/jobRole": "initdb"}, {})
+        elif (doc.get("apiVersion"), doc["kind"]) == ("postgresql.cnpg.io/v1", "Pooler"):
+            yield Provided("Service", ns, name, frozenset(), origin)
+            yield Pod(origin, ns, {"cnpg.io/poolerName": name, "cnpg.io/podRole": "pooler",
+                                   "cnpg.io/cluster": dig(doc, "spec", "cluster", "name", default="")},
+                      {"pgbouncer": 5432, "metrics": 9127})
         elif (doc.get("apiVersion"), doc["kind"]) == ("cert-manager.io/v1", "Issuer"):
             account_key = dig(doc, "spec", "acme", "privateKeySecretRef", "name")
             if account_key:

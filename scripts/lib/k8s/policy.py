@@ -406,6 +406,65 @@ def check_farol(render: Render, version: str) -> Iterator[Finding]:
             yield pod.origin, f"{where}: no Job named after tag {tag!r} runs `migrate` with the same image"
 
 
+# What connects to PostgreSQL besides farol's pools (the migration Job, the exporter, a
+# person with psql): kept free in max_connections, beside superuser_reserved_connections.
+OTHER_CONNECTIONS = 20
+# PostgresTooManyConnections fires above this share of max_connections.
+CONNECTIONS_ALERT_RATIO = 0.8
+
+
+def max_replicas(render: Render, pod: Pod) -> int:
+    """The most replicas the pod's Deployment may have: its HorizontalPodAutoscaler's
+    maxReplicas, or its own replica count."""
+    kind, namespace, name = pod.origin.split("/")
+    for hpa in render.of_kind("HorizontalPodAutoscaler"):
+        target = dig(hpa, "spec", "scaleTargetRef", default={}) or {}
+        if dig(hpa, "metadata", "namespace") == namespace and target.get("kind") == kind \
+                and target.get("name") == name:
+            return int(dig(hpa, "spec", "maxReplicas", default=1))
+    deployment = render.get(kind, namespace, name) or {}
+    return int(dig(deployment, "spec", "replicas", default=1))
+
+
+@check("pooler", "behind a transaction-mode Pooler: unnamed statements, migrations around it, and the "
+       "capacity model (farol's pools fit the Pooler, the Pooler fits max_connections)")
+def check_pooler(render: Render, version: str) -> Iterator[Finding]:
+    for pooler in render.of_kind("Pooler"):
+        ns, name = dig(pooler, "metadata", "namespace", default=""), dig(pooler, "metadata", "name")
+        params = dig(pooler, "spec", "pgbouncer", "parameters", default={}) or {}
+        transaction = dig(pooler, "spec", "pgbouncer", "poolMode") == "transaction"
+        # PgBouncer's own defaults where a parameter is not set
+        max_client = as_int(params.get("max_client_conn", "100")) or 0
+        clients = 0
+        for pod, c in farol_containers(render):
+            if pod.namespace != ns or env_value(render, ns, c, "PGHOST") != name:
+                continue
+            where = f"container {c.get('name')!r}"
+            if pod.owner_kind != "Deployment":
+                yield pod.origin, f"{where}: migrates through Pooler {name} (a session lock needs the database itself)"
+                continue
+            if transaction and env_value(render, ns, c, "DB_PREPARED_STATEMENTS") != "unnamed":
+                yield pod.origin, (f"{where}: through transaction-mode Pooler {name} "
+                                   "without DB_PREPARED_STATEMENTS=unnamed")
+            clients += max_replicas(render, pod) * (as_int(env_value(render, ns, c, "DB_POOL_MAX")) or 16)
+        if clients > max_client:
+            yield ident(pooler), f"farol may open {clients} client connections, over max_client_conn {max_client}"
+        cluster = render.get("Cluster", ns, dig(pooler, "spec", "cluster", "name"))
+        if cluster is None:
+            continue
+        pg = dig(cluster, "spec", "postgresql", "parameters", default={}) or {}
+        max_connections = as_int(pg.get("max_connections", "100")) or 0
+        reserved = (as_int(pg.get("superuser_reserved_connections", "3")) or 0) + OTHER_CONNECTIONS
+        servers = int(dig(pooler, "spec", "instances", default=1)) * (
+            (as_int(params.get("default_pool_size", "20")) or 0) + (as_int(params.get("reserve_pool_size", "0")) or 0))
+        if servers > max_connections - reserved:
+            yield ident(pooler), (f"{servers} server connections do not fit max_connections {max_connections} "
+                                  f"less {reserved} reserved")
+        elif servers > CONNECTIONS_ALERT_RATIO * max_connections:
+            yield ident(pooler), (f"{servers} server connections would hold PostgresTooManyConnections "
+                                  f"(over {CONNECTIONS_ALERT_RATIO:.0%} of {max_connections}) firing")
+
+
 @check("custom-resources", "custom resources: the fields used, their values and their references")
 def check_crs(render: Render, version: str) -> Iterator[Finding]:
     return check_custom_resources(render)
