@@ -1,6 +1,6 @@
 """Failover and switchover under write load (scripts/reliability failover).
 
-A primary and a streaming standby (scripts/lib/reliability/replication.py); farol is given
+A primary and a streaming standby (scripts/lib/reliability/pg_servers.py); farol is given
 both hosts with target_session_attrs=read-write, and serves 16 keep-alive connections of
 writes and reads by id, every acknowledged note recorded, and /livez every 50 ms. Three
 scenarios, each on a fresh pair:
@@ -31,7 +31,7 @@ import signal
 import time
 
 from httpload import Farol, Load, count_by_outcome, latency, percentile, probe, read_back, run_drill
-from replication import database_url, replicated_pair, stop_all
+from pg_servers import database_url, replicated_pair, stop_all
 
 QUERY_TIMEOUT_MS = 1000
 CONNECTIONS = 16

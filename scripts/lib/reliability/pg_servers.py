@@ -1,7 +1,8 @@
-"""A PostgreSQL primary and a streaming standby on 127.0.0.1, from the server binaries on
-the machine (scripts/reliability failover): PostgreSQL's own replication, nothing in
-between. As root the binaries run as the `postgres` system user, as scripts/lib/postgres.sh
-runs them."""
+"""PostgreSQL servers for the drills, on 127.0.0.1, from the server binaries on the machine:
+a primary and a streaming standby (scripts/reliability failover: PostgreSQL's own
+replication, nothing in between), and a server that archives its WAL, restored to a point
+in time (scripts/reliability pitr). As root the binaries run as the `postgres` system user,
+as scripts/lib/postgres.sh runs them."""
 
 import contextlib
 import glob
@@ -103,17 +104,28 @@ class Server:
         self.start()
 
 
+def new_server(directory, name, **settings):
+    """A new cluster with a database farol, running; SETTINGS on top of the defaults."""
+    server = Server(directory, free_port(), name)
+    _run([f"{PG_BIN}/initdb", "-D", server.data, "-U", USER, "--auth=trust", "-E", "UTF8",
+          "--locale=C.UTF-8", "--no-sync"])
+    server.configure(port=server.port, listen_addresses="127.0.0.1", unix_socket_directories=server.dir,
+                     cluster_name=name, fsync="off", **settings)
+    server.start()
+    server.sql("CREATE DATABASE farol")
+    return server
+
+
+def as_server_user(args):
+    """ARGS run as the user the servers run as (what reads their data directories)."""
+    return _run(args, timeout=300)
+
+
 def replicated_pair(work, synchronous):
     """A primary with one streaming standby, synchronous (every commit waits until the
     standby has flushed it) or asynchronous. Returns (primary, standby), both running."""
-    primary = Server(os.path.join(work, "primary"), free_port(), "primary")
-    _run([f"{PG_BIN}/initdb", "-D", primary.data, "-U", USER, "--auth=trust", "-E", "UTF8",
-          "--locale=C.UTF-8", "--no-sync"])
-    primary.configure(port=primary.port, listen_addresses="127.0.0.1", unix_socket_directories=primary.dir,
-                      wal_level="replica", max_wal_senders=5, cluster_name="primary", fsync="off",
-                      synchronous_commit="on", synchronous_standby_names="")
-    primary.start()
-    primary.sql("CREATE DATABASE farol")
+    primary = new_server(os.path.join(work, "primary"), "primary", wal_level="replica", max_wal_senders=5,
+                         synchronous_commit="on", synchronous_standby_names="")
 
     standby = Server(os.path.join(work, "standby"), free_port(), "standby")
     _run([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", USER,

@@ -1,0 +1,152 @@
+"""Backup and point-in-time recovery (scripts/reliability pitr), with the tools
+CloudNativePG's Barman Cloud plugin uses: barman-cloud-wal-archive as the server's
+archive_command and barman-cloud-backup for the base backup, into an S3 API on 127.0.0.1
+(moto's server); then barman-cloud-restore and WAL replay (barman-cloud-wal-restore as
+restore_command) up to a recorded time T, into a fresh data directory.
+
+farol writes notes (16 keep-alive connections) for 3 s, T is recorded 1 s after the last
+acknowledgement, and 1 s later farol writes for 3 s more. Promises, of a new farol started
+on the restored server:
+  - every note acknowledged before T is there, and farol serves it;
+  - not one note written after T is there (farol answers 404);
+  - the restored server took writes again (recovery ended at T and promoted).
+"""
+
+import asyncio
+import datetime
+import json
+import os
+import subprocess
+import time
+import urllib.request
+
+from httpload import Farol, Load, fail, free_port, http_status, read_back, run_drill
+from pg_servers import Server, as_server_user, new_server, stop_all
+
+BUCKET, SERVER_NAME = "farol-backups", "farol-db"
+CONNECTIONS, WRITE_S, GAP_S = 16, 3, 1
+# the drill's own made-up credentials for the S3 API on loopback, which accepts any
+CREDENTIALS = ("AWS_ACCESS_KEY_ID=drill AWS_DEFAULT_REGION=us-east-1 "
+               "AWS_SECRET_ACCESS_KEY=drill")  # pragma: allowlist secret
+
+
+def start_object_store(work):
+    port = free_port()
+    log = open(os.path.join(work, "moto.log"), "wb")  # noqa: SIM115 (held open as long as the server runs)
+    process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            # an unsigned path-style PUT creates the bucket: moto asks for no signature
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT"), timeout=2)
+            return process, endpoint
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                fail(f"moto_server did not answer within 30 s (log: {work}/moto.log)")
+            time.sleep(0.2)
+
+
+def barman(endpoint, tool, *args):
+    """A barman-cloud-* command against the bucket, as the server's user (it reads PGDATA)."""
+    return f"{CREDENTIALS} {tool} --cloud-provider aws-s3 --endpoint-url {endpoint} " + " ".join(args)
+
+
+def sh(command):
+    return as_server_user(["sh", "-c", command])
+
+
+async def in_thread(function, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+async def write_for(farol, seconds, tag):
+    load = Load("127.0.0.1", farol.port, {"post": 1}, tag=tag)
+    workers = load.start(CONNECTIONS)
+    await asyncio.sleep(seconds)
+    load.stop.set()
+    await asyncio.gather(*workers)
+    return load
+
+
+def restore(work, endpoint, target):
+    """A fresh data directory from the latest base backup, replaying the archived WAL up
+    to TARGET, then taking writes."""
+    server = Server(os.path.join(work, "restored"), free_port(), "restored")
+    listed = json.loads(sh(barman(endpoint, "barman-cloud-backup-list", "--format", "json", f"s3://{BUCKET}",
+                                  SERVER_NAME)))
+    backup = listed["backups_list"][-1]["backup_id"]
+    sh(barman(endpoint, "barman-cloud-restore", f"s3://{BUCKET}", SERVER_NAME, backup, server.data))
+    server.configure(port=server.port, unix_socket_directories=server.dir, cluster_name="restored",
+                     archive_mode="off",
+                     restore_command=barman(endpoint, "barman-cloud-wal-restore", f"s3://{BUCKET}", SERVER_NAME,
+                                            "%f", "%p"),
+                     recovery_target_time=target, recovery_target_action="promote")
+    open(os.path.join(server.data, "recovery.signal"), "w").close()
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:", server.data], check=True)
+    server.start()
+    deadline = time.time() + 60
+    while server.sql("SELECT pg_is_in_recovery()") != "f":
+        if time.time() > deadline:
+            fail(f"the restored server still in recovery after 60 s (log: {server.dir}/postgres.log)")
+        time.sleep(0.2)
+    return server
+
+
+async def drill(binary, work, verdict):
+    store, endpoint = await in_thread(start_object_store, work)
+    origin = restored = None
+    farol = None
+    try:
+        archive = barman(endpoint, "barman-cloud-wal-archive", f"s3://{BUCKET}", SERVER_NAME, "%p")
+        origin = await in_thread(lambda: new_server(os.path.join(work, "origin"), "origin", wal_level="replica",
+                                                    archive_mode="on", archive_command=archive))
+        url = f"postgres://farol@127.0.0.1:{origin.port}/farol?sslmode=disable"
+        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-origin").start()
+        await in_thread(sh, barman(endpoint, "barman-cloud-backup", "--immediate-checkpoint",
+                                   "-h", "127.0.0.1", "-p", str(origin.port), "-U", "farol",
+                                   f"s3://{BUCKET}", SERVER_NAME))
+        before = await write_for(farol, WRITE_S, "before")
+        await asyncio.sleep(GAP_S)
+        target = datetime.datetime.now(datetime.UTC).isoformat(sep=" ")
+        await asyncio.sleep(GAP_S)
+        after = await write_for(farol, WRITE_S, "after")
+        farol.stop()
+        # the last segment into the archive, and wait until it is there
+        segment = await in_thread(origin.sql, "SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.time() + 60
+        while await in_thread(origin.sql, "SELECT last_archived_wal FROM pg_stat_archiver") < segment:
+            if time.time() > deadline:
+                fail("the last WAL segment was not archived within 60 s")
+            await asyncio.sleep(0.2)
+        await in_thread(stop_all, origin)
+        started = time.time()
+        restored = await in_thread(restore, work, endpoint, target)
+        took = time.time() - started
+        url = f"postgres://farol@127.0.0.1:{restored.port}/farol?sslmode=disable"
+        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-restored").start()
+        missing = await read_back("127.0.0.1", farol.port, before.created)
+        absent = {note_id for note_id, _ in await read_back("127.0.0.1", farol.port, after.created)}
+        present = [note_id for note_id in after.created if note_id not in absent]
+        writable = http_status(farol.port, "/health") == 200
+    finally:
+        if farol is not None:
+            farol.stop()
+        await in_thread(stop_all, *(s for s in (origin, restored) if s is not None))
+        store.terminate()
+        store.wait()
+
+    verdict.figure("written", f"{len(before.created)} notes acknowledged before T ({target} UTC), "
+                   f"{len(after.created)} after it")
+    verdict.figure("restore", f"barman-cloud-restore and WAL replay to T took {took:.1f} s")
+    verdict.check(before.created and not missing, "every note acknowledged before T is restored, and served",
+                  f"{len(before.created)} acknowledged before T, {len(missing)} missing {missing[:3]}")
+    verdict.check(after.created and not present, "no note written after T is restored",
+                  f"{len(after.created)} written after T, {len(present)} present {present[:3]}")
+    verdict.check(writable, "the restored server takes writes (recovery ended at T)",
+                  f"/health {'200' if writable else 'not 200'} on the restored server")
+
+
+if __name__ == "__main__":
+    run_drill("pitr", drill)
