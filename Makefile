@@ -55,7 +55,7 @@ queries: ## every rule and dashboard query against a live Prometheus scraping fa
 fuzz: ## schemathesis against the OpenAPI document: no 5xx, answers match it
 	scripts/fuzz-api
 
-reliability: ## the reliability drills: shutdown, outage, overload, hostile input, memory, failover
+reliability: ## the reliability drills: shutdown, outage, overload, hostile input, memory, failover, pooler, pitr
 	scripts/reliability
 
 e2e-compose: ## the compose stack end to end on the real Docker engine

@@ -230,7 +230,8 @@ impl Settings {
                 "MIGRATE_ON_START",
                 "must be false with DB_PREPARED_STATEMENTS=unnamed: migrations hold a \
                  session-level lock, which a pooler in transaction mode cannot keep; run \
-                 `farol migrate` against the database itself",
+                 `farol migrate` against the database itself, without \
+                 DB_PREPARED_STATEMENTS=unnamed",
             ));
         }
         let guard = ProductionGuard::new(&self.database.connection);

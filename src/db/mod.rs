@@ -12,13 +12,14 @@
 pub mod connect;
 pub mod migrate;
 pub mod outage;
+pub mod read_only;
 pub mod readiness;
 pub mod session;
 pub mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
@@ -31,15 +32,13 @@ use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
+use read_only::ReadOnlyState;
 use session::Session;
 use tls::TlsError;
 
-/// While the server takes no writes, the pool is emptied at most this often.
-pub const EMPTY_FOR_READ_ONLY_AFTER: Duration = Duration::from_secs(5);
-
 /// The server's statement_timeout for a `DB_QUERY_TIMEOUT_MS` of `query_timeout`: half a
-/// second more, so that our own timeout has always answered the client (503) first.
-fn server_statement_timeout(query_timeout: Duration) -> Duration {
+/// second more, so that our own timeout answers the client (503) first, by that margin.
+pub(crate) fn server_statement_timeout(query_timeout: Duration) -> Duration {
     query_timeout + Duration::from_millis(500)
 }
 
@@ -71,9 +70,13 @@ pub enum DbError {
     },
     /// The server answers but takes no writes: a standby (after a failover, a service
     /// address or a DNS name can lead to one), or default_transaction_read_only on. For
-    /// farol that is as good as down; reads still work meanwhile.
-    #[error("the server takes no writes (a standby, or default_transaction_read_only is on)")]
-    ReadOnly,
+    /// farol that is as good as down; reads still work meanwhile. The reason is the
+    /// server's, for the logs.
+    #[error("the server takes no writes: {reason}")]
+    ReadOnly { reason: String },
+    /// A statement that always returns a row (INSERT … RETURNING) returned none.
+    #[error("the database returned no row for {0}")]
+    NoRow(&'static str),
     /// Every pooled connection stayed in use for the whole wait: the service is busy,
     /// the database may be fine.
     #[error("no database connection became free within the query timeout")]
@@ -108,7 +111,9 @@ impl DbError {
             Some(code) if *code == SqlState::QUERY_CANCELED => DbError::Timeout,
             // A write reached a server that takes none: the connections lead to the wrong
             // server (see `Database::mark_read_only`).
-            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => DbError::ReadOnly,
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => DbError::ReadOnly {
+                reason: describe(&error),
+            },
             // Class 08 (connection), 53 (resources, e.g. too many connections) and 57P
             // (shutting down, starting up): the database, not the request, is the problem.
             Some(code)
@@ -140,7 +145,7 @@ impl DbError {
     /// Whether this error says the database is down for farol: unreachable, or taking
     /// no writes. A timeout alone does not, nor does a busy pool.
     pub fn is_outage(&self) -> bool {
-        matches!(self, DbError::Unavailable { .. } | DbError::ReadOnly)
+        matches!(self, DbError::Unavailable { .. } | DbError::ReadOnly { .. })
     }
 }
 
@@ -189,11 +194,8 @@ struct Inner {
     statements: Statements,
     /// The database answered the last operation (whatever it said).
     up: AtomicBool,
-    /// The database answered but took no writes; cleared only by a ping that finds it
-    /// writable, never by a read that succeeds.
-    read_only: AtomicBool,
-    /// When the pool was last emptied for a read-only server (see `mark_read_only`).
-    emptied_for_read_only: Mutex<Option<Instant>>,
+    /// The database answered but took no writes (see `read_only`).
+    read_only: ReadOnlyState,
     reasons: ReasonLog,
     durations: HistogramVec,
 }
@@ -238,8 +240,7 @@ impl Database {
                 query_timeout,
                 statements: settings.statements,
                 up: AtomicBool::new(false),
-                read_only: AtomicBool::new(false),
-                emptied_for_read_only: Mutex::new(None),
+                read_only: ReadOnlyState::default(),
                 reasons: ReasonLog::default(),
                 durations,
             }),
@@ -301,11 +302,28 @@ impl Database {
                 reason,
                 broke_established,
             }) => self.mark_down(reason, *broke_established),
-            Err(DbError::ReadOnly) => {
+            Err(DbError::ReadOnly { reason }) => {
+                // read-only first: `/` must never say "up" in between
+                self.mark_read_only(started, reason);
                 self.mark_up();
-                self.mark_read_only(started);
             }
             Err(_) => {}
+        }
+        result
+    }
+
+    /// Runs an operation that writes, as [`Database::run`] does. Its success also ends a
+    /// read-only state: under saturation the ping may find no free connection for a
+    /// long while, and writes that commit must not leave `/` saying "down".
+    pub async fn write<T, E, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
+    where
+        F: FnOnce(Session) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: OperationError,
+    {
+        let result = self.run(name, operation).await;
+        if result.is_ok() {
+            self.mark_writable();
         }
         result
     }
@@ -329,7 +347,9 @@ impl Database {
                 if row.is_some_and(|row| row.get::<_, bool>(0)) {
                     Ok(())
                 } else {
-                    Err(DbError::ReadOnly)
+                    Err(DbError::ReadOnly {
+                        reason: "transaction_read_only is on".into(),
+                    })
                 }
             })
             .await;
@@ -350,49 +370,39 @@ impl Database {
     /// The last observed state, what `/` shows: up when the database answers and takes
     /// writes. No query is made.
     pub fn is_up(&self) -> bool {
-        self.is_reachable() && !self.inner.read_only.load(Ordering::Relaxed)
+        self.is_reachable() && !self.inner.read_only.is_set()
     }
 
     fn is_reachable(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
 
-    /// Notes a server that answers but takes no writes, and drops the idle connections
-    /// opened before `since` (the failed operation's start): they lead to that server,
+    /// Notes a server that answers but takes no writes (logged on entering the state),
+    /// and drops the idle connections opened before `since` (the failed operation's
+    /// start), at most once per [`read_only::EMPTY_POOL_AFTER`]: they lead to that server,
     /// and with several hosts and target_session_attrs=read-write a new connection finds
-    /// the primary. At most once per [`EMPTY_FOR_READ_ONLY_AFTER`]: where no writable
-    /// server exists yet, emptying the pool on every failed write would only trade each
-    /// write's fast 503 for a new connection. Logged once on entering the state.
-    fn mark_read_only(&self, since: Instant) {
+    /// the primary.
+    fn mark_read_only(&self, since: Instant, reason: &str) {
         if self.inner.pool.is_closed() {
             return;
         }
-        if !self.inner.read_only.load(Ordering::Relaxed)
-            && !self.inner.read_only.swap(true, Ordering::Relaxed)
-        {
+        let entered = self.inner.read_only.enter(since, Instant::now());
+        if entered.began {
             tracing::warn!(
                 database = %self.inner.config.describe(),
-                reason = %DbError::ReadOnly,
+                reason,
                 "database takes no writes"
             );
         }
-        let mut emptied = self
-            .inner
-            .emptied_for_read_only
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if emptied.is_some_and(|at| at.elapsed() < EMPTY_FOR_READ_ONLY_AFTER) {
-            return;
+        if entered.empty_pool {
+            self.inner.pool.retain(|_, metrics| metrics.created > since);
         }
-        *emptied = Some(Instant::now());
-        self.inner.pool.retain(|_, metrics| metrics.created > since);
     }
 
-    /// A ping found the server writable: the read-only state, if any, is over.
+    /// A write succeeded, or a ping found the server writable: the read-only state, if
+    /// any, is over.
     fn mark_writable(&self) {
-        if self.inner.read_only.load(Ordering::Relaxed)
-            && self.inner.read_only.swap(false, Ordering::Relaxed)
-        {
+        if self.inner.read_only.leave(Instant::now()) {
             tracing::info!(
                 database = %self.inner.config.describe(),
                 "database takes writes again"
@@ -451,6 +461,11 @@ impl Database {
 
     pub fn config(&self) -> &DatabaseConfig {
         &self.inner.config
+    }
+
+    /// How statements are sent: named, or unnamed for a pooler in transaction mode.
+    pub fn statements(&self) -> Statements {
+        self.inner.statements
     }
 
     /// Closes the pool: idle connections are dropped, and connections in use are dropped

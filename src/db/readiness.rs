@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use super::connect::ConnectError;
 use super::outage::ReasonLog;
-use super::{Database, DbError, connect_direct, migrate};
+use super::{Database, DbError, connect_direct, migrate, server_statement_timeout};
+use crate::config::Statements;
 use crate::telemetry::error_chain;
 
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -112,10 +113,43 @@ async fn prepare(
     {
         return Err(NotReady::MigrationsPending(migrate::latest_version()));
     }
+    if db.statements() == Statements::Unnamed {
+        check_server_statement_timeout(&client, timeouts.query).await;
+    }
     match db.ping().await {
         // Reached, with the schema current: a server that takes no writes (a standby
         // during a failover) is the outage `/health` reports, not a reason to stay unready.
-        Ok(()) | Err(DbError::ReadOnly) => Ok(()),
+        Ok(()) | Err(DbError::ReadOnly { .. }) => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// Behind a pooler farol sends no statement_timeout: the role must carry one, later than
+/// farol's own timeout by the margin that keeps a cancelled wait for a synchronous standby
+/// from reaching a client as a success (docs/database.md). Said once, at start-up; the
+/// service runs either way.
+async fn check_server_statement_timeout(client: &tokio_postgres::Client, query_timeout: Duration) {
+    let wanted = server_statement_timeout(query_timeout);
+    let sql = "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'";
+    let setting = tokio::time::timeout(query_timeout, client.query_typed_one(sql, &[])).await;
+    match setting.map(|row| row.map(|row| row.get::<_, i64>(0))) {
+        Ok(Ok(0)) => tracing::warn!(
+            wanted_ms = wanted.as_millis() as u64,
+            "the server sets no statement_timeout for this role: a query whose client gave up \
+             runs on (ALTER ROLE … SET statement_timeout)"
+        ),
+        Ok(Ok(ms)) if u128::from(ms.unsigned_abs()) < wanted.as_millis() => tracing::warn!(
+            statement_timeout_ms = ms,
+            wanted_ms = wanted.as_millis() as u64,
+            "the server's statement_timeout does not come after DB_QUERY_TIMEOUT_MS by 500 ms: \
+             a commit cancelled while it waits for a synchronous standby could reach a client \
+             as a success"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(
+            error = %super::describe(&error),
+            "cannot read the server's statement_timeout"
+        ),
+        Err(_) => tracing::warn!("reading the server's statement_timeout took too long"),
     }
 }

@@ -32,7 +32,7 @@ pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbErro
     // UUIDv7 ids grow with time, so inserts land at the end of the primary-key index.
     let id = Uuid::now_v7();
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    db.run("insert_note", |session| async move {
+    db.write("insert_note", |session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
@@ -48,9 +48,10 @@ pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbErro
         ];
         session.query_opt(&sql, &params).await
     })
-    .await
-    // INSERT … RETURNING without an error always returns its row.
-    .map(|row| note(&row.expect("INSERT … RETURNING returns the row it inserted")))
+    .await?
+    .map(|row| note(&row))
+    // INSERT … RETURNING without an error always returns its row
+    .ok_or(DbError::NoRow("insert_note"))
 }
 
 pub async fn get(db: &Database, id: Uuid) -> Result<Option<Note>, DbError> {
@@ -109,7 +110,7 @@ pub async fn replace(
     content: &NoteContent,
 ) -> Result<Option<Note>, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    db.run("update_note", |session| async move {
+    db.write("update_note", |session| async move {
         let sql = format!(
             "UPDATE notes SET title = $2, body = $3, updated_at = clock_timestamp() \
              WHERE id = $1 RETURNING {COLUMNS}"
@@ -127,7 +128,7 @@ pub async fn replace(
 
 /// Whether a note was deleted.
 pub async fn delete(db: &Database, id: Uuid) -> Result<bool, DbError> {
-    db.run("delete_note", |session| async move {
+    db.write("delete_note", |session| async move {
         session
             .query_opt(
                 "DELETE FROM notes WHERE id = $1 RETURNING id",

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::app::{assert_problem, start};
+use crate::support::forward::MovableAddress;
 use crate::support::pg::{
     PasswordCluster, PgCluster, admin, create_database, free_port, set_read_only, shared_server_url,
 };
@@ -673,4 +674,82 @@ async fn with_several_hosts_and_target_session_attrs_read_write_it_writes_to_the
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "the note {note} is on the primary");
+}
+
+#[tokio::test]
+async fn when_the_address_leads_back_to_the_primary_the_connections_to_the_standby_are_dropped() {
+    let primary = PgCluster::start();
+    let standby = PgCluster::start_with(&["default_transaction_read_only=on"]);
+    let on_primary = create_database(&primary.url("postgres")).await;
+    let name = on_primary
+        .rsplit_once('/')
+        .and_then(|(_, rest)| rest.split('?').next())
+        .unwrap()
+        .to_owned();
+    // The same database and schema on the "standby", written in a session of its own
+    // that may write.
+    let standby_admin = admin(&standby.url("postgres")).await;
+    standby_admin
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    standby_admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut schema = admin(&standby.url(&name)).await;
+    schema
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    farol::db::migrate::apply(&mut schema, farol::db::migrate::LOCK_WAIT)
+        .await
+        .unwrap();
+
+    let address = MovableAddress::start(primary.port).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",
+        address.port
+    );
+    let app = start(&url, &[("DB_POOL_MAX", "4")]).await;
+    app.wait_ready().await;
+    app.create_note("first", "on the primary").await;
+
+    // A failover that went wrong: the address now leads to a standby, and the primary's
+    // sessions end. New connections reach the standby, which takes no writes.
+    address.point_at(standby.port);
+    admin(&primary.url("postgres"))
+        .await
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    app.wait_for_status("/health", 503, Duration::from_secs(10))
+        .await;
+    let write = app
+        .post_json("/api/v1/notes", &json!({"title": "t", "body": "b"}))
+        .await;
+    assert_problem(write, 503, "database-unavailable").await;
+
+    // The address is put right. The pool still holds connections to the standby; they
+    // must go (at most 5 s apart), and the next ones reach the primary: no restart.
+    address.point_at(primary.port);
+    let moved = Instant::now();
+    loop {
+        let write = app
+            .post_json("/api/v1/notes", &json!({"title": "t", "body": "b"}))
+            .await;
+        if write.status() == 201 {
+            break;
+        }
+        assert_eq!(write.status(), 503);
+        assert!(
+            moved.elapsed() < Duration::from_secs(15),
+            "writes still fail 15 s after the address led back to the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
 }

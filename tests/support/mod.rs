@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each binary uses a different part
 
 pub mod app;
+pub mod forward;
 pub mod kubelet;
 pub mod pg;
 pub mod pgbouncer;

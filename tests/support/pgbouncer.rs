@@ -1,6 +1,6 @@
-//! A real PgBouncer (Debian's, 1.18: older than 1.21, so it cannot carry named prepared
-//! statements across server connections) in transaction pooling mode, in front of a
-//! PostgreSQL server: far more client connections than server ones.
+//! A real PgBouncer (the machine's: Debian's 1.18 here, older than 1.21, so it cannot
+//! carry named prepared statements across server connections) in transaction pooling
+//! mode, in front of a PostgreSQL server: far more client connections than server ones.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -45,7 +45,9 @@ impl PgBouncer {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
         let userlist = dir.path().join("userlist.txt");
-        std::fs::write(&userlist, format!("\"{user}\" \"{password}\"\n")).unwrap();
+        // the file's quoting: a double quote inside a field is doubled
+        let quote = |field: &str| format!("\"{}\"", field.replace('"', "\"\""));
+        std::fs::write(&userlist, format!("{} {}\n", quote(user), quote(&password))).unwrap();
         let config = dir.path().join("pgbouncer.ini");
         std::fs::write(
             &config,
@@ -94,8 +96,10 @@ impl PgBouncer {
             .rsplit_once('/')
             .and_then(|(_, rest)| rest.split('?').next())
             .expect("a URL naming a database");
+        // the keyword form, quoted: any user name the server's URL had
+        let user = self.user.replace('\\', "\\\\").replace('\'', "\\'");
         format!(
-            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            "host=127.0.0.1 port={} user='{user}' dbname={database} sslmode=disable",
             self.port
         )
     }

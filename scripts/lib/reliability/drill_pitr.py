@@ -34,6 +34,9 @@ def start_object_store(work):
     port = free_port()
     log = open(os.path.join(work, "moto.log"), "wb")  # noqa: SIM115 (held open as long as the server runs)
     process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    # for scripts/reliability to stop, should this process die before its own cleanup
+    with open(os.path.join(work, "moto.pid"), "w") as pidfile:
+        pidfile.write(f"{process.pid}\n")
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while True:
@@ -69,9 +72,9 @@ async def write_for(farol, seconds, tag):
     return load
 
 
-def restore(work, endpoint, target):
+def restore(work, endpoint, target, started):
     """A fresh data directory from the latest base backup, replaying the archived WAL up
-    to TARGET, then taking writes."""
+    to TARGET, then taking writes. Appended to STARTED before it starts."""
     server = Server(os.path.join(work, "restored"), free_port(), "restored")
     listed = json.loads(sh(barman(endpoint, "barman-cloud-backup-list", "--format", "json", f"s3://{BUCKET}",
                                   SERVER_NAME)))
@@ -85,6 +88,7 @@ def restore(work, endpoint, target):
     open(os.path.join(server.data, "recovery.signal"), "w").close()
     if os.getuid() == 0:
         subprocess.run(["chown", "-R", "postgres:", server.data], check=True)
+    started.append(server)
     server.start()
     deadline = time.time() + 60
     while server.sql("SELECT pg_is_in_recovery()") != "f":
@@ -96,14 +100,15 @@ def restore(work, endpoint, target):
 
 async def drill(binary, work, verdict):
     store, endpoint = await in_thread(start_object_store, work)
-    origin = restored = None
-    farol = None
+    servers, farol = [], None
     try:
         archive = barman(endpoint, "barman-cloud-wal-archive", f"s3://{BUCKET}", SERVER_NAME, "%p")
-        origin = await in_thread(lambda: new_server(os.path.join(work, "origin"), "origin", wal_level="replica",
-                                                    archive_mode="on", archive_command=archive))
+        origin = await in_thread(lambda: new_server(os.path.join(work, "origin"), "origin", servers,
+                                                    wal_level="replica", archive_mode="on",
+                                                    archive_command=archive))
         url = f"postgres://farol@127.0.0.1:{origin.port}/farol?sslmode=disable"
-        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-origin").start()
+        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-origin")
+        farol.start()
         await in_thread(sh, barman(endpoint, "barman-cloud-backup", "--immediate-checkpoint",
                                    "-h", "127.0.0.1", "-p", str(origin.port), "-U", "farol",
                                    f"s3://{BUCKET}", SERVER_NAME))
@@ -122,10 +127,11 @@ async def drill(binary, work, verdict):
             await asyncio.sleep(0.2)
         await in_thread(stop_all, origin)
         started = time.time()
-        restored = await in_thread(restore, work, endpoint, target)
+        restored = await in_thread(restore, work, endpoint, target, servers)
         took = time.time() - started
         url = f"postgres://farol@127.0.0.1:{restored.port}/farol?sslmode=disable"
-        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-restored").start()
+        farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-restored")
+        farol.start()
         missing = await read_back("127.0.0.1", farol.port, before.created)
         absent = {note_id for note_id, _ in await read_back("127.0.0.1", farol.port, after.created)}
         present = [note_id for note_id in after.created if note_id not in absent]
@@ -133,7 +139,7 @@ async def drill(binary, work, verdict):
     finally:
         if farol is not None:
             farol.stop()
-        await in_thread(stop_all, *(s for s in (origin, restored) if s is not None))
+        await in_thread(stop_all, *servers)
         store.terminate()
         store.wait()
 

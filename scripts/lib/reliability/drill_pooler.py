@@ -61,7 +61,8 @@ async def unnamed(binary, work, verdict):
         farol = Farol(binary, work, {"DATABASE_URL": through(port), "DB_PREPARED_STATEMENTS": "unnamed",
                                      "MIGRATE_ON_START": "false", "DB_POOL_MAX": str(POOL_MAX),
                                      "DB_QUERY_TIMEOUT_MS": "1000", "DB_CONNECT_TIMEOUT_MS": "1000"},
-                      name="farol-pooler").start()
+                      name="farol-pooler")
+        farol.start()
         pid = farol.process.pid
         load = Load("127.0.0.1", farol.port, {"post": 2, "get": 1, "list": 1}, tag="pooler")
         workers = load.start(CONNECTIONS)
@@ -109,7 +110,8 @@ async def named(binary, work, verdict):
     farol = None
     try:
         farol = Farol(binary, work, {"DATABASE_URL": through(port), "MIGRATE_ON_START": "false",
-                                     "DB_POOL_MAX": str(POOL_MAX)}, name="farol-pooler-named").start()
+                                     "DB_POOL_MAX": str(POOL_MAX)}, name="farol-pooler-named")
+        farol.start()
         load = Load("127.0.0.1", farol.port, {"post": 2, "get": 1, "list": 1}, tag="named")
         workers = load.start(CONNECTIONS)
         await asyncio.sleep(STEADY_S)

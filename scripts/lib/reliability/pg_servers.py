@@ -104,13 +104,15 @@ class Server:
         self.start()
 
 
-def new_server(directory, name, **settings):
-    """A new cluster with a database farol, running; SETTINGS on top of the defaults."""
+def new_server(directory, name, started, **settings):
+    """A new cluster with a database farol, running; SETTINGS on top of the defaults. It
+    is appended to STARTED before it starts."""
     server = Server(directory, free_port(), name)
     _run([f"{PG_BIN}/initdb", "-D", server.data, "-U", USER, "--auth=trust", "-E", "UTF8",
           "--locale=C.UTF-8", "--no-sync"])
     server.configure(port=server.port, listen_addresses="127.0.0.1", unix_socket_directories=server.dir,
                      cluster_name=name, fsync="off", **settings)
+    started.append(server)
     server.start()
     server.sql("CREATE DATABASE farol")
     return server
@@ -121,17 +123,20 @@ def as_server_user(args):
     return _run(args, timeout=300)
 
 
-def replicated_pair(work, synchronous):
+def replicated_pair(work, synchronous, started):
     """A primary with one streaming standby, synchronous (every commit waits until the
-    standby has flushed it) or asynchronous. Returns (primary, standby), both running."""
-    primary = new_server(os.path.join(work, "primary"), "primary", wal_level="replica", max_wal_senders=5,
-                         synchronous_commit="on", synchronous_standby_names="")
+    standby has flushed it) or asynchronous. Returns (primary, standby), both running;
+    each is appended to STARTED as soon as it exists, for the caller to stop whatever
+    happens."""
+    primary = new_server(os.path.join(work, "primary"), "primary", started, wal_level="replica",
+                         max_wal_senders=5, synchronous_commit="on", synchronous_standby_names="")
 
     standby = Server(os.path.join(work, "standby"), free_port(), "standby")
     _run([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", USER,
           "-D", standby.data, "-R", "-X", "stream", "-c", "fast"], timeout=120)
     standby.configure(port=standby.port, unix_socket_directories=standby.dir, cluster_name="standby",
                       synchronous_standby_names="")
+    started.append(standby)
     standby.start()
     # synchronous only once the standby is there: until then every commit would wait for it
     if synchronous:
@@ -156,8 +161,13 @@ def database_url(*servers):
 
 
 def stop_all(*servers):
-    """Kills what still runs (its postmaster.pid is stale once killed, so not again)."""
+    """Stops what still runs, at once (an immediate shutdown cleans up after itself, which
+    SIGKILL does not); a server already killed has a stale postmaster.pid and is left."""
     for server in servers:
         if not server.killed and os.path.exists(os.path.join(server.data, "postmaster.pid")):
-            with contextlib.suppress(OSError, ValueError):
-                server.kill()
+            done = subprocess.run(_as_server_user([f"{PG_BIN}/pg_ctl", "-D", server.data, "-m", "immediate",
+                                                   "-w", "-t", "10", "stop"]),
+                                  capture_output=True, timeout=30, check=False)
+            if done.returncode != 0:
+                with contextlib.suppress(OSError, ValueError):
+                    server.kill()
