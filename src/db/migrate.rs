@@ -50,12 +50,14 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
     let failed = |what: &str, e: &dyn std::error::Error| {
         MigrateError::Failed(format!("{what}: {}", error_chain(e)))
     };
-    // lock_timeout bounds the advisory lock's wait, server-side; then the session's own
-    // limits are lifted for the migration, which must be allowed to take as long as it
-    // takes (a statement_timeout in the connection's options would cut it short forever).
+    // lock_timeout bounds the advisory lock's wait, server-side, and nothing else may:
+    // a statement_timeout from the connection's options or the role (as behind a pooler)
+    // would cut the wait short as a failure instead of "busy, try again". After the lock,
+    // the session's limits are lifted for the migration, which must be allowed to take as
+    // long as it takes.
     client
         .batch_execute(&format!(
-            "SET lock_timeout = {}",
+            "SET statement_timeout = 0; SET lock_timeout = {}",
             lock_wait.as_millis().max(1)
         ))
         .await
@@ -71,7 +73,7 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         Err(e) => return Err(failed("cannot take the migration lock", &e)),
     }
     client
-        .batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
+        .batch_execute("SET lock_timeout = 0")
         .await
         .map_err(|e| failed("cannot prepare the migration session", &e))?;
     let outcome = embedded::migrations::runner()

@@ -753,3 +753,32 @@ async fn when_the_address_leads_back_to_the_primary_the_connections_to_the_stand
     app.wait_for_status("/health", 200, Duration::from_secs(5))
         .await;
 }
+
+#[tokio::test]
+async fn a_role_statement_timeout_does_not_turn_the_wait_for_the_migration_lock_into_a_failure() {
+    // Behind a pooler the role carries a statement_timeout; a migrator waiting behind
+    // another must still end as "busy, try again", after its own lock wait.
+    let url = create_database(&shared_server_url()).await;
+    let with_short_timeout = format!("{url}&options=-c%20statement_timeout%3D200");
+    let holder = admin(&url).await;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x66_61_72_6f_6c_i64])
+        .await
+        .unwrap();
+    let (mut waiter, connection) =
+        tokio_postgres::connect(&with_short_timeout, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let started = Instant::now();
+    let outcome = farol::db::migrate::apply(&mut waiter, Duration::from_millis(1500)).await;
+    assert!(
+        matches!(outcome, Err(farol::db::migrate::MigrateError::LockBusy(_))),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it waited its own lock wait, not the role's 200 ms: {:?}",
+        started.elapsed()
+    );
+}

@@ -68,6 +68,7 @@ CNPG_IMAGE = {"type": "string", "pattern": r"^[^@]+:[0-9]+[^:/]*$"}
 BOOTSTRAP = obj(initdb=obj(database=STR, owner=STR, secret=obj(("name",), name=STR),
                            postInitApplicationSQL=arr(STR)),
                 recovery=obj(("source",), source=STR, database=STR, owner=STR,
+                             secret=obj(("name",), name=STR),
                              recoveryTarget=obj(targetTime=STR, targetLSN=STR, targetXID=STR,
                                                 targetName=STR, targetImmediate=BOOL, exclusive=BOOL)))
 BOOTSTRAP["maxProperties"] = 1

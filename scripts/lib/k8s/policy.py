@@ -413,17 +413,21 @@ OTHER_CONNECTIONS = 20
 CONNECTIONS_ALERT_RATIO = 0.8
 
 
-def max_replicas(render: Render, pod: Pod) -> int:
-    """The most replicas the pod's Deployment may have: its HorizontalPodAutoscaler's
-    maxReplicas, or its own replica count."""
+def max_pods(render: Render, pod: Pod) -> int:
+    """The most pods the pod's Deployment may run at once: its HorizontalPodAutoscaler's
+    maxReplicas (or its own replica count), plus the rollout's maxSurge (25 % by default,
+    rounded up, as Kubernetes does)."""
     kind, namespace, name = pod.origin.split("/")
+    deployment = render.get(kind, namespace, name) or {}
+    replicas = int(dig(deployment, "spec", "replicas", default=1))
     for hpa in render.of_kind("HorizontalPodAutoscaler"):
         target = dig(hpa, "spec", "scaleTargetRef", default={}) or {}
         if dig(hpa, "metadata", "namespace") == namespace and target.get("kind") == kind \
                 and target.get("name") == name:
-            return int(dig(hpa, "spec", "maxReplicas", default=1))
-    deployment = render.get(kind, namespace, name) or {}
-    return int(dig(deployment, "spec", "replicas", default=1))
+            replicas = int(dig(hpa, "spec", "maxReplicas", default=1))
+    surge = str(dig(deployment, "spec", "strategy", "rollingUpdate", "maxSurge", default="25%"))
+    extra = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
+    return replicas + extra
 
 
 @check("pooler", "behind a transaction-mode Pooler: unnamed statements, migrations around it, and the "
@@ -436,8 +440,10 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
         # PgBouncer's own defaults where a parameter is not set
         max_client = as_int(params.get("max_client_conn", "100")) or 0
         clients = 0
+        namespaces = {dig(n, "metadata", "name") for n in render.of_kind("Namespace")} | {ns}
         for pod, c in farol_containers(render):
-            if pod.namespace != ns or env_value(render, ns, c, "PGHOST") != name:
+            host = env_value(render, pod.namespace, c, "PGHOST")
+            if host is None or host_service(host, pod.namespace, namespaces) != (ns, name):
                 continue
             where = f"container {c.get('name')!r}"
             if pod.owner_kind != "Deployment":
@@ -446,7 +452,7 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
             if transaction and env_value(render, ns, c, "DB_PREPARED_STATEMENTS") != "unnamed":
                 yield pod.origin, (f"{where}: through transaction-mode Pooler {name} "
                                    "without DB_PREPARED_STATEMENTS=unnamed")
-            clients += max_replicas(render, pod) * (as_int(env_value(render, ns, c, "DB_POOL_MAX")) or 16)
+            clients += max_pods(render, pod) * (as_int(env_value(render, ns, c, "DB_POOL_MAX")) or 16)
         if clients > max_client:
             yield ident(pooler), f"farol may open {clients} client connections, over max_client_conn {max_client}"
         cluster = render.get("Cluster", ns, dig(pooler, "spec", "cluster", "name"))
@@ -460,9 +466,10 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
         if servers > max_connections - reserved:
             yield ident(pooler), (f"{servers} server connections do not fit max_connections {max_connections} "
                                   f"less {reserved} reserved")
-        elif servers > CONNECTIONS_ALERT_RATIO * max_connections:
-            yield ident(pooler), (f"{servers} server connections would hold PostgresTooManyConnections "
-                                  f"(over {CONNECTIONS_ALERT_RATIO:.0%} of {max_connections}) firing")
+        elif servers + OTHER_CONNECTIONS > CONNECTIONS_ALERT_RATIO * max_connections:
+            yield ident(pooler), (f"{servers} server connections and {OTHER_CONNECTIONS} others would hold "
+                                  f"PostgresTooManyConnections (over {CONNECTIONS_ALERT_RATIO:.0%} of "
+                                  f"{max_connections}) firing")
 
 
 @check("custom-resources", "custom resources: the fields used, their values and their references")
