@@ -759,7 +759,9 @@ async fn a_role_statement_timeout_does_not_turn_the_wait_for_the_migration_lock_
     // Behind a pooler the role carries a statement_timeout; a migrator waiting behind
     // another must still end as "busy, try again", after its own lock wait.
     let url = create_database(&shared_server_url()).await;
-    let with_short_timeout = format!("{url}&options=-c%20statement_timeout%3D200");
+    // FAROL_TEST_DATABASE_URL (the CI job's server) may carry no query of its own
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let with_short_timeout = format!("{url}{separator}options=-c%20statement_timeout%3D200");
     let holder = admin(&url).await;
     holder
         .execute("SELECT pg_advisory_lock($1)", &[&0x66_61_72_6f_6c_i64])
