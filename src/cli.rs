@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Env, Settings, Statements};
+use crate::db::wait::Retry;
 use crate::shutdown::termination_signal;
 use crate::startup::Application;
 use crate::telemetry::logging::Logging;
@@ -126,15 +127,19 @@ fn migrate() -> ExitCode {
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
     let outcome = runtime().block_on(async {
         let started = Instant::now();
+        let mut retry = Retry::default();
         let mut client = loop {
-            match crate::db::connect_direct(&settings.database.connection).await {
-                Ok(client) => break client,
-                Err(error) if started.elapsed() < MIGRATE_WAIT => {
-                    tracing::warn!(%error, "database not reachable yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => return Err(format!("database not reachable: {error}")),
+            let connecting = crate::db::connect_direct(&settings.database.connection);
+            let error =
+                match tokio::time::timeout(settings.database.connect_timeout, connecting).await {
+                    Ok(Ok(client)) => break client,
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "connecting took longer than DB_CONNECT_TIMEOUT_MS".to_owned(),
+                };
+            if started.elapsed() >= MIGRATE_WAIT {
+                return Err(format!("database not reachable: {error}"));
             }
+            retry.failed(error, "database not reachable yet").await;
         };
         // A Job beside starting replicas may find one of them migrating: wait it out.
         loop {

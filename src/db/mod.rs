@@ -16,6 +16,7 @@ pub mod read_only;
 pub mod readiness;
 pub mod session;
 pub mod tls;
+pub mod wait;
 
 use std::future::Future;
 use std::sync::Arc;

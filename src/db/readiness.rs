@@ -1,7 +1,7 @@
 //! Getting to ready: reach the database, put the schema in place, then keep watching.
 //!
 //! The service starts serving its probes at once, database or not. This task retries the
-//! database with exponential backoff (capped at 1 s) until it answers and the migrations
+//! database (the one waiting policy of `wait`) until it answers and the migrations
 //! are applied (by us under `MIGRATE_ON_START`, else by the migration Job), then marks
 //! the service ready. Afterwards it pings every [`PING_INTERVAL`] so that the state `/`
 //! shows is fresh even when no request touches the database. Readiness is never taken
@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::connect::ConnectError;
-use super::outage::ReasonLog;
+use super::wait::Retry;
 use super::{Database, DbError, connect_direct, migrate, server_statement_timeout};
 use crate::config::Statements;
 use crate::telemetry::error_chain;
 
-const FIRST_RETRY: Duration = Duration::from_millis(50);
-const MAX_RETRY: Duration = Duration::from_secs(1);
 pub const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Runs forever (the caller aborts it at shutdown).
@@ -33,31 +31,17 @@ pub async fn supervise(
     timeouts: Timeouts,
     ready: Arc<AtomicBool>,
 ) {
-    let mut delay = FIRST_RETRY;
-    let mut attempts = 0u32;
-    // Each reason once, then again at most every ten seconds: an hour-long wait for the
-    // database must not drown everything else.
-    let reasons = ReasonLog::default();
-    loop {
-        attempts += 1;
-        match prepare(&db, migrate_on_start, timeouts).await {
-            Ok(()) => break,
-            Err(reason) => {
-                if reasons.should_log(&reason.to_string()) {
-                    tracing::warn!(
-                        attempts,
-                        %reason,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "database not ready yet"
-                    );
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY);
-            }
-        }
+    let mut retry = Retry::default();
+    while let Err(reason) = prepare(&db, migrate_on_start, timeouts).await {
+        retry
+            .failed(reason.to_string(), "database not ready yet")
+            .await;
     }
     ready.store(true, Ordering::Release);
-    tracing::info!(attempts, "ready: database reachable and schema current");
+    tracing::info!(
+        attempts = retry.failures() + 1,
+        "ready: database reachable and schema current"
+    );
 
     let mut ticker = tokio::time::interval(PING_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
