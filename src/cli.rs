@@ -129,13 +129,20 @@ fn migrate() -> ExitCode {
         let started = Instant::now();
         let mut retry = Retry::default();
         let mut client = loop {
+            // The driver bounds each host's connect by DB_CONNECT_TIMEOUT_MS and names the
+            // host in its reason; this outer bound only catches what hangs beyond them all.
+            let hosts = settings.database.connection.driver.get_hosts().len().max(1) as u32;
+            let bound = settings.database.connect_timeout * (hosts + 1);
             let connecting = crate::db::connect_direct(&settings.database.connection);
-            let error =
-                match tokio::time::timeout(settings.database.connect_timeout, connecting).await {
-                    Ok(Ok(client)) => break client,
-                    Ok(Err(error)) => error.to_string(),
-                    Err(_) => "connecting took longer than DB_CONNECT_TIMEOUT_MS".to_owned(),
-                };
+            let error = match tokio::time::timeout(bound, connecting).await {
+                Ok(Ok(client)) => break client,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!(
+                    "connecting took longer than {} ms (DB_CONNECT_TIMEOUT_MS for each host, \
+                     and one more)",
+                    bound.as_millis()
+                ),
+            };
             if started.elapsed() >= MIGRATE_WAIT {
                 return Err(format!("database not reachable: {error}"));
             }

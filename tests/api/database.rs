@@ -310,8 +310,10 @@ async fn url_parameters_reach_postgresql_with_their_libpq_meaning() {
         .unwrap();
     tokio::spawn(connection);
     admin.batch_execute("CREATE SCHEMA app").await.unwrap();
+    // FAROL_TEST_DATABASE_URL (the CI job's server) may carry no query of its own
+    let separator = if url.contains('?') { '&' } else { '?' };
     let app = start(
-        &format!("{url}&application_name=my%20app&options=-c%20search_path%3Dapp"),
+        &format!("{url}{separator}application_name=my%20app&options=-c%20search_path%3Dapp"),
         &[],
     )
     .await;
