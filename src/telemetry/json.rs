@@ -204,37 +204,43 @@ mod tests {
         }
     }
 
-    fn capture(emit: impl FnOnce()) -> Vec<Value> {
+    /// The JSON objects a subscriber writes for the events `emit` makes; `subscriber`
+    /// builds it around the writer it must use.
+    fn lines_written<S>(subscriber: impl FnOnce(Capture) -> S, emit: impl FnOnce()) -> Vec<Value>
+    where
+        S: Subscriber + Send + Sync + 'static,
+    {
         let sink = Capture::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLines)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
+        tracing::subscriber::with_default(subscriber(sink.clone()), emit);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
             .collect()
     }
 
+    fn capture(emit: impl FnOnce()) -> Vec<Value> {
+        let ours = |writer: Capture| {
+            tracing_subscriber::fmt()
+                .event_format(JsonLines)
+                .with_writer(move || writer.clone())
+                .finish()
+        };
+        lines_written(ours, emit)
+    }
+
     /// The same events through tracing-subscriber's own JSON formatter, flattened to the
     /// shape ours writes.
     fn capture_with_tracing_subscriber(emit: impl FnOnce()) -> Vec<Value> {
-        let sink = Capture::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
+        let theirs = |writer: Capture| {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(move || writer.clone())
+                .finish()
+        };
+        lines_written(theirs, emit)
     }
 
     #[test]
