@@ -1,10 +1,10 @@
 """Memory under a burst (scripts/reliability memory).
 
 farol runs in a memory cgroup of 256 MiB, the pod's limit, and derives its bounds from
-it (1024 connections, 64 MiB of payloads: request bodies and large responses). Then
+it (819 connections, 64 MiB of payloads: request bodies and large responses). Then
 bursts that once took it past that limit: 600 connections each sending a 350 KB request
-head (431 at once, nothing buffered); 1100 connections each holding an unfinished head
-just under the 32 KiB limit (1024 held, the rest waiting in the kernel's backlog); 200
+head (431 at once, nothing buffered); 895 connections each holding an unfinished head
+just under the 32 KiB limit (819 held, the rest waiting in the kernel's backlog); 200
 requests each sending most of a 1 MiB body (charged twice as it arrives: as many as fit
 held, the rest shed with 503); 40 clients asking for a 6 MB page of notes and never
 reading it (as many as fit in the budget answered, the rest shed; the server cuts the
@@ -23,7 +23,7 @@ import time
 from httpload import Connection, Farol, run_drill
 
 LIMIT = 256 * 1024 * 1024
-CONNECTION_BYTES = 64 * 1024           # src/config/budget.rs
+CONNECTION_BYTES = 80 * 1024           # src/config/budget.rs
 MAX_CONNECTIONS = LIMIT // 4 // CONNECTION_BYTES
 PAYLOAD_BUDGET = LIMIT // 4
 HEAD_LIMIT = 32 * 1024                 # src/http/server.rs
