@@ -54,3 +54,17 @@ copy_k8s_for_render() {
     [ ! -f "$example" ] || cp "$example" "${example%.example}"
   done
 }
+
+# backup_metric DIR EPOCH_SECONDS: record when a backup last succeeded, for the node
+# exporter's textfile collector (PostgresBackupTooOld reads it). Written beside and
+# renamed, so the collector never reads half a file; readable by the exporter's user.
+backup_metric() {
+  local dir=$1 at=$2
+  mkdir -p "$dir"
+  printf '%s\n' \
+    '# HELP farol_db_backup_last_success_timestamp_seconds When the last backup of the database succeeded.' \
+    '# TYPE farol_db_backup_last_success_timestamp_seconds gauge' \
+    "farol_db_backup_last_success_timestamp_seconds $at" >"$dir/farol_db_backup.prom.tmp"
+  chmod 644 "$dir/farol_db_backup.prom.tmp"
+  mv -f "$dir/farol_db_backup.prom.tmp" "$dir/farol_db_backup.prom"
+}

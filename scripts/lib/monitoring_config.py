@@ -826,6 +826,8 @@ def inhibition_scenarios():
             (_alert("PostgresDown", "page", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}), False),
             (_alert("PostgresDown", "page", {**pg, "role": "primary", "namespace": "billing"}), False),
             (_alert("PostgresPrimaryRecentlyDown", "none", {"namespace": "billing"}), False),
+            # a replica down explains no standby count: another may have stopped streaming
+            (_alert("PostgresReplicationBroken", "page", _keep(pg, "namespace")), False),
             (health, False),
             (per_instance("HttpHighErrorRate", farol), False),
             (budget_fast, False),

@@ -4,7 +4,13 @@
 #
 #   pg_start DIR PORT     initdb (once) and start a cluster in DIR on 127.0.0.1:PORT;
 #                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol);
-#                         PG_MAX_CONNECTIONS (200) sets its max_connections
+#                         PG_MAX_CONNECTIONS (200) sets its max_connections;
+#                         PG_EXTRA_CONF, lines of postgresql.conf, is added to its settings
+#   pg_standby_start PRIMARY_DIR DIR PORT NAME
+#                         a streaming standby of the cluster in PRIMARY_DIR (pg_basebackup
+#                         -R), started in DIR on 127.0.0.1:PORT, streaming as NAME (its
+#                         application_name); returns once the primary reports it
+#                         streaming; sets STANDBY_URL
 #   pg_stop DIR           fast shutdown (keeps the data)
 #   pg_resume DIR         start it again after pg_stop
 #
@@ -33,6 +39,7 @@ pg_start() {
   printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$dir'" \
     "max_connections = ${PG_MAX_CONNECTIONS:-200}" "fsync = off" "synchronous_commit = off" "full_page_writes = off" \
     > "$dir/data/postgresql.auto.conf"
+  [ -z "${PG_EXTRA_CONF:-}" ] || printf '%s\n' "$PG_EXTRA_CONF" >>"$dir/data/postgresql.auto.conf"
   PG_PORT=$port PG_DIR=$dir
   pg_resume "$dir"
   _pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U farol -d postgres -qtAc \
@@ -40,6 +47,28 @@ pg_start() {
     || _pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$port" -U farol -d postgres -qc "CREATE DATABASE farol" >/dev/null
   PG_URL="postgres://farol@127.0.0.1:$port/farol?sslmode=disable"
   export PG_URL PG_PORT PG_DIR
+}
+
+pg_standby_start() {
+  local primary=$1 dir=$2 port=$3 name=$4 primary_port
+  primary_port=$(awk -F' = ' '$1 == "port" {p = $2} END {print p}' "$primary/data/postgresql.auto.conf")
+  mkdir -p "$dir"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+  _pg_run "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U farol -D "$dir/data" -R -X stream \
+    >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; die "pg_basebackup of $primary failed"; }
+  # The copy brings the primary's settings: the last line of each wins. Reconnect to a
+  # primary that comes back within half a second (the default waits 5 s).
+  printf '%s\n' "port = $port" "unix_socket_directories = '$dir'" "archive_mode = off" \
+    "wal_retrieve_retry_interval = '500ms'" "cluster_name = '$name'" >>"$dir/data/postgresql.auto.conf"
+  pg_resume "$dir"
+  wait_until 30 "$name to stream" _pg_streaming "$primary_port" "$name" \
+    || die "the standby in $dir does not stream from the primary (log: $dir/postgres.log)"
+  STANDBY_URL="postgres://farol@127.0.0.1:$port/farol?sslmode=disable"
+  export STANDBY_URL
+}
+_pg_streaming() {
+  [ "$(_pg_run "$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U farol -d postgres -qtAc \
+    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = '$2'")" -ge 1 ]
 }
 
 pg_resume() {

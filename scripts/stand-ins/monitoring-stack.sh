@@ -12,6 +12,7 @@
 #       evaluation interval) start, each waited for. Sets:
 #         STACK_PROMETHEUS_URL  STACK_ALERTMANAGER_URL  STACK_WEBHOOK_LOG (JSON lines)
 #         STACK_PORTS[name]     STACK_LOG_DIR
+#         STACK_TEXTFILE_DIR    what the node exporter's textfile collector reads (*.prom)
 #       Extra Prometheus flags: set STACK_PROMETHEUS_ARGS (split on spaces) before calling.
 #   stack_stop
 #       Stops everything stack_start started (by process id), then runs the commands given
@@ -23,6 +24,9 @@
 #       may come before stack_start.
 #   stack_python
 #       Sets STACK_PYTHON to a python3 that has PyYAML (the tools' venv, else the system's).
+#   stack_add_postgres NAME DATA_SOURCE_NAME
+#       One more PostgreSQL exporter (a standby's), on the free port STACK_PORTS[NAME];
+#       the caller adds its scrape target.
 #   stack_kill NAME, stack_revive NAME
 #       Stop one process of the stack (e.g. postgres-exporter), and start it again with the
 #       same command: the fire drill's exporter-down fault.
@@ -109,8 +113,11 @@ stack_start() {
     prometheus-alertmanager --config.file="$work/config/alertmanager/alertmanager.yml" \
     --storage.path="$work/alertmanager" --web.listen-address="127.0.0.1:${STACK_PORTS[alertmanager]}" \
     --cluster.listen-address=
+  STACK_TEXTFILE_DIR=$work/textfile
+  mkdir -p "$STACK_TEXTFILE_DIR"
   _stack_run node "http://127.0.0.1:${STACK_PORTS[node]}/metrics" \
-    prometheus-node-exporter --web.listen-address="127.0.0.1:${STACK_PORTS[node]}"
+    prometheus-node-exporter --web.listen-address="127.0.0.1:${STACK_PORTS[node]}" \
+    --collector.textfile.directory="$STACK_TEXTFILE_DIR"
   _stack_run postgres-exporter "http://127.0.0.1:${STACK_PORTS[postgres]}/metrics" \
     env DATA_SOURCE_NAME="$PG_URL" prometheus-postgres-exporter \
     --web.listen-address="127.0.0.1:${STACK_PORTS[postgres]}"
@@ -129,8 +136,16 @@ stack_start() {
     prometheus --config.file="$work/config/prometheus/prometheus.yml" \
     --storage.tsdb.path="$work/prometheus-data" --web.listen-address="127.0.0.1:${STACK_PORTS[prometheus]}" \
     --rules.alert.resend-delay="$resend" $STACK_PROMETHEUS_ARGS
-  export STACK_PROMETHEUS_URL STACK_ALERTMANAGER_URL STACK_WEBHOOK_LOG STACK_LOG_DIR
+  export STACK_PROMETHEUS_URL STACK_ALERTMANAGER_URL STACK_WEBHOOK_LOG STACK_LOG_DIR STACK_TEXTFILE_DIR
   ok "monitoring stack up: Prometheus $STACK_PROMETHEUS_URL, Alertmanager $STACK_ALERTMANAGER_URL (logs: $STACK_LOG_DIR)"
+}
+
+stack_add_postgres() {
+  local name=$1 dsn=$2
+  STACK_PORTS[$name]=$(free_port)
+  _stack_run "$name" "http://127.0.0.1:${STACK_PORTS[$name]}/metrics" \
+    env DATA_SOURCE_NAME="$dsn" prometheus-postgres-exporter \
+    --web.listen-address="127.0.0.1:${STACK_PORTS[$name]}"
 }
 
 stack_kill() {

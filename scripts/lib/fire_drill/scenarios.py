@@ -103,6 +103,21 @@ SCENARIOS = [
              allowed={**_SLOW,
                       "HostHighCpuUsage": "fire or quiet: filling memory keeps a core busy, on top of the load"},
              quick=False),
+    Scenario("replication-degraded", "11a replication degraded",
+             "one of two streaming standbys (each with its exporter, a role=replica target) stops "
+             "streaming: its primary_conninfo emptied, then put back",
+             fire=("PostgresReplicationDegraded",), allowed=_USUAL),
+    Scenario("replication", "11b replication broken", "both standbys stop streaming, then stream again",
+             fire=("PostgresReplicationBroken",), allowed=_USUAL),
+    Scenario("replication-lag", "12 replication lag",
+             "replay paused on a standby while the primary switches 12 WAL segments, then resumed",
+             fire=("PostgresReplicationLagging",), allowed=_USUAL),
+    Scenario("archiving", "13 WAL archiving failing",
+             "the archive directory made unwritable (a segment switched every 3 s), then writable",
+             fire=("PostgresWalArchivingFailing",), allowed=_USUAL),
+    Scenario("backup", "14 backup too old",
+             "the last backup's time recorded as 27 h ago, then a real pg_dump and its time",
+             fire=("PostgresBackupTooOld",), allowed=_USUAL),
 ]
 
 # Not a scenario but the full drill's last phase: light load until every alert, the slow

@@ -47,16 +47,37 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 # The rule groups left to the platform (see above).
 PLATFORM_GROUPS = {"host"}
 # The production expression of an alert whose compose one cannot say it (see above).
-PRODUCTION_EXPR = {"PostgresDown": 'pg_up == 0 or up{job="postgres"} == 0\n'}
+PRODUCTION_EXPR = {
+    "PostgresDown": 'pg_up == 0 or up{job="postgres"} == 0\n',
+    # CloudNativePG counts the primary's WAL senders itself (its pg_stat_replication rows
+    # carry no state to select "streaming" by).
+    "PostgresReplicationBroken": (
+        'count by (namespace) (up{job="postgres", role="replica"})\n'
+        '  and on (namespace)\n'
+        'max by (namespace) (cnpg_pg_replication_streaming_replicas{role="primary"}) == 0\n'),
+    "PostgresReplicationDegraded": (
+        'count by (namespace) (up{job="postgres", role="replica"})\n'
+        '  > on (namespace)\n'
+        '(max by (namespace) (cnpg_pg_replication_streaming_replicas{role="primary"}) > 0)\n'),
+    # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
+    "PostgresBackupTooOld": (
+        'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
+}
 
 # postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
 # names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
 # manager reaches PostgreSQL) and, from its default monitoring queries, backends.total
-# (connections, from pg_stat_activity) and pg_settings.setting (by setting name).
+# (connections, from pg_stat_activity), pg_settings.setting (by setting name),
+# pg_stat_replication and pg_stat_archiver.
 PG_TO_CNPG = {
     "pg_up": ("cnpg_collector_up", ""),
     "pg_stat_activity_count": ("cnpg_backends_total", ""),
     "pg_settings_max_connections": ("cnpg_pg_settings_setting", 'name="max_connections"'),
+    # the primary's view of each standby: current WAL position minus the standby's replay
+    # position, in bytes, by application_name (both exporters compute it the same way)
+    "pg_stat_replication_pg_wal_lsn_diff": ("cnpg_pg_stat_replication_replay_diff_bytes", ""),
+    "pg_stat_archiver_failed_count": ("cnpg_pg_stat_archiver_failed_count", ""),
+    "pg_stat_archiver_archived_count": ("cnpg_pg_stat_archiver_archived_count", ""),
 }
 # a quoted string (left alone: a label value may well read "pg_..."), or a
 # postgres_exporter metric name with its label matchers if any

@@ -32,7 +32,7 @@ mc = gen.mc   # imported by the generator, from scripts/lib
 PG = re.compile(r"\bpg_[a-zA-Z0-9_]+")
 # a series selector of the generated rules, or a quoted string (skipped): a metric name
 # (not a function: no "(" after it) and its matchers; the rules have no bare {...}
-SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:cnpg_|farol_|job:|instance:|namespace:|pg_|probe_|"""
+SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:barman_cloud_|cnpg_|farol_|job:|instance:|namespace:|pg_|probe_|"""
                       r"""process_|http_server_|up\b|ALERTS\b)[\w:]*)(?!\s*\()(\{[^}]*\})?""")
 
 
@@ -104,7 +104,8 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                     self.assertIn("cnpg_", after)
                 else:
                     self.assertEqual(before, after, f"{rule_name(src)} {what}")
-        self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
+        self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "PostgresReplicationLagging",
+                          "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
     def test_postgres_down_also_fires_on_its_scrape_target(self):
         rule = next(r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown")
