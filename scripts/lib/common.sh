@@ -61,6 +61,7 @@ copy_k8s_for_render() {
 backup_metric() {
   local dir=$1 at=$2
   mkdir -p "$dir"
+  chmod 755 "$dir"   # a clone made under umask 077 would hide it from the exporter
   printf '%s\n' \
     '# HELP farol_db_backup_last_success_timestamp_seconds When the last backup of the database succeeded.' \
     '# TYPE farol_db_backup_last_success_timestamp_seconds gauge' \

@@ -54,7 +54,8 @@ pg_standby_start() {
   primary_port=$(awk -F' = ' '$1 == "port" {p = $2} END {print p}' "$primary/data/postgresql.auto.conf")
   mkdir -p "$dir"
   [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
-  _pg_run "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U farol -D "$dir/data" -R -X stream \
+  # --checkpoint=fast: a spread checkpoint could hold the copy for minutes
+  _pg_run timeout 120 "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U farol -D "$dir/data" -R -X stream --checkpoint=fast \
     >"$dir/basebackup.log" 2>&1 || { cat "$dir/basebackup.log" >&2; die "pg_basebackup of $primary failed"; }
   # The copy brings the primary's settings: the last line of each wins. Reconnect to a
   # primary that comes back within half a second (the default waits 5 s).

@@ -49,20 +49,33 @@ PLATFORM_GROUPS = {"host"}
 # The production expression of an alert whose compose one cannot say it (see above).
 PRODUCTION_EXPR = {
     "PostgresDown": 'pg_up == 0 or up{job="postgres"} == 0\n',
-    # CloudNativePG counts the primary's WAL senders itself (its pg_stat_replication rows
-    # carry no state to select "streaming" by).
+    # In production the standbys expected are the Cluster's instances but the primary
+    # (STANDBYS, from database.yaml), not the scrape targets: a standby whose pod is
+    # Pending or being re-cloned has no target. What streams is counted by farol's own
+    # query (database-monitoring.yaml: WAL senders in state "streaming").
     "PostgresReplicationBroken": (
-        'count by (namespace) (up{job="postgres", role="replica"})\n'
-        '  and on (namespace)\n'
-        'max by (namespace) (cnpg_pg_replication_streaming_replicas{role="primary"}) == 0\n'),
+        'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) == 0\n'),
     "PostgresReplicationDegraded": (
-        'count by (namespace) (up{job="postgres", role="replica"})\n'
-        '  > on (namespace)\n'
-        '(max by (namespace) (cnpg_pg_replication_streaming_replicas{role="primary"}) > 0)\n'),
+        'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) < STANDBYS > 0\n'),
     # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
     "PostgresBackupTooOld": (
         'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
 }
+
+DATABASE = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "database.yaml")
+
+
+def standbys() -> int:
+    """The standbys the production Cluster declares: its instances but the primary."""
+    with open(DATABASE, encoding="utf-8") as f:
+        cluster = next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
+    return int(cluster["spec"]["instances"]) - 1
+
+
+def production_expr(name: str, expr: str) -> str:
+    """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one."""
+    return PRODUCTION_EXPR.get(name, expr).replace("STANDBYS", str(standbys()))
+
 
 # postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
 # names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
@@ -156,7 +169,7 @@ def convert(groups: list[dict]) -> list[dict]:
             if name in TARGET_ALERTS:
                 expr = production_target_expr(name)
             else:
-                expr = to_cnpg(PRODUCTION_EXPR.get(name, str(rule["expr"])))
+                expr = to_cnpg(production_expr(name, str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)
             if name:
                 rule["labels"] = {**rule.get("labels", {}), "namespace": namespace()}

@@ -94,7 +94,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                 continue
             after_expr = unscope.sub(lambda m: ", " if m.group(1) and m.group(2) else "", out["expr"])
             after_expr = after_expr.replace("{}", "")
-            before_expr = gen.PRODUCTION_EXPR.get(rule_name(src), src["expr"])
+            before_expr = gen.production_expr(rule_name(src), src["expr"])
             texts = [("expr", before_expr, after_expr)] + [
                 (k, v, out["annotations"][k]) for k, v in (src.get("annotations") or {}).items()]
             for what, before, after in texts:

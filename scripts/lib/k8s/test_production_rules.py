@@ -1,0 +1,108 @@
+"""The production PrometheusRule's PostgreSQL alerts, run by promtool on series shaped like
+CloudNativePG's: the expressions that differ from compose's (the replication counts, the
+backup age) are proven here, since no CloudNativePG runs on this machine for the fire
+drill to break. Needs promtool (scripts/install-deps monitoring)."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import unittest
+
+import prometheusrule as gen
+import yaml
+
+# The labels the production PodMonitor gives CloudNativePG's series (monitoring.yaml).
+POD = 'namespace="farol", job="postgres", pod="farol-db-{n}", instance="10.1.0.{n}:9187"'
+
+TESTS = """
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  # Two standbys expected (three instances). Both stream until 2m, one from 3m (Degraded
+  # after 5 minutes), none from 9m (Broken after 1 minute, Degraded quiet), both from 12m.
+  - interval: 1m
+    input_series:
+      - series: cnpg_farol_replication_streaming{POD1, role="primary"}
+        values: 2 2 2 1 1 1 1 1 1 0 0 0 2 2 2
+    alert_rule_test:
+      - {eval_time: 7m, alertname: PostgresReplicationDegraded, exp_alerts: []}
+      - eval_time: 8m
+        alertname: PostgresReplicationDegraded
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
+      - {eval_time: 9m, alertname: PostgresReplicationBroken, exp_alerts: []}
+      - eval_time: 10m
+        alertname: PostgresReplicationBroken
+        exp_alerts: [{exp_labels: {severity: page, namespace: farol}}]
+      - {eval_time: 10m, alertname: PostgresReplicationDegraded, exp_alerts: []}
+      - {eval_time: 12m, alertname: PostgresReplicationBroken, exp_alerts: []}
+  # The primary not scraped (its pod gone): no count, no replication alert (PostgresDown's).
+  - interval: 1m
+    input_series:
+      - series: cnpg_farol_replication_streaming{POD1, role="primary"}
+        values: 0 stale
+      - series: up{POD2, role="replica"}
+        values: 1x10
+    alert_rule_test:
+      - {eval_time: 5m, alertname: PostgresReplicationBroken, exp_alerts: []}
+      - {eval_time: 5m, alertname: PostgresReplicationDegraded, exp_alerts: []}
+  # Every instance exports the plugin's last backup; the same value from each. A backup at
+  # t=0, none since: too old after 26 hours. A cluster never backed up exports 0.
+  - interval: 30m
+    input_series:
+      - series: barman_cloud_cloudnative_pg_io_last_available_backup_timestamp{POD1, role="primary"}
+        values: 0x60
+      - series: barman_cloud_cloudnative_pg_io_last_available_backup_timestamp{POD2, role="replica"}
+        values: 0x60
+    alert_rule_test:
+      - {eval_time: 26h, alertname: PostgresBackupTooOld, exp_alerts: []}
+      - eval_time: 26h30m
+        alertname: PostgresBackupTooOld
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
+  # A standby 200 MiB behind (the primary's view), and archiving failing on the primary.
+  - interval: 1m
+    input_series:
+      - series: cnpg_pg_stat_replication_replay_diff_bytes{POD1, role="primary", application_name="farol-db-2"}
+        values: 209715200x10
+      - series: cnpg_pg_stat_archiver_failed_count{POD1, role="primary"}
+        values: 0 3 6 9 12 15 18 21 24 27 30 33 36
+      - series: cnpg_pg_stat_archiver_archived_count{POD1, role="primary"}
+        values: 5x12
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: PostgresReplicationLagging
+        exp_alerts:
+          - exp_labels:
+              {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", role: primary,
+               application_name: farol-db-2}
+      - eval_time: 11m
+        alertname: PostgresWalArchivingFailing
+        exp_alerts:
+          - exp_labels:
+              {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
+               role: primary}
+""".replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2))
+
+
+class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
+    def test_the_postgres_alerts_fire_and_stay_quiet_on_cloudnativepg_series(self):
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool is needed: scripts/install-deps monitoring")
+        groups = yaml.safe_load(gen.render(gen.load_groups()))["spec"]["groups"]
+        # the texts are test_prometheusrule.py's business: here, when each alert fires
+        for group in groups:
+            for rule in group["rules"]:
+                rule.pop("annotations", None)
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "rules.yml"), "w") as f:
+                yaml.safe_dump({"groups": groups}, f)
+            with open(os.path.join(tmp, "tests.yml"), "w") as f:
+                f.write(textwrap.dedent(TESTS))
+            done = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp,
+                                  capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
