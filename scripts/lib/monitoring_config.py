@@ -823,7 +823,7 @@ def inhibition_scenarios():
             (budget_slow, False),
         ]
         scenarios[f"{topology}: a replica or another team's database down"] = [
-            (_alert("PostgresDown", "page", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}), False),
+            (_alert("PostgresDown", "ticket", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}), False),
             (_alert("PostgresDown", "page", {**pg, "role": "primary", "namespace": "billing"}), False),
             (_alert("PostgresPrimaryRecentlyDown", "none", {"namespace": "billing"}), False),
             # a replica down explains no standby count: another may have stopped streaming

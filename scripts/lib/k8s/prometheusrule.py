@@ -15,7 +15,7 @@ because the cluster's Prometheus and Alertmanager are shared with other teams:
   has no entry there stops the generation: an alert must never silently watch a metric
   that does not exist, nor its text point at one. The exporter lives in the database pod:
   a pod or node lost takes `cnpg_collector_up` with it, so PostgresDown also fires when
-  the instance's scrape target is down (PRODUCTION_EXPR);
+  the instance's scrape target is down (production_expr);
 - the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
   production overlay, not compose's.
 
@@ -48,7 +48,6 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 PLATFORM_GROUPS = {"host"}
 # The production expression of an alert whose compose one cannot say it (see above).
 PRODUCTION_EXPR = {
-    "PostgresDown": 'pg_up == 0 or up{job="postgres"} == 0\n',
     # In production the standbys expected are the Cluster's instances but the primary
     # (STANDBYS, from database.yaml), not the scrape targets: a standby whose pod is
     # Pending or being re-cloned has no target. What streams is counted by farol's own
@@ -72,8 +71,17 @@ def standbys() -> int:
     return int(cluster["spec"]["instances"]) - 1
 
 
+_PG_UP_DOWN = re.compile(r"^pg_up\{(?P<matchers>[^}]*)\} == 0\s*$")
+
+
 def production_expr(name: str, expr: str) -> str:
-    """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one."""
+    """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one;
+    PostgresDown (one rule per role) also fires on the instance's scrape target, with the
+    same role matcher."""
+    down = _PG_UP_DOWN.match(expr) if name == "PostgresDown" else None
+    if down:
+        matchers = down.group("matchers")
+        return f'pg_up{{{matchers}}} == 0 or up{{job="postgres", {matchers}}} == 0\n'
     return PRODUCTION_EXPR.get(name, expr).replace("STANDBYS", str(standbys()))
 
 

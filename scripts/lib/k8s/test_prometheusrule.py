@@ -107,10 +107,14 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "PostgresReplicationLagging",
                           "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
-    def test_postgres_down_also_fires_on_its_scrape_target(self):
-        rule = next(r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown")
-        self.assertIn('cnpg_collector_up{namespace="farol"} == 0', rule["expr"])
-        self.assertIn('up{job="postgres", namespace="farol"} == 0', rule["expr"])
+    def test_postgres_down_also_fires_on_its_scrape_target_for_each_role(self):
+        rules = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
+        self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in rules])
+        primary, standby = (r["expr"] for r in rules)
+        self.assertIn('cnpg_collector_up{role="primary", namespace="farol"} == 0', primary)
+        self.assertIn('up{job="postgres", role="primary", namespace="farol"} == 0', primary)
+        self.assertIn('cnpg_collector_up{role!="primary", namespace="farol"} == 0', standby)
+        self.assertIn('up{job="postgres", role!="primary", namespace="farol"} == 0', standby)
 
     def test_the_committed_file_is_a_fresh_generation(self):
         with open(gen.OUTPUT, encoding="utf-8") as f:
