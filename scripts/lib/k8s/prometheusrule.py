@@ -68,7 +68,11 @@ def standbys() -> int:
     """The standbys the production Cluster declares: its instances but the primary."""
     with open(DATABASE, encoding="utf-8") as f:
         cluster = next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
-    return int(cluster["spec"]["instances"]) - 1
+    count = int(cluster["spec"]["instances"]) - 1
+    if count < 1:
+        # PostgresReplicationBroken would page for ever on a cluster without standbys
+        raise ValueError(f"{DATABASE}: the Cluster declares no standby; the replication alerts expect one")
+    return count
 
 
 _PG_UP_DOWN = re.compile(r"^pg_up\{(?P<matchers>[^}]*)\} == 0\s*$")
