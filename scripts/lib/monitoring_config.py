@@ -541,8 +541,12 @@ INVARIANTS = [
 def check_queries(prometheus_url, source, may_be_empty):
     prom = Prometheus(prometheus_url)
     checks = []   # (key, where, expr, must_have_data)
-    for rule in rules(source):
+    all_rules = list(rules(source))
+    names = [r.get("alert") for r in all_rules]
+    for rule in all_rules:
         name = rule.get("record") or rule["alert"]
+        if names.count(name) > 1:   # one alert, one rule per severity: keys name both
+            name = f"{name}[{rule.get('labels', {}).get('severity')}]"
         if "record" in rule:
             checks.append((f"record:{name}", f"{rule['file']}", rule["expr"], True))
             continue
@@ -557,6 +561,9 @@ def check_queries(prometheus_url, source, may_be_empty):
                     continue
                 key = f"panel:{dashboard['uid']}:{panel['title']}:{target.get('refId', 'A')}"
                 checks.append((key, path.name, _substitute(target["expr"], values), True))
+    # the runbooks' queries must parse and run; on a healthy run most have nothing to show
+    for path, number, expr in runbook_queries():
+        checks.append((f"runbook:{path.stem}:{number}", path.name, expr, False))
     unknown = set(may_be_empty) - {key for key, *_ in checks}
     failures = 0
     rows = []
@@ -588,6 +595,17 @@ def check_queries(prometheus_url, source, may_be_empty):
         print(f"stale entry in the may-be-empty list: {key}")
     print(f"\n{len(rows) - failures} passed, {failures + len(unknown)} failed")
     return 1 if failures or unknown else 0
+
+
+def runbook_queries():
+    """The PromQL of the runbooks: every line of their ```promql blocks is one query.
+    [(path, number within the runbook, expression)]"""
+    queries = []
+    for path in sorted(RUNBOOKS.glob("*.md")):
+        lines = [line.strip() for block in re.findall(r"^\s*```promql\n(.*?)^\s*```", path.read_text(), re.M | re.S)
+                 for line in block.splitlines()]
+        queries += [(path, n, expr) for n, expr in enumerate((line for line in lines if line), 1)]
+    return queries
 
 
 # ---------------------------------------------------------------------------------------
