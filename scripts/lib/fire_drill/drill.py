@@ -40,6 +40,7 @@ Standard library and PyYAML only.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -205,9 +206,14 @@ class Stack:
                     tail = mc.parse_duration(rule.get("keep_firing_for", "0s")) / 1000
                     wait, interval = route_timing(route, {"alertname": rule["alert"], **rule.get("labels", {})})
                     seen = 2 * scrape_s + 2 * every + SLACK_S
-                    self.bounds[rule["alert"]] = Bounds(
+                    bounds = Bounds(
                         notify=window + pending + seen + wait, resolve=window + tail + seen + interval,
                         prometheus_fire=window + pending + seen, prometheus_resolve=window + tail + seen)
+                    # one alert with a rule per severity: the loosest of their bounds
+                    known = self.bounds.get(rule["alert"])
+                    self.bounds[rule["alert"]] = bounds if known is None else Bounds(
+                        *(max(a, b) for a, b in zip(dataclasses.astuple(known), dataclasses.astuple(bounds),
+                                                    strict=True)))
         watchdog = next(r for r in route.get("routes", []) if 'alertname = "Watchdog"' in r.get("matchers", []))
         self.watchdog_every_s = (mc.parse_duration(watchdog.get("group_interval", route["group_interval"]))
                                  + mc.parse_duration(watchdog.get("repeat_interval", route["repeat_interval"]))) / 1000
@@ -540,7 +546,9 @@ def cmd_report(stack, args):
     intervals = {name: close_open(firing_intervals(ts, stack.rule_interval_s.get(name, stack.eval_s)),
                                   name in firing_now)
                  for name, ts in samples.items()}
-    alert_names = [r["alert"] for r in mc.rules(stack.config) if "alert" in r and r["alert"] != WATCHDOG]
+    # once each: an alert may have a rule per severity
+    alert_names = list(dict.fromkeys(r["alert"] for r in mc.rules(stack.config)
+                                     if "alert" in r and r["alert"] != WATCHDOG))
     notices = stack.webhook.read()
     recorder = read_jsonl(stack.work / "recorder.jsonl")
     scenarios, _ = run_scenarios()
