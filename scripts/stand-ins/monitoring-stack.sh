@@ -118,9 +118,7 @@ stack_start() {
   _stack_run node "http://127.0.0.1:${STACK_PORTS[node]}/metrics" \
     prometheus-node-exporter --web.listen-address="127.0.0.1:${STACK_PORTS[node]}" \
     --collector.textfile.directory="$STACK_TEXTFILE_DIR"
-  _stack_run postgres-exporter "http://127.0.0.1:${STACK_PORTS[postgres]}/metrics" \
-    env DATA_SOURCE_NAME="$PG_URL" prometheus-postgres-exporter \
-    --web.listen-address="127.0.0.1:${STACK_PORTS[postgres]}"
+  _stack_postgres_exporter postgres-exporter "${STACK_PORTS[postgres]}" "$PG_URL"
   _stack_run blackbox "http://127.0.0.1:${STACK_PORTS[blackbox]}/metrics" \
     prometheus-blackbox-exporter --config.file="$config/blackbox/blackbox.yml" \
     --web.listen-address="127.0.0.1:${STACK_PORTS[blackbox]}"
@@ -141,11 +139,13 @@ stack_start() {
 }
 
 stack_add_postgres() {
-  local name=$1 dsn=$2
-  STACK_PORTS[$name]=$(free_port)
-  _stack_run "$name" "http://127.0.0.1:${STACK_PORTS[$name]}/metrics" \
-    env DATA_SOURCE_NAME="$dsn" prometheus-postgres-exporter \
-    --web.listen-address="127.0.0.1:${STACK_PORTS[$name]}"
+  STACK_PORTS[$1]=$(free_port)
+  _stack_postgres_exporter "$1" "${STACK_PORTS[$1]}" "$2"
+}
+# _stack_postgres_exporter NAME PORT DATA_SOURCE_NAME
+_stack_postgres_exporter() {
+  _stack_run "$1" "http://127.0.0.1:$2/metrics" \
+    env DATA_SOURCE_NAME="$3" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$2"
 }
 
 stack_kill() {

@@ -16,6 +16,8 @@
 #   farol_start, farol_stop       farol with the drill's settings (see farol_start)
 #   proxy_start, proxy_stop       the TCP proxy between farol and PostgreSQL (tcp_proxy.py)
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
+#   replace_file FILE             FILE's content replaced by stdin atomically (a target
+#                                 file: Prometheus never reads half of it)
 #   load_start SCENARIO, load_stop   paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
 # PROXY_PORT, and the LOAD_* and FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
@@ -82,7 +84,12 @@ proxy_stop() { drill_end proxy TERM; }
 
 farol_pid() { echo "${DRILL_PIDS[farol]:-none}"; }
 
-# A temporary file in the same directory, then rename: farol never reads half a value.
+# A temporary file in the same directory, then rename: the reader never sees half of it.
+# (A knob's is hidden: farol reads every other file of CONFIG_DIR as a key.)
+replace_file() {
+  cat >"$1.tmp"
+  mv -f "$1.tmp" "$1"
+}
 drill_knob() {
   printf '%s\n' "$2" >"$FAROL_CONFIG_DIR/.$1.tmp"
   mv -f "$FAROL_CONFIG_DIR/.$1.tmp" "$FAROL_CONFIG_DIR/$1"

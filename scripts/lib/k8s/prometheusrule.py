@@ -86,7 +86,8 @@ def production_expr(name: str, expr: str) -> str:
     if down:
         matchers = down.group("matchers")
         return f'pg_up{{{matchers}}} == 0 or up{{job="postgres", {matchers}}} == 0\n'
-    return PRODUCTION_EXPR.get(name, expr).replace("STANDBYS", str(standbys()))
+    expr = PRODUCTION_EXPR.get(name, expr)
+    return expr.replace("STANDBYS", str(standbys())) if "STANDBYS" in expr else expr
 
 
 # postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
