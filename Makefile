@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH
 CI_STEPS := fmt-check lint test validate status-page queries fuzz reliability e2e-compose drill-quick
 
 .PHONY: help run test fmt fmt-check lint validate status-page queries fuzz reliability \
-	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule
+	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule slo
 
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,10 @@ validate: ## every static check of what is not Rust (make validate AREAS="k8s mo
 	scripts/validate $(if $(filter command line,$(origin AREAS)),$(AREAS))
 
 prometheusrule: ## regenerate the production PrometheusRule and AlertmanagerConfig
+	scripts/gen-prometheusrule
+
+slo: ## regenerate the SLO rules, their tests and dashboard rows from monitoring/slo/, then the PrometheusRule
+	python3 scripts/lib/slo.py generate
 	scripts/gen-prometheusrule
 
 status-page: ## the browser status page, in headless Chromium

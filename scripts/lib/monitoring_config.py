@@ -798,6 +798,8 @@ def inhibition_scenarios():
         job_level = lambda name, sev, farol=farol: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
         health = _alert("FarolHealthCheckFailing", "page", probe)
         budget_fast, budget_slow = job_level("ErrorBudgetBurnFast", "page"), job_level("ErrorBudgetBurnSlow", "ticket")
+        slo_tier = lambda name, sev, tier, slo, level=job_level: {  # noqa: E731
+            **level(name, sev), "burnrate_tier": tier, "sloth_id": slo}
         scenarios[f"{topology}: one farol instance down"] = [
             (_alert("FarolDown", "page", farol), False),
             (per_instance("HttpHighErrorRate", farol), True),
@@ -849,6 +851,19 @@ def inhibition_scenarios():
             (health, False),
             (per_instance("HttpHighErrorRate", farol), False),
             (budget_fast, False),
+        ]
+        availability, latency = "farol-requests-availability", "farol-requests-latency"
+        scenarios[f"{topology}: an SLO burning fast"] = [
+            (slo_tier("ErrorBudgetBurnFast", "page", "fast", availability), False),
+            (slo_tier("ErrorBudgetBurnSlow", "ticket", "slow", availability), True),
+            # another SLO's slow tier, and the same SLO in another namespace: not explained
+            (slo_tier("LatencyBudgetBurnSlow", "ticket", "slow", latency), False),
+            ({**slo_tier("ErrorBudgetBurnSlow", "ticket", "slow", availability), "namespace": "billing"}, False),
+        ]
+        scenarios[f"{topology}: every farol instance down, SLO tiers firing"] = [
+            (job_level("FarolAllInstancesDown", "none"), False),
+            (slo_tier("LatencyBudgetBurnFast", "page", "fast", latency), True),
+            (slo_tier("LatencyBudgetBurnSlow", "ticket", "slow", latency), True),
         ]
         scenarios[f"{topology}: a scrape target down"] = [
             (_alert("ScrapeTargetDown", "ticket", pg), False),

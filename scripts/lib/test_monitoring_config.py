@@ -117,7 +117,7 @@ class Drill(unittest.TestCase):
         self.assertIn("[1h12m]", slo)            # 3 d
         self.assertIn("[12h]", slo)              # 30 d
         self.assertIn("[6m]", slo)               # 6 h
-        self.assertIn("job:farol_api_errors:ratio_rate30d", slo)   # names stay
+        self.assertIn("slo:sli_error:ratio_rate30d", slo)   # names stay
         prometheus = mc.load_yaml(self.out / "prometheus/prometheus.yml")
         self.assertEqual(prometheus["global"]["scrape_interval"], "1s")
         self.assertEqual(prometheus["global"]["evaluation_interval"], "1s")

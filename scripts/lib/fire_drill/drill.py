@@ -348,7 +348,7 @@ def cmd_wait(stack, args):
                     say(f"p:{alert}", f"{alert} firing in Prometheus, notifying no one ({rel(now, fault)})")
                 else:
                     missing.append(f"{alert} firing")
-            for alert, sources in scenario.inhibited.items():
+            for alert, sources in [*scenario.inhibited.items(), *scenario.held.items()]:
                 if prom.get(alert) == "firing":
                     say(f"p:{alert}", f"{alert} firing in Prometheus ({rel(now, fault)})")
                 else:
@@ -400,7 +400,7 @@ def cmd_wait(stack, args):
         if prom is not None and not missing:
             if hold_until is None:
                 hold = args.hold
-                if args.state == "fired" and scenario.inhibited or args.state == "resolved":
+                if args.state == "fired" and (scenario.inhibited or scenario.held) or args.state == "resolved":
                     # A moment more than a new group's wait: every group Alertmanager has
                     # has flushed once, so an alert that should stay silent would have
                     # been sent by now if it were going to be.

@@ -97,6 +97,38 @@ def _overlapping(intervals, start, end):
     return [iv for iv in intervals if iv.start < end and (iv.end is None or iv.end > start)]
 
 
+def judge_held(row, sources, fault, fix, end, in_window, notices, suppressions, bounds):
+    """A slow SLO tier in the scenario that first makes it fire: held back by its fast tier
+    while the fault lasts, delivered as a ticket once the fast tier has resolved (any
+    time before the drill ends), resolved in the settle phase (judged there)."""
+    row.expected = f"held back by {' or '.join(sources)} while it fires, then notified"
+    problems = []
+    after = [iv for iv in in_window if iv.end is None or iv.end > fault]
+    if any(iv.start < fault and (iv.end is None or iv.end > fault) for iv in in_window):
+        problems.append("already firing before the fault")
+    held = [t for t, by in suppressions if fault <= t <= end and by & set(sources)]
+    sent = [n.t for n in notices if n.status == "firing" and n.t >= fault]
+    early = [t for t in sent if t < fix]
+    if not after:
+        problems.append("did not fire")
+    else:
+        row.to_fire = _secs(max(0.0, after[0].start - fault))
+        row.to_resolve = "after the drill"
+    if after and not held:
+        problems.append(f"never seen held back by {' or '.join(sources)}")
+    if early:
+        problems.append(f"reached the webhook +{_secs(early[0] - fault)} after the fault, while its fast tier fired")
+    elif after and not sent:
+        problems.append("never reached the webhook after its fast tier resolved")
+    row.webhook = (f"+{_secs(sent[0] - fix)} after the fix / later" if sent and not early else
+                   "REACHED early" if early else "NO")
+    if bounds:
+        row.bound = bounds.text(silent=True)
+    row.observed = "; ".join(problems) if problems else "fired, held back, notified after the page"
+    row.result = "FAIL" if problems else "ok"
+    return row
+
+
 def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None):
     """One table row: how `alert` behaved in `scenario`. marks: {start, fault, fix, end};
     intervals: its firing intervals; notices: its webhook notices; suppressions: the
@@ -158,6 +190,8 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None)
         row.observed = "; ".join(problems) if problems else (row.observed or (
             "fired, notified" + ("" if later else ", resolved") if kind == "fire" else "fired silently, resolved"))
         row.result = "FAIL" if problems else "ok"
+    elif kind == "held":
+        row = judge_held(row, detail, fault, fix, end, in_window, notices, suppressions, bounds)
     elif kind == "inhibited":
         sources = detail if isinstance(detail, tuple) else (detail,)
         row.expected = f"inhibited by {' or '.join(sources)}"

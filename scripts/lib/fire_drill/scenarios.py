@@ -8,6 +8,9 @@ Every alert of monitoring/prometheus/rules is judged in every scenario: it is ex
   never reach the webhook (its route notifies no one), resolve after the fix;
 - "inhibited": fire in Prometheus, be held back by Alertmanager's inhibition (seen
   suppressed, inhibited by one of the named alerts) and never reach the webhook;
+- "held": a slow SLO tier in the full drill: fire in Prometheus, be held back by its fast
+  tier while the fault lasts (no notification before the fix), then reach the webhook as
+  its ticket once the fast tier has resolved, and resolve in the settle phase;
 - "allowed": fire or stay quiet, reported either way (the reason is printed);
 - "quiet" (everything not named): never fire, never reach the webhook.
 The Watchdog is judged over the whole drill instead (drill.py).
@@ -23,10 +26,11 @@ from dataclasses import dataclass, field
 # farol, PostgreSQL, Prometheus and anything else running (a build) can push CPU past 80 %,
 # so outside the stress scenarios they may fire, and the table says when they did.
 HOST_LOAD = "fire or quiet: host load (2 cores shared by wrk, farol, PostgreSQL, Prometheus and any other work)"
-# ErrorBudgetBurnSlow needs more than 0.1 % of /api/* requests failing over its 3-day and
-# 6-hour windows ({slow_window} for the 6 h one in the drill): after the first scenario
-# with 5xx it fires, and resolves only once the 6-hour window no longer holds any 5xx.
-SLOW_BURN = "fire or quiet: any earlier 5xx stays in its 6h window ({slow_window} in the drill)"
+# The slow SLO tiers (ErrorBudgetBurnSlow, LatencyBudgetBurnSlow) need bad requests over
+# windows of hours and days (6 h is 6 min in the drill): after the first scenario with
+# 5xx (or slow answers) they fire, and resolve only once their short windows no longer
+# hold any.
+SLOW_BURN = "fire or quiet: an earlier scenario's bad requests stay in the slow tier's windows"
 
 DATABASE_TAIL = ("PostgresDown", "PostgresPrimaryRecentlyDown")
 
@@ -38,6 +42,7 @@ class Scenario:
     fault: str                     # what is done, for the table's notes
     fire: tuple = ()
     signal: tuple = ()             # inhibit-only alerts that must fire silently
+    held: dict = field(default_factory=dict)        # slow tier -> the fast tiers holding it back
     inhibited: dict = field(default_factory=dict)   # alert -> the alerts that may inhibit it
     allowed: dict = field(default_factory=dict)     # alert -> why it may fire
     resolve_later: tuple = ()      # alerts of `fire` that resolve in the settle phase
@@ -49,6 +54,8 @@ class Scenario:
             return "fire", ""
         if alert in self.signal:
             return "signal", ""
+        if alert in self.held:
+            return "held", self.held[alert]
         if alert in self.inhibited:
             return "inhibited", self.inhibited[alert]
         if alert in self.allowed:
@@ -57,7 +64,7 @@ class Scenario:
 
     def watched(self):
         """The alerts whose firing and resolving the scenario waits for."""
-        return tuple(self.fire) + tuple(self.signal) + tuple(self.inhibited)
+        return tuple(self.fire) + tuple(self.signal) + tuple(self.inhibited) + tuple(self.held)
 
     def resolving(self):
         """The alerts the scenario waits to see resolved after its fix."""
@@ -65,7 +72,7 @@ class Scenario:
 
 
 _HOST = {"HostHighCpuUsage": HOST_LOAD, "HostHighMemoryUsage": HOST_LOAD}
-_SLOW = {"ErrorBudgetBurnSlow": SLOW_BURN}
+_SLOW = {"ErrorBudgetBurnSlow": SLOW_BURN, "LatencyBudgetBurnSlow": SLOW_BURN}
 _USUAL = {**_SLOW, **_HOST}
 
 SCENARIOS = [
@@ -74,7 +81,7 @@ SCENARIOS = [
     Scenario("errors", "1 errors under load", "CHAOS_ERROR_RATE raised in CONFIG_DIR, then 0",
              fire=("HttpHighErrorRate", "ErrorBudgetBurnFast"), allowed=_USUAL),
     Scenario("latency", "2 latency", "CHAOS_LATENCY_MS raised in CONFIG_DIR, then 0",
-             fire=("HttpHighLatency",), allowed=_USUAL),
+             fire=("HttpHighLatency", "LatencyBudgetBurnFast"), allowed=_USUAL),
     Scenario("offline", "3 service offline", "farol stopped (SIGTERM), then started again",
              fire=("FarolDown",), signal=("FarolAllInstancesDown",),
              inhibited={"FarolHealthCheckFailing": ("FarolDown", "FarolAllInstancesDown")},
@@ -89,6 +96,9 @@ SCENARIOS = [
              fire=("FarolHealthCheckFailing", "HttpHighErrorRate", "ErrorBudgetBurnFast"), allowed=_USUAL),
     Scenario("exporter", "6 exporter stopped", "the PostgreSQL exporter stopped, then started again",
              fire=("ScrapeTargetDown",), allowed=_USUAL),
+    Scenario("slo-absent", "7b SLO metrics absent",
+             "a build without the SLO histogram (up, /health ok) declared as a farol target, then removed",
+             fire=("SLOMetricAbsent",), allowed=_USUAL),
     Scenario("target-absent", "7 a job without targets",
              "the node exporter's target removed from its target file, then put back",
              fire=("ScrapeJobAbsent",), allowed=_SLOW, quick=False),
@@ -124,16 +134,24 @@ SCENARIOS = [
 # burn included, has resolved. The slow burn fires in the full drill's first error
 # scenario and is judged here: it must resolve and its resolved notification arrive.
 SETTLE = Scenario("settle", "after the drill", "load only, until nothing but the Watchdog fires")
-SLOW_BURN_FIRST = "errors"   # the scenario whose fault first makes the slow burn fire
+# slow tier -> (the scenario whose fault first makes it fire, its fast tier, whether the
+# full drill can show it held back by that fast tier). The latency ticket cannot be: wrk
+# is a closed loop, so at 800 ms a request its rate falls about seventyfold and the fast
+# tier's 1-hour window (2 minutes in the drill) stays diluted by the fast requests before
+# the fault for minutes, while the slow tier's 2-hour window already holds 3 % of slow
+# ones. Users do not slow down with the service: in production the page comes first.
+# There the ticket must fire and notify, and resolve after the drill.
+SLOW_BURN_FIRST = {"ErrorBudgetBurnSlow": ("errors", "ErrorBudgetBurnFast", True),
+                   "LatencyBudgetBurnSlow": ("latency", "LatencyBudgetBurnFast", False)}
 
 BY_NAME = {s.name: s for s in [*SCENARIOS, SETTLE]}
 # Alerts that keep firing across scenarios once fired (their windows outlast them): a
 # scenario does not wait for them to be quiet before its fault.
-PERSISTS = ("ErrorBudgetBurnSlow",)
+PERSISTS = tuple(SLOW_BURN_FIRST)
 # What keeps such an alert firing: the slow burn's windows hold every 5xx of the drill,
 # so it resolves a window after the last scenario with 5xx, which is the last in which the
 # fast burn fired or was held back, not after the scenario where it first fired.
-FED_BY = {"ErrorBudgetBurnSlow": "ErrorBudgetBurnFast"}
+FED_BY = {slow: fast for slow, (_, fast, _) in SLOW_BURN_FIRST.items()}
 
 
 def last_fed(alert, scenarios, fixes):
@@ -145,19 +163,23 @@ def last_fed(alert, scenarios, fixes):
 
 
 def for_run(quick):
-    """The scenarios of a run, with the slow burn judged as it can be in that run: in the
-    full drill it must fire in its first error scenario and resolve in the settle phase;
-    --quick has no settle phase, so there it may fire or not."""
+    """The scenarios of a run, with the slow tiers judged as they can be in that run: in
+    the full drill each is held back by its fast tier in its first scenario, delivered
+    once that resolves, and resolves in the settle phase; --quick has no settle phase, so
+    there they may fire or not."""
     chosen = [s for s in SCENARIOS if s.quick or not quick]
     if quick:
         return chosen
     out = []
     for s in chosen:
-        if s.name == SLOW_BURN_FIRST:
-            allowed = {k: v for k, v in s.allowed.items() if k != "ErrorBudgetBurnSlow"}
-            s = Scenario(s.name, s.title, s.fault, fire=s.fire + ("ErrorBudgetBurnSlow",), signal=s.signal,
-                         inhibited=s.inhibited, allowed=allowed, resolve_later=("ErrorBudgetBurnSlow",),
-                         quick=s.quick)
+        first = {slow: (fast, can_hold) for slow, (name, fast, can_hold) in SLOW_BURN_FIRST.items()
+                 if name == s.name}
+        if first:
+            held = {slow: (fast,) for slow, (fast, can_hold) in first.items() if can_hold}
+            fire = s.fire + tuple(slow for slow, (_, can_hold) in first.items() if not can_hold)
+            allowed = {k: v for k, v in s.allowed.items() if k not in first}
+            s = Scenario(s.name, s.title, s.fault, fire=fire, signal=s.signal, held=held,
+                         inhibited=s.inhibited, allowed=allowed, resolve_later=tuple(first), quick=s.quick)
         out.append(s)
     return out
 

@@ -135,12 +135,25 @@ class JudgeSignalsAndBounds(unittest.TestCase):
                         [(160, {"PostgresPrimaryRecentlyDown"})])
         self.assertEqual(tail.result, "ok", tail)
 
-    def test_the_slow_burn_fires_in_the_full_drill_and_resolves_after_it(self):
+    def test_the_slow_burn_is_held_back_by_the_fast_then_notified_and_resolves_after_the_drill(self):
         errors = next(s for s in sc.for_run(quick=False) if s.name == "errors")
-        self.assertEqual(errors.expectation("ErrorBudgetBurnSlow")[0], "fire")
+        self.assertEqual(errors.expectation("ErrorBudgetBurnSlow"), ("held", ("ErrorBudgetBurnFast",)))
+        latency = next(s for s in sc.for_run(quick=False) if s.name == "latency")
+        self.assertEqual(latency.expectation("LatencyBudgetBurnSlow"), ("fire", ""))
+        self.assertIn("LatencyBudgetBurnSlow", latency.resolve_later)
+        held = [(135, {"ErrorBudgetBurnFast"})]
+        # MARKS: fault 100, fix 200: suppressed during the fault, delivered after the fix
         row = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                       [notice(131, "ErrorBudgetBurnSlow")], [])
+                       [notice(215, "ErrorBudgetBurnSlow")], held)
         self.assertEqual((row.result, row.to_resolve), ("ok", "after the drill"), row)
+        early = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                         [notice(140, "ErrorBudgetBurnSlow")], held)
+        self.assertEqual(early.result, "FAIL", early)
+        never_held = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                              [notice(215, "ErrorBudgetBurnSlow")], [])
+        self.assertEqual(never_held.result, "FAIL", never_held)
+        never_sent = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], held)
+        self.assertEqual(never_sent.result, "FAIL", never_sent)
         quick = next(s for s in sc.for_run(quick=True) if s.name == "errors")
         self.assertEqual(quick.expectation("ErrorBudgetBurnSlow")[0], "allowed")
         settled = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},

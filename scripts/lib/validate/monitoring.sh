@@ -35,6 +35,10 @@ _monitoring_checks() {
   local py=$1 tool=$2 tmp=$3 failed=0 receiver labels
   local am_config=monitoring/alertmanager/alertmanager.yml
 
+  _check "SLO rules, tests and dashboard rows match monitoring/slo/ (make slo)" \
+    "$py" "$REPO_ROOT/scripts/lib/slo.py" generate --check || failed=1
+  _check "latency SLO thresholds are bucket bounds of HTTP_BUCKETS (the live /metrics: make queries)" \
+    "$py" "$REPO_ROOT/scripts/lib/slo.py" check-buckets --source-buckets || failed=1
   _check "promtool check config (prometheus.yml and its rule files)" \
     promtool check config monitoring/prometheus/prometheus.yml || failed=1
   _check "promtool check rules" promtool check rules monitoring/prometheus/rules/*.yml || failed=1
