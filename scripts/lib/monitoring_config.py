@@ -22,6 +22,8 @@
         The recording rules' names; the constant an alert compares against.
     monitoring_config.py check-rule-tests
         Every alert fires in a unit test, every recording rule is compared in one.
+    monitoring_config.py check-alert-coverage
+        Every alert has a unit test that fires it, a runbook and a fire-drill scenario.
     monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME|list
         Sends a scenario's alerts to a running Alertmanager (the real alertmanager.yml) and
         checks which of them it inhibits. The alerts carry the labels of each topology:
@@ -715,6 +717,32 @@ def check_rule_tests():
     return 1 if problems else 0
 
 
+def check_alert_coverage():
+    """Every alert has the three proofs: a unit test in which it fires, a runbook, and a
+    scenario of the full fire drill that fires, holds back or inhibits it (the Watchdog
+    is judged over the whole drill instead). A new alert without one fails here."""
+    from fire_drill import scenarios as sc
+
+    tested = set()
+    for path in sorted((MONITORING / "prometheus/tests").glob("*.yml")):
+        for test in load_yaml(path).get("tests", []):
+            tested.update(c["alertname"] for c in test.get("alert_rule_test", []) if c.get("exp_alerts"))
+    drilled = {a for s in sc.for_run(quick=False) for a in s.watched()} | {"Watchdog"}
+    alerts = sorted({r["alert"] for r in rules() if "alert" in r})
+    problems = []
+    for alert in alerts:
+        missing = [what for what, ok in (("a unit test that fires it", alert in tested),
+                                         (f"docs/runbooks/{alert}.md", (RUNBOOKS / f"{alert}.md").is_file()),
+                                         ("a fire-drill scenario", alert in drilled)) if not ok]
+        if missing:
+            problems.append(f"alert {alert} lacks {', '.join(missing)}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{len(alerts)} alerts, each with a unit test, a runbook and a fire-drill scenario")
+    return 1 if problems else 0
+
+
 def check_target_alerts(all_rules):
     """ScrapeJobAbsent watches exactly the scrape jobs of prometheus.yml."""
     jobs = {job["job_name"] for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]}
@@ -828,6 +856,9 @@ def inhibition_scenarios():
             (health, True),
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
+            # a primary that does not answer: every 503 waits for the connect timeout
+            (job_level("LatencyBudgetBurnFast", "page"), True),
+            (job_level("LatencyBudgetBurnSlow", "ticket"), False),
             # not explained by the database: slow answers, a farol down, a budget spent
             (per_instance("HttpHighLatency", farol), False),
             (_alert("FarolDown", "page", other_pod), False),
@@ -838,6 +869,7 @@ def inhibition_scenarios():
             (_alert("PostgresPrimaryRecentlyDown", "none", _keep(pg, "namespace")), False),
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
+            (job_level("LatencyBudgetBurnFast", "page"), True),
             # not windowed: a failing probe now is a new problem
             (health, False),
             (budget_slow, False),
@@ -1083,6 +1115,7 @@ def main(argv):
     p = sub.add_parser("alert-threshold")
     p.add_argument("alert")
     sub.add_parser("check-rule-tests")
+    sub.add_parser("check-alert-coverage")
     p = sub.add_parser("check-inhibitions")
     p.add_argument("--alertmanager", required=True)
     p.add_argument("--scenario", required=True, help="a scenario name; `list` prints them")
@@ -1103,6 +1136,8 @@ def main(argv):
         print(alert_threshold(args.alert))
     elif args.command == "check-rule-tests":
         return check_rule_tests()
+    elif args.command == "check-alert-coverage":
+        return check_alert_coverage()
     elif args.command == "check-inhibitions":
         if args.scenario == "list":
             print("\n".join(inhibition_scenarios()))

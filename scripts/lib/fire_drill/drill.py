@@ -77,6 +77,24 @@ import monitoring_config as mc
 SLACK_S = 15.0
 
 
+def expr_window(expr, record_window):
+    """The longest range an expression reads, in seconds, through the recording rules it
+    reads too (an SLO alert reads only recorded ratios: their windows are its own)."""
+    ranges = [mc.parse_duration(expr[a:b]) / 1000 for a, b, kind in mc.promql_durations(expr) if kind == "duration"]
+    names = set(re.findall(r"[A-Za-z_:][\w:]*", expr))
+    return max(ranges + [w for name, w in record_window.items() if name in names], default=0)
+
+
+def recorded_windows(rules):
+    """{record name: the longest range it reads, in seconds}, through other records."""
+    windows = {}
+    for _ in range(5):   # passes: the longest chain of records here is four deep
+        for rule in rules:
+            if "record" in rule:
+                windows[rule["record"]] = max(windows.get(rule["record"], 0), expr_window(rule["expr"], windows))
+    return windows
+
+
 def run_scenarios():
     """The scenarios of this run, as scripts/fire-drill runs them (DRILL_QUICK=1: --quick),
     by name, with the settle phase."""
@@ -193,27 +211,26 @@ class Stack:
         scrape_s = max(mc.parse_duration(j.get("scrape_interval", prom["global"]["scrape_interval"]))
                        for j in prom["scrape_configs"]) / 1000
         self.bounds = {}
-        for path in sorted((self.config / "prometheus/rules").glob("*.yml")):
-            for group in mc.load_yaml(path)["groups"]:
-                every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
-                for rule in group["rules"]:
-                    if "alert" not in rule:
-                        continue
-                    ranges = [mc.parse_duration(rule["expr"][a:b]) / 1000
-                              for a, b, kind in mc.promql_durations(rule["expr"]) if kind == "duration"]
-                    window = max(ranges, default=0)
-                    pending = mc.parse_duration(rule.get("for", "0s")) / 1000
-                    tail = mc.parse_duration(rule.get("keep_firing_for", "0s")) / 1000
-                    wait, interval = route_timing(route, {"alertname": rule["alert"], **rule.get("labels", {})})
-                    seen = 2 * scrape_s + 2 * every + SLACK_S
-                    bounds = Bounds(
-                        notify=window + pending + seen + wait, resolve=window + tail + seen + interval,
-                        prometheus_fire=window + pending + seen, prometheus_resolve=window + tail + seen)
-                    # one alert with a rule per severity: the loosest of their bounds
-                    known = self.bounds.get(rule["alert"])
-                    self.bounds[rule["alert"]] = bounds if known is None else Bounds(
-                        *(max(a, b) for a, b in zip(dataclasses.astuple(known), dataclasses.astuple(bounds),
-                                                    strict=True)))
+        all_rules = [(group, rule) for path in sorted((self.config / "prometheus/rules").glob("*.yml"))
+                     for group in mc.load_yaml(path)["groups"] for rule in group["rules"]]
+        record_window = recorded_windows([rule for _, rule in all_rules])
+        for group, rule in all_rules:
+            every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
+            if "alert" not in rule:
+                continue
+            window = expr_window(rule["expr"], record_window)
+            pending = mc.parse_duration(rule.get("for", "0s")) / 1000
+            tail = mc.parse_duration(rule.get("keep_firing_for", "0s")) / 1000
+            wait, interval = route_timing(route, {"alertname": rule["alert"], **rule.get("labels", {})})
+            seen = 2 * scrape_s + 2 * every + SLACK_S
+            bounds = Bounds(
+                notify=window + pending + seen + wait, resolve=window + tail + seen + interval,
+                prometheus_fire=window + pending + seen, prometheus_resolve=window + tail + seen)
+            # one alert with a rule per severity: the loosest of their bounds
+            known = self.bounds.get(rule["alert"])
+            self.bounds[rule["alert"]] = bounds if known is None else Bounds(
+                *(max(a, b) for a, b in zip(dataclasses.astuple(known), dataclasses.astuple(bounds),
+                                            strict=True)))
         watchdog = next(r for r in route.get("routes", []) if 'alertname = "Watchdog"' in r.get("matchers", []))
         self.watchdog_every_s = (mc.parse_duration(watchdog.get("group_interval", route["group_interval"]))
                                  + mc.parse_duration(watchdog.get("repeat_interval", route["repeat_interval"]))) / 1000

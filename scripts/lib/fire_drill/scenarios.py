@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 # so outside the stress scenarios they may fire, and the table says when they did.
 HOST_LOAD = "fire or quiet: host load (2 cores shared by wrk, farol, PostgreSQL, Prometheus and any other work)"
 # The slow SLO tiers (ErrorBudgetBurnSlow, LatencyBudgetBurnSlow) need bad requests over
-# windows of hours and days (6 h is 6 min in the drill): after the first scenario with
+# windows of hours and days (6 h is 12 min in the drill): after the first scenario with
 # 5xx (or slow answers) they fire, and resolve only once their short windows no longer
 # hold any.
 SLOW_BURN = "fire or quiet: an earlier scenario's bad requests stay in the slow tier's windows"

@@ -170,6 +170,16 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertEqual(sc.last_fed("ErrorBudgetBurnSlow", full, fixes), 400.0)
         self.assertEqual(sc.last_fed("ErrorBudgetBurnSlow", full, {"latency": 200.0}), None)
 
+    def test_an_alert_reading_records_is_bounded_by_their_windows(self):
+        import drill
+        rules = [{"record": "r:ratio6h", "expr": "sum(rate(x[6m])) / sum(rate(y[6m]))"},
+                 {"record": "r:left", "expr": "1 - r:ratio6h / 0.001"},
+                 {"record": "r:ratio5m", "expr": "sum(rate(x[10s]))"}]
+        windows = drill.recorded_windows(rules)
+        self.assertEqual(windows, {"r:ratio6h": 360, "r:left": 360, "r:ratio5m": 10})
+        self.assertEqual(drill.expr_window("r:left > 0 and r:ratio5m > 1", windows), 360)
+        self.assertEqual(drill.expr_window("rate(z[2m]) > 1 and r:ratio5m > 1", windows), 120)
+
     def test_the_full_drill_must_prove_every_alert(self):
         names = ["FarolDown", "Watchdog", "SomethingNew"]
         row = jd.coverage_row(names, sc.for_run(quick=False), set())

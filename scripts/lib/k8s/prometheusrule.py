@@ -184,7 +184,10 @@ def convert(groups: list[dict]) -> list[dict]:
             else:
                 expr = to_cnpg(production_expr(name, str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)
-            if name:
+            # an alert, or a record of a constant (an SLO's objective, its period: nothing
+            # to scope), which no selector gives a namespace: two deployments' must not
+            # write one series
+            if name or rule["expr"] == expr:
                 rule["labels"] = {**rule.get("labels", {}), "namespace": namespace()}
             if "annotations" in rule:
                 rule["annotations"] = {k: to_cnpg(str(v)) for k, v in rule["annotations"].items()}

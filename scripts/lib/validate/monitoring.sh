@@ -2,13 +2,13 @@
 # monitoring/: Prometheus and Alertmanager configuration, the rules and their unit tests,
 # routing and inhibitions on a real Alertmanager, runbooks, dashboards, the fire drill's
 # generator's output (its unit tests run in the python area), and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
-# Needs `scripts/install-deps monitoring`; no network, a few seconds.
+# Needs `scripts/install-deps monitoring lint` (lint: slokit); no network, a few seconds.
 
 # shellcheck source=scripts/stand-ins/monitoring-stack.sh
 . "$REPO_ROOT/scripts/stand-ins/monitoring-stack.sh"
 
 validate_monitoring() {
-  need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl
+  need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl slokit
   stack_python
   local py=$STACK_PYTHON tool=$REPO_ROOT/scripts/lib/monitoring_config.py failed=0
   local tmp
@@ -35,6 +35,8 @@ _monitoring_checks() {
   local py=$1 tool=$2 tmp=$3 failed=0 receiver labels
   local am_config=monitoring/alertmanager/alertmanager.yml
 
+  _check "the SLO spec is in sloth's format (slokit validate and lint)" \
+    bash -c 'slokit validate -i monitoring/slo/farol.yml && slokit lint -i monitoring/slo/farol.yml' || failed=1
   _check "SLO rules, tests and dashboard rows match monitoring/slo/ (make slo)" \
     "$py" "$REPO_ROOT/scripts/lib/slo.py" generate --check || failed=1
   _check "latency SLO thresholds are bucket bounds of HTTP_BUCKETS (the live /metrics: make queries)" \
@@ -46,6 +48,8 @@ _monitoring_checks() {
     bash -c 'cd monitoring/prometheus && promtool test rules tests/*.yml' || failed=1
   _check "every alert fires and every recording rule is compared in a unit test" \
     "$py" "$tool" check-rule-tests || failed=1
+  _check "every alert has a unit test, a runbook and a fire-drill scenario" \
+    "$py" "$tool" check-alert-coverage || failed=1
   _check "blackbox exporter configuration" \
     prometheus-blackbox-exporter --config.check --config.file=monitoring/blackbox/blackbox.yml || failed=1
 
