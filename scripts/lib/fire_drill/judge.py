@@ -161,7 +161,9 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None)
         else:
             problems.append("did not fire")
         if kind == "fire":
-            sent = [n.t for n in firing_notices if n.t >= fault]
+            # an alert that resolves after the drill may be told after its scenario too
+            # (held back a while by a faster tier of its SLO, say): any notice from the fault on
+            sent = [n.t for n in (notices if later else firing_notices) if n.status == "firing" and n.t >= fault]
             resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
             row.webhook = (f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / "
                            + ("later" if later else f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"))

@@ -136,7 +136,7 @@ SCENARIOS = [
 SETTLE = Scenario("settle", "after the drill", "load only, until nothing but the Watchdog fires")
 # slow tier -> (the scenario whose fault first makes it fire, its fast tier, whether the
 # full drill can show it held back by that fast tier). The latency ticket cannot be: wrk
-# is a closed loop, so at 800 ms a request its rate falls about seventyfold and the fast
+# is a closed loop, so at 800 ms a request its rate falls several times over and the fast
 # tier's 1-hour window (2 minutes in the drill) stays diluted by the fast requests before
 # the fault for minutes, while the slow tier's 2-hour window already holds 3 % of slow
 # ones. Users do not slow down with the service: in production the page comes first.

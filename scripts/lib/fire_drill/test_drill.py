@@ -154,6 +154,12 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertEqual(never_held.result, "FAIL", never_held)
         never_sent = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], held)
         self.assertEqual(never_sent.result, "FAIL", never_sent)
+        # a slow tier that resolves after the drill may be told after its scenario's end
+        late = jd.judge(latency, "LatencyBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                        [notice(230, "LatencyBudgetBurnSlow")], [])
+        self.assertEqual(late.result, "ok", late)
+        untold = jd.judge(latency, "LatencyBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], [])
+        self.assertEqual(untold.result, "FAIL", untold)
         quick = next(s for s in sc.for_run(quick=True) if s.name == "errors")
         self.assertEqual(quick.expectation("ErrorBudgetBurnSlow")[0], "allowed")
         settled = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},
