@@ -549,6 +549,8 @@ def check_queries(prometheus_url, source, may_be_empty):
         name = rule.get("record") or rule["alert"]
         if names.count(name) > 1:   # one alert, one rule per severity: keys name both
             name = f"{name}[{rule.get('labels', {}).get('severity')}]"
+        if "sloth_id" in rule.get("labels", {}):   # one record per SLO: keys name the SLO
+            name = f"{name}[{rule['labels']['sloth_id']}]"
         if "record" in rule:
             checks.append((f"record:{name}", f"{rule['file']}", rule["expr"], True))
             continue

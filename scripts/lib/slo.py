@@ -414,14 +414,29 @@ def alert_cases(slo, settings):
         cases.append((f"below-{tier['name']}", f"0.9 x the {tier['name']} tier's lowest factor ({lowest:g}x)",
                       rate, share))
     cases.append(("low-traffic", f"every request bad, at 0.9 x the guard of {guard:g}/s", 0.9 * guard, 1.0))
-    page = next((t for t in tiers if t["severity"] == "page" and t.get("recent_window")), None)
-    if page and settings.get("min_page_events"):
-        share = 1.1 * max(p["factor"] for p in page["pairs"]) * slo.budget
-        r = 0.5 * settings["min_page_events"] / (share * parse_duration(page["recent_window"]) / 1000)
-        if r > 1.5 * guard:   # else the traffic guard alone holds it (the case above)
-            cases.append(("few-events", f"above every factor, {r:.2g} requests/s: half the bad events a page "
-                          "needs", r, share))
     return [(ns, why, r, share, fires(share, r)) for ns, why, r, share in cases]
+
+
+def few_events_test(slo, settings):
+    """The page's count of bad requests: every window of the page tier's lowest pair over
+    its line for an hour, at a rate above the traffic guard that brings half the bad
+    requests the page needs in its recent window. The page must not fire; without the
+    count it would (its windows and its guard all hold)."""
+    page = next((t for t in settings["tiers"] if t["severity"] == "page" and t.get("recent_window")), None)
+    if not page or not settings.get("min_page_events"):
+        return []
+    pair = min(page["pairs"], key=lambda p: p["factor"])
+    share = 1.1 * pair["factor"] * slo.budget
+    recent_s = parse_duration(page["recent_window"]) / 1000
+    r = 0.5 * settings["min_page_events"] / (share * recent_s)
+    if not r > 1.1 * settings["min_request_rate"]:
+        raise SystemExit(f"{slo.id}: at {r:.3g} requests/s the traffic guard, not the count, would hold the page")
+    alert = tier_alert(slo, page, settings)
+    return [{"name": f"{alert['alert']}: {r:.3g} requests/s, {share:.3g} of them bad for an hour: "
+                     f"{r * share * recent_s:.3g} bad in {page['recent_window']}, under the "
+                     f"{settings['min_page_events']} a page needs: quiet",
+             "interval": "1m", "input_series": input_series(slo, "few-events", [(r, share, 60)]),
+             "alert_rule_test": [{"eval_time": "59m", "alertname": alert["alert"], "exp_alerts": []}]}]
 
 
 def slo_alert_test(slo, settings):
@@ -555,63 +570,73 @@ def model_share(segments, window_min, at_min):
 
 
 def window_shape_tests(slo, tier, settings, step_min):
-    """For each pair of a tier: the short window hot and the long one cold, the long hot
-    and the short cold, and (where the tier has one) both hot but the recent window cold.
-    The tier's alert must not be firing at the end of each shape, while the hot window is
-    over its line: a rule that lost a window's condition fails here. Each case is
-    checked against model_share first, so that it is quiet by design and not by accident."""
+    """For each pair of a tier, shapes of bad requests in which one window alone stays under
+    its line: the short (long hot), the long (short hot), and, where the tier has a
+    recent window apart from the pair's, the recent one and the short one. Every other
+    window is over its line, and the bad requests enough for the page's count, for at
+    least the tier's `for:` and two steps before the end, so that a rule which lost the
+    one condition holding it quiet would be firing there; with it, the alert must not be.
+    A control, every window of the pair hot (with the tier's other pairs cold where the
+    windows allow), must fire. Each shape is checked against model_share first, so that
+    it is what it claims by design and not by accident."""
     minutes = lambda w: parse_duration(w) // 60000  # noqa: E731
+    up = lambda n: -(-n // step_min) * step_min  # noqa: E731
     recent = tier.get("recent_window")
-    cold = max([minutes(p["short"]) for p in tier["pairs"]] + ([minutes(recent)] if recent else []))
+    hold = up(minutes(tier["for"]) + 2 * step_min)
+    under = 0.5 * min(p["factor"] for p in tier["pairs"]) * slo.budget   # under every line
+    longest = max(minutes(p["long"]) for p in tier["pairs"])
+    widest_short = max([minutes(p["short"]) for p in tier["pairs"]] + ([minutes(recent)] if recent else []))
     alert = tier_alert(slo, tier, settings)
+
+    def fires_by_model(segments, pair):
+        at = sum(n for _, n in segments)
+        windows_ = [pair["long"], pair["short"]] + ([recent] if recent else [])
+        return all(model_share(segments, minutes(w), at) > pair["factor"] * slo.budget for w in windows_)
+
+    def series(segments):
+        if any(n % step_min for _, n in segments):
+            raise SystemExit(f"{slo.id}: shape {segments} is not made of whole steps of {step_min} min")
+        return input_series(slo, "shape", [(10.0, share, n // step_min) for share, n in segments if n],
+                            interval_s=step_min * 60)
+
     tests = []
     for pair in tier["pairs"]:
         f, long_, short = pair["factor"] * slo.budget, minutes(pair["long"]), minutes(pair["short"])
-        shapes = [("short hot, long cold", [(0.0, long_), (1.5 * f, short)], pair["short"]),
-                  ("long hot, short cold", [(1.5 * f * long_ / (long_ - cold), long_ - cold), (0.0, cold)],
-                   pair["long"])]
-        if recent and recent not in (pair["long"], pair["short"]):
-            # 6 h and 30 min hot, the last 5 min at half the line: bad requests enough for
-            # the page's count, but below its factor
-            shapes.append(("long and short hot, recent under the line",
-                           [(1.5 * f, long_ - minutes(recent)), (0.5 * f, minutes(recent))], pair["short"]))
-            # the short window cold but the recent one hot: only the short window's
-            # condition keeps the pair quiet
-            shapes.append(("long and recent hot, short cold",
-                           [(1.5 * f * long_ / (long_ - short), long_ - short), (0.0, short - minutes(recent)),
-                            (1.5 * f, minutes(recent))], pair["long"]))
-        # and the control: every window hot, the alert fires in this very setup
-        steady = [(1.5 * f, long_)]
+        name = f"{alert['alert']}, pair {pair['long']}/{pair['short']}"
+        control = [(0.0, longest - long_), (1.5 * f, up(long_ + hold))]
+        if not fires_by_model(control, pair):
+            raise SystemExit(f"{name}: the control does not fire by the model")
+        others = [f"{p['long']}/{p['short']}" for p in tier["pairs"] if p is not pair and fires_by_model(control, p)]
         tests.append({
-            "name": f"{alert['alert']}, pair {pair['long']}/{pair['short']}: every window hot: fires",
-            "interval": f"{step_min}m",
-            "input_series": input_series(slo, "shape", [(10.0, 1.5 * f, long_ // step_min)], interval_s=step_min * 60),
-            "alert_rule_test": [{"eval_time": f"{long_}m", "alertname": alert["alert"],
+            "name": f"{name}: every window hot, " + (f"with {', '.join(others)}" if others else "this pair alone")
+                    + ": fires", "interval": f"{step_min}m", "input_series": series(control),
+            "alert_rule_test": [{"eval_time": f"{sum(n for _, n in control)}m", "alertname": alert["alert"],
                                  "exp_alerts": [expected_alert(alert, slo, "shape")]}]})
-        assert all(model_share(steady, minutes(w), long_) > f for w in (pair["long"], pair["short"]))
-        for what, segments, hot in shapes:
+        cold = up(widest_short + hold)
+        shapes = [("short hot, long cold", [(0.0, long_), (1.5 * f, up(short + hold))], pair["long"]),
+                  ("long hot, short cold",
+                   [((1.5 * f * long_ - under * cold) / (long_ - cold), long_ - cold), (under, cold)], pair["short"])]
+        if recent and recent not in (pair["long"], pair["short"]):
+            recent_hot = up(minutes(recent) + hold)
+            shapes += [("long and short hot, recent cold",
+                        [(1.5 * f, long_ - recent_hot), (under, recent_hot)], recent),
+                       ("long and recent hot, short cold",
+                        [(1.5 * f, long_ - short), (under, short - recent_hot), (1.5 * f, recent_hot)], pair["short"])]
+        for what, segments, cold_window in shapes:
             at = sum(n for _, n in segments)
-            if any(n % step_min for _, n in segments):
-                raise SystemExit(f"{slo.id}: {what}: segments {segments} are not whole steps of {step_min} min")
-            for p in tier["pairs"]:
-                windows_ = [p["long"], p["short"]] + ([recent] if recent else [])
-                if all(model_share(segments, minutes(w), at) > p["factor"] * slo.budget for w in windows_):
-                    raise SystemExit(f"{slo.id}: the {what} case of {pair['long']}/{pair['short']} would fire "
-                                     f"the {p['long']}/{p['short']} pair: not a test of one window")
-            if not model_share(segments, minutes(hot), at) > f:
-                raise SystemExit(f"{slo.id}: the {what} case is not hot over {hot}")
-            ns = "shape"
-            series = input_series(slo, ns, [(10.0, share, n // step_min) for share, n in segments],
-                                  interval_s=step_min * 60)
+            if any(fires_by_model(segments, p) for p in tier["pairs"]):
+                raise SystemExit(f"{name}: the {what} shape would fire by the model: not a test of one window")
+            if not model_share(segments, minutes(cold_window), at) <= f:
+                raise SystemExit(f"{name}: the {what} shape is not cold over {cold_window}")
+            hot = [w for w in (pair["long"], pair["short"], recent)
+                   if w and model_share(segments, minutes(w), at) > f]
             line = f"({pair['factor']:.12g} * {slo.budget_text})"
             tests.append({
-                "name": f"{alert['alert']}, pair {pair['long']}/{pair['short']}: {what}: quiet",
-                "interval": f"{step_min}m", "input_series": series,
-                "promql_expr_test": [
-                    {"expr": f"count({slo.sel('slo:sli_error:ratio_rate' + hot)} > {line})", "eval_time": f"{at}m",
-                     "exp_samples": [{"labels": "{}", "value": 1}]}],
-                # the rule itself: a shape lasts longer than its `for:`, so a rule without
-                # the condition that keeps it quiet would be firing by the shape's end
+                "name": f"{name}: {what}: quiet", "interval": f"{step_min}m", "input_series": series(segments),
+                # the other windows over their lines at the end, as the shape says
+                "promql_expr_test": [{"expr": f"count({slo.sel('slo:sli_error:ratio_rate' + w)} > {line})",
+                                      "eval_time": f"{at}m", "exp_samples": [{"labels": "{}", "value": 1}]}
+                                     for w in dict.fromkeys(hot)],
                 "alert_rule_test": [{"eval_time": f"{at}m", "alertname": alert["alert"], "exp_alerts": []}]})
     return tests
 
@@ -656,10 +681,28 @@ def budget_test(slos, settings, panels_by_slo):
             "group_eval_order": GROUP_ORDER, "tests": tests}
 
 
+def gave_up_test(slo):
+    """A latency SLI: as many requests whose client gave up (499, slow) as fast 201s make
+    half the requests slow; as many slow 422s change nothing."""
+    le = f', le="{slo.latency_threshold()[1]}"'
+    series = [{"series": RATE_SERIES.format(kind="count", ns="gave-up", code=code, le=""), "values": "0+600x30"}
+              for code in ("201", "499", "422")]
+    series += [{"series": RATE_SERIES.format(kind="bucket", ns="gave-up", code=code, le=le), "values": values}
+               for code, values in (("201", "0+600x30"), ("499", "0x30"), ("422", "0x30"))]
+    labels = {**slo.labels, "namespace": "gave-up", "job": "farol"}
+    return {"name": f"{slo.id}: a client that gave up (499) is a slow request, a 4xx is left out",
+            "interval": "1m", "input_series": series,
+            "promql_expr_test": [{"expr": f"round({slo.sel('slo:sli_error:ratio_rate5m')} * 1000)", "eval_time": "20m",
+                                  "exp_samples": [{"labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items())
+                                                   + "}", "value": 500}]}]}
+
+
 def unit_tests(slos, settings):
     tests = []
     for slo in slos:
-        tests += [slo_record_test(slo, settings), slo_alert_test(slo, settings)]
+        tests += [slo_record_test(slo, settings), slo_alert_test(slo, settings), *few_events_test(slo, settings)]
+        if slo.latency_threshold():
+            tests.append(gave_up_test(slo))
         for tier in settings["tiers"]:
             if tier["severity"] == "page":
                 tests += window_shape_tests(slo, tier, settings, 1)

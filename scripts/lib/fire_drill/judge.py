@@ -97,10 +97,16 @@ def _overlapping(intervals, start, end):
     return [iv for iv in intervals if iv.start < end and (iv.end is None or iv.end > start)]
 
 
-def judge_held(row, sources, fault, fix, end, in_window, notices, suppressions, bounds):
+# A held slow tier is told once its fast tier has resolved: Alertmanager's next flush of
+# its group (a group_interval, seconds in the drill) and a resend, with room to spare.
+HELD_NOTICE_S = 60.0
+
+
+def judge_held(row, sources, fault, released, end, in_window, notices, suppressions, bounds):
     """A slow SLO tier in the scenario that first makes it fire: held back by its fast tier
-    while the fault lasts, delivered as a ticket once the fast tier has resolved (any
-    time before the drill ends), resolved in the settle phase (judged there)."""
+    while that fires (no notice before `released`, when the last firing of the fast tier in
+    this scenario ended), delivered as a ticket within HELD_NOTICE_S after it, resolved in
+    the settle phase (judged there)."""
     row.expected = f"held back by {' or '.join(sources)} while it fires, then notified"
     problems = []
     after = [iv for iv in in_window if iv.end is None or iv.end > fault]
@@ -108,7 +114,7 @@ def judge_held(row, sources, fault, fix, end, in_window, notices, suppressions, 
         problems.append("already firing before the fault")
     held = [t for t, by in suppressions if fault <= t <= end and by & set(sources)]
     sent = [n.t for n in notices if n.status == "firing" and n.t >= fault]
-    early = [t for t in sent if t < fix]
+    early = [t for t in sent if t < released]
     if not after:
         problems.append("did not fire")
     else:
@@ -120,7 +126,9 @@ def judge_held(row, sources, fault, fix, end, in_window, notices, suppressions, 
         problems.append(f"reached the webhook +{_secs(early[0] - fault)} after the fault, while its fast tier fired")
     elif after and not sent:
         problems.append("never reached the webhook after its fast tier resolved")
-    row.webhook = (f"+{_secs(sent[0] - fix)} after the fix / later" if sent and not early else
+    elif sent and sent[0] - released > HELD_NOTICE_S:
+        problems.append(f"told {sent[0] - released:.0f} s after its fast tier resolved, past {HELD_NOTICE_S:.0f} s")
+    row.webhook = (f"+{_secs(sent[0] - released)} after the page resolved / later" if sent and not early else
                    "REACHED early" if early else "NO")
     if bounds:
         row.bound = bounds.text(silent=True)
@@ -129,11 +137,12 @@ def judge_held(row, sources, fault, fix, end, in_window, notices, suppressions, 
     return row
 
 
-def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None):
+def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None, others=None):
     """One table row: how `alert` behaved in `scenario`. marks: {start, fault, fix, end};
     intervals: its firing intervals; notices: its webhook notices; suppressions: the
     times Alertmanager held it back and by which alerts: [(t, {sources})]; bounds: what
-    the configuration allows (Bounds), checked when given."""
+    the configuration allows (Bounds), checked when given; others: every alert's firing
+    intervals (a held alert is judged against its holder's)."""
     kind, detail = scenario.expectation(alert)
     start, end = marks["start"], marks["end"]
     fault, fix = marks.get("fault", start), marks.get("fix", end)
@@ -162,8 +171,11 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None)
             problems.append("did not fire")
         if kind == "fire":
             # an alert that resolves after the drill may be told after its scenario too
-            # (held back a while by a faster tier of its SLO, say): any notice from the fault on
-            sent = [n.t for n in (notices if later else firing_notices) if n.status == "firing" and n.t >= fault]
+            # (held back a while by a faster tier of its SLO, say), but while it still fires
+            # from this fault: not a notice of a later firing
+            first_end = after[0].end if after and after[0].end is not None else float("inf")
+            sent = [n.t for n in (notices if later else firing_notices)
+                    if n.status == "firing" and fault <= n.t and (not later or n.t <= first_end)]
             resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
             row.webhook = (f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / "
                            + ("later" if later else f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"))
@@ -193,7 +205,11 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None)
             "fired, notified" + ("" if later else ", resolved") if kind == "fire" else "fired silently, resolved"))
         row.result = "FAIL" if problems else "ok"
     elif kind == "held":
-        row = judge_held(row, detail, fault, fix, end, in_window, notices, suppressions, bounds)
+        sources = detail if isinstance(detail, tuple) else (detail,)
+        source_ends = [iv.end if iv.end is not None else float("inf") for a in sources
+                       for iv in _overlapping((others or {}).get(a, []), fault, end)]
+        row = judge_held(row, sources, fault, max(source_ends, default=fix), end, in_window, notices,
+                         suppressions, bounds)
     elif kind == "inhibited":
         sources = detail if isinstance(detail, tuple) else (detail,)
         row.expected = f"inhibited by {' or '.join(sources)}"
@@ -360,7 +376,7 @@ def build_rows(events, alert_names, intervals, notices, recorder, loads, health_
             for alert in alert_names:
                 row = judge(scenario, alert, marks, intervals.get(alert, []),
                             [n for n in notices if n.alert == alert], suppress.get(alert, []),
-                            bounds.get(alert))
+                            bounds.get(alert), others=intervals)
                 if row.expected in ("quiet", "fire or quiet") and row.observed == "quiet":
                     quiet.append(alert)
                 else:

@@ -142,17 +142,27 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertEqual(latency.expectation("LatencyBudgetBurnSlow"), ("fire", ""))
         self.assertIn("LatencyBudgetBurnSlow", latency.resolve_later)
         held = [(135, {"ErrorBudgetBurnFast"})]
-        # MARKS: fault 100, fix 200: suppressed during the fault, delivered after the fix
+        # MARKS: fault 110, fix 150; the page fires 115 to 160: suppressed while it fires,
+        # told once it has resolved
+        page = {"ErrorBudgetBurnFast": [Interval(115, 160)]}
         row = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                       [notice(215, "ErrorBudgetBurnSlow")], held)
+                       [notice(165, "ErrorBudgetBurnSlow")], held, others=page)
         self.assertEqual((row.result, row.to_resolve), ("ok", "after the drill"), row)
         early = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                         [notice(140, "ErrorBudgetBurnSlow")], held)
+                         [notice(140, "ErrorBudgetBurnSlow")], held, others=page)
         self.assertEqual(early.result, "FAIL", early)
+        # after the fix but while the page still fires: a leak all the same
+        after_fix = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                             [notice(155, "ErrorBudgetBurnSlow")], held, others=page)
+        self.assertEqual(after_fix.result, "FAIL", after_fix)
+        much_later = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
+                              [notice(400, "ErrorBudgetBurnSlow")], held, others=page)
+        self.assertEqual(much_later.result, "FAIL", much_later)
         never_held = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                              [notice(215, "ErrorBudgetBurnSlow")], [])
+                              [notice(165, "ErrorBudgetBurnSlow")], [], others=page)
         self.assertEqual(never_held.result, "FAIL", never_held)
-        never_sent = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], held)
+        never_sent = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], held,
+                              others=page)
         self.assertEqual(never_sent.result, "FAIL", never_sent)
         # a slow tier that resolves after the drill may be told after its scenario's end
         late = jd.judge(latency, "LatencyBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
@@ -160,6 +170,10 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertEqual(late.result, "ok", late)
         untold = jd.judge(latency, "LatencyBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], [])
         self.assertEqual(untold.result, "FAIL", untold)
+        # a notice of a later firing is not this one's
+        refired = jd.judge(latency, "LatencyBudgetBurnSlow", dict(MARKS), [Interval(130, 190), Interval(300, None)],
+                           [notice(310, "LatencyBudgetBurnSlow")], [])
+        self.assertEqual(refired.result, "FAIL", refired)
         quick = next(s for s in sc.for_run(quick=True) if s.name == "errors")
         self.assertEqual(quick.expectation("ErrorBudgetBurnSlow")[0], "allowed")
         settled = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},
