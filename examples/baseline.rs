@@ -2,7 +2,10 @@
 //! through axum, tokio-postgres with a deadpool pool) can do per request.
 //!
 //! `GET /` answers a fixed JSON body; `GET /health` runs farol's health query (is the
-//! server one that takes writes?) over a pooled, prepared connection. No logging, metrics, timeouts, request ids or load shedding:
+//! server one that takes writes?) over a pooled, prepared connection; `POST
+//! /api/v1/notes` runs farol's INSERT … RETURNING on a title and body read with serde and
+//! answers the row as JSON. No logging, metrics, timeouts, request ids, load shedding or
+//! validation:
 //! whatever farol measures above this in `scripts/bench` is the cost of what it adds.
 //! What farol chose for speed rather than added as a feature, it has too: the same
 //! allocator (mimalloc), `TCP_NODELAY`, the same release profile.
@@ -10,9 +13,18 @@
 //! farol's default); listens on 127.0.0.1 only.
 //!
 //!     cargo run --release --example baseline
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get, serve::ListenerExt};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+    serve::ListenerExt,
+};
 use deadpool_postgres::{Manager, Pool};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -34,6 +46,7 @@ async fn main() {
             get(|| async { Json(json!({"message": "web server is up"})) }),
         )
         .route("/health", get(health))
+        .route("/api/v1/notes", post(create_note))
         .with_state(pool);
     let listener =
         tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("PORT is a port")))
@@ -60,4 +73,54 @@ async fn health(State(pool): State<Pool>) -> Result<Json<Value>, StatusCode> {
         .await
         .map_err(unavailable)?;
     Ok(Json(json!({"status": "ok"})))
+}
+
+#[derive(serde::Deserialize)]
+struct NoteContent {
+    title: String,
+    body: String,
+}
+
+/// farol's statement (src/notes/store.rs), the same way: named, prepared, typed.
+const INSERT_NOTE: &str = "INSERT INTO notes (id, title, body, created_at, updated_at) \
+     SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
+     RETURNING id, title, body, created_at, updated_at";
+
+async fn create_note(
+    State(pool): State<Pool>,
+    Json(note): Json<NoteContent>,
+) -> Result<(StatusCode, Json<Value>), StatusCode> {
+    let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
+    let client = pool
+        .get()
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let statement = client
+        .prepare_typed_cached(
+            INSERT_NOTE,
+            &[
+                tokio_postgres::types::Type::UUID,
+                tokio_postgres::types::Type::TEXT,
+                tokio_postgres::types::Type::TEXT,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    let row = client
+        .query_one(&statement, &[&Uuid::now_v7(), &note.title, &note.body])
+        .await
+        .map_err(unavailable)?;
+    let time = |column| {
+        row.get::<_, OffsetDateTime>(column)
+            .format(&Rfc3339)
+            .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    };
+    let answer = json!({
+        "id": row.get::<_, Uuid>("id"),
+        "title": row.get::<_, String>("title"),
+        "body": row.get::<_, String>("body"),
+        "created_at": time("created_at")?,
+        "updated_at": time("updated_at")?,
+    });
+    Ok((StatusCode::CREATED, Json(answer)))
 }

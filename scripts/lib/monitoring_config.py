@@ -369,10 +369,15 @@ def _str_representer(dumper, value):
 _Dumper.add_representer(str, _str_representer)
 
 
+def yaml_text(doc, header):
+    """DOC as YAML, HEADER's lines as comments above it."""
+    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    return "".join(f"# {line}\n" for line in header.splitlines()) + text
+
+
 def dump_yaml(doc, path, header):
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
-    path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + text)
+    path.write_text(yaml_text(doc, header))
 
 
 # ---------------------------------------------------------------------------------------

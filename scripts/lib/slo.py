@@ -29,9 +29,8 @@ import re
 import sys
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
-from monitoring_config import MONITORING, REPO_ROOT, dump_yaml, load_yaml, parse_duration, runbook_base
+from monitoring_config import MONITORING, REPO_ROOT, load_yaml, parse_duration, runbook_base, yaml_text
 
 SPEC = MONITORING / "slo/farol.yml"
 SETTINGS = MONITORING / "slo/alerting.yml"
@@ -336,8 +335,12 @@ def rule_groups(slos, settings):
 # ---------------------------------------------------------------------------------------
 # tests
 
-RATE_SERIES = 'http_server_request_duration_seconds_{kind}{{namespace="{ns}", job="farol", instance="{ns}:5000", ' \
-              'http_request_method="POST", http_route="/api/v1/notes", http_response_status_code="{code}"{le}}}'
+def rate_series(kind, ns, code, le="", instance=None, status_label="http_response_status_code"):
+    """One series of the latency histogram (KIND: count or bucket; LE: ', le="…"' or none)
+    in namespace NS, on INSTANCE (NS:5000 by default), with STATUS_LABEL as the status's name."""
+    return (f'http_server_request_duration_seconds_{kind}{{namespace="{ns}", job="farol", '
+            f'instance="{instance or ns}:5000", http_request_method="POST", http_route="/api/v1/notes", '
+            f'{status_label}="{code}"{le}}}')
 
 
 def counter(segments):
@@ -363,20 +366,20 @@ def input_series(slo, ns, segments, interval_s=60):
     if threshold:
         le = f', le="{threshold[1]}"'
         return [
-            {"series": RATE_SERIES.format(kind="count", ns=ns, code="201", le=""),
+            {"series": rate_series("count", ns, "201"),
              "values": counter([(r, n) for r, _, n in per])},
-            {"series": RATE_SERIES.format(kind="bucket", ns=ns, code="201", le=le),
+            {"series": rate_series("bucket", ns, "201", le),
              "values": counter([(r * (1 - bad), n) for r, bad, n in per])},
             # as many 4xx answers, every one slow: the SLI leaves them out
-            {"series": RATE_SERIES.format(kind="count", ns=ns, code="422", le=""),
+            {"series": rate_series("count", ns, "422"),
              "values": counter([(r, n) for r, _, n in per])},
-            {"series": RATE_SERIES.format(kind="bucket", ns=ns, code="422", le=le),
+            {"series": rate_series("bucket", ns, "422", le),
              "values": counter([(0, n) for *_, n in per])},
         ]
     return [
-        {"series": RATE_SERIES.format(kind="count", ns=ns, code="201", le=""),
+        {"series": rate_series("count", ns, "201"),
          "values": counter([(r * (1 - bad), n) for r, bad, n in per])},
-        {"series": RATE_SERIES.format(kind="count", ns=ns, code="500", le=""),
+        {"series": rate_series("count", ns, "500"),
          "values": counter([(r * bad, n) for r, bad, n in per])},
     ]
 
@@ -473,8 +476,7 @@ def slo_record_test(slo, settings):
     series = input_series(slo, "steady", [(rate, share, minutes)])
     if slo.latency_threshold():
         # a second instance whose buckets changed (no 0.25): left out, not counted as slow
-        series += [{"series": RATE_SERIES.format(kind=kind, ns="steady", code="201", le=le).replace(
-                    'instance="steady:5000"', 'instance="canary:5000"'), "values": f"0+600x{minutes}"}
+        series += [{"series": rate_series(kind, "steady", "201", le, instance="canary"), "values": f"0+600x{minutes}"}
                    for kind, le in (("count", ""), ("bucket", ', le="0.3"'))]
     labels = {**slo.labels, "namespace": "steady", "job": "farol"}
 
@@ -532,16 +534,16 @@ def absent_test(slos, settings):
         series.append({"series": f'up{{namespace="{ns}", job="farol", instance="{ns}:5000"}}', "values": f"{up}x30"})
     for ns in ("exported", "down"):
         series += input_series(slos[0], ns, [(1.0, 0.0, 30)])
-        series.append({"series": RATE_SERIES.format(kind="bucket", ns=ns, code="201", le=f', le="{threshold[1]}"'),
+        series.append({"series": rate_series("bucket", ns, "201", f', le="{threshold[1]}"'),
                        "values": "0+60x30"})
     # a build whose histogram lost the SLO's bucket bound, and one with no histogram at all
-    series.append({"series": RATE_SERIES.format(kind="count", ns="missing-bucket", code="201", le=""),
+    series.append({"series": rate_series("count", "missing-bucket", "201"),
                    "values": "0+60x30"})
     series.append({"series": 'up{namespace="bare", job="farol", instance="bare:5000"}', "values": "1x30"})
     # a build that renamed the status label: the availability SLI would read "no errors"
     for kind, le in (("count", ""), ("bucket", f', le="{threshold[1]}"')):
-        series.append({"series": RATE_SERIES.format(kind=kind, ns="renamed-label", code="500", le=le).replace(
-            "http_response_status_code=", "http_status="), "values": "0+60x30"})
+        series.append({"series": rate_series(kind, "renamed-label", "500", le, status_label="http_status"),
+                       "values": "0+60x30"})
     for_min = parse_duration(spec["for"]) // 60000
     exp = []
     for ns in ("bare", "missing-bucket", "renamed-label"):
@@ -685,9 +687,9 @@ def gave_up_test(slo):
     """A latency SLI: as many requests whose client gave up (499, slow) as fast 201s make
     half the requests slow; as many slow 422s change nothing."""
     le = f', le="{slo.latency_threshold()[1]}"'
-    series = [{"series": RATE_SERIES.format(kind="count", ns="gave-up", code=code, le=""), "values": "0+600x30"}
+    series = [{"series": rate_series("count", "gave-up", code), "values": "0+600x30"}
               for code in ("201", "499", "422")]
-    series += [{"series": RATE_SERIES.format(kind="bucket", ns="gave-up", code=code, le=le), "values": values}
+    series += [{"series": rate_series("bucket", "gave-up", code, le), "values": values}
                for code, values in (("201", "0+600x30"), ("499", "0x30"), ("422", "0x30"))]
     labels = {**slo.labels, "namespace": "gave-up", "job": "farol"}
     return {"name": f"{slo.id}: a client that gave up (499) is a slow request, a 4xx is left out",
@@ -837,21 +839,13 @@ def outputs():
     groups = rule_groups(slos, settings)
     with open(DASHBOARD) as f:
         board, exprs = dashboard(slos, settings, json.load(f))
-    rules_text = _yaml({"groups": groups}, HEADER + "The SLOs' rules, in sloth's names; farol's additions are in "
+    rules_text = yaml_text({"groups": groups}, HEADER + "The SLOs' rules, in sloth's names; farol's additions are in "
                        "monitoring/slo/README.md.")
-    tests_text = _yaml(unit_tests(slos, settings), HEADER + "Run: cd monitoring/prometheus && promtool test rules "
+    tests_text = yaml_text(unit_tests(slos, settings), HEADER + "Run: cd monitoring/prometheus && promtool test rules "
                        "tests/*.yml")
-    budget_text = _yaml(budget_test(slos, settings, exprs), HEADER + budget_test.__doc__.strip())
+    budget_text = yaml_text(budget_test(slos, settings, exprs), HEADER + budget_test.__doc__.strip())
     return {RULES_OUT: rules_text, TESTS_OUT: tests_text, BUDGET_TESTS_OUT: budget_text,
             DASHBOARD: json.dumps(board, indent=2, ensure_ascii=False) + "\n"}
-
-
-def _yaml(doc, header):
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "out.yml"
-        dump_yaml(doc, path, header)
-        return path.read_text()
 
 
 def generate(check):

@@ -216,10 +216,19 @@ impl Database {
         // transaction mode: PgBouncer refuses the `options` start-up parameter unless told
         // to ignore it, and then ignores it; there the role's own statement_timeout does
         // this (docs/database.md).
+        //
+        // Also only for named statements: generic plans. Each statement here has one good
+        // plan whatever its parameters (an index walk), but a list page's generic plan is
+        // estimated dear (`LIMIT $n` counts as a tenth of the table, a cursor's row
+        // comparison as a third), so under the default `auto` the server plans every
+        // execution anew, and planning costs more than running: it cut a page's rate by
+        // a third to a half in the benchmark (docs/benchmarks.md).
         if settings.statements == Statements::Named {
             let options = pooled.driver.get_options().unwrap_or_default().to_owned();
             pooled.driver.options(format!(
-                "{options} -c statement_timeout={}",
+                // the caller's own options after ours, so that a plan_cache_mode of its own
+                // wins; the statement_timeout after theirs, since ours must hold
+                "-c plan_cache_mode=force_generic_plan {options} -c statement_timeout={}",
                 server_statement_timeout(query_timeout).as_millis()
             ));
         }

@@ -786,3 +786,56 @@ async fn a_role_statement_timeout_does_not_turn_the_wait_for_the_migration_lock_
         started.elapsed()
     );
 }
+
+/// A setting of the pool's sessions, as the server sees it.
+async fn session_setting(app: &crate::support::app::TestApp, name: &'static str) -> String {
+    app.state
+        .db
+        .run("test_setting", move |session| async move {
+            let sql = format!("SELECT current_setting('{name}')");
+            session.query_opt(&sql, &[]).await
+        })
+        .await
+        .unwrap()
+        .expect("current_setting returns a row")
+        .get(0)
+}
+
+#[tokio::test]
+async fn named_statements_are_planned_once_unless_the_url_says_otherwise() {
+    let url = create_database(&shared_server_url()).await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    // A list page's generic plan looks dear to the planner, which under the default
+    // (auto) would plan it anew at every execution.
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    assert_eq!(
+        session_setting(&app, "plan_cache_mode").await,
+        "force_generic_plan"
+    );
+    // a setting of the caller's own in the URL's options wins, and the statement
+    // timeout stays farol's
+    let app = start(
+        &format!("{url}{separator}options=-c%20plan_cache_mode%3Dforce_custom_plan%20-c%20statement_timeout%3D99"),
+        &[("DB_QUERY_TIMEOUT_MS", "1500")],
+    )
+    .await;
+    app.wait_ready().await;
+    assert_eq!(
+        session_setting(&app, "plan_cache_mode").await,
+        "force_custom_plan"
+    );
+    assert_eq!(session_setting(&app, "statement_timeout").await, "2s");
+    // unnamed statements (for a pooler, which refuses start-up options) send none; the
+    // schema is in place from the first app
+    let app = start(
+        &url,
+        &[
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    assert_eq!(session_setting(&app, "plan_cache_mode").await, "auto");
+}

@@ -202,11 +202,6 @@ class Stack:
                 for rule in group["rules"]:
                     if "alert" in rule:
                         self.rule_interval_s[rule["alert"]] = every
-        # the drill's length of the SLO's 6 h window, for the table's notes
-        slo = mc.load_yaml(self.config / "prometheus/rules/slo.yml")
-        record = next(r for g in slo["groups"] for r in g["rules"] if r.get("record", "").endswith("ratio_rate6h"))
-        self.slow_window = mc.format_duration(mc.parse_duration(
-            next(record["expr"][a:b] for a, b, kind in mc.promql_durations(record["expr"]) if kind == "duration")))
         # The longest scrape interval of any job (one scrape may be missed: twice it).
         scrape_s = max(mc.parse_duration(j.get("scrape_interval", prom["global"]["scrape_interval"]))
                        for j in prom["scrape_configs"]) / 1000
@@ -593,7 +588,7 @@ def cmd_report(stack, args):
     notes = {}
     for s in scenarios:
         for alert, why in s.allowed.items():
-            notes.setdefault(alert, why.format(slow_window=stack.slow_window))
+            notes.setdefault(alert, why)
     print("\nfire or quiet:")
     for alert, why in notes.items():
         print(f"  {alert}: {why}")
