@@ -1,6 +1,14 @@
-# shellcheck shell=bash
+#!/usr/bin/env bash
 # A throwaway PostgreSQL cluster from the server binaries on the machine, for scripts
-# (bench, fire drill, fuzzing, query checks). Sourced after common.sh.
+# (bench, fire drill, fuzzing, query checks, the reliability drills). Sourced after
+# common.sh; or run as a command, by the Python drills (reliability/pg_servers.py), which
+# then drive the servers they were given:
+#
+#   scripts/lib/postgres.sh start DIR PORT      pg_start; prints PG_URL
+#   scripts/lib/postgres.sh standby PRIMARY_DIR DIR PORT NAME
+#                                               pg_standby_start; prints STANDBY_URL
+#
+# The functions:
 #
 #   pg_start DIR PORT     initdb (once) and start a cluster in DIR on 127.0.0.1:PORT;
 #                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol);
@@ -17,7 +25,7 @@
 # initdb and postgres refuse to run as root, so as root they run as the `postgres`
 # system user and DIR is handed to it. Trust authentication on loopback only.
 
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${PG_BIN:-$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 
 _pg_run() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -33,7 +41,7 @@ pg_start() {
     chmod a+x "$(dirname "$dir")"
   fi
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    _pg_run "$PG_BIN/initdb" -D "$dir/data" -U farol --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    _pg_run "$PG_BIN/initdb" -D "$dir/data" -U farol --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; die "initdb failed in $dir"; }
   fi
   printf '%s\n' "port = $port" "listen_addresses = '127.0.0.1'" "unix_socket_directories = '$dir'" \
@@ -83,3 +91,14 @@ pg_stop() {
   [ -f "$dir/data/postmaster.pid" ] || return 0
   _pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
 }
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  # shellcheck source=scripts/lib/common.sh
+  . "$(dirname "$0")/common.sh"
+  case "${1:-} $#" in
+    "start 3") pg_start "$2" "$3"; echo "$PG_URL" ;;
+    "standby 5") pg_standby_start "$2" "$3" "$4" "$5"; echo "$STANDBY_URL" ;;
+    *) die "usage: postgres.sh start DIR PORT | standby PRIMARY_DIR DIR PORT NAME" ;;
+  esac
+fi

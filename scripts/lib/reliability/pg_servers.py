@@ -1,8 +1,9 @@
-"""PostgreSQL servers for the drills, on 127.0.0.1, from the server binaries on the machine:
-a primary and a streaming standby (scripts/reliability failover: PostgreSQL's own
-replication, nothing in between), and a server that archives its WAL, restored to a point
-in time (scripts/reliability pitr). As root the binaries run as the `postgres` system user,
-as scripts/lib/postgres.sh runs them."""
+"""PostgreSQL servers for the drills, on 127.0.0.1: a primary and a streaming standby
+(scripts/reliability failover: PostgreSQL's own replication, nothing in between), and a
+server that archives its WAL, restored to a point in time (scripts/reliability pitr).
+They are made by scripts/lib/postgres.sh, the scripts' one throwaway PostgreSQL; this
+drives them (stop, kill, promote, follow). As root the binaries run as the `postgres`
+system user, as postgres.sh runs them."""
 
 import contextlib
 import glob
@@ -12,6 +13,8 @@ import subprocess
 import time
 
 from httpload import fail, free_port
+
+POSTGRES_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "postgres.sh")
 
 
 def _pg_bin():
@@ -104,17 +107,20 @@ class Server:
         self.start()
 
 
+def _postgres_sh(*args, **env):
+    done = subprocess.run([POSTGRES_SH, *args], capture_output=True, text=True, timeout=180, check=False,
+                          env={**os.environ, **env})
+    if done.returncode != 0:
+        fail(f"postgres.sh {args[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+
+
 def new_server(directory, name, started, **settings):
     """A new cluster with a database farol, running; SETTINGS on top of the defaults. It
     is appended to STARTED before it starts."""
     server = Server(directory, free_port(), name)
-    _run([f"{PG_BIN}/initdb", "-D", server.data, "-U", USER, "--auth=trust", "-E", "UTF8",
-          "--locale=C.UTF-8", "--no-sync"])
-    server.configure(port=server.port, listen_addresses="127.0.0.1", unix_socket_directories=server.dir,
-                     cluster_name=name, fsync="off", **settings)
     started.append(server)
-    server.start()
-    server.sql("CREATE DATABASE farol")
+    extra = "".join(f"{key} = '{value}'\n" for key, value in {"cluster_name": name, **settings}.items())
+    _postgres_sh("start", server.dir, str(server.port), PG_EXTRA_CONF=extra)
     return server
 
 
@@ -132,12 +138,8 @@ def replicated_pair(work, synchronous, started):
                          max_wal_senders=5, synchronous_commit="on", synchronous_standby_names="")
 
     standby = Server(os.path.join(work, "standby"), free_port(), "standby")
-    _run([f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", USER,
-          "-D", standby.data, "-R", "-X", "stream", "-c", "fast"], timeout=120)
-    standby.configure(port=standby.port, unix_socket_directories=standby.dir, cluster_name="standby",
-                      synchronous_standby_names="")
     started.append(standby)
-    standby.start()
+    _postgres_sh("standby", primary.dir, standby.dir, str(standby.port), "standby")
     # synchronous only once the standby is there: until then every commit would wait for it
     if synchronous:
         primary.sql("ALTER SYSTEM SET synchronous_standby_names = 'standby'")
