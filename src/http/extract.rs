@@ -1,5 +1,8 @@
 //! Extractors whose rejections are problem+json: axum's own answer plain text.
 
+use std::cell::Cell;
+use std::future::Future;
+
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
@@ -12,9 +15,33 @@ use super::problem::ApiError;
 
 pub use crate::config::budget::BODY_LIMIT_BYTES;
 
+tokio::task_local! {
+    /// Whether the request is reading its body now: set before the read, cleared once it
+    /// has ended. A read cut short by the request's time limit leaves it set.
+    static READING_BODY: Cell<bool>;
+}
+
+/// Runs a request's `work` so that [`was_reading_body`] can tell, when its time limit
+/// passes, whether the client was still sending the body: a client that sends slowly
+/// gets 408, and must not spend the service's error budget with 503s.
+pub async fn tracking_body_reads<F: Future>(work: F) -> F::Output {
+    READING_BODY.scope(Cell::new(false), work).await
+}
+
+/// Whether a body read was in progress when the request's work was dropped (false
+/// outside [`tracking_body_reads`]).
+pub fn was_reading_body() -> bool {
+    READING_BODY.try_with(Cell::get).unwrap_or(false)
+}
+
+fn set_reading_body(reading: bool) {
+    let _ = READING_BODY.try_with(|flag| flag.set(reading));
+}
+
 /// A JSON object body, with problem+json rejections: media type 415, size 413, syntax
 /// 400, anything but an object or a mismatch with `T` 422, no room left in the payload
-/// budget 503.
+/// budget 503 (and, through [`was_reading_body`], a body still arriving at the request's
+/// time limit 408).
 ///
 /// The body is read frame by frame against the payload budget (`http::budget`), then
 /// parsed. axum's `Json<T>` alone would accept `["a", "b"]` for a struct (serde fills
@@ -32,18 +59,20 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let (bytes, _charge) = PayloadBudget::from_ref(state)
+        set_reading_body(true);
+        let read = PayloadBudget::from_ref(state)
             .read(body, BODY_LIMIT_BYTES)
-            .await
-            .map_err(|error| match error {
-                ReadError::TooLarge => {
-                    ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
-                }
-                ReadError::OverBudget => ApiError::OverloadedMemory,
-                ReadError::Broken => {
-                    ApiError::MalformedJson("the request body could not be read".into())
-                }
-            })?;
+            .await;
+        set_reading_body(false);
+        let (bytes, _charge) = read.map_err(|error| match error {
+            ReadError::TooLarge => {
+                ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
+            }
+            ReadError::OverBudget => ApiError::OverloadedMemory,
+            ReadError::Broken => {
+                ApiError::MalformedJson("the request body could not be read".into())
+            }
+        })?;
         // axum's own extractor on the bytes read: its media-type check and JSON syntax.
         let request = Request::from_parts(parts, Body::from(bytes));
         let axum::Json(raw) = axum::Json::<Box<RawValue>>::from_request(request, state).await?;
@@ -101,5 +130,55 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         ApiError::InvalidQuery(serde_detail(rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::header;
+    use futures_util::stream;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Anything {}
+
+    fn post(body: Body) -> Request {
+        Request::builder()
+            .method("POST")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_arrived_is_no_longer_being_read() {
+        let budget = PayloadBudget::new(1 << 20);
+        let reading = tracking_body_reads(async {
+            let parsed = Json::<Anything>::from_request(post(Body::from("{}")), &budget).await;
+            assert!(parsed.is_ok());
+            was_reading_body()
+        })
+        .await;
+        assert!(!reading, "a time limit passing now is the server's: 503");
+    }
+
+    #[tokio::test]
+    async fn a_body_still_arriving_when_the_limit_passes_is_being_read() {
+        let budget = PayloadBudget::new(1 << 20);
+        let never_ends = Body::from_stream(stream::pending::<Result<Vec<u8>, std::io::Error>>());
+        let reading = tracking_body_reads(async {
+            let limited = tokio::time::timeout(
+                Duration::from_millis(20),
+                Json::<Anything>::from_request(post(never_ends), &budget),
+            );
+            assert!(limited.await.is_err(), "the read never ends");
+            was_reading_body()
+        })
+        .await;
+        assert!(reading, "the client's slowness: 408");
+        assert!(!was_reading_body(), "outside a request: false");
     }
 }

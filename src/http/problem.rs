@@ -60,6 +60,10 @@ pub enum ApiError {
     OverloadedMemory,
     #[error("the request took too long")]
     Timeout,
+    /// The time limit passed while the client was still sending its body: its slowness,
+    /// not the server's, so a 4xx that no availability alert counts.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the database is unavailable")]
     DatabaseUnavailable,
     #[error("every database connection is busy")]
@@ -124,6 +128,11 @@ impl ApiError {
                 "timeout",
                 "Request timed out",
             ),
+            BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timed out",
+            ),
             DatabaseUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database-unavailable",
@@ -166,6 +175,7 @@ impl ApiError {
                     .into()
             }
             Timeout => "the request did not finish within the server's time limit".into(),
+            BodyTimeout => "the request body did not arrive within the server's time limit".into(),
             DatabaseUnavailable => "the database did not answer; retry shortly".into(),
             DatabaseBusy => {
                 "every database connection stayed busy for the whole wait; retry shortly".into()

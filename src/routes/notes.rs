@@ -59,6 +59,12 @@ pub enum WriteProblems {
     )]
     BadRequest(Problem),
     #[response(
+        status = 408,
+        description = "The body did not arrive within REQUEST_TIMEOUT_MS",
+        content_type = "application/problem+json"
+    )]
+    BodyTimeout(Problem),
+    #[response(
         status = 413,
         description = "Body over 1 MiB",
         content_type = "application/problem+json"

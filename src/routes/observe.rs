@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 
 use crate::http::problem::ApiError;
-use crate::http::request_id;
+use crate::http::{extract, request_id};
 use crate::state::AppState;
 use crate::telemetry::metrics::method_label;
 
@@ -50,9 +50,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
             Ok(_permit) => {
-                tokio::time::timeout(state.request_timeout, handle(&state, route, request, next))
-                    .await
-                    .unwrap_or_else(|_| ApiError::Timeout.into_response())
+                extract::tracking_body_reads(async {
+                    let limited = tokio::time::timeout(
+                        state.request_timeout,
+                        handle(&state, route, request, next),
+                    );
+                    match limited.await {
+                        Ok(response) => response,
+                        Err(_) if extract::was_reading_body() => {
+                            ApiError::BodyTimeout.into_response()
+                        }
+                        Err(_) => ApiError::Timeout.into_response(),
+                    }
+                })
+                .await
             }
         }
     };

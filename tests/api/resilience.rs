@@ -151,3 +151,41 @@ async fn a_client_dripping_its_headers_is_cut_off() {
     );
     assert_eq!(app.get("/health").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_drips_its_body_gets_a_408_not_a_503_against_the_error_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "300")]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"title\":",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed: the rest of the body will not be read")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer.contains("application/problem+json") && answer.contains("body-timeout"),
+        "{answer}"
+    );
+    assert!(!answer.contains("retry-after"), "{answer}");
+
+    // measured as the client's failure: a 4xx, which the availability SLO leaves out
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|line| line.starts_with(
+            "http_server_request_duration_seconds_count{http_request_method=\"POST\",\
+             http_response_status_code=\"408\",http_route=\"/api/v1/notes\"}"
+        )),
+        "{metrics}"
+    );
+}

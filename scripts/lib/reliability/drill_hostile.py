@@ -248,6 +248,10 @@ async def slow_client_checks(farol, verdict):
             f"{summary(busy)}, {busy_other} not 200 (limits p50 {p50_limit:.2f} ms, p99 {p99_limit:.2f} ms)")
         verdict.figure(f"  slow clients sending {name} that farol ended within {SLOW_SECONDS} s",
                        f"{ended} of {SLOW_CLIENTS} {answers or ''}")
+        if name == "a body":
+            # the client's slowness: a 4xx, which no availability alert counts
+            verdict.check(answers == {"408": SLOW_CLIENTS}, "every client dripping a body is answered 408",
+                          f"answers {answers}")
 
 
 async def drill(binary, work, verdict):
