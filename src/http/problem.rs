@@ -211,6 +211,11 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if self.status() == StatusCode::REQUEST_TIMEOUT {
+            // the rest of the body was never read: the connection cannot carry another
+            // request, and RFC 9110 asks the server to say that it closes it
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(
                 header::RETRY_AFTER,

@@ -813,6 +813,34 @@ async fn named_statements_are_planned_once_unless_the_url_says_otherwise() {
         session_setting(&app, "plan_cache_mode").await,
         "force_generic_plan"
     );
+    // a list page run six times on one pooled connection: one generic plan, reused (under
+    // auto the first five would be custom plans, and every later one too)
+    let plans = app
+        .state
+        .db
+        .run("test_plans", |session| async move {
+            let page = "SELECT id FROM notes ORDER BY created_at DESC, id DESC LIMIT $1";
+            for _ in 0..6 {
+                session
+                    .query(page, &[(&21_i64, tokio_postgres::types::Type::INT8)])
+                    .await?;
+            }
+            session
+                .query_opt(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                     WHERE statement LIKE 'SELECT id FROM notes ORDER BY%'",
+                    &[],
+                )
+                .await
+        })
+        .await
+        .unwrap()
+        .expect("the statement is prepared on this connection");
+    assert_eq!(
+        (plans.get::<_, i64>(0), plans.get::<_, i64>(1)),
+        (6, 0),
+        "(generic, custom) plans"
+    );
     // a setting of the caller's own in the URL's options wins, and the statement
     // timeout stays farol's
     let app = start(

@@ -178,6 +178,7 @@ async fn a_client_that_drips_its_body_gets_a_408_not_a_503_against_the_error_bud
         "{answer}"
     );
     assert!(!answer.contains("retry-after"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
 
     // measured as the client's failure: a 4xx, which the availability SLO leaves out
     let metrics = app.get("/metrics").await.text().await.unwrap();

@@ -108,7 +108,7 @@ class Server:
 
 
 def _postgres_sh(*args, **env):
-    done = subprocess.run([POSTGRES_SH, *args], capture_output=True, text=True, timeout=180, check=False,
+    done = subprocess.run([POSTGRES_SH, *args], capture_output=True, text=True, timeout=240, check=False,
                           env={**os.environ, **env})
     if done.returncode != 0:
         fail(f"postgres.sh {args[0]} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
@@ -116,10 +116,14 @@ def _postgres_sh(*args, **env):
 
 def new_server(directory, name, started, **settings):
     """A new cluster with a database farol, running; SETTINGS on top of the defaults. It
-    is appended to STARTED before it starts."""
+    is appended to STARTED before it starts. A commit is acknowledged only once its WAL is
+    written, with full pages, as in production (postgres.sh's defaults, made for the bench,
+    are laxer): the drills judge what an acknowledged commit keeps. fsync stays off: the
+    drills crash processes, never the machine."""
     server = Server(directory, free_port(), name)
     started.append(server)
-    extra = "".join(f"{key} = '{value}'\n" for key, value in {"cluster_name": name, **settings}.items())
+    durable = {"synchronous_commit": "on", "full_page_writes": "on"}
+    extra = "".join(f"{key} = '{value}'\n" for key, value in {"cluster_name": name, **durable, **settings}.items())
     _postgres_sh("start", server.dir, str(server.port), PG_EXTRA_CONF=extra)
     return server
 
