@@ -222,7 +222,8 @@ impl Database {
         // estimated dear (`LIMIT $n` counts as a tenth of the table, a cursor's row
         // comparison as a third), so under the default `auto` the server plans every
         // execution anew, and planning costs more than running: with generic plans a
-        // page 5,000 notes deep served 38 % more requests (docs/benchmarks.md).
+        // page 5,000 notes deep went from 0.80 to 0.95 of the first page's rate in the
+        // benchmark (docs/benchmarks.md).
         if settings.statements == Statements::Named {
             let options = pooled.driver.get_options().unwrap_or_default().to_owned();
             pooled.driver.options(format!(

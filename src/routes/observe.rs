@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use http_body::Body as _;
 
 use crate::http::problem::ApiError;
 use crate::http::{extract, request_id};
@@ -50,7 +51,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
             Ok(_permit) => {
-                extract::tracking_body_reads(async {
+                // Only a request with a body can be cut short while sending it; the others
+                // skip the bookkeeping.
+                let has_body = !request.body().is_end_stream();
+                let limited = async {
                     let limited = tokio::time::timeout(
                         state.request_timeout,
                         handle(&state, route, request, next),
@@ -62,8 +66,12 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                         }
                         Err(_) => ApiError::Timeout.into_response(),
                     }
-                })
-                .await
+                };
+                if has_body {
+                    extract::tracking_body_reads(limited).await
+                } else {
+                    limited.await
+                }
             }
         }
     };
