@@ -24,6 +24,8 @@ use deadpool_postgres::{Manager, Pool};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 #[global_allocator]
@@ -59,20 +61,37 @@ async fn main() {
 }
 
 async fn health(State(pool): State<Pool>) -> Result<Json<Value>, StatusCode> {
+    query_one(
+        &pool,
+        "SELECT current_setting('transaction_read_only') = 'off'",
+        &[],
+        &[],
+    )
+    .await?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+/// One row of `sql`, over a pooled connection and a named statement prepared once per
+/// connection (as farol's are); any failure is a 503.
+async fn query_one(
+    pool: &Pool,
+    sql: &str,
+    types: &[Type],
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, StatusCode> {
     let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
     let client = pool
         .get()
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     let statement = client
-        .prepare_cached("SELECT current_setting('transaction_read_only') = 'off'")
+        .prepare_typed_cached(sql, types)
         .await
         .map_err(unavailable)?;
     client
-        .query_one(&statement, &[])
+        .query_one(&statement, params)
         .await
-        .map_err(unavailable)?;
-    Ok(Json(json!({"status": "ok"})))
+        .map_err(unavailable)
 }
 
 #[derive(serde::Deserialize)]
@@ -90,26 +109,13 @@ async fn create_note(
     State(pool): State<Pool>,
     Json(note): Json<NoteContent>,
 ) -> Result<(StatusCode, Json<Value>), StatusCode> {
-    let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
-    let client = pool
-        .get()
-        .await
-        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-    let statement = client
-        .prepare_typed_cached(
-            INSERT_NOTE,
-            &[
-                tokio_postgres::types::Type::UUID,
-                tokio_postgres::types::Type::TEXT,
-                tokio_postgres::types::Type::TEXT,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-    let row = client
-        .query_one(&statement, &[&Uuid::now_v7(), &note.title, &note.body])
-        .await
-        .map_err(unavailable)?;
+    let row = query_one(
+        &pool,
+        INSERT_NOTE,
+        &[Type::UUID, Type::TEXT, Type::TEXT],
+        &[&Uuid::now_v7(), &note.title, &note.body],
+    )
+    .await?;
     let time = |column| {
         row.get::<_, OffsetDateTime>(column)
             .format(&Rfc3339)
