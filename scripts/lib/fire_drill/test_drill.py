@@ -7,6 +7,7 @@ when the alerting misbehaves, not only pass when it behaves.
 """
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -319,18 +320,55 @@ class Rows(unittest.TestCase):
 
 
 class AdjustConfig(unittest.TestCase):
-    def test_only_the_postgres_jobs_interval_and_timeout_rise(self):
+    def adjusted(self, jobs, work="/w/target/fire-drill"):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "prometheus.yml"
             drill.mc.dump_yaml({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                                "scrape_configs": [{"job_name": "farol"}, {"job_name": "postgres"}]}, path, "test")
-            changed = drill.adjust_config(path)
-            doc = drill.mc.load_yaml(path)
+                                "scrape_configs": jobs}, path, "test")
+            changed = drill.adjust_config(path, work)
+            return changed, drill.mc.load_yaml(path)
+
+    def test_only_the_postgres_jobs_interval_and_timeout_rise(self):
+        changed, doc = self.adjusted([{"job_name": "farol"}, {"job_name": "postgres"}])
         self.assertEqual(len(changed), 1)
         self.assertEqual(doc["scrape_configs"][0], {"job_name": "farol"})
         self.assertEqual(doc["scrape_configs"][1],
                          {"job_name": "postgres", "scrape_timeout": "2s", "scrape_interval": "2s"})
         self.assertEqual(doc["global"], {"scrape_interval": "1s", "scrape_timeout": "1s"})
+
+    def test_the_node_job_keeps_the_filesystems_of_the_drills_own_mounts_only(self):
+        _, doc = self.adjusted([{"job_name": "node"}], work="/w/target/fire-drill")
+        rules = doc["scrape_configs"][0]["metric_relabel_configs"]
+        kept = [out for labels in (
+            {"__name__": "node_filesystem_avail_bytes", "mountpoint": "/"},
+            {"__name__": "node_filesystem_avail_bytes", "mountpoint": "/w/target/fire-drill/disk"},
+            {"__name__": "node_filesystem_size_bytes", "mountpoint": "/w/target/fire-drill-other/disk"},
+            {"__name__": "node_filesystem_readonly", "mountpoint": "/w/target/fire-drill/disk"},
+            {"__name__": "node_cpu_seconds_total", "cpu": "0"},
+        ) if (out := relabel(labels, rules)) is not None]
+        self.assertEqual(kept, [
+            {"__name__": "node_filesystem_avail_bytes", "mountpoint": "/w/target/fire-drill/disk"},
+            {"__name__": "node_filesystem_readonly", "mountpoint": "/w/target/fire-drill/disk"},
+            {"__name__": "node_cpu_seconds_total", "cpu": "0"},
+        ])
+
+
+def relabel(labels, rules):
+    """Prometheus's relabelling for the actions the drill uses (replace, drop, labeldrop):
+    the source labels joined by ';', the regex anchored at both ends."""
+    labels = dict(labels)
+    for rule in rules:
+        action = rule.get("action", "replace")
+        if action == "labeldrop":
+            labels = {k: v for k, v in labels.items() if not re.fullmatch(rule["regex"], k)}
+            continue
+        value = ";".join(labels.get(name, "") for name in rule["source_labels"])
+        matched = re.fullmatch(rule["regex"], value)
+        if action == "drop" and matched:
+            return None
+        if action == "replace" and matched:
+            labels[rule["target_label"]] = matched.expand(rule["replacement"])
+    return labels
 
 
 class MemhogRefuses(unittest.TestCase):
