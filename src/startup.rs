@@ -18,12 +18,16 @@ use crate::routes;
 use crate::shutdown::Shutdown;
 use crate::state::{AppState, BUILD, Shared};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::Traces;
 
 /// How often `CONFIG_DIR` is read for changes.
 const CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Open connections at most on `METRICS_PORT`: a few scrapers.
 const METRICS_CONNECTIONS: usize = 64;
+
+/// How long the spans still queued at exit may take to leave.
+const LAST_SPANS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the application could not start, or stopped with an error: printed after `farol: `.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,8 @@ pub enum StartupError {
     /// The bound listener could not say its own address.
     #[error(transparent)]
     LocalAddress(std::io::Error),
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TracesError),
     #[error("server task failed: {0}")]
     ServerTask(#[source] tokio::task::JoinError),
 }
@@ -50,6 +56,7 @@ pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     on_live_change: Option<OnChange>,
+    traces: Option<Traces>,
 }
 
 impl Application {
@@ -62,7 +69,16 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::new(BUILD.version, BUILD.commit));
-        let db = Database::new(&settings.database, metrics.db_duration.clone())?;
+        let traces = match &settings.traces {
+            Some(traces) => Some(Traces::start(traces, metrics.traces.clone())?),
+            None => None,
+        };
+        let tracer = traces.as_ref().map(Traces::tracer);
+        let db = Database::new(
+            &settings.database,
+            metrics.db_duration.clone(),
+            tracer.clone(),
+        )?;
         let state = AppState::new(Shared {
             db,
             metrics,
@@ -74,6 +90,7 @@ impl Application {
             request_timeout: http.request_timeout,
             chaos_enabled: settings.chaos.enabled,
             metrics_on_main_port: http.metrics_port.is_none(),
+            tracer,
         });
         Ok(Self {
             settings,
@@ -81,6 +98,7 @@ impl Application {
             listener,
             metrics_listener,
             on_live_change: None,
+            traces,
         })
     }
 
@@ -118,6 +136,7 @@ impl Application {
             listener,
             metrics_listener,
             on_live_change,
+            traces,
         } = self;
         let mut background: Vec<JoinHandle<()>> = vec![tokio::spawn(readiness::supervise(
             state.db.clone(),
@@ -211,6 +230,14 @@ impl Application {
             task.abort();
         }
         state.db.close();
+        if let Some(traces) = traces {
+            // The last requests' spans, briefly: the grace period an orchestrator gives
+            // counts the drain, not a collector's whims.
+            let timeout = settings.traces.as_ref().map(|t| t.export_timeout);
+            traces
+                .shutdown(timeout.unwrap_or_default().min(LAST_SPANS_TIMEOUT))
+                .await;
+        }
         tracing::info!("stopped");
         outcome
     }

@@ -12,6 +12,7 @@ use crate::db::Database;
 use crate::http::budget::PayloadBudget;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::Tracer;
 
 /// What was built: `/version`, `farol_build_info` and the status page show it.
 #[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
@@ -55,6 +56,8 @@ pub struct Shared {
     pub chaos_enabled: bool,
     /// Whether `/metrics` is served on the main port (no `METRICS_PORT`).
     pub metrics_on_main_port: bool,
+    /// Present when traces are exported.
+    pub tracer: Option<Tracer>,
 }
 
 impl AppState {

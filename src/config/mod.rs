@@ -6,6 +6,7 @@ pub mod budget;
 pub mod database;
 pub mod env;
 pub mod live;
+pub mod traces;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub struct Settings {
     pub chaos: ChaosSettings,
     pub live: LiveSources,
     pub log_format: LogFormat,
+    /// `None`: no trace export (no OTLP endpoint set).
+    pub traces: Option<traces::TraceSettings>,
 }
 
 /// The listeners and the bounds on what clients may hold.
@@ -205,6 +208,7 @@ impl Settings {
                     _ => None,
                 },
             )?,
+            traces: traces::TraceSettings::from_env(env)?,
         };
         settings.check_consistency()?;
         Ok(settings)
@@ -297,6 +301,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.live.start, LiveSettings::default());
         assert_eq!(s.live.dir, None);
+        assert_eq!(s.traces, None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
+use crate::telemetry::traces::{self, Tracer};
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
 use read_only::ReadOnlyState;
@@ -89,6 +90,19 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The failure's kind for a span's `error.type`, from a fixed vocabulary (never the
+    /// driver's text); `None` for a row that is not there, which is an answer.
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            DbError::Unavailable { .. } => Some("unavailable"),
+            DbError::ReadOnly { .. } => Some("read_only"),
+            DbError::NoRow(_) => None,
+            DbError::Busy => Some("busy"),
+            DbError::Timeout => Some("timeout"),
+            DbError::Query(_) => Some("query"),
+        }
+    }
+
     fn broken(error: &tokio_postgres::Error) -> Self {
         DbError::Unavailable {
             reason: describe(error),
@@ -199,12 +213,18 @@ struct Inner {
     read_only: ReadOnlyState,
     reasons: ReasonLog,
     durations: HistogramVec,
+    /// Present when traces are exported: each operation in a request gets a client span.
+    tracer: Option<Tracer>,
 }
 
 impl Database {
     /// Builds the pool. No connection is made here: the service starts and serves its
     /// probes while the database is still away.
-    pub fn new(settings: &DatabaseSettings, durations: HistogramVec) -> Result<Self, SetupError> {
+    pub fn new(
+        settings: &DatabaseSettings,
+        durations: HistogramVec,
+        tracer: Option<Tracer>,
+    ) -> Result<Self, SetupError> {
         let config = &settings.connection;
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut pooled = config.clone();
@@ -254,6 +274,7 @@ impl Database {
                 read_only: ReadOnlyState::default(),
                 reasons: ReasonLog::default(),
                 durations,
+                tracer,
             }),
         })
     }
@@ -268,6 +289,7 @@ impl Database {
     {
         let started = Instant::now();
         let timeout = self.inner.query_timeout;
+        let span = self.inner.tracer.as_ref().and_then(|t| t.client_span(name));
         let result = async {
             // The fast path first: a free slot costs no timer.
             let _slot = match self.inner.slots.try_acquire() {
@@ -307,6 +329,9 @@ impl Database {
             .durations
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
+        if let Some(span) = &span {
+            traces::end_client_span(span, result.as_ref().err().and_then(DbError::kind));
+        }
         match &result {
             Ok(_) => self.mark_up(),
             Err(DbError::Unavailable {

@@ -13,11 +13,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use http_body::Body as _;
+use opentelemetry::context::FutureExt as _;
 
 use crate::http::problem::ApiError;
 use crate::http::{extract, request_id};
 use crate::state::AppState;
 use crate::telemetry::metrics::method_label;
+use crate::telemetry::traces;
 
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
@@ -75,7 +77,13 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             }
         }
     };
-    let response = request_id::scope(completion.request_id.clone(), work).await;
+    let work = request_id::scope(completion.request_id.clone(), work);
+    // With traces on, the request's span is the current context while it runs: its
+    // database operations become child spans and its log lines carry its ids.
+    let response = match &completion.trace {
+        Some(trace) => work.with_context(trace.clone()).await,
+        None => work.await,
+    };
     // A large answer holds memory until its client has read it: charged to the payload
     // budget meanwhile, or shed now if it does not fit.
     let (parts, body) = response.into_parts();
@@ -84,9 +92,11 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         None => ApiError::OverloadedMemory.into_response(),
     };
     completion.status = Some(response.status());
-    response
-        .headers_mut()
-        .insert(request_id::HEADER, completion.request_id.clone());
+    let headers = response.headers_mut();
+    headers.insert(request_id::HEADER, completion.request_id.clone());
+    if let Some(traceparent) = completion.trace.as_ref().and_then(traces::traceparent) {
+        headers.insert(traces::TRACEPARENT, traceparent);
+    }
     response
 }
 
@@ -110,11 +120,18 @@ struct Completion<'a> {
     request_id: HeaderValue,
     /// Set when a response exists; `None` on drop means the client went away.
     status: Option<StatusCode>,
+    /// The request's server span, when traces are on.
+    trace: Option<opentelemetry::Context>,
 }
 
 impl<'a> Completion<'a> {
     fn begin(state: &'a AppState, request: &Request, route: Option<MatchedPath>) -> Self {
         state.metrics.http_active.inc();
+        let trace = state.tracer.as_ref().map(|tracer| {
+            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+            let method = method_label(request.method());
+            tracer.server_span(request.headers(), method, route, request.uri().path())
+        });
         Self {
             state,
             started: Instant::now(),
@@ -122,6 +139,7 @@ impl<'a> Completion<'a> {
             route,
             request_id: request_id::from_headers(request.headers()),
             status: None,
+            trace,
         }
     }
 
@@ -144,8 +162,12 @@ impl Drop for Completion<'_> {
         state
             .metrics
             .observe_request(&self.method, route, status, elapsed.as_secs_f64());
+        let ids = self.trace.as_ref().and_then(|trace| {
+            traces::end_server_span(trace, status);
+            traces::ids(trace)
+        });
         macro_rules! access_log {
-            ($level:expr) => {
+            ($level:expr $(, $field:ident = $value:expr)*) => {
                 tracing::event!(
                     target: "farol::access",
                     $level,
@@ -155,14 +177,28 @@ impl Drop for Completion<'_> {
                     route,
                     status,
                     duration_ms = elapsed.as_micros() as f64 / 1000.0,
+                    $($field = $value,)*
                     "request"
                 )
             };
         }
-        if is_probe(route) {
-            access_log!(tracing::Level::DEBUG);
-        } else {
-            access_log!(tracing::Level::INFO);
+        // probes at debug: they come every few seconds from machines
+        macro_rules! at_level {
+            ($($field:ident = $value:expr),*) => {
+                if is_probe(route) {
+                    access_log!(tracing::Level::DEBUG $(, $field = $value)*)
+                } else {
+                    access_log!(tracing::Level::INFO $(, $field = $value)*)
+                }
+            };
+        }
+        // The line is written after the request's context has ended: its trace ids are
+        // given here.
+        match &ids {
+            Some((trace_id, span_id)) => {
+                at_level!(trace_id = trace_id.as_str(), span_id = span_id.as_str())
+            }
+            None => at_level!(),
         }
     }
 }

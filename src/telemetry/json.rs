@@ -10,6 +10,7 @@
 
 use std::fmt::{self, Write};
 
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
@@ -40,6 +41,7 @@ where
         writer.write_str(metadata.level().as_str())?;
         writer.write_str("\",\"target\":")?;
         write_string(&mut writer, metadata.target())?;
+        write_trace_ids(&mut writer)?;
         let mut fields = Fields {
             writer: &mut writer,
             result: Ok(()),
@@ -49,6 +51,25 @@ where
         fields.result?;
         writer.write_str("}\n")
     }
+}
+
+/// The ids of the span current on this thread (a request's, with traces on), as
+/// `trace_id` and `span_id`: a log line and its trace find each other. Nothing when no
+/// span is current (traces off, or outside a request).
+fn write_trace_ids(out: &mut impl Write) -> fmt::Result {
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let context = span.span_context();
+        if !context.is_valid() {
+            return Ok(());
+        }
+        write!(
+            out,
+            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+            context.trace_id(),
+            context.span_id()
+        )
+    })
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T19:22:49.961744Z`. Written digit
@@ -241,6 +262,38 @@ mod tests {
                 .finish()
         };
         lines_written(theirs, emit)
+    }
+
+    #[test]
+    fn a_line_written_while_a_span_is_current_carries_its_trace_and_span_ids() {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+        };
+        let span = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let lines = capture(|| {
+            tracing::info!("before");
+            {
+                let _current = opentelemetry::Context::new()
+                    .with_remote_span_context(span)
+                    .attach();
+                tracing::warn!(detail = 1u64, "inside");
+            }
+            tracing::info!("after");
+        });
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[1]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[1]["detail"], 1);
+        for outside in [&lines[0], &lines[2]] {
+            assert!(outside.get("trace_id").is_none(), "{outside}");
+            assert!(outside.get("span_id").is_none(), "{outside}");
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The service's Prometheus metrics (docs/architecture.md lists them), with OpenTelemetry
+//! The service's Prometheus metrics (docs/service.md lists them), with OpenTelemetry
 //! semantic-convention names. Each [`Metrics`] has its own registry, so that several instances (tests) never
 //! mix their figures.
 
 use axum::http::Method;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use super::traces::ExportCounters;
 
 /// The `http_request_method` label: the method if it is one of the standard ones, else
 /// `_OTHER`, as the OpenTelemetry HTTP conventions say. hyper accepts any token as a
@@ -41,6 +44,8 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     pub db_connections_max: IntGauge,
     pub db_duration: HistogramVec,
+    /// The trace export's counters: zero while traces are off.
+    pub traces: ExportCounters,
 }
 
 impl Metrics {
@@ -92,6 +97,22 @@ impl Metrics {
         )
         .expect("valid metric");
         build_info.with_label_values(&[version, commit]).set(1);
+        let spans_exported = IntCounter::new(
+            "farol_trace_spans_exported_total",
+            "Spans the collector accepted.",
+        )
+        .expect("valid metric");
+        let spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "farol_trace_spans_dropped_total",
+                "Spans dropped: the export queue was full (queue_full) or their export failed (export_failed).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["queue_full", "export_failed"] {
+            spans_dropped.with_label_values(&[reason]);
+        }
 
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
@@ -100,6 +121,8 @@ impl Metrics {
             Box::new(db_connections_max.clone()),
             Box::new(db_duration.clone()),
             Box::new(build_info),
+            Box::new(spans_exported.clone()),
+            Box::new(spans_dropped.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry
@@ -113,6 +136,10 @@ impl Metrics {
             db_connections,
             db_connections_max,
             db_duration,
+            traces: ExportCounters {
+                exported: spans_exported,
+                dropped: spans_dropped,
+            },
         }
     }
 

@@ -1,7 +1,8 @@
-//! Logs and metrics.
+//! Logs, metrics and traces.
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod traces;
 pub mod writer;
 
 /// An error and every cause under it, `: `-separated: the driver's errors put the useful

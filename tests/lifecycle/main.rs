@@ -8,3 +8,4 @@ mod cli;
 mod logs;
 mod read_only;
 mod shutdown;
+mod traces;

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod forward;
 pub mod kubelet;
+pub mod otlp;
 pub mod pg;
 pub mod pgbouncer;
 pub mod process;
