@@ -16,9 +16,9 @@ MAKEFLAGS += --no-print-directory
 export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH)
 
 # The steps of `make ci`, in order: the fast checks first, the drills last.
-CI_STEPS := fmt-check lint test validate status-page queries fuzz reliability e2e-compose drill-quick
+CI_STEPS := fmt-check lint test validate status-page exemplars queries fuzz reliability e2e-compose drill-quick
 
-.PHONY: help run test fmt fmt-check lint validate status-page queries fuzz reliability \
+.PHONY: help run test fmt fmt-check lint validate status-page exemplars queries fuzz reliability \
 	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule slo
 
 help: ## list the verbs
@@ -52,6 +52,9 @@ slo: ## regenerate the SLO rules, their tests and dashboard rows from monitoring
 
 status-page: ## the browser status page, in headless Chromium
 	scripts/check-status-page
+
+exemplars: ## a real Prometheus stores the trace ids farol puts on its latency histogram
+	scripts/check-exemplars
 
 queries: ## every rule and dashboard query against a live Prometheus scraping farol
 	scripts/check-queries

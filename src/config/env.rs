@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One bad setting: which variable, and what is wrong with it. Printed as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +94,37 @@ impl Env {
             Some(raw) => parse(raw.trim())
                 .ok_or_else(|| ConfigError::new(name, format!("expected {expected}, got {raw:?}"))),
         }
+    }
+
+    /// A whole number from 1 to `max`, or `default` when unset.
+    pub fn count(&self, name: &str, default: usize, max: usize) -> Result<usize, ConfigError> {
+        self.parse_or(
+            name,
+            default,
+            &format!("a whole number from 1 to {max}"),
+            |s| s.parse().ok().filter(|n| (1..=max).contains(n)),
+        )
+    }
+
+    /// Milliseconds from `min` to `max`, or `default` (in milliseconds) when unset.
+    pub fn millis(
+        &self,
+        name: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_or(
+            name,
+            Duration::from_millis(default),
+            &format!("milliseconds from {min} to {max}"),
+            |s| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|v| (min..=max).contains(v))
+                    .map(Duration::from_millis)
+            },
+        )
     }
 
     /// A secret given either as `name` or as a path in `name_FILE` (Docker secrets,

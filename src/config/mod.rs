@@ -119,31 +119,12 @@ pub struct LiveSources {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let millis = |name: &str, default: u64, min: u64, max: u64| {
-            env.parse_or(
-                name,
-                Duration::from_millis(default),
-                &format!("milliseconds from {min} to {max}"),
-                |s| {
-                    s.parse::<u64>()
-                        .ok()
-                        .filter(|v| (min..=max).contains(v))
-                        .map(Duration::from_millis)
-                },
-            )
-        };
+        let millis = |name: &str, default, min, max| env.millis(name, default, min, max);
         // 0 asks the kernel for a free port: tests and one-off runs use it.
         let port = |name: &str, default: u16| {
             env.parse_or(name, default, "a port number (0-65535)", |s| s.parse().ok())
         };
-        let count = |name: &str, default: usize, max: usize| {
-            env.parse_or(
-                name,
-                default,
-                &format!("a whole number from 1 to {max}"),
-                |s| s.parse().ok().filter(|n| (1..=max).contains(n)),
-            )
-        };
+        let count = |name: &str, default, max| env.count(name, default, max);
         let flag = |name: &str, default: bool| {
             env.parse_or(name, default, "true or false", env::parse_bool)
         };

@@ -53,7 +53,16 @@ pub struct TraceSettings {
     pub batch_size: usize,
     /// The longest a span waits for a batch to fill (`OTEL_BSP_SCHEDULE_DELAY`).
     pub schedule_delay: Duration,
+    /// Whether a request's `traceparent` is continued (`OTEL_PROPAGATORS=tracecontext`,
+    /// the default) or ignored (`none`: where clients are strangers, who could otherwise
+    /// force sampling or graft spans onto another trace).
+    pub continue_incoming: bool,
 }
+
+/// Spans waiting for export, and per export, at most: each span is about a kilobyte
+/// (its path and `tracestate` are bounded), so the queue's memory stays in megabytes.
+const MAX_QUEUE_SIZE: usize = 8192;
+const MAX_BATCH_SIZE: usize = 2048;
 
 const DEFAULT_SERVICE_NAME: &str = "farol";
 
@@ -71,6 +80,10 @@ impl TraceSettings {
                 _ => None,
             },
         )?;
+        // switched off: the rest is not read, whatever it says
+        if disabled || !exporter {
+            return Ok(None);
+        }
         let protocol = protocol(env)?;
         let endpoint = match (
             env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
@@ -88,33 +101,15 @@ impl TraceSettings {
             }
             (None, None) => return Ok(None),
         };
-        if disabled || !exporter {
-            return Ok(None);
-        }
-        let millis = |name: &str, default: u64| {
-            env.parse_or(
-                name,
-                Duration::from_millis(default),
-                "milliseconds from 1 to 600000",
-                |s| {
-                    s.parse::<u64>()
-                        .ok()
-                        .filter(|v| (1..=600_000).contains(v))
-                        .map(Duration::from_millis)
-                },
-            )
-        };
-        let count = |name: &str, default: usize| {
-            env.parse_or(name, default, "a whole number from 1 to 1000000", |s| {
-                s.parse().ok().filter(|n| (1..=1_000_000).contains(n))
-            })
-        };
+        unsupported_exporter_settings(env)?;
+        let millis = |name: &str, default| env.millis(name, default, 1, 600_000);
+        let count = |name: &str, default, max| env.count(name, default, max);
         let export_timeout = match env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
             Some(_) => millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000)?,
             None => millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
         };
-        let queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?;
-        let batch_size = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?;
+        let queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", 2048, MAX_QUEUE_SIZE)?;
+        let batch_size = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, MAX_BATCH_SIZE)?;
         if batch_size > queue_size {
             return Err(ConfigError::new(
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -130,6 +125,16 @@ impl TraceSettings {
             queue_size,
             batch_size,
             schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", 5000)?,
+            continue_incoming: env.parse_or(
+                "OTEL_PROPAGATORS",
+                true,
+                "tracecontext or none (farol reads W3C trace context only)",
+                |s| match s {
+                    "tracecontext" => Some(true),
+                    "none" => Some(false),
+                    _ => None,
+                },
+            )?,
         }))
     }
 
@@ -139,6 +144,39 @@ impl TraceSettings {
             .find(|(key, _)| key == "service.name")
             .map_or(DEFAULT_SERVICE_NAME, |(_, value)| value)
     }
+}
+
+/// What the OTLP exporter would read by itself, and farol cannot honour: refused rather
+/// than ignored. Headers are left to the exporter (they may hold a token, which must not
+/// reach an error message), but their shape is checked here, since the exporter drops a
+/// malformed pair without a word.
+fn unsupported_exporter_settings(env: &Env) -> Result<(), ConfigError> {
+    for name in [
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    ] {
+        env.parse_or(name, (), "none (farol sends spans uncompressed)", |s| {
+            (s == "none").then_some(())
+        })?;
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        let well_formed = env.get(name).is_none_or(|headers| {
+            headers.split(',').all(|pair| {
+                pair.split_once('=')
+                    .is_some_and(|(key, _)| !key.trim().is_empty())
+            })
+        });
+        if !well_formed {
+            return Err(ConfigError::new(
+                name,
+                "key=value pairs separated by commas, values percent-encoded",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn protocol(env: &Env) -> Result<OtlpProtocol, ConfigError> {
@@ -171,6 +209,14 @@ fn endpoint_url<'a>(name: &str, url: &'a str) -> Result<&'a str, ConfigError> {
     })?;
     if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace) {
         return Err(ConfigError::new(name, "an http:// URL with a host"));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(ConfigError::new(
+            name,
+            "a URL without credentials (they would be logged with the endpoint): put them \
+             in OTEL_EXPORTER_OTLP_HEADERS",
+        ));
     }
     Ok(url)
 }
@@ -308,6 +354,21 @@ mod tests {
     }
 
     #[test]
+    fn switched_off_nothing_else_is_read_and_incoming_traces_can_be_ignored() {
+        let off = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ];
+        assert_eq!(settings(&off).unwrap(), None);
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        assert!(settings(&[endpoint]).unwrap().unwrap().continue_incoming);
+        let edge = settings(&[endpoint, ("OTEL_PROPAGATORS", "none")])
+            .unwrap()
+            .unwrap();
+        assert!(!edge.continue_incoming);
+    }
+
+    #[test]
     fn samplers_and_their_ratio() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
         assert_eq!(
@@ -342,6 +403,11 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
             ("OTEL_SDK_DISABLED", "perhaps"),
             ("OTEL_TRACES_EXPORTER", "jaeger"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:token@c:4318"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100000"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization"),
+            ("OTEL_PROPAGATORS", "b3"),
         ] {
             let mut pairs = vec![(name, value)];
             if name != endpoint.0 {

@@ -31,7 +31,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
-use crate::telemetry::traces::{self, Tracer};
+use crate::telemetry::traces::Tracer;
 use connect::{ConnectError, PoolManager};
 use outage::ReasonLog;
 use read_only::ReadOnlyState;
@@ -329,8 +329,8 @@ impl Database {
             .durations
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        if let Some(span) = &span {
-            traces::end_client_span(span, result.as_ref().err().and_then(DbError::kind));
+        if let Some(span) = span {
+            span.end(result.as_ref().err().and_then(DbError::kind));
         }
         match &result {
             Ok(_) => self.mark_up(),

@@ -1,10 +1,11 @@
 //! `/version` and `/metrics`.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 
 use crate::state::{AppState, BUILD, BuildInfo};
+use crate::telemetry::openmetrics;
 
 /// What is running.
 #[utoipa::path(
@@ -15,15 +16,29 @@ pub async fn version() -> axum::Json<BuildInfo> {
     axum::Json(BUILD)
 }
 
-/// Prometheus text format. The pool gauges are read now, at scrape time.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text format; OpenMetrics, with the latency histogram's exemplars, when
+/// traces are on and the scraper asks for it. The pool gauges are read now, at scrape
+/// time.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let (idle, used, max) = state.db.pool_status();
     state.metrics.set_pool(idle, used, max);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    let openmetrics = state.tracer.is_some()
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(openmetrics::is_asked_for);
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)],
+            state.metrics.render_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+    }
 }

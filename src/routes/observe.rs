@@ -127,11 +127,21 @@ struct Completion<'a> {
 impl<'a> Completion<'a> {
     fn begin(state: &'a AppState, request: &Request, route: Option<MatchedPath>) -> Self {
         state.metrics.http_active.inc();
-        let trace = state.tracer.as_ref().map(|tracer| {
-            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-            let method = method_label(request.method());
-            tracer.server_span(request.headers(), method, route, request.uri().path())
-        });
+        // Probes and scrapes make no trace: they come every few seconds from machines.
+        let route_template = route.as_ref().map(MatchedPath::as_str);
+        let trace = state
+            .tracer
+            .as_ref()
+            .filter(|_| !is_probe(route_template.unwrap_or(UNMATCHED)))
+            .map(|tracer| {
+                let method = method_label(request.method());
+                tracer.server_span(
+                    request.headers(),
+                    method,
+                    route_template,
+                    request.uri().path(),
+                )
+            });
         Self {
             state,
             started: Instant::now(),
@@ -159,13 +169,17 @@ impl Drop for Completion<'_> {
             None => CLIENT_CLOSED_REQUEST,
         };
         let route = self.route();
-        state
-            .metrics
-            .observe_request(&self.method, route, status, elapsed.as_secs_f64());
         let ids = self.trace.as_ref().and_then(|trace| {
             traces::end_server_span(trace, status);
             traces::ids(trace)
         });
+        state.metrics.observe_request(
+            &self.method,
+            route,
+            status,
+            elapsed.as_secs_f64(),
+            ids.as_ref(),
+        );
         macro_rules! access_log {
             ($level:expr $(, $field:ident = $value:expr)*) => {
                 tracing::event!(
@@ -195,8 +209,11 @@ impl Drop for Completion<'_> {
         // The line is written after the request's context has ended: its trace ids are
         // given here.
         match &ids {
-            Some((trace_id, span_id)) => {
-                at_level!(trace_id = trace_id.as_str(), span_id = span_id.as_str())
+            Some(ids) => {
+                at_level!(
+                    trace_id = ids.trace_id.as_str(),
+                    span_id = ids.span_id.as_str()
+                )
             }
             None => at_level!(),
         }

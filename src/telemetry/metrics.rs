@@ -2,13 +2,18 @@
 //! semantic-convention names. Each [`Metrics`] has its own registry, so that several instances (tests) never
 //! mix their figures.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::http::Method;
+use prometheus::proto::LabelPair;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use super::traces::ExportCounters;
+use super::openmetrics::{self, Exemplar};
+use super::traces::{ExportCounters, SpanIds};
 
 /// The `http_request_method` label: the method if it is one of the standard ones, else
 /// `_OTHER`, as the OpenTelemetry HTTP conventions say. hyper accepts any token as a
@@ -46,22 +51,76 @@ pub struct Metrics {
     pub db_duration: HistogramVec,
     /// The trace export's counters: zero while traces are off.
     pub traces: ExportCounters,
+    latency_exemplars: LatencyExemplars,
+}
+
+const HTTP_DURATION: &str = "http_server_request_duration_seconds";
+const HTTP_DURATION_LABELS: [&str; 3] = [
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+];
+
+/// The latest sampled trace of each bucket of each series of the latency histogram.
+/// Bounded as the histogram is: its labels are bounded, and each series keeps one
+/// exemplar per bucket.
+#[derive(Default)]
+struct LatencyExemplars(Mutex<HashMap<String, [Option<Exemplar>; HTTP_BUCKETS.len() + 1]>>);
+
+impl LatencyExemplars {
+    fn key(method: &str, route: &str, status: &str) -> String {
+        // a separator no label value here can hold
+        format!("{method}\n{route}\n{status}")
+    }
+
+    fn record(&self, key: String, seconds: f64, ids: &SpanIds) {
+        let bucket = HTTP_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(HTTP_BUCKETS.len());
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let exemplar = Exemplar {
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
+            value: seconds,
+            timestamp,
+        };
+        let mut series = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        series.entry(key).or_default()[bucket] = Some(exemplar);
+    }
+
+    fn get(&self, labels: &[LabelPair], bucket: usize) -> Option<Exemplar> {
+        let value = |name: &str| {
+            labels
+                .iter()
+                .find(|pair| pair.name() == name)
+                .map_or("", LabelPair::value)
+        };
+        let [method, route, status] = HTTP_DURATION_LABELS.map(value);
+        let series = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        series
+            .get(&Self::key(method, route, status))?
+            .get(bucket)?
+            .clone()
+    }
 }
 
 impl Metrics {
     pub fn new(version: &str, commit: &str) -> Self {
         let registry = Registry::new();
         let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_server_request_duration_seconds",
-                "Duration of HTTP server requests.",
-            )
-            .buckets(HTTP_BUCKETS.to_vec()),
-            &[
-                "http_request_method",
-                "http_route",
-                "http_response_status_code",
-            ],
+            HistogramOpts::new(HTTP_DURATION, "Duration of HTTP server requests.")
+                .buckets(HTTP_BUCKETS.to_vec()),
+            &HTTP_DURATION_LABELS,
         )
         .expect("valid metric");
         let http_active = IntGauge::new(
@@ -140,19 +199,31 @@ impl Metrics {
                 exported: spans_exported,
                 dropped: spans_dropped,
             },
+            latency_exemplars: LatencyExemplars::default(),
         }
     }
 
     /// Records one finished request. Every label is bounded: the method is one of the
     /// standard ones or `_OTHER`, the route a template of ours, the status a code we sent.
-    pub fn observe_request(&self, method: &Method, route: &str, status: u16, seconds: f64) {
+    /// A sampled trace's ids become the exemplar of the bucket the request fell in.
+    pub fn observe_request(
+        &self,
+        method: &Method,
+        route: &str,
+        status: u16,
+        seconds: f64,
+        trace: Option<&SpanIds>,
+    ) {
+        let method = method_label(method);
+        let mut status_text = itoa::Buffer::new();
+        let status = status_text.format(status);
         self.http_duration
-            .with_label_values(&[
-                method_label(method),
-                route,
-                itoa::Buffer::new().format(status),
-            ])
+            .with_label_values(&[method, route, status])
             .observe(seconds);
+        if let Some(ids) = trace.filter(|ids| ids.sampled) {
+            let key = LatencyExemplars::key(method, route, status);
+            self.latency_exemplars.record(key, seconds, ids);
+        }
     }
 
     /// Sets the pool gauges from a snapshot taken at scrape time.
@@ -164,6 +235,18 @@ impl Metrics {
             .with_label_values(&["used"])
             .set(used as i64);
         self.db_connections_max.set(max as i64);
+    }
+
+    /// The OpenMetrics exposition, with the latency histogram's exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(32 * 1024);
+        openmetrics::write(&mut out, &self.registry.gather(), |name, labels, bucket| {
+            (name == HTTP_DURATION)
+                .then(|| self.latency_exemplars.get(labels, bucket))
+                .flatten()
+        })
+        .expect("writing to a String does not fail");
+        out
     }
 
     /// The text exposition format.
@@ -194,12 +277,61 @@ mod tests {
         }
     }
 
+    fn ids(trace: char, sampled: bool) -> SpanIds {
+        SpanIds {
+            trace_id: trace.to_string().repeat(32),
+            span_id: "b".repeat(16),
+            sampled,
+        }
+    }
+
+    #[test]
+    fn a_sampled_request_is_the_exemplar_of_its_bucket_in_openmetrics_only() {
+        let metrics = Metrics::new("v", "c");
+        let route = "/api/v1/notes";
+        metrics.observe_request(&Method::POST, route, 201, 0.03, Some(&ids('a', true)));
+        // an unsampled trace was never recorded: no exemplar may point at it
+        metrics.observe_request(&Method::POST, route, 201, 0.2, Some(&ids('c', false)));
+        metrics.observe_request(&Method::POST, route, 201, 30.0, Some(&ids('d', true)));
+        let text = metrics.render_openmetrics();
+        let bucket = |le: &str| {
+            let prefix = format!(
+                "http_server_request_duration_seconds_bucket{{http_request_method=\"POST\",http_response_status_code=\"201\",http_route=\"{route}\",le=\"{le}\"}}"
+            );
+            text.lines()
+                .find(|line| line.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+                .to_owned()
+        };
+        let line = bucket("0.05");
+        let (sample, exemplar) = line.split_once(" # ").expect("an exemplar");
+        assert!(sample.ends_with(" 1"), "{line}");
+        let a = "a".repeat(32);
+        let b = "b".repeat(16);
+        assert!(
+            exemplar.starts_with(&format!("{{trace_id=\"{a}\",span_id=\"{b}\"}} 0.03 ")),
+            "{line}"
+        );
+        assert!(!bucket("0.025").contains(" # "), "below its bucket: none");
+        assert!(!bucket("0.25").contains(" # "), "unsampled: none");
+        assert!(
+            bucket("+Inf").contains(&"d".repeat(32)),
+            "past the last bound: +Inf"
+        );
+        assert!(text.ends_with("# EOF\n"));
+        // counters: the family without _total, the sample with it
+        assert!(text.contains("# TYPE farol_trace_spans_exported counter\n"));
+        assert!(text.contains("\nfarol_trace_spans_exported_total 0\n"));
+        // the classic text format has no exemplars
+        assert!(!metrics.render().contains(&a));
+    }
+
     #[test]
     fn made_up_methods_add_no_series() {
         let metrics = Metrics::new("v", "c");
         for n in 0..500 {
             let method = Method::from_bytes(format!("M{n:05}").as_bytes()).unwrap();
-            metrics.observe_request(&method, "/livez", 200, 0.001);
+            metrics.observe_request(&method, "/livez", 200, 0.001, None);
         }
         let text = metrics.render();
         let series = text

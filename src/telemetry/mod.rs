@@ -2,6 +2,7 @@
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod openmetrics;
 pub mod traces;
 pub mod writer;
 

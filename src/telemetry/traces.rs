@@ -10,20 +10,24 @@
 
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{Bytes, HttpClient, HttpError};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
 };
 use prometheus::{IntCounter, IntCounterVec};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::error_chain;
 use crate::config::traces::{OtlpProtocol, RootSampler, SamplerChoice, TraceSettings};
 
 /// What the rest of the service holds: a tracer (cheap to clone) and the W3C trace
@@ -32,6 +36,8 @@ use crate::config::traces::{OtlpProtocol, RootSampler, SamplerChoice, TraceSetti
 pub struct Tracer {
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    /// Whether an incoming `traceparent` is continued (`OTEL_PROPAGATORS`).
+    continue_incoming: bool,
 }
 
 /// The export's counters, registered with the service's other metrics.
@@ -65,6 +71,7 @@ impl Traces {
             endpoint: settings.endpoint.clone(),
             source,
         };
+        let last_failure = LastFailure::default();
         let mut exporter = match settings.protocol {
             OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
@@ -76,6 +83,10 @@ impl Traces {
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(&settings.endpoint)
                 .with_timeout(settings.export_timeout)
+                .with_http_client(ExplainedHttp {
+                    inner: HyperClient::with_default_connector(settings.export_timeout, None),
+                    last_failure: last_failure.clone(),
+                })
                 .build(),
         }
         .map_err(error)?;
@@ -95,6 +106,8 @@ impl Traces {
             closing,
             exporter,
             Batching {
+                endpoint: settings.endpoint.clone(),
+                last_failure,
                 size: settings.batch_size,
                 delay: settings.schedule_delay,
                 timeout: settings.export_timeout,
@@ -113,6 +126,7 @@ impl Traces {
             tracer: Tracer {
                 tracer: provider.tracer("farol"),
                 propagator: TraceContextPropagator::new(),
+                continue_incoming: settings.continue_incoming,
             },
             provider,
             close: Some(close),
@@ -130,10 +144,18 @@ impl Traces {
         if let Some(close) = self.close.take() {
             let _ = close.send(());
         }
-        if tokio::time::timeout(timeout, &mut self.task).await.is_err() {
-            self.task.abort();
-            tracing::warn!("the last spans were not exported within the shutdown timeout");
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the trace export task failed"),
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "the last spans were not exported in time and are lost"
+                );
+            }
         }
+        // the processors' shutdown says "use Traces::shutdown": that is this
         let _ = self.provider.shutdown();
     }
 }
@@ -154,26 +176,41 @@ fn sampler(choice: SamplerChoice) -> Sampler {
 
 impl Tracer {
     /// The server span of a request: a child of the caller's trace when the request
-    /// carries a valid `traceparent`, else the root of a new one. Named after the route
-    /// template (never the path, which holds ids), as the HTTP conventions say.
+    /// carries a valid `traceparent` (and incoming traces are continued), else the root
+    /// of a new one. Named after the route template (never the path, which holds ids),
+    /// as the HTTP conventions say; what the client sent is bounded before it is kept.
     pub fn server_span(
         &self,
         headers: &axum::http::HeaderMap,
         method: &'static str,
-        route: &str,
+        route: Option<&str>,
         path: &str,
     ) -> Context {
-        let parent = self.propagator.extract(&Headers(headers));
+        let parent = if self.continue_incoming {
+            self.propagator.extract(&Headers(headers))
+        } else {
+            Context::new()
+        };
+        // The conventions' names: `{method} {route}`, the method alone without a route,
+        // `HTTP` for a method outside the standard ones.
+        let name = match (method, route) {
+            ("_OTHER", _) => "HTTP".to_owned(),
+            (method, Some(route)) => format!("{method} {route}"),
+            (method, None) => method.to_owned(),
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.path", bounded(path, MAX_PATH_BYTES)),
+            KeyValue::new("url.scheme", "http"),
+        ];
+        if let Some(route) = route {
+            attributes.push(KeyValue::new("http.route", route.to_owned()));
+        }
         let span = self
             .tracer
-            .span_builder(format!("{method} {route}"))
+            .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("http.route", route.to_owned()),
-                KeyValue::new("url.path", path.to_owned()),
-                KeyValue::new("url.scheme", "http"),
-            ])
+            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
         parent.with_span(span)
     }
@@ -181,7 +218,7 @@ impl Tracer {
     /// A database operation's client span, a child of the current request's span; none
     /// outside a request (the readiness checks would otherwise start a trace of their
     /// own every few seconds).
-    pub fn client_span(&self, operation: &'static str) -> Option<Context> {
+    pub fn client_span(&self, operation: &'static str) -> Option<ClientSpan> {
         let parent = Context::current();
         if !parent.has_active_span() {
             return None;
@@ -195,8 +232,49 @@ impl Tracer {
                 KeyValue::new("db.operation.name", operation),
             ])
             .start_with_context(&self.tracer, &parent);
-        Some(parent.with_span(span))
+        Some(ClientSpan(Some(parent.with_span(span))))
     }
+}
+
+/// A database operation's span. Ended by [`ClientSpan::end`] with the outcome; dropped
+/// unended, its operation was abandoned (the request timed out or its client went away),
+/// and it says so rather than pass for a success.
+pub struct ClientSpan(Option<Context>);
+
+impl ClientSpan {
+    /// `error` is the kind of failure, from a fixed vocabulary.
+    pub fn end(mut self, error: Option<&'static str>) {
+        if let Some(cx) = self.0.take() {
+            end_client_span(&cx, error);
+        }
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        if let Some(cx) = self.0.take() {
+            end_client_span(&cx, Some("cancelled"));
+        }
+    }
+}
+
+/// What a span keeps of the request path: enough to recognise it; a head may hold
+/// tens of KiB of path, and every queued span would keep its copy.
+const MAX_PATH_BYTES: usize = 256;
+
+/// A `tracestate` longer than this is not continued: W3C's 32 members of up to 256
+/// characters each would otherwise be copied into every span of the request.
+const MAX_TRACESTATE_BYTES: usize = 512;
+
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Ends a server span with the status the client got: an error for 5xx only (a 4xx is
@@ -214,8 +292,7 @@ pub fn end_server_span(cx: &Context, status: u16) {
     span.end();
 }
 
-/// Ends a client span; `error` is the kind of failure, from a fixed vocabulary.
-pub fn end_client_span(cx: &Context, error: Option<&'static str>) {
+fn end_client_span(cx: &Context, error: Option<&'static str>) {
     let span = cx.span();
     if let Some(kind) = error {
         span.set_attribute(KeyValue::new("error.type", kind));
@@ -227,22 +304,40 @@ pub fn end_client_span(cx: &Context, error: Option<&'static str>) {
 /// The W3C header that carries a trace from service to service.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The `traceparent` header value that names the span of `cx`.
+/// The `traceparent` header value that names the span of `cx` (its `tracestate` is not
+/// sent back: the client has it).
 pub fn traceparent(cx: &Context) -> Option<axum::http::HeaderValue> {
-    let mut out = Traceparent(None);
-    TraceContextPropagator::new().inject_context(cx, &mut out);
-    out.0
-}
-
-/// The trace and span ids of `cx`'s span, as lowercase hex, when it has a valid one.
-pub fn ids(cx: &Context) -> Option<(String, String)> {
     let span = cx.span();
     let context = span.span_context();
-    context.is_valid().then(|| {
-        (
-            context.trace_id().to_string(),
-            context.span_id().to_string(),
-        )
+    if !context.is_valid() {
+        return None;
+    }
+    let value = format!(
+        "00-{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    );
+    axum::http::HeaderValue::try_from(value).ok()
+}
+
+/// The ids of a span, as lowercase hex, and whether its trace is sampled (recorded and
+/// sent: only then can an exemplar point at it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub span_id: String,
+    pub sampled: bool,
+}
+
+/// The ids of `cx`'s span, when it has a valid one.
+pub fn ids(cx: &Context) -> Option<SpanIds> {
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| SpanIds {
+        trace_id: context.trace_id().to_string(),
+        span_id: context.span_id().to_string(),
+        sampled: context.is_sampled(),
     })
 }
 
@@ -250,7 +345,8 @@ struct Headers<'a>(&'a axum::http::HeaderMap);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let value = self.0.get(key).and_then(|v| v.to_str().ok())?;
+        (key != "tracestate" || value.len() <= MAX_TRACESTATE_BYTES).then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -258,13 +354,57 @@ impl Extractor for Headers<'_> {
     }
 }
 
-struct Traceparent(Option<axum::http::HeaderValue>);
+/// The cause of the HTTP exporter's last failure: the exporter reduces a transport error
+/// to "network error" and keeps the rest for its own debug log, which is not compiled in.
+#[derive(Clone, Debug, Default)]
+struct LastFailure(Arc<Mutex<Option<String>>>);
 
-impl Injector for Traceparent {
-    fn set(&mut self, key: &str, value: String) {
-        if key == TRACEPARENT {
-            self.0 = axum::http::HeaderValue::try_from(value).ok();
+impl LastFailure {
+    fn set(&self, cause: String) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cause);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+/// hyper's client for the HTTP exporter, noting why an export failed.
+#[derive(Debug)]
+struct ExplainedHttp {
+    inner: HyperClient,
+    last_failure: LastFailure,
+}
+
+/// What of a refusal's body the log keeps.
+const MAX_REFUSAL_BYTES: usize = 200;
+
+#[async_trait::async_trait]
+impl HttpClient for ExplainedHttp {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<Bytes>,
+    ) -> Result<opentelemetry_http::Response<Bytes>, HttpError> {
+        let result = self.inner.send_bytes(request).await;
+        match &result {
+            Err(error) => self.last_failure.set(error_chain(error.as_ref())),
+            Ok(response) if !response.status().is_success() => {
+                let body = response.body();
+                let shown = String::from_utf8_lossy(&body[..body.len().min(MAX_REFUSAL_BYTES)]);
+                self.last_failure.set(format!(
+                    "the collector answered {}: {shown}",
+                    response.status()
+                ));
+            }
+            Ok(_) => {}
         }
+        result
     }
 }
 
@@ -284,16 +424,25 @@ impl SpanProcessor for BoundedQueue {
         }
     }
 
+    // The export task is flushed and stopped by `Traces::shutdown`, which owns it: a
+    // caller of these would otherwise believe its spans sent.
     fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
+        Err(OTelSdkError::InternalFailure(
+            "flushed by Traces::shutdown only".into(),
+        ))
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
+        Err(OTelSdkError::InternalFailure(
+            "stopped by Traces::shutdown only".into(),
+        ))
     }
 }
 
 struct Batching {
+    /// The collector, for the log lines that say it fails.
+    endpoint: String,
+    last_failure: LastFailure,
     size: usize,
     delay: Duration,
     timeout: Duration,
@@ -342,7 +491,7 @@ async fn export_loop(
                 Ok(Ok(())) => {
                     counters.exported.inc_by(spans);
                     if failing {
-                        tracing::info!("trace export works again");
+                        tracing::info!(endpoint = batching.endpoint, "trace export works again");
                         failing = false;
                     }
                 }
@@ -351,7 +500,13 @@ async fn export_loop(
                     if !failing {
                         // once per failing streak: a collector that is down would
                         // otherwise log a line per batch
-                        tracing::warn!(%error, "trace export failed; spans are dropped until it works again");
+                        let cause = batching.last_failure.take();
+                        tracing::warn!(
+                            %error,
+                            cause = cause.as_deref().unwrap_or("(the exporter's error says it all)"),
+                            endpoint = batching.endpoint,
+                            "trace export failed; spans are dropped until it works again"
+                        );
                         failing = true;
                     }
                 }
@@ -359,6 +514,7 @@ async fn export_loop(
                     failed.inc_by(spans);
                     if !failing {
                         tracing::warn!(
+                            endpoint = batching.endpoint,
                             timeout_ms = batching.timeout.as_millis() as u64,
                             "trace export timed out; spans are dropped until it works again"
                         );
@@ -371,5 +527,31 @@ async fn export_loop(
             let _ = exporter.shutdown();
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_path_is_cut_at_a_character_boundary() {
+        assert_eq!(bounded("/api/v1/notes", MAX_PATH_BYTES), "/api/v1/notes");
+        let long = format!("/{}", "é".repeat(300));
+        let kept = bounded(&long, MAX_PATH_BYTES);
+        assert!(kept.len() <= MAX_PATH_BYTES && kept.len() >= MAX_PATH_BYTES - 1);
+        assert!(long.starts_with(&kept));
+    }
+
+    #[test]
+    fn a_tracestate_past_its_bound_is_not_continued() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("tracestate", "vendor=ok".parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), Some("vendor=ok"));
+        let long = format!("v={}", "x".repeat(MAX_TRACESTATE_BYTES));
+        headers.insert("tracestate", long.parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), None);
+        headers.insert("traceparent", "00-a-b-01".parse().unwrap());
+        assert_eq!(Headers(&headers).get("traceparent"), Some("00-a-b-01"));
     }
 }

@@ -135,6 +135,64 @@ fn a_request_is_one_trace_over(protocol: &str) {
     assert_eq!(entry["message"], "request");
     assert_eq!(entry["trace_id"], TRACE_ID);
     assert_eq!(entry["span_id"], server_span_id);
+
+    // So does the exemplar of the latency bucket it fell in, for a scraper that asks
+    // for OpenMetrics.
+    let (content_type, text) = rt.block_on(metrics(&farol, OPENMETRICS));
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let exemplar = format!("# {{trace_id=\"{TRACE_ID}\",span_id=\"{server_span_id}\"}}");
+    let bucket = text
+        .lines()
+        .find(|line| line.contains(&exemplar))
+        .unwrap_or_else(|| panic!("no exemplar {exemplar}: {text}"));
+    assert!(
+        bucket.starts_with("http_server_request_duration_seconds_bucket{")
+            && bucket.contains(r#"http_route="/api/v1/notes""#)
+            && bucket.contains(r#"http_response_status_code="201""#),
+        "{bucket}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}
+
+/// What Prometheus asks for: OpenMetrics first, the text format after it.
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// farol's `/metrics` for a scraper that sends `accept`: the content type and the text.
+async fn metrics(farol: &FarolProcess, accept: &str) -> (String, String) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/metrics", farol.address))
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (content_type, response.text().await.unwrap())
+}
+
+#[test]
+fn without_traces_metrics_stay_in_the_text_format_whatever_the_scraper_asks() {
+    let (rt, url) = runtime_and_database();
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url)]);
+    let (content_type, text) = rt.block_on(metrics(&farol, OPENMETRICS));
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(!text.contains("# EOF"));
+    let health = rt
+        .block_on(reqwest::get(format!("{}/health", farol.address)))
+        .unwrap();
+    assert!(
+        health.headers().get("traceparent").is_none(),
+        "no trace without traces"
+    );
 }
 
 #[test]
@@ -199,32 +257,88 @@ fn a_collector_that_is_gone_costs_the_requests_nothing_and_the_lost_spans_are_co
     // nothing listens there
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let farol = spawn_traced(&url, &endpoint, &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    const ROUNDS: usize = 4;
+    const PER_ROUND: usize = 5;
     rt.block_on(async {
-        for _ in 0..20 {
-            let response = reqwest::get(format!("{}/health", farol.address))
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
+        // rounds further apart than a batch's wait: several exports, each failing
+        for _ in 0..ROUNDS {
+            for _ in 0..PER_ROUND {
+                let response = reqwest::get(format!("{}/health", farol.address))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let failed = wait_for_counter(
-            &farol,
-            r#"farol_trace_spans_dropped_total{reason="export_failed"}"#,
-            Duration::from_secs(20),
-        )
-        .await;
-        assert!(failed >= 1.0);
-        assert_eq!(
-            counter(&farol, "farol_trace_spans_exported_total").await,
-            0.0
-        );
+        // every span counted: a server span and a ping span per request
+        let all = (ROUNDS * PER_ROUND * 2) as f64;
+        let series = r#"farol_trace_spans_dropped_total{reason="export_failed"}"#;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while counter(&farol, series).await < all {
+            assert!(std::time::Instant::now() < deadline, "{series} below {all}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(counter(&farol, series).await, all);
+        let exported = counter(&farol, "farol_trace_spans_exported_total").await;
+        assert_eq!(exported, 0.0);
     });
-    // said once, not once per batch
+    // said once, with its cause, not once per batch
+    let line = farol.wait_for_log("trace export failed", Duration::from_secs(5));
+    assert!(line.contains(&endpoint), "{line}");
+    assert!(line.contains("Connection refused"), "the cause: {line}");
+    std::thread::sleep(Duration::from_millis(100)); // the log writer's flush interval
     let warnings = farol
         .all_logs()
         .lines()
         .filter(|l| l.contains("trace export failed"))
         .count();
     assert_eq!(warnings, 1, "{}", farol.all_logs());
+}
+
+#[test]
+fn an_unsampled_caller_and_the_probes_give_no_span() {
+    let (rt, url) = runtime_and_database();
+    let receiver = rt.block_on(Receiver::http(Behaviour::Answer));
+    let farol = spawn_traced(&url, &receiver.url(), &[("OTEL_BSP_SCHEDULE_DELAY", "50")]);
+    let client = reqwest::Client::new();
+    let get = |path: &str, traceparent: Option<String>| {
+        let mut request = client.get(format!("{}{path}", farol.address));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        rt.block_on(async { request.send().await }).unwrap()
+    };
+    // the caller decided not to record this trace: farol follows, and says so
+    let unsampled = get(
+        "/health",
+        Some(format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-00")),
+    );
+    let traceparent = unsampled.headers()["traceparent"].to_str().unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "{traceparent}"
+    );
+    assert!(traceparent.ends_with("-00"), "{traceparent}");
+    for probe in ["/livez", "/readyz", "/metrics"] {
+        let response = get(probe, None);
+        assert!(response.headers().get("traceparent").is_none(), "{probe}");
+    }
+    // a sampled request after them: once its spans are in, anything before would be
+    let sampled = get("/health", None);
+    let trace_id = sampled.headers()["traceparent"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    rt.block_on(receiver.wait_for(2, Duration::from_secs(10), |s| s.trace_id() == trace_id));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        receiver.received(),
+        2,
+        "only the sampled request's two spans"
+    );
 }
 
 #[test]

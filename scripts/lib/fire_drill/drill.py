@@ -444,9 +444,11 @@ def own_filesystems_only(work):
     their real fill rate looks as many times faster: predict_linear then sees a disk
     filling that nothing in the drill touched (HostDiskFillingUp fired so in a CI run).
     Relabelling has no negative match: mark the own mounts, drop the unmarked, unmark."""
-    mark = "__drill_own_filesystem"
+    mark = "__tmp_drill_own_filesystem"   # __tmp_: Prometheus's prefix for scratch labels
     return [
-        {"source_labels": ["__name__", "mountpoint"], "regex": f"node_filesystem_.+;{re.escape(str(work))}/.+",
+        # the canonical path: the mount table holds no symlink
+        {"source_labels": ["__name__", "mountpoint"],
+         "regex": f"node_filesystem_.+;{re.escape(os.path.realpath(work))}/.+",
          "target_label": mark, "replacement": "yes"},
         {"source_labels": ["__name__", mark], "regex": "node_filesystem_.+;", "action": "drop"},
         {"regex": mark, "action": "labeldrop"},
@@ -460,6 +462,8 @@ def adjust_config(path, work, floors=SCRAPE_FLOORS):
     doc = mc.load_yaml(path)
     glob = doc.get("global", {})
     changed = []
+    if not any(job["job_name"] == "node" for job in doc.get("scrape_configs", [])):
+        raise SystemExit(f"{path}: no scrape job named node, whose filesystems the drill must narrow")
     for job in doc.get("scrape_configs", []):
         if job["job_name"] == "node":
             job["metric_relabel_configs"] = job.get("metric_relabel_configs", []) + own_filesystems_only(work)

@@ -8,6 +8,7 @@ when the alerting misbehaves, not only pass when it behaves.
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -329,12 +330,26 @@ class AdjustConfig(unittest.TestCase):
             return changed, drill.mc.load_yaml(path)
 
     def test_only_the_postgres_jobs_interval_and_timeout_rise(self):
-        changed, doc = self.adjusted([{"job_name": "farol"}, {"job_name": "postgres"}])
-        self.assertEqual(len(changed), 1)
+        changed, doc = self.adjusted([{"job_name": "farol"}, {"job_name": "postgres"}, {"job_name": "node"}])
+        self.assertEqual(len(changed), 2)
         self.assertEqual(doc["scrape_configs"][0], {"job_name": "farol"})
         self.assertEqual(doc["scrape_configs"][1],
                          {"job_name": "postgres", "scrape_timeout": "2s", "scrape_interval": "2s"})
         self.assertEqual(doc["global"], {"scrape_interval": "1s", "scrape_timeout": "1s"})
+
+    def test_a_configuration_without_a_node_job_is_refused(self):
+        with self.assertRaises(SystemExit):
+            self.adjusted([{"job_name": "farol"}])
+
+    @unittest.skipUnless(shutil.which("promtool"), "promtool is not installed")
+    def test_prometheus_accepts_the_relabelling(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "prometheus.yml"
+            drill.mc.dump_yaml({"scrape_configs": [{"job_name": "node", "static_configs": [
+                {"targets": ["127.0.0.1:9100"]}]}]}, path, "test")
+            drill.adjust_config(path, "/w/target/fire-drill")
+            check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
     def test_the_node_job_keeps_the_filesystems_of_the_drills_own_mounts_only(self):
         _, doc = self.adjusted([{"job_name": "node"}], work="/w/target/fire-drill")
