@@ -1,0 +1,55 @@
+//! The benchmark's trace collector: takes OTLP over HTTP (`POST /v1/traces`) as fast as it
+//! comes, counts the requests and bytes, keeps nothing and answers an empty success.
+//! What farol pays to send its spans is then its own cost, not a real collector's.
+//! `GET /count` answers `REQUESTS BYTES`. Configured by PORT; listens on 127.0.0.1 only.
+//!
+//!     cargo run --release --example otlp_sink
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, post};
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("PORT: the port to listen on");
+    let counts = Arc::new(Counts::default());
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |State(counts): State<Arc<Counts>>, body: Bytes| async move {
+                    counts.requests.fetch_add(1, Ordering::Relaxed);
+                    counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    // an empty ExportTraceServiceResponse: full success
+                    ([("content-type", "application/x-protobuf")], Bytes::new())
+                },
+            ),
+        )
+        .route(
+            "/count",
+            get(|State(counts): State<Arc<Counts>>| async move {
+                format!(
+                    "{} {}\n",
+                    counts.requests.load(Ordering::Relaxed),
+                    counts.bytes.load(Ordering::Relaxed)
+                )
+            }),
+        )
+        .with_state(counts);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the port is free");
+    axum::serve(listener, app).await.expect("serve");
+}
