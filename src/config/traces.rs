@@ -274,6 +274,9 @@ fn resource(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
         attributes.retain(|(k, _): &(String, String)| *k != key);
         attributes.push((key, value));
     }
+    if !attributes.iter().any(|(k, _)| k == "service.version") {
+        attributes.push(("service.version".into(), env!("CARGO_PKG_VERSION").into()));
+    }
     let service = env.get("OTEL_SERVICE_NAME").map(str::trim);
     if let Some(service) = service.filter(|s| !s.is_empty()) {
         attributes.retain(|(k, _)| k != "service.name");
@@ -348,7 +351,8 @@ mod tests {
             both.resource,
             vec![
                 ("service.name".into(), "b".into()),
-                ("deployment.environment.name".into(), "prod eu".into())
+                ("deployment.environment.name".into(), "prod eu".into()),
+                ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
             ]
         );
     }

@@ -27,17 +27,22 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl 
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok())
             .is_some_and(openmetrics::is_asked_for);
+    // the format depends on what was asked: a cache in between must know
+    let vary = (header::VARY, "accept");
     if openmetrics {
         (
-            [(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)],
+            [(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE), vary],
             state.metrics.render_openmetrics(),
         )
     } else {
         (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                vary,
+            ],
             state.metrics.render(),
         )
     }

@@ -78,21 +78,22 @@ impl LatencyExemplars {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(HTTP_BUCKETS.len());
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let exemplar = Exemplar {
-            trace_id: ids.trace_id.clone(),
-            span_id: ids.span_id.clone(),
-            value: seconds,
-            timestamp,
-        };
         let mut series = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        series.entry(key).or_default()[bucket] = Some(exemplar);
+        // taken under the lock: of two requests racing for one bucket, the one stored
+        // last is the newer, and Prometheus refuses an exemplar older than the last
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        series.entry(key).or_default()[bucket] = Some(Exemplar {
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
+            value: seconds,
+            timestamp,
+        });
     }
 
     fn get(&self, labels: &[LabelPair], bucket: usize) -> Option<Exemplar> {
@@ -324,6 +325,49 @@ mod tests {
         assert!(text.contains("\nfarol_trace_spans_exported_total 0\n"));
         // the classic text format has no exemplars
         assert!(!metrics.render().contains(&a));
+    }
+
+    /// Every sample line's series (`name{labels}`), whichever exposition.
+    fn series(text: &str) -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| {
+                let sample = line.split(" # ").next().unwrap_or(line);
+                sample
+                    .rsplit_once(' ')
+                    .map_or(sample, |(series, _)| series)
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_expositions_name_the_same_series() {
+        let metrics = Metrics::new("v", "c");
+        metrics.observe_request(&Method::GET, "/", 200, 0.001, Some(&ids('a', true)));
+        metrics.observe_request(&Method::POST, "/api/v1/notes", 503, 2.0, None);
+        metrics
+            .traces
+            .dropped
+            .with_label_values(&["queue_full"])
+            .inc();
+        metrics.set_pool(1, 2, 16);
+        let text = series(&metrics.render());
+        let open = series(&metrics.render_openmetrics());
+        assert!(text.len() > 40, "{text:?}");
+        assert_eq!(text, open);
+    }
+
+    #[test]
+    fn every_counter_is_named_with_total() {
+        // OpenMetrics names a counter's samples NAME_total: one named otherwise would be
+        // left out of that exposition, and every rule on it would go blind
+        let metrics = Metrics::new("v", "c");
+        for family in metrics.registry.gather() {
+            if family.get_field_type() == prometheus::proto::MetricType::COUNTER {
+                assert!(family.name().ends_with("_total"), "{}", family.name());
+            }
+        }
     }
 
     #[test]

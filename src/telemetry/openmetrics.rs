@@ -13,11 +13,17 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Whether an `Accept` header asks for OpenMetrics (Prometheus asks for it first, then
-/// for the text format: both are answers it takes).
+/// for the text format: both are answers it takes); `q=0` refuses it.
 pub fn is_asked_for(accept: &str) -> bool {
-    accept.split(',').any(|part| {
-        part.trim_start()
-            .starts_with("application/openmetrics-text")
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
     })
 }
 
@@ -40,7 +46,10 @@ pub fn write(
     for family in families {
         let name = family.name();
         let (kind, family_name) = match family.get_field_type() {
-            MetricType::COUNTER => ("counter", name.strip_suffix("_total").unwrap_or(name)),
+            // A counter without `_total` would be renamed here: left out instead (a test
+            // holds every counter of farol's to the suffix).
+            MetricType::COUNTER if !name.ends_with("_total") => continue,
+            MetricType::COUNTER => ("counter", &name[..name.len() - "_total".len()]),
             MetricType::GAUGE => ("gauge", name),
             MetricType::HISTOGRAM => ("histogram", name),
             // farol makes neither
@@ -188,5 +197,7 @@ mod tests {
         assert!(is_asked_for(prometheus));
         assert!(!is_asked_for("text/plain;version=0.0.4"));
         assert!(!is_asked_for("*/*"));
+        assert!(is_asked_for("Application/OpenMetrics-Text; version=1.0.0"));
+        assert!(!is_asked_for("application/openmetrics-text;q=0,text/plain"));
     }
 }

@@ -382,9 +382,6 @@ struct ExplainedHttp {
     last_failure: LastFailure,
 }
 
-/// What of a refusal's body the log keeps.
-const MAX_REFUSAL_BYTES: usize = 200;
-
 #[async_trait::async_trait]
 impl HttpClient for ExplainedHttp {
     async fn send_bytes(
@@ -394,14 +391,11 @@ impl HttpClient for ExplainedHttp {
         let result = self.inner.send_bytes(request).await;
         match &result {
             Err(error) => self.last_failure.set(error_chain(error.as_ref())),
-            Ok(response) if !response.status().is_success() => {
-                let body = response.body();
-                let shown = String::from_utf8_lossy(&body[..body.len().min(MAX_REFUSAL_BYTES)]);
-                self.last_failure.set(format!(
-                    "the collector answered {}: {shown}",
-                    response.status()
-                ));
-            }
+            // the status only: a gateway's error body may echo the request's headers,
+            // a token among them
+            Ok(response) if !response.status().is_success() => self
+                .last_failure
+                .set(format!("the collector answered {}", response.status())),
             Ok(_) => {}
         }
         result
@@ -486,6 +480,8 @@ async fn export_loop(
             let rest = batch.split_off(batch.len().min(batching.size));
             let chunk = std::mem::replace(&mut batch, rest);
             let spans = chunk.len() as u64;
+            // a cause left from an earlier failure is not this one's
+            batching.last_failure.take();
             let result = tokio::time::timeout(batching.timeout, exporter.export(chunk)).await;
             match result {
                 Ok(Ok(())) => {
