@@ -2,7 +2,7 @@
 //! a browser (`Accept: text/html`). The database state is the last one observed, never
 //! a query per request: `/` must stay cheap however often it is hit.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -32,7 +32,9 @@ pub struct ServiceStatus {
     responses((status = 200, description = "Status as JSON, or an HTML page for browsers",
         content((ServiceStatus = "application/json"), (String = "text/html"))))
 )]
-pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+// The request itself rather than a `HeaderMap` extractor, which would clone every
+// header of every request to read one.
+pub async fn status(State(state): State<AppState>, request: Request) -> Response {
     let status = ServiceStatus {
         service: "farol",
         version: BUILD.version,
@@ -40,7 +42,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         database: if state.db.is_up() { "up" } else { "down" },
         message: "farol is running; /health checks the database",
     };
-    let mut response = if wants_html(&headers) {
+    let mut response = if wants_html(request.headers()) {
         let mut page = axum::response::Html(render_page(&status, &state)).into_response();
         page.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,

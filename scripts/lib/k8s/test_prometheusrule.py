@@ -240,7 +240,10 @@ class CheckMode(unittest.TestCase):
             out = os.path.join(tmp, "prometheusrule.yaml")
             with open(out, "w", encoding="utf-8") as f:
                 f.write("# edited by hand\n")
-            with mock.patch.object(gen, "OUTPUT", out):
+            # both outputs in the temporary directory: writing must not touch the
+            # committed files, which other checks read meanwhile
+            with mock.patch.object(gen, "OUTPUT", out), \
+                    mock.patch.object(gen, "AM_OUTPUT", os.path.join(tmp, "alertmanagerconfig.yaml")):
                 self.assertEqual(self.run_main("--check"), 1)
                 self.assertEqual(self.run_main(), 0)
                 self.assertEqual(self.run_main("--check"), 0)

@@ -15,10 +15,10 @@ K8S_SCHEMA_VERSIONS=(1.30.0 1.37.0)
 validate_k8s() {
   need kubectl kubernetes-validate python3 promtool
   local failed=0 overlay name render version objects tmp
-  # global, not local: validate runs each area in a subshell, and this trap fires when
-  # that subshell ends, after the function has returned
+  # global, not local: validate runs each area in a bash process of its own, and this
+  # trap fires when that process ends (on INT and TERM too), after the function returned
   K8S_TMP=$(mktemp -d)
-  trap 'rm -rf "$K8S_TMP"' EXIT INT TERM
+  trap 'rm -rf "$K8S_TMP"' EXIT
   tmp=$K8S_TMP
   export PYTHONDONTWRITEBYTECODE=1
 

@@ -2,7 +2,8 @@
 # monitoring/: Prometheus and Alertmanager configuration, the rules and their unit tests,
 # routing and inhibitions on a real Alertmanager, runbooks, dashboards, the fire drill's
 # generator's output (its unit tests run in the python area), and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
-# Needs `scripts/install-deps monitoring lint` (lint: slokit); no network, a few seconds.
+# Needs `scripts/install-deps monitoring lint` (lint: slokit); no network; a few minutes,
+# most of them the SLO rules' unit tests.
 
 # shellcheck source=scripts/stand-ins/monitoring-stack.sh
 . "$REPO_ROOT/scripts/stand-ins/monitoring-stack.sh"
@@ -44,8 +45,13 @@ _monitoring_checks() {
   _check "promtool check config (prometheus.yml and its rule files)" \
     promtool check config monitoring/prometheus/prometheus.yml || failed=1
   _check "promtool check rules" promtool check rules monitoring/prometheus/rules/*.yml || failed=1
+  # One promtool per file, two at a time: promtool runs on one core, and the two SLO
+  # files (each evaluates every rule at every step of hours or days of data) take a
+  # minute or more each. Each file's output is printed whole, under its name.
   _check "promtool test rules: $(cd monitoring/prometheus && echo tests/*.yml)" \
-    bash -c 'cd monitoring/prometheus && promtool test rules tests/*.yml' || failed=1
+    bash -c 'cd monitoring/prometheus && printf "%s\0" tests/*.yml \
+      | xargs -0 -n 1 -P 2 sh -c '\''out=$(promtool test rules "$1" 2>&1); rc=$?; printf "%s\n" "$out"; exit "$rc"'\'' promtool-test' \
+    || failed=1
   _check "every alert fires and every recording rule is compared in a unit test" \
     "$py" "$tool" check-rule-tests || failed=1
   _check "every alert has a unit test, a runbook and a fire-drill scenario" \

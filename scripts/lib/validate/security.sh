@@ -11,9 +11,10 @@
 validate_security() {
   need checkov detect-secrets hadolint kubectl docker cargo-deny git
   local failed=0 overlay name compose
-  # global, not local: the trap fires when validate's subshell for this area ends
+  # global, not local: the trap fires when validate's bash process for this area ends
+  # (on INT and TERM too)
   SECURITY_TMP=$(mktemp -d)
-  trap 'rm -rf "$SECURITY_TMP"' EXIT INT TERM
+  trap 'rm -rf "$SECURITY_TMP"' EXIT
 
   _security_checks checkov Dockerfile --framework dockerfile --file Dockerfile || failed=1
   if hadolint --failure-threshold style Dockerfile; then ok "hadolint: Dockerfile"; else failed=1; fi
