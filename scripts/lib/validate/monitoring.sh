@@ -48,6 +48,7 @@ _monitoring_checks() {
   # One promtool per file, two at a time: promtool runs on one core, and the two SLO
   # files (each evaluates every rule at every step of hours or days of data) take a
   # minute or more each. Each file's output is printed whole, under its name.
+  # shellcheck disable=SC2016 # the inner shells expand $1, $out and $rc
   _check "promtool test rules: $(cd monitoring/prometheus && echo tests/*.yml)" \
     bash -c 'cd monitoring/prometheus && printf "%s\0" tests/*.yml \
       | xargs -0 -n 1 -P 2 sh -c '\''out=$(promtool test rules "$1" 2>&1); rc=$?; printf "%s\n" "$out"; exit "$rc"'\'' promtool-test' \
