@@ -12,10 +12,11 @@ validate_monitoring() {
   need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl slokit
   stack_python
   local py=$STACK_PYTHON tool=$REPO_ROOT/scripts/lib/monitoring_config.py failed=0
-  local tmp
-  tmp=$(mktemp -d)
-  _monitoring_checks "$py" "$tool" "$tmp" || failed=1
-  rm -rf "$tmp"
+  # global, not local: the trap fires when this area's bash process ends (on INT and
+  # TERM too), after the function returned
+  MONITORING_TMP=$(mktemp -d)
+  trap 'rm -rf "$MONITORING_TMP"' EXIT
+  _monitoring_checks "$py" "$tool" "$MONITORING_TMP" || failed=1
   return "$failed"
 }
 

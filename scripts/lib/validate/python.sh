@@ -7,14 +7,14 @@
 
 validate_python() {
   need pytest checkov zizmor
-  local log
-  log=$(mktemp)
+  # global, not local: the trap fires when this area's bash process ends
+  PYTEST_LOG=$(mktemp)
+  trap 'rm -f "$PYTEST_LOG"' EXIT
+  local log=$PYTEST_LOG
   if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$log" 2>&1; then
     ok "the toolkit's tests (pytest): $(tail -n 1 "$log")"
-    rm -f "$log"
   else
     cat "$log" >&2
-    rm -f "$log"
     return 1
   fi
 }
