@@ -10,7 +10,7 @@ its own connection times single requests from the client's side. Promises:
   - admitted requests keep their latency: their p99 under overload, in the server and
     at the prober, stays within 1.5x (+10 ms) of the baseline's;
   - memory stays bounded: RSS stops growing while the overload goes on (its last third
-    within 10 % + 4 MiB of its first), and stays under 256 MiB;
+    within 10 % + 4 MiB of the peak before it), and stays under 256 MiB;
   - afterwards farol is healthy and answers the baseline load with no error.
 """
 
@@ -151,12 +151,15 @@ async def drill(binary, work, verdict):
                   f"({len(base_probe)}), {p99(over_probe):.1f} ms under overload ({len(over_probe)} admitted)")
 
     third = max(1, len(over_rss) // 3)
-    early_peak, late_peak = max(over_rss[:third]), max(over_rss[-third:])
-    # per-connection buffers settle in the first seconds; a queue would keep growing
+    early_peak, late_peak = max(over_rss[:-third] or over_rss[:third]), max(over_rss[-third:])
+    # Per-connection buffers settle while the 600 connections open, which on a slow day
+    # takes more than the first third (a clean CI run saw 33.9 MiB then, and 41-42 MiB
+    # for the rest, as other runs did from the start); a queue would keep growing into
+    # the last third.
     verdict.check(late_peak <= early_peak * 1.10 + 4096 and hwm < RSS_LIMIT_MIB * 1024, "memory stays bounded",
                   f"RSS {rss_start / 1024:.1f} MiB at start, {max(base_rss) / 1024:.1f} MiB at baseline, "
-                  f"overload: {early_peak / 1024:.1f} MiB peak in its first third, {late_peak / 1024:.1f} MiB in "
-                  f"its last (limit +10 % +4 MiB); peak {hwm / 1024:.1f} MiB (limit {RSS_LIMIT_MIB})")
+                  f"overload: {early_peak / 1024:.1f} MiB peak in its first two thirds, {late_peak / 1024:.1f} MiB "
+                  f"in its last (limit +10 % +4 MiB); peak {hwm / 1024:.1f} MiB (limit {RSS_LIMIT_MIB})")
 
     after_bad = sum(v for k, v in after.items() if isinstance(k, int) and k != 200) + after["errors"]
     verdict.check(alive and health == 200 and after_bad == 0, "healthy afterwards",
