@@ -10,11 +10,10 @@ validate_python() {
   # global, not local: the trap fires when this area's bash process ends
   PYTEST_LOG=$(mktemp)
   trap 'rm -f "$PYTEST_LOG"' EXIT
-  local log=$PYTEST_LOG
-  if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$log" 2>&1; then
-    ok "the toolkit's tests (pytest): $(tail -n 1 "$log")"
+  if timeout 300 env PYTHONDONTWRITEBYTECODE=1 pytest -q "$REPO_ROOT/scripts" >"$PYTEST_LOG" 2>&1; then
+    ok "the toolkit's tests (pytest): $(tail -n 1 "$PYTEST_LOG")"
   else
-    cat "$log" >&2
+    cat "$PYTEST_LOG" >&2
     return 1
   fi
 }
