@@ -16,9 +16,9 @@ MAKEFLAGS += --no-print-directory
 export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH)
 
 # The steps of `make ci`, in order: the fast checks first, the drills last.
-CI_STEPS := fmt-check lint test validate status-page exemplars queries fuzz reliability e2e-compose drill-quick
+CI_STEPS := fmt-check lint test validate image status-page exemplars queries fuzz reliability e2e-compose drill-quick
 
-.PHONY: help run test fmt fmt-check lint validate status-page exemplars queries fuzz reliability \
+.PHONY: help run test fmt fmt-check lint validate image status-page exemplars queries fuzz reliability \
 	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule slo
 
 help: ## list the verbs
@@ -36,9 +36,10 @@ fmt: ## format the Rust code
 fmt-check: ## fail on unformatted Rust code
 	cargo fmt --all --check
 
-lint: ## clippy on every target, warnings as errors; ruff over the toolkit in scripts/
+lint: ## clippy on every target, warnings as errors; ruff over the toolkit in scripts/; shellcheck
 	cargo clippy --all-targets --locked -- -D warnings
 	ruff check --no-cache scripts
+	scripts/lint-shell
 
 validate: ## every static check of what is not Rust (make validate AREAS="k8s monitoring" for some)
 	scripts/validate $(if $(filter command line,$(origin AREAS)),$(AREAS))
@@ -49,6 +50,9 @@ prometheusrule: ## regenerate the production PrometheusRule and AlertmanagerConf
 slo: ## regenerate the SLO rules, their tests and dashboard rows from monitoring/slo/, then the PrometheusRule
 	python3 scripts/lib/slo.py generate
 	scripts/gen-prometheusrule
+
+image: ## farol:dev as docker compose builds it; its binary copied to target/image/farol
+	scripts/build-image
 
 status-page: ## the browser status page, in headless Chromium
 	scripts/check-status-page
@@ -86,5 +90,7 @@ soak: ## ten minutes of mixed load: memory, latency and errors per minute
 deps: ## install what this machine lacks (Debian, as root)
 	scripts/install-deps
 
+# The steps after `image` start the binary the image ships (FAROL_BIN) instead of a
+# release build of their own: one release build, not one on the host and one in the image.
 ci: ## everything CI runs, each step timed (.ci/run: deps, then this)
-	+@scripts/lib/ci-steps $(CI_STEPS)
+	+@FAROL_BIN=$(CURDIR)/target/image/farol scripts/lib/ci-steps $(CI_STEPS)

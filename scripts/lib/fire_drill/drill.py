@@ -380,7 +380,7 @@ def cmd_wait(stack, args):
                     missing.append(f"{alert} resolved")
                 else:
                     say(f"p:{alert}", f"{alert} resolved in Prometheus ({rel(now, fix)})")
-            for alert in (a for a in scenario.fire if a not in scenario.resolve_later):
+            for alert in scenario.fire:
                 got = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= fix]
                 if got:
                     say(f"w:{alert}", f"{alert} resolved at the webhook ({rel(got[0], fix)})")

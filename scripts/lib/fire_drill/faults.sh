@@ -97,9 +97,10 @@ drill_knob() {
 
 # wrk stops at -d by itself (the bound); the drill stops it sooner with SIGINT, on which
 # wrk prints its summary (and load.lua its DRILL_SUMMARY line) before exiting.
+# load_start SCENARIO [CONNECTIONS DELAY_MS]: LOAD_CONNECTIONS and LOAD_DELAY_MS unless given
 load_start() {
-  drill_spawn load "$DRILL_WORK/load-$1.log" wrk -t1 -c"$LOAD_CONNECTIONS" -d"${LOAD_MAX_SECONDS}s" \
-    -s "$DRILL_LIB/load.lua" "http://127.0.0.1:$FAROL_PORT" -- "$LOAD_DELAY_MS"
+  drill_spawn load "$DRILL_WORK/load-$1.log" wrk -t1 -c"${2:-$LOAD_CONNECTIONS}" -d"${LOAD_MAX_SECONDS}s" \
+    -s "$DRILL_LIB/load.lua" "http://127.0.0.1:$FAROL_PORT" -- "${3:-$LOAD_DELAY_MS}"
 }
 
 load_stop() { drill_end load INT; }

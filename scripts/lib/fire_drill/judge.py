@@ -149,7 +149,6 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
     in_window = _overlapping(intervals, start, end)
     firing_notices = [n for n in notices if n.status == "firing" and start <= n.t <= end]
     row = Row(scenario.title, alert, kind, "")
-    later = alert in scenario.resolve_later
     if kind in ("fire", "signal"):
         problems = []
         before = [iv for iv in in_window if iv.start < fault and (iv.end is None or iv.end > fault)]
@@ -159,35 +158,28 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
         if after:
             row.to_fire = _secs(after[0].start - fault)
             last = after[-1]
-            if later:
-                row.to_resolve = "after the drill"
-            elif last.end is None or last.end > end:
+            if last.end is None or last.end > end:
                 problems.append("did not resolve")
             else:
                 row.to_resolve = _secs(max(0.0, last.end - fix))
-            if len(after) > 1 and not later:
+            if len(after) > 1:
                 row.observed = f"fired {len(after)} times"
         else:
             problems.append("did not fire")
         if kind == "fire":
-            # an alert that resolves after the drill may be told after its scenario too
-            # (held back a while by a faster tier of its SLO, say), but while it still fires
-            # from this fault: not a notice of a later firing
-            first_end = after[0].end if after and after[0].end is not None else float("inf")
-            sent = [n.t for n in (notices if later else firing_notices)
-                    if n.status == "firing" and fault <= n.t and (not later or n.t <= first_end)]
+            sent = [n.t for n in firing_notices if fault <= n.t]
             resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
             row.webhook = (f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / "
-                           + ("later" if later else f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}"))
+                           f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}")
             if not sent:
                 problems.append("never reached the webhook")
-            if after and not resolved and not later:
+            if after and not resolved:
                 problems.append("resolved notification missing")
             if bounds:
                 row.bound = bounds.text()
                 if sent and sent[0] - fault > bounds.notify:
                     problems.append(f"notified {sent[0] - fault:.0f} s after the fault, past its bound")
-                if resolved and not later and resolved[0] - fix > bounds.resolve:
+                if resolved and resolved[0] - fix > bounds.resolve:
                     problems.append(f"resolved {resolved[0] - fix:.0f} s after the fix, past its bound")
         else:
             row.expected = "signal (notifies no one)"
@@ -198,11 +190,10 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
                 row.bound = bounds.text(silent=True)
                 if after and after[0].start - fault > bounds.prometheus_fire:
                     problems.append(f"fired {after[0].start - fault:.0f} s after the fault, past its bound")
-                if (after and after[-1].end is not None and not later
-                        and after[-1].end - fix > bounds.prometheus_resolve):
+                if after and after[-1].end is not None and after[-1].end - fix > bounds.prometheus_resolve:
                     problems.append(f"resolved {after[-1].end - fix:.0f} s after the fix, past its bound")
         row.observed = "; ".join(problems) if problems else (row.observed or (
-            "fired, notified" + ("" if later else ", resolved") if kind == "fire" else "fired silently, resolved"))
+            "fired, notified, resolved" if kind == "fire" else "fired silently, resolved"))
         row.result = "FAIL" if problems else "ok"
     elif kind == "held":
         sources = detail if isinstance(detail, tuple) else (detail,)
