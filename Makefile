@@ -90,7 +90,5 @@ soak: ## ten minutes of mixed load: memory, latency and errors per minute
 deps: ## install what this machine lacks (Debian, as root)
 	scripts/install-deps
 
-# The steps after `image` start the binary the image ships (FAROL_BIN) instead of a
-# release build of their own: one release build, not one on the host and one in the image.
 ci: ## everything CI runs, each step timed (.ci/run: deps, then this)
-	+@FAROL_BIN=$(CURDIR)/target/image/farol scripts/lib/ci-steps $(CI_STEPS)
+	+@scripts/lib/ci-steps $(CI_STEPS)

