@@ -14,9 +14,10 @@
 #   image_build COMPOSE_COMMAND...
 #       the base images first (local stand-ins for those missing), then
 #       `COMPOSE_COMMAND build app` with its output in IMAGE_BUILD_LOG (kept after the
-#       run), the last lines of it shown on failure. Fails unless farol:dev then carries this build's BUILD_DATE. The previous
-#       farol:dev is removed: each build has a new created label, so it would be left
-#       behind untagged. IMAGE_ID: the image built.
+#       run; the caller may name it), the last lines of it shown on failure. Fails
+#       unless farol:dev then carries this build's BUILD_DATE. The previous farol:dev is
+#       removed: each build has a new created label, so it would be left behind
+#       untagged. IMAGE_ID: the image built.
 
 IMAGE_BUILD_LOG=$REPO_ROOT/target/image/build.log
 
@@ -51,9 +52,10 @@ image_build() {
     [ "$rc" -ne 124 ] || die "docker compose build did not finish within 40 minutes (log: $log)"
     die "docker compose build failed, exit code $rc (log: $log)"
   fi
-  created=$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.created"}}' farol:dev 2>/dev/null || true)
-  [ "$created" = "$BUILD_DATE" ] \
+  local built
+  built=$(docker image inspect --format '{{.Id}} {{index .Config.Labels "org.opencontainers.image.created"}}' farol:dev 2>/dev/null || true)
+  IMAGE_ID=${built%% *} created=${built#* }
+  [ -n "$built" ] && [ "$created" = "$BUILD_DATE" ] \
     || die "farol:dev is not this build (created label '${created:-none}', this build's $BUILD_DATE; log: $log)"
-  IMAGE_ID=$(docker image inspect --format '{{.Id}}' farol:dev)
   [ -z "$previous" ] || [ "$previous" = "$IMAGE_ID" ] || docker image rm "$previous" >/dev/null 2>&1 || true
 }
