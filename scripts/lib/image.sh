@@ -11,14 +11,19 @@
 #       exports the settings of .env.example, so that they win over any local .env (and
 #       unsets COMPOSE_*), then the compose file's build arguments for this checkout:
 #       FAROL_VERSION (Cargo.toml), FAROL_COMMIT (git HEAD) and BUILD_DATE (now).
-#   image_build COMPOSE_COMMAND...
+#   IMAGE_PROJECT, IMAGE_COMPOSE
+#       the compose project, `farol`, and the compose command for it and this checkout's
+#       compose file.
+#   image_build
 #       the base images first (local stand-ins for those missing), then
-#       `COMPOSE_COMMAND build app` with its output in IMAGE_BUILD_LOG (kept after the
+#       `IMAGE_COMPOSE build app` with its output in IMAGE_BUILD_LOG (kept after the
 #       run; the caller may name it), the last lines of it shown on failure. Fails
 #       unless farol:dev then carries this build's BUILD_DATE. The previous farol:dev is
 #       removed: each build has a new created label, so it would be left behind
 #       untagged. IMAGE_ID: the image built.
 
+IMAGE_PROJECT=farol
+IMAGE_COMPOSE=(docker compose --project-name "$IMAGE_PROJECT" --project-directory "$REPO_ROOT" -f "$REPO_ROOT/docker-compose.yml")
 IMAGE_BUILD_LOG=$REPO_ROOT/target/image/build.log
 
 image_preflight() {
@@ -46,7 +51,7 @@ image_build() {
   mkdir -p "$(dirname "$log")"
   "$REPO_ROOT/scripts/stand-ins/base-images/build"
   previous=$(docker image inspect --format '{{.Id}}' farol:dev 2>/dev/null || true)
-  timeout 2400 "$@" build --progress=plain app >"$log" 2>&1 || rc=$?
+  timeout 2400 "${IMAGE_COMPOSE[@]}" build --progress=plain app >"$log" 2>&1 || rc=$?
   if [ "$rc" -ne 0 ]; then
     tail -40 "$log" >&2
     [ "$rc" -ne 124 ] || die "docker compose build did not finish within 40 minutes (log: $log)"
