@@ -56,11 +56,11 @@ impl managed::Manager for PoolManager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<ClientWrapper, ConnectError> {
-        // Boxed: unboxed, the connect future (TLS, several hosts, authentication; about
-        // 14 KB, see the test below) is part of every `Pool::get` future, which each
-        // query moves through its timeout and its callers: copies on every query, for a
-        // connect that happens once in a connection's life (docs/benchmarks.md measures
-        // what they cost).
+        // Boxed: unboxed, the connect future (TLS, several hosts, authentication) is part
+        // of every `Pool::get` future, which is then about 14 KB instead of about 1 KB
+        // (the test below), and each query moves that future through its timeout and its
+        // callers: copies on every query, for a connect that happens once in a
+        // connection's life (docs/benchmarks.md measured what they cost).
         let (client, task) = Box::pin(open(&self.config, "pool")).await?;
         Ok(ClientWrapper::new(client, task))
     }
@@ -83,8 +83,9 @@ mod tests {
 
     /// Every query awaits a pool checkout inside its timeout, and its callers' futures
     /// hold that future by value: whatever its size, it is copied several times per
-    /// query. With the connect future inside it, it was about 14 KB (debug and release
-    /// builds alike); without, about 1 KB.
+    /// query. With the connect future inside it, it was 14,008 bytes in a debug build and
+    /// 13,936 in a release build; without, 1,112 in a debug build (`cargo test`'s). The
+    /// bound leaves room for dependency updates and still fails by three times unboxed.
     #[test]
     fn a_pool_checkout_does_not_carry_the_connect_future() {
         let config = DatabaseConfig::from_connection_string("postgres://u@h/db").unwrap();
@@ -94,6 +95,6 @@ mod tests {
             .unwrap();
         let checkout = pool.get();
         let size = size_of_val(&checkout);
-        assert!(size <= 2048, "a pool checkout's future is {size} bytes");
+        assert!(size <= 4096, "a pool checkout's future is {size} bytes");
     }
 }

@@ -77,9 +77,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
             }
         }
     };
-    // Boxed: the request's future (its timeout, its handler) is otherwise moved, all of
-    // it, into the request id's task-local scope, then into the trace context's wrapper
-    // and this function's own state; as a box, each move is a pointer.
+    // Boxed, one allocation per request: the request's future (its timeout, its handler)
+    // is otherwise moved, all of it, into the request id's task-local scope, then (traces
+    // on) into the trace context's wrapper, and into this function's own state; as a
+    // box, each move is a pointer.
     let work = request_id::scope(completion.request_id.clone(), Box::pin(work));
     // With traces on, the request's span is the current context while it runs: its
     // database operations become child spans and its log lines carry its ids.
