@@ -174,9 +174,9 @@ impl Fields<'_> {
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_ok() && !(self.skip_log_fields && field.name().starts_with("log.")) {
             self.result = (|| {
-                self.line.push_str(",\"");
-                Escaped(&mut *self.line).write_str(field.name())?;
-                self.line.push_str("\":");
+                self.line.push(',');
+                write_string(self.line, field.name())?;
+                self.line.push(':');
                 value(self.line)
             })();
         }
