@@ -1,7 +1,12 @@
 //! `/`: what this service is and how it is doing, as JSON, or as a small status page for
 //! a browser (`Accept: text/html`). The database state is the last one observed, never
-//! a query per request: `/` must stay cheap however often it is hit.
+//! a query per request: `/` must stay cheap however often it is hit. For the same reason
+//! the JSON answer is serialized once for each of its four possible states, not per
+//! request.
 
+use std::sync::LazyLock;
+
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -35,14 +40,10 @@ pub struct ServiceStatus {
 // The request itself rather than a `HeaderMap` extractor, which would clone every
 // header of every request to read one.
 pub async fn status(State(state): State<AppState>, request: Request) -> Response {
-    let status = ServiceStatus {
-        service: "farol",
-        version: BUILD.version,
-        mode: state.live.load().app_mode,
-        database: if state.db.is_up() { "up" } else { "down" },
-        message: "farol is running; /health checks the database",
-    };
+    let mode = state.live.load().app_mode;
+    let database_up = state.db.is_up();
     let mut response = if wants_html(request.headers()) {
+        let status = service_status(mode, database_up);
         let mut page = axum::response::Html(render_page(&status, &state)).into_response();
         page.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,
@@ -50,12 +51,47 @@ pub async fn status(State(state): State<AppState>, request: Request) -> Response
         );
         page
     } else {
-        axum::Json(status).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Body::from(json_body(mode, database_up).as_bytes()),
+        )
+            .into_response()
     };
     response
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept"));
     response
+}
+
+fn service_status(mode: AppMode, database_up: bool) -> ServiceStatus {
+    ServiceStatus {
+        service: "farol",
+        version: BUILD.version,
+        mode,
+        database: if database_up { "up" } else { "down" },
+        message: "farol is running; /health checks the database",
+    }
+}
+
+/// `/`'s JSON answer for a mode and a database state, the only two fields that change
+/// while the process lives: each of the four is serialized on first use and kept.
+fn json_body(mode: AppMode, database_up: bool) -> &'static str {
+    static BODIES: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+        [AppMode::Development, AppMode::Production].map(|mode| {
+            [false, true].map(|database_up| {
+                serde_json::to_string(&service_status(mode, database_up))
+                    .expect("a status of static strings serializes")
+            })
+        })
+    });
+    let mode = match mode {
+        AppMode::Development => 0,
+        AppMode::Production => 1,
+    };
+    &BODIES[mode][usize::from(database_up)]
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -110,6 +146,29 @@ mod tests {
         assert!(wants_html(&headers));
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_html(&headers));
+    }
+
+    #[test]
+    fn each_json_answer_says_its_own_mode_and_database_state() {
+        for (mode, name) in [
+            (AppMode::Development, "development"),
+            (AppMode::Production, "production"),
+        ] {
+            for (database_up, database) in [(false, "down"), (true, "up")] {
+                let body: serde_json::Value =
+                    serde_json::from_str(json_body(mode, database_up)).unwrap();
+                assert_eq!(
+                    body,
+                    serde_json::json!({
+                        "service": "farol",
+                        "version": BUILD.version,
+                        "mode": name,
+                        "database": database,
+                        "message": "farol is running; /health checks the database",
+                    })
+                );
+            }
+        }
     }
 
     #[test]
