@@ -6,7 +6,6 @@
 
 use std::sync::LazyLock;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -52,11 +51,8 @@ pub async fn status(State(state): State<AppState>, request: Request) -> Response
         page
     } else {
         (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            Body::from(json_body(mode, database_up).as_bytes()),
+            [(header::CONTENT_TYPE, "application/json")],
+            json_body(mode, database_up),
         )
             .into_response()
     };
