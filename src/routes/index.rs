@@ -51,7 +51,10 @@ pub async fn status(State(state): State<AppState>, request: Request) -> Response
         page
     } else {
         (
-            [(header::CONTENT_TYPE, "application/json")],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             json_body(mode, database_up),
         )
             .into_response()

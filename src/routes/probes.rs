@@ -2,7 +2,7 @@
 //! `/livez` (the process, for restarts) and `/readyz` (traffic, for load balancers).
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -12,7 +12,10 @@ use crate::state::AppState;
 const OK: &str = r#"{"status":"ok"}"#;
 
 fn json(status: StatusCode, body: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    // `from_static`: a `&str` would be checked and copied into a new header value on
+    // every answer
+    let json = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, json)], body).into_response()
 }
 
 /// `{"status":"ok"}`

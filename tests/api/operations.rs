@@ -31,6 +31,7 @@ async fn root_describes_the_service_as_json() {
     let app = spawn_app().await;
     let response = app.get("/").await;
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["vary"], "accept");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["service"], "farol");
