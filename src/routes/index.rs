@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -50,14 +50,7 @@ pub async fn status(State(state): State<AppState>, request: Request) -> Response
         );
         page
     } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            json_body(mode, database_up),
-        )
-            .into_response()
+        super::probes::json(StatusCode::OK, json_body(mode, database_up))
     };
     response
         .headers_mut()
