@@ -50,7 +50,7 @@ pub async fn status(State(state): State<AppState>, request: Request) -> Response
         );
         page
     } else {
-        super::probes::json(StatusCode::OK, json_body(mode, database_up))
+        super::fixed_json(StatusCode::OK, json_body(mode, database_up))
     };
     response
         .headers_mut()

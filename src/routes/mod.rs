@@ -9,8 +9,10 @@ pub mod observe;
 pub mod probes;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +24,14 @@ use crate::telemetry::metrics::method_label;
 
 pub use crate::http::extract::BODY_LIMIT_BYTES;
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// A JSON answer from a body fixed at build time or start-up (`/`, the probes).
+/// `from_static` and a `Body`: a `&str` header value would be copied into a new one, and
+/// a `&str` body would first set a text content type, on every answer.
+fn fixed_json(status: StatusCode, body: &'static str) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    (status, [(header::CONTENT_TYPE, json)], Body::from(body)).into_response()
+}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,24 +1,16 @@
 //! Health endpoints: `/health` (the database, for people and the original challenge),
 //! `/livez` (the process, for restarts) and `/readyz` (traffic, for load balancers).
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Serialize;
 
+use super::fixed_json;
 use crate::db::DbError;
 use crate::state::AppState;
 
 const OK: &str = r#"{"status":"ok"}"#;
-
-/// A JSON answer from a body fixed at build time or start-up. `from_static` and a `Body`:
-/// a `&str` header value would be copied into a new one, and a `&str` body would first
-/// set a text content type, on every answer.
-pub(super) fn json(status: StatusCode, body: &'static str) -> Response {
-    let json = HeaderValue::from_static("application/json");
-    (status, [(header::CONTENT_TYPE, json)], Body::from(body)).into_response()
-}
 
 /// `{"status":"ok"}`
 #[derive(Serialize, utoipa::ToSchema)]
@@ -61,18 +53,18 @@ pub struct NotReady {
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
-        Ok(()) => json(StatusCode::OK, OK),
-        Err(DbError::Timeout) => json(
+        Ok(()) => fixed_json(StatusCode::OK, OK),
+        Err(DbError::Timeout) => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"timeout"}}"#,
         ),
         // No pooled connection became free in time: the service is saturated, which is
         // not an outage (no connection was evicted, `/` still says "up").
-        Err(DbError::Busy) => json(
+        Err(DbError::Busy) => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"busy"}}"#,
         ),
-        Err(_) => json(
+        Err(_) => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"down"}}"#,
         ),
@@ -85,7 +77,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Alive", body = StatusOk))
 )]
 pub async fn livez() -> Response {
-    json(StatusCode::OK, OK)
+    fixed_json(StatusCode::OK, OK)
 }
 
 /// Ready for traffic: the database was reached and the schema is current, and shutdown
@@ -99,10 +91,10 @@ pub async fn livez() -> Response {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_draining() {
-        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        fixed_json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
     } else if state.is_ready() {
-        json(StatusCode::OK, OK)
+        fixed_json(StatusCode::OK, OK)
     } else {
-        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
+        fixed_json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"starting"}"#)
     }
 }
