@@ -386,14 +386,16 @@ def dump_yaml(doc, path, header):
 INTERVAL_FLOOR_MS = 1000     # no scrape, evaluation or wait below a second
 WINDOWS_PER_SCRAPE = 4       # a range keeps at least four scrapes: rate() needs two
 # Alertmanager's group_wait keeps at least three evaluations. Production does not need
-# it: there an inhibiting alert fires first by a minute of `for:` (PostgresDown 1m, the
-# alerts it inhibits 2m), far more than the exporter's scrape and retry can delay it.
-# Shrunk, that minute is two seconds, no longer more than the delays that do not shrink
-# (a 2 s scrape of the exporter, its 1 s retry), and the inhibited alert may fire a
-# moment first (the drill has seen +5.0 s against +5.6 s): a group_wait of three
-# evaluations gives the inhibitor the seconds production's `for:` gap gives it. It makes
-# the drill more forgiving than production on exactly that order, which the rule tests
-# (and the `for:` durations) carry instead.
+# it: there an inhibiting alert fires first by a minute of `for:` or more (FarolDown 1m,
+# the alerts it inhibits 2m; PostgresPrimaryUnreachable has no `for:`), far more than a
+# scrape can delay it. Shrunk, that minute is two seconds, no longer more than the delays
+# that do not shrink (1 s scrapes and evaluations), and the inhibited alert may fire a
+# moment first: a group_wait of three evaluations gives the inhibitor, in a new
+# notification group, the seconds production's `for:` gap gives it. It makes the drill
+# more forgiving than production on exactly that order, which the rule tests (and the
+# `for:` durations) carry instead. A group still open from an earlier firing (Prometheus
+# re-sends a resolved alert for 15 minutes) has no group_wait: it notifies at its next
+# tick, which is why the database's inhibitions start from a signal without a `for:`.
 GROUP_WAIT_EVALUATIONS = 3
 
 
@@ -859,6 +861,7 @@ def inhibition_scenarios():
         ]
         primary = {**pg, "role": "primary"}
         scenarios[f"{topology}: farol's primary down"] = [
+            (_alert("PostgresPrimaryUnreachable", "none", primary), False),
             (_alert("PostgresDown", "page", primary), False),
             (health, True),
             (per_instance("HttpHighErrorRate", farol), True),
@@ -872,6 +875,21 @@ def inhibition_scenarios():
             (budget_slow, False),
             (_alert("PostgresTooManyConnections", "ticket", primary), False),
         ]
+        # the minute before the page: the signal alone holds them back
+        scenarios[f"{topology}: farol's primary unreachable, not yet paged"] = [
+            (_alert("PostgresPrimaryUnreachable", "none", primary), False),
+            (health, True),
+            (per_instance("HttpHighErrorRate", farol), True),
+            (budget_fast, True),
+            (job_level("LatencyBudgetBurnFast", "page"), True),
+        ]
+        # back, in the page's last minute (keep_firing_for): the probe catching up
+        scenarios[f"{topology}: farol's primary back, its page's last minute"] = [
+            (_alert("PostgresDown", "page", primary), False),
+            (_alert("PostgresPrimaryRecentlyDown", "none", _keep(pg, "namespace")), False),
+            (health, True),
+            (per_instance("HttpHighErrorRate", farol), True),
+        ]
         scenarios[f"{topology}: after the primary's outage"] = [
             (_alert("PostgresPrimaryRecentlyDown", "none", _keep(pg, "namespace")), False),
             (per_instance("HttpHighErrorRate", farol), True),
@@ -884,6 +902,7 @@ def inhibition_scenarios():
         scenarios[f"{topology}: a replica or another team's database down"] = [
             (_alert("PostgresDown", "ticket", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}), False),
             (_alert("PostgresDown", "page", {**pg, "role": "primary", "namespace": "billing"}), False),
+            (_alert("PostgresPrimaryUnreachable", "none", {**pg, "role": "primary", "namespace": "billing"}), False),
             (_alert("PostgresPrimaryRecentlyDown", "none", {"namespace": "billing"}), False),
             # a replica down explains no standby count: another may have stopped streaming
             (_alert("PostgresReplicationBroken", "page", _keep(pg, "namespace")), False),
@@ -907,8 +926,9 @@ def inhibition_scenarios():
         scenarios[f"{topology}: a scrape target down"] = [
             (_alert("ScrapeTargetDown", "ticket", pg), False),
             (_alert("ScrapeJobAbsent", "ticket", {"job": "farol-health"}), False),
+            (_alert("PostgresPrimaryUnreachable", "none", primary), False),
             (_alert("PostgresDown", "page", primary), False),
-            (health, True),   # by PostgresDown, not by the target alerts
+            (health, True),   # by PostgresPrimaryUnreachable, not by the target alerts
             (per_instance("HttpHighLatency", farol), False),
         ]
     return scenarios

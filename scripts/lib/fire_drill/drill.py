@@ -11,10 +11,10 @@ scenario expects; judge.py gives the verdicts).
     drill.py targets --timeout S
         Waits until Prometheus has scraped every target successfully.
     drill.py next-scrape JOB [--lead S]
-        Sleeps until S seconds (0.25) before JOB's next scrape: the database fault's timing.
+        Sleeps until S seconds (0.5) before JOB's next scrape: the database fault's timing.
     drill.py series QUERY --timeout S
         Waits until the instant QUERY returns a series (exit 0), else exit 1.
-    drill.py mark EVENT SCENARIO [--note TEXT] [--at UNIX_TIME] [KEY=VALUE...]
+    drill.py mark EVENT SCENARIO [KEY=VALUE...] [--note TEXT] [--at UNIX_TIME]
         Appends an event (start, fault, fix, end, skip) to the drill's timeline.
     drill.py record FAROL_URL
         Runs until stopped: every 0.5 s, Alertmanager's view of every alert (active, or
@@ -433,7 +433,8 @@ def cmd_wait(stack, args):
 # Fixed costs that do not shrink with the drill's durations. postgres_exporter (0.11,
 # Debian's) sleeps one second before it reports pg_up 0 (one retry of its connection), so
 # with the drill's 1 s scrape timeout its scrape times out instead, pg_up has no sample, and
-# PostgresDown can never fire. Its job alone is scraped every 2 s with a 2 s timeout.
+# PostgresDown and PostgresPrimaryUnreachable can never fire. Its job alone is scraped
+# every 2 s with a 2 s timeout.
 SCRAPE_FLOORS = {"postgres": "2s"}
 
 
@@ -492,9 +493,9 @@ def cmd_adjust_config(stack, args):
 
 def cmd_next_scrape(stack, args):
     """Sleeps until `lead` seconds before the next scrape of a job. The database fault is
-    timed so: at the drill's durations, the 2-second phase of the exporter's scrape would
-    otherwise decide whether PostgresDown (for: 1m) fires before the alerts it inhibits
-    (for: 2m), a race that the real 15 s scrapes and minute-long `for:` never run."""
+    timed so: at the drill's durations, a scrape that misses the fault delays
+    PostgresPrimaryUnreachable by 2 s, half the `for:` of the alerts it holds back
+    (2m, 4 s here), where production's scrapes (30 s at most) leave them over a minute."""
     from datetime import datetime
     targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
     target = next(t for t in targets if t["labels"].get("job") == args.job)
@@ -651,7 +652,9 @@ def main(argv):
     sub.add_parser("scenarios")
     p = sub.add_parser("next-scrape")
     p.add_argument("job")
-    p.add_argument("--lead", type=float, default=0.25)
+    # pg_stop (runuser, pg_ctl, its signal) took 0.14 s here on an idle machine; the rest
+    # is room for a busy one
+    p.add_argument("--lead", type=float, default=0.5)
     p = sub.add_parser("targets")
     p.add_argument("--timeout", type=float, required=True)
     p = sub.add_parser("series")

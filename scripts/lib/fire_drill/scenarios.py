@@ -31,7 +31,11 @@ HOST_LOAD = "fire or quiet: host load (2 cores shared by wrk, farol, PostgreSQL,
 # hold any.
 SLOW_BURN = "fire or quiet: an earlier scenario's bad requests stay in the slow tier's windows"
 
-DATABASE_TAIL = ("PostgresDown", "PostgresPrimaryRecentlyDown")
+# What holds back farol's own alerts when its primary is down: the signal of the outage
+# now (from its first failed scrape) and the page (a minute more after it), and for the
+# windowed alerts the 10-minute tail.
+DATABASE_NOW = ("PostgresPrimaryUnreachable", "PostgresDown")
+DATABASE_TAIL = (*DATABASE_NOW, "PostgresPrimaryRecentlyDown")
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,8 @@ SCENARIOS = [
              inhibited={"FarolHealthCheckFailing": ("FarolDown", "FarolAllInstancesDown")},
              allowed=_USUAL),
     Scenario("database", "4 database down", "PostgreSQL stopped under load, then started again",
-             fire=("PostgresDown",), signal=("PostgresPrimaryRecentlyDown",),
-             inhibited={"FarolHealthCheckFailing": ("PostgresDown",),
+             fire=("PostgresDown",), signal=("PostgresPrimaryUnreachable", "PostgresPrimaryRecentlyDown"),
+             inhibited={"FarolHealthCheckFailing": DATABASE_NOW,
                         "HttpHighErrorRate": DATABASE_TAIL, "ErrorBudgetBurnFast": DATABASE_TAIL},
              allowed=_USUAL),
     Scenario("database-cut", "5 farol cut off from a database that is up",

@@ -78,23 +78,26 @@ class JudgeFire(unittest.TestCase):
         self.assertEqual(self.judge([], []).result, "FAIL")
 
 
+SIGNAL = "PostgresPrimaryUnreachable"
+
+
 class JudgeInhibited(unittest.TestCase):
     def judge(self, intervals, notices, suppressions):
         return jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
 
     def test_fired_held_back_silent_passes(self):
-        row = self.judge([Interval(120, 152)], [], [(121, {"PostgresDown"})])
+        row = self.judge([Interval(120, 152)], [], [(121, {SIGNAL})])
         self.assertEqual(row.result, "ok", row)
         self.assertEqual(row.webhook, "silent")
 
     def test_a_notification_after_the_fix_fails(self):
         # the inhibiting alert resolved first; the window still held the errors
-        row = self.judge([Interval(120, 170)], [notice(158, "HttpHighErrorRate")], [(121, {"PostgresDown"})])
+        row = self.judge([Interval(120, 170)], [notice(158, "HttpHighErrorRate")], [(121, {SIGNAL})])
         self.assertEqual(row.result, "FAIL")
         self.assertIn("after the fix", row.observed)
 
     def test_a_notification_before_the_inhibitor_fired_fails(self):
-        row = self.judge([Interval(112, 152)], [notice(113, "HttpHighErrorRate")], [(121, {"PostgresDown"})])
+        row = self.judge([Interval(112, 152)], [notice(113, "HttpHighErrorRate")], [(121, {SIGNAL})])
         self.assertEqual(row.result, "FAIL")
         self.assertIn("after the fault", row.observed)
 

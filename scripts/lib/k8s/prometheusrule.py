@@ -14,8 +14,9 @@ because the cluster's Prometheus and Alertmanager are shared with other teams:
   replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that
   has no entry there stops the generation: an alert must never silently watch a metric
   that does not exist, nor its text point at one. The exporter lives in the database pod:
-  a pod or node lost takes `cnpg_collector_up` with it, so PostgresDown also fires when
-  the instance's scrape target is down (production_expr);
+  a pod or node lost takes `cnpg_collector_up` with it, so PostgresDown and the signal
+  PostgresPrimaryUnreachable also fire when the instance's scrape target is down
+  (production_expr);
 - the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
   production overlay, not compose's.
 
@@ -80,9 +81,9 @@ _PG_UP_DOWN = re.compile(r"^pg_up\{(?P<matchers>[^}]*)\} == 0\s*$")
 
 def production_expr(name: str, expr: str) -> str:
     """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one;
-    PostgresDown (one rule per role) also fires on the instance's scrape target, with the
-    same role matcher."""
-    down = _PG_UP_DOWN.match(expr) if name == "PostgresDown" else None
+    PostgresDown (one rule per role) and PostgresPrimaryUnreachable also fire on the
+    instance's scrape target, with the same role matcher."""
+    down = _PG_UP_DOWN.match(expr) if name in ("PostgresDown", "PostgresPrimaryUnreachable") else None
     if down:
         matchers = down.group("matchers")
         return f'pg_up{{{matchers}}} == 0 or up{{job="postgres", {matchers}}} == 0\n'

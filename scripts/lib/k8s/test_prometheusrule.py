@@ -105,13 +105,18 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                     self.assertIn("cnpg_", after)
                 else:
                     self.assertEqual(before, after, f"{rule_name(src)} {what}")
-        self.assertEqual({"PostgresDown", "PostgresTooManyConnections", "PostgresReplicationLagging",
+        self.assertEqual({"PostgresDown", "PostgresPrimaryUnreachable", "PostgresTooManyConnections",
+                          "PostgresReplicationLagging",
                           "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
     def test_postgres_down_also_fires_on_its_scrape_target_for_each_role(self):
         rules = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
         self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in rules])
         primary, standby = (r["expr"] for r in rules)
+        signal = next(r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresPrimaryUnreachable")
+        self.assertEqual(primary, signal["expr"], "the inhibitor sees what the page sees, without its for:")
+        self.assertNotIn("for", signal)
+        self.assertNotIn("keep_firing_for", signal, "a flapping primary must not hold farol's pages back for good")
         self.assertIn('cnpg_collector_up{role="primary", namespace="farol"} == 0', primary)
         self.assertIn('up{job="postgres", role="primary", namespace="farol"} == 0', primary)
         self.assertIn('cnpg_collector_up{role!="primary", namespace="farol"} == 0', standby)

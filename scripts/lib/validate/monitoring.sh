@@ -71,6 +71,7 @@ _monitoring_checks() {
   done <<'ROUTES'
 page     alertname=HttpHighErrorRate severity=page instance=farol:5000
 page     alertname=PostgresDown severity=page
+inhibit-only alertname=PostgresPrimaryUnreachable severity=none
 ticket   alertname=HostHighCpuUsage severity=ticket
 ticket   alertname=SomethingNew
 watchdog alertname=Watchdog severity=ticket
