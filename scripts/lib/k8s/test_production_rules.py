@@ -47,6 +47,22 @@ tests:
     alert_rule_test:
       - {eval_time: 5m, alertname: PostgresReplicationBroken, exp_alerts: []}
       - {eval_time: 5m, alertname: PostgresReplicationDegraded, exp_alerts: []}
+  # One failed scrape of the primary's pod (no cnpg_collector_up then): the inhibit-only
+  # signal fires for that scrape and no longer; the page needs a minute of it.
+  - interval: 1m
+    input_series:
+      - series: up{POD1, role="primary"}
+        values: 1 0 1 1 1
+      - series: cnpg_collector_up{POD1, role="primary"}
+        values: 1 stale 1 1 1
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: PostgresPrimaryUnreachable
+        exp_alerts:
+          - exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1,
+                         instance: "10.1.0.1:9187", role: primary}
+      - {eval_time: 2m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 2m, alertname: PostgresDown, exp_alerts: []}
   # Every instance exports the plugin's last backup; the same value from each. A backup at
   # t=0, none since: too old after 26 hours. A cluster never backed up exports 0.
   - interval: 30m
