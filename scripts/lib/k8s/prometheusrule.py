@@ -35,6 +35,7 @@ import glob
 import os
 import re
 import sys
+import textwrap
 
 import yaml
 
@@ -82,11 +83,15 @@ _PG_UP_DOWN = re.compile(r"^pg_up\{(?P<matchers>[^}]*)\} == 0\s*$")
 def production_expr(name: str, expr: str) -> str:
     """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one;
     PostgresDown (one rule per role) and PostgresPrimaryUnreachable also fire on the
-    instance's scrape target, with the same role matcher."""
-    down = _PG_UP_DOWN.match(expr) if name in ("PostgresDown", "PostgresPrimaryUnreachable") else None
+    instance's scrape target, with the same matchers (the signal's flapping guard too)."""
+    down = _PG_UP_DOWN.match(expr) if name == "PostgresDown" else None
     if down:
         matchers = down.group("matchers")
         return f'pg_up{{{matchers}}} == 0 or up{{job="postgres", {matchers}}} == 0\n'
+    if name == "PostgresPrimaryUnreachable":
+        on_target = expr.replace("pg_up{", 'up{job="postgres", ')
+        inner = [textwrap.indent(e.rstrip(), "  ") for e in (expr, on_target)]
+        return f"(\n{inner[0]}\n)\nor\n(\n{inner[1]}\n)\n"
     expr = PRODUCTION_EXPR.get(name, expr)
     return expr.replace("STANDBYS", str(standbys())) if "STANDBYS" in expr else expr
 

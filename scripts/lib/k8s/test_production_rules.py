@@ -58,11 +58,22 @@ tests:
     alert_rule_test:
       - eval_time: 1m
         alertname: PostgresPrimaryUnreachable
-        exp_alerts:
-          - exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1,
-                         instance: "10.1.0.1:9187", role: primary}
+        exp_alerts: SIGNAL1
       - {eval_time: 2m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
       - {eval_time: 2m, alertname: PostgresDown, exp_alerts: []}
+  # Its scrapes failing every other time: only the first failure in 15 minutes counts.
+  - interval: 1m
+    input_series:
+      - series: up{POD1, role="primary"}
+        values: 1 0 1 0 1 0 1
+      - series: cnpg_collector_up{POD1, role="primary"}
+        values: 1 stale 1 stale 1 stale 1
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: PostgresPrimaryUnreachable
+        exp_alerts: SIGNAL1
+      - {eval_time: 3m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 5m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
   # Every instance exports the plugin's last backup; the same value from each. A backup at
   # t=0, none since: too old after 26 hours. A cluster never backed up exports 0.
   - interval: 30m
@@ -98,7 +109,10 @@ tests:
           - exp_labels:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
-""".replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2))
+""".replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
+    # the inhibit-only signal of the primary, farol-db-1, with its scrape target's labels
+    "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
+               'instance: "10.1.0.1:9187", role: primary}}]')
 
 
 class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
