@@ -47,33 +47,38 @@ tests:
     alert_rule_test:
       - {eval_time: 5m, alertname: PostgresReplicationBroken, exp_alerts: []}
       - {eval_time: 5m, alertname: PostgresReplicationDegraded, exp_alerts: []}
-  # One failed scrape of the primary's pod (no cnpg_collector_up then): the inhibit-only
-  # signal fires for that scrape and no longer; the page needs a minute of it.
+  # One failed scrape of the primary's pod (no cnpg_collector_up then), after 15 minutes of
+  # history: the inhibit-only signal fires for that scrape and no longer; the page needs a
+  # minute of it.
   - interval: 1m
     input_series:
       - series: up{POD1, role="primary"}
-        values: 1 0 1 1 1
-      - series: cnpg_collector_up{POD1, role="primary"}
-        values: 1 stale 1 1 1
+        values: 1x15 0 1 1 1
+      - series: cnpg_collector_up{POD1, role="primary", cluster="farol-db"}
+        values: 1x15 stale 1 1 1
     alert_rule_test:
-      - eval_time: 1m
+      - eval_time: 16m
         alertname: PostgresPrimaryUnreachable
         exp_alerts: SIGNAL1
-      - {eval_time: 2m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
-      - {eval_time: 2m, alertname: PostgresDown, exp_alerts: []}
+      - {eval_time: 17m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 17m, alertname: PostgresDown, exp_alerts: []}
   # Its scrapes failing every other time: only the first failure in 15 minutes counts.
+  # Then the database down on every other scrape and the scrape failing on the others
+  # (a hung primary): each series alone has gaps, and neither holds farol's pages back
+  # for long.
   - interval: 1m
     input_series:
       - series: up{POD1, role="primary"}
-        values: 1 0 1 0 1 0 1
-      - series: cnpg_collector_up{POD1, role="primary"}
-        values: 1 stale 1 stale 1 stale 1
+        values: 1x15 0 1 0 1 0 1 1x20 1 0 1 0 1 0 1 0 1 0
+      - series: cnpg_collector_up{POD1, role="primary", cluster="farol-db"}
+        values: 1x15 stale 1 stale 1 stale 1 1x20 0 stale 0 stale 0 stale 0 stale 0 stale
     alert_rule_test:
-      - eval_time: 1m
+      - eval_time: 16m
         alertname: PostgresPrimaryUnreachable
         exp_alerts: SIGNAL1
-      - {eval_time: 3m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
-      - {eval_time: 5m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 18m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 20m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 49m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
   # Every instance exports the plugin's last backup; the same value from each. A backup at
   # t=0, none since: too old after 26 hours. A cluster never backed up exports 0.
   - interval: 30m

@@ -119,6 +119,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                      'up{job="postgres", role="primary", namespace="farol"}'):
             self.assertIn(f"{down} == 0", signal["expr"])
             self.assertIn(f"changes({down}[15m]) > 2", signal["expr"])
+            self.assertIn(f"1 - avg_over_time({down}[15m]) > 0.2", signal["expr"])
         self.assertNotIn("for", signal)
         self.assertNotIn("keep_firing_for", signal, "a flapping primary must not hold farol's pages back for good")
         self.assertIn('cnpg_collector_up{role="primary", namespace="farol"} == 0', primary)
