@@ -334,6 +334,9 @@ def cmd_wait(stack, args):
         return f"+{t - since:.1f} s"
 
     hold_until = None
+    # A signal may end before the fault does (PostgresPrimaryUnreachable hands over to
+    # PostgresDown): once seen firing since the fault, it has fired.
+    signalled = set()
     while True:
         now = time.time()
         try:
@@ -357,8 +360,9 @@ def cmd_wait(stack, args):
                     missing.append(f"{alert} at the webhook")
             for alert in scenario.signal:
                 if prom.get(alert) == "firing":
+                    signalled.add(alert)
                     say(f"p:{alert}", f"{alert} firing in Prometheus, notifying no one ({rel(now, fault)})")
-                else:
+                elif alert not in signalled:
                     missing.append(f"{alert} firing")
             for alert, sources in [*scenario.inhibited.items(), *scenario.held.items()]:
                 if prom.get(alert) == "firing":
