@@ -64,8 +64,9 @@ tests:
       - {eval_time: 17m, alertname: PostgresDown, exp_alerts: []}
   # Its scrapes failing every other time: only the first failure in 15 minutes counts.
   # Then the database down on every other scrape and the scrape failing on the others
-  # (a hung primary): each series alone has gaps, and neither holds farol's pages back
-  # for long.
+  # (a hung primary): each series alone has gaps; by 49m neither holds farol's pages back.
+  # (Failed scrapes leave no sample, so such a pattern holds them longer than 3 minutes;
+  # the runbook says how long.)
   - interval: 1m
     input_series:
       - series: up{POD1, role="primary"}
