@@ -140,7 +140,8 @@ if __name__ == "__main__":
 class RunbookQueries(unittest.TestCase):
     def test_every_line_of_a_promql_block_is_one_query(self):
         queries = {(path.stem, n): expr for path, n, expr in mc.runbook_queries()}
-        self.assertEqual(queries[("PostgresDown", 1)], "pg_up == 0")
+        self.assertEqual(queries[("PostgresDown", 1)], "instance:postgres_up:gapless == 0")
+        self.assertEqual(queries[("PostgresDown", 2)], "pg_up == 0")
         self.assertEqual(queries[("PostgresWalArchivingFailing", 3)], "pg_stat_archiver_last_archive_age")
-        self.assertNotIn(("PostgresDown", 2), queries)
+        self.assertNotIn(("PostgresDown", 3), queries)
         self.assertTrue(all(expr and "```" not in expr for expr in queries.values()))

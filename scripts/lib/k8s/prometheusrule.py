@@ -14,9 +14,9 @@ because the cluster's Prometheus and Alertmanager are shared with other teams:
   replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that
   has no entry there stops the generation: an alert must never silently watch a metric
   that does not exist, nor its text point at one. The exporter lives in the database pod:
-  a pod or node lost takes `cnpg_collector_up` with it, so PostgresDown and the signal
-  PostgresPrimaryUnreachable also fire when the instance's scrape target is down
-  (production_expr);
+  a pod or node lost takes `cnpg_collector_up` with it, so the reachability series that
+  PostgresDown and the signal PostgresPrimaryUnreachable read also counts the instance's
+  failed scrapes as down (PRODUCTION_EXPR);
 - the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
   production overlay, not compose's.
 
@@ -35,7 +35,6 @@ import glob
 import os
 import re
 import sys
-import textwrap
 
 import yaml
 
@@ -50,6 +49,14 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 PLATFORM_GROUPS = {"host"}
 # The production expression of an alert whose compose one cannot say it (see above).
 PRODUCTION_EXPR = {
+    # Each instance's reachability without gaps (compose's fills a failed scrape only after
+    # a report of down: its exporter is a container of its own). Here the exporter is the
+    # instance manager in the database's own pod, so a failed scrape is the instance
+    # unreachable. cnpg_collector_up carries a `cluster` label that `up` has not: without
+    # it both sides are one series, whose PostgresDown `for:` a failed scrape between two
+    # reports of down cannot reset.
+    "instance:postgres_up:gapless": (
+        'max without (cluster) (cnpg_collector_up) or up{job="postgres"}\n'),
     # In production the standbys expected are the Cluster's instances but the primary
     # (STANDBYS, from database.yaml), not the scrape targets: a standby whose pod is
     # Pending or being re-cloned has no target. What streams is counted by farol's own
@@ -77,21 +84,9 @@ def standbys() -> int:
     return count
 
 
-_PG_UP_DOWN = re.compile(r"^pg_up\{(?P<matchers>[^}]*)\} == 0\s*$")
-
-
 def production_expr(name: str, expr: str) -> str:
-    """The production expression of an alert: its own (PRODUCTION_EXPR) or the compose one;
-    PostgresDown (one rule per role) and PostgresPrimaryUnreachable also fire on the
-    instance's scrape target, with the same matchers (the signal's flapping guard too)."""
-    down = _PG_UP_DOWN.match(expr) if name == "PostgresDown" else None
-    if down:
-        matchers = down.group("matchers")
-        return f'pg_up{{{matchers}}} == 0 or up{{job="postgres", {matchers}}} == 0\n'
-    if name == "PostgresPrimaryUnreachable":
-        on_target = expr.replace("pg_up{", 'up{job="postgres", ')
-        inner = [textwrap.indent(e.rstrip(), "  ") for e in (expr, on_target)]
-        return f"(\n{inner[0]}\n)\nor\n(\n{inner[1]}\n)\n"
+    """The production expression of a rule (by alert or record name): its own
+    (PRODUCTION_EXPR) or the compose one."""
     expr = PRODUCTION_EXPR.get(name, expr)
     return expr.replace("STANDBYS", str(standbys())) if "STANDBYS" in expr else expr
 
@@ -188,7 +183,7 @@ def convert(groups: list[dict]) -> list[dict]:
             if name in TARGET_ALERTS:
                 expr = production_target_expr(name)
             else:
-                expr = to_cnpg(production_expr(name, str(rule["expr"])))
+                expr = to_cnpg(production_expr(name or rule["record"], str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)
             # an alert, or a record of a constant (an SLO's objective, its period: nothing
             # to scope), which no selector gives a namespace: two deployments' must not

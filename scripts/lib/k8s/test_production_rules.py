@@ -63,10 +63,11 @@ tests:
       - {eval_time: 17m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
       - {eval_time: 17m, alertname: PostgresDown, exp_alerts: []}
   # Its scrapes failing every other time: only the first failure in 15 minutes counts.
-  # Then the database down on every other scrape and the scrape failing on the others
-  # (a hung primary): each series alone has gaps; by 49m neither holds farol's pages back.
-  # (Failed scrapes leave no sample, so such a pattern holds them longer than 3 minutes;
-  # the runbook says how long.)
+  # Then a hung primary: the database down on every other scrape and the scrape failing
+  # on the others. One series (cnpg_collector_up without its cluster label, or the
+  # failed scrape) is down without a gap: PostgresDown pages after a minute, and the
+  # signal ends once the primary has been down a fifth of 15 minutes (at 46m, 4 of the
+  # samples from 31m to 46m).
   - interval: 1m
     input_series:
       - series: up{POD1, role="primary"}
@@ -79,7 +80,37 @@ tests:
         exp_alerts: SIGNAL1
       - {eval_time: 18m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
       - {eval_time: 20m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
-      - {eval_time: 49m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - {eval_time: 20m, alertname: PostgresDown, exp_alerts: []}
+      - eval_time: 43m
+        alertname: PostgresPrimaryUnreachable
+        exp_alerts: SIGNAL1
+      - {eval_time: 43m, alertname: PostgresDown, exp_alerts: []}
+      - eval_time: 44m
+        alertname: PostgresDown
+        exp_alerts: DOWN1
+      - eval_time: 45m
+        alertname: PostgresPrimaryUnreachable
+        exp_alerts: SIGNAL1
+      - {eval_time: 46m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
+      - eval_time: 52m
+        alertname: PostgresDown
+        exp_alerts: DOWN1
+  # A standby's pod not scraped: the ticket, no page, no signal.
+  - interval: 1m
+    input_series:
+      - series: up{POD2, role="replica"}
+        values: 1x5 0x5
+      - series: cnpg_collector_up{POD2, role="replica", cluster="farol-db"}
+        values: 1x5 stale
+    alert_rule_test:
+      - {eval_time: 6m, alertname: PostgresDown, exp_alerts: []}
+      - eval_time: 7m
+        alertname: PostgresDown
+        exp_alerts:
+          - exp_labels:
+              {severity: ticket, namespace: farol, job: postgres, pod: farol-db-2, instance: "10.1.0.2:9187",
+               role: replica}
+      - {eval_time: 7m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
   # Every instance exports the plugin's last backup; the same value from each. A backup at
   # t=0, none since: too old after 26 hours. A cluster never backed up exports 0.
   - interval: 30m
@@ -116,9 +147,12 @@ tests:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
 """.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
-    # the inhibit-only signal of the primary, farol-db-1, with its scrape target's labels
+    # the inhibit-only signal and the page of the primary, farol-db-1, with its scrape
+    # target's labels (no `cluster`: one series whichever side of the `or` it comes from)
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
-               'instance: "10.1.0.1:9187", role: primary}}]')
+               'instance: "10.1.0.1:9187", role: primary}}]').replace(
+    "DOWN1", '[{exp_labels: {severity: page, namespace: farol, job: postgres, pod: farol-db-1, '
+             'instance: "10.1.0.1:9187", role: primary}}]')
 
 
 class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):

@@ -1,8 +1,8 @@
 """Tests of the PrometheusRule generator (prometheusrule.py), on the real rule files:
 every group, alert and recording rule of monitoring/prometheus/rules appears, in order,
 but the host group left to the platform; every selector is scoped to farol's namespace
-and every alert carries it; otherwise only the PostgreSQL expressions (pg_* -> cnpg_*,
-PostgresDown also on its scrape target) and the scrape-target alerts differ; the result
+and every alert carries it; otherwise only the PostgreSQL expressions (pg_* -> cnpg_*, the
+reachability series also down on a failed scrape) and the scrape-target alerts differ; the result
 is what is committed; promtool accepts it; and it passes the custom-resource checks.
 The AlertmanagerConfig keeps alertmanager.yml's routes and inhibitions.
 
@@ -109,23 +109,23 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                           "PostgresReplicationLagging",
                           "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
-    def test_postgres_down_also_fires_on_its_scrape_target_for_each_role(self):
-        rules = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
-        self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in rules])
-        primary, standby = (r["expr"] for r in rules)
-        signal = next(r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresPrimaryUnreachable")
-        # the inhibitor sees what the page sees, without its for:, each side with its guard
-        for down in ('cnpg_collector_up{role="primary", namespace="farol"}',
-                     'up{job="postgres", role="primary", namespace="farol"}'):
-            self.assertIn(f"{down} == 0", signal["expr"])
-            self.assertIn(f"changes({down}[15m]) > 2", signal["expr"])
-            self.assertIn(f"1 - avg_over_time({down}[15m]) > 0.2", signal["expr"])
+    def test_postgres_down_and_its_signal_read_one_reachability_series_down_on_a_failed_scrape(self):
+        rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
+        series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
+        self.assertEqual(rules["instance:postgres_up:gapless"]["expr"],
+                         'max without (cluster) (cnpg_collector_up{namespace="farol"})'
+                         ' or up{job="postgres", namespace="farol"}\n')
+        down = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
+        self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in down])
+        self.assertEqual(down[0]["expr"], f"{series} == 0\n")
+        self.assertEqual(down[1]["expr"], 'instance:postgres_up:gapless{role!="primary", namespace="farol"} == 0\n')
+        # the inhibitor sees what the page sees, without its for:, with both bounds
+        signal = rules["PostgresPrimaryUnreachable"]
+        self.assertTrue(signal["expr"].startswith(f"{series} == 0\n"))
+        self.assertIn(f"changes({series}[15m]) > 2", signal["expr"])
+        self.assertIn(f"1 - avg_over_time({series}[15m]) > 0.2", signal["expr"])
         self.assertNotIn("for", signal)
         self.assertNotIn("keep_firing_for", signal, "a flapping primary must not hold farol's pages back for good")
-        self.assertIn('cnpg_collector_up{role="primary", namespace="farol"} == 0', primary)
-        self.assertIn('up{job="postgres", role="primary", namespace="farol"} == 0', primary)
-        self.assertIn('cnpg_collector_up{role!="primary", namespace="farol"} == 0', standby)
-        self.assertIn('up{job="postgres", role!="primary", namespace="farol"} == 0', standby)
 
     def test_the_committed_file_is_a_fresh_generation(self):
         with open(gen.OUTPUT, encoding="utf-8") as f:
