@@ -63,11 +63,11 @@ tests:
       - {eval_time: 17m, alertname: PostgresPrimaryUnreachable, exp_alerts: []}
       - {eval_time: 17m, alertname: PostgresDown, exp_alerts: []}
   # Its scrapes failing every other time: only the first failure in 15 minutes counts.
-  # Then a hung primary: the database down on every other scrape and the scrape failing
-  # on the others. One series (cnpg_collector_up without its cluster label, or the
+  # Then the database down on every other scrape and the scrape failing on the others (a
+  # hung pod's). One series (cnpg_collector_up without its cluster label, or the
   # failed scrape) is down without a gap: PostgresDown pages after a minute, and the
-  # signal ends once the primary has been down a fifth of 15 minutes (at 46m, 4 of the
-  # samples from 31m to 46m).
+  # signal ends once the primary has been down more than a fifth of 15 minutes (at 46m,
+  # 4 samples down in the window).
   - interval: 1m
     input_series:
       - series: up{POD1, role="primary"}

@@ -105,7 +105,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                     self.assertIn("cnpg_", after)
                 else:
                     self.assertEqual(before, after, f"{rule_name(src)} {what}")
-        self.assertEqual({"PostgresDown", "PostgresPrimaryUnreachable", "PostgresTooManyConnections",
+        self.assertEqual({"PostgresTooManyConnections",
                           "PostgresReplicationLagging",
                           "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
