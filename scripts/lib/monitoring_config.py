@@ -17,7 +17,8 @@
     monitoring_config.py check-dashboards
         The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
     monitoring_config.py check-static-files
-        What cannot run here (Grafana provisioning, Loki, Alloy): syntax and references.
+        What cannot run here (Grafana provisioning, Loki, Alloy): syntax and references;
+        and that Prometheus keeps as much history as the longest range a rule reads.
     monitoring_config.py records | alert-threshold ALERT
         The recording rules' names; the constant an alert compares against.
     monitoring_config.py check-rule-tests
@@ -1074,6 +1075,28 @@ def alert_threshold(name):
 # ---------------------------------------------------------------------------------------
 # The monitoring files that nothing here can run
 
+# Prometheus's retention when --storage.tsdb.retention.time is not given
+DEFAULT_RETENTION = "15d"
+
+
+def lookback_problems(compose, all_rules):
+    """A rule that reads further back than Prometheus keeps computes over what is left,
+    without a word: the SLO's 30-day budget over 15 days of data. The longest range or
+    offset of every rule against the retention compose gives Prometheus."""
+    prefix = "--storage.tsdb.retention.time="
+    command = (compose.get("services", {}).get("prometheus") or {}).get("command") or []
+    retention = next((str(c)[len(prefix):] for c in command if str(c).startswith(prefix)), DEFAULT_RETENTION)
+    problems = []
+    for rule in all_rules:
+        expr = str(rule["expr"])
+        spans = [expr[start:end] for start, end, unit in promql_durations(expr) if unit == "duration"]
+        longest = max(spans, key=parse_duration, default=None)
+        if longest and parse_duration(longest) > parse_duration(retention):
+            problems.append(f"{rule.get('record') or rule.get('alert')} reads [{longest}], more than the "
+                            f"{retention} Prometheus keeps (docker-compose.yml: {prefix})")
+    return list(dict.fromkeys(problems))   # one line for the records of every SLO
+
+
 def check_static_files():
     """What cannot run here (no Grafana, Loki or Alloy binaries): syntax, and that what the
     files refer to exists."""
@@ -1118,6 +1141,7 @@ def check_static_files():
             problems.append(f"config.alloy: {kind}.{label} is used but not defined")
     if "http://loki:3100/loki/api/v1/push" not in alloy or "loki" not in compose.get("services", {}):
         problems.append("config.alloy: must push to the compose service loki")
+    problems += lookback_problems(compose, list(rules()))
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

@@ -137,6 +137,28 @@ if __name__ == "__main__":
     unittest.main(verbosity=1)
 
 
+class Lookback(unittest.TestCase):
+    RULES = [{"record": "slo:sli_error:ratio_rate30d", "expr": "sum(rate(x[30d])) / sum(rate(y[30d]))"},
+             {"alert": "Recent", "expr": "rate(x[5m] offset 1h) > 0"}]
+
+    @staticmethod
+    def compose(*flags):
+        return {"services": {"prometheus": {"command": ["--config.file=/etc/prometheus/prometheus.yml", *flags]}}}
+
+    def test_a_retention_shorter_than_a_rule_s_range_is_named(self):
+        problems = mc.lookback_problems(self.compose("--storage.tsdb.retention.time=29d"), self.RULES)
+        self.assertEqual(len(problems), 1)
+        self.assertIn("slo:sli_error:ratio_rate30d reads [30d], more than the 29d", problems[0])
+        self.assertEqual(mc.lookback_problems(self.compose("--storage.tsdb.retention.time=30d"), self.RULES), [])
+
+    def test_without_the_flag_prometheus_keeps_15_days(self):
+        self.assertIn("more than the 15d", mc.lookback_problems(self.compose(), self.RULES)[0])
+
+    def test_the_real_rules_fit_the_real_retention(self):
+        compose = mc.load_yaml(mc.MONITORING / "docker-compose.yml")
+        self.assertEqual(mc.lookback_problems(compose, list(mc.rules())), [])
+
+
 class RunbookQueries(unittest.TestCase):
     def test_every_line_of_a_promql_block_is_one_query(self):
         queries = {(path.stem, n): expr for path, n, expr in mc.runbook_queries()}
