@@ -96,6 +96,12 @@ CLUSTER = resource(obj(
     monitoring=obj(enablePodMonitor=BOOL, customQueriesConfigMap=arr(obj(("name", "key"), name=STR, key=STR))),
 ), "postgresql.cnpg.io/v1", "Cluster")
 
+TOPOLOGY_SPREAD = obj(
+    ("maxSkew", "topologyKey", "whenUnsatisfiable"),
+    maxSkew={"type": "integer", "minimum": 1}, topologyKey=STR,
+    whenUnsatisfiable=enum("DoNotSchedule", "ScheduleAnyway"),
+    labelSelector=LABEL_SELECTOR, matchLabelKeys=arr(STR))
+
 POOLER = resource(obj(
     ("cluster", "pgbouncer"),
     cluster=obj(("name",), name=STR),
@@ -103,6 +109,12 @@ POOLER = resource(obj(
     type=enum("rw", "ro", "r"),
     # every PgBouncer parameter a string, as for the Cluster's
     pgbouncer=obj(("poolMode",), poolMode=enum("session", "transaction"), parameters=STR_MAP),
+    # merged into the pods CloudNativePG creates: its container is named pgbouncer, and a
+    # PodSpec needs the containers field even when it adds none
+    template=obj(("spec",), spec=obj(
+        ("containers",),
+        containers=arr(obj(("name",), name=enum("pgbouncer"), resources=RESOURCES)),
+        topologySpreadConstraints=arr(TOPOLOGY_SPREAD))),
 ), "postgresql.cnpg.io/v1", "Pooler")
 
 SCHEDULED_BACKUP = resource(obj(
@@ -248,6 +260,23 @@ def refs_pooler(render: Render, doc: dict) -> Findings:
         yield f"cluster {cluster!r} is not a Cluster of the render"
     if dig(doc, "metadata", "name") == cluster:
         yield "a Pooler may not share its Cluster's name"
+    # the labels CloudNativePG gives a Pooler's pods (implied_objects): a spread whose
+    # selector misses them counts no pod and spreads nothing
+    pods = {"cnpg.io/poolerName": dig(doc, "metadata", "name"), "cnpg.io/podRole": "pooler",
+            "cnpg.io/cluster": cluster}
+    spreads = dig(doc, "spec", "template", "spec", "topologySpreadConstraints", default=[]) or []
+    for spread in spreads:
+        if not spread.get("labelSelector") or not selector_matches(spread["labelSelector"], pods):
+            yield f"the spread over {spread.get('topologyKey')} selects none of the Pooler's pods"
+    # the capacity model lets either PgBouncer take every client: only if a node lost
+    # cannot take both
+    if dig(doc, "spec", "instances", default=1) > 1 and not any(
+            s.get("topologyKey") == "kubernetes.io/hostname" and s.get("whenUnsatisfiable") == "DoNotSchedule"
+            for s in spreads):
+        yield "several instances and no DoNotSchedule spread over kubernetes.io/hostname: one node can hold them all"
+    containers = dig(doc, "spec", "template", "spec", "containers", default=[]) or []
+    if not any(c.get("name") == "pgbouncer" and dig(c, "resources", "limits", "memory") for c in containers):
+        yield "no memory limit for the pgbouncer container (spec.template.spec.containers)"
 
 
 def refs_scheduled_backup(render: Render, doc: dict) -> Findings:

@@ -138,7 +138,12 @@ def good_render() -> list[dict]:
         {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Pooler", "metadata": meta("pg-pooler"),
          "spec": {"cluster": {"name": "pg"}, "instances": 2, "type": "rw", "pgbouncer": {
              "poolMode": "transaction",
-             "parameters": {"max_client_conn": "100", "default_pool_size": "40", "reserve_pool_size": "10"}}}},
+             "parameters": {"max_client_conn": "100", "default_pool_size": "40", "reserve_pool_size": "10"}},
+             "template": {"spec": {
+                 "containers": [{"name": "pgbouncer", "resources": {"limits": {"memory": "128Mi"}}}],
+                 "topologySpreadConstraints": [{
+                     "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"cnpg.io/poolerName": "pg-pooler"}}}]}}}},
         {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": meta("store"),
          "spec": {"retentionPolicy": "30d", "configuration": {"destinationPath": "s3://bucket/", "s3Credentials": {
              "accessKeyId": {"name": "s3", "key": "ID"}, "secretAccessKey": {"name": "s3", "key": "KEY"}}}}},
@@ -309,6 +314,16 @@ CASES = [
      edit("Pooler", "pg-pooler", cluster={"name": "other"})),
     ("Pooler mode misspelt", "custom-resources", "poolMode",
      edit("Pooler", "pg-pooler", "pgbouncer", poolMode="transactions")),
+    ("Pooler spread counting other pods", "custom-resources", "selects none of the Pooler's pods",
+     lambda d: find(d, "Pooler", "pg-pooler")["spec"]["template"]["spec"]["topologySpreadConstraints"][0].update(
+         labelSelector={"matchLabels": {"cnpg.io/poolerName": "pg"}})),
+    ("Pooler instances free to share a node", "custom-resources", "one node can hold them all",
+     edit("Pooler", "pg-pooler", "template", "spec", topologySpreadConstraints=[])),
+    ("PgBouncer without a memory limit", "custom-resources", "no memory limit",
+     edit("Pooler", "pg-pooler", "template", "spec", containers=[{"name": "pgbouncer"}])),
+    ("PgBouncer's container misnamed", "custom-resources", "'bouncer' is not one of",
+     edit("Pooler", "pg-pooler", "template", "spec", containers=[
+         {"name": "bouncer", "resources": {"limits": {"memory": "128Mi"}}}])),
     ("recovery from no external cluster", "custom-resources", "not an externalClusters name",
      edit("Cluster", "pg", bootstrap={"recovery": {"source": "gone"}})),
     ("recovered cluster archiving over its origin", "custom-resources", "archives WAL as 'pg'",
