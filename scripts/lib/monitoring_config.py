@@ -40,6 +40,7 @@ import contextlib
 import json
 import math
 import re
+import shlex
 import shutil
 import sys
 import tomllib
@@ -1075,25 +1076,61 @@ def alert_threshold(name):
 # ---------------------------------------------------------------------------------------
 # The monitoring files that nothing here can run
 
-# Prometheus's retention when --storage.tsdb.retention.time is not given
+# Prometheus's retention when no flag sets one
 DEFAULT_RETENTION = "15d"
+RETENTION_FLAGS = ("--storage.tsdb.retention.time", "--storage.tsdb.retention")   # the second deprecated
+RETENTION_SIZE_FLAG = "--storage.tsdb.retention.size"
+
+
+def prometheus_flags(compose):
+    """The compose Prometheus's command as {flag: value}, from "--flag=value" or "--flag"
+    "value", in a list or a string."""
+    command = (compose.get("services", {}).get("prometheus") or {}).get("command") or []
+    args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    flags = {}
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        name, sep, value = arg.partition("=")
+        if not sep and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+        flags[name] = value
+    return flags
+
+
+def rule_lookback_ms(expr):
+    """How far back a rule reads: its longest range or offset, or a range plus the offset
+    that follows it. Nested subqueries, whose ranges add up too, are not summed."""
+    spans = [expr[start:end] for start, end, unit in promql_durations(expr) if unit == "duration"]
+    longest = max((parse_duration(d) for d in spans), default=0)
+    for window, offset in re.findall(r"\[\s*(\w+)\s*(?::\s*\w*\s*)?\]\s*offset\s+(\w+)", expr):
+        longest = max(longest, parse_duration(window) + parse_duration(offset))
+    return longest
 
 
 def lookback_problems(compose, all_rules):
     """A rule that reads further back than Prometheus keeps computes over what is left,
-    without a word: the SLO's 30-day budget over 15 days of data. The longest range or
-    offset of every rule against the retention compose gives Prometheus."""
-    prefix = "--storage.tsdb.retention.time="
-    command = (compose.get("services", {}).get("prometheus") or {}).get("command") or []
-    retention = next((str(c)[len(prefix):] for c in command if str(c).startswith(prefix)), DEFAULT_RETENTION)
+    without a word: the SLO's 30-day budget over 15 days of data. Every rule's lookback
+    against the retention compose gives Prometheus (a size limit, which can drop data
+    sooner, cannot be proven to fit and is refused)."""
+    flags = prometheus_flags(compose)
+    if RETENTION_SIZE_FLAG in flags:
+        return [f"docker-compose.yml: prometheus sets {RETENTION_SIZE_FLAG}, which can drop data sooner "
+                f"than the rules read back; this check cannot prove it does not"]
+    flag = next((f for f in RETENTION_FLAGS if f in flags), None)
+    text = flags[flag] if flag else DEFAULT_RETENTION
+    try:
+        retention = parse_duration(text)
+    except ValueError:
+        return [f"docker-compose.yml: prometheus {flag}={text!r} is not a duration"]
     problems = []
     for rule in all_rules:
-        expr = str(rule["expr"])
-        spans = [expr[start:end] for start, end, unit in promql_durations(expr) if unit == "duration"]
-        longest = max(spans, key=parse_duration, default=None)
-        if longest and parse_duration(longest) > parse_duration(retention):
-            problems.append(f"{rule.get('record') or rule.get('alert')} reads [{longest}], more than the "
-                            f"{retention} Prometheus keeps (docker-compose.yml: {prefix})")
+        lookback = rule_lookback_ms(str(rule["expr"]))
+        if lookback > retention:
+            days, rest = divmod(lookback, 86_400_000)
+            back = f"{days}d" if days and not rest else format_duration(lookback)   # 30d, not 4w2d
+            problems.append(f"{rule.get('record') or rule.get('alert')} reads {back} back, "
+                            f"more than the {text} Prometheus keeps (docker-compose.yml: {flag or 'the default'})")
     return list(dict.fromkeys(problems))   # one line for the records of every SLO
 
 

@@ -133,26 +133,39 @@ class Drill(unittest.TestCase):
         self.assertTrue((self.out / "blackbox/blackbox.yml").is_file())
 
 
-if __name__ == "__main__":
-    unittest.main(verbosity=1)
-
 
 class Lookback(unittest.TestCase):
     RULES = [{"record": "slo:sli_error:ratio_rate30d", "expr": "sum(rate(x[30d])) / sum(rate(y[30d]))"},
-             {"alert": "Recent", "expr": "rate(x[5m] offset 1h) > 0"}]
+             {"alert": "LastMonth", "expr": "rate(x[5d] offset 28d) > 0"},
+             {"alert": "Subquery", "expr": "max_over_time(rate(x[5m])[31d:1h]) > 0"}]
 
     @staticmethod
-    def compose(*flags):
-        return {"services": {"prometheus": {"command": ["--config.file=/etc/prometheus/prometheus.yml", *flags]}}}
+    def compose(*command):
+        return {"services": {"prometheus": {"command": ["--config.file=/etc/prometheus/prometheus.yml", *command]}}}
 
-    def test_a_retention_shorter_than_a_rule_s_range_is_named(self):
-        problems = mc.lookback_problems(self.compose("--storage.tsdb.retention.time=29d"), self.RULES)
-        self.assertEqual(len(problems), 1)
-        self.assertIn("slo:sli_error:ratio_rate30d reads [30d], more than the 29d", problems[0])
-        self.assertEqual(mc.lookback_problems(self.compose("--storage.tsdb.retention.time=30d"), self.RULES), [])
+    def problems(self, *command):
+        return mc.lookback_problems(self.compose(*command), self.RULES)
 
-    def test_without_the_flag_prometheus_keeps_15_days(self):
-        self.assertIn("more than the 15d", mc.lookback_problems(self.compose(), self.RULES)[0])
+    def test_each_rule_reading_further_back_than_the_retention_is_named(self):
+        problems = self.problems("--storage.tsdb.retention.time=29d")
+        self.assertEqual(len(problems), 3, problems)
+        self.assertIn("slo:sli_error:ratio_rate30d reads 30d back, more than the 29d", problems[0])
+        self.assertIn("LastMonth reads 33d back", problems[1])   # a range and its offset add up
+        self.assertIn("Subquery reads 31d back", problems[2])
+        self.assertEqual(self.problems("--storage.tsdb.retention.time=33d"), [])
+
+    def test_the_flag_in_any_spelling_and_the_default(self):
+        self.assertEqual(self.problems("--storage.tsdb.retention.time", "40d"), [])
+        self.assertEqual(self.problems("--storage.tsdb.retention=40d"), [])
+        string = {"services": {"prometheus": {"command": "--storage.tsdb.retention.time=40d --web.enable-lifecycle"}}}
+        self.assertEqual(mc.lookback_problems(string, self.RULES), [])
+        self.assertIn("more than the 15d Prometheus keeps (docker-compose.yml: the default)", self.problems()[0])
+
+    def test_a_size_limit_or_a_malformed_value_is_refused_with_its_flag(self):
+        self.assertIn("--storage.tsdb.retention.size",
+                      self.problems("--storage.tsdb.retention.time=40d", "--storage.tsdb.retention.size=10GB")[0])
+        self.assertEqual(self.problems("--storage.tsdb.retention.time=1.5d"),
+                         ["docker-compose.yml: prometheus --storage.tsdb.retention.time='1.5d' is not a duration"])
 
     def test_the_real_rules_fit_the_real_retention(self):
         compose = mc.load_yaml(mc.MONITORING / "docker-compose.yml")
@@ -167,3 +180,6 @@ class RunbookQueries(unittest.TestCase):
         self.assertEqual(queries[("PostgresWalArchivingFailing", 3)], "pg_stat_archiver_last_archive_age")
         self.assertNotIn(("PostgresDown", 3), queries)
         self.assertTrue(all(expr and "```" not in expr for expr in queries.values()))
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
