@@ -254,16 +254,20 @@ def refs_cluster(render: Render, doc: dict) -> Findings:
                 yield f"archives WAL as {restored_from!r}, the server it was restored from"
 
 
+def pooler_pod_labels(doc: dict) -> dict[str, str]:
+    """The labels CloudNativePG gives the pods of a Pooler."""
+    return {"cnpg.io/poolerName": dig(doc, "metadata", "name"), "cnpg.io/podRole": "pooler",
+            "cnpg.io/cluster": dig(doc, "spec", "cluster", "name", default="")}
+
+
 def refs_pooler(render: Render, doc: dict) -> Findings:
     cluster = dig(doc, "spec", "cluster", "name")
     if render.get("Cluster", ns_of(doc), cluster) is None:
         yield f"cluster {cluster!r} is not a Cluster of the render"
     if dig(doc, "metadata", "name") == cluster:
         yield "a Pooler may not share its Cluster's name"
-    # the labels CloudNativePG gives a Pooler's pods (implied_objects): a spread whose
-    # selector misses them counts no pod and spreads nothing
-    pods = {"cnpg.io/poolerName": dig(doc, "metadata", "name"), "cnpg.io/podRole": "pooler",
-            "cnpg.io/cluster": cluster}
+    # a spread whose selector misses the Pooler's pods counts none and spreads nothing
+    pods = pooler_pod_labels(doc)
     spreads = dig(doc, "spec", "template", "spec", "topologySpreadConstraints", default=[]) or []
     for spread in spreads:
         if not spread.get("labelSelector") or not selector_matches(spread["labelSelector"], pods):
@@ -475,9 +479,7 @@ def implied_objects(render: Render) -> Iterator[Pod | Provided]:
             yield Pod(origin, ns, {"cnpg.io/cluster": name, "cnpg.io/jobRole": "initdb"}, {})
         elif (doc.get("apiVersion"), doc["kind"]) == ("postgresql.cnpg.io/v1", "Pooler"):
             yield Provided("Service", ns, name, frozenset(), origin)
-            yield Pod(origin, ns, {"cnpg.io/poolerName": name, "cnpg.io/podRole": "pooler",
-                                   "cnpg.io/cluster": dig(doc, "spec", "cluster", "name", default="")},
-                      {"pgbouncer": 5432, "metrics": 9127})
+            yield Pod(origin, ns, pooler_pod_labels(doc), {"pgbouncer": 5432, "metrics": 9127})
         elif (doc.get("apiVersion"), doc["kind"]) == ("cert-manager.io/v1", "Issuer"):
             account_key = dig(doc, "spec", "acme", "privateKeySecretRef", "name")
             if account_key:

@@ -50,9 +50,9 @@ PLATFORM_GROUPS = {"host"}
 # The production expression of an alert whose compose one cannot say it (see above).
 PRODUCTION_EXPR = {
     # Each instance's reachability without gaps (compose's fills a failed scrape only
-    # within 5 minutes of a report of down: its exporter is a container of its own). Here the exporter is the
-    # instance manager in the database's own pod, so a failed scrape is the instance
-    # unreachable. cnpg_collector_up carries a `cluster` label that `up` has not: without
+    # within 5 minutes of a report of down: its exporter is a container of its own). Here
+    # the exporter is the instance manager in the database's own pod, so a failed scrape
+    # is the instance unreachable. cnpg_collector_up carries a `cluster` label that `up` has not: without
     # it both sides are one series, whose PostgresDown `for:` a failed scrape between two
     # reports of down cannot reset.
     "instance:postgres_up:gapless": (
