@@ -11,9 +11,9 @@
         Runs every PromQL expression of every rule and dashboard panel against a live
         Prometheus: each must parse, and each must return data unless its KEY is listed.
     monitoring_config.py check-runbooks [--write]
-        Every alert has docs/runbooks/<alert>.md and every runbook an alert; every
-        runbook_url (rules and their tests) is built from Cargo.toml's package.repository.
-        --write rewrites the URLs that are not.
+        Every alert (compose's and production's) has docs/runbooks/<alert>.md and every
+        runbook an alert; every runbook_url (rules and their tests) is built from
+        Cargo.toml's package.repository. --write rewrites the URLs that are not.
     monitoring_config.py check-dashboards
         The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
     monitoring_config.py check-static-files
@@ -443,9 +443,11 @@ def drill(out_dir, source, factor):
 # ---------------------------------------------------------------------------------------
 # The PromQL expressions of the rules and dashboards
 
-def rules(source=MONITORING):
-    """Every rule of the rule files: dicts with file, group and the rule's own keys."""
-    for path in sorted((Path(source) / "prometheus/rules").glob("*.yml")):
+def rules(source=MONITORING, folder="rules"):
+    """Every rule of the rule files: dicts with file, group and the rule's own keys. The
+    folder is compose's rules/ (what Prometheus loads here) or production/ (the alerts
+    that only the production PrometheusRule has)."""
+    for path in sorted((Path(source) / "prometheus" / folder).glob("*.yml")):
         for group in load_yaml(path)["groups"]:
             for rule in group["rules"]:
                 yield {"file": path.name, "group": group["name"], **rule}
@@ -643,7 +645,7 @@ def runbook_base():
 def check_runbooks(write):
     base = runbook_base()
     problems = []
-    alerts = {r["alert"]: r for r in rules() if "alert" in r}
+    alerts = {r["alert"]: r for r in [*rules(), *rules(folder="production")] if "alert" in r}
     for name, rule in alerts.items():
         annotations = rule.get("annotations", {})
         for key in ("summary", "description", "runbook_url"):

@@ -1,7 +1,8 @@
 """The production PrometheusRule's PostgreSQL alerts, run by promtool on series shaped like
-CloudNativePG's: the expressions that differ from compose's (the replication counts, the
-backup age) are proven here, since no CloudNativePG runs on this machine for the fire
-drill to break. Needs promtool (scripts/install-deps monitoring)."""
+CloudNativePG's and the kubelet's: the expressions that differ from compose's (the
+replication counts, the backup age) and the alerts compose has not (the volumes) are
+proven here, since no CloudNativePG runs on this machine for the fire drill to break.
+Needs promtool (scripts/install-deps monitoring)."""
 
 import os
 import shutil
@@ -146,11 +147,78 @@ tests:
           - exp_labels:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
+  # The database's volume claims, as the kubelet reports them (capacity 1000 bytes here).
+  # farol-db-1's data volume below 10 % free: the page after 5 minutes, and no ticket
+  # while it fires. farol-db-2's WAL volume at 39 % free, emptying by 2 a minute (full in
+  # 3.25 hours): the page. farol-db-3's, fresh and filling fast but 70 % free: nothing.
+  # Another namespace's farol-db-1, and a claim of another name, both nearly full: nothing.
+  - interval: 1m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 1000x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 500x4 95x76
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
+        values: 1000x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
+        values: 390-2x80
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
+        values: 1000x30
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
+        values: 900-5x30
+      - series: kubelet_volume_stats_capacity_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
+        values: 1000x30
+      - series: kubelet_volume_stats_available_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
+        values: 10x30
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
+        values: 1000x30
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
+        values: 10x30
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts: [VOLUME1_PAGE, VOLUME2_PAGE]
+      - eval_time: 75m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts: [VOLUME1_PAGE, VOLUME2_PAGE]
+  # The page's first five minutes (farol-db-2-wal from 1m) are not yet the page:
+  - interval: 1m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
+        values: 1000x10
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
+        values: 390-2x10
+    alert_rule_test:
+      - {eval_time: 5m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+      - eval_time: 6m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts: [VOLUME2_PAGE]
+  # 39 % free, emptying by 6 an hour: full in 65 hours, within 4 days but not 4 hours.
+  # The ticket after an hour of it (the trend needs two samples: from 5m), no page.
+  - interval: 5m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 1000x20
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 390-0.5x20
+    alert_rule_test:
+      - {eval_time: 60m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+      - eval_time: 70m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts:
+          - exp_labels:
+              {severity: ticket, namespace: farol, job: kubelet, instance: node-1, persistentvolumeclaim: farol-db-1}
 """.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
     # the inhibit-only signal and the page of the primary, farol-db-1, with its scrape
     # target's labels (no `cluster`: one series whichever side of the `or` it comes from)
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
                'instance: "10.1.0.1:9187", role: primary}}]').replace(
+    "KUBELET", 'namespace="farol", job="kubelet", instance="node-1"').replace(
+    "ELSEWHERE", 'namespace="other", job="kubelet", instance="node-1"').replace(
+    "VOLUME1_PAGE", "{exp_labels: {severity: page, namespace: farol, job: kubelet, instance: node-1, "
+                    "persistentvolumeclaim: farol-db-1}}").replace(
+    "VOLUME2_PAGE", "{exp_labels: {severity: page, namespace: farol, job: kubelet, instance: node-1, "
+                    "persistentvolumeclaim: farol-db-2-wal}}").replace(
     "DOWN1", '[{exp_labels: {severity: page, namespace: farol, job: postgres, pod: farol-db-1, '
              'instance: "10.1.0.1:9187", role: primary}}]')
 
@@ -172,6 +240,17 @@ class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
             done = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp,
                                   capture_output=True, text=True, timeout=60, check=False)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+    def test_every_production_only_alert_fires_here_at_each_severity(self):
+        # compose's alerts have tests of their own (monitoring/prometheus/tests) and the
+        # fire drill; those of monitoring/prometheus/production/ have only these
+        fired = {(case["alertname"], alert["exp_labels"]["severity"])
+                 for test in yaml.safe_load(textwrap.dedent(TESTS))["tests"]
+                 for case in test.get("alert_rule_test", []) for alert in case["exp_alerts"] or []}
+        wanted = {(r["alert"], r["labels"]["severity"])
+                  for g in gen.load_groups((gen.PRODUCTION_RULES_GLOB,)) for r in g["rules"] if "alert" in r}
+        self.assertTrue(wanted)
+        self.assertLessEqual(wanted, fired)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Tests of the PrometheusRule generator (prometheusrule.py), on the real rule files:
 every group, alert and recording rule of monitoring/prometheus/rules appears, in order,
-but the host group left to the platform; every selector is scoped to farol's namespace
+but the host group left to the platform, then those of monitoring/prometheus/production; every selector is scoped to farol's namespace
 and every alert carries it; otherwise only the PostgreSQL expressions (pg_* -> cnpg_*, the
 reachability series also down on a failed scrape) and the scrape-target alerts differ; the result
 is what is committed; promtool accepts it; and it passes the custom-resource checks.
@@ -32,8 +32,9 @@ mc = gen.mc   # imported by the generator, from scripts/lib
 PG = re.compile(r"\bpg_[a-zA-Z0-9_]+")
 # a series selector of the generated rules, or a quoted string (skipped): a metric name
 # (not a function: no "(" after it) and its matchers; the rules have no bare {...}
-SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:barman_cloud_|cnpg_|farol_|job:|instance:|namespace:|pg_|probe_|"""
-                      r"""process_|http_server_|slo:|sloth_|up\b|ALERTS\b)[\w:]*)(?!\s*\()(\{[^}]*\})?""")
+SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:barman_cloud_|cnpg_|farol_|job:|instance:|kubelet_|"""
+                      r"""namespace:|pg_|probe_|process_|http_server_|slo:|sloth_|up\b|ALERTS\b)[\w:]*)"""
+                      r"""(?!\s*\()(\{[^}]*\})?""")
 
 
 def rule_name(rule: dict) -> str:
