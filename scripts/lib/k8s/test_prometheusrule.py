@@ -1,10 +1,11 @@
 """Tests of the PrometheusRule generator (prometheusrule.py), on the real rule files:
 every group, alert and recording rule of monitoring/prometheus/rules appears, in order,
-but the host group left to the platform, then those of monitoring/prometheus/production; every selector is scoped to farol's namespace
-and every alert carries it; otherwise only the PostgreSQL expressions (pg_* -> cnpg_*, the
-reachability series also down on a failed scrape) and the scrape-target alerts differ; the result
-is what is committed; promtool accepts it; and it passes the custom-resource checks.
-The AlertmanagerConfig keeps alertmanager.yml's routes and inhibitions.
+but the host group left to the platform, then those of monitoring/prometheus/production;
+every selector is scoped to farol's namespace and every alert carries it; otherwise only
+the PostgreSQL expressions (pg_* -> cnpg_*, the reachability series also down on a failed
+scrape) and the scrape-target alerts differ; the result is what is committed; promtool
+accepts it; and it passes the custom-resource checks. The AlertmanagerConfig keeps
+alertmanager.yml's routes and inhibitions.
 
     pytest scripts/lib/k8s/test_prometheusrule.py        (make validate AREAS=python runs them all)
 """
