@@ -927,6 +927,17 @@ def inhibition_scenarios():
             (slo_tier("LatencyBudgetBurnFast", "page", "fast", latency), True),
             (slo_tier("LatencyBudgetBurnSlow", "ticket", "slow", latency), True),
         ]
+        if topology == "production":
+            claim = lambda sev, name, ns=pg["namespace"]: _alert(  # noqa: E731
+                "PostgresVolumeFillingUp", sev, {"namespace": ns, "persistentvolumeclaim": name})
+            scenarios[f"{topology}: a database volume filling"] = [
+                (claim("page", "farol-db-1"), False),
+                (claim("ticket", "farol-db-1"), True),
+                # another claim, and the same claim in another namespace: not explained
+                (claim("ticket", "farol-db-2"), False),
+                (claim("ticket", "farol-db-1", "billing"), False),
+                (_alert("PostgresVolumeStatsMissing", "ticket", _keep(pg, "namespace")), False),
+            ]
         scenarios[f"{topology}: a scrape target down"] = [
             (_alert("ScrapeTargetDown", "ticket", pg), False),
             (_alert("ScrapeJobAbsent", "ticket", {"job": "farol-health"}), False),

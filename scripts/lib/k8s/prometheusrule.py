@@ -77,22 +77,32 @@ PRODUCTION_EXPR = {
 DATABASE = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "database.yaml")
 
 
+def cluster() -> dict:
+    """The production overlay's CloudNativePG Cluster."""
+    with open(DATABASE, encoding="utf-8") as f:
+        return next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
+
+
 def standbys() -> int:
     """The standbys the production Cluster declares: its instances but the primary."""
-    with open(DATABASE, encoding="utf-8") as f:
-        cluster = next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
-    count = int(cluster["spec"]["instances"]) - 1
+    count = int(cluster()["spec"]["instances"]) - 1
     if count < 1:
         # PostgresReplicationBroken would page for ever on a cluster without standbys
         raise ValueError(f"{DATABASE}: the Cluster declares no standby; the replication alerts expect one")
     return count
 
 
+# Words of an expression that the generator replaces with what the Cluster declares.
+PLACEHOLDERS = {"STANDBYS": standbys, "INSTANCES": lambda: standbys() + 1}
+
+
 def production_expr(name: str, expr: str) -> str:
     """The production expression of a rule (by alert or record name): its own
-    (PRODUCTION_EXPR) or the compose one."""
+    (PRODUCTION_EXPR) or the compose one, with the Cluster's counts in its placeholders."""
     expr = PRODUCTION_EXPR.get(name, expr)
-    return expr.replace("STANDBYS", str(standbys())) if "STANDBYS" in expr else expr
+    for word, value in PLACEHOLDERS.items():
+        expr = re.sub(rf"\b{word}\b", lambda _, value=value: str(value()), expr)
+    return expr
 
 
 # postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*

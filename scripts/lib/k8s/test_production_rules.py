@@ -5,6 +5,7 @@ proven here, since no CloudNativePG runs on this machine for the fire drill to b
 Needs promtool (scripts/install-deps monitoring)."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -16,6 +17,13 @@ import yaml
 
 # The labels the production PodMonitor gives CloudNativePG's series (monitoring.yaml).
 POD = 'namespace="farol", job="postgres", pod="farol-db-{n}", instance="10.1.0.{n}:9187"'
+
+
+def volume(severity: str, claim: str) -> str:
+    """The expected labels of PostgresVolumeFillingUp for one claim: one alert per claim,
+    whichever node reports it."""
+    return f"{{exp_labels: {{severity: {severity}, namespace: farol, persistentvolumeclaim: {claim}}}}}"
+
 
 TESTS = """
 rule_files: [rules.yml]
@@ -148,10 +156,14 @@ tests:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
   # The database's volume claims, as the kubelet reports them (capacity 1000 bytes here).
-  # farol-db-1's data volume below 10 % free: the page after 5 minutes, and no ticket
-  # while it fires. farol-db-2's WAL volume at 39 % free, emptying by 2 a minute (full in
-  # 3.25 hours): the page. farol-db-3's, fresh and filling fast but 70 % free: nothing.
-  # Another namespace's farol-db-1, and a claim of another name, both nearly full: nothing.
+  # farol-db-1's data volume below 10 % free from 5m: the page after 5 minutes; its ticket
+  # too after an hour (Alertmanager holds it back while the page fires). farol-db-2's WAL
+  # volume at 39 % free, emptying by 2 a minute (full in 3.25 hours): the page once the
+  # claim has 50 minutes of history, and the ticket. farol-db-3's, fresh and filling
+  # fast but more than 50 % free: nothing. farol-db-4 steady at 15 % free: the ticket
+  # alone. farol-db-6 at 39 %, emptying by 1 a minute (full in 6.5 hours): the ticket
+  # alone. Another namespace's farol-db-1, and a claim of another name, both nearly
+  # full: nothing.
   - interval: 1m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
@@ -163,36 +175,69 @@ tests:
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
         values: 390-2x80
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
-        values: 1000x30
+        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
-        values: 900-5x30
+        values: 900-5x80
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-4"}
+        values: 1000x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-4"}
+        values: 150x80
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-6"}
+        values: 1000x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-6"}
+        values: 390-1x80
       - series: kubelet_volume_stats_capacity_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
-        values: 1000x30
+        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
-        values: 10x30
+        values: 10x80
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
-        values: 1000x30
+        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
-        values: 10x30
+        values: 10x80
     alert_rule_test:
+      - {eval_time: 9m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
       - eval_time: 10m
         alertname: PostgresVolumeFillingUp
-        exp_alerts: [VOLUME1_PAGE, VOLUME2_PAGE]
+        exp_alerts: [VOLUME_PAGE_1]
+      - eval_time: 54m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts: [VOLUME_PAGE_1]
+      - eval_time: 57m
+        alertname: PostgresVolumeFillingUp
+        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2]
       - eval_time: 75m
         alertname: PostgresVolumeFillingUp
-        exp_alerts: [VOLUME1_PAGE, VOLUME2_PAGE]
-  # The page's first five minutes (farol-db-2-wal from 1m) are not yet the page:
+        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2, VOLUME_TICKET_1, VOLUME_TICKET_2, VOLUME_TICKET_4, VOLUME_TICKET_6]
+  # farol-db-1 at 35 % free, steady on node-1; at 90m its pod moves to node-2, whose new
+  # series starts with a 7-minute burst (1.4 %): the old node's samples give the claim its
+  # trend, and nothing fires. farol-db-5, created at 0 at 35 % free, with the same burst:
+  # no page without 50 minutes of history.
+  - interval: 1m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 1000x89 stale
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 350x89 stale
+      - series: kubelet_volume_stats_capacity_bytes{NODE2, persistentvolumeclaim="farol-db-1"}
+        values: _x89 1000x20
+      - series: kubelet_volume_stats_available_bytes{NODE2, persistentvolumeclaim="farol-db-1"}
+        values: _x89 350-2x7 336x13
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-5"}
+        values: 1000x20
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-5"}
+        values: 350-2x7 336x13
+    alert_rule_test:
+      - {eval_time: 15m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+      - {eval_time: 105m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+  # The page's first five minutes (farol-db-2-wal from 50m) are not yet the page:
   - interval: 1m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
-        values: 1000x10
+        values: 1000x60
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
-        values: 390-2x10
+        values: 390-2x60
     alert_rule_test:
-      - {eval_time: 5m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
-      - eval_time: 6m
-        alertname: PostgresVolumeFillingUp
-        exp_alerts: [VOLUME2_PAGE]
+      - {eval_time: 54m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
   # 39 % free, emptying by 6 an hour: full in 65 hours, within 4 days but not 4 hours.
   # The ticket after an hour of it (the trend needs two samples: from 5m), no page.
   - interval: 5m
@@ -205,9 +250,35 @@ tests:
       - {eval_time: 60m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
       - eval_time: 70m
         alertname: PostgresVolumeFillingUp
-        exp_alerts:
-          - exp_labels:
-              {severity: ticket, namespace: farol, job: kubelet, instance: node-1, persistentvolumeclaim: farol-db-1}
+        exp_alerts: [VOLUME_TICKET_1]
+  # Statistics for three data claims, then for two (farol-db-3 unmounted at 11m and not
+  # back; a WAL claim does not count): the ticket after an hour. None in the namespace at
+  # all: the ticket too.
+  - interval: 1m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 1000x80
+      - series: kubelet_volume_stats_capacity_bytes{NODE2, persistentvolumeclaim="farol-db-2"}
+        values: 1000x80
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
+        values: 1000x10 stale
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-3-wal"}
+        values: 1000x80
+    alert_rule_test:
+      - {eval_time: 10m, alertname: PostgresVolumeStatsMissing, exp_alerts: []}
+      - {eval_time: 65m, alertname: PostgresVolumeStatsMissing, exp_alerts: []}
+      - eval_time: 75m
+        alertname: PostgresVolumeStatsMissing
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
+  - interval: 1m
+    input_series:
+      - series: kubelet_volume_stats_capacity_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
+        values: 1000x70
+    alert_rule_test:
+      - {eval_time: 55m, alertname: PostgresVolumeStatsMissing, exp_alerts: []}
+      - eval_time: 65m
+        alertname: PostgresVolumeStatsMissing
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
 """.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
     # the inhibit-only signal and the page of the primary, farol-db-1, with its scrape
     # target's labels (no `cluster`: one series whichever side of the `or` it comes from)
@@ -215,10 +286,13 @@ tests:
                'instance: "10.1.0.1:9187", role: primary}}]').replace(
     "KUBELET", 'namespace="farol", job="kubelet", instance="node-1"').replace(
     "ELSEWHERE", 'namespace="other", job="kubelet", instance="node-1"').replace(
-    "VOLUME1_PAGE", "{exp_labels: {severity: page, namespace: farol, job: kubelet, instance: node-1, "
-                    "persistentvolumeclaim: farol-db-1}}").replace(
-    "VOLUME2_PAGE", "{exp_labels: {severity: page, namespace: farol, job: kubelet, instance: node-1, "
-                    "persistentvolumeclaim: farol-db-2-wal}}").replace(
+    "NODE2", 'namespace="farol", job="kubelet", instance="node-2"').replace(
+    "VOLUME_PAGE_1", volume("page", "farol-db-1")).replace(
+    "VOLUME_PAGE_2", volume("page", "farol-db-2-wal")).replace(
+    "VOLUME_TICKET_1", volume("ticket", "farol-db-1")).replace(
+    "VOLUME_TICKET_2", volume("ticket", "farol-db-2-wal")).replace(
+    "VOLUME_TICKET_4", volume("ticket", "farol-db-4")).replace(
+    "VOLUME_TICKET_6", volume("ticket", "farol-db-6")).replace(
     "DOWN1", '[{exp_labels: {severity: page, namespace: farol, job: postgres, pod: farol-db-1, '
              'instance: "10.1.0.1:9187", role: primary}}]')
 
@@ -251,6 +325,17 @@ class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
                   for g in gen.load_groups((gen.PRODUCTION_RULES_GLOB,)) for r in g["rules"] if "alert" in r}
         self.assertTrue(wanted)
         self.assertLessEqual(wanted, fired)
+
+    def test_the_volume_alerts_watch_the_claims_of_the_cluster_as_named(self):
+        # CloudNativePG names an instance's claims after its Cluster: a rename must not
+        # leave the alerts watching claims that no longer exist
+        name = gen.cluster()["metadata"]["name"]
+        claims = {m for g in gen.load_groups((gen.PRODUCTION_RULES_GLOB,)) for r in g["rules"]
+                  for m in re.findall(r'persistentvolumeclaim=~"([^"]*)"', r["expr"])}
+        self.assertTrue(claims)
+        for claim in claims:
+            self.assertRegex(f"{name}-1", f"^(?:{claim})$")
+            self.assertTrue(claim.startswith(name + "-"), claim)
 
 
 if __name__ == "__main__":

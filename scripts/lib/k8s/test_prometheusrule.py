@@ -159,9 +159,10 @@ class AlertmanagerConfigOnTheRealFile(unittest.TestCase):
 
     def test_the_same_routes_in_the_same_order(self):
         def flat(route, as_text):
-            """(receiver, matchers as text, depth) of every route, depth first."""
+            """(receiver or None where inherited, matchers as text, depth) of every route,
+            depth first."""
             def walk(node, depth):
-                yield node["receiver"], sorted(as_text(m) for m in node.get("matchers") or []), depth
+                yield node.get("receiver"), sorted(as_text(m) for m in node.get("matchers") or []), depth
                 for child in node.get("routes") or []:
                     yield from walk(child, depth + 1)
             return list(walk(route, 0))

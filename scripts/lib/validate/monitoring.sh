@@ -74,6 +74,8 @@ page     alertname=PostgresDown severity=page
 inhibit-only alertname=PostgresPrimaryUnreachable severity=none
 ticket   alertname=HostHighCpuUsage severity=ticket
 ticket   alertname=SomethingNew
+page     alertname=PostgresVolumeFillingUp severity=page persistentvolumeclaim=farol-db-1
+ticket   alertname=PostgresVolumeFillingUp severity=ticket persistentvolumeclaim=farol-db-1
 watchdog alertname=Watchdog severity=ticket
 watchdog alertname=Watchdog severity=page
 ROUTES
