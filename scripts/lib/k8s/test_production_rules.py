@@ -25,6 +25,14 @@ def volume(severity: str, claim: str) -> str:
     return f"{{exp_labels: {{severity: {severity}, namespace: farol, persistentvolumeclaim: {claim}}}}}"
 
 
+def capacities(match: re.Match) -> str:
+    """The input series of a line `CAPACITIES LABELS CLAIM...`: each claim's capacity, 1000
+    bytes for 80 minutes, with the labels LABELS stands for (replaced below)."""
+    indent, labels, claims = match.group(1), match.group(2), match.group(3).split()
+    return "".join(f'{indent}- series: kubelet_volume_stats_capacity_bytes{{{labels}, persistentvolumeclaim="{c}"}}\n'
+                   f"{indent}  values: 1000x80\n" for c in claims)
+
+
 TESTS = """
 rule_files: [rules.yml]
 evaluation_interval: 1m
@@ -156,44 +164,47 @@ tests:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
   # The database's volume claims, as the kubelet reports them (capacity 1000 bytes here).
-  # farol-db-1's data volume below 10 % free from 5m: the page after 5 minutes; its ticket
+  # farol-db-1's data volume at 9.5 % free from 5m: the page after 5 minutes; its ticket
   # too after an hour (Alertmanager holds it back while the page fires). farol-db-2's WAL
-  # volume at 39 % free, emptying by 2 a minute (full in 3.25 hours): the page once the
-  # claim has 50 minutes of history, and the ticket. farol-db-3's, fresh and filling
-  # fast but more than 50 % free: nothing. farol-db-4 steady at 15 % free: the ticket
-  # alone. farol-db-6 at 39 %, emptying by 1 a minute (full in 6.5 hours): the ticket
-  # alone. Another namespace's farol-db-1, and a claim of another name, both nearly
-  # full: nothing.
+  # volume at 28 % free, emptying by 1 a minute: full in 3.8 hours once it has the 50
+  # minutes of history the page needs, so the page, and the ticket. farol-db-3's, fresh and
+  # filling fast but more than 50 % free: nothing. farol-db-4 steady at 19 % free: the
+  # ticket alone; farol-db-7 at 11 %: the ticket, no page; farol-db-9 at 21 %: nothing.
+  # farol-db-6 at 39 %, emptying by 1 a minute (full in 6.5 hours): the ticket alone.
+  # farol-db-8 at 39 %, emptying by 0.05 a minute (full in 5.4 days): nothing; farol-db-10
+  # at 45 % emptying by 0.5 a minute (full in 15 hours, but above 40 % free): nothing.
+  # farol-db-12 at 45 % emptying by 1.6 a minute: below 40 % from 32m, and at 36 % and
+  # full within 4 hours when its page fires (the 50 minutes of history from 50m).
+  # Another namespace's farol-db-1, and a claim of another name, both nearly full: nothing.
   - interval: 1m
     input_series:
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
-        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
         values: 500x4 95x76
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
-        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-2-wal"}
-        values: 390-2x80
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
-        values: 1000x80
+        values: 283-1x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-3"}
         values: 900-5x80
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-4"}
-        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-4"}
-        values: 150x80
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-6"}
-        values: 1000x80
+        values: 190x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-6"}
         values: 390-1x80
-      - series: kubelet_volume_stats_capacity_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
-        values: 1000x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-7"}
+        values: 110x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-8"}
+        values: 390-0.05x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-9"}
+        values: 210x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-10"}
+        values: 450-0.5x80
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-12"}
+        values: 450-1.6x80
       - series: kubelet_volume_stats_available_bytes{ELSEWHERE, persistentvolumeclaim="farol-db-1"}
         values: 10x80
-      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
-        values: 1000x80
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="storage-loki-0"}
         values: 10x80
+      CAPACITIES KUBELET farol-db-1 farol-db-2-wal farol-db-3 farol-db-4 farol-db-6 farol-db-7 farol-db-8
+      CAPACITIES KUBELET farol-db-9 farol-db-10 farol-db-12 storage-loki-0
+      CAPACITIES ELSEWHERE farol-db-1
     alert_rule_test:
       - {eval_time: 9m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
       - eval_time: 10m
@@ -204,14 +215,17 @@ tests:
         exp_alerts: [VOLUME_PAGE_1]
       - eval_time: 57m
         alertname: PostgresVolumeFillingUp
-        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2]
+        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2, VOLUME_PAGE_12]
       - eval_time: 75m
         alertname: PostgresVolumeFillingUp
-        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2, VOLUME_TICKET_1, VOLUME_TICKET_2, VOLUME_TICKET_4, VOLUME_TICKET_6]
+        exp_alerts: [VOLUME_PAGE_1, VOLUME_PAGE_2, VOLUME_PAGE_12, VOLUME_TICKET_1, VOLUME_TICKET_2, VOLUME_TICKET_4,
+                     VOLUME_TICKET_6, VOLUME_TICKET_7]
   # farol-db-1 at 35 % free, steady on node-1; at 90m its pod moves to node-2, whose new
-  # series starts with a 7-minute burst (1.4 %): the old node's samples give the claim its
+  # series starts with a 7-minute burst (7 %): the old node's samples give the claim its
   # trend, and nothing fires. farol-db-5, created at 0 at 35 % free, with the same burst:
-  # no page without 50 minutes of history.
+  # no page without 50 minutes of history. farol-db-11, a new instance's claim filled from
+  # empty to 35 % free in 10 minutes by its clone, then steady: no page once it has the
+  # history, its trend flat over the last 15 minutes.
   - interval: 1m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
@@ -221,13 +235,19 @@ tests:
       - series: kubelet_volume_stats_capacity_bytes{NODE2, persistentvolumeclaim="farol-db-1"}
         values: _x89 1000x20
       - series: kubelet_volume_stats_available_bytes{NODE2, persistentvolumeclaim="farol-db-1"}
-        values: _x89 350-2x7 336x13
+        values: _x89 350-10x7 280x13
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-5"}
         values: 1000x20
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-5"}
-        values: 350-2x7 336x13
+        values: 350-10x7 280x13
+      - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-11"}
+        values: 1000x70
+      - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-11"}
+        values: 1000-65x10 350x60
     alert_rule_test:
       - {eval_time: 15m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+      - {eval_time: 62m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
+      - {eval_time: 97m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
       - {eval_time: 105m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
   # The page's first five minutes (farol-db-2-wal from 50m) are not yet the page:
   - interval: 1m
@@ -238,25 +258,28 @@ tests:
         values: 390-2x60
     alert_rule_test:
       - {eval_time: 54m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
-  # 39 % free, emptying by 6 an hour: full in 65 hours, within 4 days but not 4 hours.
+  # 39 % free, emptying by 4.8 an hour: full in 81 hours, within 4 days but not 3, nor 4 hours.
   # The ticket after an hour of it (the trend needs two samples: from 5m), no page.
   - interval: 5m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
         values: 1000x20
       - series: kubelet_volume_stats_available_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
-        values: 390-0.5x20
+        values: 390-0.4x20
     alert_rule_test:
       - {eval_time: 60m, alertname: PostgresVolumeFillingUp, exp_alerts: []}
       - eval_time: 70m
         alertname: PostgresVolumeFillingUp
         exp_alerts: [VOLUME_TICKET_1]
   # Statistics for three data claims, then for two (farol-db-3 unmounted at 11m and not
-  # back; a WAL claim does not count): the ticket after an hour. None in the namespace at
+  # back; farol-db-1 reported by two nodes counts once; a WAL claim does not count): the
+  # ticket after an hour. None in the namespace at
   # all: the ticket too.
   - interval: 1m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
+        values: 1000x80
+      - series: kubelet_volume_stats_capacity_bytes{NODE2, persistentvolumeclaim="farol-db-1"}
         values: 1000x80
       - series: kubelet_volume_stats_capacity_bytes{NODE2, persistentvolumeclaim="farol-db-2"}
         values: 1000x80
@@ -279,7 +302,9 @@ tests:
       - eval_time: 65m
         alertname: PostgresVolumeStatsMissing
         exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
-""".replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
+"""
+TESTS = re.sub(r"^( +)CAPACITIES (\w+) (.+)\n", capacities, TESTS, flags=re.M)
+TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
     # the inhibit-only signal and the page of the primary, farol-db-1, with its scrape
     # target's labels (no `cluster`: one series whichever side of the `or` it comes from)
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
@@ -287,12 +312,15 @@ tests:
     "KUBELET", 'namespace="farol", job="kubelet", instance="node-1"').replace(
     "ELSEWHERE", 'namespace="other", job="kubelet", instance="node-1"').replace(
     "NODE2", 'namespace="farol", job="kubelet", instance="node-2"').replace(
+    # farol-db-12's before farol-db-1's, whose name is a prefix of it
+    "VOLUME_PAGE_12", volume("page", "farol-db-12")).replace(
     "VOLUME_PAGE_1", volume("page", "farol-db-1")).replace(
     "VOLUME_PAGE_2", volume("page", "farol-db-2-wal")).replace(
     "VOLUME_TICKET_1", volume("ticket", "farol-db-1")).replace(
     "VOLUME_TICKET_2", volume("ticket", "farol-db-2-wal")).replace(
     "VOLUME_TICKET_4", volume("ticket", "farol-db-4")).replace(
     "VOLUME_TICKET_6", volume("ticket", "farol-db-6")).replace(
+    "VOLUME_TICKET_7", volume("ticket", "farol-db-7")).replace(
     "DOWN1", '[{exp_labels: {severity: page, namespace: farol, job: postgres, pod: farol-db-1, '
              'instance: "10.1.0.1:9187", role: primary}}]')
 
