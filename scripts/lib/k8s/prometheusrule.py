@@ -56,9 +56,9 @@ PRODUCTION_EXPR = {
     # Each instance's reachability without gaps (compose's fills a failed scrape only
     # within 5 minutes of a report of down: its exporter is a container of its own). Here
     # the exporter is the instance manager in the database's own pod, so a failed scrape
-    # is the instance unreachable. cnpg_collector_up carries a `cluster` label that `up` has not: without
-    # it both sides are one series, whose PostgresDown `for:` a failed scrape between two
-    # reports of down cannot reset.
+    # is the instance unreachable. cnpg_collector_up carries a `cluster` label that `up`
+    # has not: without it both sides are one series, whose PostgresDown `for:` a failed
+    # scrape between two reports of down cannot reset.
     "instance:postgres_up:gapless": (
         'max without (cluster) (cnpg_collector_up) or up{job="postgres"}\n'),
     # In production the standbys expected are the Cluster's instances but the primary

@@ -273,8 +273,7 @@ tests:
         exp_alerts: [VOLUME_TICKET_1]
   # Statistics for three data claims, then for two (farol-db-3 unmounted at 11m and not
   # back; farol-db-1 reported by two nodes counts once; a WAL claim does not count): the
-  # ticket after an hour. None in the namespace at
-  # all: the ticket too.
+  # ticket after an hour. None in the namespace at all: the ticket too.
   - interval: 1m
     input_series:
       - series: kubelet_volume_stats_capacity_bytes{KUBELET, persistentvolumeclaim="farol-db-1"}
