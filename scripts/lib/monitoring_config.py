@@ -790,16 +790,26 @@ def compose_targets():
 
 
 def production_targets():
-    """{job: labels} that the production overlay's ServiceMonitor, PodMonitor and Probe give
-    their series (deploy/k8s/overlays/production/monitoring.yaml, the base's namespace):
-    the operator adds namespace, pod, service, endpoint and container; the relabelings
-    and static labels of the manifests add the rest."""
+    """{job: labels} that the production overlay's ServiceMonitor, PodMonitors and Probe
+    give their series (deploy/k8s/overlays/production/monitoring.yaml, the base's
+    namespace): the operator adds namespace, pod, service, endpoint and container; the
+    relabelings and static labels of the manifests add the rest."""
     deploy = REPO_ROOT / "deploy/k8s"
     namespace = load_yaml(deploy / "base/kustomization.yaml")["namespace"]
-    docs = {d["kind"]: d
-            for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d}
-    pods = docs["PodMonitor"]["spec"]
-    relabelings = pods["podMetricsEndpoints"][0].get("relabelings", [])
+    manifests = [d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d]
+    docs = {d["kind"]: d for d in manifests if d["kind"] != "PodMonitor"}
+    # the database's instances and the Pooler's PgBouncers, told apart by what they select
+    pod_monitors = {("pooler" if "cnpg.io/poolerName" in d["spec"]["selector"]["matchLabels"] else "database"): d
+                    for d in manifests if d["kind"] == "PodMonitor"}
+    docs["PodMonitor"] = pod_monitors["database"]
+
+    def job_of(monitor):
+        """The job label a PodMonitor's relabelings give, else the operator's default."""
+        relabelings = monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
+        job = {r["targetLabel"]: r.get("replacement") for r in relabelings}.get("job")
+        return job or f"{namespace}/{monitor['metadata']['name']}"
+
+    relabelings = docs["PodMonitor"]["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
     relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings}
     # `role` must come from the pod labels CloudNativePG sets, or no series has it
     role_sources = {src for r in relabelings if r["targetLabel"] == "role" for src in r.get("sourceLabels", [])}
@@ -811,10 +821,13 @@ def production_targets():
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
                   "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
-        "postgres": {"job": relabel.get("job") or f"{namespace}/{docs['PodMonitor']['metadata']['name']}",
+        "postgres": {"job": job_of(docs["PodMonitor"]),
                      "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
                      "container": "postgres", "endpoint": "metrics",
                      **({"role": "primary"} if "role" in relabel else {})},
+        "pgbouncer": {"job": job_of(pod_monitors["pooler"]), "namespace": namespace,
+                      "instance": "10.1.0.31:9127", "pod": "farol-db-pooler-rw-5c8d-a",
+                      "container": "pgbouncer", "endpoint": "metrics"},
         # the operator labels a static target with the Probe's namespace
         "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
                          "namespace": namespace, **probe["targets"]["staticConfig"].get("labels", {})},

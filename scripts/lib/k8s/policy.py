@@ -344,6 +344,60 @@ def check_network_policies(render: Render, version: str) -> Iterator[Finding]:
                         yield ident(policy), f"{direction}: port {name!r} is not a port name of the destination pods"
 
 
+# Where Prometheus and the blackbox exporter run: the overlays' NetworkPolicies let them in
+# from this namespace (the Probe's prober, blackbox-exporter.monitoring.svc, is there too).
+MONITORING_NAMESPACE = "monitoring"
+
+
+def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int | str]]:
+    """(monitor, pod, port) for every pod port a ServiceMonitor or PodMonitor scrapes."""
+    for monitor in render.of_kind("ServiceMonitor", "PodMonitor"):
+        ns, spec = dig(monitor, "metadata", "namespace"), monitor.get("spec") or {}
+        if monitor["kind"] == "PodMonitor":
+            for pod in render.pods_in(ns, spec.get("selector")):
+                for ep in spec.get("podMetricsEndpoints") or []:
+                    if ep.get("port") in pod.ports:
+                        yield monitor, pod, pod.ports[ep["port"]]
+            continue
+        for svc in render.of_kind("Service"):
+            if dig(svc, "metadata", "namespace") != ns or \
+                    not selector_matches(spec.get("selector"), dig(svc, "metadata", "labels", default={}) or {}):
+                continue
+            by_name = {p.get("name"): p for p in dig(svc, "spec", "ports", default=[])}
+            for ep in spec.get("endpoints") or []:
+                target = (by_name.get(ep.get("port")) or {}).get("targetPort")
+                for pod in render.pods_in(ns, dig(svc, "spec", "selector"), plain=True):
+                    port = pod.ports.get(target, target) if isinstance(target, str) else target
+                    if port is not None:
+                        yield monitor, pod, port
+
+
+def lets_in_monitoring(rule: dict, pod: Pod, port: int | str) -> bool:
+    """Whether an ingress rule admits the monitoring namespace to the pod's port."""
+    names = {name for name, number in pod.ports.items() if number == port}
+    ports = rule.get("ports") or []
+    if ports and not any(p.get("port") in {port, *names} for p in ports):
+        return False
+    peers = rule.get("from") or []
+    return not peers or any(
+        dig(peer, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") == MONITORING_NAMESPACE
+        for peer in peers)
+
+
+@check("monitoring-reachable", "every port a ServiceMonitor or PodMonitor scrapes is let in from the "
+       "monitoring namespace by the NetworkPolicies of its pods: a scrape they drop is an alert that cannot fire")
+def check_monitoring_reachable(render: Render, version: str) -> Iterator[Finding]:
+    for monitor, pod, port in monitored_ports(render):
+        isolating = [p for p in render.of_kind("NetworkPolicy")
+                     if dig(p, "metadata", "namespace") == pod.namespace
+                     and "Ingress" in (dig(p, "spec", "policyTypes", default=[]) or [])
+                     and selector_matches(dig(p, "spec", "podSelector"), pod.labels)]
+        if isolating and not any(lets_in_monitoring(rule, pod, port)
+                                 for p in isolating for rule in dig(p, "spec", "ingress", default=[]) or []):
+            yield ident(monitor), (f"port {port} of {pod.origin} is let in from namespace "
+                                   f"{MONITORING_NAMESPACE!r} by no NetworkPolicy")
+
+
 def image_tag(image: str) -> str | None:
     if "@sha256:" in image:
         return "digest"
@@ -372,6 +426,14 @@ def as_int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def as_seconds(value: str) -> float:
+    """A PgBouncer duration in seconds ("0.1", "5"); an unreadable one counts as endless."""
+    try:
+        return float(value)
+    except ValueError:
+        return float("inf")
 
 
 @check("farol", "zero-downtime rollout, graceful shutdown, migrations by a versioned Job")
@@ -430,8 +492,9 @@ def max_pods(render: Render, pod: Pod) -> int:
     return replicas + extra
 
 
-@check("pooler", "behind a transaction-mode Pooler: unnamed statements, migrations around it, and the "
-       "capacity model (farol's pools fit the Pooler, the Pooler fits max_connections)")
+@check("pooler", "behind a transaction-mode Pooler: unnamed statements, migrations around it, the "
+       "capacity model (farol's pools fit the Pooler, the Pooler fits max_connections), and its "
+       "reserve opening within farol's query timeout")
 def check_pooler(render: Render, version: str) -> Iterator[Finding]:
     for pooler in render.of_kind("Pooler"):
         ns, name = dig(pooler, "metadata", "namespace", default=""), dig(pooler, "metadata", "name")
@@ -453,6 +516,14 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
                 yield pod.origin, (f"{where}: through transaction-mode Pooler {name} "
                                    "without DB_PREPARED_STATEMENTS=unnamed")
             clients += max_pods(render, pod) * (as_int(env_value(render, ns, c, "DB_POOL_MAX")) or 16)
+            # the reserve serves a transaction that has waited reserve_pool_timeout (PgBouncer's
+            # default 5 s): past farol's query timeout, farol has answered 503 by then
+            query_timeout_ms = as_int(env_value(render, ns, c, "DB_QUERY_TIMEOUT_MS")) or 2000
+            if (as_int(params.get("reserve_pool_size", "0")) or 0) > 0 and \
+                    as_seconds(params.get("reserve_pool_timeout", "5")) * 1000 >= query_timeout_ms:
+                yield ident(pooler), (f"reserve_pool_timeout {params.get('reserve_pool_timeout', '5')} s is not "
+                                      f"under DB_QUERY_TIMEOUT_MS {query_timeout_ms} of {pod.origin}: "
+                                      "the reserve would open after farol gave up")
         if clients > max_client:
             yield ident(pooler), f"farol may open {clients} client connections, over max_client_conn {max_client}"
         cluster = render.get("Cluster", ns, dig(pooler, "spec", "cluster", "name"))

@@ -127,6 +127,14 @@ def good_render() -> list[dict]:
          "spec": {"podSelector": {"matchLabels": farol}, "policyTypes": ["Egress"], "egress": [{
              "to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}}],
              "ports": [{"port": "postgresql"}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("scrape-farol"),
+         "spec": {"podSelector": {"matchLabels": farol}, "policyTypes": ["Ingress"], "ingress": [{
+             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+             "ports": [{"port": "metrics"}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("scrape-pg"),
+         "spec": {"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}, "policyTypes": ["Ingress"], "ingress": [{
+             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+             "ports": [{"port": 9187}]}]}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("solver"),
          "spec": {"podSelector": {"matchLabels": {"acme.cert-manager.io/http01-solver": "true"}},
                   "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 8089}]}]}},
@@ -138,7 +146,8 @@ def good_render() -> list[dict]:
         {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Pooler", "metadata": meta("pg-pooler"),
          "spec": {"cluster": {"name": "pg"}, "instances": 2, "type": "rw", "pgbouncer": {
              "poolMode": "transaction",
-             "parameters": {"max_client_conn": "100", "default_pool_size": "40", "reserve_pool_size": "10"}},
+             "parameters": {"max_client_conn": "100", "default_pool_size": "40", "reserve_pool_size": "10",
+                            "reserve_pool_timeout": "0.1"}},
              "template": {"spec": {
                  "containers": [{"name": "pgbouncer", "resources": {"limits": {"memory": "128Mi"}}}],
                  "topologySpreadConstraints": [{
@@ -154,7 +163,7 @@ def good_render() -> list[dict]:
          "spec": {"selector": {"matchLabels": {"role": "metrics"}},
                   "endpoints": [{"port": "metrics", "interval": "15s"}]}},
         {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": meta("pg"),
-         "spec": {"selector": {"matchLabels": {"cnpg.io/cluster": "pg"}},
+         "spec": {"selector": {"matchLabels": {"cnpg.io/cluster": "pg", "cnpg.io/podRole": "instance"}},
                   "podMetricsEndpoints": [{"port": "metrics"}]}},
         {"apiVersion": "monitoring.coreos.com/v1", "kind": "Probe", "metadata": meta("health"),
          "spec": {"jobName": "health", "module": "http_2xx", "prober": {"url": "blackbox.monitoring.svc:9115"},
@@ -283,6 +292,11 @@ CASES = [
     ("namespace selected by a label that may not exist", "network-policies", "kubernetes.io/metadata.name",
      lambda d: find(d, "NetworkPolicy", "http")["spec"]["ingress"][0]["from"][0].update(
          namespaceSelector={"matchLabels": {"team": "edge"}})),
+    ("a scraped port the NetworkPolicies drop", "monitoring-reachable", "port 9187 of implied by Cluster",
+     edit("NetworkPolicy", "scrape-pg", "ingress", 0, "ports", 0, port=9188)),
+    ("a scraped port let in from another namespace", "monitoring-reachable", "ServiceMonitor",
+     lambda d: find(d, "NetworkPolicy", "scrape-farol")["spec"]["ingress"][0]["from"][0].update(
+         namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "observability"}})),
     ("rolling update losing capacity", "farol", "maxUnavailable",
      edit("Deployment", "farol", "strategy", "rollingUpdate", maxUnavailable=1)),
     ("migrations at start", "farol", "MIGRATE_ON_START",
@@ -310,6 +324,10 @@ CASES = [
      edit("Cluster", "pg", "postgresql", "parameters", max_connections="110")),
     ("pooler servers holding the connections alert", "pooler", "PostgresTooManyConnections",
      edit("Cluster", "pg", "postgresql", "parameters", max_connections="140")),
+    ("pooler reserve opening at PgBouncer's default, after farol gave up", "pooler", "reserve_pool_timeout 5 s",
+     lambda d: find(d, "Pooler", "pg-pooler")["spec"]["pgbouncer"]["parameters"].pop("reserve_pool_timeout")),
+    ("pooler reserve opening at farol's own query timeout", "pooler", "DB_QUERY_TIMEOUT_MS 100",
+     lambda d: set_env(deployment_container(d), "DB_QUERY_TIMEOUT_MS", "100")),
     ("Pooler of an unknown cluster", "custom-resources", "not a Cluster",
      edit("Pooler", "pg-pooler", cluster={"name": "other"})),
     ("Pooler mode misspelt", "custom-resources", "poolMode",

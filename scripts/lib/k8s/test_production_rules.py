@@ -1,7 +1,8 @@
 """The production PrometheusRule's PostgreSQL alerts, run by promtool on series shaped like
-CloudNativePG's and the kubelet's: the expressions that differ from compose's (the
-replication counts, the backup age) and the alerts compose has not (the volumes) are
-proven here, since no CloudNativePG runs on this machine for the fire drill to break.
+CloudNativePG's (its instances' and its PgBouncers') and the kubelet's: the expressions
+that differ from compose's (the replication counts, the backup age) and the alerts compose
+has not (the volumes, the pooler) are proven here, since no CloudNativePG runs on this
+machine for the fire drill to break.
 Needs promtool (scripts/install-deps monitoring)."""
 
 import os
@@ -17,6 +18,8 @@ import yaml
 
 # The labels the production PodMonitor gives CloudNativePG's series (monitoring.yaml).
 POD = 'namespace="farol", job="postgres", pod="farol-db-{n}", instance="10.1.0.{n}:9187"'
+# ... and the labels the Pooler's PodMonitor gives PgBouncer's.
+BOUNCER = 'namespace="farol", job="pgbouncer", pod="farol-db-pooler-rw-{p}", instance="10.1.0.{n}:9127"'
 
 
 def volume(severity: str, claim: str) -> str:
@@ -301,6 +304,61 @@ tests:
       - eval_time: 65m
         alertname: PostgresVolumeStatsMissing
         exp_alerts: [{exp_labels: {severity: ticket, namespace: farol}}]
+  # PgBouncer a: 10 transactions a second, each waiting 30 ms for a server connection
+  # (18 s of waiting a minute, in microseconds), over the 25 ms line from 1m: the ticket
+  # after its 15 minutes. PgBouncer b beside it, serving the same load without waiting.
+  - interval: 1m
+    input_series:
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_A, database="farol"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_A, database="farol"}
+        values: 0+18000000x40
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_B, database="farol"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_B, database="farol"}
+        values: 0x40
+    alert_rule_test:
+      - {eval_time: 14m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+      - eval_time: 17m
+        alertname: PgBouncerClientsWaiting
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol, pod: farol-db-pooler-rw-a}}]
+  # Quiet: 20 ms a transaction, under the line (a); 200 transactions an outage queued,
+  # served in one minute at 2 s each, over the line for the 5 minutes they stay in the
+  # window and no longer (b, from 10m; a 15-minute window would keep them over it for 15);
+  # 30 transactions a minute, each waiting 100 ms, under the traffic guard (c); the admin
+  # console waiting, farol's database not (d); a PgBouncer restarted (its counters back
+  # to 0 at 12m) serving without waiting (e).
+  - interval: 1m
+    input_series:
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_A, database="farol"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_A, database="farol"}
+        values: 0+12000000x40
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_B, database="farol"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_B, database="farol"}
+        values: 0x10 400000000x30
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_C, database="farol"}
+        values: 0+30x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_C, database="farol"}
+        values: 0+3000000x40
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_D, database="farol"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_D, database="farol"}
+        values: 0x40
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_D, database="pgbouncer"}
+        values: 0+600x40
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_D, database="pgbouncer"}
+        values: 0+60000000x40
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_E, database="farol"}
+        values: 5000+600x11 0+600x28
+      - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_E, database="farol"}
+        values: 9000000000x11 0x28
+    alert_rule_test:
+      - {eval_time: 12m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+      - {eval_time: 20m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+      - {eval_time: 26m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+      - {eval_time: 30m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
 """
 TESTS = re.sub(r"^( +)CAPACITIES (\w+) (.+)\n", capacities, TESTS, flags=re.M)
 TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
@@ -309,6 +367,9 @@ TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
                'instance: "10.1.0.1:9187", role: primary}}]').replace(
     "KUBELET", 'namespace="farol", job="kubelet", instance="node-1"').replace(
+    "BOUNCER_A", BOUNCER.format(p="a", n=31)).replace("BOUNCER_B", BOUNCER.format(p="b", n=32)).replace(
+    "BOUNCER_C", BOUNCER.format(p="c", n=33)).replace("BOUNCER_D", BOUNCER.format(p="d", n=34)).replace(
+    "BOUNCER_E", BOUNCER.format(p="e", n=35)).replace(
     "ELSEWHERE", 'namespace="other", job="kubelet", instance="node-1"').replace(
     "NODE2", 'namespace="farol", job="kubelet", instance="node-2"').replace(
     # farol-db-12's before farol-db-1's, whose name is a prefix of it
