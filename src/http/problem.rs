@@ -204,11 +204,27 @@ impl ApiError {
     }
 }
 
+/// Which problem an answer is, for the access log: its type's last segment, with the
+/// memory shed told apart from the concurrency shed (one type for clients, two causes
+/// for whoever reads the log). Set on every problem answer's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProblemKind(pub &'static str);
+
+impl ApiError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            ApiError::OverloadedMemory => ProblemKind("overloaded-memory"),
+            other => ProblemKind(other.parts().1),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.to_problem();
         let body = serde_json::to_vec(&problem).expect("a problem always serialises");
         let mut response = (self.status(), body).into_response();
+        response.extensions_mut().insert(self.kind());
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if self.status() == StatusCode::REQUEST_TIMEOUT {
@@ -223,5 +239,30 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The access log reads the kind from the answer: the type's own name, but for the
+    /// two sheds that share one type.
+    #[test]
+    fn every_problem_answer_says_which_problem_it_is() {
+        for (error, kind) in [
+            (ApiError::NotFound("x".into()), "not-found"),
+            (ApiError::Timeout, "timeout"),
+            (ApiError::DatabaseBusy, "database-busy"),
+            (ApiError::DatabaseUnavailable, "database-unavailable"),
+            (ApiError::Overloaded, "overloaded"),
+            (ApiError::OverloadedMemory, "overloaded-memory"),
+        ] {
+            let response = error.into_response();
+            assert_eq!(
+                response.extensions().get::<ProblemKind>(),
+                Some(&ProblemKind(kind))
+            );
+        }
     }
 }

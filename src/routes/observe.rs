@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 use http_body::Body as _;
 use opentelemetry::context::FutureExt as _;
 
-use crate::http::problem::ApiError;
+use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, request_id};
 use crate::state::AppState;
 use crate::telemetry::metrics::method_label;
@@ -96,6 +96,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         None => ApiError::OverloadedMemory.into_response(),
     };
     completion.status = Some(response.status());
+    completion.problem = response
+        .extensions()
+        .get::<ProblemKind>()
+        .map(|kind| kind.0);
     let headers = response.headers_mut();
     headers.insert(request_id::HEADER, completion.request_id.clone());
     if let Some(traceparent) = completion.trace.as_ref().and_then(traces::traceparent) {
@@ -124,6 +128,10 @@ struct Completion<'a> {
     request_id: HeaderValue,
     /// Set when a response exists; `None` on drop means the client went away.
     status: Option<StatusCode>,
+    /// Which problem the answer was, if it was one: a wall of 503s is shed load, request
+    /// timeouts, query timeouts, a busy pool or the database away, which the status alone
+    /// cannot tell apart.
+    problem: Option<&'static str>,
     /// The request's server span, when traces are on.
     trace: Option<opentelemetry::Context>,
 }
@@ -153,6 +161,7 @@ impl<'a> Completion<'a> {
             route,
             request_id: request_id::from_headers(request.headers()),
             status: None,
+            problem: None,
             trace,
         }
     }
@@ -194,6 +203,8 @@ impl Drop for Completion<'_> {
                     method = method_label(&self.method),
                     route,
                     status,
+                    // absent on answers that are not problems
+                    problem = self.problem,
                     duration_ms = elapsed.as_micros() as f64 / 1000.0,
                     $($field = $value,)*
                     "request"

@@ -61,8 +61,19 @@ fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
     assert_eq!(entry["method"], "GET");
     assert_eq!(entry["route"], "/api/v1/notes/{id}");
     assert_eq!(entry["status"], 404);
+    assert_eq!(
+        entry["problem"], "not-found",
+        "which problem the answer was"
+    );
     assert!(entry["duration_ms"].as_f64().unwrap() >= 0.0);
     assert!(entry["timestamp"].is_string());
+    let answered = farol.wait_for_log("\"route\":\"/version\"", Duration::from_secs(5));
+    let answered: Value = serde_json::from_str(&answered).unwrap();
+    assert_eq!(answered["status"], 200);
+    assert!(
+        answered.get("problem").is_none(),
+        "no problem field on an answer: {answered}"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     let logs = farol.all_logs();
