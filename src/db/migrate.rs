@@ -44,6 +44,9 @@ pub enum MigrateError {
     Failed(String),
 }
 
+/// How often a migration that is still running says so in the log.
+const STILL_MIGRATING_EVERY: Duration = Duration::from_secs(30);
+
 /// Applies pending migrations; returns how many were applied. Waits at most `lock_wait`
 /// for the migration lock.
 pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, MigrateError> {
@@ -76,10 +79,27 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         .batch_execute("SET lock_timeout = 0")
         .await
         .map_err(|e| failed("cannot prepare the migration session", &e))?;
-    let outcome = embedded::migrations::runner()
-        .set_migration_table_name(HISTORY_TABLE)
-        .run_async(client)
-        .await;
+    let mut runner = embedded::migrations::runner();
+    runner.set_migration_table_name(HISTORY_TABLE);
+    let outcome = {
+        let run = runner.run_async(client);
+        tokio::pin!(run);
+        // Not bounded (a migration cut short would start over and never finish), but
+        // never silent: a migration waiting on a lock another session holds, or a hung
+        // server, would otherwise leave the service "starting" with nothing in its log
+        // to say why.
+        let started = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(STILL_MIGRATING_EVERY, &mut run).await {
+                Ok(outcome) => break outcome,
+                Err(_) => tracing::warn!(
+                    running_s = started.elapsed().as_secs(),
+                    "migrations still running: a long one, or one waiting for a lock that \
+                     another session holds (pg_stat_activity on the database says which)"
+                ),
+            }
+        }
+    };
     // Unlock even when a migration failed; closing the connection would also release it.
     let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
