@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use crate::support::app::{assert_problem, start};
 use crate::support::forward::MovableAddress;
 use crate::support::pg::{
-    PasswordCluster, PgCluster, admin, create_database, free_port, migrate, set_read_only,
-    shared_server_url,
+    PasswordCluster, PgCluster, admin, create_database, free_port, set_read_only, shared_server_url,
 };
 use crate::support::tls::TlsCluster;
 
@@ -301,61 +300,6 @@ async fn a_saturated_pool_is_busy_not_an_outage() {
         assert!(status == 200 || status == 503, "{status}");
     }
     assert_eq!(app.get("/health").await.status(), 200);
-}
-
-/// A statement whose query timed out is still running on the server: its connection is
-/// not handed to the next request, which would wait behind it (and a ping waiting so
-/// would pass for an outage). Unnamed statements send no statement_timeout, so here the
-/// server would run the abandoned write for as long as the test holds the lock.
-#[tokio::test]
-async fn a_connection_left_with_a_statement_running_is_not_reused() {
-    let url = create_database(&shared_server_url()).await;
-    migrate(&url).await;
-    let app = start(
-        &url,
-        &[
-            ("DB_POOL_MAX", "1"),
-            ("DB_QUERY_TIMEOUT_MS", "1000"),
-            ("DB_PREPARED_STATEMENTS", "unnamed"),
-            ("MIGRATE_ON_START", "false"),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
-    let note = app.create_note("locked", "by the test").await;
-    let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
-    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM notes WHERE id = '{}' FOR UPDATE",
-            note["id"].as_str().unwrap()
-        ))
-        .await
-        .unwrap();
-
-    let write = app
-        .put_json(&path, &json!({"title": "waits", "body": ""}))
-        .await;
-    assert_problem(write, 503, "timeout").await;
-    assert_eq!(
-        waiting_on_a_lock(&locker).await.len(),
-        1,
-        "the abandoned write still waits on the server"
-    );
-    // The pool's only connection is the one left waiting: the next requests get a new one.
-    let health = app.get("/health").await;
-    assert_eq!(health.status(), 200);
-    let status: Value = app.get("/").await.json().await.unwrap();
-    assert_eq!(
-        status["database"], "up",
-        "a slow statement is not an outage"
-    );
-    assert_eq!(app.get(&path).await.status(), 200);
-
-    locker.batch_execute("ROLLBACK").await.unwrap();
 }
 
 #[tokio::test]

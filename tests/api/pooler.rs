@@ -5,10 +5,22 @@
 use serde_json::{Value, json};
 
 use crate::support::app::start;
-use crate::support::pg::{create_database, migrate, shared_server_url};
+use crate::support::pg::{create_database, shared_server_url};
 use crate::support::pgbouncer::PgBouncer;
 
 const SERVER_CONNECTIONS: usize = 2;
+
+/// The schema, applied straight to the database: migrations hold a session-level lock
+/// that a pooler in transaction mode cannot keep (farol refuses to migrate through one).
+async fn migrate(database_url: &str) {
+    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+        .await
+        .unwrap();
+}
 
 #[tokio::test]
 async fn every_route_works_through_pgbouncer_in_transaction_mode_with_unnamed_statements() {

@@ -400,16 +400,3 @@ pub async fn set_read_only(admin: &tokio_postgres::Client, read_only: bool) {
         .await
         .unwrap();
 }
-
-/// The schema, applied straight to the database, for a service started with
-/// `MIGRATE_ON_START=false`: migrations hold a session-level lock that a pooler in
-/// transaction mode cannot keep (farol refuses to migrate with unnamed statements).
-pub async fn migrate(database_url: &str) {
-    let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
-        .await
-        .unwrap();
-}
