@@ -799,8 +799,16 @@ def production_targets():
     manifests = [d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d]
     docs = {d["kind"]: d for d in manifests if d["kind"] != "PodMonitor"}
     # the database's instances and the Pooler's PgBouncers, told apart by what they select
-    pod_monitors = {("pooler" if "cnpg.io/poolerName" in d["spec"]["selector"]["matchLabels"] else "database"): d
-                    for d in manifests if d["kind"] == "PodMonitor"}
+    pod_monitors = {}
+    for monitor in (d for d in manifests if d["kind"] == "PodMonitor"):
+        role = "pooler" if "cnpg.io/poolerName" in monitor["spec"]["selector"].get("matchLabels", {}) else "database"
+        if role in pod_monitors:
+            raise SystemExit(f"monitoring.yaml: two PodMonitors for the {role}; the inhibition and target "
+                             "checks expect one each")
+        pod_monitors[role] = monitor
+    if set(pod_monitors) != {"database", "pooler"}:
+        raise SystemExit(f"monitoring.yaml: PodMonitors for {sorted(pod_monitors)}, expected the database's "
+                         "and the pooler's")
     docs["PodMonitor"] = pod_monitors["database"]
 
     def job_of(monitor):

@@ -349,15 +349,22 @@ def check_network_policies(render: Render, version: str) -> Iterator[Finding]:
 MONITORING_NAMESPACE = "monitoring"
 
 
-def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int | str]]:
-    """(monitor, pod, port) for every pod port a ServiceMonitor or PodMonitor scrapes."""
+def pod_port(pod: Pod, port: int | str | None) -> int | None:
+    """A port as a number on the pod: a name resolved through its container ports."""
+    return pod.ports.get(port) if isinstance(port, str) else port
+
+
+def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int]]:
+    """(monitor, pod, port number) for every pod port a ServiceMonitor or PodMonitor
+    scrapes (one it cannot resolve is the custom-resources check's finding)."""
     for monitor in render.of_kind("ServiceMonitor", "PodMonitor"):
         ns, spec = dig(monitor, "metadata", "namespace"), monitor.get("spec") or {}
         if monitor["kind"] == "PodMonitor":
             for pod in render.pods_in(ns, spec.get("selector")):
                 for ep in spec.get("podMetricsEndpoints") or []:
-                    if ep.get("port") in pod.ports:
-                        yield monitor, pod, pod.ports[ep["port"]]
+                    port = pod_port(pod, ep.get("port") or ep.get("portNumber") or ep.get("targetPort"))
+                    if port is not None:
+                        yield monitor, pod, port
             continue
         for svc in render.of_kind("Service"):
             if dig(svc, "metadata", "namespace") != ns or \
@@ -365,23 +372,45 @@ def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int | str]]:
                 continue
             by_name = {p.get("name"): p for p in dig(svc, "spec", "ports", default=[])}
             for ep in spec.get("endpoints") or []:
-                target = (by_name.get(ep.get("port")) or {}).get("targetPort")
+                service_port = by_name.get(ep.get("port")) or {}
+                # a Service port without targetPort sends to the same number
+                target = service_port.get("targetPort", service_port.get("port"))
                 for pod in render.pods_in(ns, dig(svc, "spec", "selector"), plain=True):
-                    port = pod.ports.get(target, target) if isinstance(target, str) else target
+                    port = pod_port(pod, target)
                     if port is not None:
                         yield monitor, pod, port
 
 
-def lets_in_monitoring(rule: dict, pod: Pod, port: int | str) -> bool:
+def may_be_monitoring(peer: dict) -> bool:
+    """Whether a `from` peer may admit Prometheus: a namespaceSelector that names the
+    monitoring namespace or selects every namespace, or one of expressions (given the
+    benefit of the doubt). Prometheus's own pod labels are not known here: a podSelector
+    beside the namespaceSelector is taken to include it."""
+    if "namespaceSelector" not in peer:
+        return False
+    selector = peer["namespaceSelector"] or {}
+    labels = selector.get("matchLabels") or {}
+    if selector.get("matchExpressions"):
+        return True
+    return not labels or labels == {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+
+
+def lets_in_monitoring(rule: dict, pod: Pod, port: int) -> bool:
     """Whether an ingress rule admits the monitoring namespace to the pod's port."""
-    names = {name for name, number in pod.ports.items() if number == port}
     ports = rule.get("ports") or []
-    if ports and not any(p.get("port") in {port, *names} for p in ports):
+    if ports and not any(pod_port(pod, p.get("port")) == port
+                         or (isinstance(p.get("port"), int) and p["port"] <= port <= p.get("endPort", p["port"]))
+                         for p in ports):
         return False
     peers = rule.get("from") or []
-    return not peers or any(
-        dig(peer, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") == MONITORING_NAMESPACE
-        for peer in peers)
+    return not peers or any(may_be_monitoring(peer) for peer in peers)
+
+
+def isolates_ingress(policy: dict) -> bool:
+    """Whether a NetworkPolicy restricts the ingress of the pods it selects: Ingress in
+    its policyTypes, which default to Ingress when absent."""
+    types = dig(policy, "spec", "policyTypes")
+    return types is None or "Ingress" in types
 
 
 @check("monitoring-reachable", "every port a ServiceMonitor or PodMonitor scrapes is let in from the "
@@ -389,8 +418,7 @@ def lets_in_monitoring(rule: dict, pod: Pod, port: int | str) -> bool:
 def check_monitoring_reachable(render: Render, version: str) -> Iterator[Finding]:
     for monitor, pod, port in monitored_ports(render):
         isolating = [p for p in render.of_kind("NetworkPolicy")
-                     if dig(p, "metadata", "namespace") == pod.namespace
-                     and "Ingress" in (dig(p, "spec", "policyTypes", default=[]) or [])
+                     if dig(p, "metadata", "namespace") == pod.namespace and isolates_ingress(p)
                      and selector_matches(dig(p, "spec", "podSelector"), pod.labels)]
         if isolating and not any(lets_in_monitoring(rule, pod, port)
                                  for p in isolating for rule in dig(p, "spec", "ingress", default=[]) or []):

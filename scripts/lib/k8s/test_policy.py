@@ -294,6 +294,11 @@ CASES = [
          namespaceSelector={"matchLabels": {"team": "edge"}})),
     ("a scraped port the NetworkPolicies drop", "monitoring-reachable", "port 9187 of implied by Cluster",
      edit("NetworkPolicy", "scrape-pg", "ingress", 0, "ports", 0, port=9188)),
+    ("a scraped port let in only from pods of its own namespace", "monitoring-reachable", "port 9187",
+     lambda d: find(d, "NetworkPolicy", "scrape-pg")["spec"]["ingress"][0].update(
+         **{"from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]})),
+    ("a scraped port outside the range let in", "monitoring-reachable", "port 9187",
+     edit("NetworkPolicy", "scrape-pg", "ingress", 0, "ports", 0, port=9100, endPort=9186)),
     ("a scraped port let in from another namespace", "monitoring-reachable", "ServiceMonitor",
      lambda d: find(d, "NetworkPolicy", "scrape-farol")["spec"]["ingress"][0]["from"][0].update(
          namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "observability"}})),
@@ -439,6 +444,17 @@ CHECKOV_CASES = [
 
 
 class PolicyTest(unittest.TestCase):
+    def test_monitoring_reachable_takes_what_kubernetes_lets_in(self):
+        # from every namespace; a port range that holds the port
+        for variant in (
+            lambda d: find(d, "NetworkPolicy", "scrape-pg")["spec"]["ingress"][0].update(
+                **{"from": [{"namespaceSelector": {}}]}),
+            edit("NetworkPolicy", "scrape-pg", "ingress", 0, "ports", 0, port=9100, endPort=9200),
+        ):
+            docs = good_render()
+            variant(docs)
+            self.assertEqual(findings(docs)["monitoring-reachable"], [])
+
     def test_the_good_render_passes_every_check(self):
         result = findings(good_render())
         self.assertEqual(set(result), {name for name, _, _ in CHECKS})

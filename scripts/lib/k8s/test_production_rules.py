@@ -322,9 +322,9 @@ tests:
       - eval_time: 17m
         alertname: PgBouncerClientsWaiting
         exp_alerts: [{exp_labels: {severity: ticket, namespace: farol, pod: farol-db-pooler-rw-a}}]
-  # Quiet: 20 ms a transaction, under the line (a); 200 transactions an outage queued,
-  # served in one minute at 2 s each, over the line for the 5 minutes they stay in the
-  # window and no longer (b, from 10m; a 15-minute window would keep them over it for 15);
+  # Quiet: 20 ms a transaction, under the line (a); 400 transactions an outage queued,
+  # served over two minutes at 2 s each, over the line for the 5 minutes they stay in the
+  # window and no longer (b, from 10m; a 15-minute window would keep them over it for 16);
   # 30 transactions a minute, each waiting 100 ms, under the traffic guard (c); the admin
   # console waiting, farol's database not (d); a PgBouncer restarted (its counters back
   # to 0 at 12m) serving without waiting (e).
@@ -337,7 +337,7 @@ tests:
       - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_B, database="farol"}
         values: 0+600x40
       - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_B, database="farol"}
-        values: 0x10 400000000x30
+        values: 0x10 400000000 800000000x29
       - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_C, database="farol"}
         values: 0+30x40
       - series: cnpg_pgbouncer_stats_total_wait_time{BOUNCER_C, database="farol"}
@@ -359,6 +359,24 @@ tests:
       - {eval_time: 20m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
       - {eval_time: 26m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
       - {eval_time: 30m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+  # A pool held: hardly a transaction served (none counts a wait), the oldest in the queue
+  # waiting 1 s at every scrape from 0m (a), the ticket after 15 minutes; one that waited
+  # a second now and then, under it between, is not held (b).
+  - interval: 1m
+    input_series:
+      - series: cnpg_pgbouncer_pools_maxwait{BOUNCER_A, database="farol", user="farol"}
+        values: 1x30
+      - series: cnpg_pgbouncer_stats_total_xact_count{BOUNCER_A, database="farol"}
+        values: 0x30
+      - series: cnpg_pgbouncer_pools_maxwait{BOUNCER_B, database="farol", user="farol"}
+        values: 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1 1 0 1 1
+      - series: cnpg_pgbouncer_pools_maxwait{BOUNCER_C, database="pgbouncer", user="pgbouncer"}
+        values: 5x30
+    alert_rule_test:
+      - {eval_time: 14m, alertname: PgBouncerClientsWaiting, exp_alerts: []}
+      - eval_time: 16m
+        alertname: PgBouncerClientsWaiting
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol, pod: farol-db-pooler-rw-a}}]
 """
 TESTS = re.sub(r"^( +)CAPACITIES (\w+) (.+)\n", capacities, TESTS, flags=re.M)
 TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
