@@ -809,18 +809,20 @@ def production_targets():
     if set(pod_monitors) != {"database", "pooler"}:
         raise SystemExit(f"monitoring.yaml: PodMonitors for {sorted(pod_monitors)}, expected the database's "
                          "and the pooler's")
-    docs["PodMonitor"] = pod_monitors["database"]
+
+    def relabelings(monitor):
+        return monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
 
     def job_of(monitor):
         """The job label a PodMonitor's relabelings give, else the operator's default."""
-        relabelings = monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
-        job = {r["targetLabel"]: r.get("replacement") for r in relabelings}.get("job")
+        job = {r["targetLabel"]: r.get("replacement") for r in relabelings(monitor)}.get("job")
         return job or f"{namespace}/{monitor['metadata']['name']}"
 
-    relabelings = docs["PodMonitor"]["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
-    relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings}
+    database = pod_monitors["database"]
+    relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings(database)}
     # `role` must come from the pod labels CloudNativePG sets, or no series has it
-    role_sources = {src for r in relabelings if r["targetLabel"] == "role" for src in r.get("sourceLabels", [])}
+    role_sources = {src for r in relabelings(database) if r["targetLabel"] == "role"
+                    for src in r.get("sourceLabels", [])}
     if role_sources and not role_sources <= {"__meta_kubernetes_pod_label_role",
                                              "__meta_kubernetes_pod_label_cnpg_io_instanceRole"}:
         raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)},"
@@ -829,7 +831,7 @@ def production_targets():
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
                   "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
-        "postgres": {"job": job_of(docs["PodMonitor"]),
+        "postgres": {"job": job_of(database),
                      "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
                      "container": "postgres", "endpoint": "metrics",
                      **({"role": "primary"} if "role" in relabel else {})},

@@ -530,6 +530,10 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
         transaction = dig(pooler, "spec", "pgbouncer", "poolMode") == "transaction"
         # PgBouncer's own defaults where a parameter is not set
         max_client = as_int(params.get("max_client_conn", "100")) or 0
+        # the reserve serves a transaction that has waited reserve_pool_timeout (PgBouncer's
+        # default 5 s): past farol's query timeout, farol has answered 503 by then
+        reserve = (as_int(params.get("reserve_pool_size", "0")) or 0) > 0
+        reserve_timeout = params.get("reserve_pool_timeout", "5")
         clients = 0
         namespaces = {dig(n, "metadata", "name") for n in render.of_kind("Namespace")} | {ns}
         for pod, c in farol_containers(render):
@@ -544,13 +548,10 @@ def check_pooler(render: Render, version: str) -> Iterator[Finding]:
                 yield pod.origin, (f"{where}: through transaction-mode Pooler {name} "
                                    "without DB_PREPARED_STATEMENTS=unnamed")
             clients += max_pods(render, pod) * (as_int(env_value(render, ns, c, "DB_POOL_MAX")) or 16)
-            # the reserve serves a transaction that has waited reserve_pool_timeout (PgBouncer's
-            # default 5 s): past farol's query timeout, farol has answered 503 by then
             query_timeout_ms = as_int(env_value(render, ns, c, "DB_QUERY_TIMEOUT_MS")) or 2000
-            if (as_int(params.get("reserve_pool_size", "0")) or 0) > 0 and \
-                    as_seconds(params.get("reserve_pool_timeout", "5")) * 1000 >= query_timeout_ms:
-                yield ident(pooler), (f"reserve_pool_timeout {params.get('reserve_pool_timeout', '5')} s is not "
-                                      f"under DB_QUERY_TIMEOUT_MS {query_timeout_ms} of {pod.origin}: "
+            if reserve and as_seconds(reserve_timeout) * 1000 >= query_timeout_ms:
+                yield ident(pooler), (f"reserve_pool_timeout {reserve_timeout} s is not under "
+                                      f"DB_QUERY_TIMEOUT_MS {query_timeout_ms} of {pod.origin}: "
                                       "the reserve would open after farol gave up")
         if clients > max_client:
             yield ident(pooler), f"farol may open {clients} client connections, over max_client_conn {max_client}"
