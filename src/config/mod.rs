@@ -202,6 +202,17 @@ impl Settings {
                 "must differ from PORT (leave it unset to serve /metrics on PORT)",
             ));
         }
+        if self.http.request_timeout <= self.database.query_timeout {
+            return Err(ConfigError::new(
+                "REQUEST_TIMEOUT_MS",
+                format!(
+                    "must be greater than DB_QUERY_TIMEOUT_MS ({} ms): the database's own \
+                     bound, and its precise answer (busy, timeout, unavailable), would never \
+                     come first",
+                    self.database.query_timeout.as_millis()
+                ),
+            ));
+        }
         if let Some(dir) = &self.live.dir
             && !dir.is_dir()
         {
@@ -312,6 +323,25 @@ mod tests {
     fn metrics_port_must_differ() {
         let err = Settings::from_env(&env(&[("METRICS_PORT", "5000")])).unwrap_err();
         assert_eq!(err.variable, "METRICS_PORT");
+    }
+
+    #[test]
+    fn a_request_timeout_within_the_query_timeout_is_refused() {
+        for (request, query) in [("2000", "2000"), ("1000", "2000"), ("300", "500")] {
+            let err = Settings::from_env(&env(&[
+                ("REQUEST_TIMEOUT_MS", request),
+                ("DB_QUERY_TIMEOUT_MS", query),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.variable, "REQUEST_TIMEOUT_MS", "{request} vs {query}");
+            assert!(err.to_string().contains(&format!("({query} ms)")), "{err}");
+        }
+        let s = Settings::from_env(&env(&[
+            ("REQUEST_TIMEOUT_MS", "300"),
+            ("DB_QUERY_TIMEOUT_MS", "299"),
+        ]))
+        .unwrap();
+        assert_eq!(s.http.request_timeout, Duration::from_millis(300));
     }
 
     #[test]

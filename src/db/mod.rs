@@ -69,6 +69,9 @@ pub enum DbError {
         /// rather than a new one failing to open (the idle ones may be fine: a rotated
         /// password only stops new connections).
         broke_established: bool,
+        /// Whether the connection failed under a statement with no answer from the
+        /// server (it closed, or an I/O error): what a write did then is unknown.
+        unanswered: bool,
     },
     /// The server answers but takes no writes: a standby (after a failover, a service
     /// address or a DNS name can lead to one), or default_transaction_read_only on. For
@@ -103,10 +106,13 @@ impl DbError {
         }
     }
 
-    fn broken(error: &tokio_postgres::Error) -> Self {
+    /// An established connection that failed: `unanswered` when the server gave no
+    /// answer, rather than an error of its own.
+    fn broken(error: &tokio_postgres::Error, unanswered: bool) -> Self {
         DbError::Unavailable {
             reason: describe(error),
             broke_established: true,
+            unanswered,
         }
     }
 
@@ -114,12 +120,13 @@ impl DbError {
         DbError::Unavailable {
             reason: reason.into(),
             broke_established: false,
+            unanswered: false,
         }
     }
 
     fn from_query(error: tokio_postgres::Error) -> Self {
         if error.is_closed() {
-            return Self::broken(&error);
+            return Self::broken(&error, true);
         }
         match error.code() {
             // A statement_timeout fired: the server-side twin of our own timeout.
@@ -136,11 +143,11 @@ impl DbError {
                     .iter()
                     .any(|class| code.code().starts_with(class)) =>
             {
-                Self::broken(&error)
+                Self::broken(&error, false)
             }
             Some(_) => DbError::Query(error),
             // No SQLSTATE: an I/O or protocol failure on the way.
-            None => Self::broken(&error),
+            None => Self::broken(&error, true),
         }
     }
 
@@ -155,6 +162,24 @@ impl DbError {
             }
             other => Self::unreachable(other.to_string()),
         }
+    }
+
+    /// Whether a write that failed so may have been applied all the same: no answer came
+    /// in time (the server runs an abandoned statement on until its own
+    /// statement_timeout, and may commit it meanwhile), or the connection broke under
+    /// it. A timeout the server reported (its statement_timeout) counts too, though it
+    /// rolled the statement back: both are `Timeout`, and saying "unknown" of a write
+    /// that was not applied costs the client one look, where saying "retry" of one that
+    /// was costs it a duplicate. Only non-idempotent writes need to tell.
+    pub fn may_have_been_applied(&self) -> bool {
+        matches!(
+            self,
+            DbError::Timeout
+                | DbError::Unavailable {
+                    unanswered: true,
+                    ..
+                }
+        )
     }
 
     /// Whether this error says the database is down for farol: unreachable, or taking
@@ -337,6 +362,7 @@ impl Database {
             Err(DbError::Unavailable {
                 reason,
                 broke_established,
+                ..
             }) => self.mark_down(reason, *broke_established),
             Err(DbError::ReadOnly { reason }) => {
                 // read-only first: `/` must never say "up" in between

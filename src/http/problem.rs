@@ -25,6 +25,9 @@ pub struct Problem {
     /// For validation failures: each offending field and why.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<FieldError>,
+    /// For a creation whose outcome is unknown: where the resource is if it was made.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -68,6 +71,13 @@ pub enum ApiError {
     DatabaseUnavailable,
     #[error("every database connection is busy")]
     DatabaseBusy,
+    /// A request that changes state, cut short after it may have taken effect: no
+    /// answer came from the database in time, or the request's time limit passed while
+    /// its handler ran. Unlike the other 503s, no `Retry-After`: a blind retry of a
+    /// creation that did happen makes a duplicate. `location`: where the created
+    /// resource is, if it was, when the handler knows.
+    #[error("the outcome of the request is unknown")]
+    OutcomeUnknown { location: Option<String> },
     #[error("the service is starting")]
     NotReady,
     #[error("injected fault")]
@@ -143,6 +153,11 @@ impl ApiError {
                 "database-busy",
                 "Database busy",
             ),
+            OutcomeUnknown { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome-unknown",
+                "Outcome unknown",
+            ),
             NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not-ready",
@@ -180,6 +195,17 @@ impl ApiError {
             DatabaseBusy => {
                 "every database connection stayed busy for the whole wait; retry shortly".into()
             }
+            OutcomeUnknown {
+                location: Some(location),
+            } => format!(
+                "no answer came from the database in time: the resource may or may not have \
+                 been created; look for it at {location} before sending the request again"
+            ),
+            OutcomeUnknown { location: None } => {
+                "the request ran past the server's time limit after it may have taken effect; \
+                 check before sending it again"
+                    .into()
+            }
             NotReady => {
                 "the service has not yet found its database schema in place; retry shortly".into()
             }
@@ -199,6 +225,10 @@ impl ApiError {
             errors: match self {
                 ApiError::Validation(errors) => errors.clone(),
                 _ => Vec::new(),
+            },
+            location: match self {
+                ApiError::OutcomeUnknown { location } => location.clone(),
+                _ => None,
             },
         }
     }
@@ -232,7 +262,9 @@ impl IntoResponse for ApiError {
             // request, and RFC 9110 asks the server to say that it closes it
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE
+            && !matches!(self, ApiError::OutcomeUnknown { .. })
+        {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
@@ -257,6 +289,10 @@ mod tests {
             (ApiError::DatabaseUnavailable, "database-unavailable"),
             (ApiError::Overloaded, "overloaded"),
             (ApiError::OverloadedMemory, "overloaded-memory"),
+            (
+                ApiError::OutcomeUnknown { location: None },
+                "outcome-unknown",
+            ),
         ] {
             let response = error.into_response();
             assert_eq!(
@@ -264,5 +300,35 @@ mod tests {
                 Some(&ProblemKind(kind))
             );
         }
+    }
+
+    /// Every 503 invites a retry after a second, but the one where the request may have
+    /// taken effect: a retry there could make a duplicate.
+    #[test]
+    fn only_an_unknown_outcome_is_a_503_without_retry_after() {
+        for error in [
+            ApiError::Overloaded,
+            ApiError::Timeout,
+            ApiError::DatabaseBusy,
+            ApiError::DatabaseUnavailable,
+            ApiError::NotReady,
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], RETRY_AFTER_SECONDS);
+        }
+        let unknown = ApiError::OutcomeUnknown {
+            location: Some("/api/v1/notes/x".into()),
+        };
+        let problem = unknown.to_problem();
+        assert_eq!(problem.location.as_deref(), Some("/api/v1/notes/x"));
+        assert!(
+            problem.detail.contains("/api/v1/notes/x"),
+            "{}",
+            problem.detail
+        );
+        let response = unknown.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
     }
 }

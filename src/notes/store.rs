@@ -28,9 +28,9 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbError> {
-    // UUIDv7 ids grow with time, so inserts land at the end of the primary-key index.
-    let id = Uuid::now_v7();
+/// Inserts a note under `id` (from [`new_id`]): chosen by the caller, which can then say
+/// where the note would be when the insert's outcome is unknown.
+pub async fn create(db: &Database, id: Uuid, content: &NoteContent) -> Result<Note, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
     db.write("insert_note", |session| async move {
         // One clock reading for both times: the columns' defaults would each read
@@ -52,6 +52,12 @@ pub async fn create(db: &Database, content: &NoteContent) -> Result<Note, DbErro
     .map(|row| note(&row))
     // INSERT … RETURNING without an error always returns its row
     .ok_or(DbError::NoRow("insert_note"))
+}
+
+/// A new note's id. UUIDv7 ids grow with time, so inserts land at the end of the
+/// primary-key index.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
 }
 
 pub async fn get(db: &Database, id: Uuid) -> Result<Option<Note>, DbError> {

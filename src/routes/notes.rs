@@ -84,7 +84,9 @@ pub enum WriteProblems {
     Invalid(Problem),
     #[response(
         status = 503,
-        description = "Overloaded, timed out, the database busy or unavailable, or the service still starting",
+        description = "Overloaded, timed out, the database busy or unavailable, or the service still starting; \
+                       with Retry-After, except `outcome-unknown`: a POST cut short after it may have \
+                       created the note (its `location` says where to look before sending it again)",
         content_type = "application/problem+json"
     )]
     Unavailable(Problem),
@@ -133,8 +135,23 @@ pub async fn create_note(
     Json(input): Json<NoteInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let content = input.validate()?;
-    let note = store::create(&state.db, &content).await?;
-    let location = format!("/api/v1/notes/{}", note.id);
+    let id = store::new_id();
+    let location = format!("/api/v1/notes/{id}");
+    let note = match store::create(&state.db, id, &content).await {
+        Ok(note) => note,
+        Err(error) if error.may_have_been_applied() => {
+            tracing::warn!(
+                request_id = crate::http::request_id::current(),
+                note = %id,
+                error = %error,
+                "a note's insert got no answer: it may have been created"
+            );
+            return Err(ApiError::OutcomeUnknown {
+                location: Some(location),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],

@@ -5,6 +5,7 @@
 //! these concerns is visible in one place.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -56,15 +57,22 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                 // Only a request with a body can be cut short while sending it; the others
                 // skip the bookkeeping.
                 let has_body = !request.body().is_end_stream();
+                // A POST cut short once its handler runs may have taken effect: the
+                // client must not be told to retry it blindly.
+                let may_change_state = !request.method().is_idempotent();
                 let limited = async {
+                    let handler_ran = AtomicBool::new(false);
                     let limited = tokio::time::timeout(
                         state.request_timeout,
-                        handle(&state, route, request, next),
+                        handle(&state, route, request, next, &handler_ran),
                     );
                     match limited.await {
                         Ok(response) => response,
                         Err(_) if extract::was_reading_body() => {
                             ApiError::BodyTimeout.into_response()
+                        }
+                        Err(_) if may_change_state && handler_ran.load(Ordering::Relaxed) => {
+                            ApiError::OutcomeUnknown { location: None }.into_response()
                         }
                         Err(_) => ApiError::Timeout.into_response(),
                     }
@@ -235,7 +243,15 @@ impl Drop for Completion<'_> {
     }
 }
 
-async fn handle(state: &AppState, route: &str, request: Request, next: Next) -> Response {
+/// Runs the request's handler after the checks and faults that come first; `handler_ran`
+/// is set once the handler itself starts (what it did before a timeout is then unknown).
+async fn handle(
+    state: &AppState,
+    route: &str,
+    request: Request,
+    next: Next,
+    handler_ran: &AtomicBool,
+) -> Response {
     // Until the schema is in place, a query could only fail with "relation does not
     // exist": say "not yet" instead, which a client knows to retry.
     if needs_schema(route) && !state.schema_ready() {
@@ -253,6 +269,7 @@ async fn handle(state: &AppState, route: &str, request: Request, next: Next) -> 
             return ApiError::InjectedFault.into_response();
         }
     }
+    handler_ran.store(true, Ordering::Relaxed);
     run_catching_panics(next, request).await
 }
 

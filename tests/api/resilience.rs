@@ -52,6 +52,7 @@ async fn requests_beyond_the_limit_are_shed_at_once_and_probes_are_not() {
 async fn a_request_past_the_timeout_is_a_503_problem() {
     let app = spawn_app_with(&[
         ("REQUEST_TIMEOUT_MS", "200"),
+        ("DB_QUERY_TIMEOUT_MS", "100"),
         ("CHAOS_ENABLED", "true"),
         ("CHAOS_LATENCY_MS", "3000"),
     ])
@@ -155,7 +156,11 @@ async fn a_client_dripping_its_headers_is_cut_off() {
 #[tokio::test]
 async fn a_client_that_drips_its_body_gets_a_408_not_a_503_against_the_error_budget() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "300")]).await;
+    let app = spawn_app_with(&[
+        ("REQUEST_TIMEOUT_MS", "300"),
+        ("DB_QUERY_TIMEOUT_MS", "100"),
+    ])
+    .await;
     let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();

@@ -117,6 +117,7 @@ class Record:
     status: int = 0  # 0: no answer
     failure: str = ""  # how it failed when there was no answer
     retry_after: bool = False
+    problem: str = ""  # a problem answer's type, its last segment
     note_id: str = ""
     title: str = ""
 
@@ -176,6 +177,7 @@ class Load:
             answer = await connection.request(method, path, body)
             record.status = answer.status
             record.retry_after = "retry-after" in answer.headers
+            record.problem = problem_type(answer)
             if kind == "post" and answer.status == 201:
                 record.note_id = answer.json()["id"]
                 self.created.append(record.note_id)
@@ -250,10 +252,29 @@ def latency(records):
     return f"p50 {percentile(ms, .5):.1f} ms, p99 {percentile(ms, .99):.1f} ms, max {max(ms, default=0):.1f} ms"
 
 
+def problem_type(answer):
+    """The last segment of a problem answer's type ("" for other answers)."""
+    if not answer.headers.get("content-type", "").startswith("application/problem+json"):
+        return ""
+    try:
+        return str(answer.json().get("type", "")).rsplit("#", 1)[-1]
+    except ValueError:
+        return "unreadable"
+
+
+def well_advised_503(record):
+    """A 503 that tells its client the right thing about retrying: Retry-After, except on
+    `outcome-unknown` (a write that may have been applied), which must not invite a blind
+    retry."""
+    return record.status == 503 and record.retry_after != (record.problem == "outcome-unknown")
+
+
 def count_by_outcome(records):
     counts = {}
     for r in records:
         key = str(r.status) if r.status else r.failure
+        if r.problem == "outcome-unknown":
+            key += " outcome-unknown"
         counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
