@@ -93,6 +93,14 @@ fn serve() -> ExitCode {
             "fault injection variables ignored: CHAOS_ENABLED is not true"
         );
     }
+    if let Some(sslmode) = settings.production_in_plaintext() {
+        tracing::warn!(
+            sslmode,
+            "APP_MODE is production and the database connection may be unencrypted: \
+             sslmode {sslmode} to a host beyond this machine; set sslmode=verify-full \
+             with sslrootcert"
+        );
+    }
     let set_level = logging.level_setter();
     let outcome = runtime().block_on(async move {
         Application::build(settings)

@@ -217,6 +217,26 @@ impl DatabaseConfig {
     }
 
     /// Where the password comes from, if anywhere.
+    /// The `sslmode` when it lets the connection to a host beyond this machine go
+    /// unencrypted: `disable`, or `prefer`, which falls back to plaintext without a word
+    /// (and, like `require` without a CA, would not notice an impostor). Loopback and
+    /// Unix sockets never leave the machine.
+    pub fn plaintext_beyond_this_machine(&self) -> Option<&'static str> {
+        if !matches!(self.ssl_mode, SslMode::Disable | SslMode::Prefer) {
+            return None;
+        }
+        let remote = self.driver.get_hosts().iter().any(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name != "localhost"
+                    && !name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => false,
+        });
+        remote.then_some(self.ssl_mode.as_str())
+    }
+
     pub fn password(&self) -> Option<&SecretSource> {
         self.password.as_ref()
     }
@@ -412,6 +432,37 @@ mod tests {
         assert_eq!(rest, "host=h password='a b\\'c'"); // pragma: allowlist secret (the expected output of the same test input)
         assert_eq!(mode, Some(SslMode::Require));
         assert_eq!(cert, Some(PathBuf::from("/x y")));
+    }
+
+    #[test]
+    fn plaintext_is_flagged_only_beyond_this_machine_without_tls() {
+        let risk = |dsn: &str| {
+            DatabaseConfig::from_connection_string(dsn)
+                .unwrap()
+                .plaintext_beyond_this_machine()
+        };
+        assert_eq!(
+            risk("postgres://db.internal/x"),
+            Some("prefer"),
+            "the default"
+        );
+        assert_eq!(
+            risk("postgres://10.0.0.5/x?sslmode=disable"),
+            Some("disable")
+        );
+        assert_eq!(
+            risk("host=localhost,db.internal dbname=x sslmode=prefer"),
+            Some("prefer")
+        );
+        for safe in [
+            "postgres://db.internal/x?sslmode=require",
+            "postgres://localhost/x?sslmode=disable",
+            "postgres://127.0.0.1/x",
+            "postgres://[::1]/x",
+            "host=/run/postgresql dbname=x sslmode=disable",
+        ] {
+            assert_eq!(risk(safe), None, "{safe}");
+        }
     }
 
     #[test]

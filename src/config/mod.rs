@@ -231,16 +231,7 @@ impl Settings {
             ));
         }
         let guard = ProductionGuard::new(&self.database.connection);
-        let start = &self.live.start;
-        let from_dir = self
-            .live
-            .dir
-            .as_deref()
-            .map(|dir| live::initial_settings(dir, start, self.chaos.enabled).app_mode);
-        let (mode, source) = match from_dir {
-            Some(mode) if mode != start.app_mode => (mode, " (from CONFIG_DIR/APP_MODE)"),
-            _ => (start.app_mode, ""),
-        };
+        let (mode, source) = self.start_mode();
         if mode == AppMode::Production
             && let Some(reason) = guard.refusal()
         {
@@ -253,6 +244,30 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// The mode the service starts in, and where it came from when not the environment:
+    /// a mounted `CONFIG_DIR/APP_MODE` wins.
+    fn start_mode(&self) -> (AppMode, &'static str) {
+        let start = &self.live.start;
+        let from_dir = self
+            .live
+            .dir
+            .as_deref()
+            .map(|dir| live::initial_settings(dir, start, self.chaos.enabled).app_mode);
+        match from_dir {
+            Some(mode) if mode != start.app_mode => (mode, " (from CONFIG_DIR/APP_MODE)"),
+            _ => (start.app_mode, ""),
+        }
+    }
+
+    /// Worth a warning at start-up, not a refusal: production whose database connection
+    /// may travel in plaintext beyond this machine. A private network may make that a
+    /// choice (the compose stack's is one), so it is said, not forbidden.
+    pub fn production_in_plaintext(&self) -> Option<&'static str> {
+        (self.start_mode().0 == AppMode::Production)
+            .then(|| self.database.connection.plaintext_beyond_this_machine())
+            .flatten()
     }
 
     /// The `CHAOS_*` variables set without `CHAOS_ENABLED`: worth a warning at start-up,
@@ -342,6 +357,23 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.http.request_timeout, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn production_to_a_remote_database_without_tls_is_worth_a_warning() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            Settings::from_env(&Env::from_pairs(pairs.iter().copied()))
+                .unwrap()
+                .production_in_plaintext()
+        };
+        let remote = ("DATABASE_URL", "postgres://farol@db.internal/farol");
+        assert_eq!(with(&[remote, ("APP_MODE", "production")]), Some("prefer"));
+        assert_eq!(with(&[remote, ("APP_MODE", "development")]), None);
+        let encrypted = (
+            "DATABASE_URL",
+            "postgres://farol@db.internal/farol?sslmode=require",
+        );
+        assert_eq!(with(&[encrypted, ("APP_MODE", "production")]), None);
     }
 
     #[test]
