@@ -27,7 +27,7 @@ use deadpool::Runtime;
 use deadpool::managed::{BuildError, Pool, PoolError};
 use prometheus::HistogramVec;
 use tokio::sync::Semaphore;
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 
 use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
@@ -69,8 +69,9 @@ pub enum DbError {
         /// rather than a new one failing to open (the idle ones may be fine: a rotated
         /// password only stops new connections).
         broke_established: bool,
-        /// Whether the connection failed under a statement with no answer from the
-        /// server (it closed, or an I/O error): what a write did then is unknown.
+        /// Whether the connection failed under a statement with no answer to it (it
+        /// closed, an I/O error, or a FATAL from the server): what a write did then is
+        /// unknown.
         unanswered: bool,
     },
     /// The server answers but takes no writes: a standby (after a failover, a service
@@ -143,7 +144,17 @@ impl DbError {
                     .iter()
                     .any(|class| code.code().starts_with(class)) =>
             {
-                Self::broken(&error, false)
+                // An ERROR answers the statement: it was not applied. A FATAL or PANIC
+                // can come at any point of it, even after its commit was flushed (a
+                // crash, an immediate shutdown, a pooler whose server connection died
+                // under the statement it had forwarded): no answer, for a write.
+                let fatal = error.as_db_error().is_some_and(|db| {
+                    matches!(
+                        db.parsed_severity(),
+                        Some(Severity::Fatal | Severity::Panic)
+                    )
+                });
+                Self::broken(&error, fatal)
             }
             Some(_) => DbError::Query(error),
             // No SQLSTATE: an I/O or protocol failure on the way.

@@ -57,6 +57,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// An `Idempotency-Key` sent again with a different request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("too many requests in flight")]
     Overloaded,
     #[error("the memory set aside for payloads is in use")]
@@ -128,6 +131,11 @@ impl ApiError {
                 "payload-too-large",
                 "Payload too large",
             ),
+            IdempotencyKeyReused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+            ),
             Overloaded | OverloadedMemory => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -198,12 +206,13 @@ impl ApiError {
             OutcomeUnknown {
                 location: Some(location),
             } => format!(
-                "no answer came from the database in time: the resource may or may not have \
-                 been created; look for it at {location} before sending the request again"
+                "the database gave no answer in time, or the connection broke under the \
+                 insert: the note may or may not have been created. Look for it at {location} \
+                 before sending the request again; an Idempotency-Key header makes a retry safe"
             ),
             OutcomeUnknown { location: None } => {
-                "the request ran past the server's time limit after it may have taken effect; \
-                 check before sending it again"
+                "the server's time limit cut the request short after it may have taken effect: \
+                 check before sending it again; an Idempotency-Key header makes a retry safe"
                     .into()
             }
             NotReady => {

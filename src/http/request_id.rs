@@ -38,7 +38,9 @@ pub fn from_headers(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(generate)
 }
 
-fn is_sane(id: &[u8]) -> bool {
+/// A token safe to write into a log line as is: 1 to 128 characters of letters, digits and
+/// `-_.:`.
+pub(crate) fn is_sane(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
         && id

@@ -28,29 +28,78 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// What a create did.
+pub enum Created {
+    /// Made the note.
+    New(Note),
+    /// Found the note that an earlier request with the same idempotency key made;
+    /// `same_content`: with the title and body this one sends.
+    Replayed { note: Note, same_content: bool },
+    /// The key's note was made, then deleted: a conflict whose row was gone by the time it
+    /// was read.
+    KeyGone,
+}
+
 /// Inserts a note under `id` (from [`new_id`]): chosen by the caller, which can then say
-/// where the note would be when the insert's outcome is unknown.
-pub async fn create(db: &Database, id: Uuid, content: &NoteContent) -> Result<Note, DbError> {
+/// where the note would be when the insert's outcome is unknown. With an idempotency
+/// `key`, a key already used makes no second note: the first one is returned.
+pub async fn create(
+    db: &Database,
+    id: Uuid,
+    content: &NoteContent,
+    key: Option<&str>,
+) -> Result<Created, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
+    let key = key.map(str::to_owned);
     db.write("insert_note", |session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
+        let Some(key) = key else {
+            let sql = format!(
+                "INSERT INTO notes (id, title, body, created_at, updated_at) \
+                 SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
+                 RETURNING {COLUMNS}"
+            );
+            let params = [
+                (&id as _, Type::UUID),
+                (&title as _, Type::TEXT),
+                (&body as _, Type::TEXT),
+            ];
+            let row = session.query_opt(&sql, &params).await?;
+            return Ok::<_, tokio_postgres::Error>(row.map(|row| Created::New(note(&row))));
+        };
+        // A concurrent request with the same key: this insert waits for it to end, then
+        // does nothing; the read after it, a statement of its own, sees its note.
         let sql = format!(
-            "INSERT INTO notes (id, title, body, created_at, updated_at) \
-             SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
+            "INSERT INTO notes (id, title, body, created_at, updated_at, idempotency_key) \
+             SELECT $1, $2, $3, moment, moment, $4 FROM clock_timestamp() AS moment \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {COLUMNS}"
         );
         let params = [
             (&id as _, Type::UUID),
             (&title as _, Type::TEXT),
             (&body as _, Type::TEXT),
+            (&key as _, Type::TEXT),
         ];
-        session.query_opt(&sql, &params).await
+        if let Some(row) = session.query_opt(&sql, &params).await? {
+            return Ok(Some(Created::New(note(&row))));
+        }
+        let sql = format!("SELECT {COLUMNS} FROM notes WHERE idempotency_key = $1");
+        Ok(Some(
+            match session.query_opt(&sql, &[(&key, Type::TEXT)]).await? {
+                Some(row) => {
+                    let note = note(&row);
+                    let same_content = note.title == title && note.body == body;
+                    Created::Replayed { note, same_content }
+                }
+                None => Created::KeyGone,
+            },
+        ))
     })
     .await?
-    .map(|row| note(&row))
-    // INSERT … RETURNING without an error always returns its row
+    // INSERT … RETURNING without an error or a conflict always returns its row
     .ok_or(DbError::NoRow("insert_note"))
 }
 

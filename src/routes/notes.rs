@@ -1,13 +1,15 @@
 //! `/api/v1/notes`: create, list, read, replace and delete notes.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::http::extract::{Json, Path, Query};
+use crate::http::idempotency::MaybeIdempotencyKey;
 use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::notes::store::Created;
 use crate::notes::{Cursor, InvalidNote, Note, NoteInput, store};
 use crate::state::AppState;
 
@@ -54,7 +56,7 @@ pub struct ListParams {
 pub enum WriteProblems {
     #[response(
         status = 400,
-        description = "Malformed JSON, or a malformed id",
+        description = "Malformed JSON, a malformed id, or a malformed Idempotency-Key",
         content_type = "application/problem+json"
     )]
     BadRequest(Problem),
@@ -78,7 +80,8 @@ pub enum WriteProblems {
     MediaType(Problem),
     #[response(
         status = 422,
-        description = "Wrong types, missing or unknown fields, or failed validation",
+        description = "Wrong types, missing or unknown fields, or failed validation; \
+                       for a POST, an Idempotency-Key sent again with another title or body",
         content_type = "application/problem+json"
     )]
     Invalid(Problem),
@@ -124,22 +127,53 @@ fn not_found(id: Uuid) -> ApiError {
 #[utoipa::path(
     post, path = "/api/v1/notes", tag = "notes",
     request_body = NoteInput,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "Makes retries safe: a request sent again with the same key gets the \
+                        note the first one made (201, Idempotent-Replayed: true), never a second \
+                        note. 1 to 128 letters, digits or -_.: (a UUID serves), bare or quoted; \
+                        kept as long as the note",
+         max_length = 130),
+    ),
     responses(
-        (status = 201, description = "Created", body = Note,
-         headers(("Location" = String, description = "The new note's URL"))),
+        (status = 201, description = "Created, or made by an earlier request with the same Idempotency-Key",
+         body = Note,
+         headers(
+             ("Location" = String, description = "The new note's URL"),
+             ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with the same Idempotency-Key made the note"),
+         )),
+        (status = 404, description = "The note made with this Idempotency-Key has since been deleted",
+         body = Problem, content_type = "application/problem+json"),
         WriteProblems,
     )
 )]
 pub async fn create_note(
     State(state): State<AppState>,
+    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     Json(input): Json<NoteInput>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let content = input.validate()?;
     let id = store::new_id();
-    let location = format!("/api/v1/notes/{id}");
-    let note = match store::create(&state.db, id, &content).await {
-        Ok(note) => note,
-        Err(error) if error.may_have_been_applied() => {
+    let created = store::create(&state.db, id, &content, key.as_ref().map(|k| k.as_str())).await;
+    let (note, replayed) = match created {
+        Ok(Created::New(note)) => (note, false),
+        Ok(Created::Replayed {
+            note,
+            same_content: true,
+        }) => (note, true),
+        Ok(Created::Replayed { note, .. }) => {
+            return Err(ApiError::IdempotencyKeyReused(format!(
+                "this Idempotency-Key made note {} with another title or body",
+                note.id
+            )));
+        }
+        Ok(Created::KeyGone) => {
+            return Err(ApiError::NotFound(
+                "the note this Idempotency-Key made has been deleted".into(),
+            ));
+        }
+        // With a key, a retry is safe: the usual 503 and its Retry-After.
+        Err(error) if key.is_none() && error.may_have_been_applied() => {
             tracing::warn!(
                 request_id = crate::http::request_id::current(),
                 note = %id,
@@ -147,17 +181,29 @@ pub async fn create_note(
                 "a note's insert got no answer: it may have been created"
             );
             return Err(ApiError::OutcomeUnknown {
-                location: Some(location),
+                location: Some(format!("/api/v1/notes/{id}")),
             });
         }
         Err(error) => return Err(error.into()),
     };
-    Ok((
+    let location = format!("/api/v1/notes/{}", note.id);
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         axum::Json(note),
-    ))
+    )
+        .into_response();
+    if replayed {
+        // the draft's answer to a retry: the first answer again, marked as such
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
+
+/// Marks an answer given again to a retry with the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// List notes, newest first.
 #[utoipa::path(

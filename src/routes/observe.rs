@@ -17,7 +17,7 @@ use http_body::Body as _;
 use opentelemetry::context::FutureExt as _;
 
 use crate::http::problem::{ApiError, ProblemKind};
-use crate::http::{extract, request_id};
+use crate::http::{extract, idempotency, request_id};
 use crate::state::AppState;
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces;
@@ -58,8 +58,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
                 // skip the bookkeeping.
                 let has_body = !request.body().is_end_stream();
                 // A POST cut short once its handler runs may have taken effect: the
-                // client must not be told to retry it blindly.
-                let may_change_state = !request.method().is_idempotent();
+                // client must not be told to retry it blindly, unless it sent an
+                // idempotency key, which makes a retry safe.
+                let may_change_state = !request.method().is_idempotent()
+                    && !request.headers().contains_key(idempotency::HEADER);
                 let limited = async {
                     let handler_ran = AtomicBool::new(false);
                     let limited = tokio::time::timeout(

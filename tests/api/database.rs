@@ -116,7 +116,8 @@ async fn without_migrate_on_start_it_waits_for_someone_else_to_migrate() {
         farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
             .await
             .unwrap(),
-        1
+        farol::db::migrate::latest_version() as usize,
+        "every migration, once"
     );
     app.wait_ready().await;
     app.create_note("migrated", "by the job").await;
@@ -137,7 +138,11 @@ async fn replicas_starting_together_migrate_exactly_once() {
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await
         .unwrap();
-    assert_eq!(rows.get::<_, i64>(0), 1);
+    assert_eq!(
+        rows.get::<_, i64>(0),
+        i64::from(farol::db::migrate::latest_version()),
+        "each migration applied once"
+    );
 }
 
 async fn futures_join(url: &str) -> Vec<crate::support::app::TestApp> {

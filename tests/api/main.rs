@@ -10,6 +10,6 @@ mod errors;
 mod live_config;
 mod notes;
 mod operations;
-mod outcome;
 mod pooler;
 mod resilience;
+mod retries;

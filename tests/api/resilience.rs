@@ -52,7 +52,7 @@ async fn requests_beyond_the_limit_are_shed_at_once_and_probes_are_not() {
 async fn a_request_past_the_timeout_is_a_503_problem() {
     let app = spawn_app_with(&[
         ("REQUEST_TIMEOUT_MS", "200"),
-        ("DB_QUERY_TIMEOUT_MS", "100"),
+        ("DB_QUERY_TIMEOUT_MS", "50"),
         ("CHAOS_ENABLED", "true"),
         ("CHAOS_LATENCY_MS", "3000"),
     ])

@@ -257,16 +257,18 @@ def problem_type(answer):
     if not answer.headers.get("content-type", "").startswith("application/problem+json"):
         return ""
     try:
-        return str(answer.json().get("type", "")).rsplit("#", 1)[-1]
+        problem = answer.json()
     except ValueError:
         return "unreadable"
+    return str(problem.get("type", "")).rsplit("#", 1)[-1] if isinstance(problem, dict) else "unreadable"
 
 
 def well_advised_503(record):
     """A 503 that tells its client the right thing about retrying: Retry-After, except on
-    `outcome-unknown` (a write that may have been applied), which must not invite a blind
-    retry."""
-    return record.status == 503 and record.retry_after != (record.problem == "outcome-unknown")
+    `outcome-unknown` (a keyless POST that may have been applied), which must not invite a
+    blind retry, and which nothing else may answer."""
+    unknown = record.problem == "outcome-unknown"
+    return record.status == 503 and record.retry_after != unknown and (record.kind == "post" or not unknown)
 
 
 def count_by_outcome(records):

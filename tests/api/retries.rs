@@ -1,0 +1,310 @@
+//! Retrying a POST. Without an `Idempotency-Key`, a creation cut short after it may have
+//! taken effect answers that its outcome is unknown, names where the note would be when
+//! it can, and invites no blind retry; with one, a retry is safe and gets the first note.
+//! In the cut-short tests the note is created after the answer: what a blind retry would
+//! have duplicated.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use serde_json::{Value, json};
+
+use crate::support::app::{TestApp, assert_problem, start};
+use crate::support::pg::{admin, create_database, shared_server_url};
+
+/// How many notes with this title the database holds, seen from a session of its own.
+async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
+    observer
+        .query_one("SELECT count(*) FROM notes WHERE title = $1", &[&title])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Takes the lock an INSERT waits for (reads go on), in a transaction left open.
+async fn block_inserts(url: &str) -> tokio_postgres::Client {
+    let blocker = admin(url).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    blocker
+}
+
+/// One note made first, on the pool's only connection: the insert is then prepared there,
+/// and the next one waits on the lock in its execution, which the server carries on with
+/// once farol stops waiting. (A first insert would wait in its preparation, which ends
+/// when farol stops waiting: nothing is applied then, though farol cannot tell.)
+async fn prepare_the_insert(app: &TestApp) {
+    app.create_note("first", "prepares the insert").await;
+}
+
+async fn wait_for_notes_titled(observer: &tokio_postgres::Client, title: &str) {
+    for _ in 0..100 {
+        if notes_titled(observer, title).await == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the insert farol gave up on never committed");
+}
+
+#[tokio::test]
+async fn an_insert_without_an_answer_in_time_is_an_unknown_outcome_with_the_notes_location() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(
+        &url,
+        &[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")],
+    )
+    .await;
+    app.wait_ready().await;
+    prepare_the_insert(&app).await;
+    let observer = admin(&url).await;
+    let blocker = block_inserts(&url).await;
+
+    let write = app
+        .post_json("/api/v1/notes", &json!({"title": "maybe", "body": "made"}))
+        .await;
+    assert!(
+        !write.headers().contains_key("retry-after"),
+        "a retry could make a duplicate"
+    );
+    let problem = assert_problem(write, 503, "outcome-unknown").await;
+    let location = problem["location"].as_str().expect("a location").to_owned();
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&location),
+        "{problem}"
+    );
+    assert_eq!(notes_titled(&observer, "maybe").await, 0, "not yet");
+
+    // The server still runs the statement farol stopped waiting for (until its own
+    // statement_timeout, 500 ms after farol's): let it through.
+    blocker.batch_execute("COMMIT").await.unwrap();
+    wait_for_notes_titled(&observer, "maybe").await;
+    let found: Value = app.get(&location).await.json().await.unwrap();
+    assert_eq!(found["title"], "maybe", "the location names the note made");
+}
+
+/// Sends a POST whose body arrives `late`: its handler starts that much into the
+/// request's time limit.
+async fn post_with_a_late_body(
+    app: &TestApp,
+    body: &str,
+    key: Option<&str>,
+    late: Duration,
+) -> String {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let key = key.map_or(String::new(), |key| format!("Idempotency-Key: {key}\r\n"));
+    let head = format!(
+        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         {key}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(late).await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_post_past_the_request_time_limit_after_its_handler_ran_is_an_unknown_outcome() {
+    let url = create_database(&shared_server_url()).await;
+    // The body takes 800 ms of the 1,000 ms limit; the insert then waits on a lock, and
+    // the request's limit passes before the query's own (450 ms) does.
+    let app = start(
+        &url,
+        &[
+            ("REQUEST_TIMEOUT_MS", "1000"),
+            ("DB_QUERY_TIMEOUT_MS", "450"),
+            ("DB_POOL_MAX", "1"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    prepare_the_insert(&app).await;
+    let observer = admin(&url).await;
+    let blocker = block_inserts(&url).await;
+
+    let body = json!({"title": "late", "body": "maybe made"}).to_string();
+    let answer = post_with_a_late_body(&app, &body, None, Duration::from_millis(800)).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("outcome-unknown"), "{answer}");
+    assert!(!answer.contains("retry-after"), "{answer}");
+    assert_eq!(notes_titled(&observer, "late").await, 0, "not yet");
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    wait_for_notes_titled(&observer, "late").await;
+
+    // With an idempotency key, the same cut is a plain timeout: a retry is safe.
+    let blocker = block_inserts(&url).await;
+    let body = json!({"title": "late, keyed", "body": "maybe made"}).to_string();
+    let keyed =
+        post_with_a_late_body(&app, &body, Some("late-1"), Duration::from_millis(800)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert!(keyed.starts_with("HTTP/1.1 503 "), "{keyed}");
+    assert!(keyed.contains("#timeout"), "{keyed}");
+    assert!(keyed.contains("retry-after: 1"), "{keyed}");
+
+    // A POST cut short before its handler ran (held by injected latency) changed
+    // nothing: a plain timeout, and a retry is welcome.
+    let app = start(
+        &url,
+        &[
+            ("REQUEST_TIMEOUT_MS", "200"),
+            ("DB_QUERY_TIMEOUT_MS", "50"),
+            ("CHAOS_ENABLED", "true"),
+            ("CHAOS_LATENCY_MS", "1000"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let held = app
+        .post_json(
+            "/api/v1/notes",
+            &json!({"title": "held", "body": "never run"}),
+        )
+        .await;
+    assert_eq!(held.headers()["retry-after"], "1");
+    assert_problem(held, 503, "timeout").await;
+    assert_eq!(notes_titled(&observer, "held").await, 0);
+}
+
+async fn post_keyed(app: &TestApp, key: &str, note: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/notes"))
+        .header("Idempotency-Key", key)
+        .json(note)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_gets_the_first_note_never_a_second() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let observer = admin(&url).await;
+    let note = json!({"title": "once", "body": "however often it is sent"});
+
+    let first = post_keyed(&app, "k-1", &note).await;
+    assert_eq!(first.status(), 201);
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let made: Value = first.json().await.unwrap();
+
+    // the draft's quoted form is the same key
+    let again = post_keyed(&app, "\"k-1\"", &note).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(again.json::<Value>().await.unwrap(), made);
+    assert_eq!(notes_titled(&observer, "once").await, 1);
+
+    // the same key for another note is a mistake, not a retry
+    let other = post_keyed(&app, "k-1", &json!({"title": "once", "body": "changed"})).await;
+    let problem = assert_problem(other, 422, "idempotency-key-reused").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(made["id"].as_str().unwrap())
+    );
+
+    // a key lives as long as its note: once that is deleted, the key makes a new one
+    assert_eq!(app.delete(&location).await.status(), 204);
+    let anew = post_keyed(&app, "k-1", &note).await;
+    assert_eq!(anew.status(), 201);
+    assert!(!anew.headers().contains_key("idempotent-replayed"));
+    assert_ne!(anew.json::<Value>().await.unwrap()["id"], made["id"]);
+
+    // keyless notes are never matched with each other
+    app.create_note("keyless", "one").await;
+    app.create_note("keyless", "one").await;
+    assert_eq!(notes_titled(&observer, "keyless").await, 2);
+}
+
+#[tokio::test]
+async fn malformed_or_repeated_keys_are_refused_before_anything_is_written() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let observer = admin(&url).await;
+    let note = json!({"title": "refused", "body": ""});
+    for bad in ["a b", "x\"y", &"k".repeat(129)] {
+        let answer = post_keyed(&app, bad, &note).await;
+        assert_problem(answer, 400, "invalid-parameter").await;
+    }
+    let twice = app
+        .client
+        .post(app.url("/api/v1/notes"))
+        .header("Idempotency-Key", "a")
+        .header("Idempotency-Key", "b")
+        .json(&note)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(twice, 400, "invalid-parameter").await;
+    assert_eq!(notes_titled(&observer, "refused").await, 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_note() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let observer = admin(&url).await;
+    let note = json!({"title": "raced", "body": "by eight clients"});
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| post_keyed(&app, "race", &note))).await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), 201);
+        ids.push(answer.json::<Value>().await.unwrap()["id"].clone());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(notes_titled(&observer, "raced").await, 1);
+}
+
+/// The whole point: an insert that got no answer in time, with a key, is a plain 503
+/// with Retry-After; the insert then commits; the retry finds that note.
+#[tokio::test]
+async fn a_keyed_insert_without_an_answer_in_time_is_retried_safely() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(
+        &url,
+        &[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")],
+    )
+    .await;
+    app.wait_ready().await;
+    // prepared on the pool's only connection, keyed form included
+    assert_eq!(
+        post_keyed(&app, "warm-up", &json!({"title": "first", "body": ""}))
+            .await
+            .status(),
+        201
+    );
+    let observer = admin(&url).await;
+    let blocker = block_inserts(&url).await;
+    let note = json!({"title": "keyed", "body": "made once"});
+
+    let cut = post_keyed(&app, "k-cut", &note).await;
+    assert_eq!(cut.headers()["retry-after"], "1");
+    assert_problem(cut, 503, "timeout").await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    wait_for_notes_titled(&observer, "keyed").await;
+
+    let retry = post_keyed(&app, "k-cut", &note).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(notes_titled(&observer, "keyed").await, 1, "no duplicate");
+}
