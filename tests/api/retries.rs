@@ -14,6 +14,22 @@ use serde_json::{Value, json};
 use crate::support::app::{TestApp, assert_problem, start};
 use crate::support::pg::{admin, create_database, shared_server_url};
 
+/// farol on a database of its own, ready, and a session of the test's own there (`url`
+/// for more).
+struct Setup {
+    app: TestApp,
+    url: String,
+    observer: tokio_postgres::Client,
+}
+
+async fn set_up(overrides: &[(&str, &str)]) -> Setup {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, overrides).await;
+    app.wait_ready().await;
+    let observer = admin(&url).await;
+    Setup { app, url, observer }
+}
+
 /// How many notes with this title the database holds, seen from a session of its own.
 async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
     observer
@@ -53,15 +69,9 @@ async fn wait_for_notes_titled(observer: &tokio_postgres::Client, title: &str) {
 
 #[tokio::test]
 async fn an_insert_without_an_answer_in_time_is_an_unknown_outcome_with_the_notes_location() {
-    let url = create_database(&shared_server_url()).await;
-    let app = start(
-        &url,
-        &[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")],
-    )
-    .await;
-    app.wait_ready().await;
+    let Setup { app, url, observer } =
+        set_up(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
     prepare_the_insert(&app).await;
-    let observer = admin(&url).await;
     let blocker = block_inserts(&url).await;
 
     let write = app
@@ -116,21 +126,15 @@ async fn post_with_a_late_body(
 
 #[tokio::test]
 async fn a_post_past_the_request_time_limit_after_its_handler_ran_is_an_unknown_outcome() {
-    let url = create_database(&shared_server_url()).await;
     // The body takes 800 ms of the 1,000 ms limit; the insert then waits on a lock, and
     // the request's limit passes before the query's own (450 ms) does.
-    let app = start(
-        &url,
-        &[
-            ("REQUEST_TIMEOUT_MS", "1000"),
-            ("DB_QUERY_TIMEOUT_MS", "450"),
-            ("DB_POOL_MAX", "1"),
-        ],
-    )
+    let Setup { app, url, observer } = set_up(&[
+        ("REQUEST_TIMEOUT_MS", "1000"),
+        ("DB_QUERY_TIMEOUT_MS", "450"),
+        ("DB_POOL_MAX", "1"),
+    ])
     .await;
-    app.wait_ready().await;
     prepare_the_insert(&app).await;
-    let observer = admin(&url).await;
     let blocker = block_inserts(&url).await;
 
     let body = json!({"title": "late", "body": "maybe made"}).to_string();
@@ -189,10 +193,7 @@ async fn post_keyed(app: &TestApp, key: &str, note: &Value) -> reqwest::Response
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_gets_the_first_note_never_a_second() {
-    let url = create_database(&shared_server_url()).await;
-    let app = start(&url, &[]).await;
-    app.wait_ready().await;
-    let observer = admin(&url).await;
+    let Setup { app, observer, .. } = set_up(&[]).await;
     let note = json!({"title": "once", "body": "however often it is sent"});
 
     let first = post_keyed(&app, "k-1", &note).await;
@@ -234,10 +235,7 @@ async fn a_retry_with_the_same_key_gets_the_first_note_never_a_second() {
 
 #[tokio::test]
 async fn malformed_or_repeated_keys_are_refused_before_anything_is_written() {
-    let url = create_database(&shared_server_url()).await;
-    let app = start(&url, &[]).await;
-    app.wait_ready().await;
-    let observer = admin(&url).await;
+    let Setup { app, observer, .. } = set_up(&[]).await;
     let note = json!({"title": "refused", "body": ""});
     for bad in ["a b", "x\"y", &"k".repeat(129)] {
         let answer = post_keyed(&app, bad, &note).await;
@@ -258,10 +256,7 @@ async fn malformed_or_repeated_keys_are_refused_before_anything_is_written() {
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_make_one_note() {
-    let url = create_database(&shared_server_url()).await;
-    let app = start(&url, &[]).await;
-    app.wait_ready().await;
-    let observer = admin(&url).await;
+    let Setup { app, observer, .. } = set_up(&[]).await;
     let note = json!({"title": "raced", "body": "by eight clients"});
     let answers =
         futures_util::future::join_all((0..8).map(|_| post_keyed(&app, "race", &note))).await;
@@ -279,13 +274,8 @@ async fn concurrent_requests_with_one_key_make_one_note() {
 /// with Retry-After; the insert then commits; the retry finds that note.
 #[tokio::test]
 async fn a_keyed_insert_without_an_answer_in_time_is_retried_safely() {
-    let url = create_database(&shared_server_url()).await;
-    let app = start(
-        &url,
-        &[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")],
-    )
-    .await;
-    app.wait_ready().await;
+    let Setup { app, url, observer } =
+        set_up(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
     // prepared on the pool's only connection, keyed form included
     assert_eq!(
         post_keyed(&app, "warm-up", &json!({"title": "first", "body": ""}))
@@ -293,7 +283,6 @@ async fn a_keyed_insert_without_an_answer_in_time_is_retried_safely() {
             .status(),
         201
     );
-    let observer = admin(&url).await;
     let blocker = block_inserts(&url).await;
     let note = json!({"title": "keyed", "body": "made once"});
 
