@@ -216,7 +216,6 @@ impl DatabaseConfig {
         })
     }
 
-    /// Where the password comes from, if anywhere.
     /// The `sslmode` when it lets the connection to a host beyond this machine go
     /// unencrypted: `disable`, or `prefer`, which falls back to plaintext without a word
     /// (and, like `require` without a CA, would not notice an impostor). Loopback and
@@ -237,6 +236,7 @@ impl DatabaseConfig {
         remote.then_some(self.ssl_mode.as_str())
     }
 
+    /// Where the password comes from, if anywhere.
     pub fn password(&self) -> Option<&SecretSource> {
         self.password.as_ref()
     }

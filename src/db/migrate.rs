@@ -79,6 +79,24 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         .batch_execute("SET lock_timeout = 0")
         .await
         .map_err(|e| failed("cannot prepare the migration session", &e))?;
+    // A database a newer release has migrated further: what an older binary meets after a
+    // rollback. Migrations only ever add (docs/database.md), so it serves on; refinery
+    // would stop at the versions it does not know.
+    let applied = applied_version(client)
+        .await
+        .map_err(|e| failed("cannot read the migration history", &e))?;
+    if applied > latest_version() {
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+            .await;
+        tracing::warn!(
+            applied,
+            known = latest_version(),
+            "the database is migrated beyond what this release knows (a rollback?): \
+             nothing to apply"
+        );
+        return Ok(0);
+    }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
     let outcome = {
@@ -118,11 +136,16 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
 /// Whether every embedded migration is applied (for `MIGRATE_ON_START=false`, where a
 /// Job applies them). Reads only; creates nothing. The only failure is the driver's.
 pub async fn is_current(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(applied_version(client).await? >= latest_version())
+}
+
+/// The newest migration applied to the database (0 for none).
+async fn applied_version(client: &Client) -> Result<i32, tokio_postgres::Error> {
     let query = format!("SELECT max(version) FROM {HISTORY_TABLE}");
     // Unnamed, in one round trip: this also runs through a pooler in transaction mode.
     match client.query_typed_one(&query, &[]).await {
-        Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) >= latest_version()),
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(false),
+        Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0)),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(0),
         Err(e) => Err(e),
     }
 }

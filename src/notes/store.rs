@@ -11,6 +11,10 @@ use super::{Cursor, Note, NoteContent};
 use crate::db::{Database, DbError};
 
 const COLUMNS: &str = "id, title, body, created_at, updated_at";
+/// What identifies the request that made a keyed note: its title ($2) and body ($3), the
+/// title's length first so that no two pairs run together.
+const REQUEST_DIGEST: &str =
+    "sha256(convert_to(char_length($2::text)::text || ':' || $2::text || $3::text, 'UTF8'))";
 
 fn note(row: &Row) -> Note {
     Note {
@@ -33,7 +37,8 @@ pub enum Created {
     /// Made the note.
     New(Note),
     /// Found the note that an earlier request with the same idempotency key made;
-    /// `same_content`: with the title and body this one sends.
+    /// `same_content`: that request sent the title and body this one sends (whatever the
+    /// note holds now).
     Replayed { note: Note, same_content: bool },
     /// The key's note was made, then deleted: a conflict whose row was gone by the time it
     /// was read.
@@ -72,8 +77,10 @@ pub async fn create(
         // A concurrent request with the same key: this insert waits for it to end, then
         // does nothing; the read after it, a statement of its own, sees its note.
         let sql = format!(
-            "INSERT INTO notes (id, title, body, created_at, updated_at, idempotency_key) \
-             SELECT $1, $2, $3, moment, moment, $4 FROM clock_timestamp() AS moment \
+            "INSERT INTO notes \
+             (id, title, body, created_at, updated_at, idempotency_key, idempotency_digest) \
+             SELECT $1, $2, $3, moment, moment, $4, {REQUEST_DIGEST} \
+             FROM clock_timestamp() AS moment \
              ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
              RETURNING {COLUMNS}"
         );
@@ -86,17 +93,17 @@ pub async fn create(
         if let Some(row) = session.query_opt(&sql, &params).await? {
             return Ok(Some(Created::New(note(&row))));
         }
-        let sql = format!("SELECT {COLUMNS} FROM notes WHERE idempotency_key = $1");
-        Ok(Some(
-            match session.query_opt(&sql, &[(&key, Type::TEXT)]).await? {
-                Some(row) => {
-                    let note = note(&row);
-                    let same_content = note.title == title && note.body == body;
-                    Created::Replayed { note, same_content }
-                }
-                None => Created::KeyGone,
+        let sql = format!(
+            "SELECT {COLUMNS}, idempotency_digest = {REQUEST_DIGEST} \
+             FROM notes WHERE idempotency_key = $4"
+        );
+        Ok(Some(match session.query_opt(&sql, &params).await? {
+            Some(row) => Created::Replayed {
+                note: note(&row),
+                same_content: row.get::<_, Option<bool>>(5) == Some(true),
             },
-        ))
+            None => Created::KeyGone,
+        }))
     })
     .await?
     // INSERT … RETURNING without an error or a conflict always returns its row

@@ -133,7 +133,8 @@ fn not_found(id: Uuid) -> ApiError {
                         note the first one made (201, Idempotent-Replayed: true), never a second \
                         note. 1 to 128 letters, digits or -_.: (a UUID serves), bare or quoted; \
                         kept as long as the note",
-         max_length = 130),
+         min_length = 1, max_length = 130,
+         pattern = r#"^("[A-Za-z0-9._:-]{1,128}"|[A-Za-z0-9._:-]{1,128})$"#),
     ),
     responses(
         (status = 201, description = "Created, or made by an earlier request with the same Idempotency-Key",
@@ -142,7 +143,7 @@ fn not_found(id: Uuid) -> ApiError {
              ("Location" = String, description = "The new note's URL"),
              ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with the same Idempotency-Key made the note"),
          )),
-        (status = 404, description = "The note made with this Idempotency-Key has since been deleted",
+        (status = 404, description = "The note another request made with this Idempotency-Key was deleted while this one waited for it",
          body = Problem, content_type = "application/problem+json"),
         WriteProblems,
     )

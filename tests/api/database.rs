@@ -123,6 +123,34 @@ async fn without_migrate_on_start_it_waits_for_someone_else_to_migrate() {
     app.create_note("migrated", "by the job").await;
 }
 
+/// A rollback to an older release meets a schema a newer one migrated further: it
+/// applies nothing and serves (migrations only ever add).
+#[tokio::test]
+async fn a_database_migrated_beyond_this_release_still_serves_it() {
+    let url = create_database(&shared_server_url()).await;
+    let config = farol::config::DatabaseConfig::from_connection_string(&url).unwrap();
+    let mut client = farol::db::connect_direct(&config).await.unwrap();
+    farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (9999, 'from_a_newer_release', '2026-12-03T00:00:00Z', '0')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+            .await
+            .unwrap(),
+        0
+    );
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    app.create_note("older", "release").await;
+}
+
 #[tokio::test]
 async fn replicas_starting_together_migrate_exactly_once() {
     let url = create_database(&shared_server_url()).await;

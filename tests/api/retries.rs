@@ -220,6 +220,20 @@ async fn a_retry_with_the_same_key_gets_the_first_note_never_a_second() {
             .contains(made["id"].as_str().unwrap())
     );
 
+    // a replaced note still answers a retry of the request that made it, and only that
+    assert_eq!(
+        app.put_json(&location, &json!({"title": "once", "body": "replaced"}))
+            .await
+            .status(),
+        200
+    );
+    let retry = post_keyed(&app, "k-1", &note).await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap()["body"], "replaced");
+    let as_now = post_keyed(&app, "k-1", &json!({"title": "once", "body": "replaced"})).await;
+    assert_problem(as_now, 422, "idempotency-key-reused").await;
+
     // a key lives as long as its note: once that is deleted, the key makes a new one
     assert_eq!(app.delete(&location).await.status(), 204);
     let anew = post_keyed(&app, "k-1", &note).await;
@@ -296,4 +310,46 @@ async fn a_keyed_insert_without_an_answer_in_time_is_retried_safely() {
     assert_eq!(retry.status(), 201);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     assert_eq!(notes_titled(&observer, "keyed").await, 1, "no duplicate");
+}
+
+/// A request with a key another transaction is still inserting waits for it: a rollback
+/// leaves the key free (the waiting request makes the note), a commit takes it.
+#[tokio::test]
+async fn a_request_waits_for_a_transaction_inserting_its_key_then_follows_its_outcome() {
+    let Setup { app, url, observer } = set_up(&[]).await;
+    let note = json!({"title": "awaited", "body": ""});
+    for outcome in ["ROLLBACK", "COMMIT"] {
+        let key = format!("held-{outcome}");
+        let holder = admin(&url).await;
+        holder
+            .batch_execute(&format!(
+                "BEGIN; INSERT INTO notes (id, title, body, idempotency_key) \
+                 VALUES (gen_random_uuid(), 'held', '', '{key}')"
+            ))
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let (client, url) = (app.client.clone(), app.url("/api/v1/notes"));
+            let note = note.clone();
+            async move {
+                let answer = client.post(url).header("Idempotency-Key", key).json(&note);
+                answer.send().await.unwrap()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{outcome}: it waits for the other insert"
+        );
+        holder.batch_execute(outcome).await.unwrap();
+        let answer = waiting.await.unwrap();
+        if outcome == "ROLLBACK" {
+            assert_eq!(answer.status(), 201, "the key was free again");
+            assert!(!answer.headers().contains_key("idempotent-replayed"));
+        } else {
+            // the other transaction's request was not this one
+            assert_problem(answer, 422, "idempotency-key-reused").await;
+        }
+    }
+    assert_eq!(notes_titled(&observer, "awaited").await, 1);
 }

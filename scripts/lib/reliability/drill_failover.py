@@ -28,6 +28,8 @@ Promises (failover and switchover):
     bounded waits (a pool slot, then the round trip: 2 x DB_QUERY_TIMEOUT_MS; writes
     waiting for a stalled synchronous standby time out there), and those that start
     after the primary is gone are fast (p99 under 250 ms);
+  - a write sent with an Idempotency-Key, and sent again with it until answered 201,
+    makes one note, however its earlier tries ended;
   - /livez answers 200 throughout, and farol is never restarted;
   - switchover: the old primary streams from the new one (demoted cleanly).
 """
@@ -38,7 +40,18 @@ import os
 import signal
 import time
 
-from httpload import Farol, Load, count_by_outcome, latency, percentile, probe, read_back, run_drill, well_advised_503
+from httpload import (
+    Farol,
+    Load,
+    count_by_outcome,
+    keyed_titles_made_twice,
+    latency,
+    percentile,
+    probe,
+    read_back,
+    run_drill,
+    well_advised_503,
+)
 from pg_servers import database_url, replicated_pair, stop_all
 
 QUERY_TIMEOUT_MS = 1000
@@ -70,7 +83,7 @@ async def scenario(name, binary, work, synchronous, planned):
         }, name=f"farol-{name}")
         farol.start()
         pid = farol.process.pid
-        load = Load("127.0.0.1", farol.port, {"post": 3, "get": 1}, tag=name)
+        load = Load("127.0.0.1", farol.port, {"post": 2, "keyed": 1, "get": 1}, tag=name)
         livez = []
         workers = load.start(CONNECTIONS)
         prober = asyncio.create_task(probe("127.0.0.1", farol.port, "/livez", 0.05, load.stop, livez))
@@ -112,6 +125,7 @@ async def scenario(name, binary, work, synchronous, planned):
         await asyncio.gather(*workers, prober)
         alive = farol.alive() and farol.process.pid == pid
         missing = await read_back("127.0.0.1", farol.port, load.created)
+        made_twice = await in_thread(keyed_titles_made_twice, lambda query: standby.sql(query, "farol"))
     finally:
         if stopped_receiver is not None:
             # interrupted during the stall: a stopped process ignores all but SIGKILL
@@ -132,7 +146,7 @@ async def scenario(name, binary, work, synchronous, planned):
         "name": name, "api": api, "livez": livez, "failures": failures, "alive": alive,
         "trouble": trouble, "cut": cut, "promoting": promoting, "promoted": promoted,
         "first_write": first_write, "follows": follows,
-        "acknowledged": len(load.created), "missing": missing, "lost": lost,
+        "acknowledged": len(load.created), "missing": missing, "lost": lost, "made_twice": made_twice,
         "before": [r for r in api if r.ended < trouble and r.status // 100 != 2],
     }
 
@@ -152,6 +166,10 @@ def judge(verdict, s, planned):
                   f"farol {'the same process' if s['alive'] else 'GONE or restarted'}")
     verdict.check(not s["missing"], f"{name}: every acknowledged note is on the new primary",
                   f"{s['acknowledged']} acknowledged, {len(s['missing'])} lost {s['missing'][:3]}")
+    keyed = [r for r in s["api"] if r.kind == "keyed" and r.status == 201]
+    verdict.check(not s["made_twice"], f"{name}: keyed writes, sent again until answered 201, make one note each",
+                  f"{len(keyed)} acknowledged, {sum(r.replayed for r in keyed)} of them on a retry that found "
+                  f"the note a failed try had made; {len(s['made_twice'])} made twice {s['made_twice'][:3]}")
     wrong = [r for r in s["failures"] if not well_advised_503(r)]
     slowest = max((r.ms for r in s["failures"]), default=0.0)
     verdict.check(not wrong and slowest <= NEVER_HANGS_MS and not s["before"],
@@ -180,8 +198,8 @@ def table_row(s):
 
 
 async def drill(binary, work, verdict):
-    verdict.figure("load", f"{CONNECTIONS} keep-alive connections (3 writes to 1 read), /livez every 50 ms; "
-                   f"DB_QUERY_TIMEOUT_MS={QUERY_TIMEOUT_MS}; farol given both hosts, "
+    verdict.figure("load", f"{CONNECTIONS} keep-alive connections (2 writes, 1 keyed write, 1 read), "
+                   f"/livez every 50 ms; DB_QUERY_TIMEOUT_MS={QUERY_TIMEOUT_MS}; farol given both hosts, "
                    f"target_session_attrs=read-write")
     rows = []
     for name, synchronous, planned in (("failover", True, False), ("switchover", True, True),

@@ -120,6 +120,7 @@ class Record:
     problem: str = ""  # a problem answer's type, its last segment
     note_id: str = ""
     title: str = ""
+    replayed: bool = False  # a keyed POST answered with the note an earlier try made
 
     @property
     def ms(self):
@@ -132,7 +133,9 @@ class Load:
 
     host: str
     port: int
-    mix: dict  # kind -> weight; kinds: post, get, list, health
+    # kind -> weight; kinds: post, keyed (a POST with an Idempotency-Key, sent again with
+    # the same key and title until it is answered 201), get, list, health
+    mix: dict
     records: list = field(default_factory=list)
     created: list = field(default_factory=list)  # ids acknowledged with 201
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -152,19 +155,26 @@ class Load:
         connection = Connection(self.host, self.port)
         kinds = self._kinds()
         sequence = 0
+        unanswered_keyed = None  # the title (and key) of a keyed POST not yet answered 201
         try:
             while not self.stop.is_set():
                 kind = kinds[sequence % len(kinds)]
                 sequence += 1
-                await self.one(connection, kind, f"{self.tag}-{self.run_id}-{number}-{sequence}")
+                title = f"{self.tag}-{self.run_id}-{number}-{sequence}"
+                if kind == "keyed" and unanswered_keyed is not None:
+                    title = unanswered_keyed
+                record = await self.one(connection, kind, title)
+                if kind == "keyed":
+                    unanswered_keyed = None if record.status == 201 else title
         finally:
             await connection.close()
 
     async def one(self, connection, kind, title):
-        body, path, method = None, "/health", "GET"
-        if kind == "post":
+        body, path, method, headers = None, "/health", "GET", None
+        if kind in ("post", "keyed"):
             method, path = "POST", "/api/v1/notes"
             body = json.dumps({"title": title, "body": "acknowledged notes must survive"}).encode()
+            headers = {"Idempotency-Key": title} if kind == "keyed" else None
         elif kind == "get":
             if not self.created:
                 kind, path = "list", "/api/v1/notes?limit=5"
@@ -172,14 +182,15 @@ class Load:
                 path = f"/api/v1/notes/{self.created[len(self.records) % len(self.created)]}"
         elif kind == "list":
             path = "/api/v1/notes?limit=20"
-        record = Record(kind, time.time(), 0.0, title=title if kind == "post" else "")
+        record = Record(kind, time.time(), 0.0, title=title if method == "POST" else "")
         try:
-            answer = await connection.request(method, path, body)
+            answer = await connection.request(method, path, body, headers)
             record.status = answer.status
             record.retry_after = "retry-after" in answer.headers
             record.problem = problem_type(answer)
-            if kind == "post" and answer.status == 201:
+            if method == "POST" and answer.status == 201:
                 record.note_id = answer.json()["id"]
+                record.replayed = answer.headers.get("idempotent-replayed") == "true"
                 self.created.append(record.note_id)
         except NoAnswer as error:
             record.failure = error.kind
@@ -187,6 +198,7 @@ class Load:
         self.records.append(record)
         if record.status == 0:
             await asyncio.sleep(self.backoff)
+        return record
 
     def start(self, connections):
         return [asyncio.create_task(self.worker(n)) for n in range(connections)]
@@ -269,6 +281,13 @@ def well_advised_503(record):
     blind retry, and which nothing else may answer."""
     unknown = record.problem == "outcome-unknown"
     return record.status == 503 and record.retry_after != unknown and (record.kind == "post" or not unknown)
+
+
+def keyed_titles_made_twice(sql):
+    """Titles of keyed notes found more than once, by SQL (a function running one query on
+    the database and returning its output): retries with one key must make one note."""
+    output = sql("SELECT title FROM notes WHERE idempotency_key IS NOT NULL GROUP BY title HAVING count(*) > 1")
+    return [line for line in output.splitlines() if line.strip()]
 
 
 def count_by_outcome(records):

@@ -90,8 +90,8 @@ class Server:
                 os.kill(pid, signal.SIGKILL)
         self.killed = True
 
-    def sql(self, query):
-        return _run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", "postgres",
+    def sql(self, query, database="postgres"):
+        return _run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database,
                      "-qtAX", "-c", query], timeout=15).strip()
 
     def wal_receiver_pid(self):
