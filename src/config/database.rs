@@ -224,15 +224,22 @@ impl DatabaseConfig {
         if !matches!(self.ssl_mode, SslMode::Disable | SslMode::Prefer) {
             return None;
         }
-        let remote = self.driver.get_hosts().iter().any(|host| match host {
-            tokio_postgres::config::Host::Tcp(name) => {
-                name != "localhost"
-                    && !name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-            tokio_postgres::config::Host::Unix(_) => false,
-        });
+        // `hostaddr`, when given, is where the connection goes (the host name is then
+        // only checked against the certificate).
+        let addresses = self.driver.get_hostaddrs();
+        let remote = if addresses.is_empty() {
+            self.driver.get_hosts().iter().any(|host| match host {
+                tokio_postgres::config::Host::Tcp(name) => {
+                    name != "localhost"
+                        && !name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                tokio_postgres::config::Host::Unix(_) => false,
+            })
+        } else {
+            addresses.iter().any(|ip| !ip.is_loopback())
+        };
         remote.then_some(self.ssl_mode.as_str())
     }
 
@@ -454,12 +461,18 @@ mod tests {
             risk("host=localhost,db.internal dbname=x sslmode=prefer"),
             Some("prefer")
         );
+        assert_eq!(
+            risk("host=localhost hostaddr=10.0.0.5 dbname=x"),
+            Some("prefer"),
+            "hostaddr is where it goes"
+        );
         for safe in [
             "postgres://db.internal/x?sslmode=require",
             "postgres://localhost/x?sslmode=disable",
             "postgres://127.0.0.1/x",
             "postgres://[::1]/x",
             "host=/run/postgresql dbname=x sslmode=disable",
+            "host=db.internal hostaddr=127.0.0.1 dbname=x",
         ] {
             assert_eq!(risk(safe), None, "{safe}");
         }
