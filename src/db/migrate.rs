@@ -75,27 +75,30 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         }
         Err(e) => return Err(failed("cannot take the migration lock", &e)),
     }
-    client
-        .batch_execute("SET lock_timeout = 0")
-        .await
-        .map_err(|e| failed("cannot prepare the migration session", &e))?;
+    let prepared = client.batch_execute("SET lock_timeout = 0").await;
+    if let Err(e) = prepared {
+        unlock(client).await;
+        return Err(failed("cannot prepare the migration session", &e));
+    }
     // A database a newer release has migrated further: what an older binary meets after a
-    // rollback. Migrations only ever add (docs/database.md), so it serves on; refinery
-    // would stop at the versions it does not know.
-    let applied = applied_version(client)
-        .await
-        .map_err(|e| failed("cannot read the migration history", &e))?;
-    if applied > latest_version() {
-        let _ = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-            .await;
-        tracing::warn!(
-            applied,
-            known = latest_version(),
-            "the database is migrated beyond what this release knows (a rollback?): \
-             nothing to apply"
-        );
-        return Ok(0);
+    // rollback. It serves on when every migration it knows is there, unchanged: whether
+    // it can is the newer release's promise (docs/database.md). Refinery would stop at
+    // the versions it does not know.
+    match beyond_this_release(client).await {
+        Ok(false) => {}
+        Ok(true) => {
+            unlock(client).await;
+            tracing::warn!(
+                known = latest_version(),
+                "the database is migrated beyond what this release knows (a rollback?), \
+                 and holds every migration this release has: nothing to apply"
+            );
+            return Ok(0);
+        }
+        Err(e) => {
+            unlock(client).await;
+            return Err(e);
+        }
     }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
@@ -119,9 +122,7 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         }
     };
     // Unlock even when a migration failed; closing the connection would also release it.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await;
+    unlock(client).await;
     let report = outcome.map_err(|e| failed("migration failed", &e))?;
     for migration in report.applied_migrations() {
         tracing::info!(
@@ -131,6 +132,46 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         );
     }
     Ok(report.applied_migrations().len())
+}
+
+async fn unlock(client: &Client) {
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
+}
+
+/// Whether the database holds migrations newer than this release's; an error when it
+/// then lacks one of this release's, or holds it changed (a history this release cannot
+/// serve on).
+async fn beyond_this_release(client: &Client) -> Result<bool, MigrateError> {
+    let failed = |e: tokio_postgres::Error| {
+        MigrateError::Failed(format!(
+            "cannot read the migration history: {}",
+            error_chain(&e)
+        ))
+    };
+    if applied_version(client).await.map_err(failed)? <= latest_version() {
+        return Ok(false);
+    }
+    let query = format!("SELECT version, checksum FROM {HISTORY_TABLE}");
+    let applied: std::collections::HashMap<i32, String> = client
+        .query(&query, &[])
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    for migration in embedded::migrations::runner().get_migrations() {
+        let checksum = migration.checksum().to_string();
+        if applied.get(&migration.version()) != Some(&checksum) {
+            return Err(MigrateError::Failed(format!(
+                "the database is migrated beyond this release, but its migration {} is \
+                 missing or changed there: this release cannot serve on it",
+                migration.version()
+            )));
+        }
+    }
+    Ok(true)
 }
 
 /// Whether every embedded migration is applied (for `MIGRATE_ON_START=false`, where a

@@ -124,7 +124,7 @@ async fn without_migrate_on_start_it_waits_for_someone_else_to_migrate() {
 }
 
 /// A rollback to an older release meets a schema a newer one migrated further: it
-/// applies nothing and serves (migrations only ever add).
+/// applies nothing and serves, when every migration it knows is there unchanged.
 #[tokio::test]
 async fn a_database_migrated_beyond_this_release_still_serves_it() {
     let url = create_database(&shared_server_url()).await;
@@ -149,6 +149,21 @@ async fn a_database_migrated_beyond_this_release_still_serves_it() {
     let app = start(&url, &[]).await;
     app.wait_ready().await;
     app.create_note("older", "release").await;
+
+    // A history that lacks one of this release's migrations, or holds it changed, is not
+    // one it can serve on: refused, with the version named.
+    client
+        .batch_execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1")
+        .await
+        .unwrap();
+    let refused = farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("migration 1 is missing or changed"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

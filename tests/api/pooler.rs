@@ -73,6 +73,23 @@ async fn every_route_works_through_pgbouncer_in_transaction_mode_with_unnamed_st
                     ))
                     .await;
                 assert_eq!(next.status(), 200, "the cursor's typed parameters");
+                // a keyed create and its replay: two statements, each its own transaction
+                let keyed = |key: String| {
+                    app.client
+                        .post(app.url("/api/v1/notes"))
+                        .header("Idempotency-Key", key)
+                        .json(&json!({"title": "keyed", "body": "through the pooler"}))
+                        .send()
+                };
+                let key = format!("c{client}-r{round}");
+                let first = keyed(key.clone()).await.unwrap();
+                assert_eq!(first.status(), 201);
+                let again = keyed(key).await.unwrap();
+                assert_eq!(again.headers()["idempotent-replayed"], "true");
+                assert_eq!(
+                    again.json::<Value>().await.unwrap(),
+                    first.json::<Value>().await.unwrap()
+                );
                 if round % 2 == 0 {
                     assert_eq!(app.delete(&path).await.status(), 204);
                     assert_eq!(app.get(&path).await.status(), 404);

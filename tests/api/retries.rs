@@ -323,8 +323,9 @@ async fn a_request_waits_for_a_transaction_inserting_its_key_then_follows_its_ou
         let holder = admin(&url).await;
         holder
             .batch_execute(&format!(
-                "BEGIN; INSERT INTO notes (id, title, body, idempotency_key) \
-                 VALUES (gen_random_uuid(), 'held', '', '{key}')"
+                "BEGIN; INSERT INTO notes \
+                 (id, title, body, idempotency_key, idempotency_digest) \
+                 VALUES (gen_random_uuid(), 'held', '', '{key}', sha256('held'))"
             ))
             .await
             .unwrap();

@@ -161,8 +161,8 @@ class Load:
                 kind = kinds[sequence % len(kinds)]
                 sequence += 1
                 title = f"{self.tag}-{self.run_id}-{number}-{sequence}"
-                if kind == "keyed" and unanswered_keyed is not None:
-                    title = unanswered_keyed
+                if kind == "keyed":
+                    title = unanswered_keyed or f"{KEYED}{title}"
                 record = await self.one(connection, kind, title)
                 if kind == "keyed":
                     unanswered_keyed = None if record.status == 201 else title
@@ -283,11 +283,18 @@ def well_advised_503(record):
     return record.status == 503 and record.retry_after != unknown and (record.kind == "post" or not unknown)
 
 
-def keyed_titles_made_twice(sql):
-    """Titles of keyed notes found more than once, by SQL (a function running one query on
-    the database and returning its output): retries with one key must make one note."""
-    output = sql("SELECT title FROM notes WHERE idempotency_key IS NOT NULL GROUP BY title HAVING count(*) > 1")
-    return [line for line in output.splitlines() if line.strip()]
+KEYED = "keyed-"  # the title of a keyed write starts so; its key is its title
+
+
+def keyed_notes(sql, load):
+    """How many of LOAD's keyed titles have notes, and those whose notes are not one note
+    stored under its key: each keyed write, however often sent, must make one. SQL runs a
+    query on the database and returns psql's unaligned output."""
+    prefix = f"{KEYED}{load.tag}-{load.run_id}-"
+    output = sql("SELECT title, count(*), bool_and(idempotency_key IS NOT DISTINCT FROM title) "
+                 f"FROM notes WHERE starts_with(title, '{prefix}') GROUP BY title")
+    rows = [line.split("|") for line in output.splitlines() if line.strip()]
+    return len(rows), [title for title, count, keyed in rows if count != "1" or keyed != "t"]
 
 
 def count_by_outcome(records):
