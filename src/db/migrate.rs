@@ -6,6 +6,7 @@
 //! caller retries and says why); the migration itself never is: a migration cut short
 //! by a timeout would start again from the beginning and could never finish.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -40,6 +41,13 @@ pub enum MigrateError {
     /// Another instance is migrating: try again later.
     #[error("another instance holds the migration lock (waited {} s)", .0.as_secs())]
     LockBusy(Duration),
+    /// The history lacks this migration of the release, or holds it changed (see
+    /// [`Schema::Diverged`]).
+    #[error(
+        "the database's migration history lacks migration {0} of this release, or holds it \
+         changed: this release cannot serve on it"
+    )]
+    Diverged(i32),
     #[error("{0}")]
     Failed(String),
 }
@@ -84,10 +92,14 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
     // rollback. It serves on when every migration it knows is there, unchanged: whether
     // it can is the newer release's promise (docs/database.md). Refinery would stop at
     // the versions it does not know.
-    match beyond_this_release(client).await {
-        Ok(false) => {}
-        Ok(true) => {
-            unlock(client).await;
+    let history = read_history(client).await;
+    if !matches!(history, Ok(Schema::Pending)) {
+        unlock(client).await;
+    }
+    match history {
+        Ok(Schema::Pending) => {}
+        Ok(Schema::Current) => return Ok(0),
+        Ok(Schema::Beyond) => {
             tracing::warn!(
                 known = latest_version(),
                 "the database is migrated beyond what this release knows (a rollback?), \
@@ -95,10 +107,8 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
             );
             return Ok(0);
         }
-        Err(e) => {
-            unlock(client).await;
-            return Err(e);
-        }
+        Ok(Schema::Diverged(version)) => return Err(MigrateError::Diverged(version)),
+        Err(e) => return Err(failed("cannot read the migration history", &e)),
     }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
@@ -140,53 +150,44 @@ async fn unlock(client: &Client) {
         .await;
 }
 
-/// Whether the database holds migrations newer than this release's; an error when it
-/// then lacks one of this release's, or holds it changed (a history this release cannot
-/// serve on).
-async fn beyond_this_release(client: &Client) -> Result<bool, MigrateError> {
-    let failed = |e: tokio_postgres::Error| {
-        MigrateError::Failed(format!(
-            "cannot read the migration history: {}",
-            error_chain(&e)
-        ))
-    };
-    if applied_version(client).await.map_err(failed)? <= latest_version() {
-        return Ok(false);
-    }
+/// Where the database's schema stands for this release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Migrations of this release are still to be applied.
+    Pending,
+    /// Every migration of this release is applied, and no other.
+    Current,
+    /// Every migration of this release is applied, and newer ones too (a rollback).
+    Beyond,
+    /// The history is as new as this release or newer, but lacks this migration of it,
+    /// or holds it changed: not a schema this release can serve on.
+    Diverged(i32),
+}
+
+/// Reads the migration history: what `farol migrate` and, with `MIGRATE_ON_START=false`,
+/// readiness go by. Reads only; creates nothing. The only failure is the driver's.
+pub async fn read_history(client: &Client) -> Result<Schema, tokio_postgres::Error> {
     let query = format!("SELECT version, checksum FROM {HISTORY_TABLE}");
-    let applied: std::collections::HashMap<i32, String> = client
-        .query(&query, &[])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    // Unnamed, in one round trip: this also runs through a pooler in transaction mode.
+    let rows = match client.query_typed(&query, &[]).await {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Schema::Pending),
+        Err(e) => return Err(e),
+    };
+    let applied: HashMap<i32, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let newest = applied.keys().copied().max().unwrap_or(0);
+    if newest < latest_version() {
+        // refinery checks what is there when it applies the rest
+        return Ok(Schema::Pending);
+    }
     for migration in embedded::migrations::runner().get_migrations() {
-        let checksum = migration.checksum().to_string();
-        if applied.get(&migration.version()) != Some(&checksum) {
-            return Err(MigrateError::Failed(format!(
-                "the database is migrated beyond this release, but its migration {} is \
-                 missing or changed there: this release cannot serve on it",
-                migration.version()
-            )));
+        if applied.get(&migration.version()) != Some(&migration.checksum().to_string()) {
+            return Ok(Schema::Diverged(migration.version()));
         }
     }
-    Ok(true)
-}
-
-/// Whether every embedded migration is applied (for `MIGRATE_ON_START=false`, where a
-/// Job applies them). Reads only; creates nothing. The only failure is the driver's.
-pub async fn is_current(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(applied_version(client).await? >= latest_version())
-}
-
-/// The newest migration applied to the database (0 for none).
-async fn applied_version(client: &Client) -> Result<i32, tokio_postgres::Error> {
-    let query = format!("SELECT max(version) FROM {HISTORY_TABLE}");
-    // Unnamed, in one round trip: this also runs through a pooler in transaction mode.
-    match client.query_typed_one(&query, &[]).await {
-        Ok(row) => Ok(row.get::<_, Option<i32>>(0).unwrap_or(0)),
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(0),
-        Err(e) => Err(e),
-    }
+    Ok(if newest == latest_version() {
+        Schema::Current
+    } else {
+        Schema::Beyond
+    })
 }

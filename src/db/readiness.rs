@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::connect::ConnectError;
+use super::migrate::Schema;
 use super::wait::Retry;
 use super::{Database, DbError, connect_direct, migrate, server_statement_timeout};
 use crate::config::Statements;
@@ -90,12 +91,20 @@ async fn prepare(
         .map_err(|_| NotReady::ConnectTimeout)??;
     if migrate_on_start {
         migrate::apply(&mut client, migrate::LOCK_WAIT).await?;
-    } else if !tokio::time::timeout(timeouts.query, migrate::is_current(&client))
-        .await
-        .map_err(|_| NotReady::SchemaVersionTimeout)?
-        .map_err(NotReady::SchemaVersion)?
-    {
-        return Err(NotReady::MigrationsPending(migrate::latest_version()));
+    } else {
+        let history = tokio::time::timeout(timeouts.query, migrate::read_history(&client))
+            .await
+            .map_err(|_| NotReady::SchemaVersionTimeout)?
+            .map_err(NotReady::SchemaVersion)?;
+        match history {
+            Schema::Current | Schema::Beyond => {}
+            Schema::Pending => {
+                return Err(NotReady::MigrationsPending(migrate::latest_version()));
+            }
+            Schema::Diverged(version) => {
+                return Err(NotReady::Migrate(migrate::MigrateError::Diverged(version)));
+            }
+        }
     }
     if db.statements() == Statements::Unnamed {
         check_server_statement_timeout(&client, timeouts.query).await;

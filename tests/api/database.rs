@@ -151,19 +151,35 @@ async fn a_database_migrated_beyond_this_release_still_serves_it() {
     app.create_note("older", "release").await;
 
     // A history that lacks one of this release's migrations, or holds it changed, is not
-    // one it can serve on: refused, with the version named.
-    client
-        .batch_execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1")
-        .await
-        .unwrap();
-    let refused = farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        refused.contains("migration 1 is missing or changed"),
-        "{refused}"
-    );
+    // one it can serve on: the migration refuses, naming it, and lets go of its lock; a
+    // replica that leaves migrating to a Job stays unready.
+    let observer = admin(&url).await;
+    for change in [
+        "UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1",
+        "DELETE FROM refinery_schema_history WHERE version = 1",
+    ] {
+        client.batch_execute(change).await.unwrap();
+        let refused = farol::db::migrate::apply(&mut client, farol::db::migrate::LOCK_WAIT)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("lacks migration 1 of this release, or holds it changed"),
+            "{change}: {refused}"
+        );
+        let locks: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(locks, 0, "{change}: the migration lock is let go");
+    }
+    let job_migrates = start(&url, &[("MIGRATE_ON_START", "false")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(job_migrates.get("/readyz").await.status(), 503);
 }
 
 #[tokio::test]

@@ -287,14 +287,14 @@ KEYED = "keyed-"  # the title of a keyed write starts so; its key is its title
 
 
 def keyed_notes(sql, load):
-    """How many of LOAD's keyed titles have notes, and those whose notes are not one note
-    stored under its key: each keyed write, however often sent, must make one. SQL runs a
-    query on the database and returns psql's unaligned output."""
+    """LOAD's keyed titles that have notes, and those whose notes are not one note stored
+    under its key: each keyed write, however often sent, must make one. SQL runs a query
+    on the database and returns psql's unaligned output."""
     prefix = f"{KEYED}{load.tag}-{load.run_id}-"
     output = sql("SELECT title, count(*), bool_and(idempotency_key IS NOT DISTINCT FROM title) "
                  f"FROM notes WHERE starts_with(title, '{prefix}') GROUP BY title")
     rows = [line.split("|") for line in output.splitlines() if line.strip()]
-    return len(rows), [title for title, count, keyed in rows if count != "1" or keyed != "t"]
+    return {title for title, _, _ in rows}, [title for title, count, keyed in rows if count != "1" or keyed != "t"]
 
 
 def count_by_outcome(records):
