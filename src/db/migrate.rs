@@ -58,9 +58,6 @@ const STILL_MIGRATING_EVERY: Duration = Duration::from_secs(30);
 /// Applies pending migrations; returns how many were applied. Waits at most `lock_wait`
 /// for the migration lock.
 pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, MigrateError> {
-    let failed = |what: &str, e: &dyn std::error::Error| {
-        MigrateError::Failed(format!("{what}: {}", error_chain(e)))
-    };
     // lock_timeout bounds the advisory lock's wait, server-side, and nothing else may:
     // a statement_timeout from the connection's options or the role (as behind a pooler)
     // would cut the wait short as a failure instead of "busy, try again". After the lock,
@@ -83,23 +80,30 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         }
         Err(e) => return Err(failed("cannot take the migration lock", &e)),
     }
-    let prepared = client.batch_execute("SET lock_timeout = 0").await;
-    if let Err(e) = prepared {
-        unlock(client).await;
-        return Err(failed("cannot prepare the migration session", &e));
-    }
+    // Unlocked on every way out, a failed migration included; closing the connection
+    // would also release it.
+    let applied = apply_locked(client).await;
+    unlock(client).await;
+    applied
+}
+
+/// What `apply` does once it holds the migration lock.
+async fn apply_locked(client: &mut Client) -> Result<usize, MigrateError> {
+    client
+        .batch_execute("SET lock_timeout = 0")
+        .await
+        .map_err(|e| failed("cannot prepare the migration session", &e))?;
     // A database a newer release has migrated further: what an older binary meets after a
     // rollback. It serves on when every migration it knows is there, unchanged: whether
     // it can is the newer release's promise (docs/database.md). Refinery would stop at
     // the versions it does not know.
-    let history = read_history(client).await;
-    if !matches!(history, Ok(Schema::Pending)) {
-        unlock(client).await;
-    }
-    match history {
-        Ok(Schema::Pending) => {}
-        Ok(Schema::Current) => return Ok(0),
-        Ok(Schema::Beyond) => {
+    match read_history(client)
+        .await
+        .map_err(|e| failed("cannot read the migration history", &e))?
+    {
+        Schema::Pending => {}
+        Schema::Current => return Ok(0),
+        Schema::Beyond => {
             tracing::warn!(
                 known = latest_version(),
                 "the database is migrated beyond what this release knows (a rollback?), \
@@ -107,32 +111,26 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
             );
             return Ok(0);
         }
-        Ok(Schema::Diverged(version)) => return Err(MigrateError::Diverged(version)),
-        Err(e) => return Err(failed("cannot read the migration history", &e)),
+        Schema::Diverged(version) => return Err(MigrateError::Diverged(version)),
     }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
-    let outcome = {
-        let run = runner.run_async(client);
-        tokio::pin!(run);
-        // Not bounded (a migration cut short would start over and never finish), but
-        // never silent: a migration waiting on a lock another session holds, or a hung
-        // server, would otherwise leave the service "starting" with nothing in its log
-        // to say why.
-        let started = std::time::Instant::now();
-        loop {
-            match tokio::time::timeout(STILL_MIGRATING_EVERY, &mut run).await {
-                Ok(outcome) => break outcome,
-                Err(_) => tracing::warn!(
-                    running_s = started.elapsed().as_secs(),
-                    "migrations still running: a long one, or one waiting for a lock that \
-                     another session holds (pg_stat_activity on the database says which)"
-                ),
-            }
+    let run = runner.run_async(client);
+    tokio::pin!(run);
+    // Not bounded (a migration cut short would start over and never finish), but never
+    // silent: a migration waiting on a lock another session holds, or a hung server, would
+    // otherwise leave the service "starting" with nothing in its log to say why.
+    let started = std::time::Instant::now();
+    let outcome = loop {
+        match tokio::time::timeout(STILL_MIGRATING_EVERY, &mut run).await {
+            Ok(outcome) => break outcome,
+            Err(_) => tracing::warn!(
+                running_s = started.elapsed().as_secs(),
+                "migrations still running: a long one, or one waiting for a lock that \
+                 another session holds (pg_stat_activity on the database says which)"
+            ),
         }
     };
-    // Unlock even when a migration failed; closing the connection would also release it.
-    unlock(client).await;
     let report = outcome.map_err(|e| failed("migration failed", &e))?;
     for migration in report.applied_migrations() {
         tracing::info!(
@@ -142,6 +140,10 @@ pub async fn apply(client: &mut Client, lock_wait: Duration) -> Result<usize, Mi
         );
     }
     Ok(report.applied_migrations().len())
+}
+
+fn failed(what: &str, e: &dyn std::error::Error) -> MigrateError {
+    MigrateError::Failed(format!("{what}: {}", error_chain(e)))
 }
 
 async fn unlock(client: &Client) {

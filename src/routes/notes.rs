@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::http::extract::{Json, Path, Query};
-use crate::http::idempotency::MaybeIdempotencyKey;
+use crate::http::idempotency::{IdempotencyKey, MaybeIdempotencyKey};
 use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::notes::store::Created;
 use crate::notes::{Cursor, InvalidNote, Note, NoteInput, store};
@@ -119,6 +119,11 @@ pub enum ReadProblems {
     Unavailable(Problem),
 }
 
+/// Where a note is served.
+fn note_location(id: Uuid) -> String {
+    format!("/api/v1/notes/{id}")
+}
+
 fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("no note with id {id}"))
 }
@@ -155,7 +160,13 @@ pub async fn create_note(
 ) -> Result<Response, ApiError> {
     let content = input.validate()?;
     let id = store::new_id();
-    let created = store::create(&state.db, id, &content, key.as_ref().map(|k| k.as_str())).await;
+    let created = store::create(
+        &state.db,
+        id,
+        &content,
+        key.as_ref().map(IdempotencyKey::as_str),
+    )
+    .await;
     let (note, replayed) = match created {
         Ok(Created::New(note)) => (note, false),
         Ok(Created::Replayed {
@@ -182,15 +193,14 @@ pub async fn create_note(
                 "a note's insert got no answer: it may have been created"
             );
             return Err(ApiError::OutcomeUnknown {
-                location: Some(format!("/api/v1/notes/{id}")),
+                location: Some(note_location(id)),
             });
         }
         Err(error) => return Err(error.into()),
     };
-    let location = format!("/api/v1/notes/{}", note.id);
     let mut response = (
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
+        [(header::LOCATION, note_location(note.id))],
         axum::Json(note),
     )
         .into_response();
