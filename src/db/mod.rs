@@ -9,6 +9,7 @@
 //! timeout). One bound over both would call saturation an outage: a request queued
 //! behind slow queries would get its connection with too little time left for its query.
 
+mod abandon;
 pub mod connect;
 pub mod migrate;
 pub mod outage;
@@ -176,12 +177,12 @@ impl DbError {
     }
 
     /// Whether a write that failed so may have been applied all the same: no answer came
-    /// in time (the server runs an abandoned statement on until its own
-    /// statement_timeout, and may commit it meanwhile), or the connection broke under
-    /// it. A timeout the server reported (its statement_timeout) counts too, though it
-    /// rolled the statement back: both are `Timeout`, and saying "unknown" of a write
-    /// that was not applied costs the client one look, where saying "retry" of one that
-    /// was costs it a duplicate. Only non-idempotent writes need to tell.
+    /// in time (farol cancels the statement it stopped waiting for, but the cancel races
+    /// its commit, and a commit waiting for a synchronous standby is cut short as
+    /// committed), or the connection broke under it. A timeout the server reported (its
+    /// statement_timeout) counts too, though it rolled the statement back: both are
+    /// `Timeout`, and saying "unknown" of a write that was not applied costs the client
+    /// one look, where saying "retry" of one that was costs it a duplicate. Only non-idempotent writes need to tell.
     pub fn may_have_been_applied(&self) -> bool {
         matches!(
             self,
@@ -241,6 +242,7 @@ struct Inner {
     /// judged apart from connecting (deadpool's own wait and connect are one call).
     slots: Semaphore,
     config: DatabaseConfig,
+    connect_timeout: Duration,
     query_timeout: Duration,
     statements: Statements,
     /// The database answered the last operation (whatever it said).
@@ -265,10 +267,11 @@ impl Database {
         let (connect_timeout, query_timeout) = (settings.connect_timeout, settings.query_timeout);
         let mut pooled = config.clone();
         // The server stops a statement that outlives our own timeout instead of working
-        // on for a client that has gone. Later than ours, never first: a statement_timeout
-        // that fires while a commit waits for a synchronous standby ends the wait and
-        // reports the commit as done, and an answer that reached us first would be an
-        // acknowledged write the standby may never get. Not through a pooler in
+        // on for a client that has gone, should farol's cancel not reach it
+        // (`abandon`). Later than ours, so that ours answers first and the cancel is
+        // farol's. (It does not end a commit's wait for a synchronous standby: only a
+        // cancel does, and farol cancels only what it has already given up on, so a
+        // commit cut short so never reaches a client as a success.) Not through a pooler in
         // transaction mode: PgBouncer refuses the `options` start-up parameter unless told
         // to ignore it, and then ignores it; there the role's own statement_timeout does
         // this (docs/database.md).
@@ -304,6 +307,7 @@ impl Database {
                 pool,
                 slots: Semaphore::new(settings.pool_max),
                 config: config.clone(),
+                connect_timeout,
                 query_timeout,
                 statements: settings.statements,
                 up: AtomicBool::new(false),
@@ -317,9 +321,13 @@ impl Database {
 
     /// Runs `operation` on a pooled connection within the query timeout.
     /// `name` labels the duration metric (`db_operation_name`).
-    pub async fn run<T, E, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
+    pub async fn run<'a, T, E, F, Fut>(
+        &'a self,
+        name: &'static str,
+        operation: F,
+    ) -> Result<T, DbError>
     where
-        F: FnOnce(Session) -> Fut,
+        F: FnOnce(Session<'a>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: OperationError,
     {
@@ -328,7 +336,7 @@ impl Database {
         let span = self.inner.tracer.as_ref().and_then(|t| t.client_span(name));
         let result = async {
             // The fast path first: a free slot costs no timer.
-            let _slot = match self.inner.slots.try_acquire() {
+            let slot = match self.inner.slots.try_acquire() {
                 Ok(slot) => slot,
                 Err(_) => match tokio::time::timeout(timeout, self.inner.slots.acquire()).await {
                     Ok(Ok(slot)) => slot,
@@ -348,7 +356,9 @@ impl Database {
             let round_trip = async {
                 let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
                 connected.store(true, Ordering::Relaxed);
-                operation(Session::new(client, self.inner.statements))
+                // The session holds the slot from here: if this future is dropped while
+                // its statement runs, the slot stays taken until the connection is free.
+                operation(Session::new(self, client, slot))
                     .await
                     .map_err(OperationError::into_db_error)
             };
@@ -388,9 +398,13 @@ impl Database {
     /// Runs an operation that writes, as [`Database::run`] does. Its success also ends a
     /// read-only state: under saturation the ping may find no free connection for a
     /// long while, and writes that commit must not leave `/` saying "down".
-    pub async fn write<T, E, F, Fut>(&self, name: &'static str, operation: F) -> Result<T, DbError>
+    pub async fn write<'a, T, E, F, Fut>(
+        &'a self,
+        name: &'static str,
+        operation: F,
+    ) -> Result<T, DbError>
     where
-        F: FnOnce(Session) -> Fut,
+        F: FnOnce(Session<'a>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: OperationError,
     {

@@ -7,26 +7,54 @@
 //! behind such a pooler farol sends every statement unnamed (`DB_PREPARED_STATEMENTS`):
 //! the whole exchange ends in one `Sync`, on one server connection. The cost is a parse
 //! and a plan per statement, which the benchmark measures.
+//!
+//! A session dropped while a statement of its own runs (its caller stopped waiting) hands
+//! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::SemaphorePermit;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::Connection;
+use super::{Connection, Database, abandon};
 use crate::config::Statements;
 
 /// A parameter and its PostgreSQL type: an unnamed statement is never described first,
 /// so the types travel with the values.
 pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
-/// A pooled connection, and the way its statements are sent.
-pub struct Session {
-    client: Connection,
+/// A pooled connection and its pool slot, and the way its statements are sent.
+pub struct Session<'a> {
+    // Declared before the slot, so that on a normal drop the connection is back in the
+    // pool before the slot that lets the next request ask for it.
+    client: Option<Connection>,
+    slot: Option<SemaphorePermit<'a>>,
+    database: &'a Database,
     statements: Statements,
+    /// A statement was sent and its answer is not all read.
+    running: AtomicBool,
 }
 
-impl Session {
-    pub(super) fn new(client: Connection, statements: Statements) -> Self {
-        Self { client, statements }
+impl<'a> Session<'a> {
+    pub(super) fn new(
+        database: &'a Database,
+        client: Connection,
+        slot: SemaphorePermit<'a>,
+    ) -> Self {
+        Self {
+            client: Some(client),
+            slot: Some(slot),
+            database,
+            statements: database.statements(),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn client(&self) -> &Connection {
+        self.client
+            .as_ref()
+            .expect("a session holds its connection until dropped")
     }
 
     /// Every row `sql` returns.
@@ -35,15 +63,27 @@ impl Session {
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.running.store(true, Ordering::Relaxed);
+        let rows = self.send(sql, params).await;
+        self.running.store(false, Ordering::Relaxed);
+        rows
+    }
+
+    async fn send(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let client = self.client();
         match self.statements {
             Statements::Named => {
                 let types: Vec<Type> = params.iter().map(|(_, kind)| kind.clone()).collect();
-                let statement = self.client.prepare_typed_cached(sql, &types).await?;
+                let statement = client.prepare_typed_cached(sql, &types).await?;
                 let values: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|(value, _)| *value).collect();
-                self.client.query(&statement, &values).await
+                client.query(&statement, &values).await
             }
-            Statements::Unnamed => self.client.query_typed(sql, params).await,
+            Statements::Unnamed => client.query_typed(sql, params).await,
         }
     }
 
@@ -54,5 +94,18 @@ impl Session {
         params: &[Param<'_>],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
         Ok(self.query(sql, params).await?.into_iter().next())
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if !self.running.load(Ordering::Relaxed) {
+            return; // the fields' own drops give back the connection, then the slot
+        }
+        if let (Some(client), Some(slot)) = (self.client.take(), self.slot.take()) {
+            // the settling task gives the slot back when it is done with the connection
+            slot.forget();
+            abandon::settle_later(self.database, client);
+        }
     }
 }

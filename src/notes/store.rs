@@ -93,9 +93,16 @@ pub async fn create(
         if let Some(row) = session.query_opt(&sql, &params).await? {
             return Ok(Some(Created::New(note(&row))));
         }
+        // The note found may be committed on this server only: a commit waiting for a
+        // synchronous standby, then cancelled (farol cancels what it gave up on), is
+        // committed locally and visible at once. Answering
+        // 201 for it then would acknowledge a write a failover can lose. Locking the row
+        // writes WAL, so this statement's own commit waits for the standby to have
+        // everything written before it, the note included. (A transaction that writes no
+        // WAL commits without waiting.) KEY SHARE, the weakest lock: only a delete waits.
         let sql = format!(
             "SELECT {COLUMNS}, idempotency_digest = {REQUEST_DIGEST} \
-             FROM notes WHERE idempotency_key = $4"
+             FROM notes WHERE idempotency_key = $4 FOR KEY SHARE"
         );
         Ok(Some(match session.query_opt(&sql, &params).await? {
             Some(row) => Created::Replayed {

@@ -1,8 +1,10 @@
 //! Retrying a POST. Without an `Idempotency-Key`, a creation cut short after it may have
 //! taken effect answers that its outcome is unknown, names where the note would be when
 //! it can, and invites no blind retry; with one, a retry is safe and gets the first note.
-//! In the cut-short tests the note is created after the answer: what a blind retry would
-//! have duplicated.
+//! In the cut-short tests the note is created after the answer (farol's commit waits for a
+//! synchronous standby that does not answer; farol gives up and cancels it, which commits
+//! it locally): what a blind retry would have duplicated. A statement farol stops waiting
+//! for is cancelled, so that its connection serves again at once.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use tokio::net::TcpStream;
 use serde_json::{Value, json};
 
 use crate::support::app::{TestApp, assert_problem, start};
-use crate::support::pg::{admin, create_database, shared_server_url};
+use crate::support::pg::{PgCluster, admin, create_database, shared_server_url};
 
 /// farol on a database of its own, ready, and a session of the test's own there (`url`
 /// for more).
@@ -49,14 +51,6 @@ async fn block_inserts(url: &str) -> tokio_postgres::Client {
     blocker
 }
 
-/// One note made first, on the pool's only connection: the insert is then prepared there,
-/// and the next one waits on the lock in its execution, which the server carries on with
-/// once farol stops waiting. (A first insert would wait in its preparation, which ends
-/// when farol stops waiting: nothing is applied then, though farol cannot tell.)
-async fn prepare_the_insert(app: &TestApp) {
-    app.create_note("first", "prepares the insert").await;
-}
-
 async fn wait_for_notes_titled(observer: &tokio_postgres::Client, title: &str) {
     for _ in 0..100 {
         if notes_titled(observer, title).await == 1 {
@@ -67,34 +61,197 @@ async fn wait_for_notes_titled(observer: &tokio_postgres::Client, title: &str) {
     panic!("the insert farol gave up on never committed");
 }
 
+/// farol on a server of the test's own whose synchronous standby is declared and never
+/// answers: each commit of farol's waits for it, invisible, until farol gives up and
+/// cancels it, which commits it on this server alone (as when production's standby
+/// stops answering). The migrations ran before, and the test's own sessions commit at
+/// once.
+struct Stalled {
+    app: TestApp,
+    url: String,
+    observer: tokio_postgres::Client,
+    cluster: PgCluster,
+}
+
+async fn stalled(overrides: &[(&str, &str)]) -> Stalled {
+    // synchronous_commit is off on the test servers: only farol's database turns it on
+    let cluster = PgCluster::start();
+    let url = create_database(&cluster.url("postgres")).await;
+    let migrator = start(&url, &[]).await;
+    migrator.wait_ready().await;
+    migrator.stop().await.unwrap();
+    let observer = admin(&url).await;
+    observer
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = on', \
+             current_database()); END $$",
+        )
+        .await
+        .unwrap();
+    declare_standby(&cluster, "absent_standby").await;
+    let overrides = [overrides, &[("MIGRATE_ON_START", "false")]].concat();
+    let app = start(&url, &overrides).await;
+    app.wait_ready().await;
+    Stalled {
+        app,
+        url,
+        observer,
+        cluster,
+    }
+}
+
+/// The standby answers again: waiting commits complete, new ones do not wait.
+async fn release_commits(cluster: &PgCluster) {
+    declare_standby(cluster, "").await;
+}
+
+/// Sets synchronous_standby_names, and returns once commits wait for that standby, or no
+/// longer do: the server applies the change in the background. (A statement_timeout
+/// does not end a commit's wait, so each probe has a connection of its own: one that
+/// waits is left waiting.)
+async fn declare_standby(cluster: &PgCluster, names: &str) {
+    let url = cluster.url("postgres");
+    let server = admin(&url).await;
+    server
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+        ))
+        .await
+        .unwrap();
+    server
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    server
+        .batch_execute("CREATE TABLE IF NOT EXISTS probe (at timestamptz)")
+        .await
+        .unwrap();
+    let should_wait = !names.is_empty();
+    for _ in 0..50 {
+        let probe = admin(&url).await;
+        probe
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .unwrap();
+        let commit = probe.batch_execute("INSERT INTO probe VALUES (now())");
+        let waited = tokio::time::timeout(Duration::from_millis(250), commit)
+            .await
+            .is_err();
+        if waited == should_wait {
+            return;
+        }
+    }
+    panic!("commits never came to wait, or not, for {names:?}");
+}
+
 #[tokio::test]
 async fn an_insert_without_an_answer_in_time_is_an_unknown_outcome_with_the_notes_location() {
-    let Setup { app, url, observer } =
-        set_up(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
-    prepare_the_insert(&app).await;
-    let blocker = block_inserts(&url).await;
+    // the cluster bound, not dropped with `..`: it would stop
+    let Stalled {
+        app,
+        observer,
+        cluster: _cluster,
+        ..
+    } = stalled(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
 
     let write = app
         .post_json("/api/v1/notes", &json!({"title": "maybe", "body": "made"}))
         .await;
-    assert!(
-        !write.headers().contains_key("retry-after"),
-        "a retry could make a duplicate"
-    );
+    let retry_after = write.headers().contains_key("retry-after");
     let problem = assert_problem(write, 503, "outcome-unknown").await;
+    assert!(!retry_after, "a retry could make a duplicate");
     let location = problem["location"].as_str().expect("a location").to_owned();
     assert!(
         problem["detail"].as_str().unwrap().contains(&location),
         "{problem}"
     );
-    assert_eq!(notes_titled(&observer, "maybe").await, 0, "not yet");
 
-    // The server still runs the statement farol stopped waiting for (until its own
-    // statement_timeout, 500 ms after farol's): let it through.
-    blocker.batch_execute("COMMIT").await.unwrap();
+    // The commit farol stopped waiting for is cut short as done, on this server alone.
     wait_for_notes_titled(&observer, "maybe").await;
     let found: Value = app.get(&location).await.json().await.unwrap();
     assert_eq!(found["title"], "maybe", "the location names the note made");
+}
+
+/// Behind a pooler in transaction mode farol sets no statement_timeout: without a cancel,
+/// a statement it gave up on would run on for as long as it waits (here, on a lock), and
+/// its connection would come back to the pool with it. The cancel ends it at once; the
+/// pool's only connection then serves the next request.
+#[tokio::test]
+async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_serves_again() {
+    let Setup { app, url, observer } = set_up(&[]).await;
+    app.stop().await.unwrap();
+    let app = start(
+        &url,
+        &[
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+            ("DB_QUERY_TIMEOUT_MS", "300"),
+            ("DB_POOL_MAX", "1"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let blocker = block_inserts(&url).await;
+
+    let cut = app
+        .post_json("/api/v1/notes", &json!({"title": "cancelled", "body": ""}))
+        .await;
+    assert_problem(cut, 503, "outcome-unknown").await;
+    wait_for_no_lock_waits(&observer).await;
+    assert_eq!(
+        app.get("/health").await.status(),
+        200,
+        "the connection is free"
+    );
+    let listed = app.get("/api/v1/notes").await;
+    assert_eq!(listed.status(), 200);
+
+    // A client that goes away while its insert waits: the insert is cancelled too.
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let body = json!({"title": "abandoned", "body": ""}).to_string();
+    let request = format!(
+        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    wait_for_lock_waits(&observer, 1).await;
+    drop(stream);
+    wait_for_no_lock_waits(&observer).await;
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(app.get("/health").await.status(), 200);
+    for title in ["cancelled", "abandoned"] {
+        assert_eq!(
+            notes_titled(&observer, title).await,
+            0,
+            "{title}: cancelled"
+        );
+    }
+}
+
+async fn lock_waits(observer: &tokio_postgres::Client) -> i64 {
+    observer
+        .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls for at most 5 s; without a cancel the wait would last as long as the lock.
+async fn wait_for_lock_waits(observer: &tokio_postgres::Client, count: i64) {
+    for _ in 0..100 {
+        if lock_waits(observer).await == count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("lock waits never came to {count}");
+}
+
+async fn wait_for_no_lock_waits(observer: &tokio_postgres::Client) {
+    wait_for_lock_waits(observer, 0).await;
 }
 
 /// Sends a POST whose body arrives `late`: its handler starts that much into the
@@ -126,33 +283,32 @@ async fn post_with_a_late_body(
 
 #[tokio::test]
 async fn a_post_past_the_request_time_limit_after_its_handler_ran_is_an_unknown_outcome() {
-    // The body takes 800 ms of the 1,000 ms limit; the insert then waits on a lock, and
+    // The body takes 800 ms of the 1,000 ms limit; the insert's commit then waits, and
     // the request's limit passes before the query's own (450 ms) does.
-    let Setup { app, url, observer } = set_up(&[
+    let Stalled {
+        app,
+        url,
+        observer,
+        cluster,
+    } = stalled(&[
         ("REQUEST_TIMEOUT_MS", "1000"),
         ("DB_QUERY_TIMEOUT_MS", "450"),
         ("DB_POOL_MAX", "1"),
     ])
     .await;
-    prepare_the_insert(&app).await;
-    let blocker = block_inserts(&url).await;
 
     let body = json!({"title": "late", "body": "maybe made"}).to_string();
     let answer = post_with_a_late_body(&app, &body, None, Duration::from_millis(800)).await;
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(answer.contains("outcome-unknown"), "{answer}");
     assert!(!answer.contains("retry-after"), "{answer}");
-    assert_eq!(notes_titled(&observer, "late").await, 0, "not yet");
-
-    blocker.batch_execute("COMMIT").await.unwrap();
     wait_for_notes_titled(&observer, "late").await;
 
     // With an idempotency key, the same cut is a plain timeout: a retry is safe.
-    let blocker = block_inserts(&url).await;
     let body = json!({"title": "late, keyed", "body": "maybe made"}).to_string();
     let keyed =
         post_with_a_late_body(&app, &body, Some("late-1"), Duration::from_millis(800)).await;
-    blocker.batch_execute("COMMIT").await.unwrap();
+    release_commits(&cluster).await;
     assert!(keyed.starts_with("HTTP/1.1 503 "), "{keyed}");
     assert!(keyed.contains("#timeout"), "{keyed}");
     assert!(keyed.contains("retry-after: 1"), "{keyed}");
@@ -162,6 +318,7 @@ async fn a_post_past_the_request_time_limit_after_its_handler_ran_is_an_unknown_
     let app = start(
         &url,
         &[
+            ("MIGRATE_ON_START", "false"),
             ("REQUEST_TIMEOUT_MS", "200"),
             ("DB_QUERY_TIMEOUT_MS", "50"),
             ("CHAOS_ENABLED", "true"),
@@ -285,27 +442,29 @@ async fn concurrent_requests_with_one_key_make_one_note() {
 }
 
 /// The whole point: an insert that got no answer in time, with a key, is a plain 503
-/// with Retry-After; the insert then commits; the retry finds that note.
+/// with Retry-After; the insert then commits; the retry finds that note. While the note
+/// is committed on the primary alone, a retry is not told it exists: a failover then
+/// would lose a note answered 201.
 #[tokio::test]
 async fn a_keyed_insert_without_an_answer_in_time_is_retried_safely() {
-    let Setup { app, url, observer } =
-        set_up(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
-    // prepared on the pool's only connection, keyed form included
-    assert_eq!(
-        post_keyed(&app, "warm-up", &json!({"title": "first", "body": ""}))
-            .await
-            .status(),
-        201
-    );
-    let blocker = block_inserts(&url).await;
+    let Stalled {
+        app,
+        observer,
+        cluster,
+        ..
+    } = stalled(&[("DB_QUERY_TIMEOUT_MS", "300"), ("DB_POOL_MAX", "1")]).await;
     let note = json!({"title": "keyed", "body": "made once"});
 
     let cut = post_keyed(&app, "k-cut", &note).await;
     assert_eq!(cut.headers()["retry-after"], "1");
     assert_problem(cut, 503, "timeout").await;
-    blocker.batch_execute("COMMIT").await.unwrap();
     wait_for_notes_titled(&observer, "keyed").await;
 
+    let unreplicated = post_keyed(&app, "k-cut", &note).await;
+    assert_eq!(unreplicated.headers()["retry-after"], "1");
+    assert_problem(unreplicated, 503, "timeout").await;
+
+    release_commits(&cluster).await;
     let retry = post_keyed(&app, "k-cut", &note).await;
     assert_eq!(retry.status(), 201);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
