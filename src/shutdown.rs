@@ -17,6 +17,8 @@ pub enum Phase {
     Unready,
     /// No longer accepting; in-flight requests finish.
     Draining,
+    /// The drain timed out: the requests still in flight are dropped.
+    Abandoned,
 }
 
 /// Shared by the readiness probe, the servers and the shutdown sequence.
@@ -65,6 +67,7 @@ impl Shutdown {
     /// The drain timed out: what is still in flight is dropped by the server.
     pub fn abandon(&self) {
         self.abandoning.store(true, Ordering::Release);
+        self.advance(Phase::Abandoned);
     }
 
     pub fn is_abandoning(&self) -> bool {
@@ -80,7 +83,14 @@ impl Shutdown {
     pub async fn drain_begun(&self) {
         let mut phase = self.phase.subscribe();
         // The sender lives in `self`, so waiting cannot fail.
-        let _ = phase.wait_for(|phase| *phase == Phase::Draining).await;
+        let _ = phase.wait_for(|phase| *phase >= Phase::Draining).await;
+    }
+
+    /// Resolves once the requests still in flight are to be dropped: then what they left
+    /// running on the database is cancelled before the process exits.
+    pub async fn abandoned(&self) {
+        let mut phase = self.phase.subscribe();
+        let _ = phase.wait_for(|phase| *phase == Phase::Abandoned).await;
     }
 }
 

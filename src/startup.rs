@@ -172,6 +172,13 @@ impl Application {
             let shutdown = state.shutdown.clone();
             async move { shutdown.drain_begun().await }
         };
+        let abandoned = {
+            let shutdown = state.shutdown.clone();
+            move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.abandoned().await }
+            }
+        };
 
         if let Some(files) = crate::config::budget::open_files_limit()
             && settings.http.max_connections as u64 + 64 > files
@@ -194,13 +201,25 @@ impl Application {
         );
         let (router, _) = routes::router(state.clone());
         let connections = Arc::new(Semaphore::new(settings.http.max_connections));
-        let main = tokio::spawn(server::serve(listener, router, connections, drain_begun()));
+        let main = tokio::spawn(server::serve(
+            listener,
+            router,
+            connections,
+            drain_begun(),
+            abandoned.clone(),
+        ));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
             // Its own bound: a flood of connections on the main port must not keep
             // Prometheus from watching it.
             let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
-            tokio::spawn(server::serve(listener, router, connections, drain_begun()))
+            tokio::spawn(server::serve(
+                listener,
+                router,
+                connections,
+                drain_begun(),
+                abandoned,
+            ))
         });
 
         let servers = async {
@@ -229,6 +248,7 @@ impl Application {
         for task in background {
             task.abort();
         }
+        state.db.settle_abandoned().await;
         state.db.close();
         if let Some(traces) = traces {
             // The last requests' spans, briefly: the grace period an orchestrator gives

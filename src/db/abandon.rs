@@ -5,14 +5,21 @@
 //! next query there would queue behind it, and a pool slot would look free while the
 //! server was still busy with it. Behind a pooler in transaction mode farol sets no
 //! statement_timeout, so without one on the role the statement would run until it ends,
-//! holding its locks. So the connection and its pool slot go to a task that asks the
-//! server to cancel the statement (PostgreSQL's cancel request, on a connection of its
-//! own to the same server), waits for the connection to answer again, and only then gives
-//! both back; a connection that does not answer in time is closed instead.
+//! holding its locks; and no statement_timeout ends a commit's wait for a synchronous
+//! standby. So the connection and its pool slot go to a task that asks the server to
+//! cancel the statement (PostgreSQL's cancel request, on a connection of its own to the
+//! same server) and waits for the connection to answer again, then closes it and gives
+//! the slot back.
+//!
+//! Closed, never reused: a cancel request is only sent, never acknowledged, and the
+//! server may act on it late. Should the statement end by itself meanwhile, the cancel
+//! would stop whatever that connection ran next, perhaps another request's commit waiting
+//! for the standby, which a cancel reports as done. A new connection costs little beside
+//! a statement that outlived its timeout.
 //!
 //! A cancelled write may still have been applied: a commit that waits for a synchronous
-//! standby is cut short as committed, and the request was already answered as a failure.
-//! That is what `outcome-unknown` and the idempotency key are for (docs/service.md).
+//! standby is cut short as committed, after the request was answered as a failure. That
+//! is what `outcome-unknown` and the idempotency key are for (docs/service.md).
 
 use std::time::Duration;
 
@@ -20,52 +27,81 @@ use deadpool::managed::Object;
 
 use super::{Connection, Database, tls};
 
-/// Hands `connection`, whose statement is still running, and its pool slot (already
-/// taken out of the count by the caller) to a task that settles them. Without a runtime
-/// (only while it shuts down) the connection is closed instead, and the slot given back.
-pub(super) fn settle_later(database: &Database, connection: Connection) {
-    let database = database.clone();
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(async move {
-                settle(&database, connection).await;
-                database.inner.slots.add_permits(1);
-            });
-        }
-        Err(_) => {
+/// At exit, how long the last cancels may take (docs/kubernetes.md counts it in the grace
+/// period).
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// The connection and the pool slot it holds, until dropped: then the connection is
+/// closed and the slot given back, whether the task settling them finished or was
+/// dropped (at exit) or panicked.
+struct Settling {
+    database: Database,
+    connection: Option<Connection>,
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
             drop(Object::take(connection));
-            database.inner.slots.add_permits(1);
         }
+        self.database.inner.slots.add_permits(1);
     }
 }
 
-/// Cancels the running statement, then back to the pool once the connection answers an
-/// empty query (which the server runs after the cancelled statement ends), within the
-/// bound below; closed if it does not.
-async fn settle(database: &Database, connection: Connection) {
-    let inner = &database.inner;
-    if let Err(reason) = cancel(database, &connection).await {
-        // The statement may still end by itself (the server's statement_timeout, when
-        // farol sets one): the wait below tells.
-        tracing::debug!(reason, "could not cancel an abandoned statement");
+/// Hands `connection`, whose statement is still running, and its pool slot (already
+/// taken out of the count by the caller) to a task that settles them. Without a runtime
+/// (only while it shuts down) they are settled at once: closed, and the slot given back.
+pub(super) fn settle_later(database: &Database, connection: Connection) {
+    let settling = Settling {
+        database: database.clone(),
+        connection: Some(connection),
+    };
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(settle(settling));
     }
-    // Long enough for the server's own statement_timeout to end the statement when the
-    // cancel could not reach it.
-    let bound = super::server_statement_timeout(inner.query_timeout);
-    match tokio::time::timeout(bound, connection.simple_query("")).await {
-        Ok(Ok(_)) => drop(connection), // back to the pool
-        outcome => {
-            let reason = match outcome {
-                Ok(Err(error)) => super::describe(&error),
-                _ => timed_out(bound),
-            };
-            tracing::debug!(
+}
+
+/// Cancels the statement and, at the same time, waits for the connection to answer an
+/// empty query, which the server runs once the statement has ended. Bounded by the
+/// server's own statement_timeout, so that, where farol sets one, it ends the statement
+/// if the cancel cannot reach the server.
+async fn settle(settling: Settling) {
+    let database = &settling.database;
+    let connection = settling
+        .connection
+        .as_ref()
+        .expect("set until the guard drops");
+    let bound = super::server_statement_timeout(database.inner.query_timeout);
+    let ended = async {
+        match tokio::time::timeout(bound, connection.simple_query("")).await {
+            Ok(Ok(_)) => Ok(()),
+            // the server's answer: the statement ended (the cancel may stop the empty
+            // query itself)
+            Ok(Err(error)) if error.as_db_error().is_some() => Ok(()),
+            Ok(Err(error)) => Err(super::describe(&error)),
+            Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
+        }
+    };
+    let (cancelled, ended) = tokio::join!(cancel(database, connection), ended);
+    if let Err(reason) = &cancelled {
+        let reason = format!("cannot cancel a statement farol stopped waiting for: {reason}");
+        if database.inner.abandoned.should_log(&reason) {
+            tracing::warn!(
+                database = %database.inner.config.describe(),
                 reason,
-                "closing a connection whose abandoned statement did not end"
+                ended = ended.is_ok(),
+                "statement not cancelled"
             );
-            drop(Object::take(connection));
         }
     }
+    if let (Err(cancel_failure), Err(no_answer)) = (cancelled, ended) {
+        // Neither a new connection nor the old one reaches the server.
+        database.mark_down(
+            &format!("an abandoned statement: {no_answer}; its cancel: {cancel_failure}"),
+            true,
+        );
+    }
+    drop(settling); // closes the connection, gives the slot back
 }
 
 /// Sends the cancel request, over TLS as the connection's own `sslmode` says, within the
@@ -77,10 +113,17 @@ async fn cancel(database: &Database, connection: &Connection) -> Result<(), Stri
     match tokio::time::timeout(inner.connect_timeout, token.cancel_query(tls)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(super::describe(&error)),
-        Err(_) => Err(timed_out(inner.connect_timeout)),
+        Err(_) => Err(format!(
+            "no connection within {} ms",
+            inner.connect_timeout.as_millis()
+        )),
     }
 }
 
-fn timed_out(bound: Duration) -> String {
-    format!("no answer within {} ms", bound.as_millis())
+/// Waits, at most `bound`, until no connection is being settled (nor in use): each holds
+/// a pool slot until it is closed.
+pub(super) async fn wait_for_settled(database: &Database, bound: Duration) {
+    let inner = &database.inner;
+    let all = u32::try_from(inner.pool.status().max_size).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(bound, inner.slots.acquire_many(all)).await;
 }

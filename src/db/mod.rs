@@ -250,6 +250,8 @@ struct Inner {
     /// The database answered but took no writes (see `read_only`).
     read_only: ReadOnlyState,
     reasons: ReasonLog,
+    /// Why statements farol stopped waiting for could not be cancelled (`abandon`).
+    abandoned: ReasonLog,
     durations: HistogramVec,
     /// Present when traces are exported: each operation in a request gets a client span.
     tracer: Option<Tracer>,
@@ -270,9 +272,8 @@ impl Database {
         // on for a client that has gone, should farol's cancel not reach it
         // (`abandon`). Later than ours, so that ours answers first and the cancel is
         // farol's. (It does not end a commit's wait for a synchronous standby: only a
-        // cancel does, and farol cancels only what it has already given up on, so a
-        // commit cut short so never reaches a client as a success.) Not through a pooler in
-        // transaction mode: PgBouncer refuses the `options` start-up parameter unless told
+        // cancel does, and farol cancels only what it has given up on, on a connection it
+        // then closes.) Not through a pooler in transaction mode: PgBouncer refuses the `options` start-up parameter unless told
         // to ignore it, and then ignores it; there the role's own statement_timeout does
         // this (docs/database.md).
         //
@@ -313,6 +314,7 @@ impl Database {
                 up: AtomicBool::new(false),
                 read_only: ReadOnlyState::default(),
                 reasons: ReasonLog::default(),
+                abandoned: ReasonLog::default(),
                 durations,
                 tracer,
             }),
@@ -423,7 +425,7 @@ impl Database {
     /// is not even asked.
     pub async fn ping(&self) -> Result<(), DbError> {
         let result = self
-            .run("ping", |session| async move {
+            .run("ping", |mut session| async move {
                 let row = session
                     .query_opt(
                         "SELECT current_setting('transaction_read_only') = 'off'",
@@ -553,6 +555,13 @@ impl Database {
     /// How statements are sent: named, or unnamed for a pooler in transaction mode.
     pub fn statements(&self) -> Statements {
         self.inner.statements
+    }
+
+    /// Waits, at most [`abandon::EXIT_WAIT`], for the statements farol stopped waiting for
+    /// to be cancelled (and for requests still using a connection): at exit, so that
+    /// what the last requests left running on the server is stopped.
+    pub async fn settle_abandoned(&self) {
+        abandon::wait_for_settled(self, abandon::EXIT_WAIT).await;
     }
 
     /// Closes the pool: idle connections are dropped, and connections in use are dropped

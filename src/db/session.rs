@@ -11,8 +11,6 @@
 //! A session dropped while a statement of its own runs (its caller stopped waiting) hands
 //! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tokio::sync::SemaphorePermit;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
@@ -32,8 +30,9 @@ pub struct Session<'a> {
     slot: Option<SemaphorePermit<'a>>,
     database: &'a Database,
     statements: Statements,
-    /// A statement was sent and its answer is not all read.
-    running: AtomicBool,
+    /// A statement was sent and its answer is not all read. (`&mut self` on the queries
+    /// keeps it exact: one statement at a time.)
+    running: bool,
 }
 
 impl<'a> Session<'a> {
@@ -47,7 +46,7 @@ impl<'a> Session<'a> {
             slot: Some(slot),
             database,
             statements: database.statements(),
-            running: AtomicBool::new(false),
+            running: false,
         }
     }
 
@@ -59,13 +58,13 @@ impl<'a> Session<'a> {
 
     /// Every row `sql` returns.
     pub async fn query(
-        &self,
+        &mut self,
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        self.running.store(true, Ordering::Relaxed);
+        self.running = true;
         let rows = self.send(sql, params).await;
-        self.running.store(false, Ordering::Relaxed);
+        self.running = false;
         rows
     }
 
@@ -89,7 +88,7 @@ impl<'a> Session<'a> {
 
     /// The first row `sql` returns, if any (the statements here return one at most).
     pub async fn query_opt(
-        &self,
+        &mut self,
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
@@ -99,11 +98,11 @@ impl<'a> Session<'a> {
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        if !self.running.load(Ordering::Relaxed) {
+        if !self.running {
             return; // the fields' own drops give back the connection, then the slot
         }
         if let (Some(client), Some(slot)) = (self.client.take(), self.slot.take()) {
-            // the settling task gives the slot back when it is done with the connection
+            // the settling task gives the slot back when it has closed the connection
             slot.forget();
             abandon::settle_later(self.database, client);
         }

@@ -40,14 +40,18 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Serves `router` on `listener` until `drain` resolves; then stops accepting, lets
 /// every connection finish its in-flight request (idle keep-alive connections are
-/// closed), and returns once all are gone. The caller bounds that wait. At most
-/// `connections` are open at once.
-pub async fn serve(
+/// closed), and returns once all are gone. The caller bounds that wait; once a future
+/// from `abandon` resolves, the connections still open are dropped with their requests.
+/// At most `connections` are open at once.
+pub async fn serve<A>(
     listener: TcpListener,
     router: Router,
     connections: Arc<Semaphore>,
     drain: impl Future<Output = ()>,
-) {
+    abandon: impl Fn() -> A,
+) where
+    A: Future<Output = ()> + Send + 'static,
+{
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -89,12 +93,16 @@ pub async fn serve(
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
+        let abandoned = abandon();
         tokio::spawn(async move {
             let _slot = slot;
-            // A client that goes away mid-request is routine, not an error; neither is
-            // a head too large (hyper has answered 431).
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            tokio::select! {
+                // A client that goes away mid-request is routine, not an error; neither
+                // is a head too large (hyper has answered 431).
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                },
+                () = abandoned => {}
             }
         });
     }

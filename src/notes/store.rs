@@ -56,7 +56,7 @@ pub async fn create(
 ) -> Result<Created, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
     let key = key.map(str::to_owned);
-    db.write("insert_note", |session| async move {
+    db.write("insert_note", |mut session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
@@ -124,7 +124,7 @@ pub fn new_id() -> Uuid {
 }
 
 pub async fn get(db: &Database, id: Uuid) -> Result<Option<Note>, DbError> {
-    db.run("get_note", |session| async move {
+    db.run("get_note", |mut session| async move {
         let sql = format!("SELECT {COLUMNS} FROM notes WHERE id = $1");
         session.query_opt(&sql, &[(&id, Type::UUID)]).await
     })
@@ -137,7 +137,7 @@ pub async fn list(db: &Database, limit: i64, after: Option<Cursor>) -> Result<Pa
     // One more than asked: its presence says whether a next page exists.
     let fetch = limit + 1;
     let rows = db
-        .run("list_notes", |session| async move {
+        .run("list_notes", |mut session| async move {
             match after {
                 None => {
                     let sql = format!(
@@ -179,7 +179,7 @@ pub async fn replace(
     content: &NoteContent,
 ) -> Result<Option<Note>, DbError> {
     let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    db.write("update_note", |session| async move {
+    db.write("update_note", |mut session| async move {
         let sql = format!(
             "UPDATE notes SET title = $2, body = $3, updated_at = clock_timestamp() \
              WHERE id = $1 RETURNING {COLUMNS}"
@@ -197,7 +197,7 @@ pub async fn replace(
 
 /// Whether a note was deleted.
 pub async fn delete(db: &Database, id: Uuid) -> Result<bool, DbError> {
-    db.write("delete_note", |session| async move {
+    db.write("delete_note", |mut session| async move {
         session
             .query_opt(
                 "DELETE FROM notes WHERE id = $1 RETURNING id",

@@ -855,7 +855,7 @@ async fn a_role_statement_timeout_does_not_turn_the_wait_for_the_migration_lock_
 async fn session_setting(app: &crate::support::app::TestApp, name: &'static str) -> String {
     app.state
         .db
-        .run("test_setting", move |session| async move {
+        .run("test_setting", move |mut session| async move {
             let sql = format!("SELECT current_setting('{name}')");
             session.query_opt(&sql, &[]).await
         })
@@ -884,7 +884,7 @@ async fn named_statements_are_planned_once_unless_the_url_says_otherwise() {
     let plans = app
         .state
         .db
-        .run("test_plans", |session| async move {
+        .run("test_plans", |mut session| async move {
             let page = "SELECT id FROM notes ORDER BY created_at DESC, id DESC LIMIT $1";
             for _ in 0..6 {
                 session

@@ -106,9 +106,9 @@ async fn release_commits(cluster: &PgCluster) {
 }
 
 /// Sets synchronous_standby_names, and returns once commits wait for that standby, or no
-/// longer do: the server applies the change in the background. (A statement_timeout
-/// does not end a commit's wait, so each probe has a connection of its own: one that
-/// waits is left waiting.)
+/// longer do: the server applies the change in the background. Each probe commit has a
+/// connection of its own, since one that waits is left waiting (a statement_timeout does
+/// not end a commit's wait).
 async fn declare_standby(cluster: &PgCluster, names: &str) {
     let url = cluster.url("postgres");
     let server = admin(&url).await;
@@ -126,22 +126,33 @@ async fn declare_standby(cluster: &PgCluster, names: &str) {
         .batch_execute("CREATE TABLE IF NOT EXISTS probe (at timestamptz)")
         .await
         .unwrap();
-    let should_wait = !names.is_empty();
-    for _ in 0..50 {
+    for _ in 0..100 {
         let probe = admin(&url).await;
-        probe
-            .batch_execute("SET synchronous_commit = on")
+        let commit = tokio::spawn(async move {
+            probe
+                .batch_execute("SET synchronous_commit = on; INSERT INTO probe VALUES (now())")
+                .await
+        });
+        if names.is_empty() {
+            // The change applied, a commit ends; not applied, it waits for good.
+            let ended = tokio::time::timeout(Duration::from_secs(10), commit).await;
+            assert!(ended.is_ok(), "commits still wait for a standby");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting: i64 = server
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
             .await
-            .unwrap();
-        let commit = probe.batch_execute("INSERT INTO probe VALUES (now())");
-        let waited = tokio::time::timeout(Duration::from_millis(250), commit)
-            .await
-            .is_err();
-        if waited == should_wait {
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
             return;
         }
     }
-    panic!("commits never came to wait, or not, for {names:?}");
+    panic!("commits never came to wait for {names:?}");
 }
 
 #[tokio::test]
@@ -174,10 +185,11 @@ async fn an_insert_without_an_answer_in_time_is_an_unknown_outcome_with_the_note
 
 /// Behind a pooler in transaction mode farol sets no statement_timeout: without a cancel,
 /// a statement it gave up on would run on for as long as it waits (here, on a lock), and
-/// its connection would come back to the pool with it. The cancel ends it at once; the
-/// pool's only connection then serves the next request.
+/// its connection would come back to the pool with it. The cancel ends it at once (closing
+/// the connection alone would not: the server does not notice a closed connection while
+/// a statement waits); the pool then serves the next request.
 #[tokio::test]
-async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_serves_again() {
+async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_closed() {
     let Setup { app, url, observer } = set_up(&[]).await;
     app.stop().await.unwrap();
     let app = start(
@@ -193,18 +205,17 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_ser
     app.wait_ready().await;
     let blocker = block_inserts(&url).await;
 
-    let cut = app
-        .post_json("/api/v1/notes", &json!({"title": "cancelled", "body": ""}))
-        .await;
-    assert_problem(cut, 503, "outcome-unknown").await;
-    wait_for_no_lock_waits(&observer).await;
-    assert_eq!(
-        app.get("/health").await.status(),
-        200,
-        "the connection is free"
-    );
-    let listed = app.get("/api/v1/notes").await;
-    assert_eq!(listed.status(), 200);
+    let post = {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/notes"));
+        tokio::spawn(async move {
+            let note = json!({"title": "cancelled", "body": ""});
+            client.post(url).json(&note).send().await.unwrap()
+        })
+    };
+    let waiting = lock_waiter(&observer).await;
+    assert_problem(post.await.unwrap(), 503, "outcome-unknown").await;
+    wait_until_gone(&observer, waiting).await;
+    assert_eq!(app.get("/health").await.status(), 200, "the slot came back");
 
     // A client that goes away while its insert waits: the insert is cancelled too.
     let address = app.address.trim_start_matches("http://");
@@ -216,9 +227,9 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_ser
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    wait_for_lock_waits(&observer, 1).await;
+    let waiting = lock_waiter(&observer).await;
     drop(stream);
-    wait_for_no_lock_waits(&observer).await;
+    wait_until_gone(&observer, waiting).await;
 
     blocker.batch_execute("COMMIT").await.unwrap();
     assert_eq!(app.get("/health").await.status(), 200);
@@ -231,27 +242,44 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_ser
     }
 }
 
-async fn lock_waits(observer: &tokio_postgres::Client) -> i64 {
-    observer
-        .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
-        .await
-        .unwrap()
-        .get(0)
+/// The server process of the session waiting on a lock in this database, once there is
+/// one (at most 5 s).
+async fn lock_waiter(observer: &tokio_postgres::Client) -> i32 {
+    for _ in 0..100 {
+        let row = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session came to wait on the lock");
 }
 
-/// Polls for at most 5 s; without a cancel the wait would last as long as the lock.
-async fn wait_for_lock_waits(observer: &tokio_postgres::Client, count: i64) {
+/// Waits (at most 5 s) until the server process `pid` has ended: without a cancel it
+/// would wait on its lock as long as the lock is held.
+async fn wait_until_gone(observer: &tokio_postgres::Client, pid: i32) {
     for _ in 0..100 {
-        if lock_waits(observer).await == count {
+        let left: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("lock waits never came to {count}");
-}
-
-async fn wait_for_no_lock_waits(observer: &tokio_postgres::Client) {
-    wait_for_lock_waits(observer, 0).await;
+    panic!("the statement farol stopped waiting for still runs, in process {pid}");
 }
 
 /// Sends a POST whose body arrives `late`: its handler starts that much into the

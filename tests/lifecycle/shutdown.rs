@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::pg::{create_database, shared_server_url};
+use crate::support::pg::{admin, create_database, shared_server_url};
 use crate::support::process::FarolProcess;
 
 #[test]
@@ -97,4 +97,87 @@ fn a_drain_that_outlives_its_timeout_is_cut_and_the_process_still_exits_0() {
         rt.block_on(in_flight).unwrap().is_err(),
         "the abandoned request was cut"
     );
+}
+
+/// A request cut at the drain deadline leaves no statement behind: what it was waiting
+/// for on the database is cancelled before the process exits. Here an insert waits on a
+/// lock, with a query timeout long enough that the server's own statement_timeout would
+/// let it wait for 20 s; the server does not notice a closed connection meanwhile.
+#[test]
+fn a_statement_left_running_at_the_drain_deadline_is_cancelled_before_exit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let mut farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("DB_QUERY_TIMEOUT_MS", "20000"),
+        ("REQUEST_TIMEOUT_MS", "60000"),
+        ("SHUTDOWN_TIMEOUT_MS", "300"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    let (observer, blocker) = rt.block_on(async {
+        let blocker = admin(&url).await;
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        (admin(&url).await, blocker)
+    });
+    let in_flight = rt.spawn({
+        let url = format!("{}/api/v1/notes", farol.address);
+        async move {
+            let note = serde_json::json!({"title": "cut", "body": ""});
+            reqwest::Client::new().post(url).json(&note).send().await
+        }
+    });
+    let waiting = rt.block_on(lock_waiter(&observer));
+
+    farol.signal(libc::SIGTERM);
+    assert_eq!(farol.wait_exit(Duration::from_secs(5)), 0);
+    assert!(farol.all_logs().contains("drain timed out"));
+    assert!(
+        rt.block_on(in_flight).unwrap().is_err(),
+        "the request was cut"
+    );
+    // Within a second of the exit, while the lock is still held.
+    let gone = rt.block_on(async {
+        for _ in 0..20 {
+            let left: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&waiting],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    assert!(
+        gone,
+        "the insert still waits on the lock, in process {waiting}"
+    );
+    rt.block_on(blocker.batch_execute("COMMIT")).unwrap();
+}
+
+/// The server process of the session waiting on a lock in this database (at most 10 s).
+async fn lock_waiter(observer: &tokio_postgres::Client) -> i32 {
+    for _ in 0..200 {
+        let row = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session came to wait on the lock");
 }
