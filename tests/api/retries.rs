@@ -14,7 +14,9 @@ use tokio::net::TcpStream;
 use serde_json::{Value, json};
 
 use crate::support::app::{TestApp, assert_problem, start};
-use crate::support::pg::{PgCluster, admin, create_database, shared_server_url};
+use crate::support::pg::{
+    PgCluster, admin, create_database, lock_waiter, shared_server_url, wait_until_gone,
+};
 
 /// farol on a database of its own, ready, and a session of the test's own there (`url`
 /// for more).
@@ -240,46 +242,6 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
             "{title}: cancelled"
         );
     }
-}
-
-/// The server process of the session waiting on a lock in this database, once there is
-/// one (at most 5 s).
-async fn lock_waiter(observer: &tokio_postgres::Client) -> i32 {
-    for _ in 0..100 {
-        let row = observer
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no session came to wait on the lock");
-}
-
-/// Waits (at most 5 s) until the server process `pid` has ended: without a cancel it
-/// would wait on its lock as long as the lock is held.
-async fn wait_until_gone(observer: &tokio_postgres::Client, pid: i32) {
-    for _ in 0..100 {
-        let left: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if left == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the statement farol stopped waiting for still runs, in process {pid}");
 }
 
 /// Sends a POST whose body arrives `late`: its handler starts that much into the

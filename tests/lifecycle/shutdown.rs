@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::pg::{admin, create_database, shared_server_url};
+use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 use crate::support::process::FarolProcess;
 
 #[test]
@@ -138,46 +138,7 @@ fn a_statement_left_running_at_the_drain_deadline_is_cancelled_before_exit() {
         rt.block_on(in_flight).unwrap().is_err(),
         "the request was cut"
     );
-    // Within a second of the exit, while the lock is still held.
-    let gone = rt.block_on(async {
-        for _ in 0..20 {
-            let left: i64 = observer
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                    &[&waiting],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if left == 0 {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    });
-    assert!(
-        gone,
-        "the insert still waits on the lock, in process {waiting}"
-    );
+    // while the lock is still held
+    rt.block_on(wait_until_gone(&observer, waiting));
     rt.block_on(blocker.batch_execute("COMMIT")).unwrap();
-}
-
-/// The server process of the session waiting on a lock in this database (at most 10 s).
-async fn lock_waiter(observer: &tokio_postgres::Client) -> i32 {
-    for _ in 0..200 {
-        let row = observer
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no session came to wait on the lock");
 }

@@ -400,3 +400,43 @@ pub async fn set_read_only(admin: &tokio_postgres::Client, read_only: bool) {
         .await
         .unwrap();
 }
+
+/// The server process of the session waiting on a lock in this database, once there is
+/// one (at most 5 s).
+pub async fn lock_waiter(observer: &tokio_postgres::Client) -> i32 {
+    for _ in 0..100 {
+        let row = observer
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no session came to wait on the lock");
+}
+
+/// Waits (at most 5 s) until the server process `pid` has ended: without a cancel it
+/// would wait on its lock as long as the lock is held.
+pub async fn wait_until_gone(observer: &tokio_postgres::Client, pid: i32) {
+    for _ in 0..100 {
+        let left: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the statement farol stopped waiting for still runs, in process {pid}");
+}
