@@ -172,12 +172,9 @@ impl Application {
             let shutdown = state.shutdown.clone();
             async move { shutdown.drain_begun().await }
         };
-        let abandoned = {
+        let abandoned = || {
             let shutdown = state.shutdown.clone();
-            move || {
-                let shutdown = shutdown.clone();
-                async move { shutdown.abandoned().await }
-            }
+            async move { shutdown.abandoned().await }
         };
 
         if let Some(files) = crate::config::budget::open_files_limit()
@@ -206,7 +203,7 @@ impl Application {
             router,
             connections,
             drain_begun(),
-            abandoned.clone(),
+            abandoned(),
         ));
         let metrics = metrics_listener.map(|listener| {
             let router = routes::metrics_router(state.clone());
@@ -218,7 +215,7 @@ impl Application {
                 router,
                 connections,
                 drain_begun(),
-                abandoned,
+                abandoned(),
             ))
         });
 

@@ -83,16 +83,21 @@ async fn settle(settling: Settling) {
         }
     };
     let (cancelled, ended) = tokio::join!(cancel(database, connection), ended);
-    if let Err(reason) = &cancelled {
-        let reason = format!("cannot cancel a statement farol stopped waiting for: {reason}");
-        if database.inner.abandoned.should_log(&reason) {
-            tracing::warn!(
-                database = %database.inner.config.describe(),
-                reason,
-                ended = ended.is_ok(),
-                "statement not cancelled"
-            );
-        }
+    // Either failure leaves work on the server that nobody waits for: a statement that
+    // may still hold its locks, or (a commit waiting for a standby) a server process.
+    let failure = match (&cancelled, &ended) {
+        (Err(reason), _) => Some(format!("the cancel failed: {reason}")),
+        (Ok(()), Err(reason)) => Some(format!("cancelled, but it did not end: {reason}")),
+        (Ok(()), Ok(())) => None,
+    };
+    if let Some(reason) = failure
+        && database.inner.abandoned.should_log(&reason)
+    {
+        tracing::warn!(
+            database = %database.inner.config.describe(),
+            reason,
+            "a statement farol stopped waiting for may still run; its connection is closed"
+        );
     }
     if let (Err(cancel_failure), Err(no_answer)) = (cancelled, ended) {
         // Neither a new connection nor the old one reaches the server.

@@ -250,7 +250,8 @@ struct Inner {
     /// The database answered but took no writes (see `read_only`).
     read_only: ReadOnlyState,
     reasons: ReasonLog,
-    /// Why statements farol stopped waiting for could not be cancelled (`abandon`).
+    /// Why statements farol stopped waiting for could not be cancelled or did not end
+    /// (`abandon`).
     abandoned: ReasonLog,
     durations: HistogramVec,
     /// Present when traces are exported: each operation in a request gets a client span.

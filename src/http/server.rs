@@ -26,6 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::write_deadline::{WRITE_TIMEOUT, WriteDeadline};
 
@@ -40,18 +41,17 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Serves `router` on `listener` until `drain` resolves; then stops accepting, lets
 /// every connection finish its in-flight request (idle keep-alive connections are
-/// closed), and returns once all are gone. The caller bounds that wait; once a future
-/// from `abandon` resolves, the connections still open are dropped with their requests.
-/// At most `connections` are open at once.
-pub async fn serve<A>(
+/// closed), and returns once all are gone, or, if `abandon` resolves first, once the
+/// connections still open are dropped with their requests (so that what those left
+/// running is let go of before the process exits). At most `connections` are open at
+/// once.
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     connections: Arc<Semaphore>,
     drain: impl Future<Output = ()>,
-    abandon: impl Fn() -> A,
-) where
-    A: Future<Output = ()> + Send + 'static,
-{
+    abandon: impl Future<Output = ()>,
+) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -59,6 +59,7 @@ pub async fn serve<A>(
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
     let mut at_the_bound = BoundWarning::default();
     tokio::pin!(drain);
     loop {
@@ -93,21 +94,25 @@ pub async fn serve<A>(
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        let abandoned = abandon();
-        tokio::spawn(async move {
+        // the ended ones' entries go, so that the set holds the open connections only
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let _slot = slot;
-            tokio::select! {
-                // A client that goes away mid-request is routine, not an error; neither
-                // is a head too large (hyper has answered 431).
-                ended = connection => if let Err(error) = ended {
-                    tracing::debug!(%error, "connection ended with an error");
-                },
-                () = abandoned => {}
+            // A client that goes away mid-request is routine, not an error; neither is
+            // a head too large (hyper has answered 431).
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = abandon => {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
 }
 
 /// A warning when the connection bound is reached, at most every ten seconds: past it, new

@@ -136,9 +136,12 @@ async fn declare_standby(cluster: &PgCluster, names: &str) {
                 .await
         });
         if names.is_empty() {
-            // The change applied, a commit ends; not applied, it waits for good.
+            // The change applied, a commit ends; not applied, it waits until it is.
             let ended = tokio::time::timeout(Duration::from_secs(10), commit).await;
-            assert!(ended.is_ok(), "commits still wait for a standby");
+            ended
+                .expect("commits still wait for a standby")
+                .unwrap()
+                .expect("the probe commits");
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -194,19 +197,25 @@ async fn an_insert_without_an_answer_in_time_is_an_unknown_outcome_with_the_note
 async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_closed() {
     let Setup { app, url, observer } = set_up(&[]).await;
     app.stop().await.unwrap();
-    let app = start(
-        &url,
-        &[
-            ("DB_PREPARED_STATEMENTS", "unnamed"),
-            ("MIGRATE_ON_START", "false"),
-            ("DB_QUERY_TIMEOUT_MS", "300"),
-            ("DB_POOL_MAX", "1"),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
+    let behind_a_pooler = |query_timeout: &'static str, request_timeout: &'static str| {
+        let url = url.clone();
+        async move {
+            let overrides = [
+                ("DB_PREPARED_STATEMENTS", "unnamed"),
+                ("MIGRATE_ON_START", "false"),
+                ("DB_QUERY_TIMEOUT_MS", query_timeout),
+                ("REQUEST_TIMEOUT_MS", request_timeout),
+                ("DB_POOL_MAX", "1"),
+            ];
+            let app = start(&url, &overrides).await;
+            app.wait_ready().await;
+            app
+        }
+    };
     let blocker = block_inserts(&url).await;
 
+    // The query timeout passes (2 s: time for the test to see the insert wait).
+    let app = behind_a_pooler("2000", "10000").await;
     let post = {
         let (client, url) = (app.client.clone(), app.url("/api/v1/notes"));
         tokio::spawn(async move {
@@ -219,7 +228,8 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
     wait_until_gone(&observer, waiting).await;
     assert_eq!(app.get("/health").await.status(), 200, "the slot came back");
 
-    // A client that goes away while its insert waits: the insert is cancelled too.
+    // The client goes away, long before the query timeout (20 s) would pass.
+    let app = behind_a_pooler("20000", "60000").await;
     let address = app.address.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).await.unwrap();
     let body = json!({"title": "abandoned", "body": ""}).to_string();

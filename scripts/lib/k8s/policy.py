@@ -464,6 +464,11 @@ def as_seconds(value: str) -> float:
         return float("inf")
 
 
+# What farol may still spend after the drain, before it exits: the cancels of what the
+# abandoned requests left running (1 s), then the last spans' export (2 s).
+EXIT_WAITS_MS = 1000 + 2000
+
+
 @check("farol", "zero-downtime rollout, graceful shutdown, migrations by a versioned Job")
 def check_farol(render: Render, version: str) -> Iterator[Finding]:
     for deploy in render.of_kind("Deployment"):
@@ -488,8 +493,9 @@ def check_farol(render: Render, version: str) -> Iterator[Finding]:
         grace = pod.spec.get("terminationGracePeriodSeconds", 30)
         if delay is None or pause is None or pause * 1000 != delay:
             yield pod.origin, f"{where}: the preStop sleep does not match SHUTDOWN_DELAY_MS"
-        elif drain is None or grace * 1000 <= pause * 1000 + delay + drain:
-            yield pod.origin, f"{where}: terminationGracePeriodSeconds does not exceed preStop + delay + drain"
+        elif drain is None or grace * 1000 < pause * 1000 + delay + drain + EXIT_WAITS_MS:
+            yield pod.origin, (f"{where}: terminationGracePeriodSeconds is less than preStop + delay"
+                               " + drain + the exit waits (cancels 1 s, last spans 2 s)")
         tag = image_tag(c.get("image") or "")
         if not any(j.get("image") == c.get("image") and (j.get("args") or [None])[0] == "migrate"
                    and job_pod.origin.endswith(f"-{tag}") for job_pod, j in jobs):
