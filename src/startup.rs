@@ -77,6 +77,7 @@ impl Application {
         let db = Database::new(
             &settings.database,
             metrics.db_duration.clone(),
+            metrics.db_abandoned.clone(),
             tracer.clone(),
         )?;
         let state = AppState::new(Shared {

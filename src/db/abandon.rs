@@ -27,6 +27,10 @@ use deadpool::managed::Object;
 
 use super::{Connection, Database, tls};
 
+/// What became of a statement farol stopped waiting for: the label values of
+/// `farol_db_abandoned_statements_total`.
+pub const ABANDONED_OUTCOMES: [&str; 3] = ["cancelled", "not_cancelled", "still_running"];
+
 /// At exit, how long the last cancels may take (docs/kubernetes.md counts it in the grace
 /// period).
 pub const EXIT_WAIT: Duration = Duration::from_secs(1);
@@ -85,11 +89,22 @@ async fn settle(settling: Settling) {
     let (cancelled, ended) = tokio::join!(cancel(database, connection), ended);
     // Either failure leaves work on the server that nobody waits for: a statement that
     // may still hold its locks, or (a commit waiting for a standby) a server process.
-    let failure = match (&cancelled, &ended) {
-        (Err(reason), _) => Some(format!("the cancel failed: {reason}")),
-        (Ok(()), Err(reason)) => Some(format!("cancelled, but it did not end: {reason}")),
-        (Ok(()), Ok(())) => None,
+    let (outcome, failure) = match (&cancelled, &ended) {
+        (Err(reason), _) => (
+            "not_cancelled",
+            Some(format!("the cancel failed: {reason}")),
+        ),
+        (Ok(()), Err(reason)) => (
+            "still_running",
+            Some(format!("cancelled, but it did not end: {reason}")),
+        ),
+        (Ok(()), Ok(())) => ("cancelled", None),
     };
+    database
+        .inner
+        .abandoned_outcomes
+        .with_label_values(&[outcome])
+        .inc();
     if let Some(reason) = failure
         && database.inner.abandoned.should_log(&reason)
     {

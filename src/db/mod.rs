@@ -10,6 +10,7 @@
 //! behind slow queries would get its connection with too little time left for its query.
 
 mod abandon;
+pub use abandon::ABANDONED_OUTCOMES;
 pub mod connect;
 pub mod migrate;
 pub mod outage;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
 use deadpool::managed::{BuildError, Pool, PoolError};
-use prometheus::HistogramVec;
+use prometheus::{HistogramVec, IntCounterVec};
 use tokio::sync::Semaphore;
 use tokio_postgres::error::{Severity, SqlState};
 
@@ -254,6 +255,8 @@ struct Inner {
     /// (`abandon`).
     abandoned: ReasonLog,
     durations: HistogramVec,
+    /// `farol_db_abandoned_statements_total`, by outcome.
+    abandoned_outcomes: IntCounterVec,
     /// Present when traces are exported: each operation in a request gets a client span.
     tracer: Option<Tracer>,
 }
@@ -264,6 +267,7 @@ impl Database {
     pub fn new(
         settings: &DatabaseSettings,
         durations: HistogramVec,
+        abandoned_outcomes: IntCounterVec,
         tracer: Option<Tracer>,
     ) -> Result<Self, SetupError> {
         let config = &settings.connection;
@@ -317,6 +321,7 @@ impl Database {
                 reasons: ReasonLog::default(),
                 abandoned: ReasonLog::default(),
                 durations,
+                abandoned_outcomes,
                 tracer,
             }),
         })

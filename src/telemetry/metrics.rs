@@ -49,6 +49,8 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     pub db_connections_max: IntGauge,
     pub db_duration: HistogramVec,
+    /// Statements farol stopped waiting for, by what became of them (`db::abandon`).
+    pub db_abandoned: IntCounterVec,
     /// The trace export's counters: zero while traces are off.
     pub traces: ExportCounters,
     latency_exemplars: LatencyExemplars,
@@ -151,6 +153,17 @@ impl Metrics {
             &["db_operation_name"],
         )
         .expect("valid metric");
+        let db_abandoned = IntCounterVec::new(
+            Opts::new(
+                "farol_db_abandoned_statements_total",
+                "Statements farol stopped waiting for (a timeout, a client gone): cancelled and ended (cancelled), the cancel failed (not_cancelled), or cancelled but still running when farol closed their connection (still_running).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in crate::db::ABANDONED_OUTCOMES {
+            db_abandoned.with_label_values(&[outcome]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("farol_build_info", "The running build: always 1."),
             &["version", "commit"],
@@ -180,6 +193,7 @@ impl Metrics {
             Box::new(db_connections.clone()),
             Box::new(db_connections_max.clone()),
             Box::new(db_duration.clone()),
+            Box::new(db_abandoned.clone()),
             Box::new(build_info),
             Box::new(spans_exported.clone()),
             Box::new(spans_dropped.clone()),
@@ -196,6 +210,7 @@ impl Metrics {
             db_connections,
             db_connections_max,
             db_duration,
+            db_abandoned,
             traces: ExportCounters {
                 exported: spans_exported,
                 dropped: spans_dropped,

@@ -11,14 +11,6 @@ use crate::support::pg::{create_database, shared_server_url};
 use crate::support::raw::exchange;
 
 /// The value of the first `/metrics` line that starts with `series`.
-async fn metric(app: &TestApp, series: &str) -> Option<f64> {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
-
 async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
@@ -222,13 +214,12 @@ async fn a_request_whose_client_went_away_is_recorded_as_499_and_the_gauge_comes
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        metric(&app, "http_server_active_requests").await,
+        app.metric("http_server_active_requests").await,
         Some(1.0),
         "only the scrape itself is in flight"
     );
     assert_eq!(
-        metric(
-            &app,
+        app.metric(
             r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="499",http_route="/api/v1/notes"}"#
         )
         .await,

@@ -227,6 +227,7 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
     assert_problem(post.await.unwrap(), 503, "outcome-unknown").await;
     wait_until_gone(&observer, waiting).await;
     assert_eq!(app.get("/health").await.status(), 200, "the slot came back");
+    assert_eq!(app.metric(CANCELLED).await, Some(1.0));
 
     // The client goes away, long before the query timeout (20 s) would pass.
     let app = behind_a_pooler("20000", "60000").await;
@@ -245,6 +246,8 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
 
     blocker.batch_execute("COMMIT").await.unwrap();
     assert_eq!(app.get("/health").await.status(), 200);
+    assert_eq!(app.metric(CANCELLED).await, Some(1.0));
+    assert_eq!(app.metric(NOT_CANCELLED).await, Some(0.0));
     for title in ["cancelled", "abandoned"] {
         assert_eq!(
             notes_titled(&observer, title).await,
@@ -253,6 +256,9 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
         );
     }
 }
+
+const CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="cancelled"}"#;
+const NOT_CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="not_cancelled"}"#;
 
 /// Sends a POST whose body arrives `late`: its handler starts that much into the
 /// request's time limit.

@@ -127,6 +127,15 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The value of the first series of `/metrics` whose line starts with `series`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
     /// Waits (at most 10 s) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         self.wait_for_status("/readyz", 200, Duration::from_secs(10))
