@@ -7,7 +7,7 @@ head (431 at once, nothing buffered); 895 connections each holding an unfinished
 just under the 32 KiB limit (819 held, the rest waiting in the kernel's backlog); 200
 requests each sending most of a 1 MiB body (charged twice as it arrives: as many as fit
 held, the rest shed with 503); 40 clients asking for a 6 MB page of notes and never
-reading it (as many as fit in the budget answered, the rest shed; the server cuts the
+reading it, twice (as many as fit in the budget answered, the rest shed; the server cuts the
 stalled ones after its write timeout). Judged: resident memory stays within the stated
 worst case (bytes per connection times the bound, plus the payload budget), the process
 is never killed, the memory is given back within a few seconds of each burst, and
@@ -33,9 +33,13 @@ PAGE_ROWS = 4 * 1000 * 1000            # a page's rows at most: 100 notes of 40 
 GIVEN_BACK_WITHIN = 3.0                # seconds
 GIVEN_BACK_SLACK = 8 * 1024            # KiB above the baseline that may stay
 # After the large pages, the pool's database connections keep their grown read buffers
-# and the allocator some partly used pages: measured here, 15 to 20 MiB that stays (and
-# does not grow with more bursts).
-GIVEN_BACK_SLACK_PAGES = 24 * 1024
+# (closing them all gave back 8 to 10 MiB) and the allocator some partly used pages.
+# Measured here on 2026-12-03: 12 to 28 MiB stays after a burst, and over five bursts in
+# a row the level went up and down between 38 and 52 MiB from 24 MiB, never growing. So
+# the pages burst runs twice, each judged against the level before the first: what
+# stays is bounded, and a second burst does not add to it.
+GIVEN_BACK_SLACK_PAGES = 40 * 1024
+PAGE_BURSTS = 2
 
 
 def memory_cgroup():
@@ -157,8 +161,11 @@ def cut_off(sockets, within):
 
 
 def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffer=None,
-          slack=GIVEN_BACK_SLACK):
-    baseline = farol.rss_kib()
+          slack=GIVEN_BACK_SLACK, baseline=None):
+    """One burst, judged; memory is given back to within SLACK KiB of BASELINE (by
+    default the level just before the burst)."""
+    before = farol.rss_kib()
+    baseline = before if baseline is None else baseline
     sockets = hold(farol.port, count, payload, receive_buffer)
     time.sleep(2)
     during = farol.rss_kib()
@@ -174,15 +181,19 @@ def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffe
         s.close()
     back = given_back(farol, baseline, slack)
     verdict.figure(f"{name}: RSS before, during, after",
-                   f"{baseline / 1024:.1f}, {during / 1024:.1f}, {farol.rss_kib() / 1024:.1f} MiB;"
+                   f"{before / 1024:.1f}, {during / 1024:.1f}, {farol.rss_kib() / 1024:.1f} MiB;"
                    f" answers {seen or 'none yet'}")
-    verdict.check(farol.alive() and during - baseline <= bound_kib,
+    verdict.check(farol.alive() and during - before <= bound_kib,
                   f"{name}: memory stays within the stated bound",
-                  f"+{(during - baseline) / 1024:.1f} MiB of at most +{bound_kib / 1024:.0f} MiB;"
+                  f"{(during - before) / 1024:+.1f} MiB of at most +{bound_kib / 1024:.0f} MiB;"
                   f" alive {farol.alive()}")
+    level = "the level before" if baseline == before else f"the level before the first, {baseline / 1024:.1f} MiB"
+    stayed = (farol.rss_kib() - baseline) / 1024
     verdict.check(back is not None, f"{name}: the memory is given back",
-                  (f"within {slack >> 10} MiB of the level before, in {back:.1f} s" if back is not None
-                   else f"not within {slack >> 10} MiB in {GIVEN_BACK_WITHIN} s"))
+                  (f"{stayed:+.1f} MiB over {level}, {back:.1f} s after (at most +{slack >> 10} MiB"
+                   f" within {GIVEN_BACK_WITHIN} s)" if back is not None
+                   else f"still {stayed:+.1f} MiB over {level} after {GIVEN_BACK_WITHIN} s"
+                        f" (at most +{slack >> 10} MiB)"))
     return seen
 
 
@@ -210,13 +221,16 @@ async def drill(binary, work, verdict):
         verdict.check(seen.get("503", 0) >= 200 - held - 2 and seen.get("no answer", 0) <= held,
                       "bodies past the budget are shed at once", f"{seen} (about {held} fit in the budget)")
         await large_notes(farol, 100)
-        seen = burst(farol, verdict, "40 clients not reading 6 MB pages", 40,
-                     b"GET /api/v1/notes?limit=100 HTTP/1.1\r\nHost: farol\r\n\r\n",
-                     (PAYLOAD_BUDGET + 40 * CONNECTION_BYTES + DB_POOL_MAX * PAGE_ROWS) // 1024, "peek",
-                     receive_buffer=4096,
-                     slack=GIVEN_BACK_SLACK_PAGES)
-        verdict.check(seen.get("503", 0) >= 40 - PAYLOAD_BUDGET // (6 * 1000 * 1000) - 1 and seen.get("200", 0) >= 1,
-                      "pages past the budget are shed; those that fit are answered", str(seen))
+        before_pages = farol.rss_kib()
+        for round_ in range(1, PAGE_BURSTS + 1):
+            seen = burst(farol, verdict, f"40 clients not reading 6 MB pages ({round_} of {PAGE_BURSTS})", 40,
+                         b"GET /api/v1/notes?limit=100 HTTP/1.1\r\nHost: farol\r\n\r\n",
+                         (PAYLOAD_BUDGET + 40 * CONNECTION_BYTES + DB_POOL_MAX * PAGE_ROWS) // 1024, "peek",
+                         receive_buffer=4096, slack=GIVEN_BACK_SLACK_PAGES, baseline=before_pages)
+            verdict.check(seen.get("503", 0) >= 40 - PAYLOAD_BUDGET // (6 * 1000 * 1000) - 1
+                          and seen.get("200", 0) >= 1,
+                          f"pages past the budget are shed; those that fit are answered ({round_} of {PAGE_BURSTS})",
+                          str(seen))
         health = (await Connection("127.0.0.1", farol.port).request("GET", "/health")).status
         peak = farol.rss_kib("VmHWM")
         verdict.check(farol.alive() and health == 200, "alive and healthy afterwards",
