@@ -10,8 +10,9 @@ held, the rest shed with 503); 40 clients asking for a 6 MB page of notes and ne
 reading it, twice (as many as fit in the budget answered, the rest shed; the server cuts the
 stalled ones after its write timeout). Judged: resident memory stays within the stated
 worst case (bytes per connection times the bound, plus the payload budget), the process
-is never killed, the memory is given back within a few seconds of each burst, and
-/health answers 200 after.
+is never killed, the memory is given back within a few seconds of each burst (to within
+8 MiB of the level before it; after the pages, to within 40 MiB of the level before the
+first of them), and /health answers 200 after.
 """
 
 import contextlib
@@ -33,11 +34,14 @@ PAGE_ROWS = 4 * 1000 * 1000            # a page's rows at most: 100 notes of 40 
 GIVEN_BACK_WITHIN = 3.0                # seconds
 GIVEN_BACK_SLACK = 8 * 1024            # KiB above the baseline that may stay
 # After the large pages, the pool's database connections keep their grown read buffers
-# (closing them all gave back 8 to 10 MiB) and the allocator some partly used pages.
-# Measured here on 2026-12-03: 12 to 28 MiB stays after a burst, and over five bursts in
-# a row the level went up and down between 38 and 52 MiB from 24 MiB, never growing. So
-# the pages burst runs twice, each judged against the level before the first: what
-# stays is bounded, and a second burst does not add to it.
+# (terminating them all with pg_terminate_backend after a burst gave back 8 to 10 MiB, in
+# three tries by hand) and the allocator some partly used pages. Measured here on
+# 2026-12-03: 8.5 to 28 MiB stays after a burst (a CI run saw more than 24 MiB, how much
+# more it did not print), and over five bursts in a row, by hand, the level went up and
+# down between 38 and 52 MiB from 24 MiB without a trend. So the pages burst runs twice,
+# each judged against the level before the first: what stays after two bursts is at most
+# +40 MiB, about half of what a burst adds. (Not giving back at all, the allocator's
+# failure, is caught by the other bursts' 8 MiB.)
 GIVEN_BACK_SLACK_PAGES = 40 * 1024
 PAGE_BURSTS = 2
 
@@ -165,6 +169,7 @@ def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffe
     """One burst, judged; memory is given back to within SLACK KiB of BASELINE (by
     default the level just before the burst)."""
     before = farol.rss_kib()
+    level = "the level before" if baseline is None else f"the level before the first, {baseline / 1024:.1f} MiB"
     baseline = before if baseline is None else baseline
     sockets = hold(farol.port, count, payload, receive_buffer)
     time.sleep(2)
@@ -187,7 +192,6 @@ def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffe
                   f"{name}: memory stays within the stated bound",
                   f"{(during - before) / 1024:+.1f} MiB of at most +{bound_kib / 1024:.0f} MiB;"
                   f" alive {farol.alive()}")
-    level = "the level before" if baseline == before else f"the level before the first, {baseline / 1024:.1f} MiB"
     stayed = (farol.rss_kib() - baseline) / 1024
     verdict.check(back is not None, f"{name}: the memory is given back",
                   (f"{stayed:+.1f} MiB over {level}, {back:.1f} s after (at most +{slack >> 10} MiB"

@@ -355,6 +355,9 @@ class Farol:
         fail(f"{self.name} not ready after {ready_within:.0f} s (log: {self.log_path})")
 
     def rss_kib(self, field_name="VmRSS"):
+        if not self.alive():
+            # a memory cgroup's OOM killer, most likely: say so, not "no such file"
+            fail(f"{self.name} is gone (exit status {self.process.returncode}, log: {self.log_path})")
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
                 if line.startswith(field_name + ":"):
