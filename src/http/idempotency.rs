@@ -4,12 +4,13 @@
 //! what a retry then means is the route's business.
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderName;
 use axum::http::request::Parts;
 
 use super::problem::ApiError;
 use super::request_id;
 
-pub const HEADER: &str = "idempotency-key";
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// A key as the client sent it: a bare token, or the draft's quoted string (`"…"`), of 1
 /// to 128 letters, digits and `-_.:`: it is stored, and written into log lines.

@@ -6,9 +6,11 @@
 
 use std::future::Future;
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const HEADER: &str = "x-request-id";
+/// A `HeaderName`, not a `&str`: a map looks a name up as it is, where a string is
+/// parsed into one first, on every request.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
 tokio::task_local! {

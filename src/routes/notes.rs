@@ -1,7 +1,7 @@
 //! `/api/v1/notes`: create, list, read, replace and delete notes.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -214,7 +214,7 @@ pub async fn create_note(
 }
 
 /// Marks an answer given again to a retry with the same `Idempotency-Key`.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// List notes, newest first.
 #[utoipa::path(

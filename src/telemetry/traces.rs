@@ -302,7 +302,7 @@ fn end_client_span(cx: &Context, error: Option<&'static str>) {
 }
 
 /// The W3C header that carries a trace from service to service.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
 
 /// The `traceparent` header value that names the span of `cx` (its `tracestate` is not
 /// sent back: the client has it).
