@@ -10,7 +10,6 @@ pub mod probes;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -78,15 +77,16 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (with_layers(router, state), api)
 }
 
-/// The fallbacks and layers every route gets: problem+json for unknown routes and
-/// methods, the body limit, and the request middleware (outermost, so that it sees and
-/// logs what the others answer; it also turns panics into 500s). Each layer here wraps
-/// every route and costs each request a boxed clone of the route below it: keep few.
+/// The fallbacks and the one layer every route gets: problem+json for unknown routes
+/// and methods, and the request middleware (it sees and logs every answer, and turns
+/// panics into 500s). Each layer wraps every route and costs each request a boxed clone
+/// of the route below it, so there is no other: the body limit is the JSON extractor's
+/// own (`http::extract`), which reads every body the routes take, within the limit and
+/// the payload budget.
 pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
