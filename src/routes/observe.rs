@@ -4,17 +4,22 @@
 //! each request pays for one timer, one clock read and one log line, and the order of
 //! these concerns is visible in one place.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::Route;
 use futures_util::FutureExt;
 use http_body::Body as _;
 use opentelemetry::context::FutureExt as _;
+use tower_service::Service;
 
 use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, idempotency, request_id};
@@ -42,7 +47,49 @@ fn is_chaos_target(route: &str) -> bool {
     route.starts_with("/api/")
 }
 
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// [`observe`] as a layer around every route. A layer of its own rather than axum's
+/// `middleware::from_fn`, which would also wrap the route below in a boxed service and
+/// extract the state, on every request.
+#[derive(Clone)]
+pub struct ObserveLayer(pub AppState);
+
+impl tower_layer::Layer<Route> for ObserveLayer {
+    type Service = Observe;
+
+    fn layer(&self, route: Route) -> Observe {
+        Observe {
+            route,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe {
+    route: Route,
+    state: AppState,
+}
+
+impl Service<Request> for Observe {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.route, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // tower's rule: the service made ready is the one called, so it goes with the
+        // request and a clone stays
+        let clone = self.route.clone();
+        let route = std::mem::replace(&mut self.route, clone);
+        let state = self.state.clone();
+        Box::pin(async move { Ok(observe(state, request, route).await) })
+    }
+}
+
+async fn observe(state: AppState, request: Request, next: Route) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let mut completion = Completion::begin(&state, &request, route);
     let route = completion.route();
@@ -260,7 +307,7 @@ async fn handle(
     state: &AppState,
     route: &str,
     request: Request,
-    next: Next,
+    next: Route,
     handler_ran: &AtomicBool,
 ) -> Response {
     // Until the schema is in place, a query could only fail with "relation does not
@@ -286,11 +333,15 @@ async fn handle(
 
 /// A panicking handler answers 500 and the service lives on. Here rather than in a
 /// layer of its own, which would cost every request another boxed level of routing.
-async fn run_catching_panics(next: Next, request: Request) -> Response {
-    AssertUnwindSafe(next.run(request))
+async fn run_catching_panics(mut next: Route, request: Request) -> Response {
+    // A route is always ready (axum's `Next::run` calls it without asking, too).
+    match AssertUnwindSafe(Service::<Request>::call(&mut next, request))
         .catch_unwind()
         .await
-        .unwrap_or_else(panic_response)
+    {
+        Ok(Ok(response)) => response,
+        Err(panic) => panic_response(panic),
+    }
 }
 
 /// Turns a panic in a handler into a 500 problem (the cause is logged, not sent).
