@@ -296,7 +296,7 @@ impl Drop for Completion<'_> {
 }
 
 /// `elapsed` in whole microseconds; a `u64` holds 584,000 years of them, and converts to
-/// `f64` in one instruction where `Duration::as_micros`' `u128` takes a library call.
+/// `f64` inline, where `Duration::as_micros`' `u128` takes a library call.
 fn micros(elapsed: std::time::Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }

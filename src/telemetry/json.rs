@@ -120,7 +120,8 @@ fn needs_escape(byte: u8) -> bool {
 
 /// Where the first byte that must be escaped is, eight bytes at a time: every log line
 /// passes its names and values through here, mostly plain text, and one byte at a time
-/// costs several instructions a byte. [`needs_escape`] is the definition.
+/// costs several instructions a byte. The bytes: those below 0x20, the quote, the
+/// backslash and DEL (`needs_escape`, in the tests, is the definition).
 fn first_to_escape(text: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -502,6 +503,22 @@ mod tests {
                 }
             }
         }
+        // several bytes to escape among awkward neighbours, at every length up to 40
+        let awkward = [
+            0x00, 0x01, 0x1f, 0x20, 0x21, b'"', b'\\', 0x7e, 0x7f, 0x80, 0xff, b'a',
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let length = (state % 41) as usize;
+            let text: Vec<u8> = (0..length)
+                .map(|at| awkward[((state >> (at % 60)) as usize + at * 7) % awkward.len()])
+                .collect();
+            let expected = text.iter().position(|&b| needs_escape(b));
+            assert_eq!(first_to_escape(&text), expected, "{text:?}");
+        }
         // a second byte to escape after the first does not hide it
         let mut text = *b"abc\"\x01defghij";
         assert_eq!(first_to_escape(&text), Some(3));
@@ -604,7 +621,14 @@ mod tests {
 
     #[test]
     fn what_is_not_thousandths_is_left_to_ryu() {
-        for value in [
+        // a step of the float either side of a thousandth: the check is exact, not close
+        let beside = [
+            1.5f64.next_up(),
+            1.5f64.next_down(),
+            0.001f64.next_up(),
+            123.456f64.next_down(),
+        ];
+        let others = [
             0.0001,
             1.2345,
             1e-7,
@@ -614,7 +638,8 @@ mod tests {
             -0.0,
             f64::NAN,
             f64::INFINITY,
-        ] {
+        ];
+        for value in others.into_iter().chain(beside) {
             let mut out = String::new();
             assert!(!write_thousandths(&mut out, value), "{value} taken");
             assert!(out.is_empty());

@@ -165,6 +165,54 @@ async fn a_body_over_1_mib_is_413_even_without_content_length() {
     );
 }
 
+/// The 1 MiB limit is the JSON extractor's own, not a layer over every route: an
+/// operation that read its body some other way would escape it, and fail here.
+#[tokio::test]
+async fn every_operation_that_takes_a_body_answers_413_past_1_mib() {
+    let app = spawn_app().await;
+    let document: serde_json::Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let huge = format!(
+        r#"{{"title":"t","body":"{}"}}"#,
+        "a".repeat(1024 * 1024 + 1)
+    );
+    let mut checked = Vec::new();
+    for (template, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            // every path parameter is a note id
+            let path: Vec<&str> = template
+                .split('/')
+                .map(|part| {
+                    if part.starts_with('{') {
+                        "00000000-0000-4000-8000-000000000000"
+                    } else {
+                        part
+                    }
+                })
+                .collect();
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = app
+                .client
+                .request(method.clone(), app.url(&path.join("/")))
+                .header("content-type", "application/json")
+                .body(huge.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_problem(response, 413, "payload-too-large").await;
+            checked.push(format!("{method} {template}"));
+        }
+    }
+    for expected in ["POST /api/v1/notes", "PUT /api/v1/notes/{id}"] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} not among {checked:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_content_type_is_415() {
     let app = spawn_app().await;
