@@ -124,13 +124,18 @@ async fn a_wrong_method_is_405_with_allow() {
     assert_problem(response, 405, "method-not-allowed").await;
 }
 
+/// A note's JSON one byte over the 1 MiB limit in its body alone.
+fn note_over_1_mib() -> String {
+    format!(
+        r#"{{"title":"t","body":"{}"}}"#,
+        "a".repeat(1024 * 1024 + 1)
+    )
+}
+
 #[tokio::test]
 async fn a_body_over_1_mib_is_413_even_without_content_length() {
     let app = spawn_app().await;
-    let huge = format!(
-        r#"{{"title":"t","body":"{}"}}"#,
-        "a".repeat(1024 * 1024 + 1)
-    );
+    let huge = note_over_1_mib();
     let response = app
         .client
         .post(app.url("/api/v1/notes"))
@@ -171,10 +176,7 @@ async fn a_body_over_1_mib_is_413_even_without_content_length() {
 async fn every_operation_that_takes_a_body_answers_413_past_1_mib() {
     let app = spawn_app().await;
     let document: serde_json::Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
-    let huge = format!(
-        r#"{{"title":"t","body":"{}"}}"#,
-        "a".repeat(1024 * 1024 + 1)
-    );
+    let huge = note_over_1_mib();
     let mut checked = Vec::new();
     for (template, operations) in document["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
