@@ -195,7 +195,7 @@ impl<W: Write> Write for Escaped<'_, W> {
 
 /// Writes `value` if it is a whole number of thousandths below a billion, as every
 /// request's `duration_ms` is (microseconds over a thousand), and says whether it did.
-/// Integer arithmetic, a fifth of what ryu costs per line, and the same digits: the
+/// Integer arithmetic, less than half what ryu costs per line, and the same digits: the
 /// decimal with at most three places is the only one that short which parses back to
 /// `value` (its neighbours are a thousandth away, far more than `value`'s precision), so
 /// it is ryu's shortest form, trailing zeros dropped but one ("2.0", "2.5", "0.125").
