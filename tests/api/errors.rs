@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::app::{assert_problem, spawn_app};
+use crate::support::app::{TestApp, assert_problem, spawn_app};
 use crate::support::raw;
 
 #[tokio::test]
@@ -132,18 +132,27 @@ fn note_over_1_mib() -> String {
     )
 }
 
+/// `body` sent as JSON with `method` to `path`.
+async fn send_json(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: &str,
+) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_body_over_1_mib_is_413_even_without_content_length() {
     let app = spawn_app().await;
     let huge = note_over_1_mib();
-    let response = app
-        .client
-        .post(app.url("/api/v1/notes"))
-        .header("content-type", "application/json")
-        .body(huge.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(&app, reqwest::Method::POST, "/api/v1/notes", &huge).await;
     assert_problem(response, 413, "payload-too-large").await;
 
     // Chunked: the server cannot see the size up front and must stop reading at 1 MiB.
@@ -195,14 +204,7 @@ async fn every_operation_that_takes_a_body_answers_413_past_1_mib() {
                 })
                 .collect();
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let response = app
-                .client
-                .request(method.clone(), app.url(&path.join("/")))
-                .header("content-type", "application/json")
-                .body(huge.clone())
-                .send()
-                .await
-                .unwrap();
+            let response = send_json(&app, method.clone(), &path.join("/"), &huge).await;
             assert_problem(response, 413, "payload-too-large").await;
             checked.push(format!("{method} {template}"));
         }
