@@ -11,11 +11,12 @@
 //! same server) and waits for the connection to answer again, then closes it and gives
 //! the slot back.
 //!
-//! Closed, never reused: a cancel request is only sent, never acknowledged, and the
-//! server may act on it late. Should the statement end by itself meanwhile, the cancel
-//! would stop whatever that connection ran next, perhaps another request's commit waiting
-//! for the standby, which a cancel reports as done. A new connection costs little beside
-//! a statement that outlived its timeout.
+//! Closed, never reused: a cancel request gets no answer (the server's closing the
+//! cancel's connection, which `cancel::send` waits for, says only that it was passed on),
+//! and the server may act on it late. Should the statement end by itself meanwhile, the
+//! cancel would stop whatever that connection ran next, perhaps another request's commit
+//! waiting for the standby, which a cancel reports as done. A new connection costs little
+//! beside a statement that outlived its timeout.
 //!
 //! A cancelled write may still have been applied: a commit that waits for a synchronous
 //! standby is cut short as committed, after the request was answered as a failure. That
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use deadpool::managed::Object;
 
-use super::{Connection, Database, tls};
+use super::{Connection, Database, cancel};
 
 /// What became of a statement farol stopped waiting for: the label values of
 /// `farol_db_abandoned_statements_total`.
@@ -124,17 +125,15 @@ async fn settle(settling: Settling) {
     drop(settling); // closes the connection, gives the slot back
 }
 
-/// Sends the cancel request, over TLS as the connection's own `sslmode` says, within the
-/// connect timeout.
+/// Sends the cancel request (`cancel::send`: as libpq does, waiting for the server to close
+/// the cancel's connection), within the connect timeout.
 async fn cancel(database: &Database, connection: &Connection) -> Result<(), String> {
     let inner = &database.inner;
-    let tls = tls::connector(&inner.config).map_err(|error| error.to_string())?;
     let token = connection.cancel_token();
-    match tokio::time::timeout(inner.connect_timeout, token.cancel_query(tls)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(super::describe(&error)),
+    match tokio::time::timeout(inner.connect_timeout, cancel::send(&inner.config, &token)).await {
+        Ok(result) => result,
         Err(_) => Err(format!(
-            "no connection within {} ms",
+            "not sent and closed within {} ms",
             inner.connect_timeout.as_millis()
         )),
     }

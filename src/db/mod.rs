@@ -10,6 +10,7 @@
 //! behind slow queries would get its connection with too little time left for its query.
 
 mod abandon;
+pub mod cancel;
 pub use abandon::ABANDONED_OUTCOMES;
 pub mod connect;
 pub mod migrate;

@@ -933,3 +933,57 @@ async fn named_statements_are_planned_once_unless_the_url_says_otherwise() {
     app.wait_ready().await;
     assert_eq!(session_setting(&app, "plan_cache_mode").await, "auto");
 }
+
+/// farol connects the cancel's socket itself, as the settings say, whether over TCP with
+/// TLS (`verify-full` here) or through a Unix socket; the cancel reaches the server and
+/// ends the statement.
+#[tokio::test]
+async fn a_cancel_ends_the_statement_over_tls_and_through_a_unix_socket() {
+    let tls = TlsCluster::start();
+    let socket_dir = tls.cluster.socket_dir().display().to_string();
+    let urls = [
+        tls.url("localhost", "verify-full", Some("ca.crt")),
+        format!(
+            "host={socket_dir} port={} user=postgres dbname=postgres",
+            tls.cluster.port
+        ),
+    ];
+    for url in urls {
+        let config = farol::config::DatabaseConfig::from_connection_string(&url).unwrap();
+        let (client, _task) = farol::db::connect::open(&config, "test").await.unwrap();
+        let token = client.cancel_token();
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let sleeping =
+            tokio::spawn(async move { client.simple_query("SELECT pg_sleep(60)").await });
+        let observer = admin(&tls.cluster.url("postgres")).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let state: Option<String> = observer
+                .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await
+                .unwrap()
+                .get(0);
+            if state.as_deref() == Some("active") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{url}: the statement never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        farol::db::cancel::send(&config, &token).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), sleeping)
+            .await
+            .expect("the statement ended")
+            .unwrap();
+        let error = ended.expect_err("cancelled");
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{url}: {error}"
+        );
+    }
+}

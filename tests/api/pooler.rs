@@ -1,11 +1,15 @@
-//! Behind a pooler in transaction mode: a real PgBouncer (Debian's 1.18 here) with two
-//! server connections per database, in front of farol's pool of sixteen, with unnamed
-//! statements.
+//! Behind a pooler in transaction mode: a real PgBouncer (Debian's 1.18 here) in front of
+//! farol's pool, with unnamed statements; and the cancel request farol sends for a
+//! statement it stopped waiting for, which PgBouncer 1.18 and 1.19 can die of.
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 
 use crate::support::app::start;
-use crate::support::pg::{create_database, shared_server_url};
+use crate::support::pg::{admin, create_database, shared_server_url};
 use crate::support::pgbouncer::PgBouncer;
 
 const SERVER_CONNECTIONS: usize = 2;
@@ -135,4 +139,126 @@ async fn every_route_works_through_pgbouncer_in_transaction_mode_with_unnamed_st
         (1..=SERVER_CONNECTIONS as i64).contains(&sessions),
         "{sessions} server sessions for farol's pool of 16 behind a pooler of {SERVER_CONNECTIONS}"
     );
+}
+
+const CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="cancelled"}"#;
+const NOT_CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="not_cancelled"}"#;
+const STILL_RUNNING: &str = r#"farol_db_abandoned_statements_total{outcome="still_running"}"#;
+
+/// A cancel request's first word after its length: PostgreSQL's cancel code.
+const CANCEL_REQUEST_CODE: [u8; 4] = 80_877_102_u32.to_be_bytes();
+
+#[tokio::test]
+async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
+    // A real connection's token, sent to a stand-in server that reads the request and
+    // then keeps the connection open: the sender must still be there, waiting.
+    let (client, connection) = tokio_postgres::connect(&shared_server_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let token = client.cancel_token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = farol::config::DatabaseConfig::from_connection_string(&format!(
+        "host=127.0.0.1 port={port} user=u sslmode=disable"
+    ))
+    .unwrap();
+    let sending = tokio::spawn(async move { farol::db::cancel::send(&config, &token).await });
+
+    let (mut server_side, _) = listener.accept().await.unwrap();
+    let mut request = [0u8; 16];
+    server_side.read_exact(&mut request).await.unwrap();
+    assert_eq!(
+        request[..4],
+        16u32.to_be_bytes(),
+        "a cancel request's length"
+    );
+    assert_eq!(request[4..8], CANCEL_REQUEST_CODE);
+    let mut more = [0u8; 1];
+    let early_close =
+        tokio::time::timeout(Duration::from_millis(300), server_side.read(&mut more)).await;
+    assert!(
+        early_close.is_err(),
+        "the sender closed (or wrote more) before the server closed: {early_close:?}"
+    );
+    assert!(
+        !sending.is_finished(),
+        "the cancel returned before the close"
+    );
+    drop(server_side);
+    assert_eq!(sending.await.unwrap(), Ok(()));
+}
+
+/// Statements abandoned together, each at once: cancelled behind PgBouncer 1.18.0, which
+/// exited (`bad client state`) on the first or second round of these when farol's cancels
+/// closed their connections right after writing the request. Every statement runs on a
+/// server connection of its own, so that PgBouncer forwards every cancel.
+#[tokio::test]
+async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stays_up() {
+    const TOGETHER: usize = 32;
+    const ROUNDS: usize = 3;
+    let direct = create_database(&shared_server_url()).await;
+    migrate(&direct).await;
+    let mut pooler = PgBouncer::start(&shared_server_url(), TOGETHER + 2);
+    let through_pooler = pooler.url(&direct);
+    let app = start(
+        &through_pooler,
+        &[
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+            ("DB_POOL_MAX", "40"),
+            ("DB_QUERY_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let observer = admin(&direct).await;
+    let blocker = admin(&direct).await;
+
+    for round in 1..=ROUNDS {
+        blocker
+            .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let posts = (0..TOGETHER).map(|n| {
+            let app = &app;
+            async move {
+                let note = json!({"title": "held", "body": format!("round {round}, {n}")});
+                app.post_json("/api/v1/notes", &note).await
+            }
+        });
+        for answer in futures_util::future::join_all(posts).await {
+            assert_eq!(answer.status(), 503, "the insert waited past its timeout");
+        }
+        // every abandoned insert cancelled and ended, while the lock is still held
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.metric(CANCELLED).await != Some((TOGETHER * round) as f64) {
+            if Instant::now() > deadline {
+                let mut outcomes = Vec::new();
+                for outcome in [CANCELLED, NOT_CANCELLED, STILL_RUNNING] {
+                    outcomes.push(format!("{outcome} {:?}", app.metric(outcome).await));
+                }
+                panic!(
+                    "round {round}, {} abandoned in all: {outcomes:?} (PgBouncer alive: {})",
+                    TOGETHER * round,
+                    pooler.is_running()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        blocker.batch_execute("COMMIT").await.unwrap();
+
+        let (client, connection) = tokio_postgres::connect(&through_pooler, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: PgBouncer is gone: {error}"));
+        tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.unwrap();
+        assert_eq!(app.get("/health").await.status(), 200);
+    }
+    let held: i64 = observer
+        .query_one("SELECT count(*) FROM notes WHERE title = 'held'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0, "every cancelled insert was rolled back");
 }

@@ -105,6 +105,13 @@ impl PgBouncer {
     }
 }
 
+impl PgBouncer {
+    /// Whether the pooler's process is still there (it exits on a fatal fault).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for PgBouncer {
     fn drop(&mut self) {
         let _ = self.child.kill();
