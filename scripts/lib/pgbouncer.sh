@@ -7,6 +7,9 @@
 #                         on UPSTREAM_PORT with SERVER_CONNECTIONS (4) server connections
 #                         each; sets PGBOUNCER_URL (the database farol, user farol).
 #                         PGBOUNCER_IGNORE: start-up parameters to ignore (e.g. options)
+#   pgbouncer_check DIR   stops the caller (die) when that PgBouncer has exited, with its
+#                         log's last lines (it exits on a fatal fault of its own)
+#   pgbouncer_version     prints the binary's version ("PgBouncer 1.18.0")
 #   pgbouncer_stop DIR    stops it (SIGTERM: at once, its clients cut)
 #
 # Like PostgreSQL, PgBouncer refuses to run as root: as root it runs as `postgres`.
@@ -52,12 +55,32 @@ INI
   export PGBOUNCER_URL
 }
 
+# Whether the PgBouncer of DIR runs. A zombie counts as gone: where nothing reaps the
+# daemon (a container's init may not), its exit leaves one, which `kill -0` still finds.
+_pgbouncer_alive() {
+  local pid state
+  pid=$(cat "$1/pgbouncer.pid" 2>/dev/null) || return 1
+  state=$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+pgbouncer_check() {
+  local dir=$1
+  _pgbouncer_alive "$dir" && return 0
+  tail -3 "$dir/pgbouncer.log" >&2 2>/dev/null
+  die "PgBouncer ($dir) has exited"
+}
+
+pgbouncer_version() {
+  "$PGBOUNCER_BIN" --version | head -1
+}
+
 pgbouncer_stop() {
   local dir=$1 pid tries=0
   [ -f "$dir/pgbouncer.pid" ] || return 0
   pid=$(cat "$dir/pgbouncer.pid")
   kill "$pid" 2>/dev/null || return 0
-  while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
+  while _pgbouncer_alive "$dir" && [ "$tries" -lt 100 ]; do
     tries=$((tries + 1))
     sleep 0.05
   done
