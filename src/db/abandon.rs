@@ -87,7 +87,7 @@ async fn settle(settling: Settling) {
             Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
         }
     };
-    let (cancelled, ended) = tokio::join!(cancel(database, connection), ended);
+    let (cancelled, ended) = tokio::join!(cancel(database, connection, bound), ended);
     // Either failure leaves work on the server that nobody waits for: a statement that
     // may still hold its locks, or (a commit waiting for a standby) a server process.
     let (outcome, failure) = match (&cancelled, &ended) {
@@ -126,17 +126,19 @@ async fn settle(settling: Settling) {
 }
 
 /// Sends the cancel request (`cancel::send`: as libpq does, waiting for the server to close
-/// the cancel's connection), within the connect timeout.
-async fn cancel(database: &Database, connection: &Connection) -> Result<(), String> {
+/// the cancel's connection) within the connect timeout, and gives the close as long as
+/// the statement is given to end: the two are waited for together.
+async fn cancel(
+    database: &Database,
+    connection: &Connection,
+    bound: Duration,
+) -> Result<(), String> {
     let inner = &database.inner;
-    let token = connection.cancel_token();
-    match tokio::time::timeout(inner.connect_timeout, cancel::send(&inner.config, &token)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "not sent and closed within {} ms",
-            inner.connect_timeout.as_millis()
-        )),
-    }
+    let bounds = cancel::Bounds {
+        send: inner.connect_timeout,
+        close: bound,
+    };
+    cancel::send(&inner.config, &connection.cancel_token(), bounds).await
 }
 
 /// Waits, at most `bound`, until no connection is being settled (nor in use): each holds

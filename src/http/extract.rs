@@ -46,9 +46,10 @@ fn set_reading_body(reading: bool) {
 /// Every route that takes a body takes it through this extractor: its limit is the only
 /// one (no layer over the routes sets one; an API test sends every operation in the
 /// OpenAPI document that has a body more than the limit). The body is read frame by
-/// frame against the payload budget (`http::budget`), then parsed. axum's `Json<T>` alone would accept `["a", "b"]` for a struct (serde fills
-/// fields from a sequence in order): the body is first taken as raw JSON, checked to be an
-/// object, then read into `T`.
+/// frame against the payload budget (`http::budget`), then parsed. axum's `Json<T>`
+/// alone would accept `["a", "b"]` for a struct (serde fills fields from a sequence in
+/// order): the body is first taken as raw JSON, checked to be an object, then read into
+/// `T`.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>

@@ -942,7 +942,12 @@ async fn a_cancel_ends_the_statement_over_tls_and_through_a_unix_socket() {
     let tls = TlsCluster::start();
     let socket_dir = tls.cluster.socket_dir().display().to_string();
     let urls = [
-        tls.url("localhost", "verify-full", Some("ca.crt")),
+        // `hostaddr`: one address for certain (`localhost` may have two), the certificate
+        // still checked against the name
+        format!(
+            "{}&hostaddr=127.0.0.1",
+            tls.url("localhost", "verify-full", Some("ca.crt"))
+        ),
         format!(
             "host={socket_dir} port={} user=postgres dbname=postgres",
             tls.cluster.port
@@ -974,7 +979,13 @@ async fn a_cancel_ends_the_statement_over_tls_and_through_a_unix_socket() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        farol::db::cancel::send(&config, &token).await.unwrap();
+        let bounds = farol::db::cancel::Bounds {
+            send: Duration::from_secs(5),
+            close: Duration::from_secs(5),
+        };
+        farol::db::cancel::send(&config, &token, bounds)
+            .await
+            .unwrap();
         let ended = tokio::time::timeout(Duration::from_secs(10), sleeping)
             .await
             .expect("the statement ended")

@@ -148,32 +148,59 @@ const STILL_RUNNING: &str = r#"farol_db_abandoned_statements_total{outcome="stil
 /// A cancel request's first word after its length: PostgreSQL's cancel code.
 const CANCEL_REQUEST_CODE: [u8; 4] = 80_877_102_u32.to_be_bytes();
 
-#[tokio::test]
-async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
-    // A real connection's token, sent to a stand-in server that reads the request and
-    // then keeps the connection open: the sender must still be there, waiting.
+/// Bounds every wait of the stand-in tests: a regression fails them instead of hanging.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within 10 s"))
+}
+
+/// A cancel for a real connection's statement, sent to a stand-in server on `port`.
+async fn cancel_to(
+    port: u16,
+    bounds: farol::db::cancel::Bounds,
+) -> tokio::task::JoinHandle<Result<(), String>> {
     let (client, connection) = tokio_postgres::connect(&shared_server_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
     let token = client.cancel_token();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let config = farol::config::DatabaseConfig::from_connection_string(&format!(
         "host=127.0.0.1 port={port} user=u sslmode=disable"
     ))
     .unwrap();
-    let sending = tokio::spawn(async move { farol::db::cancel::send(&config, &token).await });
+    tokio::spawn(async move { farol::db::cancel::send(&config, &token, bounds).await })
+}
 
-    let (mut server_side, _) = listener.accept().await.unwrap();
+/// Accepts the cancel's connection and reads its request.
+async fn accept_a_cancel(listener: &TcpListener) -> tokio::net::TcpStream {
+    let (mut server_side, _) = within("a connection", listener.accept()).await.unwrap();
     let mut request = [0u8; 16];
-    server_side.read_exact(&mut request).await.unwrap();
+    within("the request", server_side.read_exact(&mut request))
+        .await
+        .unwrap();
     assert_eq!(
         request[..4],
         16u32.to_be_bytes(),
         "a cancel request's length"
     );
     assert_eq!(request[4..8], CANCEL_REQUEST_CODE);
+    server_side
+}
+
+#[tokio::test]
+async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let patient = farol::db::cancel::Bounds {
+        send: Duration::from_secs(5),
+        close: Duration::from_secs(60),
+    };
+
+    // The stand-in keeps the connection open after the request: the sender is still
+    // there, and returns once the stand-in closes.
+    let sending = cancel_to(port, patient).await;
+    let mut server_side = accept_a_cancel(&listener).await;
     let mut more = [0u8; 1];
     let early_close =
         tokio::time::timeout(Duration::from_millis(300), server_side.read(&mut more)).await;
@@ -186,13 +213,40 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
         "the cancel returned before the close"
     );
     drop(server_side);
-    assert_eq!(sending.await.unwrap(), Ok(()));
+    assert_eq!(within("the cancel", sending).await.unwrap(), Ok(()));
+
+    // A server that never closes: past the close's bound the request counts as sent.
+    let hasty = farol::db::cancel::Bounds {
+        close: Duration::from_millis(200),
+        ..patient
+    };
+    let sending = cancel_to(port, hasty).await;
+    let mut server_side = accept_a_cancel(&listener).await;
+    assert_eq!(within("the cancel", sending).await.unwrap(), Ok(()));
+    let read = within("the sender's close", server_side.read(&mut more)).await;
+    assert_eq!(
+        read.unwrap(),
+        0,
+        "the sender closed its end once it gave up"
+    );
+
+    // Nobody listening: not sent, and the error says where it went.
+    drop(listener);
+    let refused = within("the cancel", cancel_to(port, patient).await)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        refused.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{refused}"
+    );
 }
 
 /// Statements abandoned together, each at once: cancelled behind PgBouncer 1.18.0, which
-/// exited (`bad client state`) on the first or second round of these when farol's cancels
-/// closed their connections right after writing the request. Every statement runs on a
-/// server connection of its own, so that PgBouncer forwards every cancel.
+/// exited (`bad client state`) in the first round of these, having cancelled almost none,
+/// when farol's cancels closed their connections right after writing the request. Every
+/// statement runs on a server connection of its own, so that PgBouncer forwards every
+/// cancel.
 #[tokio::test]
 async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stays_up() {
     const TOGETHER: usize = 32;
@@ -207,7 +261,9 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
             ("DB_PREPARED_STATEMENTS", "unnamed"),
             ("MIGRATE_ON_START", "false"),
             ("DB_POOL_MAX", "40"),
-            ("DB_QUERY_TIMEOUT_MS", "300"),
+            // time for PgBouncer to log in a server connection for each insert, one at
+            // a time, before farol gives up on them
+            ("DB_QUERY_TIMEOUT_MS", "1000"),
         ],
     )
     .await;
@@ -239,9 +295,10 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
                     outcomes.push(format!("{outcome} {:?}", app.metric(outcome).await));
                 }
                 panic!(
-                    "round {round}, {} abandoned in all: {outcomes:?} (PgBouncer alive: {})",
+                    "round {round}, {} abandoned in all: {outcomes:?} (PgBouncer alive: {}; {})",
                     TOGETHER * round,
-                    pooler.is_running()
+                    pooler.is_running(),
+                    pooler.describe()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

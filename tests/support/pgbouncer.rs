@@ -63,7 +63,9 @@ impl PgBouncer {
                  pool_mode = transaction\n\
                  default_pool_size = {server_connections}\n\
                  max_client_conn = 1000\n\
-                 server_reset_query =\n",
+                 server_reset_query =\n\
+                 logfile = {log}\n",
+                log = dir.path().join("pgbouncer.log").display(),
                 userlist = userlist.display()
             ),
         )
@@ -109,6 +111,29 @@ impl PgBouncer {
     /// Whether the pooler's process is still there (it exits on a fatal fault).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The binary's version line ("PgBouncer 1.18.0"), and the last lines of its log: for
+    /// a failing test's message.
+    pub fn describe(&self) -> String {
+        let version = Command::new(binary())
+            .arg("--version")
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self._dir.path().join("pgbouncer.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        format!(
+            "{version}; its log ends: {:?}",
+            tail.into_iter().rev().collect::<Vec<_>>()
+        )
     }
 }
 
