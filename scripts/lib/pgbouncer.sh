@@ -55,19 +55,18 @@ INI
   export PGBOUNCER_URL
 }
 
-# Whether the PgBouncer of DIR runs. A zombie counts as gone: where nothing reaps the
-# daemon (a container's init may not), its exit leaves one, which `kill -0` still finds.
-_pgbouncer_alive() {
-  local pid state
-  pid=$(cat "$1/pgbouncer.pid" 2>/dev/null) || return 1
-  state=$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || return 1
+# Whether process PID runs. A zombie counts as gone: where nothing reaps the daemon (a
+# container's init may not), its exit leaves one, which `kill -0` still finds.
+_pid_alive() {
+  local state
+  state=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || return 1
   [ -n "$state" ] && [ "$state" != Z ]
 }
 
 pgbouncer_check() {
-  local dir=$1
-  _pgbouncer_alive "$dir" && return 0
-  tail -3 "$dir/pgbouncer.log" >&2 2>/dev/null
+  local dir=$1 pid
+  pid=$(cat "$dir/pgbouncer.pid" 2>/dev/null) && _pid_alive "$pid" && return 0
+  tail -3 "$dir/pgbouncer.log" >&2 2>/dev/null || true
   die "PgBouncer ($dir) has exited"
 }
 
@@ -77,10 +76,9 @@ pgbouncer_version() {
 
 pgbouncer_stop() {
   local dir=$1 pid tries=0
-  [ -f "$dir/pgbouncer.pid" ] || return 0
-  pid=$(cat "$dir/pgbouncer.pid")
+  pid=$(cat "$dir/pgbouncer.pid" 2>/dev/null) || return 0
   kill "$pid" 2>/dev/null || return 0
-  while _pgbouncer_alive "$dir" && [ "$tries" -lt 100 ]; do
+  while _pid_alive "$pid" && [ "$tries" -lt 100 ]; do
     tries=$((tries + 1))
     sleep 0.05
   done

@@ -126,8 +126,10 @@ async fn settle(settling: Settling) {
 }
 
 /// Sends the cancel request (`cancel::send`: as libpq does, waiting for the server to close
-/// the cancel's connection) within the connect timeout, and gives the close as long as
-/// the statement is given to end: the two are waited for together.
+/// the cancel's connection) within the connect timeout, and waits for the close as long
+/// as for the statement's end: the two are waited for together, so settling takes no
+/// longer than before. A close that does not come is logged: a pooler that keeps cancels
+/// open holds each settling pool slot for the whole bound.
 async fn cancel(
     database: &Database,
     connection: &Connection,
@@ -138,7 +140,17 @@ async fn cancel(
         send: inner.connect_timeout,
         close: bound,
     };
-    cancel::send(&inner.config, &connection.cancel_token(), bounds).await
+    let sent = cancel::send(&inner.config, &connection.cancel_token(), bounds).await?;
+    if sent == cancel::Sent::NotClosed {
+        let reason = format!(
+            "the server did not close a cancel's connection within {} ms",
+            bound.max(inner.connect_timeout).as_millis()
+        );
+        if inner.abandoned.should_log(&reason) {
+            tracing::warn!(database = %inner.config.describe(), reason, "a cancel request was sent");
+        }
+    }
+    Ok(())
 }
 
 /// Waits, at most `bound`, until no connection is being settled (nor in use): each holds

@@ -1,6 +1,6 @@
 //! PostgreSQL's cancel request, sent the way libpq sends it: on a connection of its own,
-//! then waiting until the server closes that connection, which it does once it has passed
-//! the request on.
+//! then waiting until the server closes that connection, which it does once it is done
+//! with the request.
 //!
 //! tokio-postgres's `CancelToken::cancel_query` closes its end as soon as the request is
 //! written. PostgreSQL itself does not mind. PgBouncer 1.18.0 and 1.19.0 do: a cancel whose
@@ -8,14 +8,14 @@
 //! twice and exit, and every client of that PgBouncer loses its database. Thirty-two
 //! statements abandoned at once were enough here, and even when PgBouncer 1.18.0 stayed up
 //! it cancelled almost none of them (docs/database.md, "Behind a pooler in transaction
-//! mode"). Waiting for the close also means that a cancel reported as sent has been passed
-//! on, as libpq's callers may assume.
+//! mode"). A cancel that returns after the close has also been dealt with by the server,
+//! as libpq's callers may assume.
 //!
-//! farol connects the cancel's socket itself when its settings can mean one address only:
-//! one host, given as an address (or `hostaddr`), a Unix socket, or a name that resolves
-//! to one address (a Kubernetes Service's name does, unless headless). Otherwise it cannot
-//! tell which address a connection reached (the driver does not say), and sends the
-//! driver's cancel, which goes there and does not wait.
+//! farol connects the cancel's socket itself when its settings mean one address, known
+//! without asking DNS: one host given as an address (or with `hostaddr`), or a Unix
+//! socket. Otherwise (several hosts, or a name) only the driver knows which address a
+//! connection reached, and farol sends the driver's cancel, which goes there and does not
+//! wait.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -37,44 +37,24 @@ use super::describe;
 use super::tls;
 use crate::config::DatabaseConfig;
 
-/// Where the one host of a connection string listens.
-#[derive(Debug, PartialEq, Eq)]
-enum Server {
-    Tcp {
-        /// the name TLS checks the certificate against
-        name: String,
-        /// `hostaddr`, when given: where to connect instead of resolving `name`
-        address: Option<IpAddr>,
-        port: u16,
-    },
-    Unix(PathBuf),
-}
-
-/// The one server `driver` names, or `None` with several hosts.
-fn single_server(driver: &tokio_postgres::Config) -> Option<Server> {
-    let [host] = driver.get_hosts() else {
-        return None;
-    };
-    // libpq's defaults: one port for every host, 5432 when none is given.
-    let port = driver.get_ports().first().copied().unwrap_or(5432);
-    Some(match host {
-        Host::Tcp(name) => Server::Tcp {
-            name: name.clone(),
-            address: driver.get_hostaddrs().first().copied(),
-            port,
-        },
-        Host::Unix(dir) => Server::Unix(dir.join(format!(".s.PGSQL.{port}"))),
-    })
-}
-
-/// How long a cancel may take.
+/// How long a cancel may take, both counted from its start.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
-    /// to resolve, connect, shake hands (TLS) and write the request
+    /// to connect, shake hands (TLS) and write the request
     pub send: Duration,
-    /// then, for the server to close the connection: past it, the request counts as sent
-    /// (whether it ended the statement is for the caller to see)
+    /// for the server to close the connection (never less than `send`): past it, the
+    /// request counts as sent, and whether it ended the statement is for the caller to see
     pub close: Duration,
+}
+
+/// What became of a cancel request that was sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// and the server closed the cancel's connection (or the driver sent it, which does
+    /// not wait for that)
+    Closed,
+    /// and the server had not closed the cancel's connection when the bound passed
+    NotClosed,
 }
 
 /// Where the cancel goes.
@@ -83,43 +63,33 @@ enum Target {
     /// the driver's own cancel: to the address the connection reached, without waiting
     Driver,
     Tcp {
+        /// the name TLS checks the certificate against
         name: String,
         address: SocketAddr,
     },
     Unix(PathBuf),
 }
 
-/// The one address the settings can mean, or the driver when they can mean several: then
-/// the connection may have reached any of them (several hosts, a name with several
-/// addresses: DNS round robin, a headless Service, `load_balance_hosts`), and a cancel sent
-/// to another server would be ignored there. A name that cannot be resolved now goes to
-/// the driver too, which kept the address it connected to.
-async fn target(driver: &tokio_postgres::Config) -> Target {
-    match single_server(driver) {
-        None => Target::Driver,
-        Some(Server::Unix(path)) => Target::Unix(path),
-        Some(Server::Tcp {
-            name,
-            address: Some(ip),
-            port,
-        }) => Target::Tcp {
-            name,
-            address: SocketAddr::new(ip, port),
-        },
-        Some(Server::Tcp {
-            name,
-            address: None,
-            port,
-        }) => {
-            let only = match tokio::net::lookup_host((name.as_str(), port)).await {
-                Ok(mut addresses) => match (addresses.next(), addresses.next()) {
-                    (Some(address), None) => Some(address),
-                    _ => None,
+/// The one address the settings mean, known without asking DNS: one host, given as an
+/// address or with `hostaddr`, or a Unix socket. Otherwise the driver's cancel: with
+/// several hosts, or a name (whose addresses may be several, or have changed since the
+/// connection was made: a cancel sent to another server is ignored there), only the driver
+/// knows which address the connection reached; and a lookup would make cancels wait on DNS.
+fn target(driver: &tokio_postgres::Config) -> Target {
+    let [host] = driver.get_hosts() else {
+        return Target::Driver;
+    };
+    // libpq's defaults: one port for every host, 5432 when none is given.
+    let port = driver.get_ports().first().copied().unwrap_or(5432);
+    match host {
+        Host::Unix(dir) => Target::Unix(dir.join(format!(".s.PGSQL.{port}"))),
+        Host::Tcp(name) => {
+            let given = driver.get_hostaddrs().first().copied();
+            match given.or_else(|| name.parse::<IpAddr>().ok()) {
+                Some(ip) => Target::Tcp {
+                    name: name.clone(),
+                    address: SocketAddr::new(ip, port),
                 },
-                Err(_) => None,
-            };
-            match only {
-                Some(address) => Target::Tcp { name, address },
                 None => Target::Driver,
             }
         }
@@ -133,11 +103,12 @@ pub async fn send(
     config: &DatabaseConfig,
     token: &CancelToken,
     bounds: Bounds,
-) -> Result<(), String> {
+) -> Result<Sent, String> {
+    let start = tokio::time::Instant::now();
     let connector = tls::connector(config).map_err(|error| error.to_string())?;
     let written = Arc::new(AtomicBool::new(false));
     let sending = async {
-        match target(&config.driver).await {
+        match target(&config.driver) {
             Target::Driver => token
                 .cancel_query(connector)
                 .await
@@ -158,23 +129,18 @@ pub async fn send(
         }
     };
     tokio::pin!(sending);
-    if let Ok(result) = tokio::time::timeout(bounds.send, &mut sending).await {
-        return result;
+    if let Ok(result) = tokio::time::timeout_at(start + bounds.send, &mut sending).await {
+        return result.map(|()| Sent::Closed);
     }
     if !written.load(Ordering::Acquire) {
         return Err(format!("not sent within {} ms", bounds.send.as_millis()));
     }
-    match tokio::time::timeout(bounds.close, sending).await {
-        Ok(result) => result,
-        Err(_) => {
-            // Dropping the socket now is what PgBouncer 1.18 and 1.19 can die of; waiting
-            // longer would hold the pool slot longer.
-            tracing::debug!(
-                wait_ms = bounds.close.as_millis(),
-                "a cancel request was sent, and the server did not close its connection"
-            );
-            Ok(())
-        }
+    let until = start + bounds.close.max(bounds.send);
+    match tokio::time::timeout_at(until, sending).await {
+        Ok(result) => result.map(|()| Sent::Closed),
+        // Dropping the socket now is what PgBouncer 1.18 and 1.19 can die of; waiting
+        // longer would hold the pool slot longer.
+        Err(_) => Ok(Sent::NotClosed),
     }
 }
 
@@ -252,63 +218,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for UntilClosed<S> {
 mod tests {
     use super::*;
 
-    fn server(dsn: &str) -> Option<Server> {
-        single_server(&DatabaseConfig::from_connection_string(dsn).unwrap().driver)
+    fn target_of(dsn: &str) -> Target {
+        target(&DatabaseConfig::from_connection_string(dsn).unwrap().driver)
     }
 
     #[test]
-    fn the_cancel_goes_to_the_one_host_named_or_to_the_driver_with_several() {
+    fn a_cancel_goes_to_an_address_known_without_dns_else_to_the_driver() {
         assert_eq!(
-            server("postgres://u@pooler:6432/db"),
-            Some(Server::Tcp {
-                name: "pooler".into(),
-                address: None,
-                port: 6432
-            })
-        );
-        assert_eq!(
-            server("host=db.example hostaddr=10.0.0.7 user=u"),
-            Some(Server::Tcp {
-                name: "db.example".into(),
-                address: Some("10.0.0.7".parse().unwrap()),
-                port: 5432
-            })
-        );
-        assert_eq!(
-            server("host=/run/postgresql port=5433 user=u"),
-            Some(Server::Unix("/run/postgresql/.s.PGSQL.5433".into()))
-        );
-        assert_eq!(server("postgres://u@a:5433,b:5434/db"), None);
-    }
-
-    async fn target_of(dsn: &str) -> Target {
-        target(&DatabaseConfig::from_connection_string(dsn).unwrap().driver).await
-    }
-
-    #[tokio::test]
-    async fn a_cancel_goes_to_an_address_it_is_sure_of_else_to_the_driver() {
-        assert_eq!(
-            target_of("postgres://u@127.0.0.1:6432/db").await,
+            target_of("postgres://u@127.0.0.1:6432/db"),
             Target::Tcp {
                 name: "127.0.0.1".into(),
                 address: "127.0.0.1:6432".parse().unwrap()
             }
         );
         assert_eq!(
-            target_of("host=db.example hostaddr=10.0.0.7 user=u").await,
+            target_of("host=db.example hostaddr=10.0.0.7 user=u"),
             Target::Tcp {
                 name: "db.example".into(),
                 address: "10.0.0.7:5432".parse().unwrap()
             }
         );
         assert_eq!(
-            target_of("host=/run/postgresql user=u").await,
-            Target::Unix("/run/postgresql/.s.PGSQL.5432".into())
+            target_of("host=/run/postgresql port=5433 user=u"),
+            Target::Unix("/run/postgresql/.s.PGSQL.5433".into())
         );
-        assert_eq!(target_of("postgres://u@a,b/db").await, Target::Driver);
-        // not resolvable now: the driver kept the address it connected to
+        // a name, however many addresses it has now; several hosts
+        assert_eq!(target_of("postgres://u@pooler:6432/db"), Target::Driver);
+        assert_eq!(target_of("postgres://u@localhost/db"), Target::Driver);
         assert_eq!(
-            target_of("postgres://u@no-such-host.invalid/db").await,
+            target_of("postgres://u@10.0.0.1,10.0.0.2/db"),
             Target::Driver
         );
     }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::support::app::start;
 use crate::support::pg::{admin, create_database, shared_server_url};
 use crate::support::pgbouncer::PgBouncer;
+use farol::db::cancel::Sent;
 
 const SERVER_CONNECTIONS: usize = 2;
 
@@ -159,7 +160,7 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 async fn cancel_to(
     port: u16,
     bounds: farol::db::cancel::Bounds,
-) -> tokio::task::JoinHandle<Result<(), String>> {
+) -> tokio::task::JoinHandle<Result<Sent, String>> {
     let (client, connection) = tokio_postgres::connect(&shared_server_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -213,16 +214,23 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
         "the cancel returned before the close"
     );
     drop(server_side);
-    assert_eq!(within("the cancel", sending).await.unwrap(), Ok(()));
+    assert_eq!(
+        within("the cancel", sending).await.unwrap(),
+        Ok(Sent::Closed)
+    );
 
-    // A server that never closes: past the close's bound the request counts as sent.
+    // A server that never closes: past the close's bound the request counts as sent,
+    // not closed.
     let hasty = farol::db::cancel::Bounds {
-        close: Duration::from_millis(200),
-        ..patient
+        send: Duration::from_millis(200),
+        close: Duration::from_millis(400),
     };
     let sending = cancel_to(port, hasty).await;
     let mut server_side = accept_a_cancel(&listener).await;
-    assert_eq!(within("the cancel", sending).await.unwrap(), Ok(()));
+    assert_eq!(
+        within("the cancel", sending).await.unwrap(),
+        Ok(Sent::NotClosed)
+    );
     let read = within("the sender's close", server_side.read(&mut more)).await;
     assert_eq!(
         read.unwrap(),
@@ -230,8 +238,13 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
         "the sender closed its end once it gave up"
     );
 
-    // Nobody listening: not sent, and the error says where it went.
+    // Nobody listening: not sent, and the error says where it went. The port stays bound
+    // (not listening), so that no other test can take it meanwhile.
+    let address = listener.local_addr().unwrap();
     drop(listener);
+    let bound = tokio::net::TcpSocket::new_v4().unwrap();
+    bound.set_reuseaddr(true).unwrap(); // the closed connections' TIME_WAIT
+    bound.bind(address).unwrap();
     let refused = within("the cancel", cancel_to(port, patient).await)
         .await
         .unwrap()
@@ -240,10 +253,11 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
         refused.contains(&format!("cannot connect to 127.0.0.1:{port}")),
         "{refused}"
     );
+    drop(bound);
 }
 
 /// Statements abandoned together, each at once: cancelled behind PgBouncer 1.18.0, which
-/// exited (`bad client state`) in the first round of these, having cancelled almost none,
+/// exited in the first round of these, having cancelled almost none,
 /// when farol's cancels closed their connections right after writing the request. Every
 /// statement runs on a server connection of its own, so that PgBouncer forwards every
 /// cancel.
@@ -305,11 +319,24 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
         }
         blocker.batch_execute("COMMIT").await.unwrap();
 
-        let (client, connection) = tokio_postgres::connect(&through_pooler, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|error| panic!("round {round}: PgBouncer is gone: {error}"));
+        let (client, connection) = within(
+            "a connection through PgBouncer",
+            tokio_postgres::connect(&through_pooler, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "round {round}: PgBouncer is gone: {error}; {}",
+                pooler.describe()
+            )
+        });
         tokio::spawn(connection);
-        client.simple_query("SELECT 1").await.unwrap();
+        within(
+            "SELECT 1 through PgBouncer",
+            client.simple_query("SELECT 1"),
+        )
+        .await
+        .unwrap();
         assert_eq!(app.get("/health").await.status(), 200);
     }
     let held: i64 = observer
