@@ -44,11 +44,11 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
   _pg_run "$PGBOUNCER_BIN" -d "$dir/pgbouncer.ini" >/dev/null 2>&1 \
-    || { tail -5 "$dir/pgbouncer.log" >&2 2>/dev/null; die "PgBouncer did not start in $dir"; }
+    || { tail -5 "$dir/pgbouncer.log" >&2 2>/dev/null || true; die "PgBouncer did not start in $dir"; }
   local tries=0
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     tries=$((tries + 1))
-    [ "$tries" -le 200 ] || { tail -5 "$dir/pgbouncer.log" >&2; die "PgBouncer did not listen on $port within 10 s"; }
+    [ "$tries" -le 200 ] || { tail -5 "$dir/pgbouncer.log" >&2 || true; die "PgBouncer did not listen on $port within 10 s"; }
     sleep 0.05
   done
   PGBOUNCER_URL="postgres://farol@127.0.0.1:$port/farol?sslmode=disable"

@@ -125,10 +125,11 @@ async fn settle(settling: Settling) {
     drop(settling); // closes the connection, gives the slot back
 }
 
-/// Sends the cancel request (`cancel::send`: as libpq does, waiting for the server to close
-/// the cancel's connection) within the connect timeout, and waits for the close as long
-/// as for the statement's end: the two are waited for together, so settling takes no
-/// longer than before. A close that does not come is logged: a pooler that keeps cancels
+/// Sends the cancel request (`cancel::send`: as libpq does, where the settings give an
+/// address, waiting for the server to close the cancel's connection) within the connect
+/// timeout, and waits for the close as long as for the statement's end (or the connect
+/// timeout, if longer): the two are waited for together, so settling takes no longer than
+/// before. A close that does not come is logged: a pooler that keeps cancels
 /// open holds each settling pool slot for the whole bound.
 async fn cancel(
     database: &Database,
@@ -147,7 +148,11 @@ async fn cancel(
             bound.max(inner.connect_timeout).as_millis()
         );
         if inner.abandoned.should_log(&reason) {
-            tracing::warn!(database = %inner.config.describe(), reason, "a cancel request was sent");
+            tracing::warn!(
+                database = %inner.config.describe(),
+                reason,
+                "a cancel request was sent"
+            );
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! PostgreSQL's cancel request, sent the way libpq sends it: on a connection of its own,
-//! then waiting until the server closes that connection, which it does once it is done
-//! with the request.
+//! then waiting until the server closes that connection, which it does once it has passed
+//! the request on.
 //!
 //! tokio-postgres's `CancelToken::cancel_query` closes its end as soon as the request is
 //! written. PostgreSQL itself does not mind. PgBouncer 1.18.0 and 1.19.0 do: a cancel whose
@@ -8,8 +8,8 @@
 //! twice and exit, and every client of that PgBouncer loses its database. Thirty-two
 //! statements abandoned at once were enough here, and even when PgBouncer 1.18.0 stayed up
 //! it cancelled almost none of them (docs/database.md, "Behind a pooler in transaction
-//! mode"). A cancel that returns after the close has also been dealt with by the server,
-//! as libpq's callers may assume.
+//! mode"). A cancel that returns after the close has also been passed on by the server, as
+//! libpq's callers may assume.
 //!
 //! farol connects the cancel's socket itself when its settings mean one address, known
 //! without asking DNS: one host given as an address (or with `hostaddr`), or a Unix
@@ -82,6 +82,8 @@ fn target(driver: &tokio_postgres::Config) -> Target {
     // libpq's defaults: one port for every host, 5432 when none is given.
     let port = driver.get_ports().first().copied().unwrap_or(5432);
     match host {
+        // `hostaddr` beside a socket directory: the driver goes to the address, over TCP
+        Host::Unix(_) if !driver.get_hostaddrs().is_empty() => Target::Driver,
         Host::Unix(dir) => Target::Unix(dir.join(format!(".s.PGSQL.{port}"))),
         Host::Tcp(name) => {
             let given = driver.get_hostaddrs().first().copied();
@@ -97,8 +99,9 @@ fn target(driver: &tokio_postgres::Config) -> Target {
 }
 
 /// Asks the server `config` names to cancel the statement running on `token`'s connection,
-/// over TLS as `sslmode` says, and waits until the server has closed the cancel's
-/// connection, within `bounds`. An error means the request was not sent.
+/// over TLS as `sslmode` says, and, where the settings give an address, waits until the
+/// server has closed the cancel's connection, within `bounds`. An error means the request
+/// was not sent.
 pub async fn send(
     config: &DatabaseConfig,
     token: &CancelToken,
@@ -241,6 +244,10 @@ mod tests {
         assert_eq!(
             target_of("host=/run/postgresql port=5433 user=u"),
             Target::Unix("/run/postgresql/.s.PGSQL.5433".into())
+        );
+        assert_eq!(
+            target_of("host=/run/postgresql hostaddr=10.0.0.7 user=u"),
+            Target::Driver
         );
         // a name, however many addresses it has now; several hosts
         assert_eq!(target_of("postgres://u@pooler:6432/db"), Target::Driver);

@@ -983,9 +983,8 @@ async fn a_cancel_ends_the_statement_over_tls_and_through_a_unix_socket() {
             send: Duration::from_secs(5),
             close: Duration::from_secs(5),
         };
-        farol::db::cancel::send(&config, &token, bounds)
-            .await
-            .unwrap();
+        let sent = farol::db::cancel::send(&config, &token, bounds).await;
+        assert_eq!(sent, Ok(farol::db::cancel::Sent::Closed), "{url}");
         let ended = tokio::time::timeout(Duration::from_secs(10), sleeping)
             .await
             .expect("the statement ended")

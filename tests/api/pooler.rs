@@ -222,8 +222,8 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
     // A server that never closes: past the close's bound the request counts as sent,
     // not closed.
     let hasty = farol::db::cancel::Bounds {
-        send: Duration::from_millis(200),
-        close: Duration::from_millis(400),
+        send: Duration::from_secs(1),
+        close: Duration::from_millis(1500),
     };
     let sending = cancel_to(port, hasty).await;
     let mut server_side = accept_a_cancel(&listener).await;
@@ -239,11 +239,12 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
     );
 
     // Nobody listening: not sent, and the error says where it went. The port stays bound
-    // (not listening), so that no other test can take it meanwhile.
+    // (not listening), so that the kernel hands it to no other test meanwhile.
     let address = listener.local_addr().unwrap();
     drop(listener);
     let bound = tokio::net::TcpSocket::new_v4().unwrap();
-    bound.set_reuseaddr(true).unwrap(); // the closed connections' TIME_WAIT
+    // the stand-in's connections, closed (TIME_WAIT) or not, still hold the port
+    bound.set_reuseaddr(true).unwrap();
     bound.bind(address).unwrap();
     let refused = within("the cancel", cancel_to(port, patient).await)
         .await
@@ -284,6 +285,21 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
     app.wait_ready().await;
     let observer = admin(&direct).await;
     let blocker = admin(&direct).await;
+    // PgBouncer's server connections made before the first round: it logs them in one at
+    // a time, and an insert still waiting for one when farol gives up is not on the server
+    // to be cancelled.
+    let warm = (0..TOGETHER + 2).map(|_| {
+        let url = through_pooler.clone();
+        async move {
+            let client = admin(&url).await;
+            client.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+        }
+    });
+    within(
+        "PgBouncer's server connections",
+        futures_util::future::join_all(warm),
+    )
+    .await;
 
     for round in 1..=ROUNDS {
         blocker
