@@ -48,7 +48,7 @@ INI
   local tries=0
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     tries=$((tries + 1))
-    [ "$tries" -le 200 ] || { tail -5 "$dir/pgbouncer.log" >&2 || true; die "PgBouncer did not listen on $port within 10 s"; }
+    [ "$tries" -le 200 ] || { tail -5 "$dir/pgbouncer.log" >&2 2>/dev/null || true; die "PgBouncer did not listen on $port within 10 s"; }
     sleep 0.05
   done
   PGBOUNCER_URL="postgres://farol@127.0.0.1:$port/farol?sslmode=disable"

@@ -13,7 +13,7 @@
 //!
 //! farol connects the cancel's socket itself when its settings mean one address, known
 //! without asking DNS: one host given as an address (or with `hostaddr`), or a Unix
-//! socket. Otherwise (several hosts, or a name) only the driver knows which address a
+//! socket (without `hostaddr`). Otherwise (several hosts, or a name) only the driver knows which address a
 //! connection reached, and farol sends the driver's cancel, which goes there and does not
 //! wait.
 
@@ -71,10 +71,11 @@ enum Target {
 }
 
 /// The one address the settings mean, known without asking DNS: one host, given as an
-/// address or with `hostaddr`, or a Unix socket. Otherwise the driver's cancel: with
-/// several hosts, or a name (whose addresses may be several, or have changed since the
-/// connection was made: a cancel sent to another server is ignored there), only the driver
-/// knows which address the connection reached; and a lookup would make cancels wait on DNS.
+/// address or with `hostaddr`, or a Unix socket without one. Otherwise the driver's
+/// cancel: with several hosts, or a name (whose addresses may be several, or have changed
+/// since the connection was made: a cancel sent to another server is ignored there), only
+/// the driver knows which address the connection reached; and a lookup would make cancels
+/// wait on DNS.
 fn target(driver: &tokio_postgres::Config) -> Target {
     let [host] = driver.get_hosts() else {
         return Target::Driver;

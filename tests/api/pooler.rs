@@ -287,12 +287,16 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
     let blocker = admin(&direct).await;
     // PgBouncer's server connections made before the first round: it logs them in one at
     // a time, and an insert still waiting for one when farol gives up is not on the server
-    // to be cancelled.
+    // to be cancelled. Each transaction holds its server connection until all have one.
+    let all_in = std::sync::Arc::new(tokio::sync::Barrier::new(TOGETHER + 2));
     let warm = (0..TOGETHER + 2).map(|_| {
         let url = through_pooler.clone();
+        let all_in = all_in.clone();
         async move {
             let client = admin(&url).await;
-            client.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+            client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+            all_in.wait().await;
+            client.batch_execute("COMMIT").await.unwrap();
         }
     });
     within(
