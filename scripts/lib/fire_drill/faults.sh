@@ -67,7 +67,8 @@ drill_run() {
 farol_start() {
   farol_command "$FAROL_PORT" "$FAROL_DB_URL" CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
-    SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000
+    SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 \
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT" OTEL_BSP_SCHEDULE_DELAY=1000
   drill_spawn farol "$DRILL_WORK/farol.log" "${FAROL_CMD[@]}"
   farol_wait_ready "$FAROL_PORT" "$DRILL_WORK/farol.log" 30 "$(farol_pid)"
 }
@@ -82,6 +83,16 @@ proxy_start() {
 }
 
 proxy_stop() { drill_end proxy TERM; }
+
+# the trace collector farol sends its spans to (every request sampled), which the traces
+# scenario stops and starts again on the same port
+collector_start() {
+  drill_spawn collector "$DRILL_WORK/collector.log" "$STACK_PYTHON" "$DRILL_LIB/otlp_collector.py" "$COLLECTOR_PORT"
+  wait_until 10 "the trace collector" bash -c "exec 3<>/dev/tcp/127.0.0.1/$COLLECTOR_PORT" \
+    || die "the trace collector stand-in did not start (log: $DRILL_WORK/collector.log)"
+}
+
+collector_stop() { drill_end collector TERM; }
 
 farol_pid() { echo "${DRILL_PIDS[farol]:-none}"; }
 

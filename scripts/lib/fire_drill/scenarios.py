@@ -102,6 +102,8 @@ SCENARIOS = [
     Scenario("slo-absent", "7b SLO metrics absent",
              "a build without the SLO histogram (up, /health ok) declared as a farol target, then removed",
              fire=("SLOMetricAbsent",), allowed=_USUAL),
+    Scenario("traces", "7c traces lost", "the stand-in trace collector stopped, then started on the same port",
+             fire=("FarolTraceSpansDropped",), allowed=_USUAL),
     Scenario("target-absent", "7 a job without targets",
              "the node exporter's target removed from its target file, then put back",
              fire=("ScrapeJobAbsent",), allowed=_SLOW, quick=False),
