@@ -15,13 +15,17 @@
 #                                 signal to the script is handled at once, not after CMD
 #   farol_start, farol_stop       farol with the drill's settings (see farol_start)
 #   proxy_start, proxy_stop       the TCP proxy between farol and PostgreSQL (tcp_proxy.py)
+#   collector_start, collector_stop
+#                                 the stand-in trace collector farol sends its spans to
+#                                 (otlp_collector.py)
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
 #   replace_file FILE             FILE's content replaced by stdin atomically (a target
 #                                 file: Prometheus never reads half of it)
 #   load_start SCENARIO [CONNECTIONS DELAY_MS], load_stop
 #                                 paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
-# PROXY_PORT, and the LOAD_* and FAROL_DB_TIMEOUT_MS settings of scripts/fire-drill.
+# PROXY_PORT, COLLECTOR_PORT, STACK_PYTHON, and the LOAD_* and FAROL_DB_TIMEOUT_MS
+# settings of scripts/fire-drill.
 
 declare -A DRILL_PIDS=()
 DRILL_LIB=$REPO_ROOT/scripts/lib/fire_drill
@@ -68,7 +72,8 @@ farol_start() {
   farol_command "$FAROL_PORT" "$FAROL_DB_URL" CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
     SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 \
-    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT" OTEL_BSP_SCHEDULE_DELAY=1000
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT" OTEL_BSP_SCHEDULE_DELAY=1000 \
+    OTEL_BSP_MAX_QUEUE_SIZE=8192
   drill_spawn farol "$DRILL_WORK/farol.log" "${FAROL_CMD[@]}"
   farol_wait_ready "$FAROL_PORT" "$DRILL_WORK/farol.log" 30 "$(farol_pid)"
 }
@@ -85,10 +90,12 @@ proxy_start() {
 proxy_stop() { drill_end proxy TERM; }
 
 # the trace collector farol sends its spans to (every request sampled), which the traces
-# scenario stops and starts again on the same port
+# scenario stops and starts again on the same port. farol's queue is at its cap (8192
+# spans, several seconds of the drill's load): the windows, shortened 30 times, would
+# otherwise count a stall of a second (a stressor, the memory given back) as lost traces.
 collector_start() {
   drill_spawn collector "$DRILL_WORK/collector.log" "$STACK_PYTHON" "$DRILL_LIB/otlp_collector.py" "$COLLECTOR_PORT"
-  wait_until 10 "the trace collector" bash -c "exec 3<>/dev/tcp/127.0.0.1/$COLLECTOR_PORT" \
+  wait_until 15 "the trace collector" bash -c "exec 3<>/dev/tcp/127.0.0.1/$COLLECTOR_PORT" \
     || die "the trace collector stand-in did not start (log: $DRILL_WORK/collector.log)"
 }
 

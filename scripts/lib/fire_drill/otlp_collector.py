@@ -10,6 +10,7 @@ Serves 127.0.0.1:PORT until killed.
 """
 
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # a whole body at most: farol's batches of 512 spans are about 100 KB
@@ -40,7 +41,18 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(port):
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    # Started again on its port after the scenario's fault: a loopback connection may
+    # hold the port as its source for a moment meanwhile.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    server.serve_forever()
 
 
 if __name__ == "__main__":
