@@ -9,6 +9,7 @@ and starts it again on the same port.
 Serves 127.0.0.1:PORT until killed.
 """
 
+import errno
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,8 +49,8 @@ def main(port):
         try:
             server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
             break
-        except OSError:
-            if time.monotonic() > deadline:
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
     server.serve_forever()
