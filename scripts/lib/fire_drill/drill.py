@@ -350,8 +350,9 @@ def cmd_wait(stack, args):
             fault = marks["fault"]
             for alert in scenario.fire:
                 if prom.get(alert) == "firing":
+                    signalled.add(alert)
                     say(f"p:{alert}", f"{alert} firing in Prometheus ({rel(now, fault)})")
-                else:
+                elif alert not in scenario.once or alert not in signalled:
                     missing.append(f"{alert} firing")
                 got = [n.t for n in notices if n.alert == alert and n.status == "firing" and n.t >= fault]
                 if got:
@@ -385,9 +386,11 @@ def cmd_wait(stack, args):
                 else:
                     say(f"p:{alert}", f"{alert} resolved in Prometheus ({rel(now, fix)})")
             for alert in scenario.fire:
-                got = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= fix]
+                since = marks["fault"] if alert in scenario.once else fix
+                got = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= since]
                 if got:
-                    say(f"w:{alert}", f"{alert} resolved at the webhook ({rel(got[0], fix)})")
+                    say(f"w:{alert}", f"{alert} resolved at the webhook "
+                                      f"({rel(got[0], fix) if got[0] >= fix else 'before the fix'})")
                 else:
                     missing.append(f"{alert} resolved at the webhook")
             for alert in scenario.inhibited:

@@ -15,6 +15,8 @@
 #                                 signal to the script is handled at once, not after CMD
 #   farol_start, farol_stop       farol with the drill's settings (see farol_start)
 #   proxy_start, proxy_stop       the TCP proxy between farol and PostgreSQL (tcp_proxy.py)
+#   proxy_freeze, proxy_thaw      the proxy stopped (SIGSTOP) and continued (SIGCONT): a
+#                                 database that hangs
 #   collector_start, collector_stop
 #                                 the stand-in trace collector farol sends its spans to
 #                                 (otlp_collector.py)
@@ -42,6 +44,7 @@ drill_end() {
   pid=${DRILL_PIDS[$name]:-}
   [ -n "$pid" ] || return 0
   kill -"$sig" -- "-$pid" 2>/dev/null || true
+  kill -CONT -- "-$pid" 2>/dev/null || true   # a frozen process acts on the signal once continued
   deadline=$((SECONDS + 10))
   while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
   kill -KILL -- "-$pid" 2>/dev/null || true
@@ -88,6 +91,13 @@ proxy_start() {
 }
 
 proxy_stop() { drill_end proxy TERM; }
+
+# A stopped process's listening socket still completes connections into its backlog, and
+# its open sockets still take what is written to them until their buffers fill: to farol
+# the database is there and never answers (a hung server, a path that drops everything),
+# where proxy_stop refuses at once.
+proxy_freeze() { kill -STOP -- "-${DRILL_PIDS[proxy]}"; }
+proxy_thaw() { kill -CONT -- "-${DRILL_PIDS[proxy]}"; }
 
 # the trace collector farol sends its spans to (every request sampled), which the traces
 # scenario stops and starts again on the same port. farol's queue is at its cap (8192

@@ -168,9 +168,13 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
             problems.append("did not fire")
         if kind == "fire":
             sent = [n.t for n in firing_notices if fault <= n.t]
-            resolved = [n.t for n in notices if n.status == "resolved" and fix <= n.t <= end]
-            row.webhook = (f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / "
-                           f"{'+' + _secs(resolved[0] - fix) if resolved else 'NO'}")
+            # an alert of `once` may resolve before the fix; its notice still comes after
+            # its firing one
+            since = sent[0] if alert in scenario.once and sent else fix
+            resolved = [n.t for n in notices if n.status == "resolved" and since <= n.t <= end]
+            told = ("NO" if not resolved else "before the fix" if resolved[0] < fix
+                    else "+" + _secs(resolved[0] - fix))
+            row.webhook = f"{'+' + _secs(sent[0] - fault) if sent else 'NO'} / {told}"
             if not sent:
                 problems.append("never reached the webhook")
             if after and not resolved:

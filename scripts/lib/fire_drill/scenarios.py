@@ -2,7 +2,9 @@
 
 Every alert of monitoring/prometheus/rules is judged in every scenario: it is expected to
 - "fire": fire in Prometheus after the fault, reach the webhook, resolve after the fix
-  and reach the webhook resolved;
+  and reach the webhook resolved; an alert of `once` fires on a burst that the fault
+  causes once (statements left running when the database hangs): it may resolve before
+  the fix, and its firing need not coincide with the others';
 - "signal": an inhibit-only alert (severity none): fire in Prometheus after the fault,
   never reach the webhook (its route notifies no one), resolve after the fix;
 - "inhibited": fire in Prometheus, be held back by Alertmanager's inhibition (seen
@@ -49,6 +51,7 @@ class Scenario:
     inhibited: dict = field(default_factory=dict)   # alert -> the alerts that may inhibit it
     allowed: dict = field(default_factory=dict)     # alert -> why it may fire
     resolve_later: tuple = ()      # alerts of `held` that resolve in the settle phase
+    once: tuple = ()               # alerts of `fire` that may resolve before the fix
     quick: bool = True             # part of --quick
 
     def expectation(self, alert):
@@ -97,6 +100,17 @@ SCENARIOS = [
     Scenario("database-cut", "5 farol cut off from a database that is up",
              "the TCP proxy between farol and PostgreSQL stopped (the exporter still reaches it), then started",
              fire=("FarolHealthCheckFailing", "HttpHighErrorRate", "ErrorBudgetBurnFast"), allowed=_USUAL),
+    Scenario("database-hung", "5b a database that hangs",
+             "the TCP proxy between farol and PostgreSQL frozen (SIGSTOP: connections and bytes taken, "
+             "nothing answered; the exporter still reaches PostgreSQL), then continued",
+             fire=("FarolStatementsLeftRunning", "FarolHealthCheckFailing", "HttpHighErrorRate",
+                   "ErrorBudgetBurnFast"),
+             # the statements running when it froze, once: later requests wait for a
+             # connection that never completes, and leave no statement behind
+             once=("FarolStatementsLeftRunning",),
+             allowed={**_USUAL,
+                      "HttpHighLatency": "fire or quiet: requests wait for their query or connect timeout",
+                      "LatencyBudgetBurnFast": "fire or quiet: requests wait for their query or connect timeout"}),
     Scenario("exporter", "6 exporter stopped", "the PostgreSQL exporter stopped, then started again",
              fire=("ScrapeTargetDown",), allowed=_USUAL),
     Scenario("slo-absent", "7b SLO metrics absent",
@@ -181,7 +195,8 @@ def for_run(quick):
         if held:
             allowed = {k: v for k, v in s.allowed.items() if k not in held}
             s = Scenario(s.name, s.title, s.fault, fire=s.fire, signal=s.signal, held=held,
-                         inhibited=s.inhibited, allowed=allowed, resolve_later=tuple(held), quick=s.quick)
+                         inhibited=s.inhibited, allowed=allowed, resolve_later=tuple(held), once=s.once,
+                         quick=s.quick)
         out.append(s)
     return out
 

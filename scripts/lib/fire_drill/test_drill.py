@@ -77,6 +77,20 @@ class JudgeFire(unittest.TestCase):
     def test_not_firing_fails(self):
         self.assertEqual(self.judge([], []).result, "FAIL")
 
+    def test_only_an_alert_of_once_may_resolve_before_the_fix(self):
+        hung = sc.BY_NAME["database-hung"]
+        burst = [notice(130, "FarolStatementsLeftRunning"), notice(142, "FarolStatementsLeftRunning", "resolved")]
+        row = jd.judge(hung, "FarolStatementsLeftRunning", dict(MARKS), [Interval(128, 140)], burst, [])
+        self.assertEqual(row.result, "ok", row)
+        self.assertEqual(row.webhook, "+20.0 s / before the fix")
+        early = jd.judge(hung, "HttpHighErrorRate", dict(MARKS), [Interval(128, 140)],
+                         [notice(130, "HttpHighErrorRate"), notice(142, "HttpHighErrorRate", "resolved")], [])
+        self.assertEqual(early.result, "FAIL")
+        self.assertIn("resolved notification missing", early.observed)
+        # once still means fired after the fault and told
+        silent = jd.judge(hung, "FarolStatementsLeftRunning", dict(MARKS), [Interval(128, 140)], [], [])
+        self.assertEqual(silent.result, "FAIL")
+
 
 SIGNAL = "PostgresPrimaryUnreachable"
 
