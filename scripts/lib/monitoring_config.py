@@ -859,7 +859,6 @@ def inhibition_scenarios():
         farol, probe, pg = targets["farol"], targets["farol-health"], targets["postgres"]
         other_pod = {**farol, "instance": "10.1.0.12:9464", "pod": "farol-7d9f-b"}
         per_instance = lambda name, t: _alert(name, "page", _keep(t, "namespace", "job", "instance"))  # noqa: E731
-        per_instance_ticket = lambda name, t: _alert(name, "ticket", _keep(t, "namespace", "job", "instance"))  # noqa: E731
         job_level = lambda name, sev, farol=farol: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
         health = _alert("FarolHealthCheckFailing", "page", probe)
         budget_fast, budget_slow = job_level("ErrorBudgetBurnFast", "page"), job_level("ErrorBudgetBurnSlow", "ticket")
@@ -902,8 +901,6 @@ def inhibition_scenarios():
             (_alert("FarolDown", "page", other_pod), False),
             (budget_slow, False),
             (_alert("PostgresTooManyConnections", "ticket", primary), False),
-            # every cancel fails while the primary does not answer
-            (per_instance_ticket("FarolStatementsLeftRunning", farol), True),
         ]
         # the minute before the page: the signal alone holds them back
         scenarios[f"{topology}: farol's primary unreachable, not yet paged"] = [
@@ -912,7 +909,6 @@ def inhibition_scenarios():
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
             (job_level("LatencyBudgetBurnFast", "page"), True),
-            (per_instance_ticket("FarolStatementsLeftRunning", farol), True),
         ]
         # back, in the page's last minute (keep_firing_for): the probe catching up
         scenarios[f"{topology}: farol's primary back, its page's last minute"] = [
@@ -924,7 +920,6 @@ def inhibition_scenarios():
         scenarios[f"{topology}: after the primary's outage"] = [
             (_alert("PostgresPrimaryRecentlyDown", "none", _keep(pg, "namespace")), False),
             (per_instance("HttpHighErrorRate", farol), True),
-            (per_instance_ticket("FarolStatementsLeftRunning", farol), True),
             (budget_fast, True),
             (job_level("LatencyBudgetBurnFast", "page"), True),
             # not windowed: a failing probe now is a new problem
@@ -941,7 +936,6 @@ def inhibition_scenarios():
             (health, False),
             (per_instance("HttpHighErrorRate", farol), False),
             (budget_fast, False),
-            (per_instance_ticket("FarolStatementsLeftRunning", farol), False),
         ]
         availability, latency = "farol-requests-availability", "farol-requests-latency"
         scenarios[f"{topology}: an SLO burning fast"] = [

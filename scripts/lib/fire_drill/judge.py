@@ -161,7 +161,9 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
             if last.end is None or last.end > end:
                 problems.append("did not resolve")
             else:
-                row.to_resolve = _secs(max(0.0, last.end - fix))
+                row.to_resolve = "before the fix" if last.end < fix else _secs(last.end - fix)
+            if kind == "fire" and after[0].start >= fix:
+                problems.append("fired only after the fix")
             if len(after) > 1:
                 row.observed = f"fired {len(after)} times"
         else:
@@ -169,8 +171,8 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
         if kind == "fire":
             sent = [n.t for n in firing_notices if fault <= n.t]
             # an alert of `once` may resolve before the fix; its notice still comes after
-            # its firing one
-            since = sent[0] if alert in scenario.once and sent else fix
+            # its last firing one
+            since = sent[-1] if alert in scenario.once and sent else fix
             resolved = [n.t for n in notices if n.status == "resolved" and since <= n.t <= end]
             told = ("NO" if not resolved else "before the fix" if resolved[0] < fix
                     else "+" + _secs(resolved[0] - fix))

@@ -54,6 +54,10 @@ class Scenario:
     once: tuple = ()               # alerts of `fire` that may resolve before the fix
     quick: bool = True             # part of --quick
 
+    def __post_init__(self):
+        if not set(self.once) <= set(self.fire):
+            raise ValueError(f"{self.name}: once names alerts not in fire: {set(self.once) - set(self.fire)}")
+
     def expectation(self, alert):
         """(kind, detail) of one alert in this scenario."""
         if alert in self.fire:

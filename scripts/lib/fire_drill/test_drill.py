@@ -78,18 +78,33 @@ class JudgeFire(unittest.TestCase):
         self.assertEqual(self.judge([], []).result, "FAIL")
 
     def test_only_an_alert_of_once_may_resolve_before_the_fix(self):
-        hung = sc.BY_NAME["database-hung"]
-        burst = [notice(130, "FarolStatementsLeftRunning"), notice(142, "FarolStatementsLeftRunning", "resolved")]
-        row = jd.judge(hung, "FarolStatementsLeftRunning", dict(MARKS), [Interval(128, 140)], burst, [])
+        hung, name = sc.BY_NAME["database-hung"], "FarolStatementsLeftRunning"
+
+        def judge(alert, intervals, notices):
+            return jd.judge(hung, alert, dict(MARKS), intervals, notices, [])
+
+        row = judge(name, [Interval(128, 140)], [notice(130, name), notice(142, name, "resolved")])
         self.assertEqual(row.result, "ok", row)
-        self.assertEqual(row.webhook, "+20.0 s / before the fix")
-        early = jd.judge(hung, "HttpHighErrorRate", dict(MARKS), [Interval(128, 140)],
-                         [notice(130, "HttpHighErrorRate"), notice(142, "HttpHighErrorRate", "resolved")], [])
+        self.assertEqual((row.webhook, row.to_resolve), ("+20.0 s / before the fix", "before the fix"))
+        early = judge("HttpHighErrorRate", [Interval(128, 140)],
+                      [notice(130, "HttpHighErrorRate"), notice(142, "HttpHighErrorRate", "resolved")])
         self.assertEqual(early.result, "FAIL")
         self.assertIn("resolved notification missing", early.observed)
         # once still means fired after the fault and told
-        silent = jd.judge(hung, "FarolStatementsLeftRunning", dict(MARKS), [Interval(128, 140)], [], [])
-        self.assertEqual(silent.result, "FAIL")
+        self.assertEqual(judge(name, [Interval(128, 140)], []).result, "FAIL")
+        # fired twice, told resolved only after the first
+        flapped = judge(name, [Interval(120, 125), Interval(130, 140)],
+                        [notice(121, name), notice(126, name, "resolved"), notice(131, name)])
+        self.assertEqual(flapped.result, "FAIL")
+        self.assertIn("resolved notification missing", flapped.observed)
+        # first fired after the fix: not the fault's doing
+        late = judge(name, [Interval(160, 170)], [notice(161, name), notice(172, name, "resolved")])
+        self.assertEqual(late.result, "FAIL")
+        self.assertIn("fired only after the fix", late.observed)
+
+    def test_once_names_only_alerts_that_fire(self):
+        with self.assertRaises(ValueError):
+            sc.Scenario("x", "x", "x", fire=("A",), once=("B",))
 
 
 SIGNAL = "PostgresPrimaryUnreachable"
