@@ -901,6 +901,8 @@ def inhibition_scenarios():
             (_alert("FarolDown", "page", other_pod), False),
             (budget_slow, False),
             (_alert("PostgresTooManyConnections", "ticket", primary), False),
+            # its rule waits the outage out itself (rules/farol.yml): no inhibition
+            (_alert("FarolStatementsLeftRunning", "ticket", _keep(farol, "namespace", "job", "instance")), False),
         ]
         # the minute before the page: the signal alone holds them back
         scenarios[f"{topology}: farol's primary unreachable, not yet paged"] = [

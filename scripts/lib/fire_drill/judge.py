@@ -164,6 +164,8 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
                 row.to_resolve = "before the fix" if last.end < fix else _secs(last.end - fix)
             if kind == "fire" and after[0].start >= fix:
                 problems.append("fired only after the fix")
+            if kind == "fire" and alert not in scenario.once and last.end is not None and last.end < fix:
+                problems.append("resolved before the fix")
             if len(after) > 1:
                 row.observed = f"fired {len(after)} times"
         else:

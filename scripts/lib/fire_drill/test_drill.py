@@ -90,6 +90,11 @@ class JudgeFire(unittest.TestCase):
                       [notice(130, "HttpHighErrorRate"), notice(142, "HttpHighErrorRate", "resolved")])
         self.assertEqual(early.result, "FAIL")
         self.assertIn("resolved notification missing", early.observed)
+        # resolved before the fix, told after it
+        told_late = judge("HttpHighErrorRate", [Interval(128, 140)],
+                          [notice(130, "HttpHighErrorRate"), notice(152, "HttpHighErrorRate", "resolved")])
+        self.assertEqual(told_late.result, "FAIL")
+        self.assertIn("resolved before the fix", told_late.observed)
         # once still means fired after the fault and told
         self.assertEqual(judge(name, [Interval(128, 140)], []).result, "FAIL")
         # fired twice, told resolved only after the first
