@@ -386,10 +386,8 @@ def cmd_wait(stack, args):
                 else:
                     say(f"p:{alert}", f"{alert} resolved in Prometheus ({rel(now, fix)})")
             for alert in scenario.fire:
-                # an alert of `once` may have resolved before the fix: after its last
-                # firing notice, as the judge reads it
                 fired = [n.t for n in notices if n.alert == alert and n.status == "firing" and n.t >= marks["fault"]]
-                since = fired[-1] if alert in scenario.once and fired else fix
+                since = scenario.resolved_since(alert, fired, fix)
                 got = [n.t for n in notices if n.alert == alert and n.status == "resolved" and n.t >= since]
                 if got:
                     say(f"w:{alert}", f"{alert} resolved at the webhook "

@@ -172,9 +172,7 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
             problems.append("did not fire")
         if kind == "fire":
             sent = [n.t for n in firing_notices if fault <= n.t]
-            # an alert of `once` may resolve before the fix; its notice still comes after
-            # its last firing one
-            since = sent[-1] if alert in scenario.once and sent else fix
+            since = scenario.resolved_since(alert, sent, fix)
             resolved = [n.t for n in notices if n.status == "resolved" and since <= n.t <= end]
             told = ("NO" if not resolved else "before the fix" if resolved[0] < fix
                     else "+" + _secs(resolved[0] - fix))

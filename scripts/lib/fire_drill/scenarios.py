@@ -21,7 +21,7 @@ inhibited) at least once: `uncovered()` names any that no scenario does. `--quic
 the scenarios marked quick.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Host alerts on CPU and memory are not caused by the application: on a 2-core machine wrk,
 # farol, PostgreSQL, Prometheus and anything else running (a build) can push CPU past 80 %,
@@ -72,6 +72,12 @@ class Scenario:
             return "allowed", self.allowed[alert]
         return "quiet", ""
 
+    def resolved_since(self, alert, fired, fix):
+        """From when a resolved notification of `alert` counts, given the times of its
+        firing notifications since the fault: the fix, or for an alert of `once` (which
+        may resolve before it) its last firing notification."""
+        return fired[-1] if alert in self.once and fired else fix
+
     def watched(self):
         """The alerts whose firing and resolving the scenario waits for."""
         return tuple(self.fire) + tuple(self.signal) + tuple(self.inhibited) + tuple(self.held)
@@ -112,9 +118,8 @@ SCENARIOS = [
              # the statements running when it froze, once: later requests wait for a
              # connection that never completes, and leave no statement behind
              once=("FarolStatementsLeftRunning",),
-             allowed={**_USUAL,
-                      "HttpHighLatency": "fire or quiet: requests wait for their query or connect timeout",
-                      "LatencyBudgetBurnFast": "fire or quiet: requests wait for their query or connect timeout"}),
+             allowed={**_USUAL, **dict.fromkeys(("HttpHighLatency", "LatencyBudgetBurnFast"),
+                                                "fire or quiet: requests wait for their query or connect timeout")}),
     Scenario("exporter", "6 exporter stopped", "the PostgreSQL exporter stopped, then started again",
              fire=("ScrapeTargetDown",), allowed=_USUAL),
     Scenario("slo-absent", "7b SLO metrics absent",
@@ -198,9 +203,7 @@ def for_run(quick):
         held = {slow: (fast,) for slow, (name, fast) in SLOW_BURN_FIRST.items() if name == s.name}
         if held:
             allowed = {k: v for k, v in s.allowed.items() if k not in held}
-            s = Scenario(s.name, s.title, s.fault, fire=s.fire, signal=s.signal, held=held,
-                         inhibited=s.inhibited, allowed=allowed, resolve_later=tuple(held), once=s.once,
-                         quick=s.quick)
+            s = replace(s, held=held, allowed=allowed, resolve_later=tuple(held))
         out.append(s)
     return out
 
