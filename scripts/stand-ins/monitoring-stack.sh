@@ -142,10 +142,11 @@ stack_add_postgres() {
   STACK_PORTS[$1]=$(free_port)
   _stack_postgres_exporter "$1" "${STACK_PORTS[$1]}" "$2"
 }
-# _stack_postgres_exporter NAME PORT DATA_SOURCE_NAME
+# _stack_postgres_exporter NAME PORT DATA_SOURCE_NAME (with compose's custom query)
 _stack_postgres_exporter() {
   _stack_run "$1" "http://127.0.0.1:$2/metrics" \
-    env DATA_SOURCE_NAME="$3" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$2"
+    env DATA_SOURCE_NAME="$3" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$2" \
+    --extend.query-path="$REPO_ROOT/monitoring/postgres-exporter/queries.yaml"
 }
 
 stack_kill() {

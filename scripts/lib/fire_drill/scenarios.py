@@ -153,6 +153,10 @@ SCENARIOS = [
     Scenario("archiving", "13 WAL archiving failing",
              "the archive directory made unwritable (a segment switched every 3 s), then writable",
              fire=("PostgresWalArchivingFailing",), allowed=_USUAL),
+    Scenario("archiving-hung", "13b WAL archiving hung",
+             "the archive command held, neither ending nor failing (a segment switched every 3 s), "
+             "then let go",
+             fire=("PostgresWalArchivingStalled",), allowed=_USUAL),
     Scenario("backup", "14 backup too old",
              "the last backup's time recorded as 27 h ago, then a real pg_dump and its time",
              fire=("PostgresBackupTooOld",), allowed=_USUAL),

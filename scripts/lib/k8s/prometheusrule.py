@@ -109,7 +109,8 @@ def production_expr(name: str, expr: str) -> str:
 # names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
 # manager reaches PostgreSQL) and, from its default monitoring queries, backends.total
 # (connections, from pg_stat_activity), pg_settings.setting (by setting name),
-# pg_stat_replication and pg_stat_archiver.
+# pg_stat_replication and pg_stat_archiver; and its collector's count of WAL files by
+# archive status (pg_wal_archive_status).
 PG_TO_CNPG = {
     "pg_up": ("cnpg_collector_up", ""),
     "pg_stat_activity_count": ("cnpg_backends_total", ""),
@@ -119,6 +120,9 @@ PG_TO_CNPG = {
     "pg_stat_replication_pg_wal_lsn_diff": ("cnpg_pg_stat_replication_replay_diff_bytes", ""),
     "pg_stat_archiver_failed_count": ("cnpg_pg_stat_archiver_failed_count", ""),
     "pg_stat_archiver_archived_count": ("cnpg_pg_stat_archiver_archived_count", ""),
+    # the WAL segments waiting to be archived: compose's custom query, CloudNativePG's
+    # collector (both count the .ready files of pg_wal/archive_status)
+    "pg_wal_archive_ready_segments": ("cnpg_collector_pg_wal_archive_status", 'value="ready"'),
 }
 # a quoted string (left alone: a label value may well read "pg_..."), or a
 # postgres_exporter metric name with its label matchers if any

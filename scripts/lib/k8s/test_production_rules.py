@@ -166,6 +166,36 @@ tests:
           - exp_labels:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
+  # archive_command hanging on the primary from 1m: two segments wait, none is archived
+  # and none fails; the standby has nothing waiting (its segments are marked done) and
+  # its ready count must not join the primary's. The segments go out at 20m.
+  - interval: 1m
+    input_series:
+      - series: cnpg_collector_pg_wal_archive_status{POD1, role="primary", value="ready"}
+        values: 0 2x18 0x4
+      - series: cnpg_collector_pg_wal_archive_status{POD1, role="primary", value="done"}
+        values: 40x19 42x4
+      - series: cnpg_pg_stat_archiver_archived_count{POD1, role="primary"}
+        values: 5 6x18 8 9 10 11
+      - series: cnpg_pg_stat_archiver_failed_count{POD1, role="primary"}
+        values: 0x23
+      - series: cnpg_collector_pg_wal_archive_status{POD2, role="replica", value="ready"}
+        values: 0x23
+      - series: cnpg_collector_pg_wal_archive_status{POD2, role="replica", value="done"}
+        values: 40x23
+      - series: cnpg_pg_stat_archiver_archived_count{POD2, role="replica"}
+        values: 0x23
+      - series: cnpg_pg_stat_archiver_failed_count{POD2, role="replica"}
+        values: 0x23
+    alert_rule_test:
+      - {eval_time: 14m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
+      - eval_time: 17m
+        alertname: PostgresWalArchivingStalled
+        exp_alerts:
+          - exp_labels:
+              {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
+               role: primary, value: ready}
+      - {eval_time: 20m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
   # The database's volume claims, as the kubelet reports them (capacity 1000 bytes here).
   # farol-db-1's data volume at 9.5 % free from 5m: the page after 5 minutes; its ticket
   # too after an hour (Alertmanager holds it back while the page fires). farol-db-2's WAL

@@ -109,7 +109,8 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                     self.assertEqual(before, after, f"{rule_name(src)} {what}")
         self.assertEqual({"PostgresTooManyConnections",
                           "PostgresReplicationLagging",
-                          "PostgresWalArchivingFailing", "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
+                          "PostgresWalArchivingFailing", "PostgresWalArchivingStalled",
+                          "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
 
     def test_postgres_down_and_its_signal_read_one_reachability_series_down_on_a_failed_scrape(self):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
