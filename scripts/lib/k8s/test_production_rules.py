@@ -196,6 +196,32 @@ tests:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary, value: ready}
       - {eval_time: 20m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
+  # farol's statements left running while its primary's pod is gone (15m to 18m; the page
+  # from 17m): FarolStatementsLeftRunning waits the outage out, and 8 minutes after it, by
+  # when those statements have left its 10-minute window. Statements left running again
+  # from 40m with the primary up: the ticket, 5 minutes on. The guard reads ALERTS of the
+  # generated alerts, so their production labels (role, namespace) are what is tested.
+  - interval: 1m
+    input_series:
+      - series: up{POD1, role="primary"}
+        values: 1x15 0x3 1x45
+      - series: cnpg_collector_up{POD1, role="primary", cluster="farol-db"}
+        values: 1x15 stale _x2 1x45
+      - series: farol_db_abandoned_statements_total{FAROL, outcome="still_running"}
+        values: 0x15 4 8 12 12x22 14 16 18 20 22 24 26 28x15
+      - series: farol_db_abandoned_statements_total{FAROL, outcome="cancelled"}
+        values: 0x63
+    alert_rule_test:
+      - eval_time: 17m
+        alertname: PostgresDown
+        exp_alerts: DOWN1
+      - {eval_time: 20m, alertname: FarolStatementsLeftRunning, exp_alerts: []}
+      - {eval_time: 26m, alertname: FarolStatementsLeftRunning, exp_alerts: []}
+      - {eval_time: 30m, alertname: FarolStatementsLeftRunning, exp_alerts: []}
+      - {eval_time: 45m, alertname: FarolStatementsLeftRunning, exp_alerts: []}
+      - eval_time: 48m
+        alertname: FarolStatementsLeftRunning
+        exp_alerts: [{exp_labels: {severity: ticket, namespace: farol, job: farol, instance: "10.1.1.1:5000"}}]
   # The database's volume claims, as the kubelet reports them (capacity 1000 bytes here).
   # farol-db-1's data volume at 9.5 % free from 5m: the page after 5 minutes; its ticket
   # too after an hour (Alertmanager holds it back while the page fires). farol-db-2's WAL
@@ -415,6 +441,7 @@ TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
                'instance: "10.1.0.1:9187", role: primary}}]').replace(
     "KUBELET", 'namespace="farol", job="kubelet", instance="node-1"').replace(
+    "FAROL", 'namespace="farol", job="farol", pod="farol-7d9c-abcde", instance="10.1.1.1:5000"').replace(
     "BOUNCER_A", BOUNCER.format(p="a", n=31)).replace("BOUNCER_B", BOUNCER.format(p="b", n=32)).replace(
     "BOUNCER_C", BOUNCER.format(p="c", n=33)).replace("BOUNCER_D", BOUNCER.format(p="d", n=34)).replace(
     "BOUNCER_E", BOUNCER.format(p="e", n=35)).replace(
