@@ -963,6 +963,15 @@ def inhibition_scenarios():
                 (claim("ticket", "farol-db-1", "billing"), False),
                 (_alert("PostgresVolumeStatsMissing", "ticket", _keep(pg, "namespace")), False),
             ]
+        # the server's archiving failing: its stall is held back, another server's is not
+        scenarios[f"{topology}: WAL archiving failing"] = [
+            (_alert("PostgresWalArchivingFailing", "ticket", primary), False),
+            (_alert("PostgresWalArchivingStalled", "ticket", primary), True),
+            (_alert("PostgresWalArchivingStalled", "ticket", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}),
+             False),
+            (_alert("PostgresWalArchivingStalled", "ticket", {**primary, "namespace": "billing"}), False),
+            (_alert("PostgresDown", "page", primary), False),
+        ]
         scenarios[f"{topology}: a scrape target down"] = [
             (_alert("ScrapeTargetDown", "ticket", pg), False),
             (_alert("ScrapeJobAbsent", "ticket", {"job": "farol-health"}), False),

@@ -167,8 +167,9 @@ tests:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
                role: primary}
   # archive_command hanging on the primary from 1m: two segments wait, none is archived
-  # and none fails; the standby has nothing waiting (its segments are marked done) and
-  # its ready count must not join the primary's. The segments go out at 20m.
+  # and none fails; the standby (archive_mode=always, say) has nothing waiting and
+  # archives its own: neither its count nor its archiving is the primary's. The segments
+  # go out at 20m.
   - interval: 1m
     input_series:
       - series: cnpg_collector_pg_wal_archive_status{POD1, role="primary", value="ready"}
@@ -182,9 +183,9 @@ tests:
       - series: cnpg_collector_pg_wal_archive_status{POD2, role="replica", value="ready"}
         values: 0x23
       - series: cnpg_collector_pg_wal_archive_status{POD2, role="replica", value="done"}
-        values: 40x23
+        values: 40+1x23
       - series: cnpg_pg_stat_archiver_archived_count{POD2, role="replica"}
-        values: 0x23
+        values: 0+1x23
       - series: cnpg_pg_stat_archiver_failed_count{POD2, role="replica"}
         values: 0x23
     alert_rule_test:
@@ -194,8 +195,22 @@ tests:
         exp_alerts:
           - exp_labels:
               {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", pod: farol-db-1,
-               role: primary, value: ready}
+               role: primary}
       - {eval_time: 20m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
+  # The primary's PostgreSQL down from 2m, its pod up: CloudNativePG's collector skips its
+  # queries (the archiver's counters vanish) but still exports its last count of waiting
+  # segments. No stall: that is PostgresDown's.
+  - interval: 1m
+    input_series:
+      - series: cnpg_collector_pg_wal_archive_status{POD1, role="primary", value="ready"}
+        values: 1x30
+      - series: cnpg_pg_stat_archiver_archived_count{POD1, role="primary"}
+        values: 5 6 stale
+      - series: cnpg_pg_stat_archiver_failed_count{POD1, role="primary"}
+        values: 0 0 stale
+    alert_rule_test:
+      - {eval_time: 20m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
+      - {eval_time: 30m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
   # farol's statements left running while its primary's pod is gone (15m to 18m; the page
   # from 17m): FarolStatementsLeftRunning waits the outage out, and 8 minutes after it, by
   # when those statements have left its 10-minute window. Statements left running again
