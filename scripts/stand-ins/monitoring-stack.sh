@@ -30,6 +30,9 @@
 #   stack_kill NAME, stack_revive NAME
 #       Stop one process of the stack (e.g. postgres-exporter), and start it again with the
 #       same command: the fire drill's exporter-down fault.
+#   stack_restart_postgres DATA_SOURCE_NAME
+#       Stop the PostgreSQL exporter and start it again on its port, reading another data
+#       source: the fire drill's failing-query fault (and, with $PG_URL, its fix).
 
 STACK_PIDS=()
 STACK_ON_EXIT=()
@@ -147,6 +150,11 @@ _stack_postgres_exporter() {
   _stack_run "$1" "http://127.0.0.1:$2/metrics" \
     env DATA_SOURCE_NAME="$3" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$2" \
     --extend.query-path="$REPO_ROOT/monitoring/postgres-exporter/queries.yaml"
+}
+
+stack_restart_postgres() {
+  stack_kill postgres-exporter
+  _stack_postgres_exporter postgres-exporter "${STACK_PORTS[postgres]}" "$1"
 }
 
 stack_kill() {

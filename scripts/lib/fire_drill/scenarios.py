@@ -122,6 +122,10 @@ SCENARIOS = [
                                                 "fire or quiet: requests wait for their query or connect timeout")}),
     Scenario("exporter", "6 exporter stopped", "the PostgreSQL exporter stopped, then started again",
              fire=("ScrapeTargetDown",), allowed=_USUAL),
+    Scenario("exporter-blind", "6b exporter queries failing",
+             "the PostgreSQL exporter started again as a role without pg_monitor (its custom query "
+             "of the WAL segments waiting is refused), then as before",
+             fire=("PostgresExporterQueryFailing",), allowed=_USUAL),
     Scenario("slo-absent", "7b SLO metrics absent",
              "a build without the SLO histogram (up, /health ok) declared as a farol target, then removed",
              fire=("SLOMetricAbsent",), allowed=_USUAL),

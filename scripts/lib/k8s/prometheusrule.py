@@ -69,6 +69,12 @@ PRODUCTION_EXPR = {
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) == 0\n'),
     "PostgresReplicationDegraded": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) < STANDBYS > 0\n'),
+    # CloudNativePG's exporter says in one gauge that its last collection had an error
+    # (a default or custom query failed), and cnpg_collector_up that the server answered.
+    "PostgresExporterQueryFailing": (
+        'max by (namespace, job, instance, role) (cnpg_collector_last_collection_error) > 0\n'
+        '  and on (namespace, job, instance)\n'
+        'max by (namespace, job, instance) (cnpg_collector_up) == 1\n'),
     # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
     "PostgresBackupTooOld": (
         'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
