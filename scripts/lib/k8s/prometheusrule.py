@@ -74,7 +74,7 @@ PRODUCTION_EXPR = {
     "PostgresExporterQueryFailing": (
         'max by (namespace, job, instance, role) (cnpg_collector_last_collection_error) > 0\n'
         '  and on (namespace, job, instance)\n'
-        'max by (namespace, job, instance) (cnpg_collector_up) == 1\n'),
+        'max by (namespace, job, instance) (cnpg_collector_up) > 0\n'),
     # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
     "PostgresBackupTooOld": (
         'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
