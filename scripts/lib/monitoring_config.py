@@ -970,6 +970,10 @@ def inhibition_scenarios():
             (_alert("PostgresWalArchivingStalled", "ticket", {**pg, "role": "replica", "instance": "10.1.0.22:9187"}),
              False),
             (_alert("PostgresWalArchivingStalled", "ticket", {**primary, "namespace": "billing"}), False),
+            (_alert("PostgresWalArchivingStalled", "ticket", {**primary, "job": "postgres-billing"}), False),
+            # an alert of that name that is no ticket (routed to no one) holds nothing back
+            (_alert("PostgresWalArchivingFailing", "none", {**primary, "instance": "10.1.0.23:9187"}), False),
+            (_alert("PostgresWalArchivingStalled", "ticket", {**primary, "instance": "10.1.0.23:9187"}), False),
             (_alert("PostgresDown", "page", primary), False),
         ]
         scenarios[f"{topology}: a scrape target down"] = [

@@ -69,10 +69,16 @@ PRODUCTION_EXPR = {
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) == 0\n'),
     "PostgresReplicationDegraded": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) < STANDBYS > 0\n'),
-    # CloudNativePG's exporter says in one gauge that its last collection had an error
-    # (a default or custom query failed), and cnpg_collector_up that the server answered.
+    # CloudNativePG's exporter: cnpg_last_error when one of its queries (a default or a
+    # custom one) failed in the last collection, cnpg_collector_last_collection_error
+    # when its own instance-level work did (the WAL directory, settings); and
+    # cnpg_collector_up that the server answered.
     "PostgresExporterQueryFailing": (
-        'max by (namespace, job, instance, role) (cnpg_collector_last_collection_error) > 0\n'
+        '(\n'
+        '  max by (namespace, job, instance, role) (cnpg_last_error) > 0\n'
+        '    or\n'
+        '  max by (namespace, job, instance, role) (cnpg_collector_last_collection_error) > 0\n'
+        ')\n'
         '  and on (namespace, job, instance)\n'
         'max by (namespace, job, instance) (cnpg_collector_up) > 0\n'),
     # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).

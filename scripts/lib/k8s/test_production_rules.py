@@ -211,25 +211,37 @@ tests:
     alert_rule_test:
       - {eval_time: 20m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
       - {eval_time: 30m, alertname: PostgresWalArchivingStalled, exp_alerts: []}
-  # CloudNativePG's collector: a query failing on farol-db-1 from 2m while its server
-  # answers: the ticket after 10 minutes; farol-db-2's collection failing because its
-  # server is down: PostgresDown's, not this.
+  # CloudNativePG's collector, from 2m: on farol-db-1 a query fails (cnpg_last_error; its
+  # instance-level collection is fine) while the server answers; on farol-db-3 the
+  # instance-level collection fails: both tickets after 10 minutes. On farol-db-2 the
+  # collection fails because its server is down: PostgresDown's, not this.
   - interval: 1m
     input_series:
-      - series: cnpg_collector_last_collection_error{POD1, role="primary"}
+      - series: cnpg_last_error{POD1, role="primary"}
         values: 0 0 1x12
+      - series: cnpg_collector_last_collection_error{POD1, role="primary"}
+        values: 0x14
       - series: cnpg_collector_up{POD1, role="primary", cluster="farol-db"}
         values: 1x14
+      - series: cnpg_last_error{POD2, role="replica"}
+        values: 0 0 1x12
       - series: cnpg_collector_last_collection_error{POD2, role="replica"}
         values: 0 0 1x12
       - series: cnpg_collector_up{POD2, role="replica", cluster="farol-db"}
         values: 1 1 0x12
+      - series: cnpg_last_error{POD3, role="replica"}
+        values: 0x14
+      - series: cnpg_collector_last_collection_error{POD3, role="replica"}
+        values: 0 0 1x12
+      - series: cnpg_collector_up{POD3, role="replica", cluster="farol-db"}
+        values: 1x14
     alert_rule_test:
       - {eval_time: 11m, alertname: PostgresExporterQueryFailing, exp_alerts: []}
       - eval_time: 12m
         alertname: PostgresExporterQueryFailing
         exp_alerts:
           - exp_labels: {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.1:9187", role: primary}
+          - exp_labels: {severity: ticket, namespace: farol, job: postgres, instance: "10.1.0.3:9187", role: replica}
   # farol's statements left running while its primary's pod is gone (15m to 18m; the page
   # from 17m): FarolStatementsLeftRunning waits the outage out, and 8 minutes after it, by
   # when those statements have left its 10-minute window. Statements left running again
@@ -470,6 +482,7 @@ tests:
 """
 TESTS = re.sub(r"^( +)CAPACITIES (\w+) (.+)\n", capacities, TESTS, flags=re.M)
 TESTS = TESTS.replace("POD1", POD.format(n=1)).replace("POD2", POD.format(n=2)).replace(
+    "POD3", POD.format(n=3)).replace(
     # the inhibit-only signal and the page of the primary, farol-db-1, with its scrape
     # target's labels (no `cluster`: one series whichever side of the `or` it comes from)
     "SIGNAL1", '[{exp_labels: {severity: none, namespace: farol, job: postgres, pod: farol-db-1, '
