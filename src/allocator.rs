@@ -9,6 +9,15 @@
 //! goes idle (a tokio park hook: a busy worker rarely parks, an idle one parks once).
 //! With both, the same burst was given back within a second, and the benchmark's
 //! throughput did not move beyond its run-to-run noise (docs/security.md).
+//!
+//! No transparent huge pages. mimalloc reserves a 1 GiB arena and, left to itself, asks
+//! the kernel to back it with 2 MiB pages (`madvise(MADV_HUGEPAGE)`), so each 2 MiB of
+//! the arena that a few small blocks touch becomes 2 MiB resident. Measured here (THP in
+//! `madvise` mode), an idle farol held 24 to 29 MiB instead of 10, and a traced one under
+//! load swung between 27 and 35 MiB, peaking past 40 (docs/benchmarks.md). The crate's
+//! `no_thp` feature removes the `madvise`; on hosts whose THP mode is `always`, where the
+//! kernel hands out huge pages unasked, [`configure`] turns THP off for the process (as
+//! mimalloc's own `MIMALLOC_ALLOW_THP=0` would, which is read before `main`).
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
 /// v3), which libmimalloc-sys does not name.
@@ -20,6 +29,12 @@ pub fn configure() {
         // SAFETY: sets one of mimalloc's options, which it reads when it next purges.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
+    // No huge pages from here on, whatever the host's THP mode. A failure (a kernel
+    // before 3.15, a seccomp profile that refuses it) leaves the host's mode, which costs
+    // memory, not correctness: nothing to report.
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle.

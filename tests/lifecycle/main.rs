@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod logs;
+mod memory;
 mod read_only;
 mod shutdown;
 mod traces;
