@@ -13,11 +13,13 @@
 //! No transparent huge pages. mimalloc reserves a 1 GiB arena and, left to itself, asks
 //! the kernel to back it with 2 MiB pages (`madvise(MADV_HUGEPAGE)`), so each 2 MiB of
 //! the arena that a few small blocks touch becomes 2 MiB resident. Measured here (THP in
-//! `madvise` mode), an idle farol held 24 to 29 MiB instead of 10, and a traced one under
-//! load swung between 27 and 35 MiB, peaking past 40 (docs/benchmarks.md). The crate's
-//! `no_thp` feature removes the `madvise`; on hosts whose THP mode is `always`, where the
-//! kernel hands out huge pages unasked, [`configure`] turns THP off for the process (as
-//! mimalloc's own `MIMALLOC_ALLOW_THP=0` would, which is read before `main`).
+//! `madvise` mode), an idle farol held 24 to 26 MiB instead of 10, and a traced one under
+//! load swung between 27 and 35 MiB, peaking past 40; the huge pages bought a few
+//! percent of throughput, within the benchmark's run-to-run spread (docs/benchmarks.md).
+//! The crate's `no_thp` feature removes the `madvise`; on hosts whose THP mode is
+//! `always`, where the kernel hands out huge pages unasked, [`configure`] turns THP off
+//! for the process (as mimalloc's own `MIMALLOC_ALLOW_THP=0` would, which is read before
+//! `main`).
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
 /// v3), which libmimalloc-sys does not name.
