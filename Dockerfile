@@ -50,6 +50,10 @@ COPY --from=builder /out/farol /usr/local/bin/farol
 # The distroless nonroot user, stated explicitly so that no base-image change can
 # silently turn the service into root; numeric so Kubernetes can verify runAsNonRoot.
 USER 65532:65532
+# mimalloc turns transparent huge pages off for the process before it maps anything, also
+# on hosts whose THP mode is `always`, where farol's own switch comes after the first
+# pages (src/allocator.rs)
+ENV MIMALLOC_ALLOW_THP=0
 EXPOSE 5000
 # Exec form: there is no shell in this image. The binary GETs its own /livez.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

@@ -14,12 +14,19 @@
 //! the kernel to back it with 2 MiB pages (`madvise(MADV_HUGEPAGE)`), so each 2 MiB of
 //! the arena that a few small blocks touch becomes 2 MiB resident. Measured here (THP in
 //! `madvise` mode), an idle farol held 24 to 26 MiB instead of 10, and a traced one under
-//! load swung between 27 and 35 MiB, peaking past 40; the huge pages bought a few
-//! percent of throughput, within the benchmark's run-to-run spread (docs/benchmarks.md).
-//! The crate's `no_thp` feature removes the `madvise`; on hosts whose THP mode is
+//! load swung between 27 and 35 MiB, peaking past 40. The huge pages bought a few percent
+//! of throughput: in ten paired rounds by hand, without them `GET /` made a median 0.96
+//! and `GET /health` 0.97 of the requests (docs/benchmarks.md).
+//!
+//! The crate's `no_thp` feature removes the `madvise`. On hosts whose THP mode is
 //! `always`, where the kernel hands out huge pages unasked, [`configure`] turns THP off
-//! for the process (as mimalloc's own `MIMALLOC_ALLOW_THP=0` would, which is read before
-//! `main`).
+//! for the process; the pages mimalloc touched before `main` may already be huge there,
+//! which the image avoids by setting `MIMALLOC_ALLOW_THP=0` (mimalloc then turns THP off
+//! itself, before it maps anything). [`huge_pages_off`] says whether it worked, for the
+//! start-up log.
+
+#[cfg(target_os = "linux")]
+use libc::c_ulong;
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
 /// v3), which libmimalloc-sys does not name.
@@ -33,10 +40,40 @@ pub fn configure() {
     }
     // No huge pages from here on, whatever the host's THP mode. A failure (a kernel
     // before 3.15, a seccomp profile that refuses it) leaves the host's mode, which costs
-    // memory, not correctness: nothing to report.
+    // memory, not correctness: `huge_pages_off` reports it once logging is up.
     #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory of ours.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // SAFETY: prctl reads its arguments 2 to 5 as unsigned longs; for PR_SET_THP_DISABLE
+    // they are the flag (1) and zeros, and no pointer: it touches no memory of ours.
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_SET_THP_DISABLE,
+            1 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    };
+}
+
+/// Whether transparent huge pages are off for this process (see [`configure`]); `None`
+/// where the kernel cannot say (not Linux, or a kernel before 3.15).
+pub fn huge_pages_off() -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_GET_THP_DISABLE takes no further argument (zeros) and returns the flag.
+        let flag = unsafe {
+            libc::prctl(
+                libc::PR_GET_THP_DISABLE,
+                0 as c_ulong,
+                0 as c_ulong,
+                0 as c_ulong,
+                0 as c_ulong,
+            )
+        };
+        (flag >= 0).then_some(flag == 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle.

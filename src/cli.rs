@@ -86,6 +86,12 @@ fn serve() -> ExitCode {
         Err(error) => return config_error(error),
     };
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
+    if crate::allocator::huge_pages_off() == Some(false) {
+        tracing::warn!(
+            "transparent huge pages could not be turned off: each 2 MiB the allocator \
+             touches may stay resident (docs/benchmarks.md, \"No transparent huge pages\")"
+        );
+    }
     let ignored = Settings::ignored_chaos_variables(&env);
     if !settings.chaos.enabled && !ignored.is_empty() {
         tracing::warn!(

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod logs;
+#[cfg(target_os = "linux")]
 mod memory;
 mod read_only;
 mod shutdown;
