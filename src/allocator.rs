@@ -22,8 +22,8 @@
 //! `always`, where the kernel hands out huge pages unasked, [`configure`] turns THP off
 //! for the process; the pages mimalloc touched before `main` may already be huge there,
 //! which the image avoids by setting `MIMALLOC_ALLOW_THP=0` (mimalloc then turns THP off
-//! itself, before it maps anything). [`huge_pages_off`] says whether it worked, for the
-//! start-up log.
+//! itself, before it maps anything). A failure to turn them off is logged at start-up
+//! ([`huge_pages_error`]).
 
 #[cfg(target_os = "linux")]
 use libc::c_ulong;
@@ -40,40 +40,34 @@ pub fn configure() {
     }
     // No huge pages from here on, whatever the host's THP mode. A failure (a kernel
     // before 3.15, a seccomp profile that refuses it) leaves the host's mode, which costs
-    // memory, not correctness: `huge_pages_off` reports it once logging is up.
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl reads its arguments 2 to 5 as unsigned longs; for PR_SET_THP_DISABLE
-    // they are the flag (1) and zeros, and no pointer: it touches no memory of ours.
-    let _ = unsafe {
-        libc::prctl(
-            libc::PR_SET_THP_DISABLE,
-            1 as c_ulong,
-            0 as c_ulong,
-            0 as c_ulong,
-            0 as c_ulong,
-        )
-    };
-}
-
-/// Whether transparent huge pages are off for this process (see [`configure`]); `None`
-/// where the kernel cannot say (not Linux, or a kernel before 3.15).
-pub fn huge_pages_off() -> Option<bool> {
+    // memory, not correctness: kept for the start-up log (`huge_pages_error`).
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: PR_GET_THP_DISABLE takes no further argument (zeros) and returns the flag.
-        let flag = unsafe {
+        // SAFETY: prctl reads its arguments 2 to 5 as unsigned longs; for
+        // PR_SET_THP_DISABLE they are the flag (1) and zeros, and no pointer: it touches no
+        // memory of ours.
+        let set = unsafe {
             libc::prctl(
-                libc::PR_GET_THP_DISABLE,
-                0 as c_ulong,
+                libc::PR_SET_THP_DISABLE,
+                1 as c_ulong,
                 0 as c_ulong,
                 0 as c_ulong,
                 0 as c_ulong,
             )
         };
-        (flag >= 0).then_some(flag == 1)
+        if set != 0 {
+            let _ = HUGE_PAGES_ERROR.set(std::io::Error::last_os_error());
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    None
+}
+
+/// Why [`configure`] could not turn transparent huge pages off, if it could not.
+static HUGE_PAGES_ERROR: std::sync::OnceLock<std::io::Error> = std::sync::OnceLock::new();
+
+/// The error that left transparent huge pages on, for the start-up log; `None` when they
+/// were turned off (or, off Linux, when there are none to turn off).
+pub fn huge_pages_error() -> Option<&'static std::io::Error> {
+    HUGE_PAGES_ERROR.get()
 }
 
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle.

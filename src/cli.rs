@@ -86,8 +86,9 @@ fn serve() -> ExitCode {
         Err(error) => return config_error(error),
     };
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
-    if crate::allocator::huge_pages_off() == Some(false) {
+    if let Some(error) = crate::allocator::huge_pages_error() {
         tracing::warn!(
+            %error,
             "transparent huge pages could not be turned off: each 2 MiB the allocator \
              touches may stay resident (docs/benchmarks.md, \"No transparent huge pages\")"
         );

@@ -38,9 +38,10 @@ farol_command() {
   # shellcheck disable=SC2034 # for the caller, which sources this file
   # from /: `farol serve` reads ./.env when there is one, and the caller's working
   # directory may be the repository, with a developer's .env in it
+  # MIMALLOC_ALLOW_THP=0 as the image sets it (src/allocator.rs)
   FAROL_CMD=(env -i -C / PATH="$PATH"
     DATABASE_URL="$database_url" HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json LOG_LEVEL=info
-    MIGRATE_ON_START=true "$@" "$FAROL_BIN" serve)
+    MIGRATE_ON_START=true MIMALLOC_ALLOW_THP=0 "$@" "$FAROL_BIN" serve)
 }
 
 farol_wait_ready() {
