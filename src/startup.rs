@@ -14,6 +14,7 @@ use crate::config::{LiveConfig, ProductionGuard, Settings};
 use crate::db::{self, Database, readiness};
 use crate::http::budget::PayloadBudget;
 use crate::http::server;
+use crate::notes::batch::Inserts;
 use crate::routes;
 use crate::shutdown::Shutdown;
 use crate::state::{AppState, BUILD, Shared};
@@ -81,6 +82,7 @@ impl Application {
             tracer.clone(),
         )?;
         let state = AppState::new(Shared {
+            inserts: Inserts::new(db.clone(), settings.database.pool_max, tracer.is_some()),
             db,
             metrics,
             live: LiveConfig::new(settings.live.start.clone()),

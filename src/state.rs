@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::LiveConfig;
 use crate::db::Database;
 use crate::http::budget::PayloadBudget;
+use crate::notes::batch::Inserts;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::Tracer;
@@ -43,6 +44,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub db: Database,
+    /// Creates of notes, several to a statement under load.
+    pub inserts: Inserts,
     pub metrics: Arc<Metrics>,
     pub live: LiveConfig,
     pub shutdown: Shutdown,

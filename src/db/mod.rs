@@ -196,6 +196,30 @@ impl DbError {
         )
     }
 
+    /// The same failure, for another caller of the same statement (several notes
+    /// inserted in one); `None` for a query error, whose driver error cannot be copied
+    /// and which may concern one row only.
+    pub fn for_another_caller(&self) -> Option<Self> {
+        Some(match self {
+            DbError::Unavailable {
+                reason,
+                broke_established,
+                unanswered,
+            } => DbError::Unavailable {
+                reason: reason.clone(),
+                broke_established: *broke_established,
+                unanswered: *unanswered,
+            },
+            DbError::ReadOnly { reason } => DbError::ReadOnly {
+                reason: reason.clone(),
+            },
+            DbError::NoRow(operation) => DbError::NoRow(operation),
+            DbError::Busy => DbError::Busy,
+            DbError::Timeout => DbError::Timeout,
+            DbError::Query(_) => return None,
+        })
+    }
+
     /// Whether this error says the database is down for farol: unreachable, or taking
     /// no writes. A timeout alone does not, nor does a busy pool.
     pub fn is_outage(&self) -> bool {
@@ -557,6 +581,11 @@ impl Database {
 
     pub fn config(&self) -> &DatabaseConfig {
         &self.inner.config
+    }
+
+    /// `DB_QUERY_TIMEOUT_MS`: the bound on every wait for the database.
+    pub fn query_timeout(&self) -> Duration {
+        self.inner.query_timeout
     }
 
     /// How statements are sent: named, or unnamed for a pooler in transaction mode.

@@ -1,4 +1,5 @@
 //! Notes, the service's one resource: the domain types and their storage.
+pub mod batch;
 pub mod cursor;
 pub mod model;
 pub mod store;

@@ -32,7 +32,7 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// What a create did.
+/// What a create with an idempotency key did.
 pub enum Created {
     /// Made the note.
     New(Note),
@@ -46,34 +46,71 @@ pub enum Created {
 }
 
 /// Inserts a note under `id` (from [`new_id`]): chosen by the caller, which can then say
-/// where the note would be when the insert's outcome is unknown. With an idempotency
-/// `key`, a key already used makes no second note: the first one is returned.
-pub async fn create(
-    db: &Database,
-    id: Uuid,
-    content: &NoteContent,
-    key: Option<&str>,
-) -> Result<Created, DbError> {
-    let (title, body) = (content.title().to_owned(), content.body().to_owned());
-    let key = key.map(str::to_owned);
+/// where the note would be when the insert's outcome is unknown.
+pub async fn insert(db: &Database, id: Uuid, content: &NoteContent) -> Result<Note, DbError> {
+    let (title, body) = (content.title(), content.body());
     db.write("insert_note", |mut session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
-        let Some(key) = key else {
+        let sql = format!(
+            "INSERT INTO notes (id, title, body, created_at, updated_at) \
+             SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
+             RETURNING {COLUMNS}"
+        );
+        let params = [
+            (&id as _, Type::UUID),
+            (&title as _, Type::TEXT),
+            (&body as _, Type::TEXT),
+        ];
+        session.query_opt(&sql, &params).await
+    })
+    .await?
+    .map(|row| note(&row))
+    // INSERT … RETURNING without an error always returns its row
+    .ok_or(DbError::NoRow("insert_note"))
+}
+
+/// Inserts several notes, each under its id, in one statement: one round trip and one
+/// commit for all (`batch`). They share one clock reading. All or none are made; the
+/// notes come back in no particular order.
+pub async fn insert_many(
+    db: &Database,
+    notes: &[(Uuid, &NoteContent)],
+) -> Result<Vec<Note>, DbError> {
+    let ids: Vec<Uuid> = notes.iter().map(|(id, _)| *id).collect();
+    let titles: Vec<&str> = notes.iter().map(|(_, content)| content.title()).collect();
+    let bodies: Vec<&str> = notes.iter().map(|(_, content)| content.body()).collect();
+    let rows = db
+        .write("insert_notes", |mut session| async move {
             let sql = format!(
                 "INSERT INTO notes (id, title, body, created_at, updated_at) \
-                 SELECT $1, $2, $3, moment, moment FROM clock_timestamp() AS moment \
+                 SELECT new.id, new.title, new.body, moment, moment \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS new (id, title, body), \
+                 clock_timestamp() AS moment \
                  RETURNING {COLUMNS}"
             );
             let params = [
-                (&id as _, Type::UUID),
-                (&title as _, Type::TEXT),
-                (&body as _, Type::TEXT),
+                (&ids as _, Type::UUID_ARRAY),
+                (&titles as _, Type::TEXT_ARRAY),
+                (&bodies as _, Type::TEXT_ARRAY),
             ];
-            let row = session.query_opt(&sql, &params).await?;
-            return Ok::<_, tokio_postgres::Error>(row.map(|row| Created::New(note(&row))));
-        };
+            session.query(&sql, &params).await
+        })
+        .await?;
+    Ok(rows.iter().map(note).collect())
+}
+
+/// Inserts a note under `id` unless `key` made one already: a key already used makes no
+/// second note, and the first one is returned.
+pub async fn create_keyed(
+    db: &Database,
+    id: Uuid,
+    content: &NoteContent,
+    key: &str,
+) -> Result<Created, DbError> {
+    let (title, body) = (content.title(), content.body());
+    db.write("insert_note", |mut session| async move {
         // A concurrent request with the same key: this insert waits for it to end, then
         // does nothing; the read after it, a statement of its own, sees its note.
         let sql = format!(
@@ -91,7 +128,7 @@ pub async fn create(
             (&key as _, Type::TEXT),
         ];
         if let Some(row) = session.query_opt(&sql, &params).await? {
-            return Ok(Some(Created::New(note(&row))));
+            return Ok::<_, tokio_postgres::Error>(Created::New(note(&row)));
         }
         // The note found may be committed on this server only: a commit waiting for a
         // synchronous standby, then cancelled (farol cancels what it gave up on), is
@@ -104,17 +141,15 @@ pub async fn create(
             "SELECT {COLUMNS}, idempotency_digest = {REQUEST_DIGEST} \
              FROM notes WHERE idempotency_key = $4 FOR KEY SHARE"
         );
-        Ok(Some(match session.query_opt(&sql, &params).await? {
+        Ok(match session.query_opt(&sql, &params).await? {
             Some(row) => Created::Replayed {
                 note: note(&row),
                 same_content: row.get::<_, Option<bool>>(5) == Some(true),
             },
             None => Created::KeyGone,
-        }))
+        })
     })
-    .await?
-    // INSERT … RETURNING without an error or a conflict always returns its row
-    .ok_or(DbError::NoRow("insert_note"))
+    .await
 }
 
 /// A new note's id. UUIDv7 ids grow with time, so inserts land at the end of the

@@ -160,13 +160,10 @@ pub async fn create_note(
 ) -> Result<Response, ApiError> {
     let content = input.validate()?;
     let id = store::new_id();
-    let created = store::create(
-        &state.db,
-        id,
-        &content,
-        key.as_ref().map(IdempotencyKey::as_str),
-    )
-    .await;
+    let created = state
+        .inserts
+        .create(id, content, key.as_ref().map(IdempotencyKey::as_str))
+        .await;
     let (note, replayed) = match created {
         Ok(Created::New(note)) => (note, false),
         Ok(Created::Replayed {

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batched_inserts;
 mod bounds;
 mod database;
 mod errors;

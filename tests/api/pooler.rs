@@ -261,7 +261,8 @@ async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
 /// exited in the first round of these, having cancelled almost none,
 /// when farol's cancels closed their connections right after writing the request. Every
 /// statement runs on a server connection of its own, so that PgBouncer forwards every
-/// cancel.
+/// cancel. The creates carry idempotency keys: keyed creates each get a statement of
+/// their own, where creates without one would share a few (`notes::batch`).
 #[tokio::test]
 async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stays_up() {
     const TOGETHER: usize = 32;
@@ -314,7 +315,13 @@ async fn statements_abandoned_together_are_cancelled_behind_pgbouncer_which_stay
             let app = &app;
             async move {
                 let note = json!({"title": "held", "body": format!("round {round}, {n}")});
-                app.post_json("/api/v1/notes", &note).await
+                app.client
+                    .post(app.url("/api/v1/notes"))
+                    .header("Idempotency-Key", format!("held-{round}-{n}"))
+                    .json(&note)
+                    .send()
+                    .await
+                    .unwrap()
             }
         });
         for answer in futures_util::future::join_all(posts).await {
