@@ -82,7 +82,12 @@ impl Application {
             tracer.clone(),
         )?;
         let state = AppState::new(Shared {
-            inserts: Inserts::new(db.clone(), settings.database.pool_max, tracer.is_some()),
+            inserts: Inserts::new(
+                db.clone(),
+                settings.database.pool_max,
+                metrics.note_inserts_queued.clone(),
+                tracer.is_some(),
+            ),
             db,
             metrics,
             live: LiveConfig::new(settings.live.start.clone()),

@@ -493,7 +493,8 @@ impl Database {
         self.is_reachable() && !self.inner.read_only.is_set()
     }
 
-    fn is_reachable(&self) -> bool {
+    /// Whether the database answered the last operation, whatever it said.
+    pub fn is_reachable(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
 

@@ -1,24 +1,29 @@
 //! New notes inserted together. Most of what PostgreSQL spends on a one-row `INSERT` is
 //! the statement's (its round trip, the executor, the commit), not the row's: with eight
-//! rows a statement it wrote about four times the notes per second of one row a statement
-//! (docs/benchmarks.md). So the creates that arrive while [`MAX_STATEMENTS`] inserts are
-//! already running wait in a queue, and the next statement takes all of them, up to
-//! [`MAX_ROWS`]. At low load a statement finds one note queued and sends it as before; a
-//! note is never held back to wait for others.
+//! rows a statement pgbench wrote about four times the notes per second of one row a
+//! statement (docs/benchmarks.md). So the creates that arrive while [`MAX_STATEMENTS`]
+//! inserts are already running wait in a queue, and the next statement takes all of
+//! them, up to [`MAX_ROWS`]. At low load a statement finds one create queued and sends
+//! it as before; a create is never held back to wait for others.
 //!
 //! Each create is answered only after the statement's commit, as before. A statement runs
 //! in a task of its own, so that a client that goes away does not take its neighbours'
 //! notes with it; once every client of a statement has gone, the statement is dropped,
 //! which cancels it as any abandoned statement is (`db::abandon`). A failure is every
-//! note's, but a query error may be one row's (two notes with one id): then each note is
-//! inserted again on its own, and gets its own answer. Creates with an idempotency key
-//! are not batched: their statement reads the key's note back when it exists.
+//! note's, but a query error may be one row's (a trigger, a constraint): then each note
+//! is inserted again on its own, and gets its own answer. A create waits in the queue at
+//! most `DB_QUERY_TIMEOUT_MS`, as it would wait for a pool slot, and is then answered
+//! busy (or unavailable, while the database is): it was never sent. Creates with an
+//! idempotency key are not batched: their statement reads the key's note back.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use futures_util::FutureExt as _;
 use opentelemetry::Context;
-use opentelemetry::context::FutureExt;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
@@ -28,10 +33,11 @@ use crate::db::outage::ReasonLog;
 use crate::db::{Database, DbError, describe};
 
 /// Insert statements running at once, at most (and no more than the pool's connections).
-/// A few keep the database's cores busy (on the benchmark's two cores, 4 clients wrote
-/// more one-row inserts than 16); more would only make each statement smaller.
+/// A few keep the database's cores busy (on the benchmark's two cores, 4 pgbench clients
+/// wrote more one-row inserts than 16); more would only make each statement smaller.
 pub const MAX_STATEMENTS: usize = 4;
-/// Notes in one statement at most: 64 bodies of 10,000 characters are well under a MiB.
+/// Notes in one statement at most: 64 bodies of 10,000 characters are 2.6 MB at most in
+/// UTF-8, bounded like the requests that carry them.
 pub const MAX_ROWS: usize = 64;
 
 /// The queue of creates and the statements that drain it. Cheap to clone.
@@ -41,31 +47,42 @@ pub struct Inserts(Arc<Shared>);
 struct Shared {
     db: Database,
     queue: Mutex<Vec<Pending>>,
+    /// `farol_note_inserts_queued`: the queue's length.
+    queued: IntGauge,
     statements: Arc<Semaphore>,
     /// Whether to carry each create's trace context to its statement.
     traced: bool,
-    /// Why statements of several notes were refused, logged at most once per reason
-    /// and interval: a statement that fails every time (a schema farol does not expect)
-    /// must not go unseen behind the one-note inserts that then succeed.
+    /// Why statements of several notes were refused, logged at most once per reason and
+    /// interval: a statement that fails every time (a schema farol does not expect) must
+    /// not go unseen behind the one-note inserts that then succeed.
     refusals: ReasonLog,
 }
+
+type Answer = oneshot::Sender<Result<Note, DbError>>;
 
 /// A create waiting for its statement.
 struct Pending {
     id: Uuid,
     content: NoteContent,
-    answer: oneshot::Sender<Result<Note, DbError>>,
+    answer: Answer,
     context: Option<Context>,
-    queued_at: Instant,
+}
+
+/// A create taken into a statement.
+struct Taken {
+    id: Uuid,
+    content: NoteContent,
+    context: Option<Context>,
 }
 
 impl Inserts {
-    /// `pool_max`: the pool's connections (`DB_POOL_MAX`); `traced`: whether traces are
-    /// exported.
-    pub fn new(db: Database, pool_max: usize, traced: bool) -> Self {
+    /// `pool_max`: the pool's connections (`DB_POOL_MAX`); `queued`: the gauge of the
+    /// queue's length; `traced`: whether traces are exported.
+    pub fn new(db: Database, pool_max: usize, queued: IntGauge, traced: bool) -> Self {
         Self(Arc::new(Shared {
             db,
             queue: Mutex::new(Vec::new()),
+            queued,
             statements: Arc::new(Semaphore::new(MAX_STATEMENTS.min(pool_max).max(1))),
             traced,
             refusals: ReasonLog::default(),
@@ -83,22 +100,26 @@ impl Inserts {
         if let Some(key) = key {
             return store::create_keyed(&self.0.db, id, &content, key).await;
         }
-        let (answer, answered) = oneshot::channel();
+        let (answer, mut answered) = oneshot::channel();
         let context = self.0.traced.then(Context::current);
         self.0.queue(Pending {
             id,
             content,
             answer,
             context,
-            queued_at: Instant::now(),
         });
         self.0.clone().start_statement();
-        match answered.await {
+        let answer = match tokio::time::timeout(self.0.db.query_timeout(), &mut answered).await {
+            Ok(answer) => answer,
+            Err(_) if self.0.withdraw(id) => return Err(self.0.no_statement_in_time()),
+            // taken meanwhile: its statement has a time bound of its own
+            Err(_) => answered.await,
+        };
+        match answer {
             Ok(result) => result.map(Created::New),
-            // The statement's task ended without an answer (it panicked): the note may
-            // have been made.
+            // The statement's task panicked (logged there): the note may have been made.
             Err(_) => Err(DbError::Unavailable {
-                reason: "the insert's statement ended without an answer".into(),
+                reason: "the statement inserting the note failed without an answer".into(),
                 broke_established: false,
                 unanswered: true,
             }),
@@ -107,21 +128,47 @@ impl Inserts {
 }
 
 impl Shared {
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+    fn lock_queue(&self) -> MutexGuard<'_, Vec<Pending>> {
         // nothing that holds the lock can panic half way: a poisoned queue is whole
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a create. A request that ends (its client gone, its time up) leaves its
-    /// create queued until a statement takes the queue; so that a database that holds
-    /// every statement does not let those pile up, a queue already longer than a
-    /// statement takes is first rid of them.
+    /// Queues a create. A request that ends (its client gone) leaves its create queued
+    /// until a statement takes the queue or its wait ends; so that a database that holds
+    /// every statement does not let those pile up, a queue longer than a statement
+    /// takes is first rid of them.
     fn queue(&self, pending: Pending) {
         let mut queue = self.lock_queue();
         if queue.len() >= MAX_ROWS {
             queue.retain(|queued| !queued.answer.is_closed());
         }
         queue.push(pending);
+        self.queued.set(queue.len() as i64);
+    }
+
+    /// Takes the create `id` out of the queue: whether it was still there.
+    fn withdraw(&self, id: Uuid) -> bool {
+        let mut queue = self.lock_queue();
+        let Some(place) = queue.iter().position(|pending| pending.id == id) else {
+            return false;
+        };
+        queue.remove(place);
+        self.queued.set(queue.len() as i64);
+        true
+    }
+
+    /// Why a create waited its whole time in the queue: every statement busy, as a pool
+    /// slot that never came free is; or, while the database is unreachable, that.
+    fn no_statement_in_time(&self) -> DbError {
+        if self.db.is_reachable() {
+            DbError::Busy
+        } else {
+            DbError::Unavailable {
+                reason: "no insert statement could start while the database is unreachable".into(),
+                broke_established: false,
+                unanswered: false,
+            }
+        }
     }
 
     /// Starts a statement's task unless [`MAX_STATEMENTS`] run: a running one takes what
@@ -135,8 +182,8 @@ impl Shared {
     /// Inserts what is queued, statement after statement, until the queue is empty.
     async fn drain(self: Arc<Self>, mut permit: OwnedSemaphorePermit) {
         loop {
-            let batch = self.take();
-            if batch.is_empty() {
+            let (notes, answers) = self.take();
+            if notes.is_empty() {
                 drop(permit);
                 // A create queued after `take`, whose own start found every permit
                 // taken, is this task's to insert: it pushed before trying, and the
@@ -150,48 +197,54 @@ impl Shared {
                 }
                 continue;
             }
-            self.insert(batch).await;
+            let count = notes.len();
+            // A panic answers this statement's creates "unknown" (their answers are
+            // dropped); the task goes on with the queue.
+            if AssertUnwindSafe(self.insert(notes, answers))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    notes = count,
+                    "the statement inserting notes panicked: their creates are answered as unknown"
+                );
+            }
         }
     }
 
     /// Up to [`MAX_ROWS`] creates from the queue, oldest first, leaving out those whose
-    /// client has gone. A create queued for longer than the query timeout is answered
-    /// `Busy` instead, as a wait for a pool slot that long would be: a statement that
-    /// holds the database does not hold every create behind it to the request's own
-    /// time limit.
-    fn take(&self) -> Vec<Pending> {
-        let waited_too_long =
-            |pending: &Pending| pending.queued_at.elapsed() > self.db.query_timeout();
-        let (taken, stale) = {
+    /// client has gone.
+    fn take(&self) -> (Vec<Taken>, Vec<Answer>) {
+        let taken = {
             let mut queue = self.lock_queue();
             queue.retain(|pending| !pending.answer.is_closed());
-            let stale = queue
-                .iter()
-                .take_while(|pending| waited_too_long(pending))
-                .count();
-            let stale: Vec<Pending> = queue.drain(..stale).collect();
             let taken = queue.len().min(MAX_ROWS);
             let rest = queue.split_off(taken);
-            (std::mem::replace(&mut *queue, rest), stale)
+            let taken = std::mem::replace(&mut *queue, rest);
+            self.queued.set(queue.len() as i64);
+            taken
         };
-        for pending in stale {
-            let _ = pending.answer.send(Err(DbError::Busy));
-        }
         taken
+            .into_iter()
+            .map(|pending| {
+                let note = Taken {
+                    id: pending.id,
+                    content: pending.content,
+                    context: pending.context,
+                };
+                (note, pending.answer)
+            })
+            .unzip()
     }
 
-    async fn insert(&self, batch: Vec<Pending>) {
-        let context = batch.iter().find_map(|pending| pending.context.clone());
-        let (notes, mut answers): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|pending| ((pending.id, pending.content), pending.answer))
-            .unzip();
-        let statement = async {
-            match context {
-                Some(context) => self.statement(&notes).with_context(context).await,
-                None => self.statement(&notes).await,
-            }
-        };
+    async fn insert(&self, notes: Vec<Taken>, mut answers: Vec<Answer>) {
+        // The statement's span goes to the first sampled create's trace.
+        let context = notes
+            .iter()
+            .filter_map(|note| note.context.as_ref())
+            .find(|context| context.span().span_context().is_sampled())
+            .cloned();
         // Dropping the statement cancels it: done once no client waits for its answer.
         let outcome = {
             let everyone_gone = async {
@@ -200,7 +253,7 @@ impl Shared {
                 }
             };
             tokio::select! {
-                outcome = statement => Some(outcome),
+                outcome = traced(context, self.statement(&notes)) => Some(outcome),
                 () = everyone_gone => None,
             }
         };
@@ -216,20 +269,9 @@ impl Shared {
                 }
                 // A query error, perhaps one note's: each on its own statement.
                 None if notes.len() > 1 => {
-                    if let DbError::Query(refusal) = &error {
-                        let reason = describe(refusal);
-                        if self.refusals.should_log(&reason) {
-                            tracing::warn!(
-                                error = %reason,
-                                notes = notes.len(),
-                                "a statement of several notes was refused; each is inserted on its own"
-                            );
-                        }
-                    }
-                    for ((id, content), answer) in notes.iter().zip(answers) {
-                        if !answer.is_closed() {
-                            let _ = answer.send(store::insert(&self.db, *id, content).await);
-                        }
+                    self.log_refusal(&error, notes.len());
+                    for (note, answer) in notes.iter().zip(answers) {
+                        self.insert_alone(note, answer).await;
                     }
                 }
                 None => {
@@ -242,26 +284,58 @@ impl Shared {
     }
 
     /// One statement for `notes`: the one-note insert for one.
-    async fn statement(&self, notes: &[(Uuid, NoteContent)]) -> Result<Vec<Note>, DbError> {
-        if let [(id, content)] = notes {
-            return store::insert(&self.db, *id, content)
+    async fn statement(&self, notes: &[Taken]) -> Result<Vec<Note>, DbError> {
+        if let [note] = notes {
+            return store::insert(&self.db, note.id, &note.content)
                 .await
                 .map(|note| vec![note]);
         }
         let notes: Vec<(Uuid, &NoteContent)> =
-            notes.iter().map(|(id, content)| (*id, content)).collect();
+            notes.iter().map(|note| (note.id, &note.content)).collect();
         store::insert_many(&self.db, &notes).await
+    }
+
+    /// A note of a refused statement, on its own, in its own trace, cancelled if its
+    /// client goes away meanwhile.
+    async fn insert_alone(&self, note: &Taken, mut answer: Answer) {
+        let alone = traced(
+            note.context.clone(),
+            store::insert(&self.db, note.id, &note.content),
+        );
+        tokio::select! {
+            result = alone => {
+                let _ = answer.send(result);
+            }
+            () = answer.closed() => {}
+        }
+    }
+
+    fn log_refusal(&self, error: &DbError, notes: usize) {
+        if let DbError::Query(refusal) = error {
+            let reason = describe(refusal);
+            if self.refusals.should_log(&reason) {
+                tracing::warn!(
+                    error = %reason,
+                    notes,
+                    "a statement of several notes was refused; each is inserted on its own"
+                );
+            }
+        }
+    }
+}
+
+/// `work` in the trace of `context`, when there is one.
+async fn traced<T>(context: Option<Context>, work: impl Future<Output = T>) -> T {
+    match context {
+        Some(context) => work.with_context(context).await,
+        None => work.await,
     }
 }
 
 /// Each create gets its own note back; one the statement did not return, a `NoRow`.
-fn answer_each(
-    notes: &[(Uuid, NoteContent)],
-    answers: Vec<oneshot::Sender<Result<Note, DbError>>>,
-    mut made: Vec<Note>,
-) {
-    for ((id, _), answer) in notes.iter().zip(answers) {
-        let result = match made.iter().position(|note| note.id == *id) {
+fn answer_each(notes: &[Taken], answers: Vec<Answer>, mut made: Vec<Note>) {
+    for (note, answer) in notes.iter().zip(answers) {
+        let result = match made.iter().position(|made| made.id == note.id) {
             Some(index) => Ok(made.swap_remove(index)),
             None => Err(DbError::NoRow("insert_notes")),
         };

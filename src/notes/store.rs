@@ -85,8 +85,8 @@ pub async fn insert_many(
         .write("insert_notes", |mut session| async move {
             let sql = format!(
                 "INSERT INTO notes (id, title, body, created_at, updated_at) \
-                 SELECT new.id, new.title, new.body, moment, moment \
-                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS new (id, title, body), \
+                 SELECT added.id, added.title, added.body, moment, moment \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS added (id, title, body), \
                  clock_timestamp() AS moment \
                  RETURNING {COLUMNS}"
             );

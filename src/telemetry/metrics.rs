@@ -51,6 +51,8 @@ pub struct Metrics {
     pub db_duration: HistogramVec,
     /// Statements farol stopped waiting for, by what became of them (`db::abandon`).
     pub db_abandoned: IntCounterVec,
+    /// Creates of notes waiting for an insert statement (`notes::batch`).
+    pub note_inserts_queued: IntGauge,
     /// The trace export's counters: zero while traces are off.
     pub traces: ExportCounters,
     latency_exemplars: LatencyExemplars,
@@ -164,6 +166,11 @@ impl Metrics {
         for outcome in crate::db::ABANDONED_OUTCOMES {
             db_abandoned.with_label_values(&[outcome]);
         }
+        let note_inserts_queued = IntGauge::new(
+            "farol_note_inserts_queued",
+            "Creates of notes waiting for an insert statement to take them.",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("farol_build_info", "The running build: always 1."),
             &["version", "commit"],
@@ -194,6 +201,7 @@ impl Metrics {
             Box::new(db_connections_max.clone()),
             Box::new(db_duration.clone()),
             Box::new(db_abandoned.clone()),
+            Box::new(note_inserts_queued.clone()),
             Box::new(build_info),
             Box::new(spans_exported.clone()),
             Box::new(spans_dropped.clone()),
@@ -211,6 +219,7 @@ impl Metrics {
             db_connections_max,
             db_duration,
             db_abandoned,
+            note_inserts_queued,
             traces: ExportCounters {
                 exported: spans_exported,
                 dropped: spans_dropped,

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::pooler::migrate;
 use crate::support::app::{TestApp, start};
-use crate::support::pg::{admin, create_database, shared_server_url};
+use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 
 /// Insert statements farol runs at once (`notes::batch::MAX_STATEMENTS`).
 const STATEMENTS_AT_ONCE: usize = 4;
@@ -19,6 +20,7 @@ const ONE_NOTE: &str =
     r#"db_client_operation_duration_seconds_count{db_operation_name="insert_note"}"#;
 const SEVERAL_NOTES: &str =
     r#"db_client_operation_duration_seconds_count{db_operation_name="insert_notes"}"#;
+const CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="cancelled"}"#;
 
 struct Setup {
     app: TestApp,
@@ -26,31 +28,36 @@ struct Setup {
     blocker: tokio_postgres::Client,
 }
 
-/// farol on a database of its own, with time to wait for the lock; `schema` run; then
-/// inserts blocked.
-async fn blocked(schema: &str) -> Setup {
+/// farol on a database of its own, with time to wait for the lock and `settings`;
+/// `schema` run; then inserts blocked.
+async fn blocked(schema: &str, settings: &[(&str, &str)]) -> Setup {
     let url = create_database(&shared_server_url()).await;
-    let app = start(
-        &url,
-        &[
-            ("DB_QUERY_TIMEOUT_MS", "10000"),
-            ("REQUEST_TIMEOUT_MS", "30000"),
-        ],
-    )
-    .await;
+    // applied here: farol migrates only with named statements
+    migrate(&url).await;
+    let mut overrides = vec![
+        ("MIGRATE_ON_START", "false"),
+        ("DB_QUERY_TIMEOUT_MS", "10000"),
+        ("REQUEST_TIMEOUT_MS", "30000"),
+    ];
+    overrides.extend_from_slice(settings);
+    let app = start(&url, &overrides).await;
     app.wait_ready().await;
     let observer = admin(&url).await;
     observer.batch_execute(schema).await.unwrap();
     let blocker = admin(&url).await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    block(&blocker).await;
     Setup {
         app,
         observer,
         blocker,
     }
+}
+
+async fn block(blocker: &tokio_postgres::Client) {
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
 }
 
 /// Waits (at most 10 s) until `count` sessions wait on the lock.
@@ -73,16 +80,49 @@ async fn lock_waiters(observer: &tokio_postgres::Client, count: i64) {
     panic!("{count} sessions never came to wait on the lock");
 }
 
-/// Waits (at most 10 s) until farol is handling `count` requests (its `/metrics` one
-/// of them).
-async fn requests_in_flight(app: &TestApp, count: usize) {
+/// Waits (at most 10 s) until `series` reads `value` on farol's `/metrics`.
+async fn metric_reads(app: &TestApp, series: &str, value: f64) {
     for _ in 0..200 {
-        if app.metric("http_server_active_requests").await == Some(count as f64 + 1.0) {
+        if app.metric(series).await == Some(value) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("farol never came to handle {count} requests");
+    panic!("{series} never read {value}");
+}
+
+/// Waits until `count` creates wait in farol's queue.
+async fn queued(app: &TestApp, count: usize) {
+    metric_reads(app, "farol_note_inserts_queued", count as f64).await;
+}
+
+/// Waits until farol handles `count` requests (its `/metrics` one of them).
+async fn requests_in_flight(app: &TestApp, count: usize) {
+    metric_reads(app, "http_server_active_requests", count as f64 + 1.0).await;
+}
+
+/// A create sent on a connection of its own: dropping the stream is its client going
+/// away.
+async fn create_on_a_stream(app: &TestApp, title: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let body = json!({"title": title, "body": ""}).to_string();
+    let request = format!(
+        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
+    observer
+        .query_one("SELECT count(*) FROM notes WHERE title = $1", &[&title])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// The creates that take every statement farol runs at once, sent one after the other,
@@ -143,23 +183,22 @@ async fn assert_each_made(app: &TestApp, inputs: &[Value], answers: Vec<reqwest:
     assert_eq!(ids.len(), inputs.len(), "every note its own id");
 }
 
-#[tokio::test]
-async fn creates_that_wait_together_share_a_statement_and_each_gets_its_own_note() {
+async fn each_gets_its_own_note(settings: &[(&str, &str)]) {
     let Setup {
         app,
         observer,
         blocker,
-    } = blocked("").await;
+    } = blocked("", settings).await;
     let (fillers, first) = fill_statements(&app, &observer).await;
-    let queued: Vec<Value> = (100..120).map(note_input).collect();
-    let sent = send_all(&app, &queued);
-    requests_in_flight(&app, fillers.len() + queued.len()).await;
+    let inputs: Vec<Value> = (100..120).map(note_input).collect();
+    let sent = send_all(&app, &inputs);
+    queued(&app, inputs.len()).await;
     // no more statements than run at once: the rest wait in farol, not in the database
     lock_waiters(&observer, STATEMENTS_AT_ONCE as i64).await;
     blocker.batch_execute("COMMIT").await.unwrap();
 
     assert_each_made(&app, &fillers, answers(first).await).await;
-    assert_each_made(&app, &queued, answers(sent).await).await;
+    assert_each_made(&app, &inputs, answers(sent).await).await;
     let (one, several) = (
         app.metric(ONE_NOTE).await.unwrap_or(0.0),
         app.metric(SEVERAL_NOTES).await.unwrap_or(0.0),
@@ -172,6 +211,17 @@ async fn creates_that_wait_together_share_a_statement_and_each_gets_its_own_note
         (1.0..=STATEMENTS_AT_ONCE as f64).contains(&several),
         "the 20 queued ones in at most one statement per running one: {several}"
     );
+}
+
+#[tokio::test]
+async fn creates_that_wait_together_share_a_statement_and_each_gets_its_own_note() {
+    each_gets_its_own_note(&[]).await;
+}
+
+/// Behind a pooler in transaction mode, where statements are sent unnamed.
+#[tokio::test]
+async fn creates_share_a_statement_sent_unnamed_too() {
+    each_gets_its_own_note(&[("DB_PREPARED_STATEMENTS", "unnamed")]).await;
 }
 
 #[tokio::test]
@@ -188,27 +238,23 @@ async fn a_note_the_shared_statement_refuses_is_refused_alone() {
          RETURN NEW; END $$; \
          CREATE TRIGGER refuse_poison BEFORE INSERT ON notes \
          FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        &[],
     )
     .await;
     let (fillers, first) = fill_statements(&app, &observer).await;
-    let mut queued: Vec<Value> = (10..15).map(note_input).collect();
-    queued.insert(2, json!({"title": "poison", "body": ""}));
-    let sent = send_all(&app, &queued);
-    requests_in_flight(&app, fillers.len() + queued.len()).await;
+    let mut inputs: Vec<Value> = (10..15).map(note_input).collect();
+    inputs.insert(2, json!({"title": "poison", "body": ""}));
+    let sent = send_all(&app, &inputs);
+    queued(&app, inputs.len()).await;
     blocker.batch_execute("COMMIT").await.unwrap();
 
     assert_each_made(&app, &fillers, answers(first).await).await;
     let mut got = answers(sent).await;
     let poisoned = got.remove(2);
     assert_eq!(poisoned.status(), 500);
-    queued.remove(2);
-    assert_each_made(&app, &queued, got).await;
-    let poison: i64 = observer
-        .query_one("SELECT count(*) FROM notes WHERE title = 'poison'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(poison, 0);
+    inputs.remove(2);
+    assert_each_made(&app, &inputs, got).await;
+    assert_eq!(notes_titled(&observer, "poison").await, 0);
     assert_eq!(
         app.metric(SEVERAL_NOTES).await,
         Some(1.0),
@@ -222,41 +268,81 @@ async fn a_note_the_shared_statement_refuses_is_refused_alone() {
 }
 
 #[tokio::test]
-async fn a_client_that_goes_away_takes_no_other_note_with_it() {
+async fn a_client_that_goes_away_before_its_statement_takes_no_other_note_with_it() {
     let Setup {
         app,
         observer,
         blocker,
-    } = blocked("").await;
+    } = blocked("", &[]).await;
     let (fillers, first) = fill_statements(&app, &observer).await;
-    let queued: Vec<Value> = (10..15).map(note_input).collect();
-    let sent = send_all(&app, &queued);
-
-    // One more create, queued, whose client then goes away.
-    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let body = json!({"title": "gone", "body": ""}).to_string();
-    let request = format!(
-        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    requests_in_flight(&app, fillers.len() + queued.len() + 1).await;
-    drop(stream);
-    requests_in_flight(&app, fillers.len() + queued.len()).await;
+    let inputs: Vec<Value> = (10..15).map(note_input).collect();
+    let sent = send_all(&app, &inputs);
+    let gone = create_on_a_stream(&app, "gone").await;
+    queued(&app, inputs.len() + 1).await;
+    drop(gone);
+    requests_in_flight(&app, fillers.len() + inputs.len()).await;
     blocker.batch_execute("COMMIT").await.unwrap();
 
     assert_each_made(&app, &fillers, answers(first).await).await;
-    assert_each_made(&app, &queued, answers(sent).await).await;
-    let gone: i64 = observer
-        .query_one("SELECT count(*) FROM notes WHERE title = 'gone'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    assert_each_made(&app, &inputs, answers(sent).await).await;
     assert_eq!(
-        gone, 0,
+        notes_titled(&observer, "gone").await,
+        0,
         "a create whose client left before its statement is not sent"
     );
+}
+
+/// One statement at a time (a pool of one). A statement of one note whose client goes
+/// away is cancelled, and the next takes the queue. A statement of several runs on for
+/// the clients still waiting (a gone one's note made too); one whose clients have all
+/// gone is cancelled.
+#[tokio::test]
+async fn a_shared_statement_runs_on_for_its_clients_and_is_cancelled_once_all_have_gone() {
+    let Setup {
+        app,
+        observer,
+        blocker,
+    } = blocked("", &[("DB_POOL_MAX", "1")]).await;
+    let alone = create_on_a_stream(&app, "alone, gone").await;
+    let alone_waiting = lock_waiter(&observer).await;
+    let left = create_on_a_stream(&app, "left").await;
+    let stayed = send_all(&app, &[json!({"title": "stayed", "body": ""})]);
+    queued(&app, 2).await;
+    drop(alone);
+    wait_until_gone(&observer, alone_waiting).await;
+    queued(&app, 0).await;
+    lock_waiters(&observer, 1).await; // "left" and "stayed", in one statement
+    drop(left);
+    requests_in_flight(&app, 1).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let stayed = answers(stayed).await.remove(0);
+    assert_eq!(stayed.status(), 201);
+    assert_eq!(notes_titled(&observer, "stayed").await, 1);
+    assert_eq!(
+        notes_titled(&observer, "left").await,
+        1,
+        "made for the one that stayed"
+    );
+    assert_eq!(notes_titled(&observer, "alone, gone").await, 0, "cancelled");
+    metric_reads(&app, CANCELLED, 1.0).await;
+    assert_eq!(app.metric(SEVERAL_NOTES).await, Some(1.0));
+
+    block(&blocker).await;
+    let first = create_on_a_stream(&app, "first, gone").await;
+    let first_waiting = lock_waiter(&observer).await;
+    let together = [
+        create_on_a_stream(&app, "together, gone").await,
+        create_on_a_stream(&app, "together, gone").await,
+    ];
+    queued(&app, 2).await;
+    drop(first);
+    wait_until_gone(&observer, first_waiting).await;
+    queued(&app, 0).await;
+    let together_waiting = lock_waiter(&observer).await;
+    drop(together);
+    wait_until_gone(&observer, together_waiting).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    metric_reads(&app, CANCELLED, 3.0).await;
+    assert_eq!(notes_titled(&observer, "first, gone").await, 0);
+    assert_eq!(notes_titled(&observer, "together, gone").await, 0);
 }

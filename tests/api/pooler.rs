@@ -17,7 +17,7 @@ const SERVER_CONNECTIONS: usize = 2;
 
 /// The schema, applied straight to the database: migrations hold a session-level lock
 /// that a pooler in transaction mode cannot keep (farol refuses to migrate through one).
-async fn migrate(database_url: &str) {
+pub(crate) async fn migrate(database_url: &str) {
     let (mut client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
         .await
         .unwrap();
