@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::pooler::migrate;
+use crate::retries::notes_titled;
 use crate::support::app::{TestApp, start};
 use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 
@@ -115,14 +116,6 @@ async fn create_on_a_stream(app: &TestApp, title: &str) -> TcpStream {
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
-}
-
-async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
-    observer
-        .query_one("SELECT count(*) FROM notes WHERE title = $1", &[&title])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// The creates that take every statement farol runs at once, sent one after the other,

@@ -35,7 +35,7 @@ async fn set_up(overrides: &[(&str, &str)]) -> Setup {
 }
 
 /// How many notes with this title the database holds, seen from a session of its own.
-async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
+pub(crate) async fn notes_titled(observer: &tokio_postgres::Client, title: &str) -> i64 {
     observer
         .query_one("SELECT count(*) FROM notes WHERE title = $1", &[&title])
         .await
