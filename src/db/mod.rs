@@ -364,14 +364,33 @@ impl Database {
         Fut: Future<Output = Result<T, E>>,
         E: OperationError,
     {
+        self.run_waiting(name, self.inner.query_timeout, operation)
+            .await
+    }
+
+    /// [`Database::run`], with the wait for a pool slot bounded by `slot_wait` (at most
+    /// the query timeout): for a caller that has waited already (a create in the insert
+    /// queue), so that both waits together stay within one query timeout.
+    async fn run_waiting<'a, T, E, F, Fut>(
+        &'a self,
+        name: &'static str,
+        slot_wait: Duration,
+        operation: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(Session<'a>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: OperationError,
+    {
         let started = Instant::now();
         let timeout = self.inner.query_timeout;
+        let slot_wait = slot_wait.min(timeout);
         let span = self.inner.tracer.as_ref().and_then(|t| t.client_span(name));
         let result = async {
             // The fast path first: a free slot costs no timer.
             let slot = match self.inner.slots.try_acquire() {
                 Ok(slot) => slot,
-                Err(_) => match tokio::time::timeout(timeout, self.inner.slots.acquire()).await {
+                Err(_) => match tokio::time::timeout(slot_wait, self.inner.slots.acquire()).await {
                     Ok(Ok(slot)) => slot,
                     Ok(Err(_)) => return Err(DbError::unreachable("the pool is closed")),
                     // Busy only while the database answers: during an outage whose
@@ -441,7 +460,24 @@ impl Database {
         Fut: Future<Output = Result<T, E>>,
         E: OperationError,
     {
-        let result = self.run(name, operation).await;
+        self.write_waiting(name, self.inner.query_timeout, operation)
+            .await
+    }
+
+    /// [`Database::write`], with the wait for a pool slot bounded by `slot_wait` (see
+    /// `run_waiting`).
+    pub async fn write_waiting<'a, T, E, F, Fut>(
+        &'a self,
+        name: &'static str,
+        slot_wait: Duration,
+        operation: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(Session<'a>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: OperationError,
+    {
+        let result = self.run_waiting(name, slot_wait, operation).await;
         if result.is_ok() {
             self.mark_writable();
         }

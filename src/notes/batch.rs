@@ -18,8 +18,10 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
+use futures_util::future::join_all;
 use opentelemetry::Context;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
@@ -66,6 +68,7 @@ struct Pending {
     content: NoteContent,
     answer: Answer,
     context: Option<Context>,
+    queued_at: Instant,
 }
 
 /// A create taken into a statement.
@@ -73,6 +76,7 @@ struct Taken {
     id: Uuid,
     content: NoteContent,
     context: Option<Context>,
+    queued_at: Instant,
 }
 
 impl Inserts {
@@ -107,6 +111,7 @@ impl Inserts {
             content,
             answer,
             context,
+            queued_at: Instant::now(),
         });
         self.0.clone().start_statement();
         let answer = match tokio::time::timeout(self.0.db.query_timeout(), &mut answered).await {
@@ -232,6 +237,7 @@ impl Shared {
                     id: pending.id,
                     content: pending.content,
                     context: pending.context,
+                    queued_at: pending.queued_at,
                 };
                 (note, pending.answer)
             })
@@ -253,8 +259,9 @@ impl Shared {
                 }
             };
             tokio::select! {
-                outcome = traced(context, self.statement(&notes)) => Some(outcome),
+                biased;
                 () = everyone_gone => None,
+                outcome = traced(context, self.statement(&notes)) => Some(outcome),
             }
         };
         match outcome {
@@ -267,12 +274,15 @@ impl Shared {
                         let _ = answer.send(Err(copy));
                     }
                 }
-                // A query error, perhaps one note's: each on its own statement.
+                // A query error, perhaps one note's: each on its own statement, all at
+                // once (one after the other, the last would wait for every other).
                 None if notes.len() > 1 => {
                     self.log_refusal(&error, notes.len());
-                    for (note, answer) in notes.iter().zip(answers) {
-                        self.insert_alone(note, answer).await;
-                    }
+                    let alone = notes
+                        .iter()
+                        .zip(answers)
+                        .map(|(note, answer)| self.insert_alone(note, answer));
+                    join_all(alone).await;
                 }
                 None => {
                     if let Some(answer) = answers.pop() {
@@ -283,39 +293,55 @@ impl Shared {
         }
     }
 
-    /// One statement for `notes`: the one-note insert for one.
+    /// One statement for `notes`: the one-note insert for one. Its wait for a pool slot
+    /// is what is left of the query timeout after the oldest note's wait in the queue:
+    /// the two are one wait for a connection, which the request's time limit counts once.
     async fn statement(&self, notes: &[Taken]) -> Result<Vec<Note>, DbError> {
+        let oldest = notes.iter().map(|note| note.queued_at).min();
+        let slot_wait = oldest.map_or(Duration::ZERO, |oldest| self.left_of_wait(oldest));
         if let [note] = notes {
-            return store::insert(&self.db, note.id, &note.content)
+            return store::insert(&self.db, note.id, &note.content, slot_wait)
                 .await
                 .map(|note| vec![note]);
         }
         let notes: Vec<(Uuid, &NoteContent)> =
             notes.iter().map(|note| (note.id, &note.content)).collect();
-        store::insert_many(&self.db, &notes).await
+        store::insert_many(&self.db, &notes, slot_wait).await
+    }
+
+    /// What is left of the query timeout for a create queued at `queued_at` to wait for a
+    /// pool slot (nothing: only a free one will do).
+    fn left_of_wait(&self, queued_at: Instant) -> Duration {
+        self.db.query_timeout().saturating_sub(queued_at.elapsed())
     }
 
     /// A note of a refused statement, on its own, in its own trace, cancelled if its
     /// client goes away meanwhile.
     async fn insert_alone(&self, note: &Taken, mut answer: Answer) {
+        if answer.is_closed() {
+            return;
+        }
+        let slot_wait = self.left_of_wait(note.queued_at);
         let alone = traced(
             note.context.clone(),
-            store::insert(&self.db, note.id, &note.content),
+            store::insert(&self.db, note.id, &note.content, slot_wait),
         );
         tokio::select! {
+            biased;
+            () = answer.closed() => {}
             result = alone => {
                 let _ = answer.send(result);
             }
-            () = answer.closed() => {}
         }
     }
 
     fn log_refusal(&self, error: &DbError, notes: usize) {
         if let DbError::Query(refusal) = error {
-            let reason = describe(refusal);
-            if self.refusals.should_log(&reason) {
+            // by SQLSTATE: a message may carry the row's values, a new one each time
+            let code = refusal.code().map_or("none", |code| code.code());
+            if self.refusals.should_log(code) {
                 tracing::warn!(
-                    error = %reason,
+                    error = %describe(refusal),
                     notes,
                     "a statement of several notes was refused; each is inserted on its own"
                 );

@@ -3,6 +3,8 @@
 //! connection, or unnamed for a pooler in transaction mode): the parameters carry their
 //! types for that.
 
+use std::time::Duration;
+
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -46,10 +48,16 @@ pub enum Created {
 }
 
 /// Inserts a note under `id` (from [`new_id`]): chosen by the caller, which can then say
-/// where the note would be when the insert's outcome is unknown.
-pub async fn insert(db: &Database, id: Uuid, content: &NoteContent) -> Result<Note, DbError> {
+/// where the note would be when the insert's outcome is unknown. `slot_wait` bounds the
+/// wait for a pool slot (the create may have waited in a queue already: `batch`).
+pub async fn insert(
+    db: &Database,
+    id: Uuid,
+    content: &NoteContent,
+    slot_wait: Duration,
+) -> Result<Note, DbError> {
     let (title, body) = (content.title(), content.body());
-    db.write("insert_note", |mut session| async move {
+    db.write_waiting("insert_note", slot_wait, |mut session| async move {
         // One clock reading for both times: the columns' defaults would each read
         // clock_timestamp(), a microsecond apart under load, and a new note would show
         // an update it never had.
@@ -77,12 +85,13 @@ pub async fn insert(db: &Database, id: Uuid, content: &NoteContent) -> Result<No
 pub async fn insert_many(
     db: &Database,
     notes: &[(Uuid, &NoteContent)],
+    slot_wait: Duration,
 ) -> Result<Vec<Note>, DbError> {
     let ids: Vec<Uuid> = notes.iter().map(|(id, _)| *id).collect();
     let titles: Vec<&str> = notes.iter().map(|(_, content)| content.title()).collect();
     let bodies: Vec<&str> = notes.iter().map(|(_, content)| content.body()).collect();
     let rows = db
-        .write("insert_notes", |mut session| async move {
+        .write_waiting("insert_notes", slot_wait, |mut session| async move {
             let sql = format!(
                 "INSERT INTO notes (id, title, body, created_at, updated_at) \
                  SELECT added.id, added.title, added.body, moment, moment \

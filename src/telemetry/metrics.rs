@@ -168,7 +168,7 @@ impl Metrics {
         }
         let note_inserts_queued = IntGauge::new(
             "farol_note_inserts_queued",
-            "Creates of notes waiting for an insert statement to take them.",
+            "Creates of notes queued for an insert statement (those of departed clients included until pruned).",
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
