@@ -205,13 +205,14 @@ impl Shared {
             let count = notes.len();
             // A panic answers this statement's creates "unknown" (their answers are
             // dropped); the task goes on with the queue.
-            if AssertUnwindSafe(self.insert(notes, answers))
+            if let Err(panic) = AssertUnwindSafe(self.insert(notes, answers))
                 .catch_unwind()
                 .await
-                .is_err()
             {
+                let message = crate::telemetry::panic_message(&*panic);
                 tracing::error!(
                     notes = count,
+                    panic = %message,
                     "the statement inserting notes panicked: their creates are answered as unknown"
                 );
             }

@@ -346,11 +346,7 @@ async fn run_catching_panics(mut next: Route, request: Request) -> Response {
 
 /// Turns a panic in a handler into a 500 problem (the cause is logged, not sent).
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let message = crate::telemetry::panic_message(&*panic);
     tracing::error!(request_id = request_id::current(), panic = %message, "handler panicked");
     ApiError::Internal.into_response()
 }
