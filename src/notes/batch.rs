@@ -35,9 +35,12 @@ use crate::db::outage::ReasonLog;
 use crate::db::{Database, DbError, describe};
 
 /// Insert statements running at once, at most (and no more than the pool's connections).
-/// A few keep the database's cores busy (on the benchmark's two cores, 4 pgbench clients
-/// wrote more one-row inserts than 16); more would only make each statement smaller.
-pub const MAX_STATEMENTS: usize = 4;
+/// Each more makes every statement smaller, and a statement costs the database about
+/// what a row does ten times over: on the benchmark's two cores, farol with 2 made 1.25
+/// times the creates of farol with 4, and 1 no fewer than 2 at 32 connections
+/// (docs/benchmarks.md). Not 1: a statement held on a stalled connection would then hold
+/// every create until its query timeout.
+pub const MAX_STATEMENTS: usize = 2;
 /// Notes in one statement at most: 64 bodies of 10,000 characters are 2.6 MB at most in
 /// UTF-8, bounded like the requests that carry them.
 pub const MAX_ROWS: usize = 64;

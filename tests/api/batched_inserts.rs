@@ -16,7 +16,7 @@ use crate::support::app::{TestApp, start};
 use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 
 /// Insert statements farol runs at once (`notes::batch::MAX_STATEMENTS`).
-const STATEMENTS_AT_ONCE: usize = 4;
+const STATEMENTS_AT_ONCE: usize = 2;
 const ONE_NOTE: &str =
     r#"db_client_operation_duration_seconds_count{db_operation_name="insert_note"}"#;
 const SEVERAL_NOTES: &str =
