@@ -13,6 +13,7 @@ mod abandon;
 pub mod cancel;
 pub use abandon::ABANDONED_OUTCOMES;
 pub mod connect;
+pub mod health;
 pub mod migrate;
 pub mod outage;
 pub mod read_only;
@@ -284,6 +285,8 @@ struct Inner {
     abandoned_outcomes: IntCounterVec,
     /// Present when traces are exported: each operation in a request gets a client span.
     tracer: Option<Tracer>,
+    /// `/health`'s ping in flight (`health`).
+    check: health::SharedCheck,
 }
 
 impl Database {
@@ -348,6 +351,7 @@ impl Database {
                 durations,
                 abandoned_outcomes,
                 tracer,
+                check: health::SharedCheck::default(),
             }),
         })
     }

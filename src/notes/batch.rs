@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt as _;
 use futures_util::future::join_all;
 use opentelemetry::Context;
-use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::TraceContextExt as _;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -33,6 +32,7 @@ use super::store::{self, Created};
 use super::{Note, NoteContent};
 use crate::db::outage::ReasonLog;
 use crate::db::{Database, DbError, describe};
+use crate::telemetry::traces::in_context;
 
 /// Insert statements running at once, at most (and no more than the pool's connections).
 /// Each more makes every statement smaller, and a statement costs the database about
@@ -265,7 +265,7 @@ impl Shared {
             tokio::select! {
                 biased;
                 () = everyone_gone => None,
-                outcome = traced(context, self.statement(&notes)) => Some(outcome),
+                outcome = in_context(context, self.statement(&notes)) => Some(outcome),
             }
         };
         match outcome {
@@ -326,7 +326,7 @@ impl Shared {
             return;
         }
         let slot_wait = self.left_of_wait(note.queued_at);
-        let alone = traced(
+        let alone = in_context(
             note.context.clone(),
             store::insert(&self.db, note.id, &note.content, slot_wait),
         );
@@ -351,14 +351,6 @@ impl Shared {
                 );
             }
         }
-    }
-}
-
-/// `work` in the trace of `context`, when there is one.
-async fn traced<T>(context: Option<Context>, work: impl Future<Output = T>) -> T {
-    match context {
-        Some(context) => work.with_context(context).await,
-        None => work.await,
     }
 }
 

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::fixed_json;
-use crate::db::DbError;
+use crate::db::health::Health;
 use crate::state::AppState;
 
 const OK: &str = r#"{"status":"ok"}"#;
@@ -43,7 +43,8 @@ pub struct NotReady {
 }
 
 /// The service and its database: one real round trip, bounded by `DB_QUERY_TIMEOUT_MS`, to
-/// a server that takes writes (a read-only one, a standby, is down for farol).
+/// a server that takes writes (a read-only one, a standby, is down for farol). The checks
+/// that come while a round trip is in flight share it (`db::health`).
 #[utoipa::path(
     get, path = "/health", tag = "operations",
     responses(
@@ -52,19 +53,19 @@ pub struct NotReady {
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => fixed_json(StatusCode::OK, OK),
-        Err(DbError::Timeout) => fixed_json(
+    match state.db.check().await {
+        Health::Up => fixed_json(StatusCode::OK, OK),
+        Health::Timeout => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"timeout"}}"#,
         ),
         // No pooled connection became free in time: the service is saturated, which is
         // not an outage (no connection was evicted, `/` still says "up").
-        Err(DbError::Busy) => fixed_json(
+        Health::Busy => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"busy"}}"#,
         ),
-        Err(_) => fixed_json(
+        Health::Down => fixed_json(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"error","checks":{"database":"down"}}"#,
         ),

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -233,6 +234,15 @@ impl Tracer {
             ])
             .start_with_context(&self.tracer, &parent);
         Some(ClientSpan(Some(parent.with_span(span))))
+    }
+}
+
+/// `work` in the trace of `context`, when there is one: for work a request hands to a
+/// task of its own.
+pub async fn in_context<T>(context: Option<Context>, work: impl Future<Output = T>) -> T {
+    match context {
+        Some(context) => work.with_context(context).await,
+        None => work.await,
     }
 }
 

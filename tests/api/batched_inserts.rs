@@ -397,3 +397,33 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
     keyed.await.unwrap();
     assert_eq!(notes_titled(&observer, "never sent").await, 0);
 }
+
+/// More creates queued than one statement takes (`notes::batch::MAX_ROWS`): split over
+/// two statements, and each still gets its own note.
+#[tokio::test]
+async fn a_queue_longer_than_a_statement_takes_goes_in_two() {
+    const ROWS_AT_MOST: usize = 64;
+    let Setup {
+        app,
+        observer,
+        blocker,
+    } = blocked("", &[]).await;
+    let (fillers, first) = fill_statements(&app, &observer).await;
+    let inputs: Vec<Value> = (1000..1000 + ROWS_AT_MOST + 6).map(note_input).collect();
+    let sent = send_all(&app, &inputs);
+    queued(&app, inputs.len()).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+
+    assert_each_made(&app, &fillers, answers(first).await).await;
+    assert_each_made(&app, &inputs, answers(sent).await).await;
+    assert_eq!(
+        app.metric(SEVERAL_NOTES).await,
+        Some(2.0),
+        "64 notes in one statement, the other 6 in the next"
+    );
+    assert_eq!(
+        app.metric(ONE_NOTE).await,
+        Some(STATEMENTS_AT_ONCE as f64),
+        "the first ones, one note each"
+    );
+}

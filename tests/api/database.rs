@@ -366,6 +366,77 @@ async fn a_saturated_pool_is_busy_not_an_outage() {
     assert_eq!(app.get("/health").await.status(), 200);
 }
 
+/// `/health` checks that come while a ping is in flight share it: any rate of them puts
+/// one statement at a time on the database. Here the pool's one connection is held by a
+/// write waiting on a locked row, so the first check's ping waits for it, and 32 checks
+/// come meanwhile.
+#[tokio::test]
+async fn health_checks_that_come_together_share_one_round_trip() {
+    const CHECKS: usize = 32;
+    const PINGS: &str = r#"db_client_operation_duration_seconds_count{db_operation_name="ping"}"#;
+    let url = create_database(&shared_server_url()).await;
+    let app = start(
+        &url,
+        &[
+            ("DB_POOL_MAX", "1"),
+            ("DB_QUERY_TIMEOUT_MS", "30000"),
+            ("REQUEST_TIMEOUT_MS", "90000"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let note = app.create_note("locked", "by the test").await;
+    let note_path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
+    let locker = admin(&url).await;
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM notes WHERE id = '{}' FOR UPDATE",
+            note["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    let write = {
+        let (client, url) = (app.client.clone(), app.url(&note_path));
+        tokio::spawn(async move {
+            let note = json!({"title": "waits", "body": ""});
+            client.put(url).json(&note).send().await.unwrap().status()
+        })
+    };
+    let started = Instant::now();
+    let pings_before = app.metric(PINGS).await.unwrap_or(0.0);
+    let checks: Vec<_> = (0..CHECKS)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/health"));
+            tokio::spawn(async move { client.get(url).send().await.unwrap() })
+        })
+        .collect();
+    // the write, the checks and this scrape, all in farol at once
+    let in_flight = (CHECKS + 2) as f64;
+    while app.metric("http_server_active_requests").await != Some(in_flight) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the checks never all waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for check in checks {
+        let check = check.await.unwrap();
+        assert_eq!(check.status(), 200);
+        assert_eq!(check.text().await.unwrap(), r#"{"status":"ok"}"#);
+    }
+    assert_eq!(write.await.unwrap(), 200);
+    let pings = app.metric(PINGS).await.unwrap_or(0.0) - pings_before;
+    // The checks' one ping, and the readiness task's, one every 2 s (and one waiting for
+    // the connection meanwhile); alone, each check would have sent one.
+    let readiness = 1.0 + (started.elapsed().as_secs_f64() / 2.0).ceil();
+    assert!(
+        pings >= 1.0 && pings <= 1.0 + readiness,
+        "{pings} pings for {CHECKS} checks in {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn url_parameters_reach_postgresql_with_their_libpq_meaning() {
     let url = create_database(&shared_server_url()).await;
