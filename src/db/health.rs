@@ -2,14 +2,16 @@
 //!
 //! `/health` answers to anyone, and a round trip of its own per request would let any
 //! rate of it take as many pool slots and statements from the API. So a check joins
-//! the ping in flight, when there is one, and starts one otherwise: `/health` puts at
-//! most one statement at a time on the database, whatever its rate, and each check is
-//! answered by a round trip that was under way or started when its request came and
-//! ended after. The ping runs in a task of its own and ends within its query timeout
-//! even when every check waiting for it has gone.
+//! the ping in flight, when there is one, and starts one otherwise: `/health` sends at
+//! most one statement at a time to the database, whatever its rate. Each check is
+//! answered by a round trip that was under way or started when its request came, and
+//! that is at most as old as a ping's time bound (a pool slot, then the round trip:
+//! twice `DB_QUERY_TIMEOUT_MS`). The ping runs in a task of its own, named
+//! `health_check` in the metrics and traces, and runs on to its end (within that bound)
+//! when every check waiting for it has gone.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures_util::FutureExt as _;
 use opentelemetry::Context;
@@ -51,16 +53,48 @@ type InFlight = watch::Receiver<Option<Health>>;
 pub(super) struct SharedCheck(Mutex<Option<InFlight>>);
 
 impl SharedCheck {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<InFlight>> {
-        // nothing that holds the lock can panic half way
+    fn slot(&self) -> MutexGuard<'_, Option<InFlight>> {
+        // nothing that holds the lock can panic half way: a poisoned slot is whole
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Empties the slot when the ping's task ends, however it ends (answered, panicked, or
+/// dropped at shutdown), so that no check can join a ping that will never answer: only
+/// while the slot still holds this ping, since a later one may be there by then.
+struct ClearWhenDone<'a> {
+    check: &'a SharedCheck,
+    answer: watch::Sender<Option<Health>>,
+}
+
+impl ClearWhenDone<'_> {
+    fn answer(self, health: Health) {
+        // Emptied before the answer: a check that comes after it starts a ping of its own.
+        self.clear();
+        self.answer.send_replace(Some(health));
+    }
+
+    fn clear(&self) {
+        let mut slot = self.check.slot();
+        if slot
+            .as_ref()
+            .is_some_and(|in_flight| in_flight.same_channel(&self.answer.subscribe()))
+        {
+            *slot = None;
+        }
+    }
+}
+
+impl Drop for ClearWhenDone<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
 impl Database {
     /// The database's health as [`Database::ping`] finds it, one ping for the checks
     /// that wait together (see the module's documentation). The ping's span goes to the
-    /// trace of the check that started it.
+    /// trace of the check that started it; the others' traces have none.
     pub async fn check(&self) -> Health {
         let mut in_flight = {
             let mut slot = self.inner.check.slot();
@@ -77,8 +111,12 @@ impl Database {
         };
         match in_flight.wait_for(Option::is_some).await {
             Ok(health) => (*health).unwrap_or(Health::Down),
-            // the ping's task is gone without an answer: it cannot say the database is up
-            Err(_) => Health::Down,
+            Err(_) => {
+                // Its task ended without an answer (a panic is logged there): it cannot
+                // say the database is up.
+                tracing::warn!("the health check's ping ended without an answer");
+                Health::Down
+            }
         }
     }
 
@@ -87,10 +125,12 @@ impl Database {
         answer: watch::Sender<Option<Health>>,
         context: Option<Context>,
     ) {
-        let health = match AssertUnwindSafe(in_context(context, self.ping()))
-            .catch_unwind()
-            .await
-        {
+        let done = ClearWhenDone {
+            check: &self.inner.check,
+            answer,
+        };
+        let ping = in_context(context, self.ping_as("health_check"));
+        let health = match AssertUnwindSafe(ping).catch_unwind().await {
             Ok(result) => Health::of(&result),
             Err(panic) => {
                 let message = crate::telemetry::panic_message(&*panic);
@@ -98,8 +138,62 @@ impl Database {
                 Health::Down
             }
         };
-        // Before the answer: a check that comes after it starts a ping of its own.
-        *self.inner.check.slot() = None;
-        answer.send_replace(Some(health));
+        done.answer(health);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight(check: &SharedCheck) -> ClearWhenDone<'_> {
+        let (answer, in_flight) = watch::channel(None);
+        *check.slot() = Some(in_flight);
+        ClearWhenDone { check, answer }
+    }
+
+    #[test]
+    fn a_ping_that_ends_without_answering_leaves_no_check_to_join_it() {
+        let check = SharedCheck::default();
+        let ping = in_flight(&check);
+        let joined = check.slot().clone().unwrap();
+        drop(ping); // a panic past the catch, or the runtime shutting down
+        assert!(
+            check.slot().is_none(),
+            "the next check starts a ping of its own"
+        );
+        assert!(
+            joined.has_changed().is_err(),
+            "the waiting checks see it gone"
+        );
+    }
+
+    #[test]
+    fn an_answer_reaches_the_checks_that_joined_and_empties_the_slot() {
+        let check = SharedCheck::default();
+        let ping = in_flight(&check);
+        let joined = check.slot().clone().unwrap();
+        ping.answer(Health::Busy);
+        assert!(check.slot().is_none());
+        assert_eq!(*joined.borrow(), Some(Health::Busy));
+    }
+
+    #[test]
+    fn a_ping_that_ends_leaves_the_next_ones_in_place() {
+        let check = SharedCheck::default();
+        let (answer, _) = watch::channel(None);
+        let ended = ClearWhenDone {
+            check: &check,
+            answer,
+        };
+        let next = in_flight(&check);
+        let next_in_flight = check.slot().clone().unwrap();
+        ended.answer(Health::Up);
+        let slot = check.slot().clone().unwrap();
+        assert!(
+            slot.same_channel(&next_in_flight),
+            "not the ended ping's to empty"
+        );
+        drop(next);
     }
 }

@@ -495,8 +495,13 @@ impl Database {
     /// answers (a partition, or a server that hangs). A busy pool does not: the database
     /// is not even asked.
     pub async fn ping(&self) -> Result<(), DbError> {
+        self.ping_as("ping").await
+    }
+
+    /// [`Database::ping`], under the operation name `name` in metrics and traces.
+    async fn ping_as(&self, name: &'static str) -> Result<(), DbError> {
         let result = self
-            .run("ping", |mut session| async move {
+            .run(name, |mut session| async move {
                 let row = session
                     .query_opt(
                         "SELECT current_setting('transaction_read_only') = 'off'",

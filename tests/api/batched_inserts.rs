@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use farol::notes::batch::{MAX_ROWS, MAX_STATEMENTS};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -15,8 +16,8 @@ use crate::retries::notes_titled;
 use crate::support::app::{TestApp, start};
 use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 
-/// Insert statements farol runs at once (`notes::batch::MAX_STATEMENTS`).
-const STATEMENTS_AT_ONCE: usize = 2;
+/// Insert statements farol runs at once (with the default pool).
+const STATEMENTS_AT_ONCE: usize = MAX_STATEMENTS;
 const ONE_NOTE: &str =
     r#"db_client_operation_duration_seconds_count{db_operation_name="insert_note"}"#;
 const SEVERAL_NOTES: &str =
@@ -402,14 +403,13 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
 /// two statements, and each still gets its own note.
 #[tokio::test]
 async fn a_queue_longer_than_a_statement_takes_goes_in_two() {
-    const ROWS_AT_MOST: usize = 64;
     let Setup {
         app,
         observer,
         blocker,
     } = blocked("", &[]).await;
     let (fillers, first) = fill_statements(&app, &observer).await;
-    let inputs: Vec<Value> = (1000..1000 + ROWS_AT_MOST + 6).map(note_input).collect();
+    let inputs: Vec<Value> = (1000..1000 + MAX_ROWS + 6).map(note_input).collect();
     let sent = send_all(&app, &inputs);
     queued(&app, inputs.len()).await;
     blocker.batch_execute("COMMIT").await.unwrap();

@@ -122,7 +122,7 @@ async fn metrics_carry_the_design_names_and_route_templates() {
         r#"db_client_connection_count{state="used"}"#,
         "db_client_connection_max 16",
         r#"db_client_operation_duration_seconds_count{db_operation_name="insert_note"} 1"#,
-        r#"db_client_operation_duration_seconds_count{db_operation_name="ping"}"#,
+        r#"db_client_operation_duration_seconds_count{db_operation_name="health_check"}"#,
         "farol_build_info{commit=",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",

@@ -218,7 +218,7 @@ fn without_a_traceparent_a_request_starts_its_own_trace() {
     assert_eq!(server.span.name, "GET /health");
     assert_eq!(server.service_name.as_deref(), Some("farol"));
     let ping = spans.iter().find(|s| kind(s) == SpanKind::Client).unwrap();
-    assert_eq!(ping.span.name, "ping");
+    assert_eq!(ping.span.name, "health_check");
     assert_eq!(ping.parent_span_id(), server.span_id());
 }
 
