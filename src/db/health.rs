@@ -2,8 +2,9 @@
 //!
 //! `/health` answers to anyone, and a round trip of its own per request would let any
 //! rate of it take as many pool slots and statements from the API. So a check joins
-//! the ping in flight, when there is one, and starts one otherwise: `/health` sends at
-//! most one statement at a time to the database, whatever its rate. Each check is
+//! the ping in flight, when there is one, and starts one otherwise: `/health` sends one
+//! statement at a time to the database, whatever its rate (a ping that timed out keeps
+//! its connection until its cancel settles, while the next may take another). Each check is
 //! answered by a round trip that was under way or started when its request came, and
 //! that is at most as old as a ping's time bound (a pool slot, then the round trip:
 //! twice `DB_QUERY_TIMEOUT_MS`). The ping runs in a task of its own, named
@@ -54,14 +55,16 @@ pub(super) struct SharedCheck(Mutex<Option<InFlight>>);
 
 impl SharedCheck {
     fn slot(&self) -> MutexGuard<'_, Option<InFlight>> {
-        // nothing that holds the lock can panic half way: a poisoned slot is whole
+        // no code that holds the lock leaves the slot half changed: a poisoned one is whole
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Empties the slot when the ping's task ends, however it ends (answered, panicked, or
-/// dropped at shutdown), so that no check can join a ping that will never answer: only
-/// while the slot still holds this ping, since a later one may be there by then.
+/// Empties the slot when the ping's task ends, however it ends once it has run (answered,
+/// panicked, or dropped at shutdown), so that no check can join a ping that will never
+/// answer: only while the slot still holds this ping, since a later one may be there by
+/// then. (A task dropped before it first runs leaves a closed channel there, which
+/// [`Database::check`] takes for an empty slot.)
 struct ClearWhenDone<'a> {
     check: &'a SharedCheck,
     answer: watch::Sender<Option<Health>>,
@@ -99,8 +102,10 @@ impl Database {
         let mut in_flight = {
             let mut slot = self.inner.check.slot();
             match &*slot {
-                Some(in_flight) => in_flight.clone(),
-                None => {
+                // its sender gone: a ping that never ran (the slot is emptied before each
+                // answer, so a ping that did run is never found closed here)
+                Some(in_flight) if in_flight.has_changed().is_ok() => in_flight.clone(),
+                _ => {
                     let (answer, in_flight) = watch::channel(None);
                     *slot = Some(in_flight.clone());
                     let context = self.inner.tracer.is_some().then(Context::current);
@@ -112,8 +117,8 @@ impl Database {
         match in_flight.wait_for(Option::is_some).await {
             Ok(health) => (*health).unwrap_or(Health::Down),
             Err(_) => {
-                // Its task ended without an answer (a panic is logged there): it cannot
-                // say the database is up.
+                // Its task was dropped without an answer (the runtime shutting down; a
+                // panic is caught and answered there): it cannot say the database is up.
                 tracing::warn!("the health check's ping ended without an answer");
                 Health::Down
             }

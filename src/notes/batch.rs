@@ -36,7 +36,7 @@ use crate::telemetry::traces::in_context;
 
 /// Insert statements running at once, at most (and no more than the pool's connections).
 /// Each more makes every statement smaller, and a statement costs the database about
-/// what a row does ten times over: on the benchmark's two cores, farol with 2 made 1.26
+/// what six rows do (pgbench, docs/benchmarks.md): on the benchmark's two cores, farol with 2 made 1.26
 /// times the creates of farol with 4, and 1 no fewer than 2 at 32 connections
 /// (docs/benchmarks.md). Not 1: a statement held on a stalled connection would then hold
 /// every create until its query timeout.

@@ -40,7 +40,7 @@ fn spawn_traced(database: &str, endpoint: &str, extra: &[(&str, &str)]) -> Farol
     farol
 }
 
-/// `GET /health` (a server span and a `ping` span): its trace id, from the response.
+/// `GET /health` (a server span and a `health_check` span): its trace id, from the response.
 fn health_trace_id(rt: &tokio::runtime::Runtime, farol: &FarolProcess) -> String {
     let response = rt
         .block_on(reqwest::get(format!("{}/health", farol.address)))
@@ -270,7 +270,8 @@ fn a_collector_that_is_gone_costs_the_requests_nothing_and_the_lost_spans_are_co
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // every span counted: a server span and a ping span per request
+        // every span counted: a server span and a `health_check` span per request (sent
+        // one after the other, so none shares another's round trip)
         let all = (ROUNDS * PER_ROUND * 2) as f64;
         let series = r#"farol_trace_spans_dropped_total{reason="export_failed"}"#;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
