@@ -5,10 +5,18 @@
 //! returns them to the OS only after a purge delay, and only when the thread that owns
 //! them allocates or collects again, which an idle worker thread never does. Measured
 //! here, a burst of 300 bodies of 1 MiB left 65 to 110 MiB resident for good. Two
-//! settings fix it: no purge delay, and each worker thread collects its heap whenever it
-//! goes idle (a tokio park hook: a busy worker rarely parks, an idle one parks once).
-//! With both, the same burst was given back within a second, and the benchmark's
-//! throughput did not move beyond its run-to-run noise (docs/security.md).
+//! settings fix it: no purge delay, and each worker thread collects its heap when it
+//! goes idle (a tokio park hook) if it has freed at least [`COLLECT_AFTER_FREED`] since
+//! its last collection. With both, the same burst was given back within a second.
+//!
+//! Why the threshold: a worker under load parks between bursts of ready connections, many
+//! times a second, and a collection walks the whole heap and gives back the pages it
+//! finds free, which the next requests may have to take again. Collecting at every park
+//! cost `GET /` 6 to 9 % of its throughput at 32 connections, in three runs by hand
+//! (docs/benchmarks.md). Below the threshold a collection could give back at most about
+//! that much, so skipping it leaves at most about that much per worker thread held after
+//! a burst. The count is kept by [`Allocator`]: mimalloc, with each thread's freed bytes
+//! added up on the side.
 //!
 //! No transparent huge pages. mimalloc reserves a 1 GiB arena and, left to itself, asks
 //! the kernel to back it with 2 MiB pages (`madvise(MADV_HUGEPAGE)`), so each 2 MiB of
@@ -25,8 +33,60 @@
 //! itself, before it maps anything). A failure to turn them off is logged at start-up
 //! ([`huge_pages_error`]).
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+
 #[cfg(target_os = "linux")]
 use libc::c_ulong;
+use mimalloc::MiMalloc;
+
+/// What a worker thread frees between two collections of its heap before the next park
+/// collects: 1 MiB, about 70 `GET /` requests' worth (one collection per 72 requests,
+/// counted by callgrind), and an eighth of what the memory drill lets stay after a burst.
+/// At 4 MiB `GET /` did no better, by hand.
+pub const COLLECT_AFTER_FREED: usize = 1024 * 1024;
+
+thread_local! {
+    /// Bytes this thread has freed since it last collected its heap. `const` and free of
+    /// a destructor: a plain load and store, readable from the allocator at any point of
+    /// a thread's life, its teardown included, and allocating nothing.
+    static FREED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The process's allocator: mimalloc, and a count of the bytes each thread frees.
+pub struct Allocator;
+
+// SAFETY: every call is passed to mimalloc unchanged; the count beside it is a
+// thread-local cell, which neither allocates nor touches the blocks.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count_freed(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A block that moves frees the old one; one resized in place frees at most the
+        // difference. Counting the old size overcounts, which only collects sooner.
+        count_freed(layout.size());
+        // SAFETY: the caller's contract, passed on.
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn count_freed(bytes: usize) {
+    FREED.with(|freed| freed.set(freed.get().saturating_add(bytes)));
+}
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
 /// v3), which libmimalloc-sys does not name.
@@ -70,10 +130,68 @@ pub fn huge_pages_error() -> Option<&'static std::io::Error> {
     HUGE_PAGES_ERROR.get()
 }
 
-/// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle.
-/// A normal (not forced) collect: it frees the thread's empty pages and purges what is
-/// due, a few microseconds beside the futex wait that parking is.
+/// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle, if
+/// it has freed enough since its last collection for one to be worth its walk of the
+/// heap. A normal (not forced) collect: it frees the thread's empty pages and purges what
+/// is due.
 pub fn collect_when_idle() {
-    // SAFETY: collects the calling thread's own heap.
-    unsafe { libmimalloc_sys::mi_collect(false) };
+    if FREED.with(collection_due) {
+        // SAFETY: collects the calling thread's own heap.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
+/// Whether a thread that has freed `freed` bytes since its last collection should collect
+/// now; if so, its count starts again.
+fn collection_due(freed: &Cell<usize>) -> bool {
+    let due = freed.get() >= COLLECT_AFTER_FREED;
+    if due {
+        freed.set(0);
+    }
+    due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collection_is_due_once_enough_is_freed_and_then_counts_again() {
+        let freed = Cell::new(COLLECT_AFTER_FREED - 1);
+        assert!(!collection_due(&freed), "just under the threshold");
+        assert_eq!(
+            freed.get(),
+            COLLECT_AFTER_FREED - 1,
+            "a skip keeps the count"
+        );
+        freed.set(COLLECT_AFTER_FREED);
+        assert!(collection_due(&freed), "at the threshold");
+        assert_eq!(freed.get(), 0, "a collection starts the count again");
+        assert!(!collection_due(&freed));
+    }
+
+    #[test]
+    fn the_allocator_counts_what_this_thread_frees() {
+        // A thread of its own: the count is per thread, and the test harness's own
+        // allocations on this one would not go through `Allocator` anyway.
+        std::thread::spawn(|| {
+            let layout = Layout::from_size_align(4096, 8).unwrap();
+            let before = FREED.get();
+            // SAFETY: a block allocated with `layout` is freed with it, once.
+            unsafe {
+                let block = Allocator.alloc(layout);
+                assert!(!block.is_null());
+                let grown = Allocator.realloc(block, layout, 8192);
+                assert!(!grown.is_null());
+                Allocator.dealloc(grown, Layout::from_size_align(8192, 8).unwrap());
+            }
+            assert_eq!(
+                FREED.get() - before,
+                4096 + 8192,
+                "the realloc's old size and the free"
+            );
+        })
+        .join()
+        .unwrap();
+    }
 }
