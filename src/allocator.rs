@@ -6,16 +6,21 @@
 //! them allocates or collects again, which an idle worker thread never does. Measured
 //! here, a burst of 300 bodies of 1 MiB left 65 to 110 MiB resident for good. Two
 //! settings fix it: no purge delay, and each worker thread collects its heap when it
-//! goes idle (a tokio park hook) if it has freed at least [`COLLECT_AFTER_FREED`] since
-//! its last collection. With both, the same burst was given back within a second.
+//! goes idle (a tokio park hook) if it has freed at least [`COLLECT_AFTER_FREED`], or
+//! has not collected for [`COLLECT_AT_LEAST_EVERY`]. With both, in the memory drill, each
+//! burst was given back within 0.1 s of its end.
 //!
-//! Why the threshold: a worker under load parks between bursts of ready connections, many
-//! times a second, and a collection walks the whole heap and gives back the pages it
+//! Why not at every park: a worker under load parks between bursts of ready connections,
+//! many times a second, and a collection walks the heap's pages and gives back those it
 //! finds free, which the next requests may have to take again. Collecting at every park
-//! cost `GET /` 6 to 9 % of its throughput at 32 connections, in three runs by hand
-//! (docs/benchmarks.md). Below the threshold a collection could give back at most about
-//! that much, so skipping it leaves at most about that much per worker thread held after
-//! a burst. The count is kept by [`Allocator`]: mimalloc, with each thread's freed bytes
+//! cost `GET /` 4 to 9 % of its throughput at 32 connections, in four runs by hand
+//! (docs/benchmarks.md). What a worker that goes idle may keep uncollected: under
+//! [`COLLECT_AFTER_FREED`] of its own frees (a freed block can leave a whole page empty,
+//! so "about"), and, if it collected less than [`COLLECT_AT_LEAST_EVERY`] ago, what other
+//! threads freed into its heap (a task moves between workers; a block goes back to the
+//! heap it came from). Both go at its next park. That is per worker thread: one in the
+//! shipped containers, whose CPU limit is 1; as many as the cores where there is no
+//! limit. The count is kept by [`Allocator`]: mimalloc, with each thread's freed bytes
 //! added up on the side.
 //!
 //! No transparent huge pages. mimalloc reserves a 1 GiB arena and, left to itself, asks
@@ -35,6 +40,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
 use libc::c_ulong;
@@ -42,15 +48,21 @@ use mimalloc::MiMalloc;
 
 /// What a worker thread frees between two collections of its heap before the next park
 /// collects: 1 MiB, about 70 `GET /` requests' worth (one collection per 72 requests,
-/// counted by callgrind), and an eighth of what the memory drill lets stay after a burst.
-/// At 4 MiB `GET /` did no better, by hand.
+/// counted by callgrind). At 4 MiB `GET /` did no better, by hand.
 pub const COLLECT_AFTER_FREED: usize = 1024 * 1024;
+
+/// However little a worker freed, its next park collects once this long has passed since
+/// its last collection: what other threads freed into its heap, which its own count does
+/// not see, is given back too. Once a second costs nothing measurable.
+pub const COLLECT_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// Bytes this thread has freed since it last collected its heap. `const` and free of
-    /// a destructor: a plain load and store, readable from the allocator at any point of
-    /// a thread's life, its teardown included, and allocating nothing.
+    /// a destructor: on Linux a plain load and store, readable from the allocator at any
+    /// point of a thread's life, its teardown included, and allocating nothing.
     static FREED: Cell<usize> = const { Cell::new(0) };
+    /// When this thread last collected its heap (never: `None`).
+    static COLLECTED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The process's allocator: mimalloc, and a count of the bytes each thread frees.
@@ -85,7 +97,9 @@ unsafe impl GlobalAlloc for Allocator {
 }
 
 fn count_freed(bytes: usize) {
-    FREED.with(|freed| freed.set(freed.get().saturating_add(bytes)));
+    // `try_with`: an allocator must not panic; where the cell is gone (a platform without
+    // native thread locals, at thread exit) the count is simply not kept.
+    let _ = FREED.try_with(|freed| freed.set(freed.get().saturating_add(bytes)));
 }
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
@@ -131,22 +145,28 @@ pub fn huge_pages_error() -> Option<&'static std::io::Error> {
 }
 
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle, if
-/// it has freed enough since its last collection for one to be worth its walk of the
-/// heap. A normal (not forced) collect: it frees the thread's empty pages and purges what
-/// is due.
+/// it has freed enough since its last collection, or that was long enough ago. A normal
+/// (not forced) collect: it frees the thread's empty pages and purges what is due.
 pub fn collect_when_idle() {
-    if FREED.with(collection_due) {
+    let due = FREED.with(|freed| {
+        COLLECTED_AT.with(|collected_at| collection_due(freed, collected_at, Instant::now()))
+    });
+    if due {
         // SAFETY: collects the calling thread's own heap.
         unsafe { libmimalloc_sys::mi_collect(false) };
     }
 }
 
-/// Whether a thread that has freed `freed` bytes since its last collection should collect
-/// now; if so, its count starts again.
-fn collection_due(freed: &Cell<usize>) -> bool {
-    let due = freed.get() >= COLLECT_AFTER_FREED;
+/// Whether a thread that has freed `freed` bytes since it collected at `collected_at`
+/// should collect `now`; if so, both start again from now.
+fn collection_due(freed: &Cell<usize>, collected_at: &Cell<Option<Instant>>, now: Instant) -> bool {
+    let due = freed.get() >= COLLECT_AFTER_FREED
+        || collected_at
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= COLLECT_AT_LEAST_EVERY);
     if due {
         freed.set(0);
+        collected_at.set(Some(now));
     }
     due
 }
@@ -157,17 +177,64 @@ mod tests {
 
     #[test]
     fn a_collection_is_due_once_enough_is_freed_and_then_counts_again() {
+        let now = Instant::now();
         let freed = Cell::new(COLLECT_AFTER_FREED - 1);
-        assert!(!collection_due(&freed), "just under the threshold");
+        let collected_at = Cell::new(Some(now));
+        assert!(
+            !collection_due(&freed, &collected_at, now),
+            "just under the threshold"
+        );
         assert_eq!(
             freed.get(),
             COLLECT_AFTER_FREED - 1,
             "a skip keeps the count"
         );
         freed.set(COLLECT_AFTER_FREED);
-        assert!(collection_due(&freed), "at the threshold");
+        let later = now + Duration::from_millis(1);
+        assert!(
+            collection_due(&freed, &collected_at, later),
+            "at the threshold"
+        );
         assert_eq!(freed.get(), 0, "a collection starts the count again");
-        assert!(!collection_due(&freed));
+        assert_eq!(collected_at.get(), Some(later), "and the clock");
+        assert!(!collection_due(&freed, &collected_at, later));
+    }
+
+    #[test]
+    fn a_collection_is_due_once_long_enough_has_passed_however_little_was_freed() {
+        let now = Instant::now();
+        let freed = Cell::new(0);
+        assert!(
+            collection_due(&freed, &Cell::new(None), now),
+            "a thread that never collected"
+        );
+        let collected_at = Cell::new(Some(now));
+        let almost = now + COLLECT_AT_LEAST_EVERY - Duration::from_millis(1);
+        assert!(!collection_due(&freed, &collected_at, almost));
+        let then = now + COLLECT_AT_LEAST_EVERY;
+        assert!(collection_due(&freed, &collected_at, then));
+        assert_eq!(collected_at.get(), Some(then));
+    }
+
+    #[test]
+    fn the_park_hook_collects_when_due_and_only_then() {
+        std::thread::spawn(|| {
+            collect_when_idle();
+            let first = COLLECTED_AT.get().expect("a first park collects");
+            FREED.set(10);
+            collect_when_idle();
+            assert_eq!(
+                FREED.get(),
+                10,
+                "10 bytes a moment after a collection: skipped"
+            );
+            assert_eq!(COLLECTED_AT.get(), Some(first));
+            FREED.set(COLLECT_AFTER_FREED);
+            collect_when_idle();
+            assert_eq!(FREED.get(), 0, "the threshold reached: collected");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
