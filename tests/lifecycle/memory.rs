@@ -64,3 +64,16 @@ fn the_service_runs_without_transparent_huge_pages() {
         assert_eq!(proc_field(pid, "smaps_rollup", "AnonHugePages"), "0 kB");
     }
 }
+
+/// The binary's allocator counts what each thread frees, which decides when an idle
+/// worker collects its heap (src/allocator.rs): the start-up check that would say
+/// otherwise stays silent.
+#[test]
+fn the_binarys_allocator_counts_what_threads_free() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url)]);
+    farol.wait_for_log("ready", std::time::Duration::from_secs(10));
+    let logs = farol.all_logs();
+    assert!(!logs.contains("does not count what threads free"), "{logs}");
+}
