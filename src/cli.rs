@@ -87,10 +87,7 @@ fn serve() -> ExitCode {
     };
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
     if crate::allocator::allocator_not_counting() {
-        tracing::warn!(
-            "the global allocator does not count what threads free: idle workers collect \
-             their heaps at most once a second (src/allocator.rs)"
-        );
+        tracing::warn!(message = crate::allocator::NOT_COUNTING_WARNING);
     }
     if let Some(error) = crate::allocator::huge_pages_error() {
         tracing::warn!(

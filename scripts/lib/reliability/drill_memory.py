@@ -12,7 +12,8 @@ the stalled ones after its write timeout). Judged: resident memory stays within 
 worst case (bytes per connection times the bound, plus the payload budget), the process
 is never killed, the memory is given back within a few seconds of each burst (to within
 8 MiB of the level before it; after the pages, to within 16 MiB of the level before the
-first of them), and /health answers 200 after.
+first of them), and /health answers 200 after; and the binary's allocator is the one that
+counts what threads free (src/allocator.rs), by its start-up check.
 """
 
 import contextlib
@@ -208,6 +209,12 @@ async def drill(binary, work, verdict):
         return
     farol = Farol(binary, work, {"LOG_LEVEL": "warn"}, name="farol-memory", cgroup_procs=procs).start()
     try:
+        # src/allocator.rs: its start-up check warns when the binary's allocator does not
+        # count what threads free, which decides when an idle worker gives memory back
+        uncounted = [e for e in farol.log_lines()
+                     if str(e.get("message", "")).startswith("the global allocator does not count")]
+        verdict.check(not uncounted, "the release binary's allocator counts what threads free",
+                      "no start-up warning" if not uncounted else uncounted[0]["message"])
         verdict.figure("farol in a memory cgroup of", f"{LIMIT >> 20} MiB: {MAX_CONNECTIONS} connections, "
                        f"{PAYLOAD_BUDGET >> 20} MiB of payloads (derived)")
         seen = burst(farol, verdict, "600 heads of 350 KB", 600,
