@@ -18,14 +18,14 @@
 //! (docs/benchmarks.md). What a worker that goes idle may keep uncollected: what under
 //! [`COLLECT_AFTER_FREED`] of its own frees left free (counted in pages, not bytes: a
 //! small freed block can leave a whole page empty), and, if it collected less than
-//! [`COLLECT_AT_LEAST_EVERY`] ago, what other
-//! threads freed into its heap (a task moves between workers; a block goes back to the
-//! heap it came from). A parked worker collects nothing, so that stays until it next
-//! wakes and parks again, which on a quiet service may be much later; so does what other
-//! threads free into its heap while it sleeps, with or without the threshold, as before
-//! it. That is per worker thread: one in the shipped containers, whose CPU limit is 1; as
-//! many as the cores where there is no limit. The count is kept by [`Allocator`]:
-//! mimalloc, with each thread's freed bytes added up on the side.
+//! [`COLLECT_AT_LEAST_EVERY`] ago, what other threads freed into its heap (a task moves
+//! between workers; a block goes back to the heap it came from). A parked worker
+//! collects nothing, so that stays until it next wakes and parks again, which on a quiet
+//! service may be much later; so does what other threads free into its heap while it
+//! sleeps, with or without the threshold, as before it. That is per worker thread: one
+//! in the shipped containers, whose CPU limit is 1; as many as the cores where there is
+//! no limit. The count is kept by [`Allocator`]: mimalloc, with each thread's freed
+//! bytes added up on the side.
 //!
 //! No transparent huge pages. mimalloc reserves a 1 GiB arena and, left to itself, asks
 //! the kernel to back it with 2 MiB pages (`madvise(MADV_HUGEPAGE)`), so each 2 MiB of

@@ -4,8 +4,8 @@
 //! rate of it take as many pool slots and statements from the API. So a check joins
 //! the ping in flight, when there is one, and starts one otherwise: `/health` sends one
 //! statement at a time to the database, whatever its rate (a ping that timed out keeps
-//! its connection until its cancel settles, while the next may take another). Each check is
-//! answered by a round trip that was under way or started when its request came, and
+//! its connection until its cancel settles, while the next may take another). Each check
+//! is answered by a round trip that was under way or started when its request came, and
 //! that is at most as old as a ping's time bound (a pool slot, then the round trip:
 //! twice `DB_QUERY_TIMEOUT_MS`). The ping runs in a task of its own, named
 //! `health_check` in the metrics and traces, and runs on to its end (within that bound)

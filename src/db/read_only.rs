@@ -1,7 +1,8 @@
 //! A server that answers but takes no writes: a standby behind an address that moved, or
 //! `default_transaction_read_only` on. For farol that is an outage (writes answer 503,
 //! `/health` says down) that reads do not end: only a write that succeeds, or a ping (the
-//! background one, or `/health`'s) that finds the server writable, does. Entered and left once each, with a log line each way.
+//! background one, or `/health`'s) that finds the server writable, does. Entered and left
+//! once each, with a log line each way.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};

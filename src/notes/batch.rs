@@ -36,10 +36,10 @@ use crate::telemetry::traces::in_context;
 
 /// Insert statements running at once, at most (and no more than the pool's connections).
 /// Each more makes every statement smaller, and a statement costs the database about
-/// what six rows do (pgbench, docs/benchmarks.md): on the benchmark's two cores, farol with 2 made 1.26
-/// times the creates of farol with 4, and 1 no fewer than 2 at 32 connections
-/// (docs/benchmarks.md). Not 1: a statement held on a stalled connection would then hold
-/// every create until its query timeout.
+/// what six rows do (pgbench, docs/benchmarks.md): on the benchmark's two cores, farol
+/// with 2 made 1.26 times the creates of farol with 4, and 1 no fewer than 2 at 32
+/// connections (docs/benchmarks.md). Not 1: a statement held on a stalled connection
+/// would then hold every create until its query timeout.
 pub const MAX_STATEMENTS: usize = 2;
 /// Notes in one statement at most: 64 bodies of 10,000 characters are 2.6 MB at most in
 /// UTF-8, bounded like the requests that carry them.
