@@ -206,10 +206,18 @@ impl Application {
         );
         let (router, _) = routes::router(state.clone());
         let connections = Arc::new(Semaphore::new(settings.http.max_connections));
+        let metrics = &state.metrics;
+        metrics
+            .http_connections_max
+            .set(i64::try_from(settings.http.max_connections).unwrap_or(i64::MAX));
         let main = tokio::spawn(server::serve(
             listener,
             router,
             connections,
+            Some(server::ConnectionMetrics {
+                open: metrics.http_connections_open.clone(),
+                cut: metrics.http_connections_cut.clone(),
+            }),
             drain_begun(),
             abandoned(),
         ));
@@ -222,6 +230,7 @@ impl Application {
                 listener,
                 router,
                 connections,
+                None,
                 drain_begun(),
                 abandoned(),
             ))

@@ -13,10 +13,14 @@
 //! - a write timeout: a client that stops reading its answer is cut off
 //!   (`write_deadline`).
 //!
-//! And TCP_NODELAY on every connection.
+//! And TCP_NODELAY on every connection. What those bounds do is counted
+//! ([`ConnectionMetrics`]): at the connection bound, new clients wait before any request
+//! of theirs is read, where no request metric or log line can see them.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +28,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use prometheus::{IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -39,16 +44,71 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// body a handler reads (bounded on its own, see `docs/security.md`).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
+/// Why the server cut a connection off at one of its bounds: a request head begun but not
+/// finished within [`HEADER_READ_TIMEOUT`] (an idle keep-alive connection closed after
+/// that time is not cut, it is done), a head over [`MAX_HEAD_BYTES`] (answered 431 first), an answer
+/// its client stopped reading for [`WRITE_TIMEOUT`]. The `reason` label's values.
+pub const CUT_REASONS: [&str; 3] = ["head_timeout", "head_too_large", "write_timeout"];
+
+/// Where the loop reports its connections: the gauge of those open (the bound is set
+/// once, by whoever set it) and the counter of those cut off, by [`CUT_REASONS`].
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub open: IntGauge,
+    pub cut: IntCounterVec,
+}
+
+/// Holds one count of the open gauge: given back when the connection's task ends, or is
+/// dropped mid-way when the drain is abandoned.
+struct Open(IntGauge);
+
+impl Open {
+    fn count(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The bound that ended a connection with `error`, if one did; `None` for the rest (a
+/// client gone mid-request, a malformed request, an idle connection's head timeout:
+/// routine, and not ours). `midway`: request bytes had arrived since the last answer.
+fn cut_reason(error: &hyper::Error, midway: bool) -> Option<&'static str> {
+    if error.is_timeout() {
+        midway.then_some(CUT_REASONS[0])
+    } else if error.is_parse_too_large() {
+        Some(CUT_REASONS[1])
+    } else if is_write_timeout(error) {
+        Some(CUT_REASONS[2])
+    } else {
+        None
+    }
+}
+
+/// Whether an I/O error of kind `TimedOut` is in `error`'s chain of causes: what
+/// [`WriteDeadline`] fails a stalled write with, and hyper wraps.
+fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |&e| e.source())
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::TimedOut)
+}
+
 /// Serves `router` on `listener` until `drain` resolves; then stops accepting, lets
 /// every connection finish its in-flight request (idle keep-alive connections are
 /// closed), and returns once all are gone, or, if `abandon` resolves first, once the
 /// connections still open are dropped with their requests (so that what those left
 /// running is let go of before the process exits). At most `connections` are open at
-/// once.
+/// once; `metrics`, if given, counts them.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     connections: Arc<Semaphore>,
+    metrics: Option<ConnectionMetrics>,
     drain: impl Future<Output = ()>,
     abandon: impl Future<Output = ()>,
 ) {
@@ -90,17 +150,26 @@ pub async fn serve(
             () = &mut drain => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = metrics.as_ref().map(|m| Open::count(&m.open));
+        let cut = metrics.as_ref().map(|m| m.cut.clone());
         let service = TowerToHyperService::new(router.clone());
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
+        let midway = stream.midway();
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         // the ended ones' entries go, so that the set holds the open connections only
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let _slot = slot;
+            let _open = open;
             // A client that goes away mid-request is routine, not an error; neither is
-            // a head too large (hyper has answered 431).
+            // a head too large (hyper has answered 431). The bounds' cuts are counted:
+            // many of them is a client, or many, holding connections on purpose.
             if let Err(error) = connection.await {
+                let midway = midway.load(Ordering::Relaxed);
+                if let (Some(cut), Some(reason)) = (&cut, cut_reason(&error, midway)) {
+                    cut.with_label_values(&[reason]).inc();
+                }
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
@@ -134,5 +203,60 @@ impl BoundWarning {
                 "connection limit reached (MAX_CONNECTIONS): new connections wait in the listen backlog"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause wrapped the way hyper wraps an I/O error: as the source of its own.
+    #[derive(Debug)]
+    struct Wrapped(io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error writing a response")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_stalled_write_is_found_among_the_causes_and_other_io_errors_are_not() {
+        let stalled = Wrapped(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+        assert!(is_write_timeout(&stalled));
+        assert!(is_write_timeout(&stalled.0));
+        let reset = Wrapped(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!is_write_timeout(&reset));
+    }
+
+    #[test]
+    fn the_open_gauge_is_given_back_however_the_connection_ends() {
+        let gauge = IntGauge::new("open", "open").unwrap();
+        let first = Open::count(&gauge);
+        let second = Open::count(&gauge);
+        assert_eq!(gauge.get(), 2);
+        drop(first);
+        assert_eq!(gauge.get(), 1);
+        // a task aborted mid-connection drops what it holds, as a finished one does
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let task = tokio::spawn(async move {
+                let _open = second;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+            task.abort();
+            let _ = task.await;
+        });
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -6,9 +6,16 @@
 //! that advertises a zero window is never timed out by TCP itself). Here a write that
 //! makes no progress for [`WRITE_TIMEOUT`] fails, and hyper closes the connection. Any
 //! progress starts the wait again: a slow reader is fine, a stalled one is not.
+//!
+//! It also marks whether request bytes have arrived since the last answer was written
+//! ([`WriteDeadline::midway`]): when hyper's head timeout ends a connection, that tells a
+//! client that began a request head and stopped (a slow client, perhaps on purpose) from
+//! an idle keep-alive connection closed as it should be.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +31,8 @@ pub struct WriteDeadline<IO> {
     timeout: Duration,
     /// Armed while a write waits; dropped on progress.
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Set when request bytes arrive, cleared when answer bytes are written.
+    midway: Arc<AtomicBool>,
 }
 
 impl<IO> WriteDeadline<IO> {
@@ -32,7 +41,14 @@ impl<IO> WriteDeadline<IO> {
             io,
             timeout,
             stalled: None,
+            midway: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether request bytes have arrived since the last answer bytes were written: read
+    /// it after the connection has ended.
+    pub fn midway(&self) -> Arc<AtomicBool> {
+        self.midway.clone()
     }
 
     /// After a write returned `Pending`: an error once the deadline has passed.
@@ -47,6 +63,14 @@ impl<IO> WriteDeadline<IO> {
                 "the client read nothing of the answer for the write timeout",
             )),
             Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Answer bytes written: whatever request had begun is being answered. (Not on a
+    /// flush: hyper flushes on every turn of its loop, with nothing written.)
+    fn answered(&self, result: &Poll<io::Result<usize>>) {
+        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
+            self.midway.store(false, Ordering::Relaxed);
         }
     }
 
@@ -74,7 +98,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for WriteDeadline<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.midway.store(true, Ordering::Relaxed);
+        }
+        result
     }
 }
 
@@ -85,6 +114,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.answered(&result);
         self.track(cx, result)
     }
 
@@ -94,6 +124,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.answered(&result);
         self.track(cx, result)
     }
 
@@ -147,5 +178,24 @@ mod tests {
         server.shutdown().await.unwrap();
         drop(server);
         assert_eq!(reader.await.unwrap().len(), 640);
+    }
+
+    #[tokio::test]
+    async fn midway_is_set_by_request_bytes_and_cleared_by_an_answer() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let mut server = WriteDeadline::new(server, WRITE_TIMEOUT);
+        let midway = server.midway();
+        assert!(!midway.load(Ordering::Relaxed), "nothing has arrived");
+        client.write_all(b"GET / HT").await.unwrap();
+        let mut head = [0u8; 8];
+        server.read_exact(&mut head).await.unwrap();
+        assert!(midway.load(Ordering::Relaxed), "a head has begun");
+        server.flush().await.unwrap();
+        assert!(
+            midway.load(Ordering::Relaxed),
+            "a flush with nothing written answers nothing"
+        );
+        server.write_all(b"HTTP/1.1 200 OK").await.unwrap();
+        assert!(!midway.load(Ordering::Relaxed), "answered");
     }
 }

@@ -46,6 +46,11 @@ pub struct Metrics {
     registry: Registry,
     pub http_duration: HistogramVec,
     pub http_active: IntGauge,
+    /// The main port's connections: open, the bound on them, and those cut off at a
+    /// bound (`http::server`).
+    pub http_connections_open: IntGauge,
+    pub http_connections_max: IntGauge,
+    pub http_connections_cut: IntCounterVec,
     pub db_connections: IntGaugeVec,
     pub db_connections_max: IntGauge,
     pub db_duration: HistogramVec,
@@ -133,6 +138,27 @@ impl Metrics {
             "Number of active HTTP server requests.",
         )
         .expect("valid metric");
+        let http_connections_open = IntGauge::new(
+            "farol_http_connections_open",
+            "Open client connections on the main port.",
+        )
+        .expect("valid metric");
+        let http_connections_max = IntGauge::new(
+            "farol_http_connections_max",
+            "The most client connections the main port keeps open (MAX_CONNECTIONS); past it, new ones wait in the listen backlog.",
+        )
+        .expect("valid metric");
+        let http_connections_cut = IntCounterVec::new(
+            Opts::new(
+                "farol_http_connections_cut_total",
+                "Client connections cut off at a bound: no request head in time (head_timeout), a head too large, answered 431 (head_too_large), an answer not read in time (write_timeout).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::http::server::CUT_REASONS {
+            http_connections_cut.with_label_values(&[reason]);
+        }
         let db_connections = IntGaugeVec::new(
             Opts::new(
                 "db_client_connection_count",
@@ -197,6 +223,9 @@ impl Metrics {
         for collector in [
             Box::new(http_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_active.clone()),
+            Box::new(http_connections_open.clone()),
+            Box::new(http_connections_max.clone()),
+            Box::new(http_connections_cut.clone()),
             Box::new(db_connections.clone()),
             Box::new(db_connections_max.clone()),
             Box::new(db_duration.clone()),
@@ -215,6 +244,9 @@ impl Metrics {
             registry,
             http_duration,
             http_active,
+            http_connections_open,
+            http_connections_max,
+            http_connections_cut,
             db_connections,
             db_connections_max,
             db_duration,

@@ -83,25 +83,16 @@ async fn lock_waiters(observer: &tokio_postgres::Client, count: i64) {
     panic!("{count} sessions never came to wait on the lock");
 }
 
-/// Waits (at most 10 s) until `series` reads `value` on farol's `/metrics`.
-async fn metric_reads(app: &TestApp, series: &str, value: f64) {
-    for _ in 0..200 {
-        if app.metric(series).await == Some(value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{series} never read {value}");
-}
-
 /// Waits until `count` creates wait in farol's queue.
 async fn queued(app: &TestApp, count: usize) {
-    metric_reads(app, "farol_note_inserts_queued", count as f64).await;
+    app.wait_for_metric("farol_note_inserts_queued", count as f64)
+        .await;
 }
 
 /// Waits until farol handles `count` requests (its `/metrics` one of them).
 async fn requests_in_flight(app: &TestApp, count: usize) {
-    metric_reads(app, "http_server_active_requests", count as f64 + 1.0).await;
+    app.wait_for_metric("http_server_active_requests", count as f64 + 1.0)
+        .await;
 }
 
 /// A create sent on a connection of its own: dropping the stream is its client going
@@ -319,7 +310,7 @@ async fn a_shared_statement_runs_on_for_its_clients_and_is_cancelled_once_all_ha
         "made for the one that stayed"
     );
     assert_eq!(notes_titled(&observer, "alone, gone").await, 0, "cancelled");
-    metric_reads(&app, CANCELLED, 1.0).await;
+    app.wait_for_metric(CANCELLED, 1.0).await;
     assert_eq!(app.metric(SEVERAL_NOTES).await, Some(1.0));
 
     block(&blocker).await;
@@ -337,7 +328,7 @@ async fn a_shared_statement_runs_on_for_its_clients_and_is_cancelled_once_all_ha
     drop(together);
     wait_until_gone(&observer, together_waiting).await;
     blocker.batch_execute("COMMIT").await.unwrap();
-    metric_reads(&app, CANCELLED, 3.0).await;
+    app.wait_for_metric(CANCELLED, 3.0).await;
     assert_eq!(notes_titled(&observer, "first, gone").await, 0);
     assert_eq!(notes_titled(&observer, "together, gone").await, 0);
 }

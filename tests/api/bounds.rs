@@ -74,6 +74,12 @@ async fn a_request_head_larger_than_a_proxy_passes_gets_431_at_once() {
         "at once: {:?}",
         started.elapsed()
     );
+    // the connection cut off at the head's bound is counted
+    app.wait_for_metric(
+        r#"farol_http_connections_cut_total{reason="head_too_large"}"#,
+        1.0,
+    )
+    .await;
 
     // What a proxy passes still passes.
     let fits = "x".repeat(20 * 1024);
@@ -93,7 +99,8 @@ async fn a_request_head_larger_than_a_proxy_passes_gets_431_at_once() {
 #[tokio::test]
 async fn past_max_connections_new_connections_wait_until_one_closes() {
     let url = create_database(&shared_server_url()).await;
-    let app = start(&url, &[("MAX_CONNECTIONS", "2")]).await;
+    // The metrics port has its own bound: it shows the main port's while that is full.
+    let app = start(&url, &[("MAX_CONNECTIONS", "2"), ("METRICS_PORT", "0")]).await;
     // Waiting on connections that close, so that no idle keep-alive connection of the
     // test's HTTP client holds a slot.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -109,7 +116,7 @@ async fn past_max_connections_new_connections_wait_until_one_closes() {
     }
     // Two idle connections take both slots.
     let first = connect(&app).await;
-    let _second = connect(&app).await;
+    let second = connect(&app).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut third = connect(&app).await; // the kernel accepts it into the backlog
@@ -119,6 +126,15 @@ async fn past_max_connections_new_connections_wait_until_one_closes() {
         .unwrap();
     let early = read_head(&mut third, Duration::from_millis(700)).await;
     assert_eq!(early, "", "served past the bound");
+    let metrics_url = format!("{}/metrics", app.metrics_address.as_deref().unwrap());
+    let scrape = app.client.get(&metrics_url).send().await.unwrap();
+    let text = scrape.text().await.unwrap();
+    for line in [
+        "farol_http_connections_open 2",
+        "farol_http_connections_max 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
+    }
 
     drop(first);
     let answer = read_head(&mut third, Duration::from_secs(5)).await;
@@ -126,6 +142,22 @@ async fn past_max_connections_new_connections_wait_until_one_closes() {
         answer.starts_with("HTTP/1.1 200"),
         "served once a slot freed: {answer:?}"
     );
+    drop(third);
+    drop(second);
+    // the gauge follows the connections down: none is left open once all are closed
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = app.client.get(&metrics_url).send().await.unwrap();
+        let text = text.text().await.unwrap();
+        if text.lines().any(|l| l == "farol_http_connections_open 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the open gauge stayed up:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An app whose payload budget is `kib` KiB.

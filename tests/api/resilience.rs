@@ -134,9 +134,10 @@ async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
 async fn a_client_dripping_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(&[]).await;
-    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let connect = || tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"));
+    // beside it, a connection that sends nothing: idle, like a keep-alive one
+    let mut idle = connect().await.unwrap();
+    let mut stream = connect().await.unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
@@ -150,6 +151,16 @@ async fn a_client_dripping_its_headers_is_cut_off() {
         waited >= farol::http::server::HEADER_READ_TIMEOUT - Duration::from_millis(500),
         "not before the timeout: {waited:?}"
     );
+    // the connection cut off at the head's deadline is counted; the idle one, closed at
+    // the same deadline, is not: it was done, not cut off
+    let head_timeouts = r#"farol_http_connections_cut_total{reason="head_timeout"}"#;
+    app.wait_for_metric(head_timeouts, 1.0).await;
+    let mut nothing = Vec::new();
+    let idle_closed =
+        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut nothing)).await;
+    assert!(idle_closed.is_ok(), "the idle connection was never closed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.metric(head_timeouts).await, Some(1.0));
     assert_eq!(app.get("/health").await.status(), 200);
 }
 

@@ -136,6 +136,17 @@ impl TestApp {
             .and_then(|value| value.parse().ok())
     }
 
+    /// Waits (at most 10 s) until `series` reads `value` on `/metrics`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        for _ in 0..200 {
+            if self.metric(series).await == Some(value) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{series} never read {value}");
+    }
+
     /// Waits (at most 10 s) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         self.wait_for_status("/readyz", 200, Duration::from_secs(10))
