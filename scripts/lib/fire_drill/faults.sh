@@ -26,8 +26,8 @@
 #   load_start SCENARIO [CONNECTIONS DELAY_MS], load_stop
 #                                 paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
-# PROXY_PORT, COLLECTOR_PORT, STACK_PYTHON, and the LOAD_* and FAROL_DB_TIMEOUT_MS
-# settings of scripts/fire-drill.
+# PROXY_PORT, COLLECTOR_PORT, STACK_PYTHON, and the LOAD_*, FAROL_DB_TIMEOUT_MS and
+# FAROL_MAX_CONNECTIONS settings of scripts/fire-drill.
 
 declare -A DRILL_PIDS=()
 DRILL_LIB=$REPO_ROOT/scripts/lib/fire_drill
@@ -73,6 +73,7 @@ drill_run() {
 # DB_QUERY_TIMEOUT_MS while PostgreSQL is down). Logs append to farol.log across restarts.
 farol_start() {
   farol_command "$FAROL_PORT" "$FAROL_DB_URL" CHAOS_ENABLED=true CONFIG_DIR="$FAROL_CONFIG_DIR" \
+    MAX_CONNECTIONS="$FAROL_MAX_CONNECTIONS" \
     DB_CONNECT_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" DB_QUERY_TIMEOUT_MS="$FAROL_DB_TIMEOUT_MS" \
     SHUTDOWN_DELAY_MS=0 SHUTDOWN_TIMEOUT_MS=2000 \
     OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$COLLECTOR_PORT" OTEL_BSP_SCHEDULE_DELAY=1000 \

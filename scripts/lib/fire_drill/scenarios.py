@@ -131,6 +131,10 @@ SCENARIOS = [
              fire=("SLOMetricAbsent",), allowed=_USUAL),
     Scenario("traces", "7c traces lost", "the stand-in trace collector stopped, then started on the same port",
              fire=("FarolTraceSpansDropped",), allowed=_USUAL),
+    Scenario("http-connections", "7d farol's connections held",
+             "slow clients (a request head begun, never finished; cut off at farol's 10 s head timeout "
+             "and opened again) holding 95 % of farol's MAX_CONNECTIONS, then closed",
+             fire=("FarolConnectionsNearLimit",), allowed=_USUAL),
     Scenario("target-absent", "7 a job without targets",
              "the node exporter's target removed from its target file, then put back",
              fire=("ScrapeJobAbsent",), allowed=_SLOW, quick=False),
