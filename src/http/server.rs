@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::write_deadline::{WRITE_TIMEOUT, WriteDeadline};
+use super::write_deadline::{self, WRITE_TIMEOUT, WriteDeadline};
 
 /// A client must send its whole request head within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,11 +44,21 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// body a handler reads (bounded on its own, see `docs/security.md`).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Why the server cut a connection off at one of its bounds: a request head begun but not
-/// finished within [`HEADER_READ_TIMEOUT`] (an idle keep-alive connection closed after
-/// that time is not cut, it is done), a head over [`MAX_HEAD_BYTES`] (answered 431 first), an answer
-/// its client stopped reading for [`WRITE_TIMEOUT`]. The `reason` label's values.
-pub const CUT_REASONS: [&str; 3] = ["head_timeout", "head_too_large", "write_timeout"];
+/// Why the server closed a connection at one of its bounds, the `reason` label's values:
+/// - `head_timeout`, `idle_timeout`: no whole request head within
+///   [`HEADER_READ_TIMEOUT`] of the accept or of the last answer, with part of one
+///   received (a slow client), or none (an idle keep-alive connection, closed as it
+///   should be). The split is a hint: a client can make its cut look idle
+///   ([`WriteDeadline::midway`]);
+/// - `head_too_large`: a head over [`MAX_HEAD_BYTES`] or with too many headers (answered
+///   431), or a URI too long (414);
+/// - `write_timeout`: an answer its client stopped reading for [`WRITE_TIMEOUT`].
+pub const CUT_REASONS: [&str; 4] = [
+    "head_timeout",
+    "idle_timeout",
+    "head_too_large",
+    "write_timeout",
+];
 
 /// Where the loop reports its connections: the gauge of those open (the bound is set
 /// once, by whoever set it) and the counter of those cut off, by [`CUT_REASONS`].
@@ -76,26 +86,30 @@ impl Drop for Open {
 }
 
 /// The bound that ended a connection with `error`, if one did; `None` for the rest (a
-/// client gone mid-request, a malformed request, an idle connection's head timeout:
-/// routine, and not ours). `midway`: request bytes had arrived since the last answer.
+/// client gone mid-request, a malformed request: routine, and not ours). `midway`:
+/// request bytes had arrived since the last answer.
 fn cut_reason(error: &hyper::Error, midway: bool) -> Option<&'static str> {
     if error.is_timeout() {
-        midway.then_some(CUT_REASONS[0])
+        Some(if midway {
+            CUT_REASONS[0]
+        } else {
+            CUT_REASONS[1]
+        })
     } else if error.is_parse_too_large() {
-        Some(CUT_REASONS[1])
-    } else if is_write_timeout(error) {
         Some(CUT_REASONS[2])
+    } else if is_write_timeout(error) {
+        Some(CUT_REASONS[3])
     } else {
         None
     }
 }
 
-/// Whether an I/O error of kind `TimedOut` is in `error`'s chain of causes: what
-/// [`WriteDeadline`] fails a stalled write with, and hyper wraps.
+/// Whether the error [`WriteDeadline`] fails a stalled write with is in `error`'s chain
+/// of causes, where hyper puts it.
 fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |&e| e.source())
         .filter_map(|e| e.downcast_ref::<io::Error>())
-        .any(|e| e.kind() == io::ErrorKind::TimedOut)
+        .any(write_deadline::is_stalled)
 }
 
 /// Serves `router` on `listener` until `drain` resolves; then stops accepting, lets
@@ -228,9 +242,15 @@ mod tests {
 
     #[test]
     fn a_stalled_write_is_found_among_the_causes_and_other_io_errors_are_not() {
-        let stalled = Wrapped(io::Error::new(io::ErrorKind::TimedOut, "write timed out"));
+        let stalled = Wrapped(io::Error::new(
+            io::ErrorKind::TimedOut,
+            write_deadline::Stalled,
+        ));
         assert!(is_write_timeout(&stalled));
         assert!(is_write_timeout(&stalled.0));
+        // the kernel's own timeout, on a read, is not a stalled answer
+        let kernel = Wrapped(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(!is_write_timeout(&kernel));
         let reset = Wrapped(io::Error::from(io::ErrorKind::ConnectionReset));
         assert!(!is_write_timeout(&reset));
     }

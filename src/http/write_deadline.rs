@@ -8,9 +8,11 @@
 //! progress starts the wait again: a slow reader is fine, a stalled one is not.
 //!
 //! It also marks whether request bytes have arrived since the last answer was written
-//! ([`WriteDeadline::midway`]): when hyper's head timeout ends a connection, that tells a
-//! client that began a request head and stopped (a slow client, perhaps on purpose) from
-//! an idle keep-alive connection closed as it should be.
+//! ([`WriteDeadline::midway`]): when hyper's head timeout ends a connection, that mostly
+//! tells a client that began a request head and stopped from an idle keep-alive
+//! connection. Only mostly: hyper reads what comes as it comes, so a partial head sent
+//! together with the previous request arrives before that request's answer is written,
+//! and looks idle; body bytes read after an early answer look like a head begun.
 
 use std::io;
 use std::pin::Pin;
@@ -24,6 +26,24 @@ use tokio::time::Sleep;
 
 /// How long a write may wait for the client to read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cause of the error a stalled write fails with: what tells it from any other
+/// `TimedOut` (the kernel's, on a read) further up.
+#[derive(Debug)]
+pub struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client read nothing of the answer for the write timeout")
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// Whether `error` is the one a stalled write fails with.
+pub fn is_stalled(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|cause| cause.is::<Stalled>())
+}
 
 /// `io` with a deadline on write progress.
 pub struct WriteDeadline<IO> {
@@ -58,10 +78,7 @@ impl<IO> WriteDeadline<IO> {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing of the answer for the write timeout",
-            )),
+            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::TimedOut, Stalled)),
             Poll::Pending => Ok(()),
         }
     }
@@ -156,6 +173,8 @@ mod tests {
         let started = tokio::time::Instant::now();
         let error = server.write_all(&[b'x'; 1024]).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(is_stalled(&error));
+        assert!(!is_stalled(&io::Error::from(io::ErrorKind::TimedOut)));
         assert_eq!(started.elapsed(), WRITE_TIMEOUT);
     }
 
