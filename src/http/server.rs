@@ -46,12 +46,13 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Why the server closed a connection at one of its bounds, the `reason` label's values:
 /// - `head_timeout`, `idle_timeout`: no whole request head within
-///   [`HEADER_READ_TIMEOUT`] of the accept or of the last answer, with part of one
-///   received (a slow client), or none (an idle keep-alive connection, closed as it
-///   should be). The split is a hint: a client can make its cut look idle
+///   [`HEADER_READ_TIMEOUT`] of the accept or of the last answer, on a connection that
+///   owed one (never answered, or part of its next head received: a slow client, or one
+///   holding the connection on purpose), or that did not (an idle keep-alive connection,
+///   closed as it should be). The split is a hint: a client can make its cut look idle
 ///   ([`WriteDeadline::midway`]);
 /// - `head_too_large`: a head over [`MAX_HEAD_BYTES`] or with too many headers (answered
-///   431), or a URI too long (414);
+///   431);
 /// - `write_timeout`: an answer its client stopped reading for [`WRITE_TIMEOUT`].
 pub const CUT_REASONS: [&str; 4] = [
     "head_timeout",
@@ -86,8 +87,8 @@ impl Drop for Open {
 }
 
 /// The bound that ended a connection with `error`, if one did; `None` for the rest (a
-/// client gone mid-request, a malformed request: routine, and not ours). `midway`:
-/// request bytes had arrived since the last answer.
+/// client gone mid-request, a malformed request: routine, and not ours). `midway`: the
+/// connection owed a request ([`WriteDeadline::midway`]).
 fn cut_reason(error: &hyper::Error, midway: bool) -> Option<&'static str> {
     if error.is_timeout() {
         Some(if midway {
@@ -253,6 +254,39 @@ mod tests {
         assert!(!is_write_timeout(&kernel));
         let reset = Wrapped(io::Error::from(io::ErrorKind::ConnectionReset));
         assert!(!is_write_timeout(&reset));
+    }
+
+    /// hyper itself, over the write deadline, on a client that asks and never reads: the
+    /// connection ends with the error `cut_reason` names a write timeout (were hyper to
+    /// stop keeping the I/O error as the cause, this reason would silently stay at 0).
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_never_read_ends_the_connection_as_a_write_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = tokio::io::duplex(4096);
+        let io = WriteDeadline::new(server, WRITE_TIMEOUT);
+        let midway = io.midway();
+        let answer = hyper::service::service_fn(|_| async {
+            let body = axum::body::Body::from(vec![b'x'; 1 << 20]);
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+        });
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let error = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .serve_connection(TokioIo::new(io), answer)
+            .await
+            .expect_err("an answer never read cannot finish");
+        assert_eq!(started.elapsed(), WRITE_TIMEOUT);
+        let midway = midway.load(Ordering::Relaxed);
+        assert_eq!(
+            cut_reason(&error, midway),
+            Some("write_timeout"),
+            "{error:?}"
+        );
+        drop(client);
     }
 
     #[test]

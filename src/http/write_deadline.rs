@@ -7,12 +7,14 @@
 //! makes no progress for [`WRITE_TIMEOUT`] fails, and hyper closes the connection. Any
 //! progress starts the wait again: a slow reader is fine, a stalled one is not.
 //!
-//! It also marks whether request bytes have arrived since the last answer was written
-//! ([`WriteDeadline::midway`]): when hyper's head timeout ends a connection, that mostly
-//! tells a client that began a request head and stopped from an idle keep-alive
-//! connection. Only mostly: hyper reads what comes as it comes, so a partial head sent
-//! together with the previous request arrives before that request's answer is written,
-//! and looks idle; body bytes read after an early answer look like a head begun.
+//! It also marks whether the connection owes a request ([`WriteDeadline::midway`]): from
+//! its opening until its first answer, and whenever request bytes have arrived since the
+//! last answer. When hyper's head timeout ends a connection, that mostly tells a client
+//! that opened a connection or began a request head and stopped from an idle keep-alive
+//! connection that was answered. Only mostly: hyper reads what comes as it comes, so a
+//! partial head sent together with the previous request arrives before that request's
+//! answer is written, and looks idle; body bytes read after an early answer look like a
+//! head begun.
 
 use std::io;
 use std::pin::Pin;
@@ -51,7 +53,7 @@ pub struct WriteDeadline<IO> {
     timeout: Duration,
     /// Armed while a write waits; dropped on progress.
     stalled: Option<Pin<Box<Sleep>>>,
-    /// Set when request bytes arrive, cleared when answer bytes are written.
+    /// Set at first and when request bytes arrive, cleared when answer bytes are written.
     midway: Arc<AtomicBool>,
 }
 
@@ -61,12 +63,14 @@ impl<IO> WriteDeadline<IO> {
             io,
             timeout,
             stalled: None,
-            midway: Arc::new(AtomicBool::new(false)),
+            // a new connection owes its first request
+            midway: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Whether request bytes have arrived since the last answer bytes were written: read
-    /// it after the connection has ended.
+    /// Whether the connection owes a request: it has had no answer yet, or request bytes
+    /// have arrived since the last answer bytes were written. Read it after the
+    /// connection has ended.
     pub fn midway(&self) -> Arc<AtomicBool> {
         self.midway.clone()
     }
@@ -200,11 +204,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn midway_is_set_by_request_bytes_and_cleared_by_an_answer() {
+    async fn midway_is_set_at_first_and_by_request_bytes_and_cleared_by_an_answer() {
         let (server, mut client) = tokio::io::duplex(64);
         let mut server = WriteDeadline::new(server, WRITE_TIMEOUT);
         let midway = server.midway();
-        assert!(!midway.load(Ordering::Relaxed), "nothing has arrived");
+        assert!(
+            midway.load(Ordering::Relaxed),
+            "a new connection owes a request"
+        );
+        server.write_all(b"HTTP/1.1 408").await.unwrap();
+        assert!(
+            !midway.load(Ordering::Relaxed),
+            "answered, nothing has arrived since"
+        );
         client.write_all(b"GET / HT").await.unwrap();
         let mut head = [0u8; 8];
         server.read_exact(&mut head).await.unwrap();

@@ -151,7 +151,7 @@ impl Metrics {
         let http_connections_cut = IntCounterVec::new(
             Opts::new(
                 "farol_http_connections_cut_total",
-                "Client connections closed at a bound: no whole request head in time with part of one received (head_timeout) or none (idle_timeout), a head or URI too large, answered 431 or 414 (head_too_large), an answer not read in time (write_timeout).",
+                "Client connections closed at a bound: no whole request head in time on a connection never answered or with part of its next head received (head_timeout), or idle after an answer (idle_timeout); a head too large, answered 431 (head_too_large); an answer not read in time (write_timeout).",
             ),
             &["reason"],
         )

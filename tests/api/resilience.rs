@@ -135,8 +135,20 @@ async fn a_client_dripping_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(&[]).await;
     let connect = || tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"));
-    // beside it, a connection that sends nothing: idle, like a keep-alive one
+    // beside it, a connection that never sends a byte (it owes its first request, as the
+    // dripping one does), and one answered once, then idle (a keep-alive connection)
+    let mut silent = connect().await.unwrap();
     let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(br#"{"status":"ok"}"#) {
+        let mut chunk = [0u8; 1024];
+        let n = idle.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before its answer: {answer:?}");
+        answer.extend_from_slice(&chunk[..n]);
+    }
     let mut stream = connect().await.unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -151,20 +163,27 @@ async fn a_client_dripping_its_headers_is_cut_off() {
         waited >= farol::http::server::HEADER_READ_TIMEOUT - Duration::from_millis(500),
         "not before the timeout: {waited:?}"
     );
-    // the connection cut off at the head's deadline is counted as such; the idle one,
-    // closed at the same deadline, as idle
+    // the dripping and the silent connection are cut off at the head's deadline; the
+    // one answered and then idle is closed at the same deadline, as idle
+    for other in [&mut silent, &mut idle] {
+        let mut nothing = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut nothing)).await;
+        assert!(closed.is_ok(), "a connection beside it was never closed");
+    }
     let head_timeouts = r#"farol_http_connections_cut_total{reason="head_timeout"}"#;
-    app.wait_for_metric(head_timeouts, 1.0).await;
-    let mut nothing = Vec::new();
-    let idle_closed =
-        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut nothing)).await;
-    assert!(idle_closed.is_ok(), "the idle connection was never closed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(app.metric(head_timeouts).await, Some(1.0));
+    app.wait_for_metric(head_timeouts, 2.0).await;
     // the test client's own keep-alive connection may have idled out too
     let idle_timeouts = r#"farol_http_connections_cut_total{reason="idle_timeout"}"#;
-    let idled = app.metric(idle_timeouts).await.unwrap_or(0.0);
-    assert!(idled >= 1.0, "the idle connection was not counted: {idled}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.metric(idle_timeouts).await.unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the idle connection was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.metric(head_timeouts).await, Some(2.0));
     assert_eq!(app.get("/health").await.status(), 200);
 }
 
