@@ -3,8 +3,10 @@
 //!
 //! `GET /` answers a fixed JSON body; `GET /health` runs farol's health query (is the
 //! server one that takes writes?) over a pooled, prepared connection, one round trip at a
-//! time shared by the checks that come while it is in flight, as farol's are (the least a
-//! server can do that sends one statement at a time whatever `/health`'s rate); `POST
+//! time shared by the checks that come while it is in flight, as farol's are: in a task of
+//! its own that runs to its end when its checks go (the least a server can do that sends
+//! one statement at a time whatever `/health`'s rate; with no timeouts here, a stalled
+//! round trip holds every check that joins it); `POST
 //! /api/v1/notes` runs farol's INSERT … RETURNING on a title and body read with serde and
 //! answers the row as JSON. No logging, metrics, timeouts, request ids, load shedding or
 //! validation:
@@ -15,7 +17,7 @@
 //! farol's default); listens on 127.0.0.1 only.
 //!
 //!     cargo run --release --example baseline
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::{
     Json, Router,
@@ -71,7 +73,8 @@ async fn main() {
 }
 
 /// The round trip of `/health` in flight, if any: checks that come while it is under way
-/// wait for its answer instead of sending their own.
+/// wait for its answer instead of sending their own. Its task's answer: a task that
+/// panicked answers 503, like any failure.
 type Ping = Shared<BoxFuture<'static, Result<(), StatusCode>>>;
 
 #[derive(Clone)]
@@ -82,12 +85,13 @@ struct AppState {
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, StatusCode> {
     let ping = {
-        let mut slot = state.ping.lock().expect("no code panics holding the lock");
+        // nothing that holds the lock leaves the slot half changed: a poisoned one is whole
+        let mut slot = state.ping.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.as_ref() {
             Some(ping) if ping.peek().is_none() => ping.clone(),
             _ => {
                 let pool = state.pool.clone();
-                let ping = async move {
+                let ping = tokio::spawn(async move {
                     query_one(
                         &pool,
                         "SELECT current_setting('transaction_read_only') = 'off'",
@@ -96,7 +100,8 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, StatusCode
                     )
                     .await
                     .map(drop)
-                }
+                })
+                .map(|ended| ended.unwrap_or(Err(StatusCode::SERVICE_UNAVAILABLE)))
                 .boxed()
                 .shared();
                 *slot = Some(ping.clone());

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::kubelet::ConfigMapVolume;
-use crate::support::pg::{PasswordCluster, create_database, shared_server_url};
+use crate::support::pg::{PasswordCluster, admin, create_database, shared_server_url};
 use crate::support::process::FarolProcess;
 
 fn database_with_password() -> (tokio::runtime::Runtime, String) {
@@ -234,4 +234,116 @@ fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
     // measured until the client went away, not until the handler would have finished
     let took = entry["duration_ms"].as_f64().unwrap();
     assert!(took > 0.0 && took < 3000.0, "{entry}");
+}
+
+/// Creates sent while the one statement farol may run (a pool of one) waits on a lock:
+/// they queue, and go in one statement once the lock is released. Each answer's status,
+/// in the order of `titles`.
+async fn creates_queued_behind_a_lock(
+    farol: &FarolProcess,
+    blocker: &tokio_postgres::Client,
+    titles: &[&str],
+) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let create = |title: &str| {
+        let request = client
+            .post(format!("{}/api/v1/notes", farol.address))
+            .json(&serde_json::json!({"title": title, "body": ""}));
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // the first create takes the statement, which waits on the lock; the rest queue
+    let first = create("holds the statement");
+    let mut queued = 0;
+    while queued < 1 {
+        queued = blocker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent: Vec<_> = titles.iter().map(|title| create(title)).collect();
+    let wanted = format!("farol_note_inserts_queued {}", titles.len());
+    while !client
+        .get(format!("{}/metrics", farol.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .any(|line| line == wanted)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first.await.unwrap(), 201);
+    let mut statuses = Vec::new();
+    for answer in sent {
+        statuses.push(answer.await.unwrap());
+    }
+    statuses
+}
+
+#[test]
+fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interval() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", &url),
+        ("LOG_FORMAT", "json"),
+        ("DB_POOL_MAX", "1"),
+        // long past the test's own waits
+        ("DB_QUERY_TIMEOUT_MS", "30000"),
+        ("REQUEST_TIMEOUT_MS", "90000"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    let statuses = rt.block_on(async {
+        let blocker = admin(&url).await;
+        // a row the database refuses whatever farol checked first
+        blocker
+            .batch_execute(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.title = 'poison' THEN \
+                 RAISE EXCEPTION 'poisoned notes are refused here'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_poison BEFORE INSERT ON notes \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            )
+            .await
+            .unwrap();
+        let titles = ["fine one", "poison", "fine two"];
+        let first = creates_queued_behind_a_lock(&farol, &blocker, &titles).await;
+        let second = creates_queued_behind_a_lock(&farol, &blocker, &titles).await;
+        [first, second]
+    });
+    // each note then on its own: only the poisoned one fails, in both rounds
+    assert_eq!(statuses, [[201, 500, 201], [201, 500, 201]]);
+
+    let line = farol.wait_for_log("a statement of several notes was refused", Duration::ZERO);
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["level"], "WARN", "{entry}");
+    assert_eq!(entry["notes"], 3, "{entry}");
+    let cause = entry["error"].as_str().unwrap();
+    assert!(
+        cause.contains("P0001") && cause.contains("poisoned notes are refused here"),
+        "the database's code and message, not a placeholder: {entry}"
+    );
+    // the second refusal, seconds later and with the same code, is not logged again
+    let logs = farol.all_logs();
+    assert_eq!(
+        logs.matches("a statement of several notes was refused")
+            .count(),
+        1,
+        "{logs}"
+    );
 }

@@ -328,6 +328,9 @@ class Farol:
             "DATABASE_URL": os.environ["PG_URL"],
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
+            "MIGRATE_ON_START": "true",
+            # as the image sets it (src/allocator.rs): memory figures as in production
+            "MIMALLOC_ALLOW_THP": "0",
             **env,
         }
         self.process = None
