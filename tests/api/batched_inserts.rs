@@ -337,7 +337,13 @@ async fn a_shared_statement_runs_on_for_its_clients_and_is_cancelled_once_all_ha
 /// a pool slot, is answered busy and never sent. One statement at a time (a pool of one):
 /// a keyed create holds the pool's one connection on the lock, a create taken by the
 /// statement waits for that connection, and one more waits in the queue. (Whether the
-/// queue's own timer or the statement's slot wait answers it, this does not tell.)
+/// queue's own timer or the statement's slot wait answers it, this does not tell.) The
+/// keyed create's own query times out too, and its connection then goes to the waiting
+/// statement: so the statement starts its wait a second after the keyed create, and the
+/// connection comes free within its wait, while the queued create's timer runs on.
+/// (Started at once, a cancel that took longer to settle than the gap between the two
+/// would free the connection after the statement gave up, and the queued create would be
+/// taken and sent instead.)
 #[tokio::test]
 async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_sent() {
     let url = create_database(&shared_server_url()).await;
@@ -356,6 +362,7 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
     let observer = admin(&url).await;
     let blocker = admin(&url).await;
     block(&blocker).await;
+    let keyed_sent = tokio::time::Instant::now();
     let keyed = {
         let (client, url) = (app.client.clone(), app.url("/api/v1/notes"));
         tokio::spawn(async move {
@@ -370,6 +377,7 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
         })
     };
     lock_waiters(&observer, 1).await;
+    tokio::time::sleep_until(keyed_sent + Duration::from_secs(1)).await;
     let taken = send_all(&app, &[json!({"title": "taken", "body": ""})]);
     requests_in_flight(&app, 2).await;
     queued(&app, 0).await;

@@ -2,14 +2,15 @@
 # Static security: checkov (offline) over the Dockerfile, the Kubernetes renders and the
 # GitHub workflows; the compose files' hardening policy (checkov has no compose checks);
 # a secret scan of the working tree and of every file version in git history
-# (detect-secrets); hadolint; and cargo-deny's licenses, bans and sources (deny.toml).
+# (detect-secrets); and cargo-deny's licenses, bans and sources (deny.toml). (hadolint is
+# the docker area's.)
 # A finding is fixed, or waived in the file itself with a reason: `checkov:skip=ID:why`
 # comments (Dockerfile, workflows), `checkov.io/skipN: ID=why` annotations (Kubernetes),
 # `x-security-exceptions: {rule: why}` (compose), `pragma: allowlist secret` comments.
 # The checks that need more than a command line are in security_checks.py beside this.
 
 validate_security() {
-  need checkov detect-secrets hadolint kubectl docker cargo-deny git
+  need checkov detect-secrets kubectl docker cargo-deny git
   local failed=0 overlay name compose
   # global, not local: the trap fires when validate's bash process for this area ends
   # (on INT and TERM too)
@@ -17,7 +18,6 @@ validate_security() {
   trap 'rm -rf "$SECURITY_TMP"' EXIT
 
   _security_checks checkov Dockerfile --framework dockerfile --file Dockerfile || failed=1
-  if hadolint --failure-threshold style Dockerfile; then ok "hadolint: Dockerfile"; else failed=1; fi
 
   # the renders, as deploy/k8s's own check makes them: from a copy without any real
   # env file of secrets, each *.env.example standing in
