@@ -16,9 +16,9 @@ MAKEFLAGS += --no-print-directory
 export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH)
 
 # The steps of `make ci`, in order: the fast checks first, the drills last.
-CI_STEPS := fmt-check lint test validate image status-page queries fuzz reliability e2e-compose drill-quick
+CI_STEPS := fmt-check lint test validate image status-page exemplars queries fuzz reliability e2e-compose drill-quick
 
-.PHONY: help run test fmt fmt-check lint validate image status-page queries fuzz reliability \
+.PHONY: help run test fmt fmt-check lint validate image status-page exemplars queries fuzz reliability \
 	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule slo
 
 help: ## list the verbs
@@ -57,7 +57,10 @@ image: ## farol:dev as docker compose builds it; its binary copied to target/ima
 status-page: ## the browser status page, in headless Chromium
 	scripts/check-status-page
 
-queries: ## every rule and dashboard query against a live Prometheus scraping farol; its exemplars stored
+exemplars: ## a real Prometheus stores the trace ids farol puts on its latency histogram
+	scripts/check-exemplars
+
+queries: ## every rule and dashboard query against a live Prometheus scraping farol
 	scripts/check-queries
 
 fuzz: ## schemathesis against the OpenAPI document: no 5xx, answers match it

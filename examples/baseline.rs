@@ -17,7 +17,7 @@
 //! farol's default); listens on 127.0.0.1 only.
 //!
 //!     cargo run --release --example baseline
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::{
     Json, Router,
@@ -77,34 +77,55 @@ async fn main() {
 /// panicked answers 503, like any failure.
 type Ping = Shared<BoxFuture<'static, Result<(), StatusCode>>>;
 
+/// The ping in flight, and how many were started: a ping's task empties the slot when it
+/// ends, unless a later one is there by then.
+#[derive(Default)]
+struct Slot {
+    started: u64,
+    ping: Option<Ping>,
+}
+
 #[derive(Clone)]
 struct AppState {
     pool: Pool,
-    ping: Arc<Mutex<Option<Ping>>>,
+    ping: Arc<Mutex<Slot>>,
+}
+
+// nothing that holds the lock leaves the slot half changed: a poisoned one is whole
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, StatusCode> {
     let ping = {
-        // nothing that holds the lock leaves the slot half changed: a poisoned one is whole
-        let mut slot = state.ping.lock().unwrap_or_else(PoisonError::into_inner);
-        match slot.as_ref() {
+        let mut slot = lock(&state.ping);
+        match &slot.ping {
+            // (a ping whose task panicked is done without having emptied the slot)
             Some(ping) if ping.peek().is_none() => ping.clone(),
             _ => {
-                let pool = state.pool.clone();
+                slot.started += 1;
+                let (pool, shared, this) = (state.pool.clone(), state.ping.clone(), slot.started);
                 let ping = tokio::spawn(async move {
-                    query_one(
+                    let answer = query_one(
                         &pool,
                         "SELECT current_setting('transaction_read_only') = 'off'",
                         &[],
                         &[],
                     )
                     .await
-                    .map(drop)
+                    .map(drop);
+                    // emptied before the answer, as farol's: a check that comes after it
+                    // starts a ping of its own, even when no check waited for this one
+                    let mut slot = lock(&shared);
+                    if slot.started == this {
+                        slot.ping = None;
+                    }
+                    answer
                 })
                 .map(|ended| ended.unwrap_or(Err(StatusCode::SERVICE_UNAVAILABLE)))
                 .boxed()
                 .shared();
-                *slot = Some(ping.clone());
+                slot.ping = Some(ping.clone());
                 ping
             }
         }

@@ -338,12 +338,12 @@ async fn a_shared_statement_runs_on_for_its_clients_and_is_cancelled_once_all_ha
 /// a keyed create holds the pool's one connection on the lock, a create taken by the
 /// statement waits for that connection, and one more waits in the queue. (Whether the
 /// queue's own timer or the statement's slot wait answers it, this does not tell.) The
-/// keyed create's own query times out too, and its connection then goes to the waiting
-/// statement: so the statement starts its wait a second after the keyed create, and the
-/// connection comes free within its wait, while the queued create's timer runs on.
-/// (Started at once, a cancel that took longer to settle than the gap between the two
-/// would free the connection after the statement gave up, and the queued create would be
-/// taken and sent instead.)
+/// keyed create's own query times out too, and its pool slot (a new connection: the
+/// cancelled one is closed) then goes to the waiting statement: so the statement starts
+/// its wait half a query timeout after the keyed create, and the slot comes free within
+/// that wait while the queued create's timer runs on. (Started at once, a cancel that
+/// took longer to settle than the gap between the two would free the slot after the
+/// statement gave up, and the queued create would be taken and sent instead.)
 #[tokio::test]
 async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_sent() {
     let url = create_database(&shared_server_url()).await;
@@ -353,8 +353,8 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
         &[
             ("MIGRATE_ON_START", "false"),
             ("DB_POOL_MAX", "1"),
-            ("DB_QUERY_TIMEOUT_MS", "2000"),
-            ("REQUEST_TIMEOUT_MS", "10000"),
+            ("DB_QUERY_TIMEOUT_MS", "4000"),
+            ("REQUEST_TIMEOUT_MS", "20000"),
         ],
     )
     .await;
@@ -377,7 +377,7 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
         })
     };
     lock_waiters(&observer, 1).await;
-    tokio::time::sleep_until(keyed_sent + Duration::from_secs(1)).await;
+    tokio::time::sleep_until(keyed_sent + Duration::from_secs(2)).await;
     let taken = send_all(&app, &[json!({"title": "taken", "body": ""})]);
     requests_in_flight(&app, 2).await;
     queued(&app, 0).await;
@@ -388,7 +388,7 @@ async fn a_create_that_finds_no_connection_in_time_is_answered_busy_and_never_se
     assert_eq!(waiting.headers()["retry-after"], "1");
     crate::support::app::assert_problem(waiting, 503, "database-busy").await;
     assert!(
-        waited >= Duration::from_millis(1900),
+        waited >= Duration::from_millis(3900),
         "answered once the query timeout passed in the queue, not at once: {waited:?}"
     );
     queued(&app, 0).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::kubelet::ConfigMapVolume;
-use crate::support::pg::{PasswordCluster, admin, create_database, shared_server_url};
+use crate::support::pg::{PasswordCluster, admin, create_database, lock_waiter, shared_server_url};
 use crate::support::process::FarolProcess;
 
 fn database_with_password() -> (tokio::runtime::Runtime, String) {
@@ -241,9 +241,10 @@ fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
 /// in the order of `titles`.
 async fn creates_queued_behind_a_lock(
     farol: &FarolProcess,
-    blocker: &tokio_postgres::Client,
+    url: &str,
     titles: &[&str],
 ) -> Vec<u16> {
+    let (blocker, observer) = (admin(url).await, admin(url).await);
     let client = reqwest::Client::new();
     let create = |title: &str| {
         let request = client
@@ -257,21 +258,10 @@ async fn creates_queued_behind_a_lock(
         .unwrap();
     // the first create takes the statement, which waits on the lock; the rest queue
     let first = create("holds the statement");
-    let mut queued = 0;
-    while queued < 1 {
-        queued = blocker
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lock_waiter(&observer).await;
     let sent: Vec<_> = titles.iter().map(|title| create(title)).collect();
     let wanted = format!("farol_note_inserts_queued {}", titles.len());
+    let mut tries = 0;
     while !client
         .get(format!("{}/metrics", farol.address))
         .send()
@@ -283,7 +273,9 @@ async fn creates_queued_behind_a_lock(
         .lines()
         .any(|line| line == wanted)
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tries += 1;
+        assert!(tries < 200, "never read {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     blocker.batch_execute("COMMIT").await.unwrap();
     assert_eq!(first.await.unwrap(), 201);
@@ -308,13 +300,14 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
     ]);
     farol.wait_for_log("ready", Duration::from_secs(10));
     let statuses = rt.block_on(async {
-        let blocker = admin(&url).await;
-        // a row the database refuses whatever farol checked first
-        blocker
+        // A row the database refuses whatever farol checked first, with a message that
+        // names the row: a new message each time, one code (P0001)
+        admin(&url)
+            .await
             .batch_execute(
                 "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS \
                  $$ BEGIN IF NEW.title = 'poison' THEN \
-                 RAISE EXCEPTION 'poisoned notes are refused here'; END IF; \
+                 RAISE EXCEPTION 'poisoned note % refused here', NEW.id; END IF; \
                  RETURN NEW; END $$; \
                  CREATE TRIGGER refuse_poison BEFORE INSERT ON notes \
                  FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
@@ -322,12 +315,20 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
             .await
             .unwrap();
         let titles = ["fine one", "poison", "fine two"];
-        let first = creates_queued_behind_a_lock(&farol, &blocker, &titles).await;
-        let second = creates_queued_behind_a_lock(&farol, &blocker, &titles).await;
+        let first = creates_queued_behind_a_lock(&farol, &url, &titles).await;
+        let second = creates_queued_behind_a_lock(&farol, &url, &titles).await;
+        // lines are written in order: once this request's line is out, so is every
+        // line of the statements before it
+        reqwest::get(format!("{}/version", farol.address))
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
         [first, second]
     });
     // each note then on its own: only the poisoned one fails, in both rounds
     assert_eq!(statuses, [[201, 500, 201], [201, 500, 201]]);
+    farol.wait_for_log("\"route\":\"/version\"", Duration::from_secs(5));
 
     let line = farol.wait_for_log("a statement of several notes was refused", Duration::ZERO);
     let entry: Value = serde_json::from_str(&line).unwrap();
@@ -335,10 +336,11 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
     assert_eq!(entry["notes"], 3, "{entry}");
     let cause = entry["error"].as_str().unwrap();
     assert!(
-        cause.contains("P0001") && cause.contains("poisoned notes are refused here"),
+        cause.contains("P0001") && cause.contains("refused here"),
         "the database's code and message, not a placeholder: {entry}"
     );
-    // the second refusal, seconds later and with the same code, is not logged again
+    // the second refusal, within the interval (10 s) and with the same code but another
+    // message, is not logged again
     let logs = farol.all_logs();
     assert_eq!(
         logs.matches("a statement of several notes was refused")
