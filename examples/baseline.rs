@@ -100,7 +100,8 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, StatusCode
     let ping = {
         let mut slot = lock(&state.ping);
         match &slot.ping {
-            // (a ping whose task panicked is done without having emptied the slot)
+            // (a ping whose task panicked stays in the slot until a check awaits it to its
+            // end, which is answered 503; nothing in the ping panics)
             Some(ping) if ping.peek().is_none() => ping.clone(),
             _ => {
                 slot.started += 1;

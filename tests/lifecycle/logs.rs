@@ -245,7 +245,11 @@ async fn creates_queued_behind_a_lock(
     titles: &[&str],
 ) -> Vec<u16> {
     let (blocker, observer) = (admin(url).await, admin(url).await);
-    let client = reqwest::Client::new();
+    // bounded here too: a farol that hangs fails the test instead of holding it
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
     let create = |title: &str| {
         let request = client
             .post(format!("{}/api/v1/notes", farol.address))
@@ -316,7 +320,15 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
             .unwrap();
         let titles = ["fine one", "poison", "fine two"];
         let first = creates_queued_behind_a_lock(&farol, &url, &titles).await;
+        let started = std::time::Instant::now();
         let second = creates_queued_behind_a_lock(&farol, &url, &titles).await;
+        // the second refusal must come within the interval (10 s) for the count below
+        // to mean anything
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the second round took {:?}",
+            started.elapsed()
+        );
         // lines are written in order: once this request's line is out, so is every
         // line of the statements before it
         reqwest::get(format!("{}/version", farol.address))
