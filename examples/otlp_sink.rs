@@ -1,7 +1,8 @@
-//! The benchmark's trace collector: takes OTLP over HTTP (`POST /v1/traces`) as fast as it
-//! comes, counts the requests and bytes, keeps nothing and answers an empty success.
-//! What farol pays to send its spans is then mostly its own cost, not a real collector's
-//! (the sink still takes a share of the same two cores).
+//! A stand-in for the OpenTelemetry Collector: takes OTLP over HTTP (`POST /v1/traces`) as
+//! fast as it comes, counts the requests and bytes, keeps nothing and answers an empty
+//! success. The benchmark sends farol's spans here, so that what farol pays to send them
+//! is mostly its own cost, not a real collector's (the sink still takes a share of the
+//! same two cores); the fire drill too, and stops it to make every export fail.
 //! `GET /count` answers `REQUESTS BYTES`. Configured by PORT; listens on 127.0.0.1 only.
 //!
 //!     cargo run --release --example otlp_sink
@@ -50,8 +51,20 @@ async fn main() {
             }),
         )
         .with_state(counts);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("the port is free");
+    // Started again on its port after the fire drill's fault: a loopback connection may
+    // hold the port as its source for a moment meanwhile.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => break listener,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("cannot listen on 127.0.0.1:{port}: {err}"),
+        }
+    };
     axum::serve(listener, app).await.expect("serve");
 }

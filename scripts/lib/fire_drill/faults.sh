@@ -19,14 +19,14 @@
 #                                 database that hangs
 #   collector_start, collector_stop
 #                                 the stand-in trace collector farol sends its spans to
-#                                 (otlp_collector.py)
+#                                 (examples/otlp_sink.rs)
 #   drill_knob KEY VALUE          write CONFIG_DIR/KEY atomically (farol applies it live)
 #   replace_file FILE             FILE's content replaced by stdin atomically (a target
 #                                 file: Prometheus never reads half of it)
 #   load_start SCENARIO [CONNECTIONS DELAY_MS], load_stop
 #                                 paced wrk traffic (lib/fire_drill/load.lua), per scenario
 # Needs: DRILL_WORK, FAROL_BIN, FAROL_PORT, FAROL_CONFIG_DIR, FAROL_DB_URL, PG_PORT,
-# PROXY_PORT, COLLECTOR_PORT, STACK_PYTHON, and the LOAD_*, FAROL_DB_TIMEOUT_MS and
+# PROXY_PORT, COLLECTOR_PORT, OTLP_SINK_BIN, STACK_PYTHON, and the LOAD_*, FAROL_DB_TIMEOUT_MS and
 # FAROL_MAX_CONNECTIONS settings of scripts/fire-drill.
 
 declare -A DRILL_PIDS=()
@@ -105,7 +105,7 @@ proxy_thaw() { kill -CONT -- "-${DRILL_PIDS[proxy]}"; }
 # spans, several seconds of the drill's load): the windows, shortened 30 times, would
 # otherwise count a stall of a second (a stressor, the memory given back) as lost traces.
 collector_start() {
-  drill_spawn collector "$DRILL_WORK/collector.log" "$STACK_PYTHON" "$DRILL_LIB/otlp_collector.py" "$COLLECTOR_PORT"
+  drill_spawn collector "$DRILL_WORK/collector.log" env PORT="$COLLECTOR_PORT" "$OTLP_SINK_BIN"
   wait_until 15 "the trace collector" bash -c "exec 3<>/dev/tcp/127.0.0.1/$COLLECTOR_PORT" \
     || die "the trace collector stand-in did not start (log: $DRILL_WORK/collector.log)"
 }
