@@ -55,11 +55,18 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 ///   431);
 /// - `write_timeout`: an answer its client stopped reading for [`WRITE_TIMEOUT`].
 pub const CUT_REASONS: [&str; 4] = [
-    "head_timeout",
-    "idle_timeout",
-    "head_too_large",
-    "write_timeout",
+    cut::HEAD_TIMEOUT,
+    cut::IDLE_TIMEOUT,
+    cut::HEAD_TOO_LARGE,
+    cut::WRITE_TIMEOUT,
 ];
+
+mod cut {
+    pub const HEAD_TIMEOUT: &str = "head_timeout";
+    pub const IDLE_TIMEOUT: &str = "idle_timeout";
+    pub const HEAD_TOO_LARGE: &str = "head_too_large";
+    pub const WRITE_TIMEOUT: &str = "write_timeout";
+}
 
 /// Where the loop reports its connections: the gauge of those open (the bound is set
 /// once, by whoever set it) and the counter of those cut off, by [`CUT_REASONS`].
@@ -92,14 +99,14 @@ impl Drop for Open {
 fn cut_reason(error: &hyper::Error, midway: bool) -> Option<&'static str> {
     if error.is_timeout() {
         Some(if midway {
-            CUT_REASONS[0]
+            cut::HEAD_TIMEOUT
         } else {
-            CUT_REASONS[1]
+            cut::IDLE_TIMEOUT
         })
     } else if error.is_parse_too_large() {
-        Some(CUT_REASONS[2])
+        Some(cut::HEAD_TOO_LARGE)
     } else if is_write_timeout(error) {
-        Some(CUT_REASONS[3])
+        Some(cut::WRITE_TIMEOUT)
     } else {
         None
     }

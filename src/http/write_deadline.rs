@@ -31,16 +31,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The cause of the error a stalled write fails with: what tells it from any other
 /// `TimedOut` (the kernel's, on a read) further up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the client read nothing of the answer for the write timeout")]
 pub struct Stalled;
-
-impl std::fmt::Display for Stalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client read nothing of the answer for the write timeout")
-    }
-}
-
-impl std::error::Error for Stalled {}
 
 /// Whether `error` is the one a stalled write fails with.
 pub fn is_stalled(error: &io::Error) -> bool {
