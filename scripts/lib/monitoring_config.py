@@ -22,7 +22,7 @@
     monitoring_config.py records | alert-threshold ALERT
         The recording rules' names; the constant an alert compares against.
     monitoring_config.py check-rule-tests
-        Every alert fires in a unit test, every recording rule is compared in one.
+        Every recording rule is compared in a unit test; every rule file has its tests.
     monitoring_config.py check-alert-coverage
         Every alert has a unit test that fires it, a runbook and a fire-drill scenario.
     monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME|list
@@ -699,17 +699,14 @@ def check_runbooks(write):
 # check-rule-tests
 
 def check_rule_tests():
-    """Every alert is expected to fire in some unit test, and every recording rule is
-    compared in one; every rule file has its test file."""
+    """Every recording rule is compared in a unit test, and every rule file has its test
+    file (that every alert fires in one is check_alert_coverage's)."""
     tests_dir = MONITORING / "prometheus/tests"
-    fired, compared, tested_files = set(), set(), set()
+    compared, tested_files = set(), set()
     for path in sorted(tests_dir.glob("*.yml")):
         doc = load_yaml(path)
         tested_files.update(Path(f).name for f in doc.get("rule_files", []))
         for test in doc.get("tests", []):
-            for case in test.get("alert_rule_test", []):
-                if case.get("exp_alerts"):
-                    fired.add(case["alertname"])
             for case in test.get("promql_expr_test", []):
                 compared.update(re.findall(r"[A-Za-z_:][\w:]*", case["expr"]))
     problems = []
@@ -718,15 +715,14 @@ def check_rule_tests():
             problems.append(f"rules/{path.name} has no test file in tests/")
     all_rules = list(rules())
     for rule in all_rules:
-        if "alert" in rule and rule["alert"] not in fired:
-            problems.append(f"alert {rule['alert']} never fires in tests/")
         if "record" in rule and rule["record"] not in compared:
             problems.append(f"recording rule {rule['record']} is compared in no test")
     problems += check_target_alerts(all_rules)
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"{len(all_rules)} rules, each covered by a unit test; ScrapeJobAbsent watches every scrape job")
+        records = sum("record" in rule for rule in all_rules)
+        print(f"{records} recording rules, each compared in a unit test; ScrapeJobAbsent watches every scrape job")
     return 1 if problems else 0
 
 

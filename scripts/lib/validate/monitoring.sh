@@ -54,7 +54,7 @@ _monitoring_checks() {
     bash -c 'cd monitoring/prometheus && printf "%s\0" tests/*.yml \
       | xargs -0 -n 1 -P 2 sh -c '\''out=$(promtool test rules "$1" 2>&1); rc=$?; printf "%s\n" "$out"; exit "$rc"'\'' promtool-test' \
     || failed=1
-  _check "every alert fires and every recording rule is compared in a unit test" \
+  _check "every recording rule is compared in a unit test" \
     "$py" "$tool" check-rule-tests || failed=1
   _check "every alert has a unit test, a runbook and a fire-drill scenario" \
     "$py" "$tool" check-alert-coverage || failed=1
