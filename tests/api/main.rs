@@ -8,6 +8,7 @@ mod batched_inserts;
 mod bounds;
 mod database;
 mod errors;
+mod hostile;
 mod live_config;
 mod notes;
 mod operations;
