@@ -1,8 +1,5 @@
 //! Extractors whose rejections are problem+json: axum's own answer plain text.
 
-use std::cell::Cell;
-use std::future::Future;
-
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
@@ -12,30 +9,15 @@ use serde_json::value::RawValue;
 
 use super::budget::{PayloadBudget, ReadError};
 use super::problem::ApiError;
+use super::request_id;
 
 pub use crate::config::budget::BODY_LIMIT_BYTES;
 
-tokio::task_local! {
-    /// Whether the request is reading its body now: set before the read, cleared once it
-    /// has ended. A read cut short by the request's time limit leaves it set.
-    static READING_BODY: Cell<bool>;
-}
-
-/// Runs a request's `work` so that [`was_reading_body`] can tell, when its time limit
-/// passes, whether the client was still sending the body: a client that sends slowly
+/// Whether a body read was in progress when the request's work was dropped at its time
+/// limit (false outside a request's [`request_id::scope`]): a client that sends slowly
 /// gets 408, and must not spend the service's error budget with 503s.
-pub async fn tracking_body_reads<F: Future>(work: F) -> F::Output {
-    READING_BODY.scope(Cell::new(false), work).await
-}
-
-/// Whether a body read was in progress when the request's work was dropped (false
-/// outside [`tracking_body_reads`]).
 pub fn was_reading_body() -> bool {
-    READING_BODY.try_with(Cell::get).unwrap_or(false)
-}
-
-fn set_reading_body(reading: bool) {
-    let _ = READING_BODY.try_with(|flag| flag.set(reading));
+    request_id::reading_body()
 }
 
 /// A JSON object body, with problem+json rejections: media type 415, size 413, syntax
@@ -62,11 +44,11 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        set_reading_body(true);
+        request_id::set_reading_body(true);
         let read = PayloadBudget::from_ref(state)
             .read(body, BODY_LIMIT_BYTES)
             .await;
-        set_reading_body(false);
+        request_id::set_reading_body(false);
         let (bytes, _charge) = read.map_err(|error| match error {
             ReadError::TooLarge => {
                 ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
@@ -159,7 +141,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_arrived_is_no_longer_being_read() {
         let budget = PayloadBudget::new(1 << 20);
-        let reading = tracking_body_reads(async {
+        let reading = request_id::scope(axum::http::HeaderValue::from_static("a-request"), async {
             let parsed = Json::<Anything>::from_request(post(Body::from("{}")), &budget).await;
             assert!(parsed.is_ok());
             was_reading_body()
@@ -172,7 +154,7 @@ mod tests {
     async fn a_body_still_arriving_when_the_limit_passes_is_being_read() {
         let budget = PayloadBudget::new(1 << 20);
         let never_ends = Body::from_stream(stream::pending::<Result<Vec<u8>, std::io::Error>>());
-        let reading = tracking_body_reads(async {
+        let reading = request_id::scope(axum::http::HeaderValue::from_static("a-request"), async {
             let limited = tokio::time::timeout(
                 Duration::from_millis(20),
                 Json::<Anything>::from_request(post(never_ends), &budget),

@@ -4,6 +4,7 @@
 //! could forge a log field or a line (quotes, control characters, newlines) or bloat the
 //! logs is replaced rather than escaped.
 
+use std::cell::Cell;
 use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -13,22 +14,48 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
-tokio::task_local! {
-    /// The current request's id, for log lines written deep inside a handler (a task
-    /// local costs far less per request than a tracing span).
-    static REQUEST_ID: HeaderValue;
+/// What the code a request calls can ask of it: its id, for log lines written deep inside
+/// a handler, and whether it is reading its body now (the JSON extractor says so), for
+/// its time limit to tell a slow client from a slow server. One task local for both: one
+/// scope per request (a task local costs far less per request than a tracing span).
+struct Scope {
+    id: HeaderValue,
+    /// Set before a body read, cleared once it has ended: a read cut short by the
+    /// request's time limit leaves it set.
+    reading_body: Cell<bool>,
 }
 
-/// Runs `work` as the request `id`: [`current`] inside it returns that id.
+tokio::task_local! {
+    static REQUEST: Scope;
+}
+
+/// Runs `work` as the request `id`: [`current`] inside it returns that id, and
+/// [`reading_body`] what [`set_reading_body`] last set.
 pub async fn scope<F: Future>(id: HeaderValue, work: F) -> F::Output {
-    REQUEST_ID.scope(id, work).await
+    let scope = Scope {
+        id,
+        reading_body: Cell::new(false),
+    };
+    REQUEST.scope(scope, work).await
 }
 
 /// The id of the request being handled, or "" outside of one.
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
+    REQUEST
+        .try_with(|scope| scope.id.to_str().unwrap_or_default().to_owned())
         .unwrap_or_default()
+}
+
+/// Whether the request being handled is reading its body (false outside of one).
+pub fn reading_body() -> bool {
+    REQUEST
+        .try_with(|scope| scope.reading_body.get())
+        .unwrap_or(false)
+}
+
+/// Says whether the request being handled is reading its body (nothing outside of one).
+pub fn set_reading_body(reading: bool) {
+    let _ = REQUEST.try_with(|scope| scope.reading_body.set(reading));
 }
 
 /// The request's own id if acceptable, else a fresh UUID.

@@ -17,7 +17,6 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::Route;
 use futures_util::FutureExt;
-use http_body::Body as _;
 use opentelemetry::context::FutureExt as _;
 use tower_service::Service;
 
@@ -101,35 +100,27 @@ async fn observe(state: AppState, request: Request, next: Route) -> Response {
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
             Ok(_permit) => {
-                // Only a request with a body can be cut short while sending it; the others
-                // skip the bookkeeping.
-                let has_body = !request.body().is_end_stream();
                 // A POST cut short once its handler runs may have taken effect: the
                 // client must not be told to retry it blindly, unless it sent an
                 // idempotency key, which makes a retry safe.
                 let may_change_state = !request.method().is_idempotent()
                     && !request.headers().contains_key(idempotency::HEADER);
-                let limited = async {
-                    let handler_ran = AtomicBool::new(false);
-                    let limited = tokio::time::timeout(
-                        state.request_timeout,
-                        handle(&state, route, request, next, &handler_ran),
-                    );
-                    match limited.await {
-                        Ok(response) => response,
-                        Err(_) if extract::was_reading_body() => {
-                            ApiError::BodyTimeout.into_response()
-                        }
-                        Err(_) if may_change_state && handler_ran.load(Ordering::Relaxed) => {
-                            ApiError::OutcomeUnknown { location: None }.into_response()
-                        }
-                        Err(_) => ApiError::Timeout.into_response(),
+                let handler_ran = AtomicBool::new(false);
+                // Awaited where it is made: a future bound to a name first would take
+                // room in this one's state twice, and be copied with it.
+                match tokio::time::timeout(
+                    state.request_timeout,
+                    handle(&state, route, request, next, &handler_ran),
+                )
+                .await
+                {
+                    Ok(response) => response,
+                    // inside the request's scope, where the body read says it was cut short
+                    Err(_) if extract::was_reading_body() => ApiError::BodyTimeout.into_response(),
+                    Err(_) if may_change_state && handler_ran.load(Ordering::Relaxed) => {
+                        ApiError::OutcomeUnknown { location: None }.into_response()
                     }
-                };
-                if has_body {
-                    extract::tracking_body_reads(limited).await
-                } else {
-                    limited.await
+                    Err(_) => ApiError::Timeout.into_response(),
                 }
             }
         }
@@ -321,7 +312,8 @@ async fn handle(
             (live.chaos_latency, live.chaos_error_rate)
         };
         if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+            // boxed: a timer held inline would make every request's future larger
+            Box::pin(tokio::time::sleep(latency)).await;
         }
         if error_rate > 0.0 && fastrand::f64() < error_rate {
             return ApiError::InjectedFault.into_response();

@@ -40,7 +40,7 @@ where
         // written straight to `writer` would be a call through its `dyn fmt::Write`.
         let mut line = String::with_capacity(LINE_CAPACITY);
         line.push_str("{\"timestamp\":\"");
-        write_timestamp(&mut line, time::OffsetDateTime::now_utc())?;
+        write_now(&mut line);
         line.push_str("\",\"level\":\"");
         line.push_str(metadata.level().as_str());
         line.push_str("\",\"target\":");
@@ -80,6 +80,48 @@ fn write_trace_ids(out: &mut impl Write) -> fmt::Result {
         )
     })
 }
+
+/// The clock now, as [`write_timestamp`] writes it. The part up to the second is the same
+/// for every line of that second: it is kept per thread and written again as it is, and
+/// only the microseconds are formatted (the calendar arithmetic once a second).
+fn write_now(line: &mut String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    write_instant(line, now.as_secs(), now.subsec_micros());
+}
+
+/// [`write_now`] for the instant `seconds` after the Unix epoch and `micros` more.
+fn write_instant(line: &mut String, seconds: u64, micros: u32) {
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != seconds || prefix.is_empty() {
+            prefix.clear();
+            let at = time::OffsetDateTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            // infallible into a `String`; the fraction and `Z` are cut off
+            let _ = write_timestamp(prefix, at);
+            prefix.truncate(PREFIX_LEN);
+            *second = seconds;
+        }
+        line.push_str(prefix);
+    });
+    let mut digits = *b"000000Z";
+    let mut value = micros;
+    for slot in digits[..6].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    line.extend(digits.map(char::from));
+}
+
+thread_local! {
+    /// The Unix second last written on this thread, and its `YYYY-MM-DDTHH:MM:SS.`.
+    static SECOND: std::cell::RefCell<(u64, String)> = const {
+        std::cell::RefCell::new((0, String::new()))
+    };
+}
+
+/// The length of `YYYY-MM-DDTHH:MM:SS.`.
+const PREFIX_LEN: usize = 20;
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-25T19:22:49.961744Z`. Written digit
 /// by digit: `write!` with zero padding costs several times as much, once per log line.
@@ -644,6 +686,39 @@ mod tests {
             assert!(!write_thousandths(&mut out, value), "{value} taken");
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn the_second_kept_from_line_to_line_is_the_clocks_own() {
+        let written = |seconds: u64, micros: u32| {
+            let mut line = String::new();
+            write_instant(&mut line, seconds, micros);
+            line
+        };
+        let expected = |seconds: u64, micros: u32| {
+            let at = time::OffsetDateTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(seconds)
+                + std::time::Duration::from_micros(micros.into());
+            let mut out = String::new();
+            write_timestamp(&mut out, at).unwrap();
+            out
+        };
+        // the same second twice, the next, one long after, and back: each line its own
+        for (seconds, micros) in [
+            (1_764_633_599, 7),
+            (1_764_633_599, 999_999),
+            (1_764_633_600, 0),
+            (4_102_444_800, 123_456),
+            (1_764_633_599, 42),
+        ] {
+            assert_eq!(written(seconds, micros), expected(seconds, micros));
+        }
+        let mut now = String::new();
+        write_now(&mut now);
+        let parsed =
+            time::OffsetDateTime::parse(&now, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        assert!((time::OffsetDateTime::now_utc() - parsed).abs() < time::Duration::seconds(5));
     }
 
     #[test]
