@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
 #[derive(Default)]
@@ -50,6 +50,9 @@ async fn main() {
                 )
             }),
         )
+        // a batch of 512 spans is about 100 KB, more with long paths: axum's 2 MB default
+        // would answer a large one 413, which would look like spans lost
+        .layer(DefaultBodyLimit::max(16 << 20))
         .with_state(counts);
     // Started again on its port after the fire drill's fault: a loopback connection may
     // hold the port as its source for a moment meanwhile.
