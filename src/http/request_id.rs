@@ -77,10 +77,14 @@ pub(crate) fn is_sane(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// A fresh v4 UUID, hyphenated. Its bytes are shared from the start: the id is cloned into
+/// the request's scope and the response's headers, and a value copied from a `&str`
+/// would be copied again (an allocation) on its first clone.
 fn generate() -> HeaderValue {
-    let mut buffer = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-    HeaderValue::from_str(id).expect("a UUID is a valid header value")
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]
@@ -118,5 +122,14 @@ mod tests {
         let a = from_headers(&HeaderMap::new());
         let b = from_headers(&HeaderMap::new());
         assert_ne!(a, b);
+        for id in [&a, &b] {
+            let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(
+                id.to_str().unwrap(),
+                parsed.hyphenated().to_string(),
+                "lower case"
+            );
+        }
     }
 }

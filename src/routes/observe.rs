@@ -23,6 +23,7 @@ use tower_service::Service;
 use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, idempotency, request_id};
 use crate::state::AppState;
+use crate::telemetry::access;
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces;
 
@@ -241,48 +242,22 @@ impl Drop for Completion<'_> {
             elapsed.as_secs_f64(),
             ids.as_ref(),
         );
-        macro_rules! access_log {
-            ($level:expr $(, $field:ident = $value:expr)*) => {
-                tracing::event!(
-                    target: "farol::access",
-                    $level,
-                    // a field, not a format string: a `&str` is written as it is, where
-                    // a message goes through the formatting machinery
-                    message = "request",
-                    request_id = self.request_id.to_str().unwrap_or_default(),
-                    // the label, not the token: a made-up method can be 32 KiB long
-                    method = method_label(&self.method),
-                    route,
-                    status,
-                    // absent on answers that are not problems
-                    problem = self.problem,
-                    // whole microseconds: the formatter writes thousandths cheaply
-                    duration_ms = micros(elapsed) as f64 / 1000.0,
-                    $($field = $value),*
-                )
-            };
-        }
-        // probes at debug: they come every few seconds from machines
-        macro_rules! at_level {
-            ($($field:ident = $value:expr),*) => {
-                if is_probe(route) {
-                    access_log!(tracing::Level::DEBUG $(, $field = $value)*)
-                } else {
-                    access_log!(tracing::Level::INFO $(, $field = $value)*)
-                }
-            };
-        }
         // The line is written after the request's context has ended: its trace ids are
         // given here.
-        match &ids {
-            Some(ids) => {
-                at_level!(
-                    trace_id = ids.trace_id.as_str(),
-                    span_id = ids.span_id.as_str()
-                )
-            }
-            None => at_level!(),
-        }
+        let access = access::Access {
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            // the label, not the token: a made-up method can be 32 KiB long
+            method: method_label(&self.method),
+            route,
+            status,
+            problem: self.problem,
+            // whole microseconds: the formatter writes thousandths cheaply
+            duration_ms: micros(elapsed) as f64 / 1000.0,
+            trace: ids
+                .as_ref()
+                .map(|ids| (ids.trace_id.as_str(), ids.span_id.as_str())),
+        };
+        access::log(&access, is_probe(route));
     }
 }
 

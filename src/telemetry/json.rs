@@ -8,6 +8,8 @@
 //! access log line (about 410 bytes at most), then one copy into the subscriber's buffer.
 //! A test holds it to the same objects: the same events through both formatters give the
 //! same keys and values (not the same key order, nor byte for byte the same escapes).
+//! [`write_access`] writes the access line of a request without its event (`access.rs`
+//! says why); a test holds it to the object [`JsonLines`] writes for that event.
 
 use std::fmt::{self, Write};
 
@@ -60,7 +62,44 @@ where
 
 /// An access log line with a client's own request id (up to 128 bytes) and trace ids
 /// fits: about 410 bytes.
-const LINE_CAPACITY: usize = 512;
+pub const LINE_CAPACITY: usize = 512;
+
+/// The access line of `access` at `level`, the object [`JsonLines`] writes for
+/// `access::event` (the tests compare them), without the event: its keys written as
+/// they are, its values escaped as every value is.
+pub fn write_access(line: &mut String, level: tracing::Level, access: &super::access::Access<'_>) {
+    // into a `String`: a write cannot fail
+    let _ = (|| -> fmt::Result {
+        line.push_str("{\"timestamp\":\"");
+        write_now(line);
+        line.push_str("\",\"level\":\"");
+        line.push_str(level.as_str());
+        line.push_str("\",\"target\":");
+        write_string(line, super::access::TARGET)?;
+        line.push_str(",\"message\":\"request\",\"request_id\":");
+        write_string(line, access.request_id)?;
+        line.push_str(",\"method\":");
+        write_string(line, access.method)?;
+        line.push_str(",\"route\":");
+        write_string(line, access.route)?;
+        line.push_str(",\"status\":");
+        line.push_str(itoa::Buffer::new().format(access.status));
+        if let Some(problem) = access.problem {
+            line.push_str(",\"problem\":");
+            write_string(line, problem)?;
+        }
+        line.push_str(",\"duration_ms\":");
+        write_f64(line, access.duration_ms)?;
+        if let Some((trace_id, span_id)) = access.trace {
+            line.push_str(",\"trace_id\":");
+            write_string(line, trace_id)?;
+            line.push_str(",\"span_id\":");
+            write_string(line, span_id)?;
+        }
+        line.push_str("}\n");
+        Ok(())
+    })();
+}
 
 /// The ids of the span current on this thread (a request's, with traces on), as
 /// `trace_id` and `span_id`: a log line and its trace find each other. Nothing when no
@@ -266,6 +305,18 @@ fn write_thousandths(out: &mut String, value: f64) -> bool {
     true
 }
 
+/// A JSON number: thousandths exactly, else ryu's shortest form; JSON has no NaN or
+/// infinity, which are written `null`.
+fn write_f64(out: &mut String, value: f64) -> fmt::Result {
+    if write_thousandths(out, value) {
+        Ok(())
+    } else if value.is_finite() {
+        out.write_str(ryu::Buffer::new().format_finite(value))
+    } else {
+        out.write_str("null")
+    }
+}
+
 struct Fields<'a> {
     line: &'a mut String,
     result: fmt::Result,
@@ -300,16 +351,7 @@ impl Visit for Fields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |w| {
-            if write_thousandths(w, value) {
-                Ok(())
-            } else if value.is_finite() {
-                w.write_str(ryu::Buffer::new().format_finite(value))
-            } else {
-                // JSON has no NaN or infinity.
-                w.write_str("null")
-            }
-        });
+        self.field(field, |w| write_f64(w, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -685,6 +727,91 @@ mod tests {
             let mut out = String::new();
             assert!(!write_thousandths(&mut out, value), "{value} taken");
             assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_access_line_is_the_object_its_event_makes() {
+        use super::super::access::{Access, event};
+        let trace = Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"));
+        let cases = [
+            (
+                tracing::Level::INFO,
+                "abc-1",
+                "GET",
+                "/",
+                200,
+                None,
+                0.125,
+                None,
+            ),
+            (
+                tracing::Level::DEBUG,
+                "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+                "_OTHER",
+                "/livez",
+                503,
+                Some("overloaded"),
+                12.0,
+                trace,
+            ),
+            // what must be escaped is escaped alike; a duration that is not thousandths
+            (
+                tracing::Level::INFO,
+                "a\"b\\c",
+                "POST",
+                "/x\n\u{7}\"y",
+                499,
+                Some("q\"t"),
+                1.0 / 3.0,
+                trace,
+            ),
+        ];
+        for (level, request_id, method, route, status, problem, duration_ms, trace) in cases {
+            let access = Access {
+                request_id,
+                method,
+                route,
+                status,
+                problem,
+                duration_ms,
+                trace,
+            };
+            let mut line = String::new();
+            write_access(&mut line, level, &access);
+            assert!(
+                line.ends_with("}\n") && line.matches('\n').count() == 1,
+                "{line}"
+            );
+            let mut ours: Value = serde_json::from_str(&line).unwrap();
+            let mut theirs = lines_written(
+                |writer: Capture| {
+                    tracing_subscriber::fmt()
+                        .event_format(JsonLines)
+                        .with_max_level(tracing::Level::TRACE)
+                        .with_writer(move || writer.clone())
+                        .finish()
+                },
+                || event(level, &access),
+            );
+            assert_eq!(theirs.len(), 1);
+            let mut theirs = theirs.remove(0);
+            for object in [&mut ours, &mut theirs] {
+                let timestamp = object.as_object_mut().unwrap().remove("timestamp").unwrap();
+                assert!(
+                    time::OffsetDateTime::parse(
+                        timestamp.as_str().unwrap(),
+                        &time::format_description::well_known::Rfc3339
+                    )
+                    .is_ok(),
+                    "{timestamp}"
+                );
+            }
+            assert_eq!(ours, theirs, "{line}");
+            assert_eq!(ours["level"], level.as_str());
+            assert_eq!(ours["route"], route);
+            assert_eq!(ours.get("problem").is_some(), problem.is_some());
+            assert_eq!(ours.get("trace_id").is_some(), trace.is_some());
         }
     }
 

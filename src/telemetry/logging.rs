@@ -35,13 +35,16 @@ impl Logging {
         let live = LiveLevel::new(level);
         let registry = tracing_subscriber::registry().with(live.clone());
         match format {
-            LogFormat::Json => registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .event_format(super::json::JsonLines)
-                        .with_writer(writer),
-                )
-                .init(),
+            LogFormat::Json => {
+                super::access::install(writer.clone());
+                registry
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .event_format(super::json::JsonLines)
+                            .with_writer(writer),
+                    )
+                    .init()
+            }
             LogFormat::Text => registry
                 .with(
                     tracing_subscriber::fmt::layer()

@@ -1,4 +1,5 @@
 //! Logs, metrics and traces.
+pub mod access;
 pub mod json;
 pub mod logging;
 pub mod metrics;
