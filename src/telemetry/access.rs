@@ -2,9 +2,14 @@
 //! ends. With JSON logs the line is written straight into the log writer ([`install`]):
 //! as a tracing event it would cost every request the event's dispatch, its fields
 //! recorded one by one and every field name escaped (about two thousand instructions of
-//! `GET /`'s, by callgrind), for the same object that `json::JsonLines` makes of the
-//! event ([`event`]), which the tests hold it to. Text logs, and a process that never
-//! installs the writer (the tests' in-process servers), log the event.
+//! `GET /`'s, as a callgrind profile estimated them), for the same line that
+//! `json::JsonLines` makes of the event ([`event`]), which the tests hold it to. Text
+//! logs, and a process that never installs the writer (the tests' in-process servers),
+//! log the event.
+//!
+//! Whether the line is written is asked of the global subscriber (`tracing::enabled!`),
+//! whose one filter is the live level (`logging.rs`): a layer added there with a filter
+//! of its own, or one that reads events, would not see these lines.
 
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -44,6 +49,11 @@ pub fn install(writer: BatchWriter) {
 /// machines), else at info; nothing if the level is off (the live level applies: every
 /// change rebuilds what `enabled!` caches).
 pub fn log(access: &Access<'_>, probe: bool) {
+    log_to(DIRECT.get(), access, probe);
+}
+
+/// [`log`], writing into `direct` if given, else as an event.
+fn log_to(direct: Option<&BatchWriter>, access: &Access<'_>, probe: bool) {
     let (level, enabled) = if probe {
         (
             Level::DEBUG,
@@ -55,7 +65,7 @@ pub fn log(access: &Access<'_>, probe: bool) {
     if !enabled {
         return;
     }
-    match DIRECT.get() {
+    match direct {
         Some(writer) => {
             let mut line = String::with_capacity(super::json::LINE_CAPACITY);
             super::json::write_access(&mut line, level, access);
@@ -94,5 +104,64 @@ pub fn event(level: Level, access: &Access<'_>) {
         at!(Level::DEBUG)
     } else {
         at!(Level::INFO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The routes whose lines reach the writer at `level`, of a request to `/` and a
+    /// probe's.
+    fn written_at(level: LevelFilter) -> Vec<String> {
+        let out = Written::default();
+        let (writer, guard) = super::super::writer::batch_writer(out.clone());
+        let access = |route| Access {
+            request_id: "r-1",
+            method: "GET",
+            route,
+            status: 200,
+            problem: None,
+            duration_ms: 0.5,
+            trace: None,
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(level), || {
+            log_to(Some(&writer), &access("/"), false);
+            log_to(Some(&writer), &access("/livez"), true);
+        });
+        drop(guard); // writes out what is buffered
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let object: serde_json::Value = serde_json::from_str(line).unwrap();
+                object["route"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_written_line_follows_the_level_and_probes_are_at_debug() {
+        assert!(written_at(LevelFilter::WARN).is_empty());
+        assert_eq!(written_at(LevelFilter::INFO), ["/"]);
+        assert_eq!(written_at(LevelFilter::DEBUG), ["/", "/livez"]);
     }
 }

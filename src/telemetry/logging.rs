@@ -36,14 +36,17 @@ impl Logging {
         let registry = tracing_subscriber::registry().with(live.clone());
         match format {
             LogFormat::Json => {
-                super::access::install(writer.clone());
+                let direct = writer.clone();
                 registry
                     .with(
                         tracing_subscriber::fmt::layer()
                             .event_format(super::json::JsonLines)
                             .with_writer(writer),
                     )
-                    .init()
+                    .init();
+                // once the subscriber is in place (`init` panics if another is); the
+                // access lines skip the event, and so this stack (access.rs)
+                super::access::install(direct);
             }
             LogFormat::Text => registry
                 .with(

@@ -88,6 +88,10 @@ fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
         !logs.contains("evil"),
         "a forged request id reached the logs"
     );
+    assert!(
+        !logs.contains("probe-quiet"),
+        "a probe's access line is at debug, off at info"
+    );
 }
 
 #[test]
@@ -135,27 +139,58 @@ fn the_log_level_changes_live() {
         ("DATABASE_URL", &url),
         ("CONFIG_DIR", dir.path().to_str().unwrap()),
     ]);
-    let get = |id: &str| {
+    let get = |path: &str, id: &str| {
         rt.block_on(async {
             reqwest::Client::new()
-                .get(format!("{}/version", farol.address))
+                .get(format!("{}{path}", farol.address))
                 .header("x-request-id", id)
                 .send()
                 .await
                 .unwrap();
         })
     };
-    get("before-change");
+    get("/version", "before-change");
     farol.wait_for_log("before-change", Duration::from_secs(5));
-    volume.update(&[("LOG_LEVEL", "warn")]);
-    farol.wait_for_log("live configuration changed", Duration::from_secs(5));
+
+    // at debug, a probe's access line too
+    let changes = |farol: &FarolProcess| farol.all_logs().matches(CHANGED).count();
+    let seen = changes(&farol);
+    volume.update(&[("LOG_LEVEL", "debug")]);
+    wait_for_lines(&farol, CHANGED, seen + 1);
     std::thread::sleep(Duration::from_millis(200));
-    get("after-change");
+    get("/livez", "probe-at-debug");
+    let line = farol.wait_for_log("probe-at-debug", Duration::from_secs(5));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["level"], "DEBUG", "{entry}");
+    assert_eq!(entry["target"], "farol::access", "{entry}");
+    assert_eq!(entry["route"], "/livez", "{entry}");
+
+    let seen = changes(&farol);
+    volume.update(&[("LOG_LEVEL", "warn")]);
+    wait_for_lines(&farol, CHANGED, seen + 1);
+    std::thread::sleep(Duration::from_millis(200));
+    get("/version", "after-change");
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !farol.all_logs().contains("after-change"),
         "info lines are off at warn"
     );
+}
+
+/// What farol logs when it applies a change of its live settings.
+const CHANGED: &str = "live configuration changed";
+
+/// Until `count` log lines contain `needle` (5 s at most).
+fn wait_for_lines(farol: &FarolProcess, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while farol.all_logs().matches(needle).count() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {count} lines with {needle:?}: {}",
+            farol.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
