@@ -23,7 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::response::Response;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,6 +36,7 @@ use prometheus::{IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tower_service::Service;
 
 use super::write_deadline::{self, WRITE_TIMEOUT, WriteDeadline};
 
@@ -120,20 +125,23 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(write_deadline::is_stalled)
 }
 
-/// Serves `router` on `listener` until `drain` resolves; then stops accepting, lets
+/// Serves `service` (a router, or one wrapped) on `listener` until `drain` resolves; then stops accepting, lets
 /// every connection finish its in-flight request (idle keep-alive connections are
 /// closed), and returns once all are gone, or, if `abandon` resolves first, once the
 /// connections still open are dropped with their requests (so that what those left
 /// running is let go of before the process exits). At most `connections` are open at
 /// once; `metrics`, if given, counts them.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     connections: Arc<Semaphore>,
     metrics: Option<ConnectionMetrics>,
     drain: impl Future<Output = ()>,
     abandon: impl Future<Output = ()>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -174,7 +182,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let open = metrics.as_ref().map(|m| Open::count(&m.open));
         let cut = metrics.as_ref().map(|m| m.cut.clone());
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
         let midway = stream.midway();
         let connection = http.serve_connection(TokioIo::new(stream), service);
@@ -274,7 +282,7 @@ mod tests {
         let midway = io.midway();
         let answer = hyper::service::service_fn(|_| async {
             let body = axum::body::Body::from(vec![b'x'; 1 << 20]);
-            Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            Ok::<_, Infallible>(hyper::Response::new(body))
         });
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::state::{AppState, BUILD};
 use crate::telemetry::metrics::method_label;
+pub use observe::{Observed, Routes};
 
 pub use crate::http::extract::BODY_LIMIT_BYTES;
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -50,7 +51,7 @@ struct ApiDoc;
 
 /// The application router and its OpenAPI document, generated from the same route list
 /// so that the document cannot drift from what is served.
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+pub fn router(state: AppState) -> (Observed, utoipa::openapi::OpenApi) {
     let (routes, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(index::status))
         .routes(routes!(probes::health))
@@ -71,24 +72,28 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         OPENAPI_PATH,
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document) }),
     );
+    let mut templates: Vec<&str> = api.paths.paths.keys().map(String::as_str).collect();
+    templates.push(OPENAPI_PATH);
     if state.metrics_on_main_port {
         router = router.route("/metrics", get(meta::metrics));
+        templates.push("/metrics");
     }
-    (with_layers(router, state), api)
+    let observed = with_layers(router, Routes::new(templates), state);
+    (observed, api)
 }
 
-/// The fallbacks and the one layer every route gets: problem+json for unknown routes
-/// and methods, and the request middleware (it sees and logs every answer, and turns
-/// panics into 500s). Each layer wraps every route and costs each request a boxed clone
-/// of the route below it, so there is no other: the body limit is the JSON extractor's
-/// own (`http::extract`), which reads every body the routes take, within the limit and
-/// the payload budget.
-pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
-    routes
+/// The fallbacks, and the one middleware around them and every route: problem+json for
+/// unknown routes and methods, and the request middleware (it sees and logs every
+/// answer, and turns panics into 500s). `templates` are the routes' paths, each as given
+/// to `routes`. There is no other layer: each would cost every request a boxed level
+/// more; the body limit is the JSON extractor's own (`http::extract`), which reads every
+/// body the routes take, within the limit and the payload budget.
+pub fn with_layers(routes: Router<AppState>, templates: Routes, state: AppState) -> Observed {
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(observe::ObserveLayer(state.clone()))
-        .with_state(state)
+        .with_state(state.clone());
+    Observed::new(router, templates, state)
 }
 
 /// The router of `METRICS_PORT`: `/metrics`, and the probes `/livez` and `/readyz`, with
@@ -96,12 +101,19 @@ pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
 /// debug). Probes answered here are answered even when the main port is at its
 /// connection bound: a flood of connections there must not make the orchestrator restart
 /// or unready a replica that restarting would not help.
-pub fn metrics_router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/metrics", get(meta::metrics))
-        .route("/livez", get(probes::livez))
-        .route("/readyz", get(probes::readyz));
-    with_layers(routes, state)
+pub fn metrics_router(state: AppState) -> Observed {
+    let routes: [(&str, MethodRouter<AppState>); 3] = [
+        ("/metrics", get(meta::metrics)),
+        ("/livez", get(probes::livez)),
+        ("/readyz", get(probes::readyz)),
+    ];
+    let templates = Routes::new(routes.iter().map(|(path, _)| *path));
+    let router = routes
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        });
+    with_layers(router, templates, state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

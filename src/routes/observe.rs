@@ -2,20 +2,25 @@
 //! shedding), the request timeout, fault injection for drills, panics turned into 500s,
 //! then the metrics and the access log line. One function rather than a stack of layers:
 //! each request pays for one timer, one clock read and one log line, and the order of
-//! these concerns is visible in one place.
+//! these concerns is visible in one place. It wraps the router once, from outside, rather
+//! than each route: a layer set on axum's router wraps every route in a boxed service of
+//! its own, which costs each request a boxed clone and a boxed future more. So it finds
+//! the request's route itself ([`Routes`]) before the router does.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::Route;
 use futures_util::FutureExt;
 use opentelemetry::context::FutureExt as _;
 use tower_service::Service;
@@ -47,51 +52,78 @@ fn is_chaos_target(route: &str) -> bool {
     route.starts_with("/api/")
 }
 
-/// [`observe`] as a layer around every route. A layer of its own rather than axum's
-/// `middleware::from_fn`, which would also wrap the route below in a boxed service and
-/// extract the state, on every request.
-#[derive(Clone)]
-pub struct ObserveLayer(pub AppState);
+/// The templates of a router's routes, matched as axum's router matches them: with the
+/// same matchit, pinned to the version axum pins, on the same path. A request is known
+/// by its route's template before the router runs, for what depends on it (shedding,
+/// the schema check, fault injection, the labels and the log line).
+pub struct Routes(matchit::Router<Box<str>>);
 
-impl tower_layer::Layer<Route> for ObserveLayer {
-    type Service = Observe;
-
-    fn layer(&self, route: Route) -> Observe {
-        Observe {
-            route,
-            state: self.0.clone(),
+impl Routes {
+    /// The templates, exactly as given to the router. Panics on one that axum's router
+    /// would have refused too (a conflict, a malformed parameter).
+    pub fn new<'a>(templates: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut routes = matchit::Router::new();
+        for template in templates {
+            routes
+                .insert(template, template.into())
+                .unwrap_or_else(|error| panic!("route {template}: {error}"));
         }
+        Self(routes)
+    }
+
+    /// The template of the route that answers `path`; `None` when none does (the
+    /// fallback answers).
+    pub fn template(&self, path: &str) -> Option<&str> {
+        self.0.at(path).ok().map(|matched| &**matched.value)
     }
 }
 
+/// The router, with [`observe`] around it: the service the server runs.
 #[derive(Clone)]
-pub struct Observe {
-    route: Route,
+pub struct Observed(Arc<RouterAndState>);
+
+struct RouterAndState {
+    router: Router,
+    routes: Routes,
     state: AppState,
 }
 
-impl Service<Request> for Observe {
+impl Observed {
+    /// `router` must have a route for each of `routes`' templates and no other.
+    pub fn new(router: Router, routes: Routes, state: AppState) -> Self {
+        Self(Arc::new(RouterAndState {
+            router,
+            routes,
+            state,
+        }))
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for Observed
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.route, cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // as axum's router, always ready: what waits is in the request's future
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        // tower's rule: the service made ready is the one called, so it goes with the
-        // request and a clone stays
-        let clone = self.route.clone();
-        let route = std::mem::replace(&mut self.route, clone);
-        let state = self.state.clone();
-        Box::pin(async move { Ok(observe(state, request, route).await) })
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move { Ok(observe(&inner, request.map(Body::new)).await) })
     }
 }
 
-async fn observe(state: AppState, request: Request, next: Route) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let mut completion = Completion::begin(&state, &request, route);
+async fn observe(inner: &RouterAndState, request: Request) -> Response {
+    let state = &inner.state;
+    let next = inner.router.clone();
+    let route = inner.routes.template(request.uri().path());
+    let mut completion = Completion::begin(state, &request, route);
     let route = completion.route();
     let probe = is_probe(route);
     let work = async {
@@ -111,7 +143,7 @@ async fn observe(state: AppState, request: Request, next: Route) -> Response {
                 // room in this one's state twice, and be copied with it.
                 match tokio::time::timeout(
                     state.request_timeout,
-                    handle(&state, route, request, next, &handler_ran),
+                    handle(state, route, request, next, &handler_ran),
                 )
                 .await
                 {
@@ -173,7 +205,8 @@ struct Completion<'a> {
     state: &'a AppState,
     started: Instant,
     method: Method,
-    route: Option<MatchedPath>,
+    /// The route's template; `None` when no route matched.
+    route: Option<&'a str>,
     request_id: HeaderValue,
     /// Set when a response exists; `None` on drop means the client went away.
     status: Option<StatusCode>,
@@ -186,22 +219,16 @@ struct Completion<'a> {
 }
 
 impl<'a> Completion<'a> {
-    fn begin(state: &'a AppState, request: &Request, route: Option<MatchedPath>) -> Self {
+    fn begin(state: &'a AppState, request: &Request, route: Option<&'a str>) -> Self {
         state.metrics.http_active.inc();
         // Probes and scrapes make no trace: they come every few seconds from machines.
-        let route_template = route.as_ref().map(MatchedPath::as_str);
         let trace = state
             .tracer
             .as_ref()
-            .filter(|_| !is_probe(route_template.unwrap_or(UNMATCHED)))
+            .filter(|_| !is_probe(route.unwrap_or(UNMATCHED)))
             .map(|tracer| {
                 let method = method_label(request.method());
-                tracer.server_span(
-                    request.headers(),
-                    method,
-                    route_template,
-                    request.uri().path(),
-                )
+                tracer.server_span(request.headers(), method, route, request.uri().path())
             });
         Self {
             state,
@@ -215,8 +242,8 @@ impl<'a> Completion<'a> {
         }
     }
 
-    fn route(&self) -> &str {
-        self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    fn route(&self) -> &'a str {
+        self.route.unwrap_or(UNMATCHED)
     }
 }
 
@@ -273,7 +300,7 @@ async fn handle(
     state: &AppState,
     route: &str,
     request: Request,
-    next: Route,
+    next: Router,
     handler_ran: &AtomicBool,
 ) -> Response {
     // Until the schema is in place, a query could only fail with "relation does not
@@ -300,8 +327,8 @@ async fn handle(
 
 /// A panicking handler answers 500 and the service lives on. Here rather than in a
 /// layer of its own, which would cost every request another boxed level of routing.
-async fn run_catching_panics(mut next: Route, request: Request) -> Response {
-    // A route is always ready (axum's `Next::run` calls it without asking, too).
+async fn run_catching_panics(mut next: Router, request: Request) -> Response {
+    // The router is always ready (axum's own server calls it without asking, too).
     match AssertUnwindSafe(Service::<Request>::call(&mut next, request))
         .catch_unwind()
         .await
@@ -316,4 +343,56 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = crate::telemetry::panic_message(&*panic);
     tracing::error!(request_id = request_id::current(), panic = %message, "handler panicked");
     ApiError::Internal.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    /// [`Routes`] finds the route the router will answer with, on the paths where a
+    /// matcher could differ: trailing and doubled slashes, case, encoded slashes,
+    /// parameters that are empty or span segments.
+    #[tokio::test]
+    async fn routes_match_a_path_as_the_router_does() {
+        let templates = ["/", "/health", "/api/v1/notes", "/api/v1/notes/{id}"];
+        let mut router = templates
+            .iter()
+            .fold(Router::new(), |router, &template| {
+                router.route(template, get(move || async move { template }))
+            })
+            .fallback(|| async { "" });
+        let routes = Routes::new(templates);
+        for path in [
+            "/",
+            "//",
+            "/health",
+            "/health/",
+            "/Health",
+            "/api/v1/notes",
+            "/api/v1/notes/",
+            "/api/v1/notes//",
+            "//api/v1/notes",
+            "/api/v1/notes/0b7c",
+            "/api/v1/notes/0b7c/",
+            "/api/v1/notes/a/b",
+            "/api/v1/notes/a%2Fb",
+            "/api/v1/notes/%7Bid%7D",
+            "/api/v1/notes/{id}",
+            "/api/v1",
+            "/nothing",
+        ] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let answer = Service::call(&mut router, request).await.unwrap();
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let answered_by = std::str::from_utf8(&body).unwrap();
+            assert_eq!(
+                routes.template(path).unwrap_or_default(),
+                answered_by,
+                "{path}"
+            );
+        }
+    }
 }

@@ -135,6 +135,33 @@ async fn metrics_carry_the_design_names_and_route_templates() {
     );
 }
 
+/// The middleware finds a request's route before the router does, from the routes it was
+/// given: every route the main port serves must be among them, or its requests would be
+/// labelled, shed and logged as unmatched.
+#[tokio::test]
+async fn every_route_is_labelled_with_its_own_template() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let mut templates: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    templates.extend(["/api/v1/openapi.json".to_owned(), "/metrics".to_owned()]);
+    for template in &templates {
+        let path = template.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        assert!(
+            !path.contains('{'),
+            "a parameter this test does not fill: {template}"
+        );
+        app.get(&path).await;
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for template in &templates {
+        assert!(
+            text.contains(&format!(r#"http_route="{template}""#)),
+            "{template} is labelled as itself\n{text}"
+        );
+    }
+    assert!(!text.contains(r#"http_route="unmatched""#), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_port_moves_metrics_off_the_main_port() {
     let app =

@@ -104,7 +104,12 @@ async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
         panic!("a bug")
     }
     let routes: Router<AppState> = Router::new().route("/boom", get(boom));
-    let router = farol::routes::with_layers(routes, app.state.clone());
+    let observed = farol::routes::with_layers(
+        routes,
+        farol::routes::Routes::new(["/boom"]),
+        app.state.clone(),
+    );
+    let router = Router::new().fallback_service(observed);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
