@@ -17,13 +17,12 @@
 //! ([`ConnectionMetrics`]): at the connection bound, new clients wait before any request
 //! of theirs is read, where no request metric or log line can see them.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::response::Response;
 use hyper::Request;
@@ -125,9 +124,9 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(write_deadline::is_stalled)
 }
 
-/// Serves `service` (a router, or one wrapped) on `listener` until `drain` resolves; then stops accepting, lets
-/// every connection finish its in-flight request (idle keep-alive connections are
-/// closed), and returns once all are gone, or, if `abandon` resolves first, once the
+/// Serves `service` (a router, or one wrapped) on `listener` until `drain` resolves;
+/// then stops accepting, lets every connection finish its in-flight request (idle
+/// keep-alive connections are closed), and returns once all are gone, or, if `abandon` resolves first, once the
 /// connections still open are dropped with their requests (so that what those left
 /// running is let go of before the process exits). At most `connections` are open at
 /// once; `metrics`, if given, counts them.

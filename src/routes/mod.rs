@@ -1,4 +1,4 @@
-//! The routes, their OpenAPI document, and the layers around them: the application's
+//! The routes, their OpenAPI document, and the middleware around them: the application's
 //! side of HTTP (the generic plumbing in `crate::http` knows nothing of its state).
 
 mod database_errors;
@@ -8,11 +8,11 @@ pub mod notes;
 pub mod observe;
 pub mod probes;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
+use axum::{Extension, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::http::problem::{ApiError, FieldError, Problem};
 use crate::state::{AppState, BUILD};
 use crate::telemetry::metrics::method_label;
+use observe::Unrouted;
 pub use observe::{Observed, Routes};
 
 pub use crate::http::extract::BODY_LIMIT_BYTES;
@@ -97,7 +98,7 @@ pub fn with_layers(routes: Router<AppState>, templates: Routes, state: AppState)
 }
 
 /// The router of `METRICS_PORT`: `/metrics`, and the probes `/livez` and `/readyz`, with
-/// the same layers as the main port (request ids, problem answers, the access log at
+/// the same middleware as the main port (request ids, problem answers, the access log at
 /// debug). Probes answered here are answered even when the main port is at its
 /// connection bound: a flood of connections there must not make the orchestrator restart
 /// or unready a replica that restarting would not help.
@@ -116,12 +117,13 @@ pub fn metrics_router(state: AppState) -> Observed {
     with_layers(router, templates, state)
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!(
+async fn not_found(method: Method, uri: Uri) -> (Extension<Unrouted>, ApiError) {
+    let problem = ApiError::NotFound(format!(
         "no route for {} {}",
         method_label(&method),
         uri.path()
-    ))
+    ));
+    (Extension(Unrouted), problem)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {

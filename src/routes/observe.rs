@@ -59,11 +59,13 @@ fn is_chaos_target(route: &str) -> bool {
 pub struct Routes(matchit::Router<Box<str>>);
 
 impl Routes {
-    /// The templates, exactly as given to the router. Panics on one that axum's router
-    /// would have refused too (a conflict, a malformed parameter).
+    /// The templates, as given to the router (an empty one is `/`, as axum and utoipa-axum
+    /// take it). Panics on one that axum's router would have refused too (a conflict, a
+    /// malformed parameter).
     pub fn new<'a>(templates: impl IntoIterator<Item = &'a str>) -> Self {
         let mut routes = matchit::Router::new();
         for template in templates {
+            let template = if template.is_empty() { "/" } else { template };
             routes
                 .insert(template, template.into())
                 .unwrap_or_else(|error| panic!("route {template}: {error}"));
@@ -76,6 +78,27 @@ impl Routes {
     pub fn template(&self, path: &str) -> Option<&str> {
         self.0.at(path).ok().map(|matched| &**matched.value)
     }
+}
+
+/// Set on the answer of the router's fallback: no route matched.
+#[derive(Clone, Copy)]
+pub struct Unrouted;
+
+/// In debug builds (the tests), [`Routes`] must have found a template exactly when the
+/// router answered from a route: a route given to the router and not to [`Routes`] would
+/// otherwise be labelled, shed and logged as unmatched, without a sound.
+fn debug_check_routed(matched: bool, response: &Response) {
+    let unrouted = response.extensions().get::<Unrouted>().is_some();
+    debug_assert!(
+        matched != unrouted,
+        "the middleware's routes and the router's differ: a template {} while the router {}",
+        if matched { "matched" } else { "did not match" },
+        if unrouted {
+            "fell back"
+        } else {
+            "answered from a route"
+        },
+    );
 }
 
 /// The router, with [`observe`] around it: the service the server runs.
@@ -128,7 +151,7 @@ async fn observe(inner: &RouterAndState, request: Request) -> Response {
     let probe = is_probe(route);
     let work = async {
         if probe {
-            return run_catching_panics(next, request).await;
+            return run_catching_panics(next, request, true).await;
         }
         match state.limiter.try_acquire() {
             Err(_) => ApiError::Overloaded.into_response(),
@@ -322,18 +345,21 @@ async fn handle(
         }
     }
     handler_ran.store(true, Ordering::Relaxed);
-    run_catching_panics(next, request).await
+    run_catching_panics(next, request, route != UNMATCHED).await
 }
 
 /// A panicking handler answers 500 and the service lives on. Here rather than in a
 /// layer of its own, which would cost every request another boxed level of routing.
-async fn run_catching_panics(mut next: Router, request: Request) -> Response {
+async fn run_catching_panics(mut next: Router, request: Request, matched: bool) -> Response {
     // The router is always ready (axum's own server calls it without asking, too).
     match AssertUnwindSafe(Service::<Request>::call(&mut next, request))
         .catch_unwind()
         .await
     {
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => {
+            debug_check_routed(matched, &response);
+            response
+        }
         Err(panic) => panic_response(panic),
     }
 }
@@ -393,6 +419,21 @@ mod tests {
                 answered_by,
                 "{path}"
             );
+        }
+    }
+
+    #[test]
+    fn a_template_and_the_router_agree_or_the_debug_check_fails() {
+        let routed = Response::new(Body::empty());
+        let mut unrouted = Response::new(Body::empty());
+        unrouted.extensions_mut().insert(Unrouted);
+        debug_check_routed(true, &routed);
+        debug_check_routed(false, &unrouted);
+        for (matched, response) in [(false, &routed), (true, &unrouted)] {
+            let check = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                debug_check_routed(matched, response)
+            }));
+            assert!(check.is_err(), "matched {matched} passed");
         }
     }
 }
