@@ -94,6 +94,56 @@ fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
     );
 }
 
+/// Text logs take the access line as a tracing event, not the JSON writer's direct path:
+/// one readable line per request at info, with its fields; a probe's stays off.
+#[test]
+fn with_text_logs_each_request_logs_one_readable_line() {
+    let (rt, url) = database_with_password();
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url), ("LOG_FORMAT", "text")]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let missing = format!("{}/api/v1/notes/{}", farol.address, uuid::Uuid::new_v4());
+        for (url, id, status) in [
+            (missing, "text-me-456", 404),
+            (format!("{}/livez", farol.address), "probe-quiet", 200),
+        ] {
+            let response = client
+                .get(url)
+                .header("x-request-id", id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+        }
+    });
+    let line = farol.wait_for_log("text-me-456", Duration::from_secs(5));
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err(),
+        "text, not JSON: {line}"
+    );
+    for part in [
+        " INFO ",
+        "farol::access",
+        "request",
+        r#"method="GET""#,
+        r#"route="/api/v1/notes/{id}""#,
+        "status=404",
+        r#"problem="not-found""#,
+        "duration_ms=",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = farol.all_logs();
+    assert_eq!(logs.matches("text-me-456").count(), 1, "one line: {logs}");
+    assert!(
+        !logs.contains("probe-quiet"),
+        "a probe's line is off at info"
+    );
+    assert!(!logs.contains("Sup3r-S3cret-Pw"), "the password leaked");
+}
+
 #[test]
 fn a_broken_live_value_is_logged_with_its_reason_and_the_last_good_one_kept() {
     let (rt, url) = database_with_password();
