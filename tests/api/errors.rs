@@ -1,6 +1,6 @@
 //! Every error class of docs/api-problems.md answers a precise problem+json.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::app::{TestApp, assert_problem, spawn_app};
 use crate::support::raw;
@@ -184,7 +184,7 @@ async fn a_body_over_1_mib_is_413_even_without_content_length() {
 #[tokio::test]
 async fn every_operation_that_takes_a_body_answers_413_past_1_mib() {
     let app = spawn_app().await;
-    let document: serde_json::Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let document: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
     let huge = note_over_1_mib();
     let mut checked = Vec::new();
     for (template, operations) in document["paths"].as_object().unwrap() {
@@ -271,9 +271,19 @@ async fn forged_cursors_are_refused_or_harmless() {
         )
         .await;
     }
-    // Well-formed but invented: a position, nothing more.
-    for cursor in ["A".repeat(32), "_".repeat(32), "f".repeat(32)] {
+    // Well-formed but invented: a position, nothing more. The note (written now) is
+    // older than a position past year 9999 ("f": clamped to the last representable
+    // instant) and newer than 1970 ("A"), just before it ("_": -1 µs) and a position
+    // before year 1 ("g": clamped to the first instant).
+    for (cursor, notes) in [("A", 0), ("_", 0), ("g", 0), ("f", 1)] {
+        let cursor = cursor.repeat(32);
         let response = app.get(&format!("/api/v1/notes?cursor={cursor}")).await;
         assert_eq!(response.status(), 200, "{cursor}");
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            notes,
+            "{cursor}: {page}"
+        );
     }
 }
