@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> (Observed, utoipa::openapi::OpenApi) {
         router = router.route("/metrics", get(meta::metrics));
         templates.push("/metrics");
     }
-    let observed = with_layers(router, Routes::new(templates), state);
+    let observed = with_middleware(router, Routes::new(templates), state);
     (observed, api)
 }
 
@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> (Observed, utoipa::openapi::OpenApi) {
 /// to `routes`. There is no other layer: each would cost every request a boxed level
 /// more; the body limit is the JSON extractor's own (`http::extract`), which reads every
 /// body the routes take, within the limit and the payload budget.
-pub fn with_layers(routes: Router<AppState>, templates: Routes, state: AppState) -> Observed {
+pub fn with_middleware(routes: Router<AppState>, templates: Routes, state: AppState) -> Observed {
     let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -114,7 +114,7 @@ pub fn metrics_router(state: AppState) -> Observed {
         .fold(Router::new(), |router, (path, route)| {
             router.route(path, route)
         });
-    with_layers(router, templates, state)
+    with_middleware(router, templates, state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> (Extension<Unrouted>, ApiError) {

@@ -349,7 +349,8 @@ async fn handle(
 }
 
 /// A panicking handler answers 500 and the service lives on. Here rather than in a
-/// layer of its own, which would cost every request another boxed level of routing.
+/// service of its own around the router, which would cost every request another boxed
+/// future.
 async fn run_catching_panics(mut next: Router, request: Request, matched: bool) -> Response {
     // The router is always ready (axum's own server calls it without asking, too).
     match AssertUnwindSafe(Service::<Request>::call(&mut next, request))
@@ -423,6 +424,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(debug_assertions)]
     fn a_template_and_the_router_agree_or_the_debug_check_fails() {
         let routed = Response::new(Body::empty());
         let mut unrouted = Response::new(Body::empty());

@@ -104,7 +104,7 @@ async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
         panic!("a bug")
     }
     let routes: Router<AppState> = Router::new().route("/boom", get(boom));
-    let observed = farol::routes::with_layers(
+    let observed = farol::routes::with_middleware(
         routes,
         farol::routes::Routes::new(["/boom"]),
         app.state.clone(),

@@ -124,8 +124,7 @@ fn with_text_logs_each_request_logs_one_readable_line() {
     );
     for part in [
         " INFO ",
-        "farol::access",
-        "request",
+        "farol::access: request ",
         r#"method="GET""#,
         r#"route="/api/v1/notes/{id}""#,
         "status=404",
