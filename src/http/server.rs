@@ -126,10 +126,10 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Serves `service` (a router, or one wrapped) on `listener` until `drain` resolves;
 /// then stops accepting, lets every connection finish its in-flight request (idle
-/// keep-alive connections are closed), and returns once all are gone, or, if `abandon` resolves first, once the
-/// connections still open are dropped with their requests (so that what those left
-/// running is let go of before the process exits). At most `connections` are open at
-/// once; `metrics`, if given, counts them.
+/// keep-alive connections are closed), and returns once all are gone, or, if `abandon`
+/// resolves first, once the connections still open are dropped with their requests (so
+/// that what those left running is let go of before the process exits). At most
+/// `connections` are open at once; `metrics`, if given, counts them.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
