@@ -4,7 +4,8 @@
 //! - a header read timeout: without one, a client that drips its headers a byte at a
 //!   time holds a connection, and a file descriptor, for as long as it likes. It also
 //!   closes keep-alive connections idle for that long (hyper starts it as soon as it
-//!   waits for the next request);
+//!   waits for the next request). Each connection has its own timer (`head_timer`),
+//!   which keeps one sleep for all its heads;
 //! - a request head limit: a head larger than a proxy would pass gets 431 at once,
 //!   instead of hyper's default of buffering about 400 KB per connection;
 //! - a bound on open connections: past it, the loop stops accepting, so that new
@@ -28,7 +29,7 @@ use axum::response::Response;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounterVec, IntGauge};
@@ -37,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
+use super::head_timer::HeadTimer;
 use super::write_deadline::{self, WRITE_TIMEOUT, WriteDeadline};
 
 /// A client must send its whole request head within this time.
@@ -142,8 +144,7 @@ pub async fn serve<S>(
     S::Future: Send + 'static,
 {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+    http.header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
@@ -184,7 +185,10 @@ pub async fn serve<S>(
         let service = TowerToHyperService::new(service.clone());
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
         let midway = stream.midway();
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = http
+            .clone()
+            .timer(HeadTimer::default())
+            .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         // the ended ones' entries go, so that the set holds the open connections only
         while tasks.try_join_next().is_some() {}
@@ -289,7 +293,7 @@ mod tests {
             .unwrap();
         let started = tokio::time::Instant::now();
         let error = http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(HeadTimer::default())
             .serve_connection(TokioIo::new(io), answer)
             .await
             .expect_err("an answer never read cannot finish");
@@ -301,6 +305,44 @@ mod tests {
             "{error:?}"
         );
         drop(client);
+    }
+
+    /// hyper itself, over the connection's head timer: a keep-alive connection is given
+    /// the whole header read timeout after each answer, not after the first head's wait.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed_a_timeout_after_its_last_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (server, mut client) = tokio::io::duplex(4096);
+        let answer = hyper::service::service_fn(|_| async {
+            Ok::<_, Infallible>(hyper::Response::new(axum::body::Body::from("ok")))
+        });
+        let started = tokio::time::Instant::now();
+        let connection = tokio::spawn(
+            http1::Builder::new()
+                .timer(HeadTimer::default())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(server), answer),
+        );
+        let mut answers = String::new();
+        let mut chunk = [0u8; 1024];
+        for pause in [Duration::ZERO, HEADER_READ_TIMEOUT * 3 / 4] {
+            tokio::time::sleep(pause).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = client.read(&mut chunk).await.unwrap();
+            answers.push_str(std::str::from_utf8(&chunk[..n]).unwrap());
+        }
+        let second_answer = started.elapsed();
+        assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+        let error = connection
+            .await
+            .unwrap()
+            .expect_err("an idle connection is closed");
+        assert!(error.is_timeout(), "{error:?}");
+        assert_eq!(started.elapsed() - second_answer, HEADER_READ_TIMEOUT);
+        assert_eq!(client.read(&mut chunk).await.unwrap(), 0, "closed");
     }
 
     #[test]
