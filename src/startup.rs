@@ -212,7 +212,7 @@ impl Application {
             .set(i64::try_from(settings.http.max_connections).unwrap_or(i64::MAX));
         let main = tokio::spawn(server::serve(
             listener,
-            router,
+            move |clock| router.on_connection(clock),
             connections,
             Some(server::ConnectionMetrics {
                 open: metrics.http_connections_open.clone(),
@@ -228,7 +228,7 @@ impl Application {
             let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
             tokio::spawn(server::serve(
                 listener,
-                router,
+                move |clock| router.on_connection(clock),
                 connections,
                 None,
                 drain_begun(),

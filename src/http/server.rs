@@ -4,8 +4,8 @@
 //! - a header read timeout: without one, a client that drips its headers a byte at a
 //!   time holds a connection, and a file descriptor, for as long as it likes. It also
 //!   closes keep-alive connections idle for that long (hyper starts it as soon as it
-//!   waits for the next request). Each connection has its own timer (`head_timer`),
-//!   which keeps one sleep for all its heads;
+//!   waits for the next request). Each connection has its own clock
+//!   (`connection_clock`), which keeps one sleep for its heads' and its requests' deadlines;
 //! - a request head limit: a head larger than a proxy would pass gets 431 at once,
 //!   instead of hyper's default of buffering about 400 KB per connection;
 //! - a bound on open connections: past it, the loop stops accepting, so that new
@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use super::head_timer::HeadTimer;
+use super::connection_clock::ConnectionClock;
 use super::write_deadline::{self, WRITE_TIMEOUT, WriteDeadline};
 
 /// A client must send its whole request head within this time.
@@ -126,7 +126,8 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(write_deadline::is_stalled)
 }
 
-/// Serves `service` (a router, or one wrapped) on `listener` until `drain` resolves;
+/// Serves `service_for`'s service for each connection (a router, or one wrapped; given
+/// the connection's clock for its requests' deadlines) on `listener` until `drain` resolves;
 /// then stops accepting, lets every connection finish its in-flight request (idle
 /// keep-alive connections are closed), and returns once all are gone, or, if `abandon`
 /// resolves first, once the connections still open are dropped with their requests (so
@@ -134,7 +135,7 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 /// `connections` are open at once; `metrics`, if given, counts them.
 pub async fn serve<S>(
     listener: TcpListener,
-    service: S,
+    service_for: impl Fn(ConnectionClock) -> S,
     connections: Arc<Semaphore>,
     metrics: Option<ConnectionMetrics>,
     drain: impl Future<Output = ()>,
@@ -182,12 +183,13 @@ pub async fn serve<S>(
         let _ = stream.set_nodelay(true);
         let open = metrics.as_ref().map(|m| Open::count(&m.open));
         let cut = metrics.as_ref().map(|m| m.cut.clone());
-        let service = TowerToHyperService::new(service.clone());
+        let clock = ConnectionClock::default();
+        let service = TowerToHyperService::new(service_for(clock.clone()));
         let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
         let midway = stream.midway();
         let connection = http
             .clone()
-            .timer(HeadTimer::default())
+            .timer(clock)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         // the ended ones' entries go, so that the set holds the open connections only
@@ -293,7 +295,7 @@ mod tests {
             .unwrap();
         let started = tokio::time::Instant::now();
         let error = http1::Builder::new()
-            .timer(HeadTimer::default())
+            .timer(ConnectionClock::default())
             .serve_connection(TokioIo::new(io), answer)
             .await
             .expect_err("an answer never read cannot finish");
@@ -319,7 +321,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let connection = tokio::spawn(
             http1::Builder::new()
-                .timer(HeadTimer::default())
+                .timer(ConnectionClock::default())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(server), answer),
         );

@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -23,8 +22,10 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use opentelemetry::context::FutureExt as _;
+use tokio::time::Instant;
 use tower_service::Service;
 
+use crate::http::connection_clock::{self, ConnectionClock};
 use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, idempotency, request_id};
 use crate::state::AppState;
@@ -101,9 +102,17 @@ fn debug_check_routed(matched: bool, response: &Response) {
     );
 }
 
-/// The router, with [`observe`] around it: the service the server runs.
+/// The router, with [`observe`] around it: the service the server runs, one per
+/// connection ([`Observed::on_connection`]). One `Arc`: hyper's adapter clones the
+/// service for each request.
 #[derive(Clone)]
-pub struct Observed(Arc<RouterAndState>);
+pub struct Observed(Arc<OnConnection>);
+
+struct OnConnection {
+    inner: Arc<RouterAndState>,
+    /// The connection's, for the request timeout; `None`: each request its own timer.
+    clock: Option<ConnectionClock>,
+}
 
 struct RouterAndState {
     router: Router,
@@ -114,10 +123,21 @@ struct RouterAndState {
 impl Observed {
     /// `router` must have a route for each of `routes`' templates and no other.
     pub fn new(router: Router, routes: Routes, state: AppState) -> Self {
-        Self(Arc::new(RouterAndState {
-            router,
-            routes,
-            state,
+        Self(Arc::new(OnConnection {
+            inner: Arc::new(RouterAndState {
+                router,
+                routes,
+                state,
+            }),
+            clock: None,
+        }))
+    }
+
+    /// The service for one connection, whose requests' timeouts wait on its `clock`.
+    pub fn on_connection(&self, clock: ConnectionClock) -> Self {
+        Self(Arc::new(OnConnection {
+            inner: self.0.inner.clone(),
+            clock: Some(clock),
         }))
     }
 }
@@ -137,18 +157,25 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move { Ok(observe(&inner, request.map(Body::new)).await) })
+        let this = self.0.clone();
+        Box::pin(async move {
+            Ok(observe(&this.inner, this.clock.as_ref(), request.map(Body::new)).await)
+        })
     }
 }
 
-async fn observe(inner: &RouterAndState, request: Request) -> Response {
+async fn observe(
+    inner: &RouterAndState,
+    clock: Option<&ConnectionClock>,
+    request: Request,
+) -> Response {
     let state = &inner.state;
     let next = inner.router.clone();
     let route = inner.routes.template(request.uri().path());
     let mut completion = Completion::begin(state, &request, route);
     let route = completion.route();
     let probe = is_probe(route);
+    let started = completion.started;
     let work = async {
         if probe {
             return run_catching_panics(next, request, true).await;
@@ -164,8 +191,9 @@ async fn observe(inner: &RouterAndState, request: Request) -> Response {
                 let handler_ran = AtomicBool::new(false);
                 // Awaited where it is made: a future bound to a name first would take
                 // room in this one's state twice, and be copied with it.
-                match tokio::time::timeout(
-                    state.request_timeout,
+                match connection_clock::timeout_at(
+                    clock,
+                    started + state.request_timeout,
                     handle(state, route, request, next, &handler_ran),
                 )
                 .await
@@ -226,6 +254,8 @@ pub const ABANDONED_AT_SHUTDOWN: u16 = 503;
 /// the latency histogram that the alerts read.
 struct Completion<'a> {
     state: &'a AppState,
+    /// tokio's clock, which the request's deadline is on (the same as the system's,
+    /// unless a test pauses it).
     started: Instant,
     method: Method,
     /// The route's template; `None` when no route matched.
