@@ -13,9 +13,11 @@
 //! spurious if nothing waits, and harmless). An earlier deadline moves it at once. So
 //! each wait ends exactly at its deadline, as with its own sleep.
 //!
-//! A tokio sleep wakes the task that polled it last: every wait on one clock must be
-//! polled by the connection's own task, as hyper polls the head and the request's
-//! future. A future shared with other tasks must not wait on it.
+//! A tokio sleep wakes the waker it was last polled with: every wait on one clock must
+//! be polled by the connection's own task, as hyper polls the head and the request's
+//! future. A future shared with other tasks must not wait on it. And its polls are kept
+//! out of tokio's cooperative budget, as tokio's own timeout keeps its sleep's: a poll
+//! refused for want of budget would register nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +26,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
+use tokio::task::coop::unconstrained;
 
 /// One connection's clock: give each connection its own (see the module's header).
 #[derive(Clone, Default)]
@@ -42,8 +45,8 @@ impl ConnectionClock {
 struct Armed {
     /// Armed at some deadline once something waited.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Polled again by the same task, a sleep armed in time needs no poll: it will wake
-    /// that task.
+    /// Polled again with the same waker, a sleep armed in time needs no poll: it will
+    /// wake that task.
     waker: Option<Waker>,
 }
 
@@ -65,7 +68,12 @@ impl Armed {
             return Poll::Pending;
         }
         loop {
-            match sleep.as_mut().poll(cx) {
+            // Out of tokio's budget for this turn of the task, a sleep's poll would be
+            // refused before it registers anything: the waker kept below would then
+            // skip a sleep that wakes no one, and its deadlines would never come (a
+            // slow client kept for good). tokio's own timeout polls its sleep outside
+            // the budget for the same reason.
+            match Pin::new(&mut unconstrained(sleep.as_mut())).poll(cx) {
                 Poll::Pending => {
                     self.waker = Some(cx.waker().clone());
                     return Poll::Pending;
@@ -123,7 +131,7 @@ impl<F: Future> Future for Timeout<'_, F> {
         }
         let elapsed = match this.limit {
             Limit::Clock(clock, deadline) => clock.armed().poll_until(*deadline, cx),
-            Limit::Own(sleep) => sleep.as_mut().poll(cx),
+            Limit::Own(sleep) => Pin::new(&mut unconstrained(sleep.as_mut())).poll(cx),
         };
         elapsed.map(|()| Err(Elapsed))
     }
@@ -250,6 +258,39 @@ mod tests {
         assert!(is_ready(&mut head));
     }
 
+    /// An inner future that spends the task's whole cooperative budget on its first poll
+    /// (as many socket reads in one turn would), then waits for good.
+    fn spends_the_budget_once() -> impl Future<Output = ()> {
+        let mut first = true;
+        std::future::poll_fn(move |cx| {
+            if std::mem::take(&mut first) {
+                while let Poll::Ready(spent) = tokio::task::coop::poll_proceed(cx) {
+                    spent.made_progress();
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_comes_even_when_the_budget_ran_out_before_its_first_poll() {
+        let clock = ConnectionClock::default();
+        let started = tokio::time::Instant::now();
+        let wait = timeout_at(Some(&clock), started + TIMEOUT, spends_the_budget_once());
+        let ended = tokio::time::timeout(TIMEOUT * 3, wait).await;
+        assert!(ended.expect("woken at its deadline").is_err());
+        assert_eq!(started.elapsed(), TIMEOUT);
+        // and the next wait on the clock too
+        let next = timeout_at(
+            Some(&clock),
+            started + TIMEOUT * 2,
+            std::future::pending::<()>(),
+        );
+        let ended = tokio::time::timeout(TIMEOUT * 3, next).await;
+        assert!(ended.expect("woken at its deadline").is_err());
+        assert_eq!(started.elapsed(), TIMEOUT * 2);
+    }
+
     /// The sleep wakes only the waker it was polled with last: a wait from another
     /// waker, even with a later deadline, must poll it again.
     #[tokio::test(start_paused = true)]
@@ -257,7 +298,10 @@ mod tests {
         let clock = ConnectionClock::default();
         let started = tokio::time::Instant::now();
         let mut other = clock.sleep(TIMEOUT);
-        assert!(!is_ready(&mut other), "armed, to wake a waker that does nothing");
+        assert!(
+            !is_ready(&mut other),
+            "armed, to wake a waker that does nothing"
+        );
         let wait = timeout_at(
             Some(&clock),
             started + TIMEOUT * 2,

@@ -5,7 +5,8 @@
 //!   time holds a connection, and a file descriptor, for as long as it likes. It also
 //!   closes keep-alive connections idle for that long (hyper starts it as soon as it
 //!   waits for the next request). Each connection has its own clock
-//!   (`connection_clock`), which keeps one sleep for its heads' and its requests' deadlines;
+//!   (`connection_clock`), which keeps one sleep for its heads' and its requests'
+//!   deadlines;
 //! - a request head limit: a head larger than a proxy would pass gets 431 at once,
 //!   instead of hyper's default of buffering about 400 KB per connection;
 //! - a bound on open connections: past it, the loop stops accepting, so that new
@@ -127,8 +128,8 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Serves `service_for`'s service for each connection (a router, or one wrapped; given
-/// the connection's clock for its requests' deadlines) on `listener` until `drain` resolves;
-/// then stops accepting, lets every connection finish its in-flight request (idle
+/// the connection's clock for its requests' deadlines) on `listener` until `drain`
+/// resolves; then stops accepting, lets every connection finish its in-flight request (idle
 /// keep-alive connections are closed), and returns once all are gone, or, if `abandon`
 /// resolves first, once the connections still open are dropped with their requests (so
 /// that what those left running is let go of before the process exits). At most
