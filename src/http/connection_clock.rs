@@ -5,19 +5,20 @@
 //! A deadline of its own per wait is dear on a keep-alive connection: hyper asks its
 //! timer for a new sleep each time it waits for a request head and drops it once the
 //! head is in, and a request's timeout lives as long as the request. With tokio's
-//! sleeps each is put into the runtime's timer wheel and taken out again (a lock each
-//! way), once per request, for a deadline that almost never comes. Here each wait holds
+//! sleeps each that is polled (the head's always, the request's when its handler has to
+//! wait) is put into the runtime's timer wheel and taken out again (a lock each way),
+//! once per request, for a deadline that almost never comes. Here each wait holds
 //! only its deadline, and the connection keeps one tokio sleep. A later deadline does
 //! not move it: when the armed sleep fires before the deadline of a wait still pending,
-//! it is moved then, at most once per timeout on a busy connection (the wake is
+//! it is moved then, about once per timeout on a busy connection (the wake is
 //! spurious if nothing waits, and harmless). An earlier deadline moves it at once. So
 //! each wait ends exactly at its deadline, as with its own sleep.
 //!
 //! A tokio sleep wakes the waker it was last polled with: every wait on one clock must
 //! be polled by the connection's own task, as hyper polls the head and the request's
-//! future. A future shared with other tasks must not wait on it. And its polls are kept
-//! out of tokio's cooperative budget, as tokio's own timeout keeps its sleep's: a poll
-//! refused for want of budget would register nothing.
+//! future. A future shared with other tasks must not wait on it. And its polls are always
+//! kept out of tokio's cooperative budget (tokio's own timeout does so when the future it
+//! wraps has spent the budget): a poll refused for want of budget would register nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,7 +73,7 @@ impl Armed {
             // refused before it registers anything: the waker kept below would then
             // skip a sleep that wakes no one, and its deadlines would never come (a
             // slow client kept for good). tokio's own timeout polls its sleep outside
-            // the budget for the same reason.
+            // the budget too, once the future it wraps has spent it.
             match Pin::new(&mut unconstrained(sleep.as_mut())).poll(cx) {
                 Poll::Pending => {
                     self.waker = Some(cx.waker().clone());
