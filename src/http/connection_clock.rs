@@ -154,13 +154,6 @@ impl Timer for ConnectionClock {
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }
-
-    fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {
-        match sleep.as_mut().downcast_mut_pin::<HeadDeadline>() {
-            Some(mut head) => head.deadline = new_deadline,
-            None => *sleep = self.sleep_until(new_deadline),
-        }
-    }
 }
 
 /// A request head's deadline, as hyper holds it: ready once it has passed.

@@ -3,10 +3,11 @@
 //! then the metrics and the access log line. One function rather than a stack of layers:
 //! each request pays for two clock reads (its start and its end), no timer of its own
 //! (its timeout waits on its connection's clock, `http::connection_clock`) and one log
-//! line, and the order of these concerns is visible in one place. It wraps the router once, from outside, rather
-//! than each route: a layer set on axum's router wraps every route in a boxed service of
-//! its own, which costs each request a boxed clone and a boxed future more. So it finds
-//! the request's route itself ([`Routes`]) before the router does.
+//! line, and the order of these concerns is visible in one place. It wraps the router
+//! once, from outside, rather than each route: a layer set on axum's router wraps every
+//! route in a boxed service of its own, which costs each request a boxed clone and a
+//! boxed future more. So it finds the request's route itself ([`Routes`]) before the
+//! router does.
 
 use std::convert::Infallible;
 use std::future::Future;
