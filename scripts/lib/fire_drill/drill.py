@@ -1,42 +1,19 @@
 #!/usr/bin/env python3
 """The fire drill's eyes: what scripts/fire-drill asks of Prometheus, Alertmanager and the
-webhook log while it runs, and the report at the end (scenarios.py says what each
-scenario expects; judge.py gives the verdicts).
+webhook log while it runs, and the report at the end (scenarios.py says what each scenario
+expects, judge.py gives the verdicts). Subcommands (see main()):
 
-    drill.py scenarios
-        Prints the names of the scenarios of this run, in order (DRILL_QUICK=1: --quick's).
-    drill.py adjust-config
-        Raises the scrape interval and timeout of the postgres job in the drill's
-        prometheus.yml (see SCRAPE_FLOORS); nothing else.
-    drill.py targets --timeout S
-        Waits until Prometheus has scraped every target successfully.
-    drill.py next-scrape JOB [--lead S]
-        Sleeps until S seconds (0.5) before JOB's next scrape: the database fault's timing.
-    drill.py series QUERY --timeout S
-        Waits until the instant QUERY returns a series (exit 0), else exit 1.
-    drill.py mark EVENT SCENARIO [KEY=VALUE...] [--note TEXT] [--at UNIX_TIME]
-        Appends an event (start, fault, fix, end, skip) to the drill's timeline.
-    drill.py record FAROL_URL
-        Runs until stopped: every 0.5 s, Alertmanager's view of every alert (active, or
-        suppressed and by which alert) and one GET of farol's /health (status, time);
-        beside it, every span in which the machine was frozen (stalls.jsonl).
-    drill.py wait fired|resolved|quiet|idle SCENARIO --timeout S [--hold S]
-        Polls Prometheus, Alertmanager and the webhook log until the scenario's alerts
-        have fired (and reached the webhook, or been seen inhibited), have resolved (and
-        the resolved notifications arrived), or until nothing the scenario judges is
-        firing (quiet: before a fault; idle: nothing but the Watchdog). Prints what it
-        sees as it sees it. Exit 1 on timeout.
-    drill.py report [--health-bound-ms N] [--expect-idle]
-        Gathers Prometheus's own record of its alerts (the ALERTS series), the webhook
-        log, what `record` saw and the load summaries, has judge.py judge every alert in
-        every scenario that ran, prints the table (also written to table.md) and exits 1
-        on any mismatch. --expect-idle: every alert must have resolved by now.
+    scenarios                 this run's scenarios, in order (DRILL_QUICK=1: --quick's)
+    adjust-config             the drill's prometheus.yml adjusted (adjust_config)
+    targets, series QUERY     wait until every target is up, or QUERY returns a series
+    next-scrape JOB           sleep until --lead s before JOB's next scrape
+    mark EVENT SCENARIO       append start, fault, fix, end or skip to the timeline
+    record FAROL_URL          every 0.5 s: Alertmanager's view (who inhibits whom) and /health
+    wait STATE SCENARIO       until its alerts have fired, resolved, or nothing it judges fires
+    report                    judge every alert in every scenario, print the table, exit 1 on a mismatch
 
-Configuration from the environment (scripts/fire-drill and scripts/stand-ins/monitoring-stack.sh set it):
-DRILL_WORK (directory of events.jsonl, recorder.jsonl, load-*.log, memhog.json),
-DRILL_CONFIG (the drill's monitoring configuration, for its intervals),
-STACK_PROMETHEUS_URL, STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG.
-Standard library and PyYAML only.
+Environment: DRILL_WORK, DRILL_CONFIG, and STACK_PROMETHEUS_URL, STACK_ALERTMANAGER_URL,
+STACK_WEBHOOK_LOG from scripts/stand-ins/monitoring-stack.sh.
 """
 
 import argparse
@@ -53,33 +30,18 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import judge as jd
 import scenarios as sc
-from judge import (
-    WATCHDOG,
-    Bounds,
-    Notice,
-    build_rows,
-    close_open,
-    coverage_row,
-    events_by_scenario,
-    firing_intervals,
-    load_summary,
-    render_table,
-    settle_row,
-    watchdog_row,
-)
+from judge import WATCHDOG, Bounds, Notice, events_by_scenario
 
 import monitoring_config as mc
 
-# What the configuration cannot account for, on top of every bound: a fault that takes a
-# moment to show (a process stopping, a disk filling, a stressor ramping up), the
-# recorder's half-second polling, a busy two-core machine.
+# On top of every bound: a fault taking a moment to show, the recorder's polling, a busy machine.
 SLACK_S = 15.0
 
 
 def expr_window(expr, record_window):
-    """The longest range an expression reads, in seconds, through the recording rules it
-    reads too (an SLO alert reads only recorded ratios: their windows are its own)."""
+    """The longest range an expression reads, in seconds, through the records it reads."""
     ranges = [mc.parse_duration(expr[a:b]) / 1000 for a, b, kind in mc.promql_durations(expr) if kind == "duration"]
     names = set(re.findall(r"[A-Za-z_:][\w:]*", expr))
     return max(ranges + [w for name, w in record_window.items() if name in names], default=0)
@@ -96,14 +58,12 @@ def recorded_windows(rules):
 
 
 def run_scenarios():
-    """The scenarios of this run, as scripts/fire-drill runs them (DRILL_QUICK=1: --quick),
-    by name, with the settle phase."""
+    """This run's scenarios, and all of them by name with the settle phase."""
     chosen = sc.for_run(os.environ.get("DRILL_QUICK") == "1")
     return chosen, {s.name: s for s in [*chosen, sc.SETTLE]}
 
 
 def run_skips():
-    """The scenarios skipped on request (--skip, in DRILL_SKIP, comma-separated)."""
     return {s for s in os.environ.get("DRILL_SKIP", "").split(",") if s}
 
 
@@ -126,9 +86,8 @@ def _matches(matchers, labels):
 
 
 def route_timing(route, labels):
-    """(group_wait, group_interval) in seconds of the route that takes an alert with
-    these labels: the first matching child route (inheriting from its parent), else the
-    root."""
+    """(group_wait, group_interval) in seconds of the first child route that takes these
+    labels (inheriting from the root), else the root's."""
     wait, interval = route.get("group_wait", "30s"), route.get("group_interval", "5m")
     for child in route.get("routes", []):
         if _matches(child.get("matchers", []), labels):
@@ -137,82 +96,43 @@ def route_timing(route, labels):
     return mc.parse_duration(wait) / 1000, mc.parse_duration(interval) / 1000
 
 
-# ---------------------------------------------------------------------------------------
-# Reading the world
-
 def http_json(url, timeout=5):
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.load(resp)
 
 
-class WebhookLog:
-    """The webhook receiver's JSON lines, read incrementally."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.offset = 0
-        self.notices = []
-
-    def read(self):
-        if not self.path.exists():
-            return self.notices
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1          # a line being written is read next time
-        self.offset += end
-        for line in data[:end].splitlines():
-            entry = json.loads(line)
-            for alert in entry["notification"].get("alerts", []):
-                self.notices.append(Notice(entry["received_at"], entry["path"],
-                                           alert["labels"].get("alertname", "?"), alert["status"]))
-        return self.notices
-
-
 def read_jsonl(path):
-    path = Path(path)
-    if not path.exists():
+    """The complete lines of a JSON-lines file (a line being written is read next time)."""
+    if not Path(path).exists():
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in Path(path).read_text().split("\n")[:-1] if line.strip()]
 
 
 class Stack:
     def __init__(self, env=os.environ):
         self.work = Path(env["DRILL_WORK"])
         self.config = Path(env["DRILL_CONFIG"])
-        # unset before the stack runs (adjust-config needs only the configuration)
         self.prometheus = env.get("STACK_PROMETHEUS_URL", "").rstrip("/")
         self.alertmanager = env.get("STACK_ALERTMANAGER_URL", "").rstrip("/")
-        self.webhook = WebhookLog(env.get("STACK_WEBHOOK_LOG", "/nonexistent"))
+        self.webhook_log = env.get("STACK_WEBHOOK_LOG", "/nonexistent")
         prom = mc.load_yaml(self.config / "prometheus/prometheus.yml")
         self.eval_s = mc.parse_duration(prom["global"]["evaluation_interval"]) / 1000
-        am = mc.load_yaml(self.config / "alertmanager/alertmanager.yml")
-        route = am["route"]
-        # The longest wait between two notifications of one group: after it, anything
-        # Alertmanager was going to send about a change has been sent.
+        route = mc.load_yaml(self.config / "alertmanager/alertmanager.yml")["route"]
+        # the longest a new group waits: after it, whatever Alertmanager would send has been sent
         self.group_wait_s = max(mc.parse_duration(r.get("group_wait", route["group_wait"]))
                                 for r in [route, *route.get("routes", [])]) / 1000
-        # each alert's evaluation interval (its group's, else the global one): the
-        # spacing of its ALERTS samples
-        self.rule_interval_s = {}
-        for path in sorted((self.config / "prometheus/rules").glob("*.yml")):
-            for group in mc.load_yaml(path)["groups"]:
-                every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
-                for rule in group["rules"]:
-                    if "alert" in rule:
-                        self.rule_interval_s[rule["alert"]] = every
-        # The longest scrape interval of any job (one scrape may be missed: twice it).
+        # the longest scrape interval (one scrape may be missed: twice it)
         scrape_s = max(mc.parse_duration(j.get("scrape_interval", prom["global"]["scrape_interval"]))
                        for j in prom["scrape_configs"]) / 1000
-        self.bounds = {}
         all_rules = [(group, rule) for path in sorted((self.config / "prometheus/rules").glob("*.yml"))
                      for group in mc.load_yaml(path)["groups"] for rule in group["rules"]]
         record_window = recorded_windows([rule for _, rule in all_rules])
+        self.rule_interval_s, self.bounds = {}, {}   # the spacing of each alert's ALERTS samples
         for group, rule in all_rules:
-            every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
             if "alert" not in rule:
                 continue
+            every = mc.parse_duration(group["interval"]) / 1000 if "interval" in group else self.eval_s
+            self.rule_interval_s[rule["alert"]] = every
             window = expr_window(rule["expr"], record_window)
             pending = mc.parse_duration(rule.get("for", "0s")) / 1000
             tail = mc.parse_duration(rule.get("keep_firing_for", "0s")) / 1000
@@ -229,10 +149,12 @@ class Stack:
         watchdog = next(r for r in route.get("routes", []) if 'alertname = "Watchdog"' in r.get("matchers", []))
         self.watchdog_every_s = (mc.parse_duration(watchdog.get("group_interval", route["group_interval"]))
                                  + mc.parse_duration(watchdog.get("repeat_interval", route["repeat_interval"]))) / 1000
+        self.events_path = self.work / "events.jsonl"
 
-    @property
-    def events_path(self):
-        return self.work / "events.jsonl"
+    def notices(self):
+        """One Notice per alert of each notification the webhook receiver logged."""
+        return [Notice(e["received_at"], e["path"], a["labels"].get("alertname", "?"), a["status"])
+                for e in read_jsonl(self.webhook_log) for a in e["notification"].get("alerts", [])]
 
     def prom_alerts(self):
         """{alertname: state} from Prometheus (firing wins over pending)."""
@@ -244,8 +166,7 @@ class Stack:
         return states
 
     def am_alerts(self):
-        """{alertname: set of the alerts that inhibit it} for suppressed alerts, and
-        {alertname: "active"} for the others, as Alertmanager sees them now."""
+        """{alertname: the set of alerts inhibiting it, or "active"}, as Alertmanager sees it now."""
         alerts = http_json(f"{self.alertmanager}/api/v2/alerts")
         by_fp = {a["fingerprint"]: a["labels"].get("alertname", "?") for a in alerts}
         view = {}
@@ -258,9 +179,6 @@ class Stack:
                 view.setdefault(name, "active")
         return view
 
-
-# ---------------------------------------------------------------------------------------
-# mark, record
 
 def cmd_mark(stack, args):
     entry = {"t": args.at or time.time(), "event": args.event, "scenario": args.scenario}
@@ -275,10 +193,8 @@ def cmd_mark(stack, args):
 
 
 def watch_stalls(path, tick=0.1, threshold=1.0):
-    """Runs forever (a daemon thread): sleeps `tick` and appends to path every span in
-    which it was not woken for more than `threshold` seconds: the machine frozen, not one
-    component slow (this thread waits on nothing else). Giving 20 GiB back after the
-    memory stress freezes this virtual machine for seconds at a time."""
+    """A daemon thread: appends to path every span in which it was not woken for more than
+    `threshold` seconds, the machine frozen (it waits on nothing but its own clock)."""
     with open(path, "a", buffering=1) as out:
         before = time.time()
         while True:
@@ -315,9 +231,6 @@ def cmd_record(stack, args):
             time.sleep(max(0.05, 0.5 - (time.time() - started)))
 
 
-# ---------------------------------------------------------------------------------------
-# wait
-
 def cmd_wait(stack, args):
     scenario = run_scenarios()[1][args.scenario]
     times, _ = events_by_scenario(read_jsonl(stack.events_path))
@@ -344,7 +257,7 @@ def cmd_wait(stack, args):
         except (OSError, ValueError) as err:
             say(f"error:{err}", f"(could not read the alerts: {err})")
             prom, am = None, None
-        notices = stack.webhook.read()
+        notices = stack.notices()
         missing = []
         if prom is not None and args.state == "fired":
             fault = marks["fault"]
@@ -438,21 +351,15 @@ def cmd_wait(stack, args):
         time.sleep(0.25)
 
 
-# Fixed costs that do not shrink with the drill's durations. postgres_exporter (0.11,
-# Debian's) sleeps one second before it reports pg_up 0 (one retry of its connection), so
-# with the drill's 1 s scrape timeout its scrape times out instead, pg_up has no sample, and
-# PostgresDown and PostgresPrimaryUnreachable can never fire. Its job alone is scraped
-# every 2 s with a 2 s timeout.
+# postgres_exporter 0.11 sleeps a second before it reports pg_up 0: a 1 s scrape timeout
+# would leave pg_up without a sample, and PostgresDown could never fire.
 SCRAPE_FLOORS = {"postgres": "2s"}
 
 
 def own_filesystems_only(work):
-    """The node job's metric relabelling that keeps, of the filesystem series, only those
-    of mounts under the drill's work directory. The host's disks are shared with whatever
-    else runs (a CI run writes gigabytes in half an hour), and in the drill's shrunk time
-    their real fill rate looks as many times faster: predict_linear then sees a disk
-    filling that nothing in the drill touched (HostDiskFillingUp fired so in a CI run).
-    Relabelling has no negative match: mark the own mounts, drop the unmarked, unmark."""
+    """The node job's metric relabelling that keeps only the filesystem series of mounts under
+    the drill's work directory: in the drill's shrunk time a shared disk's real fill rate looks
+    30 times steeper. Relabelling has no negative match: mark the own, drop the unmarked, unmark."""
     mark = "__tmp_drill_own_filesystem"   # __tmp_: Prometheus's prefix for scratch labels
     return [
         # the canonical path: the mount table holds no symlink
@@ -465,9 +372,8 @@ def own_filesystems_only(work):
 
 
 def adjust_config(path, work, floors=SCRAPE_FLOORS):
-    """Raises the scrape interval and timeout of the jobs in `floors` in the drill's
-    prometheus.yml and keeps the node job's filesystem series to the drill's own mounts
-    (nothing else); returns what it changed."""
+    """Raises the scrape interval and timeout of the jobs in `floors` and narrows the node job's
+    filesystems (nothing else); returns what it changed."""
     doc = mc.load_yaml(path)
     glob = doc.get("global", {})
     changed = []
@@ -500,10 +406,8 @@ def cmd_adjust_config(stack, args):
 
 
 def cmd_next_scrape(stack, args):
-    """Sleeps until `lead` seconds before the next scrape of a job. The database fault is
-    timed so: at the drill's durations, a scrape that misses the fault delays
-    PostgresPrimaryUnreachable by 2 s, half the `for:` of the alerts it holds back
-    (2m, 4 s here), where production's scrapes (30 s at most) leave them over a minute."""
+    """Sleeps until `lead` seconds before the next scrape of a job: a scrape that missed the
+    database fault would delay its inhibitor by half the `for:` of the alerts it holds back."""
     from datetime import datetime
     targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
     target = next(t for t in targets if t["labels"].get("job") == args.job)
@@ -519,39 +423,39 @@ def cmd_next_scrape(stack, args):
     return 0
 
 
-def cmd_targets(stack, args):
-    """Waits until Prometheus has scraped every target of its configuration successfully."""
-    deadline = time.monotonic() + args.timeout
+def poll(timeout, check):
+    """check() -> (done, text) every 0.5 s until done (exit 0) or the timeout (exit 1); prints the last text."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
-            down = [f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')}".rstrip()
-                    for t in targets if t["health"] != "up"]
+            done, text = check()
         except (OSError, ValueError) as err:
-            targets, down = [], [str(err)]
-        if targets and not down:
-            print(f"    all {len(targets)} scrape targets up")
-            return 0
-        if time.monotonic() > deadline:
-            print("    not up: " + "; ".join(down))
-            return 1
+            done, text = False, str(err)
+        if done or time.monotonic() > deadline:
+            if text:
+                print(f"    {text}")
+            return 0 if done else 1
         time.sleep(0.5)
+
+
+def cmd_targets(stack, args):
+    def check():
+        targets = http_json(f"{stack.prometheus}/api/v1/targets?state=active")["data"]["activeTargets"]
+        down = [f"{t['labels'].get('job')} {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')}".rstrip()
+                for t in targets if t["health"] != "up"]
+        if targets and not down:
+            return True, f"all {len(targets)} scrape targets up"
+        return False, "not up: " + "; ".join(down)
+    return poll(args.timeout, check)
 
 
 def cmd_series(stack, args):
-    """Waits until an instant query returns at least one series: exit 0, else 1."""
-    deadline = time.monotonic() + args.timeout
     url = f"{stack.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": args.query})
-    while True:
-        try:
-            if http_json(url)["data"]["result"]:
-                return 0
-        except (OSError, ValueError) as err:
-            print(f"    {err}")
-        if time.monotonic() > deadline:
-            print(f"    no series for {args.query} within {args.timeout:.0f} s")
-            return 1
-        time.sleep(0.5)
+
+    def check():
+        found = bool(http_json(url)["data"]["result"])
+        return found, "" if found else f"no series for {args.query} within {args.timeout:.0f} s"
+    return poll(args.timeout, check)
 
 
 def faulted_5xx_share(stack, marks):
@@ -572,9 +476,6 @@ def faulted_5xx_share(stack, marks):
     return None if value != value else 100 * value
 
 
-# ---------------------------------------------------------------------------------------
-# report (the verdicts themselves are judge.py's)
-
 def cmd_report(stack, args):
     events = read_jsonl(stack.events_path)
     if not events:
@@ -588,34 +489,34 @@ def cmd_report(stack, args):
     samples = {}
     for series in data["data"]["result"]:
         samples.setdefault(series["metric"]["alertname"], []).extend(float(t) for t, _ in series["values"])
-    intervals = {name: close_open(firing_intervals(ts, stack.rule_interval_s.get(name, stack.eval_s)),
+    intervals = {name: jd.close_open(jd.firing_intervals(ts, stack.rule_interval_s.get(name, stack.eval_s)),
                                   name in firing_now)
                  for name, ts in samples.items()}
     # once each: an alert may have a rule per severity
     alert_names = list(dict.fromkeys(r["alert"] for r in mc.rules(stack.config)
                                      if "alert" in r and r["alert"] != WATCHDOG))
-    notices = stack.webhook.read()
+    notices = stack.notices()
     recorder = read_jsonl(stack.work / "recorder.jsonl")
     scenarios, _ = run_scenarios()
     skips = run_skips()
-    loads = {s.name: load_summary(stack.work / f"load-{s.name}.log") for s in scenarios}
+    loads = {s.name: jd.load_summary(stack.work / f"load-{s.name}.log") for s in scenarios}
     times, _ = events_by_scenario(events)
     for name, marks in times.items():
         share = faulted_5xx_share(stack, marks)
         if share is not None and loads.get(name):
             loads[name] += f" ({share:.1f} % 5xx while faulted)"
-    rows = build_rows(events, alert_names, intervals, notices, recorder, loads, args.health_bound_ms,
+    rows = jd.build_rows(events, alert_names, intervals, notices, recorder, loads, args.health_bound_ms,
                       {"end": end}, scenarios, stack.bounds, skips)
     fixes = {s.name: times[s.name]["fix"] for s in scenarios
              if s.name not in skips and "fix" in times.get(s.name, {})}
     later = [(alert, sc.last_fed(alert, scenarios, fixes) or times.get(s.name, {}).get("fix", start))
              for s in scenarios if s.name not in skips for alert in s.resolve_later]
-    rows += settle_row(times.get("settle"), intervals, args.expect_idle, notices, later, stack.bounds)
+    rows += jd.settle_row(times.get("settle"), intervals, args.expect_idle, notices, later, stack.bounds)
     stalls = [(s["from"], s["to"]) for s in read_jsonl(stack.work / "stalls.jsonl")]
-    rows.append(watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls))
+    rows.append(jd.watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls))
     if args.expect_idle:   # the full drill: every alert proven
-        rows.append(coverage_row(alert_names, scenarios, skips))
-    text, md = render_table(rows)
+        rows.append(jd.coverage_row(alert_names, scenarios, skips))
+    text, md = jd.render_table(rows)
     print(text)
     (stack.work / "table.md").write_text(md + "\n")
     notes = {}
@@ -637,8 +538,6 @@ def cmd_report(stack, args):
         print(f"MISMATCH  {r.scenario}: {r.alert}: expected {r.expected}, observed {r.observed}")
     return 1 if failed else 0
 
-
-# ---------------------------------------------------------------------------------------
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,7 +1,6 @@
-"""The fire drill's verdicts, as pure functions of what was recorded (drill.py gathers
-it; test_drill.py feeds them made-up evidence): every alert in every scenario judged
-against scenarios.py, the database scenario's own checks, the Watchdog, the table.
-Standard library only.
+"""The fire drill's verdicts, pure functions of what drill.py recorded (test_drill.py feeds
+them made-up evidence): every alert in every scenario against scenarios.py, the database
+scenario's /health checks, the Watchdog, coverage, and the table.
 """
 
 import json
@@ -16,7 +15,6 @@ WATCHDOG = "Watchdog"
 
 @dataclass(frozen=True)
 class Notice:
-    """One alert in one notification that reached the webhook."""
     t: float
     path: str
     alert: str
@@ -40,9 +38,8 @@ class Interval:
 
 
 def firing_intervals(samples, eval_s):
-    """Firing intervals of one alert from the timestamps of its ALERTS{alertstate="firing"}
-    samples (one per evaluation of its group while firing; eval_s: that group's interval).
-    A gap of more than two evaluations ends an interval."""
+    """Firing intervals from the timestamps of an alert's ALERTS{alertstate="firing"} samples,
+    one per evaluation (eval_s) of its group; a gap of more than two evaluations ends one."""
     intervals = []
     for t in sorted(samples):
         if intervals and t - intervals[-1][1] <= 2.5 * eval_s:
@@ -75,9 +72,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Bounds:
-    """The longest the configuration allows, in seconds: from the fault to the firing
-    notification (to Prometheus firing, for alerts that notify no one), and from the fix
-    to the resolved one (to Prometheus resolving)."""
+    """The longest the configuration allows, in seconds: fault to firing notification and fix to
+    resolved one; for silent alerts, to Prometheus firing and resolving."""
     notify: float
     resolve: float
     prometheus_fire: float
@@ -97,16 +93,19 @@ def _overlapping(intervals, start, end):
     return [iv for iv in intervals if iv.start < end and (iv.end is None or iv.end > start)]
 
 
-# A held slow tier is told once its fast tier has resolved: Alertmanager's next flush of
-# its group (a group_interval, seconds in the drill) and a resend, with room to spare.
+def _verdict(row, problems, ok_text):
+    row.observed = "; ".join(problems) if problems else ok_text
+    row.result = "FAIL" if problems else "ok"
+    return row
+
+
+# A held slow tier is told at its group's next flush after its fast tier resolved, with room to spare.
 HELD_NOTICE_S = 60.0
 
 
 def judge_held(row, sources, fault, released, end, in_window, notices, suppressions, bounds):
-    """A slow SLO tier in the scenario that first makes it fire: held back by its fast tier
-    while that fires (no notice before `released`, when the last firing of the fast tier in
-    this scenario ended), delivered as a ticket within HELD_NOTICE_S after it, resolved in
-    the settle phase (judged there)."""
+    """A slow SLO tier in its first scenario: held back by its fast tier, no notice before
+    `released` (the fast tier's last firing ended), told within HELD_NOTICE_S after it."""
     row.expected = f"held back by {' or '.join(sources)} while it fires, then notified"
     problems = []
     after = [iv for iv in in_window if iv.end is None or iv.end > fault]
@@ -132,17 +131,13 @@ def judge_held(row, sources, fault, released, end, in_window, notices, suppressi
                    "REACHED early" if early else "NO")
     if bounds:
         row.bound = bounds.text(silent=True)
-    row.observed = "; ".join(problems) if problems else "fired, held back, notified after the page"
-    row.result = "FAIL" if problems else "ok"
-    return row
+    return _verdict(row, problems, "fired, held back, notified after the page")
 
 
 def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None, others=None):
     """One table row: how `alert` behaved in `scenario`. marks: {start, fault, fix, end};
-    intervals: its firing intervals; notices: its webhook notices; suppressions: the
-    times Alertmanager held it back and by which alerts: [(t, {sources})]; bounds: what
-    the configuration allows (Bounds), checked when given; others: every alert's firing
-    intervals (a held alert is judged against its holder's)."""
+    suppressions: [(t, {inhibitors})]; bounds (Bounds) checked when given; others: every
+    alert's intervals (a held alert is judged against its holder's)."""
     kind, detail = scenario.expectation(alert)
     start, end = marks["start"], marks["end"]
     fault, fix = marks.get("fault", start), marks.get("fix", end)
@@ -198,17 +193,15 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
                     problems.append(f"fired {after[0].start - fault:.0f} s after the fault, past its bound")
                 if after and after[-1].end is not None and after[-1].end - fix > bounds.prometheus_resolve:
                     problems.append(f"resolved {after[-1].end - fix:.0f} s after the fix, past its bound")
-        row.observed = "; ".join(problems) if problems else (row.observed or (
+        _verdict(row, problems, row.observed or (
             "fired, notified, resolved" if kind == "fire" else "fired silently, resolved"))
-        row.result = "FAIL" if problems else "ok"
     elif kind == "held":
-        sources = detail if isinstance(detail, tuple) else (detail,)
-        source_ends = [iv.end if iv.end is not None else float("inf") for a in sources
+        source_ends = [iv.end if iv.end is not None else float("inf") for a in detail
                        for iv in _overlapping((others or {}).get(a, []), fault, end)]
-        row = judge_held(row, sources, fault, max(source_ends, default=fix), end, in_window, notices,
+        row = judge_held(row, detail, fault, max(source_ends, default=fix), end, in_window, notices,
                          suppressions, bounds)
     elif kind == "inhibited":
-        sources = detail if isinstance(detail, tuple) else (detail,)
+        sources = detail
         row.expected = f"inhibited by {' or '.join(sources)}"
         problems = []
         after = [iv for iv in in_window if iv.end is None or iv.end > fault]
@@ -236,8 +229,7 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
         else:
             row.webhook = "silent"
         held_by = set().union(*(by for t, by in suppressions if fault <= t <= end)) & set(sources)
-        row.observed = "; ".join(problems) if problems else f"fired, held back by {', '.join(sorted(held_by))}, silent"
-        row.result = "FAIL" if problems else "ok"
+        _verdict(row, problems, f"fired, held back by {', '.join(sorted(held_by))}, silent")
     else:
         if in_window:
             first = in_window[0]
@@ -266,12 +258,11 @@ def judge(scenario, alert, marks, intervals, notices, suppressions, bounds=None,
 
 
 def health_rows(title, marks, extras, recorder, bound_ms):
-    """The database scenario's own checks: /health answers 503 fast while PostgreSQL is
-    down, and farol (the same process) answers 200 again by itself once it is back."""
+    """/health answers 503 within bound_ms while PostgreSQL is down, and the same farol
+    process answers 200 again by itself once it is back."""
     fault, fix, end = marks["fault"], marks["fix"], marks["end"]
     during = [r for r in recorder if fault <= r["t"] <= fix and "health_ms" in r]
-    # The outage takes a moment to show (PostgreSQL stopping); from the first 503 on,
-    # every answer must be a fast 503.
+    # from the first 503 on (PostgreSQL takes a moment to stop), every answer must be a fast 503
     first = next((i for i, r in enumerate(during) if r.get("health") == 503), None)
     rows = []
     if first is None:
@@ -302,12 +293,9 @@ def health_rows(title, marks, extras, recorder, bound_ms):
 
 
 def watchdog_row(notices, start, end, every_s, eval_s, stalls=()):
-    """The dead man's switch over the whole drill: its notifications must keep arriving,
-    no gap (also from the start and until the end) longer than a few of its intervals.
-    stalls: spans [(from, to)] in which the whole machine was frozen (drill.py's stall
-    watcher, which waits on nothing but its own clock, was not woken): no process could
-    run, the alerting path included, so that time is not counted against it, and the row
-    says how much was left out."""
+    """The Watchdog's notifications keep arriving over the whole drill, no gap (from the start,
+    until the end) longer than its bound, leaving out the time in which the whole machine
+    was frozen (stalls: [(from, to)]); the row says how much was left out."""
     times = sorted(n.t for n in notices if n.alert == WATCHDOG and n.status == "firing" and start <= n.t <= end)
     bound = 2 * every_s + eval_s + 5
     expected = f"every <= {bound:.0f} s"
@@ -344,8 +332,7 @@ def load_summary(path):
 
 def build_rows(events, alert_names, intervals, notices, recorder, loads, health_bound_ms, stack_times,
                scenarios=None, bounds=None, skips=()):
-    """Every alert judged in every scenario that ran. A scenario that could not run is a
-    failure unless it was skipped on purpose (`skips`, from --skip)."""
+    """Every alert judged in every scenario that ran; one that could not run fails unless skipped."""
     times, extras = events_by_scenario(events)
     bounds = bounds or {}
     suppress = {}
@@ -389,8 +376,7 @@ def build_rows(events, alert_names, intervals, notices, recorder, loads, health_
 
 
 def coverage_row(alert_names, scenarios, skips):
-    """The full drill must show every alert of the rules fired or inhibited at least once:
-    n/a when only skipped scenarios would have, FAIL when no scenario covers one."""
+    """Every alert covered by a scenario: n/a when only skipped scenarios would have, else FAIL."""
     never = sc.uncovered(alert_names, scenarios)
     if never:
         return Row("whole drill", "every alert", "covered by a scenario",
@@ -425,10 +411,9 @@ def render_table(rows):
 
 
 def settle_row(marks, intervals, expect_idle, notices=(), later=(), bounds=None):
-    """After the drill: has everything resolved? The full drill waits for it (the slow
-    burn's window included) and judges the alerts left to resolve here (`later`): they
-    must have resolved, and their resolved notification arrived, within their bound of
-    the end of their fault's scenario; --quick only reports what is still firing."""
+    """After the drill: the full drill must find everything resolved, and the alerts left to
+    resolve here (`later`: [(alert, from when)]) told resolved within their bound;
+    --quick only reports what is still firing."""
     still = sorted(n for n, ivs in intervals.items() if n != WATCHDOG and ivs and ivs[-1].end is None)
     rows = []
     if marks and "start" in marks:
@@ -463,7 +448,5 @@ def settle_row(marks, intervals, expect_idle, notices=(), later=(), bounds=None)
             row.bound = bound.text()
             if sent and sent[-1] - fixed_at > bound.resolve:
                 problems.append("resolved past its bound")
-        row.observed = "; ".join(problems) or "resolved, notified"
-        row.result = "FAIL" if problems else "ok"
-        rows.append(row)
+        rows.append(_verdict(row, problems, "resolved, notified"))
     return rows

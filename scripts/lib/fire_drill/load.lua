@@ -1,14 +1,8 @@
--- wrk script of the fire drill (scripts/fire-drill): paced API traffic, and one JSON line
--- at the end for scripts/lib/fire_drill/drill.py.
---
---   wrk -t1 -c8 -d600s -s load.lua http://127.0.0.1:PORT -- DELAY_MS
---
--- Each connection waits DELAY_MS between requests, so the load is steady and bounded
--- (about connections * 1000 / (DELAY_MS + latency) requests per second) instead of all the
--- 2 cores can give: the drill must leave room for Prometheus's one-second scrapes, or it
--- would test the machine's saturation rather than the alerts. Three in four requests list
--- notes, one in four creates one: both reach PostgreSQL, both are /api/* (the SLO's routes,
--- and the only ones CHAOS_* faults touch).
+-- The fire drill's paced API traffic (scripts/fire-drill), and one DRILL_SUMMARY JSON line
+-- at the end for drill.py:  wrk -t1 -c8 -d600s -s load.lua http://127.0.0.1:PORT -- DELAY_MS
+-- Each connection waits DELAY_MS between requests, so that the 2 cores keep room for the
+-- stack's scrapes. Three in four requests list notes, one creates one: both reach
+-- PostgreSQL, both are /api/* (the SLO's routes, the only ones CHAOS_* faults touch).
 
 local delay_ms = 10
 local n = 0
@@ -30,7 +24,6 @@ function request()
   return list
 end
 
--- Called once, after wrk stops (at -d, or on SIGINT, which is how the drill stops it).
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

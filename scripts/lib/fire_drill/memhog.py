@@ -1,26 +1,10 @@
 #!/usr/bin/env python3
-"""The fire drill's memory stressor: takes the host's memory past HostHighMemoryUsage's
-threshold, with a margin, holds it, and gives it back.
+"""The fire drill's memory stressor: takes `1 - MemAvailable / MemTotal` (HostHighMemoryUsage's
+measure) to --used-share, holds it, gives it back; its safety rules, in order, are in
+docs/fire-drill.md. Exit 3: refused before allocating anything; 4: gave up above the floor.
+FILE gets one JSON object: the goal, then "crossed_at" (the fault's time) or why it stopped.
 
     memhog.py --used-share 0.88 --floor-bytes N --max-seconds S --state-file FILE
-
-"Used" is the alert's own measure, 1 - MemAvailable / MemTotal (/proc/meminfo). Safety
-comes first, in this order:
-1. Before allocating anything it writes 1000 to its own /proc/self/oom_score_adj: if
-   memory runs out after all, the kernel's OOM killer takes this process first, and
-   nothing else.
-2. It sizes the goal from MemAvailable, and refuses (exit 3, the reason in FILE) when
-   reaching --used-share would leave less than --floor-bytes available: such a machine
-   cannot be pushed past the threshold safely, and the drill says so instead of trying.
-3. It allocates in 64 MiB chunks (each written, so that the pages are really taken),
-   re-reading MemAvailable after each one, since other processes may grow meanwhile,
-   and stops at the goal.
-4. While holding, it re-reads MemAvailable every 0.1 s: if it falls below the floor
-   (something else needs the memory), it frees everything and exits (exit 4).
-5. It exits after --max-seconds whatever happens, and at once on SIGTERM or SIGINT.
-FILE receives one JSON object: the goal, then (when reached) "crossed_at", the time the
-goal was reached, which is the fault's time for the drill.
-Exit 0: held until stopped or until the time bound.
 """
 
 import argparse
@@ -57,7 +41,7 @@ def main():
     signal.signal(signal.SIGALRM, stop)
     signal.alarm(max(1, int(args.max_seconds)))
 
-    with open("/proc/self/oom_score_adj", "w") as f:
+    with open("/proc/self/oom_score_adj", "w") as f:   # if memory runs out after all, it dies first
         f.write("1000")
 
     state = {"pid": os.getpid()}
@@ -90,7 +74,7 @@ def main():
         if available - size < args.floor_bytes:
             save(aborted=f"MemAvailable {available >> 20} MiB: stopping above the floor")
             return 4
-        held.append(bytearray(b"\x01") * size)
+        held.append(bytearray(b"\x01") * size)   # written: the pages are really taken
     save(crossed_at=time.time(), held_bytes=sum(map(len, held)), available=available,
          used=round(1 - available / total, 4))
 

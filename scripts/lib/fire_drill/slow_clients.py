@@ -1,13 +1,9 @@
 #!/usr/bin/env python3
-"""Slow clients: COUNT connections to 127.0.0.1:PORT, each of which sends the start of a
-request head and then nothing. farol cuts each off at its head timeout (10 s); it is then
-opened again at once, so that COUNT stay open. The fire drill's http-connections
-scenario holds farol near its MAX_CONNECTIONS with them.
+"""COUNT slow clients of 127.0.0.1:PORT, each the start of a request head and then nothing;
+one cut off at farol's head timeout is opened again at once. Ends after MAX_SECONDS or on
+SIGTERM or SIGINT, printing how many it opened and how many farol cut off.
 
     slow_clients.py PORT COUNT MAX_SECONDS
-
-Stops by itself after MAX_SECONDS, or at SIGTERM or SIGINT. Prints how many connections
-it opened in all, and how many farol had cut off, when it stops.
 """
 
 import asyncio
@@ -16,8 +12,7 @@ import signal
 import sys
 
 HEAD = b"GET /livez HTTP/1.1\r\nHost: drill\r\nX-Slow: "
-# The connections start spread over this long, so that their cuts (10 s after each
-# opened) do not all come at once and the count does not dip at each round.
+# starts spread out, so that the cuts do not all come at once and the count dip
 SPREAD_SECONDS = 2.0
 
 

@@ -1,15 +1,12 @@
 #!/usr/bin/env python3
-"""A TCP forwarder for the fire drill: farol reaches PostgreSQL through it, so that
-stopping it cuts farol off from a database that is up (the exporter still reaches it
-directly). Standard library only.
+"""A TCP forwarder on 127.0.0.1 for the fire drill: farol reaches PostgreSQL through it, so
+that stopping it (SIGTERM: the kernel closes every socket) cuts farol off from a database
+that is up, and freezing it (SIGSTOP) makes that database hang.
 
     tcp_proxy.py LISTEN_PORT TARGET_HOST TARGET_PORT
-
-Listens on 127.0.0.1 only; on SIGTERM it closes every connection and exits.
 """
 
 import asyncio
-import signal
 import sys
 
 
@@ -18,41 +15,23 @@ async def pipe(reader, writer):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    except (ConnectionError, OSError):
+    except OSError:
         pass
     finally:
         writer.close()
 
 
 async def main(listen_port, host, port):
-    # every open socket, closed on SIGTERM: the server's own close waits for its
-    # connections (Python 3.12 and later), and farol's pooled ones never end by themselves
-    writers = set()
-
     async def handle(client_reader, client_writer):
-        writers.add(client_writer)
         try:
             server_reader, server_writer = await asyncio.open_connection(host, port)
         except OSError:
             client_writer.close()
-            writers.discard(client_writer)
             return
-        writers.add(server_writer)
-        try:
-            await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
-        finally:
-            writers.difference_update((client_writer, server_writer))
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port, reuse_address=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
-        server.close()
-        for writer in list(writers):
-            writer.close()
+    await server.serve_forever()
 
 
 if __name__ == "__main__":

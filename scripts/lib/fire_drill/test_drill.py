@@ -1,9 +1,6 @@
 #!/usr/bin/env python3
-"""Tests of the fire drill's judge (judge.py), its one configuration adjustment
-(drill.py) and the memory stressor's refusals (memhog.py): the drill's verdicts must fail
-when the alerting misbehaves, not only pass when it behaves.
-
-    pytest scripts/lib/fire_drill        (make validate AREAS=python runs them all)
+"""Tests of the fire drill's judge, its configuration adjustment and the memory stressor's
+refusals: the verdicts must fail when the alerting misbehaves, not only pass when it behaves.
 """
 
 import json
@@ -48,34 +45,24 @@ class Intervals(unittest.TestCase):
 
 
 class JudgeFire(unittest.TestCase):
-    def judge(self, intervals, notices):
-        return jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), intervals, notices, [])
-
     def test_fired_notified_resolved_passes(self):
-        row = self.judge([Interval(115, 160)], [notice(116, "HttpHighErrorRate"),
-                                                notice(163, "HttpHighErrorRate", "resolved")])
+        row = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), [Interval(115, 160)],
+                       [notice(116, "HttpHighErrorRate"), notice(163, "HttpHighErrorRate", "resolved")], [])
         self.assertEqual(row.result, "ok", row)
         self.assertEqual((row.to_fire, row.to_resolve), ("5.0 s", "10.0 s"))
         self.assertEqual(row.webhook, "+6.0 s / +13.0 s")
 
-    def test_not_resolving_fails(self):
-        row = self.judge([Interval(115, None)], [notice(116, "HttpHighErrorRate")])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("did not resolve", row.observed)
-
-    def test_firing_before_the_fault_fails(self):
-        row = self.judge([Interval(105, 160)], [notice(116, "HttpHighErrorRate"),
-                                                notice(163, "HttpHighErrorRate", "resolved")])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("already firing before the fault", row.observed)
-
-    def test_never_reaching_the_webhook_fails(self):
-        row = self.judge([Interval(115, 160)], [])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("never reached the webhook", row.observed)
-
-    def test_not_firing_fails(self):
-        self.assertEqual(self.judge([], []).result, "FAIL")
+    def test_failures(self):
+        told = [notice(116, "HttpHighErrorRate"), notice(163, "HttpHighErrorRate", "resolved")]
+        for intervals, notices, why in [
+            ([Interval(115, None)], told[:1], "did not resolve"),
+            ([Interval(105, 160)], told, "already firing before the fault"),
+            ([Interval(115, 160)], [], "never reached the webhook"),
+            ([], [], "did not fire"),
+        ]:
+            row = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), intervals, notices, [])
+            self.assertEqual(row.result, "FAIL", why)
+            self.assertIn(why, row.observed)
 
     def test_only_an_alert_of_once_may_resolve_before_the_fix(self):
         hung, name = sc.BY_NAME["database-hung"], "FarolStatementsLeftRunning"
@@ -86,63 +73,53 @@ class JudgeFire(unittest.TestCase):
         row = judge(name, [Interval(128, 140)], [notice(130, name), notice(142, name, "resolved")])
         self.assertEqual(row.result, "ok", row)
         self.assertEqual((row.webhook, row.to_resolve), ("+20.0 s / before the fix", "before the fix"))
-        early = judge("HttpHighErrorRate", [Interval(128, 140)],
-                      [notice(130, "HttpHighErrorRate"), notice(142, "HttpHighErrorRate", "resolved")])
-        self.assertEqual(early.result, "FAIL")
-        self.assertIn("resolved notification missing", early.observed)
-        # resolved before the fix, told after it
-        told_late = judge("HttpHighErrorRate", [Interval(128, 140)],
-                          [notice(130, "HttpHighErrorRate"), notice(152, "HttpHighErrorRate", "resolved")])
-        self.assertEqual(told_late.result, "FAIL")
-        self.assertIn("resolved before the fix", told_late.observed)
-        # once still means fired after the fault and told
-        self.assertEqual(judge(name, [Interval(128, 140)], []).result, "FAIL")
-        # fired twice, told resolved only after the first
-        flapped = judge(name, [Interval(120, 125), Interval(130, 140)],
-                        [notice(121, name), notice(126, name, "resolved"), notice(131, name)])
-        self.assertEqual(flapped.result, "FAIL")
-        self.assertIn("resolved notification missing", flapped.observed)
-        # first fired after the fix: not the fault's doing
-        late = judge(name, [Interval(160, 170)], [notice(161, name), notice(172, name, "resolved")])
-        self.assertEqual(late.result, "FAIL")
-        self.assertIn("fired only after the fix", late.observed)
+        err = "HttpHighErrorRate"
+        for alert, intervals, notices, why in [
+            # not of once: resolved before the fix, and told so before it too
+            (err, [Interval(128, 140)], [notice(130, err), notice(142, err, "resolved")],
+             "resolved notification missing"),
+            # resolved before the fix, told after it
+            (err, [Interval(128, 140)], [notice(130, err), notice(152, err, "resolved")], "resolved before the fix"),
+            # once still means fired after the fault and told
+            (name, [Interval(128, 140)], [], "never reached the webhook"),
+            # fired twice, told resolved only after the first
+            (name, [Interval(120, 125), Interval(130, 140)],
+             [notice(121, name), notice(126, name, "resolved"), notice(131, name)], "resolved notification missing"),
+            # first fired after the fix: not the fault's doing
+            (name, [Interval(160, 170)], [notice(161, name), notice(172, name, "resolved")],
+             "fired only after the fix"),
+        ]:
+            row = judge(alert, intervals, notices)
+            self.assertEqual(row.result, "FAIL", why)
+            self.assertIn(why, row.observed)
 
     def test_once_names_only_alerts_that_fire(self):
         with self.assertRaises(ValueError):
-            sc.Scenario("x", "x", "x", fire=("A",), once=("B",))
+            sc.Scenario("x", "x", fire=("A",), once=("B",))
 
 
 SIGNAL = "PostgresPrimaryUnreachable"
 
 
 class JudgeInhibited(unittest.TestCase):
-    def judge(self, intervals, notices, suppressions):
-        return jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
-
     def test_fired_held_back_silent_passes(self):
-        row = self.judge([Interval(120, 152)], [], [(121, {SIGNAL})])
+        row = jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), [Interval(120, 152)], [], [(121, {SIGNAL})])
         self.assertEqual(row.result, "ok", row)
         self.assertEqual(row.webhook, "silent")
 
-    def test_a_notification_after_the_fix_fails(self):
-        # the inhibiting alert resolved first; the window still held the errors
-        row = self.judge([Interval(120, 170)], [notice(158, "HttpHighErrorRate")], [(121, {SIGNAL})])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("after the fix", row.observed)
-
-    def test_a_notification_before_the_inhibitor_fired_fails(self):
-        row = self.judge([Interval(112, 152)], [notice(113, "HttpHighErrorRate")], [(121, {SIGNAL})])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("after the fault", row.observed)
-
-    def test_not_firing_means_the_inhibition_was_not_exercised(self):
-        row = self.judge([], [], [])
-        self.assertEqual(row.result, "FAIL")
-        self.assertIn("not exercised", row.observed)
-
-    def test_held_back_by_another_alert_is_not_this_inhibition(self):
-        row = self.judge([Interval(120, 152)], [], [(121, {"FarolDown"})])
-        self.assertEqual(row.result, "FAIL")
+    def test_failures(self):
+        for intervals, notices, suppressions, why in [
+            # the inhibiting alert resolved first; the window still held the errors
+            ([Interval(120, 170)], [notice(158, "HttpHighErrorRate")], [(121, {SIGNAL})], "after the fix"),
+            # paged before its inhibitor fired
+            ([Interval(112, 152)], [notice(113, "HttpHighErrorRate")], [(121, {SIGNAL})], "after the fault"),
+            ([], [], [], "not exercised"),
+            # held back by another alert is not this inhibition
+            ([Interval(120, 152)], [], [(121, {"FarolDown"})], "never seen inhibited"),
+        ]:
+            row = jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
+            self.assertEqual(row.result, "FAIL", why)
+            self.assertIn(why, row.observed)
 
 
 class JudgeSignalsAndBounds(unittest.TestCase):
@@ -184,25 +161,16 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         # MARKS: fault 110, fix 150; the page fires 115 to 160: suppressed while it fires,
         # told once it has resolved
         page = {"ErrorBudgetBurnFast": [Interval(115, 160)]}
-        row = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                       [notice(165, "ErrorBudgetBurnSlow")], held, others=page)
+
+        def judge(sent_at, suppressions):
+            notices = [notice(sent_at, "ErrorBudgetBurnSlow")] if sent_at else []
+            return jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], notices,
+                            suppressions, others=page)
+        row = judge(165, held)
         self.assertEqual((row.result, row.to_resolve), ("ok", "after the drill"), row)
-        early = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                         [notice(140, "ErrorBudgetBurnSlow")], held, others=page)
-        self.assertEqual(early.result, "FAIL", early)
-        # after the fix but while the page still fires: a leak all the same
-        after_fix = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                             [notice(155, "ErrorBudgetBurnSlow")], held, others=page)
-        self.assertEqual(after_fix.result, "FAIL", after_fix)
-        much_later = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                              [notice(400, "ErrorBudgetBurnSlow")], held, others=page)
-        self.assertEqual(much_later.result, "FAIL", much_later)
-        never_held = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)],
-                              [notice(165, "ErrorBudgetBurnSlow")], [], others=page)
-        self.assertEqual(never_held.result, "FAIL", never_held)
-        never_sent = jd.judge(errors, "ErrorBudgetBurnSlow", dict(MARKS), [Interval(130, None)], [], held,
-                              others=page)
-        self.assertEqual(never_sent.result, "FAIL", never_sent)
+        # early; after the fix but while the page still fires; much later; never held; never sent
+        for sent_at, suppressions in [(140, held), (155, held), (400, held), (165, []), (None, held)]:
+            self.assertEqual(judge(sent_at, suppressions).result, "FAIL", (sent_at, suppressions))
         quick = next(s for s in sc.for_run(quick=True) if s.name == "errors")
         self.assertEqual(quick.expectation("ErrorBudgetBurnSlow")[0], "allowed")
         settled = jd.settle_row({"start": 300.0, "end": 900.0}, {"ErrorBudgetBurnSlow": [Interval(130, 800)]},
