@@ -1,33 +1,8 @@
-"""The production PrometheusRule, generated from the Prometheus rule files of monitoring/.
-
-The same groups, rules, labels and annotations as monitoring/prometheus/rules/*.yml (the
-files Prometheus loads in compose and the fire drill), with these differences, each
-because the cluster's Prometheus and Alertmanager are shared with other teams:
-- every series selector is scoped to farol's namespace (`namespace="farol"` added), and
-  every alert carries that namespace as a label: farol's on-call is paged for farol's
-  services and databases only, and the AlertmanagerConfig (generated below, whose
-  routes the operator scopes to the namespace) takes them all;
-- the host alerts are left out: the nodes are the platform's, watched by its own node
-  alerts;
-- PostgreSQL is watched through CloudNativePG's built-in exporter, not postgres_exporter,
-  so every postgres_exporter metric (pg_*) in an expression and in an annotation is
-  replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that
-  has no entry there stops the generation: an alert must never silently watch a metric
-  that does not exist, nor its text point at one. The exporter lives in the database pod:
-  a pod or node lost takes `cnpg_collector_up` with it, so the reachability series that
-  PostgresDown and the signal PostgresPrimaryUnreachable read also counts the instance's
-  failed scrapes as down (PRODUCTION_EXPR);
-- the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
-  production overlay, not compose's;
-- the groups of monitoring/prometheus/production/ come last: alerts that compose has no
-  counterpart for (the database's volumes, which are claims of the cluster's storage).
-
-It also generates the production AlertmanagerConfig from monitoring/alertmanager/
-alertmanager.yml: the same routes and inhibitions (the operator adds the namespace
-matcher to each), receivers as webhooks whose URLs come from the Secret farol-alerting.
-
-Run through scripts/gen-prometheusrule (which writes or --check's the committed file).
-"""
+"""The production PrometheusRule and AlertmanagerConfig, generated from monitoring/'s rule
+files and alertmanager.yml for the shared Prometheus and Alertmanager of a cluster: what
+changes and why is in docs/kubernetes.md ("The alerts: generated, not copied"). A pg_*
+metric without a CloudNativePG equivalent in PG_TO_CNPG stops the generation. Run through
+scripts/gen-prometheusrule."""
 
 from __future__ import annotations
 
@@ -35,6 +10,7 @@ import argparse
 import difflib
 import glob
 import os
+import pathlib
 import re
 import sys
 
@@ -44,14 +20,13 @@ import monitoring_config as mc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "rules", "*.yml")
-# Alerts with no compose counterpart (the database's volumes), appended after compose's.
+# alerts with no compose counterpart (the database's volumes), appended after compose's
 PRODUCTION_RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "production", "*.yml")
 ALERTMANAGER = os.path.join(REPO, "monitoring", "alertmanager", "alertmanager.yml")
 OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "prometheusrule.yaml")
 AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
-# The rule groups left to the platform (see above).
 PLATFORM_GROUPS = {"host"}
-# The production expression of an alert whose compose one cannot say it (see above).
+# the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
     # Each instance's reachability without gaps (compose's fills a failed scrape only
     # within 5 minutes of a report of down: its exporter is a container of its own). Here
@@ -90,13 +65,11 @@ DATABASE = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "databa
 
 
 def cluster() -> dict:
-    """The production overlay's CloudNativePG Cluster."""
     with open(DATABASE, encoding="utf-8") as f:
         return next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
 
 
 def standbys() -> int:
-    """The standbys the production Cluster declares: its instances but the primary."""
     count = int(cluster()["spec"]["instances"]) - 1
     if count < 1:
         # PostgresReplicationBroken would page for ever on a cluster without standbys
@@ -109,8 +82,7 @@ PLACEHOLDERS = {"STANDBYS": standbys, "INSTANCES": lambda: standbys() + 1}
 
 
 def production_expr(name: str, expr: str) -> str:
-    """The production expression of a rule (by alert or record name): its own
-    (PRODUCTION_EXPR) or the compose one, with the Cluster's counts in its placeholders."""
+    """PRODUCTION_EXPR's or compose's expression, with the Cluster's counts in its placeholders."""
     expr = PRODUCTION_EXPR.get(name, expr)
     for word, value in PLACEHOLDERS.items():
         expr = re.sub(rf"\b{word}\b", lambda _, value=value: str(value()), expr)
@@ -160,8 +132,7 @@ class UnmappedMetric(Exception):
 
 
 def to_cnpg(expr: str) -> str:
-    """expr with every postgres_exporter metric replaced by its CloudNativePG equivalent;
-    label matchers already there are kept, merged with those the equivalent needs."""
+    """expr on CloudNativePG's metrics, existing label matchers merged with those needed."""
     def swap(match: re.Match) -> str:
         if match.group(1):
             return match.group(1)
@@ -175,8 +146,7 @@ def to_cnpg(expr: str) -> str:
 
 
 def load_groups(patterns: tuple[str, ...] = (RULES_GLOB, PRODUCTION_RULES_GLOB)) -> list[dict]:
-    """Every group of every rule file, pattern by pattern, files in name order, groups in
-    file order."""
+    """Every group of the files of each pattern in turn, files in name order."""
     groups = []
     for pattern in patterns:
         files = sorted(glob.glob(pattern))
@@ -196,7 +166,6 @@ def namespace() -> str:
 
 
 def production_target_expr(alert: str) -> str:
-    """The expression of a scrape-target alert for the production overlay's jobs."""
     jobs = sorted({t["job"] for t in mc.production_targets().values()})
     if alert == "ScrapeTargetDown":
         watched = "|".join(j for j in jobs if j != "farol")
@@ -230,9 +199,6 @@ def convert(groups: list[dict]) -> list[dict]:
         out.append({**group, "rules": rules})
     return out
 
-
-# ---------------------------------------------------------------------------------------
-# The AlertmanagerConfig
 
 AM_HEADER = """\
 # GENERATED by scripts/gen-prometheusrule from monitoring/alertmanager/alertmanager.yml: do
@@ -293,8 +259,7 @@ def alertmanager_config(config: dict) -> dict:
 def render_alertmanager_config() -> str:
     with open(ALERTMANAGER, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    return AM_HEADER + yaml.dump(alertmanager_config(config), Dumper=BlockDumper, sort_keys=False,
-                                 width=1000, allow_unicode=True)
+    return dump(AM_HEADER, alertmanager_config(config))
 
 
 def prometheus_rule(groups: list[dict]) -> dict:
@@ -307,8 +272,8 @@ def prometheus_rule(groups: list[dict]) -> dict:
 
 
 class BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (expressions) as literal blocks, as in the sources, long lines
-    unwrapped, and lists indented under their key (the style of the other manifests)."""
+    """Multi-line strings as literal blocks and lists indented under their key, as in the
+    sources and the other manifests."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False):
         return super().increase_indent(flow, False)
@@ -322,9 +287,12 @@ def _str(dumper: yaml.SafeDumper, value: str):
 BlockDumper.add_representer(str, _str)
 
 
+def dump(header: str, doc: dict) -> str:
+    return header + yaml.dump(doc, Dumper=BlockDumper, sort_keys=False, width=1000, allow_unicode=True)
+
+
 def render(groups: list[dict]) -> str:
-    return HEADER + yaml.dump(prometheus_rule(groups), Dumper=BlockDumper, sort_keys=False,
-                              width=1000, allow_unicode=True)
+    return dump(HEADER, prometheus_rule(groups))
 
 
 def main() -> int:
@@ -342,26 +310,20 @@ def main() -> int:
     stale = 0
     for path, text in outputs:
         name = os.path.relpath(path, REPO)
+        committed = pathlib.Path(path).read_text(encoding="utf-8") if args.check and os.path.exists(path) else ""
         if args.stdout:
             sys.stdout.write(text)
-            continue
-        if args.check:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    committed = f.read()
-            except FileNotFoundError:
-                committed = ""
-            if committed == text:
-                print(f"{name} is up to date")
-            else:
-                sys.stdout.writelines(difflib.unified_diff(
-                    committed.splitlines(True), text.splitlines(True), "committed", "generated"))
-                print(f"{name} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
-                stale += 1
-            continue
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"wrote {name}")
+        elif not args.check:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {name}")
+        elif committed == text:
+            print(f"{name} is up to date")
+        else:
+            sys.stdout.writelines(difflib.unified_diff(
+                committed.splitlines(True), text.splitlines(True), "committed", "generated"))
+            print(f"{name} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
+            stale += 1
     return 1 if stale else 0
 
 
