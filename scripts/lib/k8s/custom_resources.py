@@ -48,8 +48,6 @@ LABEL_SELECTOR = obj(matchLabels=STR_MAP, matchExpressions=arr(obj(
     values=arr({"type": "string"}))))
 SECRET_KEY_REF = obj(("name", "key"), name=STR, key=STR)
 
-# --- CloudNativePG (postgresql.cnpg.io/v1) ----------------------------------------------
-
 # the operator reads the PostgreSQL major version from the tag: it must start with it
 CNPG_IMAGE = {"type": "string", "pattern": r"^[^@]+:[0-9]+[^:/]*$"}
 # one way to create the cluster: a new database, or a recovery from a backup
@@ -97,8 +95,7 @@ POOLER = resource(obj(
     type=enum("rw", "ro", "r"),
     # every PgBouncer parameter a string, as for the Cluster's
     pgbouncer=obj(("poolMode",), poolMode=enum("session", "transaction"), parameters=STR_MAP),
-    # merged into the pods CloudNativePG creates: its container is named pgbouncer, and a
-    # PodSpec needs the containers field even when it adds none
+    # merged into the pods CloudNativePG creates, whose container is pgbouncer (the field is required)
     template=obj(("spec",), spec=obj(
         ("containers",),
         containers=arr(obj(("name",), name=enum("pgbouncer"), resources=RESOURCES)),
@@ -137,8 +134,6 @@ OBJECT_STORE = resource(obj(
                                      retentionPolicyIntervalSeconds={"type": "integer", "minimum": 1}),
 ), "barmancloud.cnpg.io/v1", "ObjectStore")
 
-# --- cert-manager (cert-manager.io/v1) --------------------------------------------------
-
 HTTP01_INGRESS = obj(ingressClassName=STR, **{"class": STR}, name=STR)
 HTTP01_INGRESS["maxProperties"] = 1  # one of ingressClassName, class, name
 ISSUER = resource(obj(
@@ -149,8 +144,6 @@ ISSUER = resource(obj(
              privateKeySecretRef=obj(("name",), name=STR, key=STR),
              solvers=arr(obj(("http01",), http01=obj(("ingress",), ingress=HTTP01_INGRESS)), 1)),
 ), "cert-manager.io/v1", "Issuer")
-
-# --- Prometheus operator (monitoring.coreos.com/v1) -------------------------------------
 
 # The operator's RelabelConfig: the fields of Prometheus's relabel_config, in camelCase.
 RELABELING = obj(
@@ -256,8 +249,7 @@ def refs_pooler(render: Render, doc: dict) -> Findings:
     for spread in spreads:
         if not spread.get("labelSelector") or not selector_matches(spread["labelSelector"], pods):
             yield f"the spread over {spread.get('topologyKey')} selects none of the Pooler's pods"
-    # the capacity model lets either PgBouncer take every client: only if a node lost
-    # cannot take both
+    # the capacity model lets either PgBouncer take every client: a lost node must not take both
     if dig(doc, "spec", "instances", default=1) > 1 and not any(
             s.get("topologyKey") == "kubernetes.io/hostname" and s.get("whenUnsatisfiable") == "DoNotSchedule"
             for s in spreads):
@@ -349,10 +341,6 @@ def refs_prometheus_rule(render: Render, doc: dict) -> Findings:
                 yield f"alert {name!r}: missing annotations {sorted(missing)}"
 
 
-def refs_nothing(render: Render, doc: dict) -> Findings:
-    return iter(())
-
-
 def refs_alertmanager_config(render: Render, doc: dict) -> Findings:
     """Every route names a receiver of the config, every webhook URL a Secret key of the render."""
     names = {r["name"] for r in dig(doc, "spec", "receivers", default=[])}
@@ -380,7 +368,7 @@ CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] 
     ("postgresql.cnpg.io/v1", "Pooler"): (POOLER, refs_pooler),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): (SCHEDULED_BACKUP, refs_scheduled_backup),
     ("barmancloud.cnpg.io/v1", "ObjectStore"): (OBJECT_STORE, refs_object_store),
-    ("cert-manager.io/v1", "Issuer"): (ISSUER, refs_nothing),
+    ("cert-manager.io/v1", "Issuer"): (ISSUER, lambda render, doc: iter(())),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (SERVICE_MONITOR, refs_monitor),
     ("monitoring.coreos.com/v1", "PodMonitor"): (POD_MONITOR, refs_monitor),
     ("monitoring.coreos.com/v1", "Probe"): (PROBE, refs_probe),

@@ -28,26 +28,17 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 PLATFORM_GROUPS = {"host"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
-    # Each instance's reachability without gaps (compose's fills a failed scrape only
-    # within 5 minutes of a report of down: its exporter is a container of its own). Here
-    # the exporter is the instance manager in the database's own pod, so a failed scrape
-    # is the instance unreachable. cnpg_collector_up carries a `cluster` label that `up`
-    # has not: without it both sides are one series, whose PostgresDown `for:` a failed
-    # scrape between two reports of down cannot reset.
+    # the exporter is in the database's pod: a failed scrape is the instance down; without
+    # `cluster` (which `up` has not) both sides are one series, so a failed scrape cannot reset `for:`
     "instance:postgres_up:gapless": (
         'max without (cluster) (cnpg_collector_up) or up{job="postgres"}\n'),
-    # In production the standbys expected are the Cluster's instances but the primary
-    # (STANDBYS, from database.yaml), not the scrape targets: a standby whose pod is
-    # Pending or being re-cloned has no target. What streams is counted by farol's own
-    # query (database-monitoring.yaml: WAL senders in state "streaming").
+    # the standbys expected are the Cluster's (a Pending or re-cloning one has no target);
+    # farol's own query counts the WAL senders streaming (database-monitoring.yaml)
     "PostgresReplicationBroken": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) == 0\n'),
     "PostgresReplicationDegraded": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) < STANDBYS > 0\n'),
-    # CloudNativePG's exporter: cnpg_last_error when one of its queries (a default or a
-    # custom one) failed in the last collection, cnpg_collector_last_collection_error
-    # when its own instance-level work did (the WAL directory, settings); and
-    # cnpg_collector_up that the server answered.
+    # a query failed (cnpg_last_error) or the collector's own work did, while the server answers
     "PostgresExporterQueryFailing": (
         '(\n'
         '  max by (namespace, job, instance, role) (cnpg_last_error) > 0\n'
@@ -56,7 +47,7 @@ PRODUCTION_EXPR = {
         ')\n'
         '  and on (namespace, job, instance)\n'
         'max by (namespace, job, instance) (cnpg_collector_up) > 0\n'),
-    # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
+    # the Barman Cloud plugin's newest backup (0 before the first: then it fires too)
     "PostgresBackupTooOld": (
         'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
 }
@@ -77,7 +68,7 @@ def standbys() -> int:
     return count
 
 
-# Words of an expression that the generator replaces with what the Cluster declares.
+# words of an expression replaced with what the Cluster declares
 PLACEHOLDERS = {"STANDBYS": standbys, "INSTANCES": lambda: standbys() + 1}
 
 
@@ -89,23 +80,17 @@ def production_expr(name: str, expr: str) -> str:
     return expr
 
 
-# postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
-# names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
-# manager reaches PostgreSQL) and, from its default monitoring queries, backends.total
-# (connections, from pg_stat_activity), pg_settings.setting (by setting name),
-# pg_stat_replication and pg_stat_archiver; and its collector's count of WAL files by
-# archive status (pg_wal_archive_status).
+# postgres_exporter metric -> (CloudNativePG metric, label matchers it needs), from
+# CloudNativePG's collector and its default monitoring queries
 PG_TO_CNPG = {
     "pg_up": ("cnpg_collector_up", ""),
     "pg_stat_activity_count": ("cnpg_backends_total", ""),
     "pg_settings_max_connections": ("cnpg_pg_settings_setting", 'name="max_connections"'),
-    # the primary's view of each standby: current WAL position minus the standby's replay
-    # position, in bytes, by application_name (both exporters compute it the same way)
+    # the primary's view of each standby's replay lag in bytes (computed alike by both)
     "pg_stat_replication_pg_wal_lsn_diff": ("cnpg_pg_stat_replication_replay_diff_bytes", ""),
     "pg_stat_archiver_failed_count": ("cnpg_pg_stat_archiver_failed_count", ""),
     "pg_stat_archiver_archived_count": ("cnpg_pg_stat_archiver_archived_count", ""),
-    # the WAL segments waiting to be archived: compose's custom query, CloudNativePG's
-    # collector (both count the .ready files of pg_wal/archive_status)
+    # the WAL segments waiting to be archived (both count pg_wal/archive_status/*.ready)
     "pg_wal_archive_ready_segments": ("cnpg_collector_pg_wal_archive_status", 'value="ready"'),
 }
 # a quoted string (left alone: a label value may well read "pg_..."), or a
@@ -188,9 +173,8 @@ def convert(groups: list[dict]) -> list[dict]:
             else:
                 expr = to_cnpg(production_expr(name or rule["record"], str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)
-            # an alert, or a record of a constant (an SLO's objective, its period: nothing
-            # to scope), which no selector gives a namespace: two deployments' must not
-            # write one series
+            # an alert, or a record of a constant (no selector gives it a namespace): two
+            # deployments' must not write one series
             if name or rule["expr"] == expr:
                 rule["labels"] = {**rule.get("labels", {}), "namespace": namespace()}
             if "annotations" in rule:
