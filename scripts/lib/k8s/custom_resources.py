@@ -1,18 +1,8 @@
-"""The custom resources of the manifests, checked field by field, since kubernetes-validate
-has no schema for them (it only warns): CloudNativePG (Cluster, Pooler, ScheduledBackup), its
-Barman Cloud plugin (ObjectStore), cert-manager (Issuer, and the Ingress annotation that
-asks it for a certificate) and the Prometheus operator (ServiceMonitor, PodMonitor, Probe,
-PrometheusRule).
-
-Each schema below covers the fields these manifests use, with their types and allowed
-values as the projects document them, and rejects any other field: a misspelt or
-misplaced field fails here instead of being silently dropped by the API server (or
-rejected by it only at deploy time). The cross-checks then follow the references between
-objects (a ScheduledBackup's cluster, an ObjectStore's Secret, a monitor's Service...).
-
-implied_objects() says what the operators create from these resources (Secrets, pods),
-so that references to them count as satisfied and NetworkPolicies may select them.
-"""
+"""The custom resources (CloudNativePG, its Barman Cloud plugin, cert-manager, the Prometheus
+operator), which kubernetes-validate has no schema for: each schema holds the fields these
+manifests use, with the types and values their projects document, and rejects any other
+(a misspelt field would otherwise be dropped by the API server); cross-checks follow the
+references between objects. implied_objects() says what the operators create."""
 
 from __future__ import annotations
 
@@ -21,8 +11,6 @@ from collections.abc import Callable, Iterator
 
 import jsonschema
 from render import Pod, Provided, Render, dig, ident, selector_matches
-
-# --- schema building blocks (JSON Schema, closed objects) ------------------------------
 
 STR = {"type": "string", "minLength": 1}
 INT = {"type": "integer"}
@@ -59,8 +47,6 @@ LABEL_SELECTOR = obj(matchLabels=STR_MAP, matchExpressions=arr(obj(
     ("key", "operator"), key=STR, operator=enum("In", "NotIn", "Exists", "DoesNotExist"),
     values=arr({"type": "string"}))))
 SECRET_KEY_REF = obj(("name", "key"), name=STR, key=STR)
-
-# --- CloudNativePG (postgresql.cnpg.io/v1) ----------------------------------------------
 
 # the operator reads the PostgreSQL major version from the tag: it must start with it
 CNPG_IMAGE = {"type": "string", "pattern": r"^[^@]+:[0-9]+[^:/]*$"}
@@ -109,8 +95,7 @@ POOLER = resource(obj(
     type=enum("rw", "ro", "r"),
     # every PgBouncer parameter a string, as for the Cluster's
     pgbouncer=obj(("poolMode",), poolMode=enum("session", "transaction"), parameters=STR_MAP),
-    # merged into the pods CloudNativePG creates: its container is named pgbouncer, and a
-    # PodSpec needs the containers field even when it adds none
+    # merged into the pods CloudNativePG creates, whose container is pgbouncer (the field is required)
     template=obj(("spec",), spec=obj(
         ("containers",),
         containers=arr(obj(("name",), name=enum("pgbouncer"), resources=RESOURCES)),
@@ -149,8 +134,6 @@ OBJECT_STORE = resource(obj(
                                      retentionPolicyIntervalSeconds={"type": "integer", "minimum": 1}),
 ), "barmancloud.cnpg.io/v1", "ObjectStore")
 
-# --- cert-manager (cert-manager.io/v1) --------------------------------------------------
-
 HTTP01_INGRESS = obj(ingressClassName=STR, **{"class": STR}, name=STR)
 HTTP01_INGRESS["maxProperties"] = 1  # one of ingressClassName, class, name
 ISSUER = resource(obj(
@@ -161,8 +144,6 @@ ISSUER = resource(obj(
              privateKeySecretRef=obj(("name",), name=STR, key=STR),
              solvers=arr(obj(("http01",), http01=obj(("ingress",), ingress=HTTP01_INGRESS)), 1)),
 ), "cert-manager.io/v1", "Issuer")
-
-# --- Prometheus operator (monitoring.coreos.com/v1) -------------------------------------
 
 # The operator's RelabelConfig: the fields of Prometheus's relabel_config, in camelCase.
 RELABELING = obj(
@@ -217,8 +198,6 @@ ALERTMANAGER_CONFIG = resource(obj(
                          targetMatch=arr(AM_MATCHER, 1), equal=arr(STR))),
 ), "monitoring.coreos.com/v1alpha1", "AlertmanagerConfig")
 
-# --- cross-checks -----------------------------------------------------------------------
-
 Findings = Iterator[str]
 SEVERITIES = {"page", "ticket", "none"}   # none: inhibit-only, notifies no one
 ALERT_ANNOTATIONS = {"summary", "description", "runbook_url"}
@@ -229,10 +208,9 @@ def ns_of(doc: dict) -> str:
 
 
 def refs_cluster(render: Render, doc: dict) -> Findings:
-    """Each plugin an instance of Cluster or one of its external clusters names has what
-    it needs, and a recovery's source is one of its external clusters. A recovered cluster
-    archives under a server name of its own: the same one would mix its WAL with that of
-    the cluster it was restored from."""
+    """Each Barman Cloud plugin names an ObjectStore, a recovery's source is an external
+    cluster, and a recovered cluster archives under a server name of its own (else its
+    WAL would mix with that of the cluster it was restored from)."""
     external = dig(doc, "spec", "externalClusters", default=[]) or []
     plugins = dig(doc, "spec", "plugins", default=[]) + [e["plugin"] for e in external if e.get("plugin")]
     for plugin in plugins:
@@ -255,7 +233,6 @@ def refs_cluster(render: Render, doc: dict) -> Findings:
 
 
 def pooler_pod_labels(doc: dict) -> dict[str, str]:
-    """The labels CloudNativePG gives the pods of a Pooler."""
     return {"cnpg.io/poolerName": dig(doc, "metadata", "name"), "cnpg.io/podRole": "pooler",
             "cnpg.io/cluster": dig(doc, "spec", "cluster", "name", default="")}
 
@@ -272,8 +249,7 @@ def refs_pooler(render: Render, doc: dict) -> Findings:
     for spread in spreads:
         if not spread.get("labelSelector") or not selector_matches(spread["labelSelector"], pods):
             yield f"the spread over {spread.get('topologyKey')} selects none of the Pooler's pods"
-    # the capacity model lets either PgBouncer take every client: only if a node lost
-    # cannot take both
+    # the capacity model lets either PgBouncer take every client: a lost node must not take both
     if dig(doc, "spec", "instances", default=1) > 1 and not any(
             s.get("topologyKey") == "kubernetes.io/hostname" and s.get("whenUnsatisfiable") == "DoNotSchedule"
             for s in spreads):
@@ -302,7 +278,7 @@ def refs_scheduled_backup(render: Render, doc: dict) -> Findings:
 def refs_object_store(render: Render, doc: dict) -> Findings:
     for field, ref in (dig(doc, "spec", "configuration", "s3Credentials", default={}) or {}).items():
         if isinstance(ref, dict):
-            keys = render.secret_keys(ns_of(doc), ref["name"])
+            keys = render.keys("Secret", ns_of(doc), ref["name"])
             if keys is None:
                 yield f"s3Credentials.{field}: Secret {ref['name']!r} is not in the render"
             elif ref["key"] not in keys:
@@ -310,8 +286,7 @@ def refs_object_store(render: Render, doc: dict) -> Findings:
 
 
 def refs_monitor(render: Render, doc: dict) -> Findings:
-    """A monitor must select something that has the named port: a Service for a
-    ServiceMonitor, pods for a PodMonitor."""
+    """A monitor selects Services (ServiceMonitor) or pods (PodMonitor) with the named port."""
     spec = doc.get("spec") or {}
     if doc["kind"] == "ServiceMonitor":
         services = [s for s in render.of_kind("Service") if ns_of(s) == ns_of(doc)
@@ -332,8 +307,7 @@ def refs_monitor(render: Render, doc: dict) -> Findings:
 
 
 def refs_probe(render: Render, doc: dict) -> Findings:
-    """A probed URL that points into the cluster (service.namespace.svc) must name a
-    Service of the render and one of its ports."""
+    """A probed URL into the cluster (service.namespace.svc) names a Service of the render and its port."""
     for url in dig(doc, "spec", "targets", "staticConfig", "static", default=[]):
         parsed = urllib.parse.urlsplit(url)
         host = (parsed.hostname or "").split(".")
@@ -367,13 +341,8 @@ def refs_prometheus_rule(render: Render, doc: dict) -> Findings:
                 yield f"alert {name!r}: missing annotations {sorted(missing)}"
 
 
-def refs_nothing(render: Render, doc: dict) -> Findings:
-    return iter(())
-
-
 def refs_alertmanager_config(render: Render, doc: dict) -> Findings:
-    """Every route names a receiver of the config, and every webhook's URL Secret (and
-    key) is in the render."""
+    """Every route names a receiver of the config, every webhook URL a Secret key of the render."""
     names = {r["name"] for r in dig(doc, "spec", "receivers", default=[])}
 
     def walk(route):
@@ -399,7 +368,7 @@ CHECKED: dict[tuple[str, str], tuple[dict, Callable[[Render, dict], Findings]]] 
     ("postgresql.cnpg.io/v1", "Pooler"): (POOLER, refs_pooler),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"): (SCHEDULED_BACKUP, refs_scheduled_backup),
     ("barmancloud.cnpg.io/v1", "ObjectStore"): (OBJECT_STORE, refs_object_store),
-    ("cert-manager.io/v1", "Issuer"): (ISSUER, refs_nothing),
+    ("cert-manager.io/v1", "Issuer"): (ISSUER, lambda render, doc: iter(())),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): (SERVICE_MONITOR, refs_monitor),
     ("monitoring.coreos.com/v1", "PodMonitor"): (POD_MONITOR, refs_monitor),
     ("monitoring.coreos.com/v1", "Probe"): (PROBE, refs_probe),
@@ -414,8 +383,8 @@ def is_checked(doc: dict) -> bool:
 
 
 def check_ingress_certificates(render: Render, ingress: dict) -> Findings:
-    """The cert-manager annotation of an Ingress names an Issuer of the render, and every
-    TLS entry has a Secret name and hosts the rules serve."""
+    """The cert-manager annotation names an Issuer of the render, and each TLS entry a Secret
+    and hosts the rules serve."""
     issuer = dig(ingress, "metadata", "annotations", CERT_MANAGER_ISSUER)
     if issuer is None:
         return
@@ -451,8 +420,6 @@ def check_custom_resources(render: Render) -> Iterator[tuple[str, str]]:
             for finding in check_ingress_certificates(render, doc):
                 yield ident(doc), finding
 
-
-# --- what the operators create ----------------------------------------------------------
 
 # CloudNativePG: the Secret of the application user, and the CA and certificates
 CNPG_APP_KEYS = frozenset({"username", "password", "host", "port", "dbname", "uri", "jdbc-uri",

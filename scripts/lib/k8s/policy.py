@@ -1,18 +1,6 @@
-"""Policy checks over rendered Kubernetes manifests (the output of `kubectl kustomize`).
-
-    python3 policy.py RENDER.yaml [--kubernetes-version 1.30.0]
-
-kubernetes-validate checks that each object is well-formed, and checkov the generic
-policy (security contexts, resources, probes, image tags); this checks what neither
-does: the parts of the "restricted" Pod Security Standard checkov misses, startup
-probes and no liveness probe on the database; that selectors select something and
-references (ConfigMaps, Secrets, ServiceAccounts, PVCs, Services, ports, the Service
-PGHOST names, the file an X_FILE variable names) resolve inside the render or to what an
-operator creates; that the NetworkPolicies start from a default deny and select existing
-pods; farol's own contract (rollout, shutdown, migrations); and, through custom_resources,
-every custom resource. Prints each check and its findings; exits 1 if there is any
-finding. test_policy.py shows each check catching a bad manifest.
-"""
+"""Policy checks over a `kubectl kustomize` render that neither kubernetes-validate nor
+checkov makes (docs/kubernetes.md lists them): `policy.py RENDER.yaml [--kubernetes-version V]`
+prints each check and its findings, and exits 1 on any finding."""
 
 from __future__ import annotations
 
@@ -41,8 +29,7 @@ def containers(spec: dict, init: bool = True) -> list[dict]:
 
 
 def env_value(render: Render, namespace: str, container: dict, name: str) -> str | None:
-    """A container's literal value of an environment variable: env first, as Kubernetes
-    does, then the ConfigMaps of envFrom found in the render."""
+    """A variable's literal value: env first, as Kubernetes does, then envFrom's ConfigMaps."""
     for var in container.get("env") or []:
         if var.get("name") == name:
             return var.get("value")
@@ -58,12 +45,9 @@ def rendered_pods(render: Render) -> list[Pod]:
     return [p for p in render.pods() if p.spec is not None]
 
 
-# --- the checks ---------------------------------------------------------------------------
-
 @functools.cache
 def has_schema(api_version: str, kind: str, version: str) -> bool:
-    """Whether kubernetes-validate knows the kind (asked with a stub: only the lookup
-    matters here; kubernetes-validate itself validates the real objects)."""
+    """Whether kubernetes-validate knows the kind (a stub: only the lookup matters)."""
     try:
         kubernetes_validate.validate({"apiVersion": api_version, "kind": kind}, version, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
@@ -96,11 +80,6 @@ def check_namespaces(render: Render, version: str) -> Iterator[Finding]:
         elif ns not in namespaces:
             yield ident(doc), f"namespace {ns!r} is not created by the render"
 
-
-# Generic policy comes from checkov (scripts/lib/validate/security.sh scans every render):
-# the restricted Pod Security Standard's fields, resources, readiness and liveness probes,
-# image tags; test_policy.py proves that checkov catches each of those. What follows is what
-# checkov does not see, or farol's own rules.
 
 # the volume types the restricted Pod Security Standard allows
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
@@ -178,33 +157,29 @@ def check_selectors(render: Render, version: str) -> Iterator[Finding]:
 
 def pod_references(pod: Pod) -> Iterator[tuple[str, str, str | None, bool]]:
     """(kind, name, key or None, optional) for every ConfigMap and Secret a pod uses."""
-    spec = pod.spec
-    for vol in spec.get("volumes") or []:
+    def by_items(kind: str, source: dict, name: str | None):
+        for item in source.get("items") or [None]:
+            yield kind, name, item and item.get("key"), bool(source.get("optional"))
+
+    for vol in pod.spec.get("volumes") or []:
         if "configMap" in vol:
-            cm = vol["configMap"]
-            for item in cm.get("items") or [None]:
-                yield "ConfigMap", cm.get("name"), item and item.get("key"), bool(cm.get("optional"))
+            yield from by_items("ConfigMap", vol["configMap"], vol["configMap"].get("name"))
         if "secret" in vol:
-            sec = vol["secret"]
-            for item in sec.get("items") or [None]:
-                yield "Secret", sec.get("secretName"), item and item.get("key"), bool(sec.get("optional"))
+            yield from by_items("Secret", vol["secret"], vol["secret"].get("secretName"))
         for source in dig(vol, "projected", "sources", default=[]) or []:
             for kind, field in (("ConfigMap", "configMap"), ("Secret", "secret")):
                 if field in source:
-                    for item in source[field].get("items") or [None]:
-                        yield kind, source[field].get("name"), item and item.get("key"), \
-                            bool(source[field].get("optional"))
-    for c in containers(spec):
+                    yield from by_items(kind, source[field], source[field].get("name"))
+    for c in containers(pod.spec):
         for var in c.get("env") or []:
             for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
-                ref = dig(var, "valueFrom", field)
-                if ref:
+                if ref := dig(var, "valueFrom", field):
                     yield kind, ref.get("name"), ref.get("key"), bool(ref.get("optional"))
         for source in c.get("envFrom") or []:
             for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
                 if field in source:
                     yield kind, source[field].get("name"), None, bool(source[field].get("optional"))
-    for secret in spec.get("imagePullSecrets") or []:
+    for secret in pod.spec.get("imagePullSecrets") or []:
         yield "Secret", secret.get("name"), None, False
 
 
@@ -215,9 +190,8 @@ def service_exists(render: Render, namespace: str, name: str) -> bool:
 
 
 def host_service(host: str, namespace: str, namespaces: set[str]) -> tuple[str, str] | None:
-    """(namespace, name) of the Service a host name resolves to inside the cluster
-    (`name`, `name.ns`, `name.ns.svc[.cluster.local]`), or None for anything else (an
-    outside host, an address), which cannot be checked here."""
+    """(namespace, name) of the Service that `name`, `name.ns` or `name.ns.svc[...]` resolves
+    to, or None for an outside host or an address, which cannot be checked here."""
     labels = host.split(".")
     if len(labels) == 1:
         return namespace, host
@@ -227,8 +201,8 @@ def host_service(host: str, namespace: str, namespaces: set[str]) -> tuple[str, 
 
 
 def file_findings(render: Render, pod: Pod, c: dict) -> Iterator[str]:
-    """Where a container reads a secret from a file (`X_FILE`, e.g. PGPASSWORD_FILE), the
-    path must be a file one of its volumes provides: a typo would only show at start-up."""
+    """Each `X_FILE` path (PGPASSWORD_FILE...) is a file a volume provides: a typo would
+    only show at start-up."""
     volumes = {v.get("name"): v for v in pod.spec.get("volumes") or []}
     for var in c.get("env") or []:
         name, path = var.get("name", ""), var.get("value")
@@ -244,16 +218,12 @@ def file_findings(render: Render, pod: Pod, c: dict) -> Iterator[str]:
             continue
         relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
         vol = volumes.get(mount.get("name")) or {}
-        for kind, field, ref in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+        for kind, field, name_field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
             if field not in vol:
                 continue
             source = vol[field]
-            if source.get("items"):
-                files = {item.get("path") for item in source["items"]}
-            elif kind == "Secret":
-                files = render.secret_keys(pod.namespace, source.get(ref))
-            else:
-                files = render.configmap_keys(pod.namespace, source.get(ref))
+            files = {item.get("path") for item in source["items"]} if source.get("items") else \
+                render.keys(kind, pod.namespace, source.get(name_field))
             if files is not None and relative not in files:
                 yield f"{name}={path}: the {kind} volume {mount.get('name')!r} has no file {relative!r}"
 
@@ -273,7 +243,7 @@ def check_references(render: Render, version: str) -> Iterator[Finding]:
             for finding in file_findings(render, pod, c):
                 yield pod.origin, f"container {c.get('name')!r}: {finding}"
         for kind, name, key, optional in pod_references(pod):
-            keys = render.configmap_keys(ns, name) if kind == "ConfigMap" else render.secret_keys(ns, name)
+            keys = render.keys(kind, ns, name)
             if keys is None and not optional:
                 yield pod.origin, f"{kind} {name!r} is neither in the render nor made by an operator"
             elif keys is not None and key is not None and key not in keys:
@@ -344,19 +314,18 @@ def check_network_policies(render: Render, version: str) -> Iterator[Finding]:
                         yield ident(policy), f"{direction}: port {name!r} is not a port name of the destination pods"
 
 
-# Where Prometheus and the blackbox exporter run: the overlays' NetworkPolicies let them in
-# from this namespace (the Probe's prober, blackbox-exporter.monitoring.svc, is there too).
+# where Prometheus and the blackbox exporter run
 MONITORING_NAMESPACE = "monitoring"
 
 
 def pod_port(pod: Pod, port: int | str | None) -> int | None:
-    """A port as a number on the pod: a name resolved through its container ports."""
+    """A port as a number: a name resolved through the pod's container ports."""
     return pod.ports.get(port) if isinstance(port, str) else port
 
 
 def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int]]:
     """(monitor, pod, port number) for every pod port a ServiceMonitor or PodMonitor
-    scrapes (one it cannot resolve is the custom-resources check's finding)."""
+    scrapes (an unresolved one is custom-resources' finding)."""
     for monitor in render.of_kind("ServiceMonitor", "PodMonitor"):
         ns, spec = dig(monitor, "metadata", "namespace"), monitor.get("spec") or {}
         if monitor["kind"] == "PodMonitor":
@@ -382,10 +351,9 @@ def monitored_ports(render: Render) -> Iterator[tuple[dict, Pod, int]]:
 
 
 def may_be_monitoring(peer: dict) -> bool:
-    """Whether a `from` peer may admit Prometheus: a namespaceSelector that names the
-    monitoring namespace or selects every namespace, or one of expressions (given the
-    benefit of the doubt). Prometheus's own pod labels are not known here: a podSelector
-    beside the namespaceSelector is taken to include it."""
+    """Whether a `from` peer may admit Prometheus: a namespaceSelector naming the monitoring
+    namespace, or every one, or of expressions (the benefit of the doubt, as for a podSelector
+    beside it: Prometheus's pod labels are unknown here)."""
     if "namespaceSelector" not in peer:
         return False
     selector = peer["namespaceSelector"] or {}
@@ -407,8 +375,7 @@ def lets_in_monitoring(rule: dict, pod: Pod, port: int) -> bool:
 
 
 def isolates_ingress(policy: dict) -> bool:
-    """Whether a NetworkPolicy restricts the ingress of the pods it selects: Ingress in
-    its policyTypes, which default to Ingress when absent."""
+    """Ingress in its policyTypes, which default to Ingress when absent."""
     types = dig(policy, "spec", "policyTypes")
     return types is None or "Ingress" in types
 
@@ -434,14 +401,14 @@ def image_tag(image: str) -> str | None:
 
 
 def image_repository(image: str) -> str:
-    """The image without its tag or digest: registry.example/farol:1.0 -> registry.example/farol."""
+    """registry.example/farol:1.0 -> registry.example/farol."""
     image = image.split("@", 1)[0]
     head, _, last = image.rpartition("/")
     return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def farol_containers(render: Render) -> Iterator[tuple[Pod, dict]]:
-    """(pod, container) for the farol image, from any registry, at any tag."""
+    """(pod, container) for the farol image, any registry, any tag."""
     for pod in rendered_pods(render):
         for c in containers(pod.spec, init=False):
             repo = image_repository(c.get("image") or "")
@@ -502,17 +469,16 @@ def check_farol(render: Render, version: str) -> Iterator[Finding]:
             yield pod.origin, f"{where}: no Job named after tag {tag!r} runs `migrate` with the same image"
 
 
-# What connects to PostgreSQL besides farol's pools (the migration Job, the exporter, a
-# person with psql): kept free in max_connections, beside superuser_reserved_connections.
+# kept free in max_connections beside superuser_reserved_connections: the migration Job,
+# the exporter, a person with psql
 OTHER_CONNECTIONS = 20
 # PostgresTooManyConnections fires above this share of max_connections.
 CONNECTIONS_ALERT_RATIO = 0.8
 
 
 def max_pods(render: Render, pod: Pod) -> int:
-    """The most pods the pod's Deployment may run at once: its HorizontalPodAutoscaler's
-    maxReplicas (or its own replica count), plus the rollout's maxSurge (25 % by default,
-    rounded up, as Kubernetes does)."""
+    """The most pods its Deployment runs at once: the HPA's maxReplicas (else its replicas)
+    plus maxSurge (25 % by default, rounded up, as Kubernetes does)."""
     kind, namespace, name = pod.origin.split("/")
     deployment = render.get(kind, namespace, name) or {}
     replicas = int(dig(deployment, "spec", "replicas", default=1))

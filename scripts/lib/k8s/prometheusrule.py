@@ -1,33 +1,8 @@
-"""The production PrometheusRule, generated from the Prometheus rule files of monitoring/.
-
-The same groups, rules, labels and annotations as monitoring/prometheus/rules/*.yml (the
-files Prometheus loads in compose and the fire drill), with these differences, each
-because the cluster's Prometheus and Alertmanager are shared with other teams:
-- every series selector is scoped to farol's namespace (`namespace="farol"` added), and
-  every alert carries that namespace as a label: farol's on-call is paged for farol's
-  services and databases only, and the AlertmanagerConfig (generated below, whose
-  routes the operator scopes to the namespace) takes them all;
-- the host alerts are left out: the nodes are the platform's, watched by its own node
-  alerts;
-- PostgreSQL is watched through CloudNativePG's built-in exporter, not postgres_exporter,
-  so every postgres_exporter metric (pg_*) in an expression and in an annotation is
-  replaced by its CloudNativePG equivalent (cnpg_*) from PG_TO_CNPG. A pg_* metric that
-  has no entry there stops the generation: an alert must never silently watch a metric
-  that does not exist, nor its text point at one. The exporter lives in the database pod:
-  a pod or node lost takes `cnpg_collector_up` with it, so the reachability series that
-  PostgresDown and the signal PostgresPrimaryUnreachable read also counts the instance's
-  failed scrapes as down (PRODUCTION_EXPR);
-- the scrape-target alerts (ScrapeTargetDown, ScrapeJobAbsent) watch the jobs of the
-  production overlay, not compose's;
-- the groups of monitoring/prometheus/production/ come last: alerts that compose has no
-  counterpart for (the database's volumes, which are claims of the cluster's storage).
-
-It also generates the production AlertmanagerConfig from monitoring/alertmanager/
-alertmanager.yml: the same routes and inhibitions (the operator adds the namespace
-matcher to each), receivers as webhooks whose URLs come from the Secret farol-alerting.
-
-Run through scripts/gen-prometheusrule (which writes or --check's the committed file).
-"""
+"""The production PrometheusRule and AlertmanagerConfig, generated from monitoring/'s rule
+files and alertmanager.yml for the shared Prometheus and Alertmanager of a cluster: what
+changes and why is in docs/kubernetes.md ("The alerts: generated, not copied"). A pg_*
+metric without a CloudNativePG equivalent in PG_TO_CNPG stops the generation. Run through
+scripts/gen-prometheusrule."""
 
 from __future__ import annotations
 
@@ -35,6 +10,7 @@ import argparse
 import difflib
 import glob
 import os
+import pathlib
 import re
 import sys
 
@@ -44,35 +20,25 @@ import monitoring_config as mc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "rules", "*.yml")
-# Alerts with no compose counterpart (the database's volumes), appended after compose's.
+# alerts with no compose counterpart (the database's volumes), appended after compose's
 PRODUCTION_RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "production", "*.yml")
 ALERTMANAGER = os.path.join(REPO, "monitoring", "alertmanager", "alertmanager.yml")
 OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "prometheusrule.yaml")
 AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
-# The rule groups left to the platform (see above).
 PLATFORM_GROUPS = {"host"}
-# The production expression of an alert whose compose one cannot say it (see above).
+# the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
-    # Each instance's reachability without gaps (compose's fills a failed scrape only
-    # within 5 minutes of a report of down: its exporter is a container of its own). Here
-    # the exporter is the instance manager in the database's own pod, so a failed scrape
-    # is the instance unreachable. cnpg_collector_up carries a `cluster` label that `up`
-    # has not: without it both sides are one series, whose PostgresDown `for:` a failed
-    # scrape between two reports of down cannot reset.
+    # the exporter is in the database's pod: a failed scrape is the instance down; without
+    # `cluster` (which `up` has not) both sides are one series, so a failed scrape cannot reset `for:`
     "instance:postgres_up:gapless": (
         'max without (cluster) (cnpg_collector_up) or up{job="postgres"}\n'),
-    # In production the standbys expected are the Cluster's instances but the primary
-    # (STANDBYS, from database.yaml), not the scrape targets: a standby whose pod is
-    # Pending or being re-cloned has no target. What streams is counted by farol's own
-    # query (database-monitoring.yaml: WAL senders in state "streaming").
+    # the standbys expected are the Cluster's (a Pending or re-cloning one has no target);
+    # farol's own query counts the WAL senders streaming (database-monitoring.yaml)
     "PostgresReplicationBroken": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) == 0\n'),
     "PostgresReplicationDegraded": (
         'max by (namespace) (cnpg_farol_replication_streaming{role="primary"}) < STANDBYS > 0\n'),
-    # CloudNativePG's exporter: cnpg_last_error when one of its queries (a default or a
-    # custom one) failed in the last collection, cnpg_collector_last_collection_error
-    # when its own instance-level work did (the WAL directory, settings); and
-    # cnpg_collector_up that the server answered.
+    # a query failed (cnpg_last_error) or the collector's own work did, while the server answers
     "PostgresExporterQueryFailing": (
         '(\n'
         '  max by (namespace, job, instance, role) (cnpg_last_error) > 0\n'
@@ -81,7 +47,7 @@ PRODUCTION_EXPR = {
         ')\n'
         '  and on (namespace, job, instance)\n'
         'max by (namespace, job, instance) (cnpg_collector_up) > 0\n'),
-    # The Barman Cloud plugin's newest backup (0 before the first: then it fires too).
+    # the Barman Cloud plugin's newest backup (0 before the first: then it fires too)
     "PostgresBackupTooOld": (
         'time() - max by (namespace) (barman_cloud_cloudnative_pg_io_last_available_backup_timestamp) > 26 * 3600\n'),
 }
@@ -90,13 +56,11 @@ DATABASE = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "databa
 
 
 def cluster() -> dict:
-    """The production overlay's CloudNativePG Cluster."""
     with open(DATABASE, encoding="utf-8") as f:
         return next(d for d in yaml.safe_load_all(f) if d and d.get("kind") == "Cluster")
 
 
 def standbys() -> int:
-    """The standbys the production Cluster declares: its instances but the primary."""
     count = int(cluster()["spec"]["instances"]) - 1
     if count < 1:
         # PostgresReplicationBroken would page for ever on a cluster without standbys
@@ -104,36 +68,29 @@ def standbys() -> int:
     return count
 
 
-# Words of an expression that the generator replaces with what the Cluster declares.
+# words of an expression replaced with what the Cluster declares
 PLACEHOLDERS = {"STANDBYS": standbys, "INSTANCES": lambda: standbys() + 1}
 
 
 def production_expr(name: str, expr: str) -> str:
-    """The production expression of a rule (by alert or record name): its own
-    (PRODUCTION_EXPR) or the compose one, with the Cluster's counts in its placeholders."""
+    """PRODUCTION_EXPR's or compose's expression, with the Cluster's counts in its placeholders."""
     expr = PRODUCTION_EXPR.get(name, expr)
     for word, value in PLACEHOLDERS.items():
         expr = re.sub(rf"\b{word}\b", lambda _, value=value: str(value()), expr)
     return expr
 
 
-# postgres_exporter metric -> (CloudNativePG metric, label matchers it needs). The cnpg_*
-# names are those of CloudNativePG's exporter: cnpg_collector_up (1 when the instance
-# manager reaches PostgreSQL) and, from its default monitoring queries, backends.total
-# (connections, from pg_stat_activity), pg_settings.setting (by setting name),
-# pg_stat_replication and pg_stat_archiver; and its collector's count of WAL files by
-# archive status (pg_wal_archive_status).
+# postgres_exporter metric -> (CloudNativePG metric, label matchers it needs), from
+# CloudNativePG's collector and its default monitoring queries
 PG_TO_CNPG = {
     "pg_up": ("cnpg_collector_up", ""),
     "pg_stat_activity_count": ("cnpg_backends_total", ""),
     "pg_settings_max_connections": ("cnpg_pg_settings_setting", 'name="max_connections"'),
-    # the primary's view of each standby: current WAL position minus the standby's replay
-    # position, in bytes, by application_name (both exporters compute it the same way)
+    # the primary's view of each standby's replay lag in bytes (computed alike by both)
     "pg_stat_replication_pg_wal_lsn_diff": ("cnpg_pg_stat_replication_replay_diff_bytes", ""),
     "pg_stat_archiver_failed_count": ("cnpg_pg_stat_archiver_failed_count", ""),
     "pg_stat_archiver_archived_count": ("cnpg_pg_stat_archiver_archived_count", ""),
-    # the WAL segments waiting to be archived: compose's custom query, CloudNativePG's
-    # collector (both count the .ready files of pg_wal/archive_status)
+    # the WAL segments waiting to be archived (both count pg_wal/archive_status/*.ready)
     "pg_wal_archive_ready_segments": ("cnpg_collector_pg_wal_archive_status", 'value="ready"'),
 }
 # a quoted string (left alone: a label value may well read "pg_..."), or a
@@ -160,8 +117,7 @@ class UnmappedMetric(Exception):
 
 
 def to_cnpg(expr: str) -> str:
-    """expr with every postgres_exporter metric replaced by its CloudNativePG equivalent;
-    label matchers already there are kept, merged with those the equivalent needs."""
+    """expr on CloudNativePG's metrics, existing label matchers merged with those needed."""
     def swap(match: re.Match) -> str:
         if match.group(1):
             return match.group(1)
@@ -175,8 +131,7 @@ def to_cnpg(expr: str) -> str:
 
 
 def load_groups(patterns: tuple[str, ...] = (RULES_GLOB, PRODUCTION_RULES_GLOB)) -> list[dict]:
-    """Every group of every rule file, pattern by pattern, files in name order, groups in
-    file order."""
+    """Every group of the files of each pattern in turn, files in name order."""
     groups = []
     for pattern in patterns:
         files = sorted(glob.glob(pattern))
@@ -196,7 +151,6 @@ def namespace() -> str:
 
 
 def production_target_expr(alert: str) -> str:
-    """The expression of a scrape-target alert for the production overlay's jobs."""
     jobs = sorted({t["job"] for t in mc.production_targets().values()})
     if alert == "ScrapeTargetDown":
         watched = "|".join(j for j in jobs if j != "farol")
@@ -219,9 +173,8 @@ def convert(groups: list[dict]) -> list[dict]:
             else:
                 expr = to_cnpg(production_expr(name or rule["record"], str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)
-            # an alert, or a record of a constant (an SLO's objective, its period: nothing
-            # to scope), which no selector gives a namespace: two deployments' must not
-            # write one series
+            # an alert, or a record of a constant (no selector gives it a namespace): two
+            # deployments' must not write one series
             if name or rule["expr"] == expr:
                 rule["labels"] = {**rule.get("labels", {}), "namespace": namespace()}
             if "annotations" in rule:
@@ -230,9 +183,6 @@ def convert(groups: list[dict]) -> list[dict]:
         out.append({**group, "rules": rules})
     return out
 
-
-# ---------------------------------------------------------------------------------------
-# The AlertmanagerConfig
 
 AM_HEADER = """\
 # GENERATED by scripts/gen-prometheusrule from monitoring/alertmanager/alertmanager.yml: do
@@ -293,8 +243,7 @@ def alertmanager_config(config: dict) -> dict:
 def render_alertmanager_config() -> str:
     with open(ALERTMANAGER, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    return AM_HEADER + yaml.dump(alertmanager_config(config), Dumper=BlockDumper, sort_keys=False,
-                                 width=1000, allow_unicode=True)
+    return dump(AM_HEADER, alertmanager_config(config))
 
 
 def prometheus_rule(groups: list[dict]) -> dict:
@@ -307,8 +256,8 @@ def prometheus_rule(groups: list[dict]) -> dict:
 
 
 class BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (expressions) as literal blocks, as in the sources, long lines
-    unwrapped, and lists indented under their key (the style of the other manifests)."""
+    """Multi-line strings as literal blocks and lists indented under their key, as in the
+    sources and the other manifests."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False):
         return super().increase_indent(flow, False)
@@ -322,9 +271,12 @@ def _str(dumper: yaml.SafeDumper, value: str):
 BlockDumper.add_representer(str, _str)
 
 
+def dump(header: str, doc: dict) -> str:
+    return header + yaml.dump(doc, Dumper=BlockDumper, sort_keys=False, width=1000, allow_unicode=True)
+
+
 def render(groups: list[dict]) -> str:
-    return HEADER + yaml.dump(prometheus_rule(groups), Dumper=BlockDumper, sort_keys=False,
-                              width=1000, allow_unicode=True)
+    return dump(HEADER, prometheus_rule(groups))
 
 
 def main() -> int:
@@ -342,26 +294,20 @@ def main() -> int:
     stale = 0
     for path, text in outputs:
         name = os.path.relpath(path, REPO)
+        committed = pathlib.Path(path).read_text(encoding="utf-8") if args.check and os.path.exists(path) else ""
         if args.stdout:
             sys.stdout.write(text)
-            continue
-        if args.check:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    committed = f.read()
-            except FileNotFoundError:
-                committed = ""
-            if committed == text:
-                print(f"{name} is up to date")
-            else:
-                sys.stdout.writelines(difflib.unified_diff(
-                    committed.splitlines(True), text.splitlines(True), "committed", "generated"))
-                print(f"{name} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
-                stale += 1
-            continue
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"wrote {name}")
+        elif not args.check:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {name}")
+        elif committed == text:
+            print(f"{name} is up to date")
+        else:
+            sys.stdout.writelines(difflib.unified_diff(
+                committed.splitlines(True), text.splitlines(True), "committed", "generated"))
+            print(f"{name} is stale: run scripts/gen-prometheusrule", file=sys.stderr)
+            stale += 1
     return 1 if stale else 0
 
 

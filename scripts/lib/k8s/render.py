@@ -1,8 +1,6 @@
-"""A rendered set of Kubernetes manifests (the output of `kubectl kustomize`), indexed for
-the policy checks: objects by kind and name, and every pod that will exist, whether its
-template is in the render (Deployment, Job...) or an operator creates it from a custom
-resource (custom_resources.implied_objects says which pods, Secrets and Services those are).
-"""
+"""A `kubectl kustomize` render indexed for the policy checks: objects by kind and name, and
+every pod that will exist, from a template of the render or made by an operator
+(custom_resources.implied_objects)."""
 
 from __future__ import annotations
 
@@ -29,19 +27,16 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "StorageClas
                   "PersistentVolume", "ClusterIssuer"}
 
 
-def dig(obj: Any, *path: str | int, default: Any = None) -> Any:
+def dig(obj: Any, *path: str, default: Any = None) -> Any:
     """obj[path[0]][path[1]]..., or default where a step is missing."""
     for step in path:
-        if (isinstance(obj, dict) and step in obj
-                or isinstance(obj, list) and isinstance(step, int) and -len(obj) <= step < len(obj)):
-            obj = obj[step]
-        else:
+        if not isinstance(obj, dict) or step not in obj:
             return default
+        obj = obj[step]
     return obj
 
 
 def ident(doc: dict) -> str:
-    """Kind/namespace/name, the way findings name an object."""
     ns = dig(doc, "metadata", "namespace")
     name = dig(doc, "metadata", "name", default="?")
     return f"{doc.get('kind', '?')}/{ns}/{name}" if ns else f"{doc.get('kind', '?')}/{name}"
@@ -49,7 +44,6 @@ def ident(doc: dict) -> str:
 
 @dataclasses.dataclass
 class Pod:
-    """A pod as the checks see it: where it comes from, its labels and named ports."""
     origin: str                # "Deployment/farol/farol", or "implied by Cluster/farol/farol-db"
     namespace: str
     labels: dict[str, str]
@@ -69,8 +63,7 @@ class Provided:
 
 
 def selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
-    """A LabelSelector (matchLabels and matchExpressions) against a label set. An empty
-    selector matches everything, as in NetworkPolicy and PodDisruptionBudget."""
+    """A LabelSelector against a label set; an empty one matches everything."""
     selector = selector or {}
     for key, value in (selector.get("matchLabels") or {}).items():
         if labels.get(key) != str(value):
@@ -89,13 +82,12 @@ def selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
 
 
 def map_matches(selector: dict | None, labels: dict[str, str]) -> bool:
-    """A plain label map (a Service's selector) against a label set."""
+    """A plain label map (a Service's selector) against a label set; an empty one matches nothing."""
     return bool(selector) and all(labels.get(k) == str(v) for k, v in selector.items())
 
 
 class KubernetesLoader(yaml.SafeLoader):
-    """YAML as Kubernetes reads it (1.2): a plain `=` (kustomize writes an
-    AlertmanagerConfig's matchType so) is the string "=", not YAML 1.1's value key."""
+    """YAML 1.2 as Kubernetes reads it: a plain `=` (an AlertmanagerConfig's matchType) is a string."""
 
 
 KubernetesLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
@@ -118,10 +110,6 @@ class Render:
     def from_file(cls, path: str) -> Render:
         with open(path, encoding="utf-8") as f:
             return cls(yaml.load_all(f, Loader=KubernetesLoader))
-
-    @classmethod
-    def from_text(cls, text: str) -> Render:
-        return cls(yaml.load_all(text, Loader=KubernetesLoader))
 
     def of_kind(self, *kinds: str) -> Iterator[dict]:
         return (d for d in self.docs if d["kind"] in kinds)
@@ -163,18 +151,11 @@ class Render:
         match = map_matches if plain else selector_matches
         return [p for p in self.pods() if p.namespace == namespace and match(selector, p.labels)]
 
-    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """The keys of a Secret that will exist (rendered or operator-made), else None."""
-        secret = self.get("Secret", namespace, name)
-        if secret is not None:
-            return frozenset((secret.get("data") or {}) | (secret.get("stringData") or {}))
-        for p in self.provided:
-            if p.kind == "Secret" and p.namespace == namespace and p.name == name:
-                return p.keys
-        return None
-
-    def configmap_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        cm = self.get("ConfigMap", namespace, name)
-        if cm is None:
-            return None
-        return frozenset((cm.get("data") or {}) | (cm.get("binaryData") or {}))
+    def keys(self, kind: str, namespace: str, name: str) -> frozenset[str] | None:
+        """The keys of a Secret or ConfigMap that will exist (rendered or operator-made), else None."""
+        doc = self.get(kind, namespace, name)
+        if doc is not None:
+            extra = "stringData" if kind == "Secret" else "binaryData"
+            return frozenset((doc.get("data") or {}) | (doc.get(extra) or {}))
+        return next((p.keys for p in self.provided
+                     if p.kind == kind and p.namespace == namespace and p.name == name), None)

@@ -1,12 +1,6 @@
-"""Tests of policy.py and custom_resources.py: a small render that passes every check, then,
-for each check, manifests broken in one way each, every one of which must be reported;
-and the same for the generic policy policy.py leaves to checkov.
-
-    pytest scripts/lib/k8s/test_policy.py        (make validate AREAS=python runs them all)
-
-The fixture is built in code rather than copied from deploy/k8s, so that the manifests can
-change without the test, and so that each case names exactly what it breaks.
-"""
+"""Tests of policy.py and custom_resources.py, and of the checkov checks policy.py relies on:
+a small render (built here, so that each case names what it breaks) passes every check, and
+each manifest broken in one way is reported."""
 
 from __future__ import annotations
 
@@ -47,6 +41,16 @@ def pod_template(labels: dict, container: dict, **spec) -> dict:
 def farol_container(args: list[str], **extra) -> dict:
     return {"name": "farol", "image": "registry.example/farol:1.0", "args": args,
             "resources": LIMITS, "securityContext": SECURE, **extra}
+
+
+def netpol(name: str, labels: dict, *types: str, **rules) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(name),
+            "spec": {"podSelector": {"matchLabels": labels} if labels else {}, "policyTypes": list(types), **rules}}
+
+
+def from_namespace(namespace: str, port: str | int) -> list[dict]:
+    return [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}],
+             "ports": [{"port": port}]}]
 
 
 def good_render() -> list[dict]:
@@ -117,27 +121,14 @@ def good_render() -> list[dict]:
          "spec": {"acme": {"server": "https://acme.example/directory", "email": "ops@example.com",
                            "privateKeySecretRef": {"name": "le-key"},
                            "solvers": [{"http01": {"ingress": {"ingressClassName": "nginx"}}}]}}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("deny"),
-         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("http"),
-         "spec": {"podSelector": {"matchLabels": farol}, "policyTypes": ["Ingress"], "ingress": [{
-             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}],
-             "ports": [{"port": "http"}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("to-db"),
-         "spec": {"podSelector": {"matchLabels": farol}, "policyTypes": ["Egress"], "egress": [{
-             "to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}}],
-             "ports": [{"port": "postgresql"}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("scrape-farol"),
-         "spec": {"podSelector": {"matchLabels": farol}, "policyTypes": ["Ingress"], "ingress": [{
-             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-             "ports": [{"port": "metrics"}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("scrape-pg"),
-         "spec": {"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}, "policyTypes": ["Ingress"], "ingress": [{
-             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-             "ports": [{"port": 9187}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta("solver"),
-         "spec": {"podSelector": {"matchLabels": {"acme.cert-manager.io/http01-solver": "true"}},
-                  "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 8089}]}]}},
+        netpol("deny", {}, "Ingress", "Egress"),
+        netpol("http", farol, "Ingress", ingress=from_namespace("ingress", "http")),
+        netpol("to-db", farol, "Egress", egress=[
+            {"to": [{"podSelector": {"matchLabels": {"cnpg.io/cluster": "pg"}}}], "ports": [{"port": "postgresql"}]}]),
+        netpol("scrape-farol", farol, "Ingress", ingress=from_namespace("monitoring", "metrics")),
+        netpol("scrape-pg", {"cnpg.io/cluster": "pg"}, "Ingress", ingress=from_namespace("monitoring", 9187)),
+        netpol("solver", {"acme.cert-manager.io/http01-solver": "true"}, "Ingress",
+               ingress=[{"ports": [{"port": 8089}]}]),
         {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": meta("pg"),
          "spec": {"instances": 3, "imageName": "ghcr.io/cloudnative-pg/postgresql:17-standard-trixie",
                   "postgresql": {"parameters": {"max_connections": "300"}}, "storage": {"size": "1Gi"},

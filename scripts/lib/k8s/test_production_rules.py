@@ -1,10 +1,6 @@
-"""The production PrometheusRule's PostgreSQL alerts, run by promtool on series shaped like
-CloudNativePG's (its instances' and its PgBouncers') and the kubelet's
-(monitoring/prometheus/production/tests/cloudnativepg.test.yml): the expressions
-that differ from compose's (the replication counts, the backup age) and the alerts compose
-has not (the volumes, the pooler) are proven here, since no CloudNativePG runs on this
-machine for the fire drill to break.
-Needs promtool (scripts/install-deps monitoring)."""
+"""The production PrometheusRule's own expressions and alerts, run by promtool on series shaped
+like CloudNativePG's, PgBouncer's and the kubelet's: no CloudNativePG runs here for the fire
+drill to break."""
 
 import os
 import re
@@ -16,7 +12,6 @@ import unittest
 import prometheusrule as gen
 import yaml
 
-# promtool's tests, on series shaped like CloudNativePG's, PgBouncer's and the kubelet's
 TESTS = os.path.join(gen.REPO, "monitoring", "prometheus", "production", "tests", "cloudnativepg.test.yml")
 
 

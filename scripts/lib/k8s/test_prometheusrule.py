@@ -1,18 +1,12 @@
-"""Tests of the PrometheusRule generator (prometheusrule.py), on the real rule files:
-every group, alert and recording rule of monitoring/prometheus/rules appears, in order,
-but the host group left to the platform, then those of monitoring/prometheus/production;
-every selector is scoped to farol's namespace and every alert carries it; otherwise only
-the PostgreSQL expressions (pg_* -> cnpg_*, the reachability series also down on a failed
-scrape) and the scrape-target alerts differ; the result is what is committed; promtool
-accepts it; and it passes the custom-resource checks. The AlertmanagerConfig keeps
-alertmanager.yml's routes and inhibitions.
-
-    pytest scripts/lib/k8s/test_prometheusrule.py        (make validate AREAS=python runs them all)
-"""
+"""Tests of prometheusrule.py on the real rule files and alertmanager.yml: every group, rule,
+route and inhibition kept, every selector scoped, nothing else changed but the PostgreSQL
+metrics and the scrape-target alerts, the committed files fresh, promtool and the
+custom-resource checks satisfied."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -194,53 +188,47 @@ class AlertmanagerConfigOnTheRealFile(unittest.TestCase):
             self.assertEqual(f.read(), self.text, "run scripts/gen-prometheusrule")
 
 
-class ScopeSelectors(unittest.TestCase):
-    NS = 'namespace="farol"'
-
-    def test_metric_names_get_the_matcher_functions_and_label_lists_do_not(self):
-        self.assertEqual(mc.scope_selectors('sum by (job) (rate(up{job="a"}[5m])) > 0 and on (job) x', self.NS),
-                         'sum by (job) (rate(up{job="a", namespace="farol"}[5m])) > 0 '
-                         'and on (job) x{namespace="farol"}')
-
-    def test_aggregations_with_their_by_first_and_recording_names(self):
-        self.assertEqual(mc.scope_selectors("max by (namespace) (job:farol_api_errors:ratio_rate5m) > 6 * 0.001",
-                                            self.NS),
-                         'max by (namespace) (job:farol_api_errors:ratio_rate5m{namespace="farol"}) > 6 * 0.001')
-
-    def test_subqueries_and_binary_keywords(self):
-        self.assertEqual(mc.scope_selectors("max_over_time(rate(x[5m])[1h:30s]) atan2 y[1h:]", self.NS),
-                         'max_over_time(rate(x{namespace="farol"}[5m])[1h:30s]) atan2 y{namespace="farol"}[1h:]')
-
-    def test_what_cannot_be_scoped_safely_stops_it(self):
-        for expr in ('{__name__=~"up|x"} == 0', 'sum({job="a"})', 'up{namespace="other"} == 0',
-                     'rate(x{job="a", namespace=~"f.*"}[5m])'):
-            with self.subTest(expr=expr), self.assertRaises(ValueError):
-                mc.scope_selectors(expr, self.NS)
-
-    def test_strings_and_braces_inside_them_are_left_alone(self):
-        self.assertEqual(mc.scope_selectors('x{route="/a/{id}", job="up"} offset 5m', self.NS),
-                         'x{route="/a/{id}", job="up", namespace="farol"} offset 5m')
+SCOPE = functools.partial(mc.scope_selectors, matcher='namespace="farol"')
 
 
-class MetricSwap(unittest.TestCase):
-    def test_each_known_metric(self):
-        self.assertEqual(gen.to_cnpg("pg_up == 0"), "cnpg_collector_up == 0")
-        self.assertEqual(gen.to_cnpg("sum(pg_stat_activity_count)"), "sum(cnpg_backends_total)")
-        self.assertEqual(gen.to_cnpg("max(pg_settings_max_connections)"),
-                         'max(cnpg_pg_settings_setting{name="max_connections"})')
+class Rewrites(unittest.TestCase):
+    # (rewrite, expression, what it becomes or the error that refuses it)
+    CASES = [
+        # metric names get the matcher, functions and label lists do not
+        (SCOPE, 'sum by (job) (rate(up{job="a"}[5m])) > 0 and on (job) x',
+         'sum by (job) (rate(up{job="a", namespace="farol"}[5m])) > 0 and on (job) x{namespace="farol"}'),
+        # aggregations with their `by` first, and recording names
+        (SCOPE, "max by (namespace) (job:farol_api_errors:ratio_rate5m) > 6 * 0.001",
+         'max by (namespace) (job:farol_api_errors:ratio_rate5m{namespace="farol"}) > 6 * 0.001'),
+        (SCOPE, "max_over_time(rate(x[5m])[1h:30s]) atan2 y[1h:]",
+         'max_over_time(rate(x{namespace="farol"}[5m])[1h:30s]) atan2 y{namespace="farol"}[1h:]'),
+        # strings, and braces inside them, are left alone
+        (SCOPE, 'x{route="/a/{id}", job="up"} offset 5m', 'x{route="/a/{id}", job="up", namespace="farol"} offset 5m'),
+        # what cannot be scoped safely stops it
+        (SCOPE, '{__name__=~"up|x"} == 0', ValueError),
+        (SCOPE, 'sum({job="a"})', ValueError),
+        (SCOPE, 'up{namespace="other"} == 0', ValueError),
+        (SCOPE, 'rate(x{job="a", namespace=~"f.*"}[5m])', ValueError),
+        # each known metric, existing matchers kept, other names left alone, an unmapped one refused
+        (gen.to_cnpg, "pg_up == 0", "cnpg_collector_up == 0"),
+        (gen.to_cnpg, "sum(pg_stat_activity_count)", "sum(cnpg_backends_total)"),
+        (gen.to_cnpg, "max(pg_settings_max_connections)", 'max(cnpg_pg_settings_setting{name="max_connections"})'),
+        (gen.to_cnpg, 'pg_settings_max_connections{instance="db:9187"}',
+         'cnpg_pg_settings_setting{name="max_connections", instance="db:9187"}'),
+        (gen.to_cnpg, 'pg_up{job="postgres"} == 0', 'cnpg_collector_up{job="postgres"} == 0'),
+        (gen.to_cnpg, "cnpg_collector_up == 0", "cnpg_collector_up == 0"),
+        (gen.to_cnpg, "my_pg_up == 0", "my_pg_up == 0"),
+        (gen.to_cnpg, 'up{job="pg_up"} == 0', 'up{job="pg_up"} == 0'),
+        (gen.to_cnpg, "rate(pg_stat_database_xact_commit[5m])", gen.UnmappedMetric),
+    ]
 
-    def test_existing_matchers_are_kept(self):
-        self.assertEqual(gen.to_cnpg('pg_settings_max_connections{instance="db:9187"}'),
-                         'cnpg_pg_settings_setting{name="max_connections", instance="db:9187"}')
-        self.assertEqual(gen.to_cnpg('pg_up{job="postgres"} == 0'), 'cnpg_collector_up{job="postgres"} == 0')
-
-    def test_other_names_are_left_alone(self):
-        for expr in ("cnpg_collector_up == 0", "my_pg_up == 0", 'up{job="pg_up"} == 0'):
-            self.assertEqual(gen.to_cnpg(expr), expr)
-
-    def test_an_unmapped_metric_stops_the_generation(self):
-        with self.assertRaises(gen.UnmappedMetric):
-            gen.to_cnpg("rate(pg_stat_database_xact_commit[5m])")
+    def test_each_case(self):
+        for rewrite, expr, wanted in self.CASES:
+            with self.subTest(expr):
+                if isinstance(wanted, str):
+                    self.assertEqual(rewrite(expr), wanted)
+                else:
+                    self.assertRaises(wanted, rewrite, expr)
 
 
 class CheckMode(unittest.TestCase):
