@@ -15,7 +15,6 @@ import json
 import re
 import sys
 import urllib.request
-from dataclasses import dataclass
 
 from monitoring_config import MONITORING, REPO_ROOT, load_yaml, parse_duration, runbook_base, yaml_text
 
@@ -50,31 +49,23 @@ def series_labels(labels):
     return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-@dataclass
 class SLO:
-    service: str
-    name: str
-    objective: float          # percent, as written in the spec
-    description: str
-    error_query: str
-    total_query: str
-    alert_name: str
-    alert_labels: dict
-    summary: str
-    tier_labels: dict         # tier severity ("page"/"ticket") -> the spec's labels for it
-    spec_labels: dict
+    """One SLO of the spec, with the names and numbers its rules, tests and panels use."""
 
-    @property
-    def id(self):
-        return f"{self.service}-{self.name}"
-
-    @property
-    def budget_text(self):
-        return f"(1 - {self.objective / 100:.12g})"
-
-    @property
-    def budget(self):
-        return 1 - self.objective / 100
+    def __init__(self, spec, entry):
+        events, alerting = entry["sli"]["events"], entry["alerting"]
+        self.service, self.name = spec["service"], entry["name"]
+        self.id = f"{self.service}-{self.name}"
+        self.objective = float(entry["objective"])                  # percent, as written in the spec
+        self.budget = 1 - self.objective / 100
+        self.budget_text = f"(1 - {self.objective / 100:.12g})"     # the budget in PromQL
+        self.description = entry.get("description", "")
+        self.error_query, self.total_query = events["error_query"], events["total_query"]
+        self.alert_name, self.alert_labels = alerting["name"], alerting.get("labels") or {}
+        self.summary = (alerting.get("annotations") or {}).get("summary", self.description)
+        # tier severity ("page"/"ticket") -> the spec's labels for it
+        self.tier_labels = {s: (alerting.get(f"{s}_alert") or {}).get("labels") or {} for s in ("page", "ticket")}
+        self.spec_labels = {**(spec.get("labels") or {}), **(entry.get("labels") or {})}
 
     @property
     def labels(self):
@@ -118,24 +109,14 @@ def load_spec(path=SPEC):
     spec = load_yaml(path)
     if spec.get("version") != "prometheus/v1":
         raise SystemExit(f"{path}: version must be prometheus/v1 (sloth's format), not {spec.get('version')!r}")
-    slos = []
     for entry in spec["slos"]:
-        events, alerting = entry["sli"]["events"], entry["alerting"]
         for key in ("error_query", "total_query"):
-            if "{{.window}}" not in events[key]:
+            if "{{.window}}" not in entry["sli"]["events"][key]:
                 raise SystemExit(f"{path}: SLO {entry['name']}: {key} has no {{{{.window}}}}")
-        objective = float(entry["objective"])
-        if not 0 < objective < 100:
-            raise SystemExit(f"{path}: SLO {entry['name']}: objective {objective} is not a percentage in (0, 100)")
-        slos.append(SLO(
-            service=spec["service"], name=entry["name"], objective=objective,
-            description=entry.get("description", ""),
-            error_query=events["error_query"], total_query=events["total_query"],
-            alert_name=alerting["name"], alert_labels=alerting.get("labels") or {},
-            summary=(alerting.get("annotations") or {}).get("summary", entry.get("description", "")),
-            tier_labels={s: (alerting.get(f"{s}_alert") or {}).get("labels") or {} for s in ("page", "ticket")},
-            spec_labels={**(spec.get("labels") or {}), **(entry.get("labels") or {})}))
-    return slos
+        if not 0 < float(entry["objective"]) < 100:
+            raise SystemExit(f"{path}: SLO {entry['name']}: objective {float(entry['objective'])} "
+                             "is not a percentage in (0, 100)")
+    return [SLO(spec, entry) for entry in spec["slos"]]
 
 
 def load_settings(path=SETTINGS):
@@ -171,18 +152,6 @@ def guard_windows(settings, sort=True):
     found = {pair["short"] for tier in settings["tiers"] for pair in tier["pairs"]}
     found |= {tier["recent_window"] for tier in settings["tiers"] if tier.get("recent_window")}
     return sorted(found, key=parse_duration) if sort else found
-
-
-def sli_rules(slo, window):
-    error, total = slo.query("error", window), slo.query("total", window)
-    # A window without a bad event yields 0, not "no data": panels show "no errors".
-    return {"record": f"slo:sli_error:ratio_rate{window}",
-            "expr": f"(\n  {error}\n    or\n  {total} * 0\n)\n  /\n{total}\n",
-            "labels": slo.labels}
-
-
-def total_rule(slo, window):
-    return {"record": f"slo:sli_total:rate{window}", "expr": slo.query("total", window) + "\n", "labels": slo.labels}
 
 
 def metadata_rules(slo, settings):
@@ -279,8 +248,13 @@ def rule_groups(slos, settings):
     is_long = lambda window: parse_duration(window) >= LONG_WINDOW_MS  # noqa: E731
     for slo in slos:
         for window in windows(settings):
-            (long_ if is_long(window) else short).append(sli_rules(slo, window))
-        short += [total_rule(slo, window) for window in guard_windows(settings)]
+            error, total = slo.query("error", window), slo.query("total", window)
+            # a window without a bad event yields 0, not "no data": panels show "no errors"
+            (long_ if is_long(window) else short).append({
+                "record": f"slo:sli_error:ratio_rate{window}",
+                "expr": f"(\n  {error}\n    or\n  {total} * 0\n)\n  /\n{total}\n", "labels": slo.labels})
+        short += [{"record": f"slo:sli_total:rate{window}", "expr": slo.query("total", window) + "\n",
+                   "labels": slo.labels} for window in guard_windows(settings)]
     # The metadata that reads a short window goes after the short windows, in their group;
     # a minute-old sample of the long group is as good as a fresh one.
     for slo in slos:
@@ -347,29 +321,6 @@ def expected_alert(alert, slo, ns):
     return {"exp_labels": labels, "exp_annotations": annotations}
 
 
-def alert_cases(slo, settings):
-    """(namespace, why, requests a second, bad share, {tier name: fires?}) for one SLO: each
-    pair's factor x1.1 fires its tier; x0.9 of a tier's lowest factor does not; below the
-    traffic guard nothing fires, even with every request bad."""
-    rate, guard, tiers = 10.0, settings["min_request_rate"], settings["tiers"]
-    cases = []
-    for tier in tiers:
-        for pair in tier["pairs"]:
-            cases.append((f"{tier['name']}-{pair['long']}", f"1.1 x {pair['factor']:g}x the budget", rate,
-                          1.1 * pair["factor"] * slo.budget))
-        lowest = min(p["factor"] for p in tier["pairs"])
-        cases.append((f"below-{tier['name']}", f"0.9 x the {tier['name']} tier's lowest factor ({lowest:g}x)",
-                      rate, 0.9 * lowest * slo.budget))
-    cases.append(("low-traffic", f"every request bad, at 0.9 x the guard of {guard:g}/s", 0.9 * guard, 1.0))
-
-    def fires(tier, share, r):
-        hit = any(share > p["factor"] * slo.budget for p in tier["pairs"]) and r > guard
-        if hit and page_events(tier, settings):
-            hit = share * r * parse_duration(tier["recent_window"]) / 1000 >= settings["min_page_events"]
-        return hit
-    return [(ns, why, r, share, {t["name"]: fires(t, share, r) for t in tiers}) for ns, why, r, share in cases]
-
-
 def few_events_test(slo, settings):
     """The page's count of bad requests: every window of the page tier's lowest pair over
     its line for an hour, at a rate above the traffic guard that brings half the bad
@@ -393,19 +344,38 @@ def few_events_test(slo, settings):
 
 
 def slo_alert_test(slo, settings):
-    """Each case's share of bad requests for an hour, then none: the page tier fires within
-    10 minutes, every tier within the hour (a slow-tier guard reads up to 6 h of traffic,
-    under-counted while the series is younger), and the page is gone 10 minutes after."""
-    cases = alert_cases(slo, settings)
+    """Cases of a bad share for an hour, then none: each pair's factor x1.1 fires its tier,
+    x0.9 of a tier's lowest factor does not, nor every request bad below the traffic guard.
+    The page tier fires within 10 minutes, every tier within the hour (a slow-tier guard
+    reads up to 6 h of traffic, under-counted while the series is younger), and the page
+    is gone 10 minutes after."""
+    rate, guard, tiers = 10.0, settings["min_request_rate"], settings["tiers"]
+    cases = []   # (namespace, why, requests a second, bad share)
+    for tier in tiers:
+        for pair in tier["pairs"]:
+            cases.append((f"{tier['name']}-{pair['long']}", f"1.1 x {pair['factor']:g}x the budget", rate,
+                          1.1 * pair["factor"] * slo.budget))
+        lowest = min(p["factor"] for p in tier["pairs"])
+        cases.append((f"below-{tier['name']}", f"0.9 x the {tier['name']} tier's lowest factor ({lowest:g}x)",
+                      rate, 0.9 * lowest * slo.budget))
+    cases.append(("low-traffic", f"every request bad, at 0.9 x the guard of {guard:g}/s", 0.9 * guard, 1.0))
+
+    def fires(tier, share, r):
+        hit = any(share > p["factor"] * slo.budget for p in tier["pairs"]) and r > guard
+        if hit and page_events(tier, settings):
+            hit = share * r * parse_duration(tier["recent_window"]) / 1000 >= settings["min_page_events"]
+        return hit
+
     series = []
-    for ns, _, r, share, _ in cases:
+    for ns, _, r, share in cases:
         series += input_series(slo, ns, [(r, share, 60), (r, 0.0, 60)])
-    page = [t for t in settings["tiers"] if t["severity"] == "page"]
+    page = [t for t in tiers if t["severity"] == "page"]
     checks = []
-    for eval_time, tiers, resolved in (("10m", page, False), ("59m", settings["tiers"], False), ("70m", page, True)):
-        for tier in tiers:
+    for eval_time, fired, resolved in (("10m", page, False), ("59m", tiers, False), ("70m", page, True)):
+        for tier in fired:
             alert = tier_alert(slo, tier, settings)
-            exp = [expected_alert(alert, slo, ns) for ns, *_, fires in cases if fires[tier["name"]] and not resolved]
+            exp = [expected_alert(alert, slo, ns) for ns, _, r, share in cases
+                   if fires(tier, share, r) and not resolved]
             checks.append({"eval_time": eval_time, "alertname": alert["alert"], "exp_alerts": exp})
     comment = "; ".join(f"{ns}: {why}" for ns, why, *_ in cases)
     return {"name": f"{slo.id}: tiers fire above their factors, not at 0.9 x, not below the traffic guard "
@@ -704,12 +674,12 @@ def dashboard(slos, settings, current):
     SLO row was, the panels below move to make room, ids are renumbered in order."""
     doc = copy.deepcopy(current)
     old = doc["panels"]
-    is_row = lambda p, slo_row: p.get("type") == "row" and p.get("title", "").startswith(SLO_ROW_PREFIX) == slo_row  # noqa: E731,E501
-    first = next((i for i, p in enumerate(old) if is_row(p, True)), None)
+    rows = [(i, p.get("title", "").startswith(SLO_ROW_PREFIX)) for i, p in enumerate(old) if p.get("type") == "row"]
+    first = next((i for i, slo_row in rows if slo_row), None)
     if first is None:
         raise SystemExit(f"{DASHBOARD}: no row titled '{SLO_ROW_PREFIX}…' marks where the SLO rows go")
     # the SLO rows end at the next row of another kind
-    end = next((i for i in range(first + 1, len(old)) if is_row(old[i], False)), len(old))
+    end = next((i for i, slo_row in rows if i > first and not slo_row), len(old))
     top = old[first]["gridPos"]["y"]
     old_height = (old[end]["gridPos"]["y"] if end < len(old) else top) - top
     generated, exprs, y = [], {}, top
