@@ -142,16 +142,15 @@ def page_events(tier, settings):
 
 def windows(settings):
     """Every window the alerts read, and the period, shortest first."""
-    found = {f"{settings['period_days']}d"} | guard_windows(settings, sort=False)
-    found |= {pair["long"] for tier in settings["tiers"] for pair in tier["pairs"]}
-    return sorted(found, key=parse_duration)
+    longs = {pair["long"] for tier in settings["tiers"] for pair in tier["pairs"]}
+    return sorted({f"{settings['period_days']}d", *longs, *guard_windows(settings)}, key=parse_duration)
 
 
-def guard_windows(settings, sort=True):
+def guard_windows(settings):
     """The windows whose request rate a guard reads: each pair's short window and each recent window."""
     found = {pair["short"] for tier in settings["tiers"] for pair in tier["pairs"]}
     found |= {tier["recent_window"] for tier in settings["tiers"] if tier.get("recent_window")}
-    return sorted(found, key=parse_duration) if sort else found
+    return sorted(found, key=parse_duration)
 
 
 def metadata_rules(slo, settings):
@@ -717,46 +716,42 @@ def generate(check):
     if check and stale:
         print(f"out of date with monitoring/slo/: {rel} (run `make slo`)", file=sys.stderr)
         return 1
-    for path, text in [] if check else stale:
+    for path, text in stale:   # none under --check
         path.write_text(text)
     print(f"written: {rel}" if stale and not check else "SLO rules, tests and panels match monitoring/slo/")
     return 0
 
 
 def check_buckets(metrics_url, from_source):
-    text = None
     if metrics_url:
         with urllib.request.urlopen(metrics_url, timeout=10) as resp:
             text = resp.read().decode()
-    problems, checked = [], 0
-    for slo in load_spec():
-        if not slo.latency_threshold():
-            continue
-        metric, le = slo.latency_threshold()
-        checked += 1
+    else:
+        block = re.search(r"HTTP_BUCKETS[^=]*=\s*&?\[([^\]]*)\]", METRICS_SOURCE.read_text())
+        if not block:
+            raise SystemExit(f"{METRICS_SOURCE}: no HTTP_BUCKETS list")
+        source = {float(v) for v in re.findall(r"[\d.]+", block.group(1))}
+    thresholds = [(slo.id, *slo.latency_threshold()) for slo in load_spec() if slo.latency_threshold()]
+    problems = []
+    for slo_id, metric, le in thresholds:
         if float(le).is_integer():
-            problems.append(f"{slo.id}: le=\"{le}\" is a whole number: Prometheus 3 stores it as \"{float(le)}\" "
+            problems.append(f"{slo_id}: le=\"{le}\" is a whole number: Prometheus 3 stores it as \"{float(le)}\" "
                             "and 2.x as it is exported, so one of them would match no series; pick a bound "
                             "with a fraction")
-        if text is not None:
+        if metrics_url:
             bounds = set(re.findall(rf'^{re.escape(metric)}\{{[^}}]*\ble="([^"]+)"', text, re.M))
             if not bounds:
-                problems.append(f"{slo.id}: {metrics_url} exports no {metric}")
+                problems.append(f"{slo_id}: {metrics_url} exports no {metric}")
             elif le not in bounds:
-                problems.append(f"{slo.id}: le=\"{le}\" is not a bucket bound of {metric} at {metrics_url} "
+                problems.append(f"{slo_id}: le=\"{le}\" is not a bucket bound of {metric} at {metrics_url} "
                                 f"(it has {sorted(bounds, key=float)})")
-        if from_source:
-            block = re.search(r"HTTP_BUCKETS[^=]*=\s*&?\[([^\]]*)\]", METRICS_SOURCE.read_text())
-            if not block:
-                raise SystemExit(f"{METRICS_SOURCE}: no HTTP_BUCKETS list")
-            if float(le) not in {float(v) for v in re.findall(r"[\d.]+", block.group(1))}:
-                problems.append(f"{slo.id}: le=\"{le}\" is not in HTTP_BUCKETS of "
-                                f"{METRICS_SOURCE.relative_to(REPO_ROOT)}")
+        elif float(le) not in source:
+            problems.append(f"{slo_id}: le=\"{le}\" is not in HTTP_BUCKETS of {METRICS_SOURCE.relative_to(REPO_ROOT)}")
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"{checked} latency SLO threshold(s), each an exact bucket bound "
-              f"{'of the live /metrics' if text is not None else 'of HTTP_BUCKETS'}")
+        print(f"{len(thresholds)} latency SLO threshold(s), each an exact bucket bound "
+              f"{'of the live /metrics' if metrics_url else 'of HTTP_BUCKETS'}")
     return 1 if problems else 0
 
 
