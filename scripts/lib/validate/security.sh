@@ -1,29 +1,23 @@
 # shellcheck shell=bash
 # Static security: checkov (offline) over the Dockerfile, the Kubernetes renders and the
-# GitHub workflows; the compose files' hardening policy (checkov has no compose checks);
-# a secret scan of the working tree and of every file version in git history
-# (detect-secrets); and cargo-deny's licenses, bans and sources (deny.toml). (hadolint is
-# the docker area's.)
-# A finding is fixed, or waived in the file itself with a reason: `checkov:skip=ID:why`
-# comments (Dockerfile, workflows), `checkov.io/skipN: ID=why` annotations (Kubernetes),
-# `x-security-exceptions: {rule: why}` (compose), `pragma: allowlist secret` comments.
-# The checks that need more than a command line are in security_checks.py beside this.
+# workflows; the compose files' hardening policy; a secret scan of the working tree and of
+# git history (detect-secrets); cargo-deny's licenses, bans and sources (deny.toml).
+# A finding is fixed, or waived in the file with a reason: `checkov:skip=ID:why`,
+# `checkov.io/skipN: ID=why` (Kubernetes), `x-security-exceptions: {rule: why}` (compose),
+# `pragma: allowlist secret`. security_checks.py beside this does what needs more than a command.
 
 validate_security() {
   need checkov detect-secrets kubectl docker cargo-deny git
   local failed=0 overlay name compose
-  # global, not local: the trap fires when validate's bash process for this area ends
-  # (on INT and TERM too)
+  # global: the trap fires when this area's bash process ends (on INT and TERM too)
   SECURITY_TMP=$(mktemp -d)
   trap 'rm -rf "$SECURITY_TMP"' EXIT
 
   _security_checks checkov Dockerfile --framework dockerfile --file Dockerfile || failed=1
-
-  # the renders, as deploy/k8s's own check makes them: from a copy without any real
-  # env file of secrets, each *.env.example standing in
+  # rendered as deploy/k8s's own check does, from a copy with the *.env.example files standing in
   copy_k8s_for_render "$SECURITY_TMP"
-  # one checkov run per overlay: both name their objects alike, and checkov reports a
-  # resource once per run, so one run over both renders would hide one of them
+  # one checkov run per overlay: checkov reports a resource once per run, and both name
+  # their objects alike
   for overlay in "$SECURITY_TMP"/k8s/overlays/*/; do
     name=$(basename "$overlay")
     if timeout 60 kubectl kustomize "$overlay" >"$SECURITY_TMP/$name.yaml"; then
@@ -33,17 +27,10 @@ validate_security() {
       failed=1
     fi
   done
+  _security_checks checkov .github/workflows --framework github_actions --directory .github || failed=1
 
-  if [ -d .github/workflows ]; then
-    _security_checks checkov .github/workflows --framework github_actions --directory .github || failed=1
-  else
-    warn "no .github/workflows yet: nothing for checkov's workflow checks"
-  fi
-
-  # normalised by compose itself (anchors, defaults, short syntax), every profile on;
-  # an empty env file so that a developer's .env changes nothing
+  # normalised by compose itself, every profile on; an empty env file, so a developer's .env changes nothing
   for compose in docker-compose.yml monitoring/docker-compose.yml; do
-    [ -f "$compose" ] || continue
     if GRAFANA_ADMIN_PASSWORD=validate timeout 60 docker compose --env-file /dev/null -f "$compose" \
       --profile '*' config >"$SECURITY_TMP/compose.yaml"; then
       _security_checks compose "$compose" "$SECURITY_TMP/compose.yaml" || failed=1
@@ -56,7 +43,7 @@ validate_security() {
   _security_checks secrets || failed=1
 
   # cargo deny reads the metadata of every target's dependencies, including crates no
-  # build on this machine downloads (wasm ones): fetch them all first, by the lock file.
+  # build here downloads (wasm ones): fetch them all first, by the lock file
   timeout 300 cargo fetch --locked --quiet || failed=1
   if timeout 300 cargo deny --frozen check --hide-inclusion-graph licenses bans sources \
     >"$SECURITY_TMP/deny.log" 2>&1; then
@@ -68,5 +55,4 @@ validate_security() {
   return "$failed"
 }
 
-# security_checks.py with the tools' python (checkov and detect-secrets live in its venv)
 _security_checks() { python3 "$REPO_ROOT/scripts/lib/validate/security_checks.py" "$@"; }

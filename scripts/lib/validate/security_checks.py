@@ -1,20 +1,15 @@
-"""The checks of the security area (scripts/lib/validate/security.sh) that need more than
-a command line. Run with the tools' venv python (checkov and detect-secrets live there).
+"""The checks of the security area (security.sh) that need more than a command line; run
+with the tools' venv python, where checkov and detect-secrets live.
 
-  security_checks.py checkov NAME CHECKOV-ARGS...
-      checkov (--skip-download, JSON output) and a summary: every failed check, every
-      skip without a reason, and a scan that saw nothing, are findings. NAME labels it.
-  security_checks.py checkov-render NAME RENDER.yaml
-      the same over a `kubectl kustomize` render, read as Kubernetes reads YAML first
-      (checkov's YAML 1.1 parser takes kustomize's plain `=` for a tag and scans nothing).
-  security_checks.py compose NAME CONFIG.yaml
-      the hardening policy of a compose file (checkov has none), on the normalised
-      `docker compose config` (YAML: its JSON output drops the x- fields). A service may waive a rule only in the file,
-      with a reason: `x-security-exceptions: {RULE: "why"}`.
-  security_checks.py secrets
-      detect-secrets over the working tree and over every file version in git history.
+  security_checks.py checkov NAME CHECKOV-ARGS...    every failed check, skip without a
+                                                     reason, or empty scan is a finding
+  security_checks.py checkov-render NAME RENDER.yaml the same over a kustomize render
+  security_checks.py compose NAME CONFIG.yaml        the compose hardening policy
+  security_checks.py secrets                         detect-secrets: tree and git history
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -25,32 +20,21 @@ import tempfile
 
 def checkov(name, args):
     # checkov 3.3's bundled workflow schema predates the `attestations` permission and
-    # rejects an expression in `cancel-in-progress`: a valid workflow then fails its
-    # schema gate and is silently skipped (0 resources, a green result). The schema is
-    # checked by check-jsonschema in the workflows area; here every workflow is scanned.
+    # rejects an expression in `cancel-in-progress`: a valid workflow would be silently
+    # skipped (0 resources, green). check-jsonschema checks the schema in the workflows area.
     import checkov.github_actions.runner as gha_runner
     import checkov.github_actions.utils as gha_utils
 
-    gha_utils.is_schema_valid = lambda config: True
-    gha_runner.is_schema_valid = lambda config: True
+    gha_utils.is_schema_valid = gha_runner.is_schema_valid = lambda config: True
     from checkov.main import Checkov
 
-    with tempfile.TemporaryDirectory() as out:
-        stdout = sys.stdout
-        with open(os.path.join(out, "report.json"), "w") as report:
-            sys.stdout = report
-            try:
-                Checkov(argv=["--skip-download", "--output", "json", *args]).run()
-            except SystemExit:
-                pass
-            finally:
-                sys.stdout = stdout
-        with open(os.path.join(out, "report.json")) as report:
-            text = report.read()
-    reports = json.loads(text) if text.strip() else []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        Checkov(argv=["--skip-download", "--output", "json", *args]).run()
+    reports = json.loads(out.getvalue()) if out.getvalue().strip() else []
     reports = reports if isinstance(reports, list) else [reports]
     findings = 0
-    total = {"passed": 0, "failed": 0, "skipped": 0, "resource_count": 0}
+    total = dict.fromkeys(("passed", "failed", "skipped"), 0)
     for report in reports:
         for key in total:
             total[key] += report.get("summary", {}).get(key, 0)
@@ -67,12 +51,29 @@ def checkov(name, args):
                 print(f"    SKIPPED WITHOUT A REASON {check['check_id']}: {check['resource']}")
             else:
                 print(f"    skipped {check['check_id']} on {check['resource']}: {reason}")
-    if total["passed"] + total["failed"] + total["skipped"] == 0:
+    if sum(total.values()) == 0:
         findings += 1
         print(f"    checkov scanned nothing in {name}: a parse failure would look like this")
     print(f"  checkov {name}: {total['passed']} checks passed, "
           f"{total['failed']} failed, {total['skipped']} skipped")
     return 1 if findings else 0
+
+
+def checkov_render(name, render):
+    """checkov over a render read as Kubernetes reads YAML (checkov's YAML 1.1 parser takes
+    kustomize's plain `=` for a tag and scans nothing)."""
+    import yaml
+
+    from k8s.render import KubernetesLoader
+
+    with open(render) as f:
+        docs = [d for d in yaml.load_all(f, Loader=KubernetesLoader) if d]
+    with tempfile.TemporaryDirectory() as out:
+        # the file's name is the one checkov prints beside each finding
+        normalised = os.path.join(out, os.path.basename(render))
+        with open(normalised, "w") as f:
+            yaml.safe_dump_all(docs, f, sort_keys=False)
+        return checkov(name, ["--framework", "kubernetes", "--file", normalised])
 
 
 # rule -> (what it demands, test of a normalised service: True when it holds)
@@ -99,6 +100,8 @@ COMPOSE_RULES = {
 
 
 def compose(name, config_path):
+    """The hardening policy (checkov has none for compose) on `docker compose config`'s YAML
+    (its JSON drops the x- fields); a service waives a rule with `x-security-exceptions: {RULE: why}`."""
     import yaml
 
     with open(config_path) as f:
@@ -106,30 +109,26 @@ def compose(name, config_path):
     findings, waived = [], []
     for service_name, service in sorted(services.items()):
         exceptions = service.get("x-security-exceptions") or {}
-        for rule in exceptions:
-            if rule not in COMPOSE_RULES:
-                findings.append(f"{service_name}: x-security-exceptions names no rule '{rule}' "
-                                f"(rules: {', '.join(COMPOSE_RULES)})")
+        findings += [f"{service_name}: x-security-exceptions names no rule '{rule}' (rules: {', '.join(COMPOSE_RULES)})"
+                     for rule in exceptions if rule not in COMPOSE_RULES]
         for rule, (demand, holds) in COMPOSE_RULES.items():
+            reason = str(exceptions.get(rule, "")).strip()
             if holds(service):
                 continue
-            reason = str(exceptions.get(rule, "")).strip()
             if reason:
                 waived.append(f"{service_name}: {rule} waived: {reason}")
             else:
                 findings.append(f"{service_name}: {rule}: {demand}")
-    for line in waived:
+    for line in waived + [f"FAILED {finding}" for finding in findings]:
         print(f"    {line}")
-    for line in findings:
-        print(f"    FAILED {line}")
     print(f"  compose policy {name}: {len(services)} services x {len(COMPOSE_RULES)} rules, "
           f"{len(findings)} findings, {len(waived)} waived in the file")
     return 1 if findings else 0
 
 
 def detect_secrets(paths, cwd, extra=()):
-    """detect-secrets' findings as (file, line, type, hashed secret). -n: never verify a
-    candidate against its vendor's service (offline, and a leak must not be replayed)."""
+    """(file, line, type, hashed secret) of each finding; -n: never verify a candidate with its
+    vendor (offline, and a leak must not be replayed)."""
     if not paths:
         return []
     out = subprocess.run(["detect-secrets", "scan", "-n", *extra, *paths], cwd=cwd, check=True,
@@ -147,9 +146,8 @@ PRAGMA = re.compile(r"\s*(#|//|/\*|<!--|--|;)\s*pragma: allowlist[ -]secret.*$")
 
 
 def line_text(path, number):
-    """Line NUMBER of PATH, without a trailing allowlist comment: what identifies a
-    finding across versions of a file (detect-secrets' hash of a value read from YAML
-    changes when a comment is added to its line)."""
+    """Line NUMBER of PATH without its allowlist comment: what identifies a finding across a
+    file's versions (detect-secrets' hash of a YAML value changes when a comment is added)."""
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines()
     return PRAGMA.sub("", lines[number - 1]).strip() if 0 < number <= len(lines) else ""
@@ -159,8 +157,8 @@ def secrets():
     tree = [p for p in git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
             if p and os.path.isfile(p)]
     current = detect_secrets(tree, ".")
-    # lines marked `pragma: allowlist secret` (each with its reason beside it) were judged
-    # not to be secrets; the same line in an older version of a file is no secret either
+    # lines marked `pragma: allowlist secret` were judged no secret; so is the same line in
+    # an older version of a file
     allowed = {line_text(path, line) for path, line, _, _ in detect_secrets(tree, ".", ["--only-allowlisted"])}
 
     # every file version ever committed, each once (by blob id), under its own path
@@ -169,22 +167,18 @@ def secrets():
         sha, _, path = line.partition(" ")
         if path:
             blobs.setdefault(sha, path)
+    batch = git("cat-file", "--batch", input="".join(f"{s}\n" for s in blobs).encode())
     with tempfile.TemporaryDirectory() as root:
-        batch = subprocess.run(["git", "cat-file", "--batch"], input="".join(f"{s}\n" for s in blobs).encode(),
-                               check=True, capture_output=True, timeout=300).stdout
         written, offset = [], 0
         while offset < len(batch):
             header_end = batch.index(b"\n", offset)
             sha, kind, size = batch[offset:header_end].decode().split()
-            body = batch[header_end + 1:header_end + 1 + int(size)]
             offset = header_end + 1 + int(size) + 1
-            if kind != "blob":
-                continue
-            target = os.path.join(root, sha, blobs[sha])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as f:
-                f.write(body)
-            written.append(os.path.join(sha, blobs[sha]))
+            if kind == "blob":
+                written.append(os.path.join(sha, blobs[sha]))
+                os.makedirs(os.path.dirname(os.path.join(root, written[-1])), exist_ok=True)
+                with open(os.path.join(root, written[-1]), "wb") as f:
+                    f.write(batch[header_end + 1:offset - 1])
         history = [f for f in detect_secrets(written, root) if line_text(os.path.join(root, f[0]), f[1]) not in allowed]
 
     seen_now = {f[3] for f in current}
@@ -201,33 +195,9 @@ def secrets():
     return 1 if current or in_history_only else 0
 
 
-def checkov_render(name, render):
-    import yaml
-
-    from k8s.render import KubernetesLoader
-
-    with open(render) as f:
-        docs = [d for d in yaml.load_all(f, Loader=KubernetesLoader) if d]
-    with tempfile.TemporaryDirectory() as out:
-        # the file's name is the one checkov prints beside each finding
-        normalised = os.path.join(out, os.path.basename(render))
-        with open(normalised, "w") as f:
-            yaml.safe_dump_all(docs, f, sort_keys=False)
-        return checkov(name, ["--framework", "kubernetes", "--file", normalised])
-
-
-def main():
-    command, args = sys.argv[1], sys.argv[2:]
-    if command == "checkov":
-        sys.exit(checkov(args[0], args[1:]))
-    if command == "checkov-render":
-        sys.exit(checkov_render(args[0], args[1]))
-    if command == "compose":
-        sys.exit(compose(args[0], args[1]))
-    if command == "secrets":
-        sys.exit(secrets())
-    sys.exit(f"unknown command {command}")
-
-
 if __name__ == "__main__":
-    main()
+    COMMANDS = {"checkov": lambda a: checkov(a[0], a[1:]), "checkov-render": lambda a: checkov_render(*a),
+                "compose": lambda a: compose(*a), "secrets": lambda a: secrets()}
+    if sys.argv[1] not in COMMANDS:
+        sys.exit(f"unknown command {sys.argv[1]}")
+    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))

@@ -4,12 +4,8 @@
 
 A step counts only when it certainly runs on a push and on a pull request: a workflow
 triggered by both, a job and a step with no `if:` and no `continue-on-error`, and a `run:`
-that is exactly `make TARGET` (no flags, no `|| true`, nothing else in it). Prints what
-is missing or unknown; exits 1 on any finding, or when the list of steps is empty.
-test_make_steps.py shows each case.
+that is exactly `make TARGET`. Exits 1 on any finding, or when the list of steps is empty.
 """
-
-from __future__ import annotations
 
 import argparse
 import re
@@ -21,31 +17,24 @@ import yaml
 MAKE = re.compile(r"make ([a-z0-9][a-z0-9-]*)")
 
 
-def triggers(document: dict) -> set[str]:
-    on = document.get("on", document.get(True))   # YAML 1.1 reads a bare `on` as True
-    if isinstance(on, str):
-        return {on}
-    return set(on or [])
-
-
-def make_runs(document: dict) -> tuple[set[str], set[str]]:
+def make_runs(document):
     """(targets certainly run, every target a step names) of one workflow."""
+    on = document.get("on", document.get(True))   # YAML 1.1 reads a bare `on` as True
+    always = {"push", "pull_request"} <= ({on} if isinstance(on, str) else set(on or []))
     certain, named = set(), set()
-    always = {"push", "pull_request"} <= triggers(document)
     for job in (document.get("jobs") or {}).values():
-        job_runs = always and "if" not in job and "continue-on-error" not in job
         for step in job.get("steps") or []:
             run = step.get("run")
             if not isinstance(run, str):
                 continue
             named |= {m.group(1) for m in re.finditer(r"(?<![\w-])" + MAKE.pattern, run)}
             exact = MAKE.fullmatch(run.strip())
-            if exact and job_runs and "if" not in step and "continue-on-error" not in step:
+            if exact and always and not {"if", "continue-on-error"} & (job.keys() | step.keys()):
                 certain.add(exact.group(1))
     return certain, named
 
 
-def check(steps: list[str], targets: set[str], documents: list[dict]) -> list[str]:
+def check(steps, targets, documents):
     if not steps:
         return ["the Makefile's CI_STEPS is empty: nothing to check"]
     certain, named = set(), set()
@@ -54,22 +43,17 @@ def check(steps: list[str], targets: set[str], documents: list[dict]) -> list[st
         certain |= c
         named |= n
     findings = [f"make {t}: not a target of the Makefile" for t in sorted(named - targets)]
-    findings += [f"make {s}: a step of make ci that no job certainly runs" for s in steps if s not in certain]
-    return findings
+    return findings + [f"make {s}: a step of make ci that no job certainly runs" for s in steps if s not in certain]
 
 
-def main() -> int:
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", required=True)
     parser.add_argument("--targets", required=True)
     parser.add_argument("workflows", nargs="+")
     args = parser.parse_args()
-    documents = [yaml.safe_load(Path(w).read_text()) for w in args.workflows]
-    findings = check(args.steps.split(), set(args.targets.split()), documents)
+    findings = check(args.steps.split(), set(args.targets.split()),
+                     [yaml.safe_load(Path(w).read_text()) for w in args.workflows])
     for finding in findings:
         print(f"  {finding}", file=sys.stderr)
-    return 1 if findings else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(1 if findings else 0)

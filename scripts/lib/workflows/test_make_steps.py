@@ -1,7 +1,4 @@
-"""Tests of make_steps.py: each way a step can look run without being run is caught.
-
-    pytest scripts/lib/workflows        (make validate AREAS=python runs them all)
-"""
+"""make_steps.py catches each way a step can look run without being run."""
 
 import unittest
 
@@ -9,6 +6,7 @@ import yaml
 from make_steps import check
 
 TARGETS = {"test", "lint", "validate"}
+NOT_RUN = "make {}: a step of make ci that no job certainly runs"
 
 
 def workflow(steps_of_lint="      - run: make lint\n", on="[push, pull_request]", job_extra=""):
@@ -22,30 +20,26 @@ jobs:
 
 
 class MakeSteps(unittest.TestCase):
-    def test_every_step_run_exactly(self):
-        self.assertEqual(check(["test", "lint"], TARGETS, [workflow()]), [])
-
-    def test_a_step_no_job_runs(self):
-        self.assertEqual(check(["test", "lint", "validate"], TARGETS, [workflow()]),
-                         ["make validate: a step of make ci that no job certainly runs"])
-
-    def test_steps_that_may_not_run_or_may_fail_unseen_do_not_count(self):
-        for lint in ("      - run: make lint || true\n", "      - run: make -s lint\n",
-                     "      - if: false\n        run: make lint\n",
-                     "      - run: make lint\n        continue-on-error: true\n",
-                     "      - run: |\n          echo make lint\n"):
-            with self.subTest(lint=lint):
-                self.assertEqual(check(["lint"], TARGETS, [workflow(lint)]),
-                                 ["make lint: a step of make ci that no job certainly runs"])
-
-    def test_a_job_that_may_not_run_does_not_count(self):
-        self.assertTrue(check(["test"], TARGETS, [workflow(job_extra="    if: false\n")]))
-        self.assertTrue(check(["test"], TARGETS, [workflow(on="[workflow_dispatch]")]))
-
-    def test_an_unknown_target_and_an_empty_step_list(self):
-        self.assertEqual(check(["test"], TARGETS, [workflow("      - run: make lnit\n")]),
-                         ["make lnit: not a target of the Makefile"])
-        self.assertTrue(check([], TARGETS, [workflow()]))
+    def test_check(self):
+        # (steps of make ci, the workflow, the findings)
+        cases = [
+            (["test", "lint"], workflow(), []),
+            (["test", "lint", "validate"], workflow(), [NOT_RUN.format("validate")]),
+            # steps that may not run, or may fail unseen
+            *((["lint"], workflow(lint), [NOT_RUN.format("lint")]) for lint in (
+                "      - run: make lint || true\n", "      - run: make -s lint\n",
+                "      - if: false\n        run: make lint\n",
+                "      - run: make lint\n        continue-on-error: true\n",
+                "      - run: |\n          echo make lint\n")),
+            # a job that may not run
+            (["test"], workflow(job_extra="    if: false\n"), [NOT_RUN.format("test")]),
+            (["test"], workflow(on="[workflow_dispatch]"), [NOT_RUN.format("test")]),
+            (["test"], workflow("      - run: make lnit\n"), ["make lnit: not a target of the Makefile"]),
+            ([], workflow(), ["the Makefile's CI_STEPS is empty: nothing to check"]),
+        ]
+        for steps, document, findings in cases:
+            with self.subTest(steps=steps, workflow=document):
+                self.assertEqual(check(steps, TARGETS, [document]), findings)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,7 @@
-"""The workflow hardening that `make validate` leaves to zizmor (offline, pedantic persona,
-any finding fails): the real workflow passes, and a copy broken in each of these ways
-fails. A zizmor upgrade that stops catching one of them fails here.
-
-    pytest scripts/lib/workflows        (make validate AREAS=python runs them all)
-
-What zizmor accepts on purpose, and so no test claims: a setting written out explicitly
-(`persist-credentials: true`, `cancel-in-progress: false`), and a permission with a
-comment saying why.
+"""What `make validate` leaves to zizmor (offline, pedantic, any finding fails): the real
+workflow passes, and a copy broken in each of these ways fails, so an upgrade that stops
+catching one fails here. zizmor accepts explicit opt-outs (`persist-credentials: true`,
+`cancel-in-progress: false`, a permission with a comment saying why): no test claims those.
 """
 
 import re
