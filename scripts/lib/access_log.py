@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""farol's JSON log, read as an access log: the requests it answered, by status, and its
-panics; exits 1 on any 5xx or panic (scripts/fuzz-api judges farol with it).
+"""farol's JSON log as an access log: answers by status, and panics; exits 1 on any 5xx or panic.
 
     access_log.py LOG [SKIP_LINES]
 """
@@ -11,12 +10,10 @@ import json
 import sys
 
 
-def main(argv):
-    path, skip = argv[0], int(argv[1]) if len(argv) > 1 else 0
+def main(path, skip=0):
     statuses, panics = collections.Counter(), 0
     with open(path) as log:
-        for line in itertools.islice(log, skip, None):
-            entry = json.loads(line)
+        for entry in map(json.loads, itertools.islice(log, skip, None)):
             if entry.get("message") == "request":
                 statuses[entry["status"]] += 1
             elif entry.get("message") == "handler panicked":
@@ -28,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1], *map(int, sys.argv[2:3])))

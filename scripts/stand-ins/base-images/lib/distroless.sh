@@ -1,9 +1,6 @@
 # shellcheck shell=bash
-# Stand-in for gcr.io/distroless/cc-debian13 (tests only): like the real image, only the
-# files of Debian's libc6, libgcc-s1 and libstdc++6 (the C runtime a Rust binary links
-# against), time zone data, a CA bundle, the passwd and group entries root, nobody and
-# nonroot (65532), and a world-writable /tmp. No shell, no package manager, no
-# coreutils. The :nonroot tag runs as 65532, the others as root.
+# Stand-in for gcr.io/distroless/cc-debian13 (README.md): the packages' files only, no
+# shell. The :nonroot tag runs as 65532, the others as root.
 
 DISTROLESS_PACKAGES=(libc6 libgcc-s1 libstdc++6 tzdata base-files)
 
@@ -13,8 +10,7 @@ build_distroless() {
   case $image in *:nonroot | *:debug-nonroot) user=65532:65532 workdir=/home/nonroot ;; esac
   mkdir -p "$root"
 
-  # every file the packages ship (directories come along as parents), but not their
-  # documentation
+  # every file the packages ship (directories come as parents), but no documentation
   for pkg in "${DISTROLESS_PACKAGES[@]}"; do
     list=$ROOTFS/var/lib/dpkg/info/$pkg:amd64.list
     [ -f "$list" ] || list=$ROOTFS/var/lib/dpkg/info/$pkg.list

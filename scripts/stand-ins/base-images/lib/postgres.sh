@@ -1,9 +1,6 @@
 # shellcheck shell=bash
-# Stand-in for the official postgres:<major>-trixie image (tests only): Debian's own
-# postgresql-<major> package laid out like the official image (user postgres 999:999,
-# PGDATA=/var/lib/postgresql/data as a volume, the server binaries on PATH, the socket
-# in /var/run/postgresql, SIGINT to stop) with ../postgres/docker-entrypoint.sh, a
-# short re-creation of the official entrypoint's first-start logic.
+# Stand-in for the official postgres:<major>-trixie image (README.md): Debian's package
+# laid out like the official image, with ../postgres/docker-entrypoint.sh.
 
 # build_postgres IMAGE WORKDIR
 build_postgres() {

@@ -1,17 +1,11 @@
 # shellcheck shell=bash
-# Debian root filesystems for the stand-in base images (tests only): one debootstrap of
-# trixie, cached under target/tools/stand-ins and copied for each image, apt inside a
-# chroot, and the import of a finished root as a single-layer image. Sourced by ../build
-# after scripts/lib/common.sh.
-#
-# No mounts are made into the chroots (no /proc, no /dev bind): nothing can outlive the
-# script, and removing a scratch copy can never reach the host.
+# Debian roots for the stand-ins: one cached debootstrap of trixie, copied per image, apt
+# in a chroot, the import as a one-layer image. No mounts into the chroots: nothing
+# outlives the script, and removing a scratch copy never reaches the host.
 
 STANDIN_CACHE=$TOOLS_DIR/stand-ins
 STANDIN_SUITE=trixie
 STANDIN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# Every stand-in carries this label: `docker images --filter label=farol.stand-in`
-# lists them, and scripts/e2e-compose says when a measurement was made on one.
 STANDIN_LABEL=farol.stand-in
 
 # rootfs_pristine: sets ROOTFS to a minbase trixie, debootstrapped once and then reused
@@ -31,7 +25,6 @@ rootfs_pristine() {
   mv "$ROOTFS.tmp" "$ROOTFS"
 }
 
-# rootfs_copy DIR: a scratch copy of the pristine root at DIR
 rootfs_copy() {
   rm -rf --one-file-system "$1"
   cp -a "$ROOTFS" "$1"
@@ -71,9 +64,8 @@ rootfs_scrub() {
     "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/*
 }
 
-# import_root DIR IMAGE [DOCKERFILE-LINE...]: DIR as a one-layer image named IMAGE, with
-# the image settings given as Dockerfile lines (docker import alone cannot set them all,
-# STOPSIGNAL for one).
+# import_root DIR IMAGE [DOCKERFILE-LINE...]: DIR as a one-layer image, its settings as
+# Dockerfile lines (docker import cannot set them all: STOPSIGNAL)
 import_root() {
   local dir=$1 image=$2 tmp
   shift 2

@@ -1,10 +1,7 @@
 # shellcheck shell=bash
-# Stand-in for the official rust:<version>-slim-trixie image (tests only): Debian trixie
-# with gcc, libc6-dev and ca-certificates, as the official slim image has, plus this
-# machine's Rust toolchain (no registry can be reached to download one) laid out where
-# the official image keeps it: RUSTUP_HOME=/usr/local/rustup, CARGO_HOME=/usr/local/cargo.
-# The machine's CA bundle replaces Debian's, because crates.io is reached here through a
-# proxy with its own certificate authority.
+# Stand-in for the official rust:<version>-slim-trixie image (README.md): this machine's
+# toolchain where the official image keeps it, and this machine's CA bundle (crates.io
+# is reached through a proxy with its own CA).
 
 # build_rust IMAGE WORKDIR
 build_rust() {
@@ -23,8 +20,7 @@ build_rust() {
   apt_install "$root" ca-certificates gcc libc6-dev
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 
-  # the documentation and the standard library's sources are most of the toolchain's
-  # size and no build needs them
+  # the documentation and the standard library's sources: most of the size, never needed
   mkdir -p "$root/usr/local/rustup/toolchains/$toolchain" "$root/usr/local/cargo/bin"
   tar -C "$sysroot" --exclude=./share/doc --exclude=./lib/rustlib/src -c . \
     | tar -C "$root/usr/local/rustup/toolchains/$toolchain" -x

@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
-# Entrypoint of the postgres stand-in image (tests only; see ../README.md). It re-creates
-# what the official image's docker-entrypoint.sh does on a first start, for the variables
-# this project uses: POSTGRES_USER, POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE,
-# POSTGRES_DB, POSTGRES_INITDB_ARGS, PGDATA. Started as root it prepares the directories
-# and drops to the postgres user; started as any other user it needs none of that.
-# Local (socket) connections are trusted and network ones need the password
-# (scram-sha-256), as in the official image.
+# Entrypoint of the postgres stand-in (README.md): the official entrypoint's first start
+# for the variables this project uses. As root it prepares the directories and drops to
+# postgres. Socket connections are trusted, network ones need the password, as upstream.
 set -Eeuo pipefail
 
 # file_env VAR [DEFAULT]: VAR from the environment, or read from the file named by VAR_FILE
@@ -15,12 +11,8 @@ file_env() {
     echo "error: both $var and $file_var are set (but are exclusive)" >&2
     exit 1
   fi
-  value=$default
-  if [ -n "${!var:-}" ]; then
-    value=${!var}
-  elif [ -n "${!file_var:-}" ]; then
-    value=$(<"${!file_var}")
-  fi
+  value=${!var:-$default}
+  [ -z "${!file_var:-}" ] || value=$(<"${!file_var}")
   export "$var=$value"
   unset "$file_var"
 }
