@@ -1,8 +1,7 @@
--- wrk: GET the path given as the first script argument, each connection pausing the
--- second argument's milliseconds between its requests (0: none), and count the answers
--- by status, and the 503s that lack Retry-After (a shed client must be told when to
--- come back).
--- done() prints one line for scripts/lib/reliability/drill_overload.py:
+-- wrk -s count-answers.lua URL -- PATH PAUSE_MS: GETs PATH, each connection pausing
+-- PAUSE_MS between its requests, counting the answers by status and the 503s without
+-- Retry-After (a shed client must be told when to come back). done() prints, for
+-- drill_overload.py:
 --   answers 200=N 503=N ... retry_after_missing=N errors=N p50_us=N p99_us=N max_us=N
 local threads = {}
 
@@ -11,10 +10,8 @@ function setup(thread)
 end
 
 function init(args)
-  path = args[1]
-  pause = tonumber(args[2] or "0")
-  statuses = {}
-  retry_after_missing = 0
+  path, pause = args[1], tonumber(args[2] or "0")
+  statuses, retry_after_missing = {}, 0
 end
 
 function request()
@@ -25,22 +22,21 @@ function delay()
   return pause
 end
 
-function response(status, headers, body)
+function response(status, headers)
   statuses[status] = (statuses[status] or 0) + 1
   if status == 503 and headers["retry-after"] == nil and headers["Retry-After"] == nil then
     retry_after_missing = retry_after_missing + 1
   end
 end
 
-function done(summary, latency, requests)
-  local totals, missing = {}, 0
+function done(summary, latency)
+  local totals, missing, parts = {}, 0, {}
   for _, thread in ipairs(threads) do
     for status, count in pairs(thread:get("statuses")) do
       totals[status] = (totals[status] or 0) + count
     end
     missing = missing + thread:get("retry_after_missing")
   end
-  local parts = {}
   for status, count in pairs(totals) do
     table.insert(parts, status .. "=" .. count)
   end

@@ -1,37 +1,11 @@
-"""Failover and switchover under write load (scripts/reliability failover).
-
-A primary and a streaming standby (scripts/lib/reliability/pg_servers.py); farol is given
-both hosts with target_session_attrs=read-write, and serves 16 keep-alive connections of
-writes and reads by id, every acknowledged note recorded, and /livez every 50 ms. Three
-scenarios, each on a fresh pair:
-
-  failover      synchronous standby. The link to the standby stalls for 2 s (its WAL
-                receiver stopped: a slow network), then the primary is killed (SIGKILL to
-                every process of it) and the link with it (the stopped receiver is killed,
-                so what the network still held never arrives), and after 2 s (detection)
-                the standby is promoted.
-  switchover    synchronous standby. The primary is shut down cleanly, the standby
-                promoted, and the old primary started again as a standby of the new one.
-  async         as failover, with an asynchronous standby: how many acknowledged notes
-                are lost, which is why production replicates synchronously. Judged too:
-                some are, or the stall did not act and the failover's "0 lost" proves
-                nothing.
-
-Promises (failover and switchover):
-  - farol writes again within 1 s of the promotion being asked for, without a restart
-    (the promotion itself, pg_ctl promote -w, took 100 to 400 ms here): each request that
-    finds no pooled connection opens one, trying the hosts in order, so the first write
-    after the promotion needs only a connection (no backoff on the request path);
-  - every note acknowledged with 201, before, during or after, is on the new primary;
-  - no request hangs: every failure is a 503 with Retry-After (without it if the outcome
-    of a write is unknown: outcome-unknown), answered within its two
-    bounded waits (a pool slot, then the round trip: 2 x DB_QUERY_TIMEOUT_MS; writes
-    waiting for a stalled synchronous standby time out there), and those that start
-    after the primary is gone are fast (p99 under 250 ms);
-  - a write sent with an Idempotency-Key, and sent again with it until answered 201,
-    makes one note, however its earlier tries ended;
-  - /livez answers 200 throughout, and farol is never restarted;
-  - switchover: the old primary streams from the new one (demoted cleanly).
+"""Failover, switchover and asynchronous loss under write load (scripts/reliability
+failover; the scenarios and their table in docs/database.md). A primary and a streaming
+standby; farol given both hosts with target_session_attrs=read-write, 16 keep-alive
+connections of writes (some keyed) and reads, /livez every 50 ms. Each scenario on a fresh pair:
+  failover    synchronous standby; its link stalls 2 s (WAL receiver stopped), then the
+              primary is killed, and the link with it; 2 s later the standby is promoted
+  switchover  the primary shut down cleanly, the standby promoted, the old primary follows
+  async       as failover with an asynchronous standby: the control, it must lose notes
 """
 
 import asyncio
@@ -40,33 +14,17 @@ import os
 import signal
 import time
 
-from httpload import (
-    Farol,
-    Load,
-    count_by_outcome,
-    keyed_notes,
-    latency,
-    percentile,
-    probe,
-    read_back,
-    run_drill,
-    well_advised_503,
-)
+from httpload import Farol, Load, keyed_notes, latency, outcomes, percentile, probe, read_back, run_drill
 from pg_servers import database_url, replicated_pair, stop_all
 
 QUERY_TIMEOUT_MS = 1000
 CONNECTIONS = 16
 BEFORE_S, STALL_S, DETECT_S, AFTER_S = 4, 2, 2, 6
-WRITES_AGAIN_WITHIN_S = 1.0
+WRITES_AGAIN_WITHIN_S = 1.0  # a request finding no pooled connection opens one, trying the hosts in order
 FAST_AFTER_CUT_MS = 250
-# two waits, each bounded by DB_QUERY_TIMEOUT_MS (a pool slot, then the round trip; while
-# the standby stalls, the slots are held by writes waiting for it), plus what the answer
-# takes on a loaded 2-core machine
+# two waits of DB_QUERY_TIMEOUT_MS (a pool slot, held by writes waiting for the stalled
+# standby, then the round trip), plus an answer's time on a loaded 2-core machine
 NEVER_HANGS_MS = 2 * QUERY_TIMEOUT_MS + 250
-
-
-async def in_thread(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 async def scenario(name, binary, work, synchronous, planned):
@@ -75,57 +33,50 @@ async def scenario(name, binary, work, synchronous, planned):
     os.makedirs(directory, exist_ok=True)
     servers, farol, stopped_receiver = [], None, None
     try:
-        primary, standby = await in_thread(replicated_pair, directory, synchronous, servers)
-        farol = Farol(binary, directory, {
-            "DATABASE_URL": database_url(primary, standby),
-            "DB_QUERY_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
-            "DB_CONNECT_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
-        }, name=f"farol-{name}")
+        primary, standby = await asyncio.to_thread(replicated_pair, directory, synchronous, servers)
+        farol = Farol(binary, directory, {"DATABASE_URL": database_url(primary, standby),
+                                          "DB_QUERY_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
+                                          "DB_CONNECT_TIMEOUT_MS": str(QUERY_TIMEOUT_MS)}, name=f"farol-{name}")
         farol.start()
-        pid = farol.process.pid
-        load = Load("127.0.0.1", farol.port, {"post": 2, "keyed": 1, "get": 1}, tag=name)
-        livez = []
+        load, livez = Load("127.0.0.1", farol.port, {"post": 2, "keyed": 1, "get": 1}, name), []
         workers = load.start(CONNECTIONS)
-        prober = asyncio.create_task(probe("127.0.0.1", farol.port, "/livez", 0.05, load.stop, livez))
+        prober = asyncio.create_task(probe(farol.port, "/livez", 0.05, load.stop, livez))
         await asyncio.sleep(BEFORE_S)
         trouble = time.time()  # the stall, or the clean shutdown
         if planned:
-            await in_thread(primary.stop)
+            await asyncio.to_thread(primary.stop)
             cut = time.time()
         else:
-            receiver = await in_thread(standby.wal_receiver_pid)
+            receiver = int(await asyncio.to_thread(standby.sql, "SELECT pid FROM pg_stat_wal_receiver"))
             stopped_receiver = receiver
             os.kill(receiver, signal.SIGSTOP)
             await asyncio.sleep(STALL_S)
             cut = time.time()
             primary.kill()
-            # The link is gone with the primary: what the network still held for the
-            # standby (the stopped receiver's socket buffers: megabytes on loopback) must
-            # never arrive. Killed, not continued; the standby restarts its processes
-            # and recovers from the WAL it wrote, as after a partition.
+            # the link is gone with the primary: what it still held (the stopped receiver's
+            # socket buffers) must never arrive; the standby recovers from the WAL it wrote
             os.kill(receiver, signal.SIGKILL)
             stopped_receiver = None
             await asyncio.sleep(DETECT_S)
         promoting = time.time()
-        await in_thread(standby.promote)
+        await asyncio.to_thread(standby.promote)
         promoted = time.time()
         follows = None
         if planned:
-            await in_thread(primary.follow, standby)
+            await asyncio.to_thread(primary.follow, standby)
             deadline = time.time() + 20
             while time.time() < deadline:
-                state = await in_thread(standby.sql, "SELECT state FROM pg_stat_replication "
-                                        "WHERE application_name = 'primary'")
+                state = await asyncio.to_thread(
+                    standby.sql, "SELECT state FROM pg_stat_replication WHERE application_name = 'primary'")
                 if state == "streaming":
                     follows = time.time() - promoted
                     break
                 await asyncio.sleep(0.1)
         await asyncio.sleep(AFTER_S)
-        load.stop.set()
-        await asyncio.gather(*workers, prober)
-        alive = farol.alive() and farol.process.pid == pid
-        missing = await read_back("127.0.0.1", farol.port, load.created)
-        keyed_found, keyed_wrong = await in_thread(keyed_notes, lambda query: standby.sql(query, "farol"), load)
+        await load.finish([*workers, prober])
+        alive = farol.alive() and farol.process.pid == farol.pid
+        missing = await read_back(farol.port, load.created)
+        keyed_found, keyed_wrong = await asyncio.to_thread(keyed_notes, lambda q: standby.sql(q, "farol"), load)
     finally:
         if stopped_receiver is not None:
             # interrupted during the stall: a stopped process ignores all but SIGKILL
@@ -133,13 +84,12 @@ async def scenario(name, binary, work, synchronous, planned):
                 os.kill(stopped_receiver, signal.SIGKILL)
         if farol is not None:
             farol.stop()
-        await in_thread(stop_all, *servers)
+        await asyncio.to_thread(stop_all, *servers)
 
     api = load.records
     # lost: read back as 404; a read that failed otherwise is not evidence of a loss
     lost = [m for m in missing if m[1] == 404]
-    # from the moment the promotion was asked for: pg_ctl promote -w polls every 100 ms,
-    # so writes can succeed before it returns
+    # from when the promotion was asked for: pg_ctl promote -w polls every 100 ms
     first_write = min((r.ended for r in api if r.note_id and r.ended >= promoting), default=float("inf"))
     failures = [r for r in api if r.status // 100 != 2]
     return {
@@ -157,7 +107,7 @@ def judge(verdict, s, planned):
     verdict.figure(f"{name}: timeline", f"promotion took {(s['promoted'] - s['promoting']) * 1000:.0f} ms "
                    f"(pg_ctl promote -w); "
                    f"primary gone to first acknowledged write {(s['first_write'] - s['cut']):.2f} s")
-    verdict.figure(f"{name}: failures", f"{len(s['failures'])} ({count_by_outcome(s['failures'])}), "
+    verdict.figure(f"{name}: failures", f"{len(s['failures'])} ({outcomes(s['failures'])}), "
                    f"{latency(s['failures'])}")
     after_cut = [r for r in s["failures"] if r.started >= s["cut"]]
     verdict.check(s["first_write"] - s["promoting"] <= WRITES_AGAIN_WITHIN_S and s["alive"],
@@ -168,18 +118,18 @@ def judge(verdict, s, planned):
     verdict.check(not s["missing"], f"{name}: every acknowledged note is on the new primary",
                   f"{s['acknowledged']} acknowledged, {len(s['missing'])} lost {s['missing'][:3]}")
     judge_keyed(verdict, s, every_acknowledged_found=True)
-    wrong = [r for r in s["failures"] if not well_advised_503(r)]
+    wrong = [r for r in s["failures"] if not r.well_advised_503]
     slowest = max((r.ms for r in s["failures"]), default=0.0)
     verdict.check(not wrong and slowest <= NEVER_HANGS_MS and not s["before"],
                   f"{name}: no hang, every failure a 503 with Retry-After (none on outcome-unknown)",
-                  f"{len(wrong)} otherwise ({count_by_outcome(wrong)}), slowest {slowest:.0f} ms "
+                  f"{len(wrong)} otherwise ({outcomes(wrong)}), slowest {slowest:.0f} ms "
                   f"(limit {NEVER_HANGS_MS} ms), {len(s['before'])} before the trouble")
     p99 = percentile([r.ms for r in after_cut], .99)
     verdict.check(p99 < FAST_AFTER_CUT_MS, f"{name}: failures fast once the primary is gone",
                   f"{len(after_cut)} failures, p99 {p99:.1f} ms (limit {FAST_AFTER_CUT_MS} ms)")
     bad_livez = [r for r in s["livez"] if r.status != 200]
     verdict.check(s["livez"] and not bad_livez, f"{name}: /livez 200 throughout",
-                  f"{len(s['livez'])} probes, {len(bad_livez)} otherwise ({count_by_outcome(bad_livez)})")
+                  f"{len(s['livez'])} probes, {len(bad_livez)} otherwise ({outcomes(bad_livez)})")
     if planned:
         verdict.check(s["follows"] is not None, f"{name}: the old primary follows the new one",
                       f"streaming {s['follows']:.1f} s after the promotion" if s["follows"] is not None
@@ -205,7 +155,7 @@ def table_row(s):
     window = [r for r in s["failures"] if r.started >= s["trouble"]]
     return (f"| {s['name']} | {(s['first_write'] - s['promoting']) * 1000:.0f} ms | "
             f"{s['first_write'] - s['cut']:.2f} s | {s['acknowledged']} | {len(s['lost'])} | "
-            f"{len(window)} ({count_by_outcome(window)}) | "
+            f"{len(window)} ({outcomes(window)}) | "
             f"{percentile([r.ms for r in window], .99):.0f} ms | "
             f"{sum(1 for r in s['livez'] if r.status != 200)} of {len(s['livez'])} |")
 

@@ -1,21 +1,11 @@
-"""Memory under a burst (scripts/reliability memory).
+"""A burst in a pod-sized cgroup (scripts/reliability memory): farol in a 256 MiB memory
+cgroup, from which it derives its bounds (819 connections, 64 MiB of payloads), then bursts
+that once took it past that limit: huge heads, heads at the limit, large bodies, and
+clients that never read their large pages. Resident memory must stay within the stated
+worst case and be given back, and the binary's allocator must count what threads free
+(src/allocator.rs)."""
 
-farol runs in a memory cgroup of 256 MiB, the pod's limit, and derives its bounds from
-it (819 connections, 64 MiB of payloads: request bodies and large responses). Then
-bursts that once took it past that limit: 600 connections each sending a 350 KB request
-head (431 at once, nothing buffered); 895 connections each holding an unfinished head
-just under the 32 KiB limit (819 held, the rest waiting in the kernel's backlog); 200
-requests each sending most of a 1 MiB body (charged twice as it arrives: as many as fit
-held, the rest shed with 503); 40 clients asking for a 6 MB page of notes and never
-reading it, twice (as many as fit in the budget answered, the rest shed; the server cuts
-the stalled ones after its write timeout). Judged: resident memory stays within the stated
-worst case (bytes per connection times the bound, plus the payload budget), the process
-is never killed, the memory is given back within a few seconds of each burst (to within
-8 MiB of the level before it; after the pages, to within 16 MiB of the level before the
-first of them), and /health answers 200 after; and the binary's allocator is the one that
-counts what threads free (src/allocator.rs), by its start-up check.
-"""
-
+import collections
 import contextlib
 import json
 import os
@@ -34,22 +24,15 @@ DB_POOL_MAX = 16                       # the default
 PAGE_ROWS = 4 * 1000 * 1000            # a page's rows at most: 100 notes of 40 KB of text
 GIVEN_BACK_WITHIN = 3.0                # seconds
 GIVEN_BACK_SLACK = 8 * 1024            # KiB above the baseline that may stay
-# After the large pages, the pool's database connections keep their grown read buffers
-# (terminating them all with pg_terminate_backend after a burst gave back 8 to 10 MiB, in
-# three tries by hand, when huge pages still inflated every figure) and the allocator some
-# partly used pages. Without transparent huge pages (src/allocator.rs), measured here on
-# 2026-12-04 in four runs: +5.1 to +7.2 MiB stayed after each burst (a burst adds +62 to
-# +72 MiB). The pages burst runs twice, each judged against the level before the first,
-# so that a level creeping up from burst to burst fails too: at most +16 MiB, a little
-# over twice the most seen. (Not giving back at all, the allocator's failure, is caught by
-# the other bursts' 8 MiB too.)
+# After the large pages, the pool's connections keep their grown read buffers: +5.1 to
+# +7.2 MiB stayed in four runs of 2026-12-04 (docs/reliability.md). Twice, each judged
+# against the level before the first, so that a creeping level fails too.
 GIVEN_BACK_SLACK_PAGES = 16 * 1024
 PAGE_BURSTS = 2
 
 
 def memory_cgroup():
-    """A fresh memory cgroup limited to LIMIT: its procs file and a remover; or
-    (None, why) where none can be made."""
+    """A fresh memory cgroup limited to LIMIT: (its procs file, a remover), or (None, why)."""
     name = f"farol-drill-{os.getpid()}"
     for root, limit_file in (("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
                              ("/sys/fs/cgroup", "memory.max")):
@@ -68,8 +51,7 @@ def memory_cgroup():
 
 
 def hold(port, count, payload, receive_buffer=None):
-    """COUNT connections, each sending PAYLOAD and nothing more (with RECEIVE_BUFFER, a
-    client that reads nothing into a tiny buffer). Returns the sockets."""
+    """COUNT sockets, each having sent PAYLOAD (RECEIVE_BUFFER: a tiny one, never read)."""
     held = []
     for _ in range(count):
         s = socket.socket()
@@ -84,37 +66,37 @@ def hold(port, count, payload, receive_buffer=None):
     return held
 
 
-def answers(sockets, wait=2.0):
+def status_of(s, flags=0):
+    """The status a socket was answered, "closed", or None while nothing has arrived."""
+    try:
+        data = s.recv(64, flags)
+    except BlockingIOError:
+        return None
+    except OSError:
+        data = b""
+    return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
+
+
+def answers(sockets, wait):
     """The status of each answer received within WAIT seconds, counted."""
-    deadline, counts = time.time() + wait, {}
-    pending = list(sockets)
+    deadline, counts, pending = time.time() + wait, collections.Counter(), list(sockets)
     while pending and time.time() < deadline:
-        still = []
-        for s in pending:
-            try:
-                data = s.recv(64)
-            except BlockingIOError:
-                still.append(s)
-                continue
-            except OSError:
-                data = b""
-            status = data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
-            counts[status] = counts.get(status, 0) + 1
-        pending = still
+        statuses = [(s, status_of(s)) for s in pending]
+        counts.update(status for _, status in statuses if status)
+        pending = [s for s, status in statuses if status is None]
         time.sleep(0.05)
     if pending:
         counts["no answer"] = len(pending)
-    return counts
+    return dict(counts)
 
 
 async def large_notes(farol, count):
-    """COUNT notes whose 10 000-character bodies are control characters: 60 KB each in
-    JSON (\\u0001), so that a page of 100 is about 6 MB."""
+    """COUNT notes of 10 000 control characters: 60 KB each in JSON (\\u0001), 6 MB a page of 100."""
     connection = Connection("127.0.0.1", farol.port)
     body = json.dumps({"title": "large", "body": "\u0001" * 10_000})
     for _ in range(count):
-        answer = await connection.request("POST", "/api/v1/notes", body=body.encode())
-        assert answer.status == 201, answer.status
+        status, _, _ = await connection.request("POST", "/api/v1/notes", body=body.encode())
+        assert status == 201, status
     await connection.close()
 
 
@@ -129,24 +111,12 @@ def given_back(farol, baseline, slack):
 
 
 def peek_status(sockets):
-    """The status line of what each socket has received so far, without reading more."""
-    counts = {}
-    for s in sockets:
-        try:
-            data = s.recv(64, socket.MSG_PEEK)
-        except BlockingIOError:
-            data = None
-        except OSError:
-            data = b""
-        status = ("no answer" if data is None else
-                  data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "closed")
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+    """The status each socket has received so far, counted, without reading it."""
+    return dict(collections.Counter(status_of(s, socket.MSG_PEEK) or "no answer" for s in sockets))
 
 
 def cut_off(sockets, within):
-    """How many of SOCKETS the server closed within WITHIN seconds (reading, and
-    discarding, whatever it sent)."""
+    """How many of SOCKETS the server closed within WITHIN seconds (what it sent discarded)."""
     deadline, closed, pending = time.time() + within, 0, list(sockets)
     while pending and time.time() < deadline:
         still = []
@@ -167,8 +137,7 @@ def cut_off(sockets, within):
 
 def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffer=None,
           slack=GIVEN_BACK_SLACK, baseline=None):
-    """One burst, judged; memory is given back to within SLACK KiB of BASELINE (by
-    default the level just before the burst)."""
+    """One burst, judged: memory given back to within SLACK KiB of BASELINE (default: the level before)."""
     before = farol.rss_kib()
     level = "the level before" if baseline is None else f"the level before the first, {baseline / 1024:.1f} MiB"
     baseline = before if baseline is None else baseline
@@ -207,10 +176,11 @@ async def drill(binary, work, verdict):
     if procs is None:
         verdict.check(False, "a memory cgroup of 256 MiB to run farol in", remove)
         return
-    farol = Farol(binary, work, {"LOG_LEVEL": "warn"}, name="farol-memory", cgroup_procs=procs).start()
+    farol = Farol(binary, work, {"LOG_LEVEL": "warn"}, name="farol-memory", cgroup_procs=procs)
     try:
-        # src/allocator.rs: its start-up check warns when the binary's allocator does not
-        # count what threads free, which decides when an idle worker gives memory back
+        farol.start()
+        # src/allocator.rs warns at start when the allocator does not count what threads
+        # free, which decides when an idle worker gives memory back
         uncounted = [e for e in farol.log_lines()
                      if str(e.get("message", "")).startswith("the global allocator does not count")]
         verdict.check(not uncounted, "the release binary's allocator counts what threads free",
@@ -243,7 +213,7 @@ async def drill(binary, work, verdict):
                           and seen.get("200", 0) >= 1,
                           f"pages past the budget are shed; those that fit are answered ({round_} of {PAGE_BURSTS})",
                           str(seen))
-        health = (await Connection("127.0.0.1", farol.port).request("GET", "/health")).status
+        health = farol.health()
         peak = farol.rss_kib("VmHWM")
         verdict.check(farol.alive() and health == 200, "alive and healthy afterwards",
                       f"/health {health}, peak RSS {peak / 1024:.1f} MiB of the {LIMIT >> 20} MiB limit")

@@ -1,23 +1,12 @@
-"""Database outage under load (scripts/reliability outage).
-
-farol serves steady load (writes, reads by id, lists on keep-alive connections, and a
-/health probe every 50 ms); PostgreSQL is stopped for 10 s, then started again. Promises:
-  - farol never crashes (still running at the end, never restarted);
-  - during the outage, API and /health failures are fast: p99 under DB_QUERY_TIMEOUT_MS,
-    and they are 503s (with Retry-After on the API, but on a write whose outcome is
-    unknown), never another status;
-  - full service returns within 5 s of PostgreSQL being back: every request that started
-    later than that is answered 2xx;
-  - no failure at all before the outage;
-  - every note acknowledged with 201, before, during or after, is readable afterwards.
-"""
+"""PostgreSQL stopped for 10 s under load (scripts/reliability outage): 16 keep-alive
+connections of writes, reads and lists, and /health every 50 ms."""
 
 import asyncio
+import math
 import os
-import subprocess
 import time
 
-from httpload import Farol, Load, count_by_outcome, latency, percentile, probe, read_back, run_drill, well_advised_503
+from httpload import Farol, Load, failed, latency, outcomes, percentile, probe, read_back, run_drill, shell
 
 QUERY_TIMEOUT_MS = 1000
 OUTAGE_S, BEFORE_S, AFTER_S = 10, 4, 8
@@ -25,47 +14,25 @@ RECOVERY_LIMIT_S = 5
 CONNECTIONS = 16
 
 
-def postgres(action):
-    """pg_stop / pg_resume of scripts/lib/postgres.sh on the drill's cluster."""
-    repo = os.environ["REPO_ROOT"]
-    subprocess.run(
-        ["bash", "-c", f'set -euo pipefail; . "{repo}/scripts/lib/common.sh"; . "{repo}/scripts/lib/postgres.sh"; '
-                       f'pg_{action} "$PG_DIR"'],
-        check=True, timeout=60,
-    )
-
-
-async def in_thread(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
-
-
 async def drill(binary, work, verdict):
-    farol = Farol(binary, work, {
-        "DB_QUERY_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
-        "DB_CONNECT_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
-    }, name="farol-outage").start()
-    pid = farol.process.pid
-    try:
-        load = Load("127.0.0.1", farol.port, {"post": 2, "get": 2, "list": 1}, tag="outage")
-        health = []
+    with Farol(binary, work, {"DB_QUERY_TIMEOUT_MS": str(QUERY_TIMEOUT_MS),
+                              "DB_CONNECT_TIMEOUT_MS": str(QUERY_TIMEOUT_MS)}, name="farol-outage") as farol:
+        load, health = Load("127.0.0.1", farol.port, {"post": 2, "get": 2, "list": 1}, "outage"), []
         workers = load.start(CONNECTIONS)
-        prober = asyncio.create_task(probe("127.0.0.1", farol.port, "/health", 0.05, load.stop, health))
+        prober = asyncio.create_task(probe(farol.port, "/health", 0.05, load.stop, health))
         await asyncio.sleep(BEFORE_S)
         stopping = time.time()
-        await in_thread(postgres, "stop")
+        await asyncio.to_thread(shell, "pg_stop", os.environ["PG_DIR"])
         stopped = time.time()
         await asyncio.sleep(OUTAGE_S)
         resuming = time.time()
-        await in_thread(postgres, "resume")
+        await asyncio.to_thread(shell, "pg_resume", os.environ["PG_DIR"])
         resumed = time.time()
         await asyncio.sleep(AFTER_S)
-        load.stop.set()
-        await asyncio.gather(*workers, prober)
-        alive = farol.alive() and farol.process.pid == pid
+        await load.finish([*workers, prober])
+        alive = farol.alive() and farol.process.pid == farol.pid
         rss = (farol.rss_kib(), farol.rss_kib("VmHWM")) if alive else (0, 0)
-        missing = await read_back("127.0.0.1", farol.port, load.created)
-    finally:
-        farol.stop()
+        missing = await read_back(farol.port, load.created)
 
     api = load.records
     verdict.figure("load", f"{CONNECTIONS} keep-alive connections (writes, reads, lists) and /health every 50 ms; "
@@ -76,44 +43,39 @@ async def drill(binary, work, verdict):
     def window(records, start, end):
         return [r for r in records if start <= r.started < end]
 
-    for name, start, end in (("before", 0, stopping), ("outage", stopped, resuming),
-                             ("after", resumed, float("inf"))):
-        verdict.figure(f"API {name}", f"{len(window(api, start, end))} ({count_by_outcome(window(api, start, end))}), "
-                       f"{latency(window(api, start, end))}")
-        verdict.figure(f"/health {name}",
-                       f"{len(window(health, start, end))} ({count_by_outcome(window(health, start, end))}), "
-                       f"{latency(window(health, start, end))}")
+    for name, start, end in (("before", 0, stopping), ("outage", stopped, resuming), ("after", resumed, math.inf)):
+        for what, records in (("API", api), ("/health", health)):
+            part = window(records, start, end)
+            verdict.figure(f"{what} {name}", f"{len(part)} ({outcomes(part)}), {latency(part)}")
 
-    verdict.check(alive, "farol never crashes", f"pid {pid} {'still serving' if alive else 'gone'} at the end, "
+    verdict.check(alive, "farol never crashes", f"pid {farol.pid} {'still serving' if alive else 'gone'} at the end, "
                   f"RSS {rss[0] / 1024:.1f} MiB (peak {rss[1] / 1024:.1f} MiB)")
 
     early = [r for r in api + health if r.ended < stopping and r.status // 100 != 2]
-    verdict.check(not early, "no failure before the outage", f"{len(early)} ({count_by_outcome(early)})")
+    verdict.check(not early, "no failure before the outage", f"{len(early)} ({outcomes(early)})")
 
-    down_api = [r for r in window(api, stopped, resuming) if r.status // 100 != 2]
-    down_health = [r for r in window(health, stopped, resuming) if r.status // 100 != 2]
+    down_api, down_health = failed(api, stopped, resuming), failed(health, stopped, resuming)
     p99_api = percentile([r.ms for r in down_api], .99)
     p99_health = percentile([r.ms for r in down_health], .99)
     verdict.check(down_api and down_health and p99_api < QUERY_TIMEOUT_MS and p99_health < QUERY_TIMEOUT_MS,
                   "errors during the outage are fast",
                   f"API failures p99 {p99_api:.1f} ms ({len(down_api)}), /health failures p99 {p99_health:.1f} ms "
                   f"({len(down_health)}), limit {QUERY_TIMEOUT_MS} ms")
-    wrong = [r for r in down_api if not well_advised_503(r)] + [r for r in down_health if r.status != 503]
+    wrong = [r for r in down_api if not r.well_advised_503] + [r for r in down_health if r.status != 503]
     verdict.check(not wrong, "outage failures are 503 (API with Retry-After, none on outcome-unknown)",
-                  f"{len(wrong)} otherwise ({count_by_outcome(wrong)})")
+                  f"{len(wrong)} otherwise ({outcomes(wrong)})")
 
-    late_failures = [r for r in api + health if r.started >= resumed and r.status // 100 != 2]
+    late_failures = failed(api + health, resumed)
     back_after = max((r.ended for r in late_failures), default=resumed) - resumed
-    first_ok = min((r.ended for r in api if r.started >= resumed and r.status // 100 == 2), default=float("inf"))
+    first_ok = min((r.ended for r in api if r.started >= resumed and r.status // 100 == 2), default=math.inf)
     verdict.check(back_after <= RECOVERY_LIMIT_S and first_ok - resumed <= RECOVERY_LIMIT_S,
                   "full service within 5 s of PostgreSQL",
                   f"first 2xx {(first_ok - resumed) * 1000:.0f} ms and last failure {back_after * 1000:.0f} ms "
-                  f"after PostgreSQL was back "
-                  f"({len(late_failures)} failures after it: {count_by_outcome(late_failures)})")
+                  f"after PostgreSQL was back ({len(late_failures)} failures after it: {outcomes(late_failures)})")
 
-    by_phase = {name: sum(1 for r in api if r.note_id and start <= r.started < end)
+    by_phase = {name: sum(1 for r in window(api, start, end) if r.note_id)
                 for name, start, end in (("before", 0, stopping), ("during", stopping, resumed),
-                                         ("after", resumed, float("inf")))}
+                                         ("after", resumed, math.inf))}
     verdict.check(not missing, "every note acknowledged with 201 is readable afterwards",
                   f"{len(load.created)} acknowledged ({by_phase}), {len(missing)} missing {missing[:3]}")
 

@@ -1,21 +1,10 @@
-"""Overload (scripts/reliability overload).
-
-farol with MAX_CONCURRENT_REQUESTS=32 and every API request held 50 ms (CHAOS_LATENCY_MS:
-a slow dependency, the case admission control exists for), so 32 permits carry at most
-640 requests/s. wrk first loads it below the limit (16 connections: the baseline), then
-well past it (600 connections, each pausing 100 ms between requests), while a prober on
-its own connection times single requests from the client's side. Promises:
-  - excess requests get 503 with Retry-After, and nothing but 200 or 503 is answered;
-  - at once: the server spends under 5 ms on a shed request (p99, from its access log);
-  - admitted requests keep their latency: their p99 under overload, in the server and
-    at the prober, stays within 1.5x (+10 ms) of the baseline's;
-  - memory stays bounded: RSS stops growing while the overload goes on (its last third
-    within 10 % + 4 MiB of the peak before it), and stays under 256 MiB;
-  - afterwards farol is healthy and answers the baseline load with no error.
-"""
+"""Overload (scripts/reliability overload): MAX_CONCURRENT_REQUESTS=32, every API request
+held 50 ms (CHAOS_LATENCY_MS: a slow dependency), so at most 640 requests/s fit. wrk loads
+it below the limit (the baseline), then far past it, while a prober on its own connection
+times single requests from the client's side."""
 
 import asyncio
-import datetime
+import json
 import os
 import subprocess
 import time
@@ -23,10 +12,9 @@ import time
 from httpload import Connection, Farol, percentile, probe, run_drill
 
 LIMIT, CHAOS_LATENCY_MS = 32, 50
-# connections, seconds, pause between a connection's requests (ms). The overload's
-# clients pause 100 ms each: up to 6000 requests/s offered, 9 times what 32 permits carry
-# and 300 wanting a permit at any moment, without wrk's instant retries turning the test
-# into a contest for the two CPUs that farol and wrk share.
+# connections, seconds, pause between a connection's requests (ms). 100 ms pauses: up to
+# 6000 requests/s offered, about 300 wanting a permit at any moment, without wrk's instant
+# retries turning the test into a contest for the two CPUs that farol and wrk share.
 BASELINE = (16, 8, 0)
 OVERLOAD = (600, 15, 100)
 SHED_P99_LIMIT_MS = 5.0
@@ -35,32 +23,17 @@ LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "count-answers.lu
 
 
 def wrk(port, path, connections, seconds, pause_ms):
-    """Runs wrk; returns the parsed `answers` line as a dict (statuses as ints)."""
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", LUA,
-         f"http://127.0.0.1:{port}", "--", path, str(pause_ms)],
-        check=True, capture_output=True, text=True, timeout=seconds + 30,
-    ).stdout
+    """count-answers.lua's `answers` line as a dict (statuses as ints)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", LUA,
+                          f"http://127.0.0.1:{port}", "--", path, str(pause_ms)],
+                         check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
     line = next(text for text in out.splitlines() if text.startswith("answers "))
-    figures = {}
-    for part in line.split()[1:]:
-        key, value = part.split("=")
-        figures[int(key) if key.isdigit() else key] = int(value)
-    return figures
-
-
-def server_durations(farol, start, end):
-    """Server-side duration_ms by status of the API requests logged in [start, end)."""
-    by_status = {}
-    for entry in farol.access_log():
-        when = datetime.datetime.fromisoformat(entry["timestamp"]).timestamp()
-        if start <= when < end and entry["route"].startswith("/api/"):
-            by_status.setdefault(entry["status"], []).append(entry["duration_ms"])
-    return by_status
+    pairs = (part.split("=") for part in line.split()[1:])
+    return {int(key) if key.isdigit() else key: int(value) for key, value in pairs}
 
 
 async def phase(farol, path, connections, seconds, pause_ms):
-    """wrk, a prober and RSS samples, together; returns (wrk figures, probes, rss KiB list, start, end)."""
+    """wrk, a prober and RSS samples together: (wrk figures, probes, RSS KiB samples, start, end)."""
     stop, probes, rss = asyncio.Event(), [], []
 
     async def sample():
@@ -69,10 +42,9 @@ async def phase(farol, path, connections, seconds, pause_ms):
             await asyncio.sleep(0.5)
 
     started = time.time()
-    tasks = [asyncio.create_task(probe("127.0.0.1", farol.port, path, 0.02, stop, probes, kind="probe")),
+    tasks = [asyncio.create_task(probe(farol.port, path, 0.02, stop, probes, kind="probe")),
              asyncio.create_task(sample())]
-    figures = await asyncio.get_running_loop().run_in_executor(None, wrk, farol.port, path, connections, seconds,
-                                                               pause_ms)
+    figures = await asyncio.to_thread(wrk, farol.port, path, connections, seconds, pause_ms)
     ended = time.time()
     stop.set()
     await asyncio.gather(*tasks)
@@ -80,8 +52,12 @@ async def phase(farol, path, connections, seconds, pause_ms):
     return figures, probes, rss, started, ended
 
 
+def statuses(figures):
+    return {k: v for k, v in figures.items() if isinstance(k, int)}
+
+
 def describe(figures):
-    answers = ", ".join(f"{k}: {figures[k]}" for k in sorted(k for k in figures if isinstance(k, int)))
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(statuses(figures).items()))
     return (f"{answers}; socket errors {figures['errors']}; client p50 {figures['p50_us'] / 1000:.1f} ms, "
             f"p99 {figures['p99_us'] / 1000:.1f} ms")
 
@@ -91,29 +67,19 @@ def p99(values):
 
 
 async def drill(binary, work, verdict):
-    farol = Farol(binary, work, {
-        "MAX_CONCURRENT_REQUESTS": str(LIMIT),
-        "CHAOS_ENABLED": "true",
-        "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS),
-    }, name="farol-overload").start()
-    try:
+    with Farol(binary, work, {"MAX_CONCURRENT_REQUESTS": str(LIMIT), "CHAOS_ENABLED": "true",
+                              "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS)}, name="farol-overload") as farol:
         connection = Connection("127.0.0.1", farol.port)
-        note = (await connection.request("POST", "/api/v1/notes",
-                                         b'{"title":"overload","body":"read under load"}')).json()
+        _, _, note = await connection.request("POST", "/api/v1/notes", b'{"title":"overload","body":"read under load"}')
         await connection.close()
-        path = f"/api/v1/notes/{note['id']}"
+        path = f"/api/v1/notes/{json.loads(note)['id']}"
         rss_start = farol.rss_kib()
-
         base, base_probes, base_rss, b0, b1 = await phase(farol, path, *BASELINE)
         over, over_probes, over_rss, o0, o1 = await phase(farol, path, *OVERLOAD)
-        after, _, _, _, _ = await phase(farol, path, *BASELINE)
-        alive = farol.alive()
-        health = (await Connection("127.0.0.1", farol.port).request("GET", "/health")).status if alive else 0
+        after = (await phase(farol, path, *BASELINE))[0]
+        alive, health = farol.alive(), farol.health()
         hwm = farol.rss_kib("VmHWM")
-        base_server = server_durations(farol, b0, b1)
-        over_server = server_durations(farol, o0, o1)
-    finally:
-        farol.stop()
+        base_server, over_server = farol.server_durations(b0, b1), farol.server_durations(o0, o1)
 
     verdict.figure("setting", f"MAX_CONCURRENT_REQUESTS={LIMIT}, API requests held {CHAOS_LATENCY_MS} ms "
                    f"(at most {LIMIT * 1000 // CHAOS_LATENCY_MS} requests/s admitted)")
@@ -121,12 +87,10 @@ async def drill(binary, work, verdict):
     verdict.figure(f"overload, {OVERLOAD[0]} connections pausing {OVERLOAD[2]} ms, {OVERLOAD[1]} s", describe(over))
     verdict.figure(f"after, {BASELINE[0]} connections, {BASELINE[1]} s", describe(after))
 
-    statuses = {k for k in over if isinstance(k, int)}
-    shed = over.get(503, 0)
-    total = sum(v for k, v in over.items() if isinstance(k, int))
-    verdict.check(shed > 0 and statuses <= {200, 503} and over["retry_after_missing"] == 0 and over["errors"] == 0,
-                  "excess requests get 503 with Retry-After",
-                  f"{shed} of {total} shed ({shed * 100 / max(total, 1):.0f} %), statuses {sorted(statuses)}, "
+    shed, total = over.get(503, 0), sum(statuses(over).values())
+    verdict.check(shed > 0 and set(statuses(over)) <= {200, 503} and over["retry_after_missing"] == 0
+                  and over["errors"] == 0, "excess requests get 503 with Retry-After",
+                  f"{shed} of {total} shed ({shed * 100 / max(total, 1):.0f} %), statuses {sorted(statuses(over))}, "
                   f"{over['retry_after_missing']} 503s without Retry-After, {over['errors']} socket errors")
 
     shed_ms = over_server.get(503, [])
@@ -144,24 +108,21 @@ async def drill(binary, work, verdict):
         return now <= then * 1.5 + 10
 
     verdict.check(over_ok and over_probe and within(p99(over_ok), p99(base_ok))
-                  and within(p99(over_probe), p99(base_probe)),
-                  "admitted requests keep their latency",
+                  and within(p99(over_probe), p99(base_probe)), "admitted requests keep their latency",
                   f"server p99 {p99(base_ok):.1f} ms at baseline ({len(base_ok)}), {p99(over_ok):.1f} ms "
                   f"under overload ({len(over_ok)}); prober p99 {p99(base_probe):.1f} ms at baseline "
                   f"({len(base_probe)}), {p99(over_probe):.1f} ms under overload ({len(over_probe)} admitted)")
 
+    # Buffers settle while the 600 connections open, on a slow day for more than the first
+    # third; a queue would keep growing into the last third.
     third = max(1, len(over_rss) // 3)
     early_peak, late_peak = max(over_rss[:-third] or over_rss[:third]), max(over_rss[-third:])
-    # Per-connection buffers settle while the 600 connections open, which on a slow day
-    # takes more than the first third (a clean CI run saw 33.9 MiB then, and 41-42 MiB
-    # for the rest, as other runs did from the start); a queue would keep growing into
-    # the last third.
     verdict.check(late_peak <= early_peak * 1.10 + 4096 and hwm < RSS_LIMIT_MIB * 1024, "memory stays bounded",
                   f"RSS {rss_start / 1024:.1f} MiB at start, {max(base_rss) / 1024:.1f} MiB at baseline, "
                   f"overload: {early_peak / 1024:.1f} MiB peak in its first two thirds, {late_peak / 1024:.1f} MiB "
                   f"in its last (limit +10 % +4 MiB); peak {hwm / 1024:.1f} MiB (limit {RSS_LIMIT_MIB})")
 
-    after_bad = sum(v for k, v in after.items() if isinstance(k, int) and k != 200) + after["errors"]
+    after_bad = sum(v for k, v in statuses(after).items() if k != 200) + after["errors"]
     verdict.check(alive and health == 200 and after_bad == 0, "healthy afterwards",
                   f"/health {health}, {after_bad} errors in the load after the overload")
 

@@ -1,17 +1,8 @@
-"""Backup and point-in-time recovery (scripts/reliability pitr), with the tools
-CloudNativePG's Barman Cloud plugin uses: barman-cloud-wal-archive as the server's
-archive_command and barman-cloud-backup for the base backup, into an S3 API on 127.0.0.1
-(moto's server); then barman-cloud-restore and WAL replay (barman-cloud-wal-restore as
-restore_command) up to a recorded time T, into a fresh data directory.
-
-farol writes notes (16 keep-alive connections) for 3 s, T is recorded 1 s after the last
-acknowledgement, and 1 s later farol writes for 3 s more. Promises, of a new farol started
-on the restored server:
-  - every note acknowledged before T is there, and farol serves it;
-  - not one note written after T is there (farol answers 404);
-  - the restored server takes writes (recovery ended at T and promoted): farol writes
-    notes for 1 s, every one acknowledged.
-"""
+"""Backup and point-in-time recovery (scripts/reliability pitr), with the tools of
+CloudNativePG's Barman Cloud plugin: WAL archived (barman-cloud-wal-archive) and a base
+backup (barman-cloud-backup) into an S3 API on 127.0.0.1 (moto); farol writes for 3 s,
+T is recorded 1 s later, farol writes 3 s more 1 s after T; then barman-cloud-restore and
+WAL replay to T into a fresh data directory, judged through a new farol on it."""
 
 import asyncio
 import datetime
@@ -33,8 +24,8 @@ CREDENTIALS = ("AWS_ACCESS_KEY_ID=drill AWS_DEFAULT_REGION=us-east-1 "
 
 def start_object_store(work):
     port = free_port()
-    log = open(os.path.join(work, "moto.log"), "wb")  # noqa: SIM115 (held open as long as the server runs)
-    process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    with open(os.path.join(work, "moto.log"), "wb") as log:
+        process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
     # for scripts/reliability to stop, should this process die before its own cleanup
     with open(os.path.join(work, "moto.pid"), "w") as pidfile:
         pidfile.write(f"{process.pid}\n")
@@ -60,23 +51,13 @@ def sh(command):
     return as_server_user(["sh", "-c", command])
 
 
-async def in_thread(function, *args):
-    return await asyncio.get_running_loop().run_in_executor(None, function, *args)
-
-
 async def write_for(farol, seconds, tag):
-    load = Load("127.0.0.1", farol.port, {"post": 1}, tag=tag)
-    workers = load.start(CONNECTIONS)
-    await asyncio.sleep(seconds)
-    load.stop.set()
-    await asyncio.gather(*workers)
-    return load
+    return await Load("127.0.0.1", farol.port, {"post": 1}, tag).run(CONNECTIONS, seconds)
 
 
 def restore(work, endpoint, target, started):
-    """A fresh data directory from the latest base backup, replaying the archived WAL up
-    to TARGET, then taking writes. Appended to STARTED before it starts."""
-    server = Server(os.path.join(work, "restored"), free_port(), "restored")
+    """The latest base backup, replayed to TARGET, then taking writes; appended to STARTED."""
+    server = Server(os.path.join(work, "restored"), "restored")
     listed = json.loads(sh(barman(endpoint, "barman-cloud-backup-list", "--format", "json", f"s3://{BUCKET}",
                                   SERVER_NAME)))
     backup = listed["backups_list"][-1]["backup_id"]
@@ -100,17 +81,17 @@ def restore(work, endpoint, target, started):
 
 
 async def drill(binary, work, verdict):
-    store, endpoint = await in_thread(start_object_store, work)
+    store, endpoint = await asyncio.to_thread(start_object_store, work)
     servers, farol = [], None
     try:
         archive = barman(endpoint, "barman-cloud-wal-archive", f"s3://{BUCKET}", SERVER_NAME, "%p")
-        origin = await in_thread(lambda: new_server(os.path.join(work, "origin"), "origin", servers,
+        origin = await asyncio.to_thread(lambda: new_server(os.path.join(work, "origin"), "origin", servers,
                                                     wal_level="replica", archive_mode="on",
                                                     archive_command=archive))
         url = f"postgres://farol@127.0.0.1:{origin.port}/farol?sslmode=disable"
         farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-origin")
         farol.start()
-        await in_thread(sh, barman(endpoint, "barman-cloud-backup", "--immediate-checkpoint",
+        await asyncio.to_thread(sh, barman(endpoint, "barman-cloud-backup", "--immediate-checkpoint",
                                    "-h", "127.0.0.1", "-p", str(origin.port), "-U", "farol",
                                    f"s3://{BUCKET}", SERVER_NAME))
         before = await write_for(farol, WRITE_S, "before")
@@ -120,22 +101,22 @@ async def drill(binary, work, verdict):
         after = await write_for(farol, WRITE_S, "after")
         farol.stop()
         # the last segment into the archive, and wait until it is there
-        segment = await in_thread(origin.sql, "SELECT pg_walfile_name(pg_switch_wal())")
+        segment = await asyncio.to_thread(origin.sql, "SELECT pg_walfile_name(pg_switch_wal())")
         deadline = time.time() + 60
-        while await in_thread(origin.sql, "SELECT last_archived_wal FROM pg_stat_archiver") < segment:
+        while await asyncio.to_thread(origin.sql, "SELECT last_archived_wal FROM pg_stat_archiver") < segment:
             if time.time() > deadline:
                 fail("the last WAL segment was not archived within 60 s")
             await asyncio.sleep(0.2)
-        await in_thread(stop_all, origin)
+        await asyncio.to_thread(stop_all, origin)
         started = time.time()
-        restored = await in_thread(restore, work, endpoint, target, servers)
+        restored = await asyncio.to_thread(restore, work, endpoint, target, servers)
         took = time.time() - started
         url = f"postgres://farol@127.0.0.1:{restored.port}/farol?sslmode=disable"
         farol = Farol(binary, work, {"DATABASE_URL": url}, name="farol-restored")
         farol.start()
-        missing = await read_back("127.0.0.1", farol.port, before.created)
+        missing = await read_back(farol.port, before.created)
         # absent means 404: any other failure to read would prove nothing
-        absent = {note_id for note_id, status in await read_back("127.0.0.1", farol.port, after.created)
+        absent = {note_id for note_id, status in await read_back(farol.port, after.created)
                   if status == 404}
         present = [note_id for note_id in after.created if note_id not in absent]
         write = await write_for(farol, 1, "restored")
@@ -143,7 +124,7 @@ async def drill(binary, work, verdict):
     finally:
         if farol is not None:
             farol.stop()
-        await in_thread(stop_all, *servers)
+        await asyncio.to_thread(stop_all, *servers)
         store.terminate()
         store.wait()
 

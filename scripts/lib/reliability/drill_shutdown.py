@@ -1,16 +1,6 @@
-"""Graceful shutdown under load (scripts/reliability shutdown).
-
-farol serves steady load on keep-alive connections (writes, reads, lists, /health), each
-API request held 100 ms by CHAOS_LATENCY_MS so that requests are surely in flight when
-the listener closes. Then SIGTERM. Promises:
-  - /readyz answers 503 at once (within 100 ms of the signal);
-  - farol keeps serving, new connections too, for SHUTDOWN_DELAY_MS;
-  - every request it answered, answered normally: zero non-2xx (besides /readyz);
-  - no request it processed went unanswered: every write that got no answer is absent
-    from the database;
-  - it exits 0, within SHUTDOWN_TIMEOUT_MS after the delay;
-  - every note acknowledged with 201 is readable afterwards (from a new farol).
-"""
+"""SIGTERM under load (scripts/reliability shutdown): 32 keep-alive connections, each API
+request held 100 ms (CHAOS_LATENCY_MS) so that some are surely in flight when the
+listener closes. The promises are the checks below."""
 
 import asyncio
 import os
@@ -18,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from httpload import Farol, Load, count_by_outcome, latency, probe, read_back, run_drill
+from httpload import Farol, Load, latency, outcomes, probe, read_back, run_drill
 
 DELAY_MS, TIMEOUT_MS, CHAOS_LATENCY_MS = 2000, 5000, 100
 CONNECTIONS = 32
@@ -26,31 +16,22 @@ READY_FLIP_LIMIT_MS = 100
 
 
 def titles_in_database(titles):
-    """Which of these titles exist in the notes table (psql on $PG_URL)."""
     if not titles:
         return set()
     values = ",".join("'" + t.replace("'", "''") + "'" for t in titles)
-    out = subprocess.run(
-        ["psql", os.environ["PG_URL"], "-qtAc", f"SELECT title FROM notes WHERE title IN ({values})"],
-        check=True, capture_output=True, text=True, timeout=30,
-    ).stdout
-    return set(out.split())
+    query = f"SELECT title FROM notes WHERE title IN ({values})"
+    return set(subprocess.run(["psql", os.environ["PG_URL"], "-qtAc", query], check=True, capture_output=True,
+                              text=True, timeout=30).stdout.split())
 
 
 async def drill(binary, work, verdict):
-    farol = Farol(binary, work, {
-        "SHUTDOWN_DELAY_MS": str(DELAY_MS),
-        "SHUTDOWN_TIMEOUT_MS": str(TIMEOUT_MS),
-        "CHAOS_ENABLED": "true",
-        "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS),
-    }, name="farol-shutdown").start()
-    try:
-        load = Load("127.0.0.1", farol.port, {"post": 2, "get": 2, "list": 1, "health": 1}, tag="shutdown")
-        probes = []
+    with Farol(binary, work, {"SHUTDOWN_DELAY_MS": str(DELAY_MS), "SHUTDOWN_TIMEOUT_MS": str(TIMEOUT_MS),
+                              "CHAOS_ENABLED": "true", "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS)},
+               name="farol-shutdown") as farol:
+        load, probes = Load("127.0.0.1", farol.port, {"post": 2, "get": 2, "list": 1, "health": 1}, "shutdown"), []
         workers = load.start(CONNECTIONS)
-        readyz = asyncio.create_task(probe("127.0.0.1", farol.port, "/readyz", 0.01, load.stop, probes, fresh=True))
+        readyz = asyncio.create_task(probe(farol.port, "/readyz", 0.01, load.stop, probes, fresh=True))
         await asyncio.sleep(3)
-
         signalled = time.time()
         farol.process.send_signal(signal.SIGTERM)
         while farol.process.poll() is None and time.time() - signalled < (DELAY_MS + TIMEOUT_MS) / 1000 + 5:
@@ -59,12 +40,8 @@ async def drill(binary, work, verdict):
         if farol.process.poll() is None:
             farol.process.kill()
         code = farol.process.wait()
-        # the workers see the closed port for a moment: that is the end of the load
-        await asyncio.sleep(0.3)
-        load.stop.set()
-        await asyncio.gather(*workers, readyz)
-    finally:
-        farol.stop()
+        await asyncio.sleep(0.3)  # the workers see the closed port for a moment: the end of the load
+        await load.finish([*workers, readyz])
 
     records = load.records
     delay_end = signalled + DELAY_MS / 1000
@@ -74,39 +51,37 @@ async def drill(binary, work, verdict):
     unanswered = [r for r in records if not r.status]
     verdict.figure("load", f"{CONNECTIONS} keep-alive connections, API requests held {CHAOS_LATENCY_MS} ms; "
                    f"SHUTDOWN_DELAY_MS={DELAY_MS}, SHUTDOWN_TIMEOUT_MS={TIMEOUT_MS}")
-    verdict.figure("requests before SIGTERM", f"{len(before)} ({count_by_outcome(before)}), {latency(before)}")
-    verdict.figure("requests ending after SIGTERM", f"{len(after)} ({count_by_outcome(after)})")
+    verdict.figure("requests before SIGTERM", f"{len(before)} ({outcomes(before)}), {latency(before)}")
+    verdict.figure("requests ending after SIGTERM", f"{len(after)} ({outcomes(after)})")
 
     first_unready = next((p for p in probes if p.started >= signalled and p.status == 503), None)
     flip_ms = (first_unready.ended - signalled) * 1000 if first_unready else float("inf")
     ready_after = [p for p in probes
                    if p.started > (first_unready.ended if first_unready else signalled) and p.status == 200]
-    verdict.check(flip_ms <= READY_FLIP_LIMIT_MS and not ready_after,
-                  "/readyz turns 503 at once and stays so",
+    verdict.check(flip_ms <= READY_FLIP_LIMIT_MS and not ready_after, "/readyz turns 503 at once and stays so",
                   f"first 503 {flip_ms:.0f} ms after SIGTERM (limit {READY_FLIP_LIMIT_MS}),"
                   f" {len(ready_after)} 200s after it")
 
     served_in_delay = [r for r in records if r.started >= signalled and r.ended <= delay_end and r.status // 100 == 2]
     fresh_in_delay = [p for p in probes if p.started >= signalled and p.ended <= delay_end and p.status]
-    verdict.check(len(served_in_delay) > 0 and len(fresh_in_delay) > 0 and
-                  max(r.ended for r in served_in_delay) >= delay_end - 0.5,
+    last_served = max((r.ended for r in served_in_delay), default=signalled)
+    verdict.check(served_in_delay and fresh_in_delay and last_served >= delay_end - 0.5,
                   "keeps serving for SHUTDOWN_DELAY_MS, new connections too",
                   f"{len(served_in_delay)} requests sent and answered 2xx within the delay, the last "
-                  f"{(max((r.ended for r in served_in_delay), default=signalled) - signalled) * 1000:.0f} ms"
-                  " after SIGTERM; "
+                  f"{(last_served - signalled) * 1000:.0f} ms after SIGTERM; "
                   f"{len(fresh_in_delay)} /readyz probes on new connections answered in it")
 
     bad = [r for r in answered if r.status // 100 != 2]
     drained = [r for r in answered if r.started < delay_end < r.ended]
     verdict.check(not bad, "every request answered, answered normally",
-                  f"{len(answered)} answered, {len(bad)} non-2xx ({count_by_outcome(bad)}); "
+                  f"{len(answered)} answered, {len(bad)} non-2xx ({outcomes(bad)}); "
                   f"{len(drained)} of them were in flight when the delay ended and drained"
-                  f" ({count_by_outcome(drained)})")
+                  f" ({outcomes(drained)})")
 
     unanswered_writes = [r.title for r in unanswered if r.kind == "post"]
     lost = titles_in_database(unanswered_writes)
     verdict.check(not lost, "no request processed without an answer",
-                  f"{len(unanswered)} requests got no answer ({count_by_outcome(unanswered)}), all after SIGTERM: "
+                  f"{len(unanswered)} requests got no answer ({outcomes(unanswered)}), all after SIGTERM: "
                   f"{all(r.started >= signalled for r in unanswered)}; of their {len(unanswered_writes)} writes, "
                   f"{len(lost)} reached the database")
     early = [r for r in unanswered if r.started < delay_end - 0.05 and r.failure == "refused"]
@@ -118,11 +93,8 @@ async def drill(binary, work, verdict):
                   f"exit code {code}, {(exited - signalled) * 1000:.0f} ms after SIGTERM, "
                   f"{drain_ms:.0f} ms after the delay (limit {TIMEOUT_MS})")
 
-    reader = Farol(binary, work, {}, name="farol-shutdown-verify").start()
-    try:
-        missing = await read_back("127.0.0.1", reader.port, load.created)
-    finally:
-        reader.stop()
+    with Farol(binary, work, {}, name="farol-shutdown-verify") as reader:
+        missing = await read_back(reader.port, load.created)
     verdict.check(not missing, "every note acknowledged with 201 is readable afterwards",
                   f"{len(load.created)} acknowledged, {len(missing)} missing {missing[:3]}")
 
