@@ -1,38 +1,16 @@
 #!/usr/bin/env python3
-"""Reads, checks and derives the monitoring configuration in monitoring/.
+"""Reads, checks and derives the monitoring configuration in monitoring/ (docs/monitoring.md).
 
-    monitoring_config.py drill OUT_DIR [--factor N] [--source DIR]
-        The fire drill's variant of DIR (default: monitoring/): every duration of the rule
-        files, prometheus.yml and alertmanager.yml divided by N (default 60), nothing else
-        changed. OUT_DIR gets the layout of monitoring/ (prometheus/, alertmanager/,
-        blackbox/), so scripts/stand-ins/monitoring-stack.sh can start from it as from the
-        original.
-    monitoring_config.py check-queries --prometheus URL [--source DIR] [--may-be-empty KEY]...
-        Runs every PromQL expression of every rule and dashboard panel against a live
-        Prometheus: each must parse, and each must return data unless its KEY is listed.
-    monitoring_config.py check-runbooks [--write]
-        Every alert (compose's and production's) has docs/runbooks/<alert>.md and every
-        runbook an alert; every runbook_url (rules and their tests) is built from
-        Cargo.toml's package.repository. --write rewrites the URLs that are not.
-    monitoring_config.py check-dashboards
-        The Grafana dashboards: JSON, units, variables, data source uids, threshold lines.
-    monitoring_config.py check-static-files
-        What cannot run here (Grafana provisioning, Loki, Alloy): syntax and references;
-        and that Prometheus keeps as much history as the longest range a rule reads.
-    monitoring_config.py records | alert-threshold ALERT
-        The recording rules' names; the constant an alert compares against.
-    monitoring_config.py check-rule-tests
-        Every recording rule is compared in a unit test; every rule file has its tests.
-    monitoring_config.py check-alert-coverage
-        Every alert has a unit test that fires it, a runbook and a fire-drill scenario.
-    monitoring_config.py check-inhibitions --alertmanager URL --scenario NAME|list
-        Sends a scenario's alerts to a running Alertmanager (the real alertmanager.yml) and
-        checks which of them it inhibits. The alerts carry the labels of each topology:
-        compose's (prometheus.yml and its target files) and production's (the
-        ServiceMonitor, PodMonitor and Probe of the production overlay).
+    drill OUT_DIR [--factor N] [--source DIR]   the fire drill's copy: every duration / N (60)
+    check-queries --prometheus URL [--may-be-empty KEY]...   every rule, panel and runbook
+        query against a live Prometheus: each parses, and returns data unless KEY is listed
+    check-runbooks [--write]   one runbook per alert; runbook_urls from Cargo.toml (--write fixes)
+    check-dashboards | check-static-files | check-rule-tests | check-alert-coverage
+    records | alert-threshold ALERT   the recording rules' names; the constant an alert compares with
+    check-inhibitions --alertmanager URL --scenario NAME|list   a scenario's alerts, with each
+        topology's labels (compose's and production's), sent to a running Alertmanager
 
-Standard library and PyYAML only (scripts/stand-ins/monitoring-stack.sh finds a python3
-that has it).
+Standard library and PyYAML only (scripts/stand-ins/monitoring-stack.sh finds a python3 that has it).
 """
 
 import argparse
@@ -43,6 +21,7 @@ import re
 import shlex
 import shutil
 import sys
+import time
 import tomllib
 import urllib.error
 import urllib.parse
@@ -53,10 +32,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MONITORING = REPO_ROOT / "monitoring"
+RUNBOOKS = REPO_ROOT / "docs/runbooks"
 
-# ---------------------------------------------------------------------------------------
 # Durations, as Prometheus and Alertmanager write them: "1h30m", "5m", "0s", "250ms".
-
 _UNITS_MS = [("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000),
              ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)]
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -72,21 +50,19 @@ def parse_duration(text):
 
 def format_duration(ms):
     """The shortest spelling of a duration, as Prometheus prints one ("1h12m", "0s")."""
-    if ms == 0:
-        return "0s"
     parts = []
     for unit, size in _UNITS_MS:
         if ms >= size:
             parts.append(f"{ms // size}{unit}")
             ms %= size
-    return "".join(parts)
+    return "".join(parts) or "0s"
 
 
-# ---------------------------------------------------------------------------------------
 # Just enough of a PromQL lexer to find durations and the top-level structure of an
 # expression, without being fooled by strings, label matchers or names such as
 # job:farol_api_errors:ratio_rate30d (a recording rule's name is not a duration).
-
+# (promql-parser, the Rust parser's binding, would need scripts/install-deps to install it,
+# and scope_selectors must edit the expression's own text, not a re-printed AST.)
 _TOKEN = re.compile(r"""
       (?P<ws>\s+)
     | (?P<comment>\#[^\n]*)
@@ -102,31 +78,30 @@ _TOKEN = re.compile(r"""
 
 
 def _tokens(expr):
+    """(kind, text, start, end) of every token but whitespace and comments."""
     pos = 0
     while pos < len(expr):
         match = _TOKEN.match(expr, pos)
         if not match:
             raise ValueError(f"cannot read PromQL at {pos}: {expr[pos:pos + 20]!r}")
-        kind = match.lastgroup
-        if kind not in ("ws", "comment"):
-            yield kind, match.group(), match.start(), match.end()
+        if match.lastgroup not in ("ws", "comment"):
+            yield match.lastgroup, match.group(), match.start(), match.end()
         pos = match.end()
 
 
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-             "offset", "bool", "inf", "nan", "atan2",
-             # aggregation operators, which may take their `by (...)` before the parenthesis
-             "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-             "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
 _LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_KEYWORDS = _LABEL_LISTS | {
+    "and", "or", "unless", "offset", "bool", "inf", "nan", "atan2",
+    # aggregation operators, which may take their `by (...)` before the parenthesis
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+    "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
 
 
 def scope_selectors(expr, matcher):
-    """expr with `matcher` (e.g. namespace="farol") added to every series selector: each
-    metric name, with its label matchers if any. Function names, keywords, label names
-    in by(...)/on(...) lists and inside braces, ranges and subquery steps in brackets, and
-    strings are left alone. A selector it cannot scope safely stops it (ValueError): one
-    without a metric name ({__name__=~"..."}), or one that already matches the label."""
+    """expr with `matcher` (e.g. namespace="farol") added to every series selector (a metric
+    name, with its label matchers if any); functions, keywords, label lists, ranges and
+    strings are left alone. ValueError for a selector it cannot scope safely: one without a
+    metric name ({__name__=~"..."}), or one that already matches the label."""
     label = re.match(r"\s*(\w+)", matcher).group(1)
     tokens = list(_tokens(expr))
     inserts = []   # (position, text)
@@ -138,36 +113,27 @@ def scope_selectors(expr, matcher):
             if not depth_braces and (before[0] != "ident" or before[1].lower() in _KEYWORDS):
                 raise ValueError(f"a selector without a metric name cannot be scoped: {expr[start:start + 40]!r}")
             depth_braces += 1
-            continue
-        if text == "}":
+        elif text == "}":
             depth_braces -= 1
-            continue
-        if depth_braces:
+        elif depth_braces:
             if kind == "ident" and text == label and nxt[0] == "op":
                 raise ValueError(f"a selector already matches {label}: {expr!r}")
-            continue
-        if text in ("[", "]"):
+        elif text in ("[", "]"):
             depth_brackets += 1 if text == "[" else -1
-            continue
-        if depth_brackets:
+        elif depth_brackets:
             continue   # a range or a subquery's "[1h:30s]": no selector in there
-        if label_list is not None:
-            if text == "(":
-                label_list += 1
-            elif text == ")":
-                label_list -= 1
-                if label_list == 0:
-                    label_list = None
+        elif label_list is not None:
+            label_list += (text == "(") - (text == ")")
+            if text == ")" and label_list == 0:
+                label_list = None
+        elif kind != "ident":
             continue
-        if kind != "ident":
-            continue
-        if text in _LABEL_LISTS:
+        elif text in _LABEL_LISTS:
             if nxt[1] == "(":
                 label_list = 0
-            continue
-        if text.lower() in _KEYWORDS or nxt[1] == "(":
+        elif text.lower() in _KEYWORDS or nxt[1] == "(":
             continue   # a keyword or a function
-        if nxt[1] == "{":
+        elif nxt[1] == "{":
             # the matching "}" token: a brace inside a quoted label value is a string's
             close = next(t[2] for t in tokens[i + 2:] if t[1] == "}")
             inner = expr[nxt[3]:close].strip()
@@ -180,34 +146,30 @@ def scope_selectors(expr, matcher):
 
 
 def promql_durations(expr):
-    """(start, end, unit) of every duration in expr: range selectors and subqueries
-    ("[5m]", "[1h:30s]") and offsets ("offset 5m"), unit "duration"; and the horizon of
-    predict_linear(), a number of seconds ("24 * 3600"), unit "seconds"."""
+    """(start, end, unit) of every duration in expr: ranges and subqueries ("[5m]",
+    "[1h:30s]") and offsets, unit "duration"; predict_linear()'s horizon, a number of
+    seconds ("24 * 3600"), unit "seconds"."""
     spans = []
     tokens = list(_tokens(expr))
     for i, (kind, text, _start, end) in enumerate(tokens):
+        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else None
         if text == "[":
-            close = expr.index("]", end)
-            inner = expr[end:close]
             offset = end
-            for part in inner.split(":"):
+            for part in expr[end:expr.index("]", end)].split(":"):
                 stripped = part.strip()
                 if stripped:
                     begin = offset + part.index(stripped)
                     parse_duration(stripped)
                     spans.append((begin, begin + len(stripped), "duration"))
                 offset += len(part) + 1
-        elif kind == "ident" and text.lower() == "offset" and i + 1 < len(tokens):
-            j = i + 1
-            if tokens[j][1] == "-":
-                j += 1
+        elif kind == "ident" and text.lower() == "offset" and nxt is not None:
+            j = i + 2 if nxt == "-" else i + 1
             parse_duration(tokens[j][1])
             spans.append((tokens[j][2], tokens[j][3], "duration"))
-        elif kind == "ident" and text == "predict_linear" and i + 1 < len(tokens) and tokens[i + 1][1] == "(":
+        elif kind == "ident" and text == "predict_linear" and nxt == "(":
             depth, comma = 0, None
             for _, t, s, _ in tokens[i + 1:]:
-                depth += t in "([{"
-                depth -= t in ")]}"
+                depth += (t in "([{") - (t in ")]}")
                 if t == "," and depth == 1:
                     comma = s
                 if depth == 0:
@@ -240,16 +202,16 @@ _MODIFIERS = re.compile(r"^\s*(?:bool\s+)?(?:(?:on|ignoring)\s*\([^)]*\)\s*)?"
                         r"(?:(?:group_left|group_right)\s*(?:\([^)]*\))?\s*)?")
 
 
-def _top_level(expr):
-    """Tokens of expr outside any bracket, with their positions."""
-    depth = 0
+def _split(expr, operators):
+    """[(operand, the operator after it or None)], split at operators outside brackets."""
+    parts, last, depth = [], 0, 0
     for kind, text, start, end in _tokens(expr):
-        if kind == "open":
-            depth += 1
-        elif kind == "close":
-            depth -= 1
-        elif depth == 0:
-            yield kind, text, start, end
+        depth += (kind == "open") - (kind == "close")
+        if depth == 0 and kind not in ("open", "close") and text in operators:
+            parts.append((expr[last:start], text))
+            last = end
+    parts.append((expr[last:], None))
+    return parts
 
 
 def _unwrap(expr):
@@ -258,34 +220,20 @@ def _unwrap(expr):
     while expr.startswith("("):
         depth = 0
         for kind, _text, start, _ in _tokens(expr):
-            last = start   # the closing bracket's, or the last token's if none closes it
-            if kind == "open":
-                depth += 1
-            elif kind == "close":
-                depth -= 1
-                if depth == 0:
-                    break
+            last = start   # the first bracket's close, or the last token's if none closes it
+            depth += (kind == "open") - (kind == "close")
+            if depth == 0:
+                break
         if last != len(expr) - 1:
             break
         expr = expr[1:-1].strip()
     return expr
 
 
-def _split(expr, operators):
-    parts, last = [], 0
-    for _kind, text, start, end in _top_level(expr):
-        if text in operators:
-            parts.append((expr[last:start], text))
-            last = end
-    parts.append((expr[last:], None))
-    return parts
-
-
 def alert_signals(expr):
     """The measurements an alert's expression compares to its thresholds, with the
-    thresholds: [(signal expression, [threshold expressions])]. `a > 0.8 and b == 0`
-    gives [("a", ["0.8"]), ("b", ["0"])]; parenthesised operands are opened. Set
-    operators bind more loosely than comparisons, so they are split first."""
+    thresholds: `a > 0.8 and b == 0` gives [("a", ["0.8"]), ("b", ["0"])]; parenthesised
+    operands are opened. Set operators bind more loosely than comparisons: split first."""
     expr = _unwrap(_MODIFIERS.sub("", expr, count=1))
     operands = _split(expr, _SET_OPERATORS)
     if len(operands) > 1:
@@ -294,15 +242,14 @@ def alert_signals(expr):
     if len(pieces) == 1:
         return [(expr, [])]
     signal = _unwrap(pieces[0][0])
-    thresholds = [_unwrap(_MODIFIERS.sub("", piece, count=1)) for piece, _ in pieces[1:]]
     if len(_split(signal, _SET_OPERATORS)) > 1:
         return alert_signals(signal)
-    return [(signal, thresholds)]
+    return [(signal, [_unwrap(_MODIFIERS.sub("", piece, count=1)) for piece, _ in pieces[1:]])]
 
 
 def constant_value(expr):
-    """The number a constant PromQL expression such as "(14.4 * (1 - 0.999))" stands
-    for, or None when it is not made of numbers and arithmetic only."""
+    """The number a constant expression such as "(14.4 * (1 - 0.999))" stands for, or None
+    when it is not made of numbers and arithmetic only."""
     if not re.fullmatch(r"[\d.eE+\-*/() ]+", expr):
         return None
     try:
@@ -311,47 +258,35 @@ def constant_value(expr):
         return None
 
 
-# ---------------------------------------------------------------------------------------
-# The configuration files, and the durations in them.
-
-# Keys whose values are durations, per kind of file. Rule expressions are read with the
-# PromQL lexer above.
+# The configuration files, and the durations in them: keys whose values are durations, per
+# kind of file (rule expressions are read with the PromQL lexer above).
 _DURATION_KEYS = {
-    "prometheus": {"scrape_interval", "scrape_timeout", "evaluation_interval",
-                   "refresh_interval", "timeout"},
+    "prometheus": {"scrape_interval", "scrape_timeout", "evaluation_interval", "refresh_interval", "timeout"},
     "alertmanager": {"group_wait", "group_interval", "repeat_interval", "resolve_timeout"},
     "rules": {"interval", "for", "keep_firing_for"},
 }
 
 
 def map_durations(node, kind, fn, path=()):
-    """A copy of a loaded YAML document with every duration d replaced by
-    fn(d, role, path), role being "interval" (how often, how long to wait) or "window"
-    (a PromQL range or offset)."""
+    """A copy of a loaded YAML document with every duration d replaced by fn(d, role, path),
+    role being "interval" (how often, how long to wait) or "window" (a PromQL range or offset)."""
     if isinstance(node, dict):
-        result = {}
-        for key, value in node.items():
-            here = path + (key,)
-            if key in _DURATION_KEYS[kind] and isinstance(value, str):
-                result[key] = fn(value, "interval", here)
-            elif kind == "rules" and key == "expr" and isinstance(value, str):
-                result[key] = map_promql_durations(value, lambda d, here=here: fn(d, "window", here))
-            else:
-                result[key] = map_durations(value, kind, fn, here)
-        return result
+        return {key: map_durations(value, kind, fn, path + (key,)) for key, value in node.items()}
     if isinstance(node, list):
         return [map_durations(item, kind, fn, path + (i,)) for i, item in enumerate(node)]
+    if not isinstance(node, str) or not path:
+        return node
+    if path[-1] in _DURATION_KEYS[kind]:
+        return fn(node, "interval", path)
+    if kind == "rules" and path[-1] == "expr":
+        return map_promql_durations(node, lambda d: fn(d, "window", path))
     return node
 
 
 def config_files(source):
-    """(kind, path relative to source) of every file with durations in a monitoring/-shaped
-    directory."""
-    source = Path(source)
-    files = [("prometheus", Path("prometheus/prometheus.yml")),
-             ("alertmanager", Path("alertmanager/alertmanager.yml"))]
-    files += [("rules", p.relative_to(source)) for p in sorted((source / "prometheus/rules").glob("*.yml"))]
-    return files
+    """(kind, path relative to source) of every file with durations in a monitoring/-shaped directory."""
+    files = [("prometheus", Path("prometheus/prometheus.yml")), ("alertmanager", Path("alertmanager/alertmanager.yml"))]
+    return files + [("rules", p.relative_to(source)) for p in sorted((Path(source) / "prometheus/rules").glob("*.yml"))]
 
 
 def load_yaml(path):
@@ -363,12 +298,8 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-def _str_representer(dumper, value):
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
+_Dumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
 
 
 def yaml_text(doc, header):
@@ -382,29 +313,22 @@ def dump_yaml(doc, path, header):
     path.write_text(yaml_text(doc, header))
 
 
-# ---------------------------------------------------------------------------------------
-# drill
-
-INTERVAL_FLOOR_MS = 1000     # no scrape, evaluation or wait below a second
-WINDOWS_PER_SCRAPE = 4       # a range keeps at least four scrapes: rate() needs two
-# Alertmanager's group_wait keeps at least three evaluations. Production does not need
-# it: there an inhibiting alert fires first by a minute of `for:` or more (FarolDown 1m,
-# the alerts it inhibits 2m; PostgresPrimaryUnreachable has no `for:`), far more than a
-# scrape can delay it. Shrunk, that minute is two seconds, no longer more than the delays
-# that do not shrink (1 s scrapes and evaluations), and the inhibited alert may fire a
-# moment first: a group_wait of three evaluations gives the inhibitor, in a new
-# notification group, the seconds production's `for:` gap gives it. It makes the drill
-# more forgiving than production on exactly that order, which the rule tests (and the
-# `for:` durations) carry instead. A group still open from an earlier firing (Prometheus
-# re-sends a resolved alert for 15 minutes) has no group_wait: it notifies at its next
-# tick, which is why the database's inhibitions start from a signal without a `for:`.
+# drill: no scrape, evaluation or wait below a second; a range keeps at least four scrapes
+# (rate() needs two); group_wait at least three evaluations, so that an inhibiting alert in
+# a new group arrives before the first notification, as production's minute of `for:` gap
+# ensures (docs/fire-drill.md, "Time, shortened").
+INTERVAL_FLOOR_MS = 1000
+WINDOWS_PER_SCRAPE = 4
 GROUP_WAIT_EVALUATIONS = 3
 
 
+def _scaled(ms, factor):
+    return round(ms / factor / 1000) * 1000   # whole seconds
+
+
 def drill_shrinker(factor, window_floor_ms, group_wait_floor_ms=INTERVAL_FLOOR_MS):
-    """fn for map_durations: divide by factor, rounded to whole seconds, never below the
-    floor of its role (a group_wait's own), never longer than the original, zero staying
-    zero."""
+    """fn for map_durations: divide by factor, never below the floor of its role (a
+    group_wait's own), never longer than the original, zero staying zero."""
     def shrink(text, role, path):
         ms = parse_duration(text)
         if ms == 0:
@@ -412,8 +336,7 @@ def drill_shrinker(factor, window_floor_ms, group_wait_floor_ms=INTERVAL_FLOOR_M
         floor = window_floor_ms if role == "window" else INTERVAL_FLOOR_MS
         if path and path[-1] == "group_wait":
             floor = max(floor, group_wait_floor_ms)
-        scaled = round(ms / factor / 1000) * 1000
-        return format_duration(min(ms, max(floor, scaled)))
+        return format_duration(min(ms, max(floor, _scaled(ms, factor))))
     return shrink
 
 
@@ -421,32 +344,23 @@ def drill(out_dir, source, factor):
     source, out_dir = Path(source), Path(out_dir)
     if factor <= 1:
         raise SystemExit("--factor must be greater than 1")
-    prometheus = load_yaml(source / "prometheus/prometheus.yml")
-    scrape_ms = parse_duration(prometheus.get("global", {}).get("scrape_interval", "1m"))
-    drill_scrape_ms = max(INTERVAL_FLOOR_MS, round(scrape_ms / factor / 1000) * 1000)
-    evaluation_ms = parse_duration(prometheus.get("global", {}).get("evaluation_interval", "1m"))
-    drill_evaluation_ms = max(INTERVAL_FLOOR_MS, round(evaluation_ms / factor / 1000) * 1000)
-    shrink = drill_shrinker(factor, WINDOWS_PER_SCRAPE * drill_scrape_ms,
-                            GROUP_WAIT_EVALUATIONS * drill_evaluation_ms)
+    defaults = load_yaml(source / "prometheus/prometheus.yml").get("global", {})
+    scrape_ms, evaluation_ms = (max(INTERVAL_FLOOR_MS, _scaled(parse_duration(defaults.get(key, "1m")), factor))
+                                for key in ("scrape_interval", "evaluation_interval"))
+    shrink = drill_shrinker(factor, WINDOWS_PER_SCRAPE * scrape_ms, GROUP_WAIT_EVALUATIONS * evaluation_ms)
     for kind, rel in config_files(source):
-        doc = map_durations(load_yaml(source / rel), kind, shrink)
-        dump_yaml(doc, out_dir / rel,
+        dump_yaml(map_durations(load_yaml(source / rel), kind, shrink), out_dir / rel,
                   f"Generated by scripts/drill-config --factor {factor} from monitoring/{rel}:\n"
                   "every duration divided, nothing else changed. Do not edit; regenerate.")
-    # Files without durations come along unchanged, so that out_dir is complete.
-    for rel in ("prometheus/targets", "blackbox"):
+    for rel in ("prometheus/targets", "blackbox"):   # no durations: copied, so that out_dir is complete
         if (source / rel).is_dir():
             shutil.copytree(source / rel, out_dir / rel, dirs_exist_ok=True)
     print(f"drill configuration (durations / {factor}) written to {out_dir}")
 
 
-# ---------------------------------------------------------------------------------------
-# The PromQL expressions of the rules and dashboards
-
 def rules(source=MONITORING, folder="rules"):
-    """Every rule of the rule files: dicts with file, group and the rule's own keys. The
-    folder is compose's rules/ (what Prometheus loads here) or production/ (the alerts
-    that only the production PrometheusRule has)."""
+    """Every rule of the rule files: dicts with file, group and the rule's own keys. folder:
+    compose's rules/ (what Prometheus loads here) or production/ (the PrometheusRule's own alerts)."""
     for path in sorted((Path(source) / "prometheus" / folder).glob("*.yml")):
         for group in load_yaml(path)["groups"]:
             for rule in group["rules"]:
@@ -455,8 +369,7 @@ def rules(source=MONITORING, folder="rules"):
 
 def dashboards(source=MONITORING):
     for path in sorted((Path(source) / "grafana/dashboards").glob("*.json")):
-        with open(path) as f:
-            yield path, json.load(f)
+        yield path, json.loads(path.read_text())
 
 
 def panels(dashboard):
@@ -470,39 +383,36 @@ def dashboard_variables(dashboard):
     return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
 
 
-def panel_datasource_type(panel, target):
-    ds = target.get("datasource") or panel.get("datasource") or {}
-    return ds.get("type") if isinstance(ds, dict) else None
+def _report(problems, success=None):
+    """Problems to stderr and 1, or the success line (if any) and 0."""
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems and success:
+        print(success)
+    return 1 if problems else 0
 
 
 # ---------------------------------------------------------------------------------------
 # check-queries
 
-class Prometheus:
-    def __init__(self, url):
-        self.url = url.rstrip("/")
-
-    def get(self, path, **params):
-        query = urllib.parse.urlencode(params, doseq=True)
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=30) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as err:
-            body = json.load(err)
-        if body.get("status") != "success":
-            raise ValueError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr):
-        return self.get("/api/v1/query", query=expr)["result"]
-
-    def label_values(self, label, match):
-        return self.get(f"/api/v1/label/{label}/values", **{"match[]": match})
+def _prometheus(url, path, **params):
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}", timeout=30) as resp:
+            body = json.load(resp)
+    except urllib.error.HTTPError as err:
+        body = json.load(err)
+    if body.get("status") != "success":
+        raise ValueError(f"{body.get('errorType')}: {body.get('error')}")
+    return body["data"]
 
 
-def _grafana_variable_values(prom, dashboard):
-    """Each query variable of a dashboard resolved to its first value, in order (later
-    variables may use earlier ones), as a dashboard would show it by default."""
+def _query(url, expr):
+    return _prometheus(url, "/api/v1/query", query=expr)["result"]
+
+
+def _grafana_variable_values(url, dashboard):
+    """Each query variable resolved to its first value, in order (later variables may use
+    earlier ones), as a dashboard shows it by default."""
     values = {}
     for name, var in dashboard_variables(dashboard).items():
         if var.get("type") != "query":
@@ -511,8 +421,8 @@ def _grafana_variable_values(prom, dashboard):
         match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", definition.strip())
         if not match:
             raise ValueError(f"variable {name}: only label_values(selector, label) is supported")
-        selector = _substitute(match.group(1), values)
-        found = prom.label_values(match.group(2), selector)
+        found = _prometheus(url, f"/api/v1/label/{match.group(2)}/values",
+                            **{"match[]": _substitute(match.group(1), values)})
         if not found:
             raise ValueError(f"variable {name}: {definition} has no values")
         values[name] = sorted(found)[0]
@@ -522,27 +432,27 @@ def _grafana_variable_values(prom, dashboard):
 def _substitute(expr, values):
     """A panel's expression as Grafana sends it: its variables filled in."""
     builtins = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+
     def fill(match):
         name = match.group(1) or match.group(2)
         if name in builtins:
             return builtins[name]
         if name not in values:
             return match.group(0)
-        # escaped for the regex matcher, then for the PromQL string around it, as
-        # Grafana's Prometheus data source does
+        # escaped for the regex matcher, then for the PromQL string, as Grafana's data source does
         return re.escape(values[name]).replace("\\", "\\\\")
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", fill, expr)
 
 
 # What the alerting depends on across jobs, checked on the live data: the blackbox probe of
-# /health carries the instance label of farol's own scrape target, so that Alertmanager's
-# FarolDown inhibition (equal: instance) silences the probe's alert. (key, expr, data?)
+# /health carries the instance label of farol's own scrape target, so that FarolDown's
+# inhibition (equal: instance) silences the probe's alert; the labels the inhibitions
+# compare are on the live series. (key, expr, data?)
 INVARIANTS = [
     ("invariant:probe-instance-is-farol-target",
      'probe_success{job="farol-health"} and on (instance) up{job="farol"}', True),
     ("invariant:no-probe-without-farol-target",
      'probe_success{job="farol-health"} unless on (instance) up{job="farol"}', False),
-    # the labels Alertmanager's inhibitions compare are on the live series
     ("invariant:farol-and-database-series-carry-namespace",
      'up{job=~"farol|farol-health|postgres", namespace=""}', False),
     ("invariant:database-series-carry-role", 'pg_up{role=""}', False),
@@ -551,10 +461,9 @@ INVARIANTS = [
 ]
 
 
-def check_queries(prometheus_url, source, may_be_empty):
-    prom = Prometheus(prometheus_url)
-    checks = []   # (key, where, expr, must_have_data)
-    all_rules = list(rules(source))
+def check_queries(url, may_be_empty):
+    checks = []   # (key, file, expr, must have data)
+    all_rules = list(rules())
     names = [r.get("alert") for r in all_rules]
     for rule in all_rules:
         name = rule.get("record") or rule["alert"]
@@ -563,16 +472,17 @@ def check_queries(prometheus_url, source, may_be_empty):
         if "sloth_id" in rule.get("labels", {}):   # one record per SLO: keys name the SLO
             name = f"{name}[{rule['labels']['sloth_id']}]"
         if "record" in rule:
-            checks.append((f"record:{name}", f"{rule['file']}", rule["expr"], True))
+            checks.append((f"record:{name}", rule["file"], rule["expr"], True))
             continue
-        checks.append((f"alert:{name}", f"{rule['file']}", rule["expr"], False))
+        checks.append((f"alert:{name}", rule["file"], rule["expr"], False))
         for i, (signal, _) in enumerate(alert_signals(rule["expr"]), 1):
-            checks.append((f"signal:{name}:{i}", f"{rule['file']}", signal, True))
-    for path, dashboard in dashboards(source):
-        values = _grafana_variable_values(prom, dashboard)
+            checks.append((f"signal:{name}:{i}", rule["file"], signal, True))
+    for path, dashboard in dashboards():
+        values = _grafana_variable_values(url, dashboard)
         for panel in panels(dashboard):
             for target in panel.get("targets", []):
-                if panel_datasource_type(panel, target) != "prometheus" or not target.get("expr"):
+                ds = target.get("datasource") or panel.get("datasource") or {}
+                if not isinstance(ds, dict) or ds.get("type") != "prometheus" or not target.get("expr"):
                     continue
                 key = f"panel:{dashboard['uid']}:{panel['title']}:{target.get('refId', 'A')}"
                 checks.append((key, path.name, _substitute(target["expr"], values), True))
@@ -580,15 +490,13 @@ def check_queries(prometheus_url, source, may_be_empty):
     for path, number, expr in runbook_queries():
         checks.append((f"runbook:{path.stem}:{number}", path.name, expr, False))
     unknown = set(may_be_empty) - {key for key, *_ in checks}
-    failures = 0
-    rows = []
+    failures, rows = 0, []
     for key, where, expr, must in checks:
-        must = must and key not in may_be_empty
         try:
-            result = prom.query(expr)
+            result = _query(url, expr)
             if result:
                 status = f"ok, {len(result)} series"
-            elif must:
+            elif must and key not in may_be_empty:
                 status, failures = "FAILED: no data", failures + 1
             else:
                 status = "ok, empty (allowed)"
@@ -596,7 +504,7 @@ def check_queries(prometheus_url, source, may_be_empty):
             status, failures = f"FAILED: {err}", failures + 1
         rows.append((key, where, status))
     for key, expr, want_data in INVARIANTS:
-        result = prom.query(expr)
+        result = _query(url, expr)
         if bool(result) == want_data:
             status = f"ok, {len(result)} series" if result else "ok, empty"
         else:
@@ -613,8 +521,7 @@ def check_queries(prometheus_url, source, may_be_empty):
 
 
 def runbook_queries():
-    """The PromQL of the runbooks: every line of their ```promql blocks is one query.
-    [(path, number within the runbook, expression)]"""
+    """[(path, number within the runbook, expression)]: every line of the runbooks' ```promql blocks."""
     queries = []
     for path in sorted(RUNBOOKS.glob("*.md")):
         lines = [line.strip() for block in re.findall(r"^\s*```promql\n(.*?)^\s*```", path.read_text(), re.M | re.S)
@@ -624,9 +531,8 @@ def runbook_queries():
 
 
 # ---------------------------------------------------------------------------------------
-# check-runbooks
+# check-runbooks, check-rule-tests, check-alert-coverage
 
-RUNBOOKS = REPO_ROOT / "docs/runbooks"
 RUNBOOK_SECTIONS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
 # page: wakes someone; ticket: working hours; none: an inhibit-only signal that notifies
 # no one (alertmanager.yml routes it to a receiver without configurations).
@@ -635,8 +541,7 @@ SEVERITIES = ("page", "ticket", "none")
 
 def runbook_base():
     """The one place the repository URL is set: Cargo.toml's package.repository."""
-    with open(REPO_ROOT / "Cargo.toml", "rb") as f:
-        repository = tomllib.load(f).get("package", {}).get("repository")
+    repository = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text()).get("package", {}).get("repository")
     if not repository:
         raise SystemExit("Cargo.toml has no package.repository: the runbook URLs are built from it")
     return repository.rstrip("/") + "/blob/main/docs/runbooks"
@@ -648,94 +553,84 @@ def check_runbooks(write):
     alerts = {r["alert"]: r for r in [*rules(), *rules(folder="production")] if "alert" in r}
     for name, rule in alerts.items():
         annotations = rule.get("annotations", {})
-        for key in ("summary", "description", "runbook_url"):
-            if not annotations.get(key):
-                problems.append(f"alert {name} has no {key}")
+        problems += [f"alert {name} has no {key}" for key in ("summary", "description", "runbook_url")
+                     if not annotations.get(key)]
         if rule.get("labels", {}).get("severity") not in SEVERITIES:
             problems.append(f"alert {name}: severity must be one of {', '.join(SEVERITIES)}")
         runbook = RUNBOOKS / f"{name}.md"
         if not runbook.is_file():
             problems.append(f"alert {name} has no runbook docs/runbooks/{name}.md")
-        else:
-            headings = re.findall(r"^## (.+?)\s*$", runbook.read_text(), re.M)
-            if headings != list(RUNBOOK_SECTIONS):
-                problems.append(f"docs/runbooks/{name}.md: sections {headings}, expected {list(RUNBOOK_SECTIONS)}")
-    for path in sorted(RUNBOOKS.glob("*.md")):
-        if path.stem not in alerts:
-            problems.append(f"runbook {path.relative_to(REPO_ROOT)} has no alert")
-    # runbook_url lines, in the rule files and the expectations of their tests: each
-    # belongs to the alert named last before it.
+            continue
+        headings = re.findall(r"^## (.+?)\s*$", runbook.read_text(), re.M)
+        if headings != list(RUNBOOK_SECTIONS):
+            problems.append(f"docs/runbooks/{name}.md: sections {headings}, expected {list(RUNBOOK_SECTIONS)}")
+    problems += [f"runbook {path.relative_to(REPO_ROOT)} has no alert"
+                 for path in sorted(RUNBOOKS.glob("*.md")) if path.stem not in alerts]
+    # runbook_url lines, in the rule files and their tests' expectations: each belongs to
+    # the alert named last before it.
     stale = 0
     for path in sorted((MONITORING / "prometheus").glob("*/*.yml")):
         lines = path.read_text().splitlines(keepends=True)
         alert = None
         for i, line in enumerate(lines):
             named = re.match(r"\s*-?\s*(?:alert|alertname):\s*(\w+)", line)
-            if named:
-                alert = named.group(1)
+            alert = named.group(1) if named else alert
             url = re.match(r"(\s*runbook_url:\s*)(\S.*?)\s*$", line)
-            if url:
-                want = f"{base}/{alert}.md"
-                if url.group(2).strip("\"'") != want:
-                    stale += 1
-                    if write:
-                        lines[i] = f"{url.group(1)}{want}\n"
-                    else:
-                        problems.append(f"{path.relative_to(REPO_ROOT)}:{i + 1}: runbook_url is not {want}")
+            want = f"{base}/{alert}.md"
+            if url and url.group(2).strip("\"'") != want:
+                stale += 1
+                if write:
+                    lines[i] = f"{url.group(1)}{want}\n"
+                else:
+                    problems.append(f"{path.relative_to(REPO_ROOT)}:{i + 1}: runbook_url is not {want}")
         if write:
             path.write_text("".join(lines))
     if write and stale:
         print(f"rewrote {stale} runbook_url lines from {base}")
-    for problem in problems:
-        print(problem, file=sys.stderr)
     if problems:
-        print("(scripts/lib/monitoring_config.py check-runbooks --write rewrites the URLs)", file=sys.stderr)
-        return 1
-    print(f"{len(alerts)} alerts, each with its runbook and a runbook_url under {base}")
-    return 0
+        problems.append("(scripts/lib/monitoring_config.py check-runbooks --write rewrites the URLs)")
+    return _report(problems, f"{len(alerts)} alerts, each with its runbook and a runbook_url under {base}")
 
 
-# ---------------------------------------------------------------------------------------
-# check-rule-tests
+def _tests():
+    for path in sorted((MONITORING / "prometheus/tests").glob("*.yml")):
+        yield load_yaml(path)
+
 
 def check_rule_tests():
-    """Every recording rule is compared in a unit test, and every rule file has its test
-    file (that every alert fires in one is check_alert_coverage's)."""
-    tests_dir = MONITORING / "prometheus/tests"
+    """Every recording rule is compared in a unit test, every rule file has its test file,
+    and ScrapeJobAbsent watches exactly the scrape jobs of prometheus.yml."""
     compared, tested_files = set(), set()
-    for path in sorted(tests_dir.glob("*.yml")):
-        doc = load_yaml(path)
+    for doc in _tests():
         tested_files.update(Path(f).name for f in doc.get("rule_files", []))
         for test in doc.get("tests", []):
             for case in test.get("promql_expr_test", []):
                 compared.update(re.findall(r"[A-Za-z_:][\w:]*", case["expr"]))
-    problems = []
-    for path in sorted((MONITORING / "prometheus/rules").glob("*.yml")):
-        if path.name not in tested_files:
-            problems.append(f"rules/{path.name} has no test file in tests/")
+    problems = [f"rules/{path.name} has no test file in tests/"
+                for path in sorted((MONITORING / "prometheus/rules").glob("*.yml")) if path.name not in tested_files]
     all_rules = list(rules())
-    for rule in all_rules:
-        if "record" in rule and rule["record"] not in compared:
-            problems.append(f"recording rule {rule['record']} is compared in no test")
-    problems += check_target_alerts(all_rules)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if not problems:
-        records = sum("record" in rule for rule in all_rules)
-        print(f"{records} recording rules, each compared in a unit test; ScrapeJobAbsent watches every scrape job")
-    return 1 if problems else 0
+    problems += [f"recording rule {rule['record']} is compared in no test"
+                 for rule in all_rules if "record" in rule and rule["record"] not in compared]
+    jobs = {job["job_name"] for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]}
+    absent = next((r for r in all_rules if r.get("alert") == "ScrapeJobAbsent"), None)
+    if absent is None:
+        problems.append("no ScrapeJobAbsent alert: a job without targets would go unnoticed")
+    else:
+        watched = set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent["expr"]))
+        if watched != jobs:
+            problems.append(f"ScrapeJobAbsent watches {sorted(watched)}, prometheus.yml scrapes {sorted(jobs)}")
+    records = sum("record" in rule for rule in all_rules)
+    return _report(problems, f"{records} recording rules, each compared in a unit test; "
+                             "ScrapeJobAbsent watches every scrape job")
 
 
 def check_alert_coverage():
-    """Every alert has the three proofs: a unit test in which it fires, a runbook, and a
-    scenario of the full fire drill that fires, holds back or inhibits it (the Watchdog
-    is judged over the whole drill instead). A new alert without one fails here."""
+    """Every alert has a unit test in which it fires, a runbook, and a scenario of the full
+    fire drill that fires, holds back or inhibits it (the Watchdog: the whole drill)."""
     from fire_drill import scenarios as sc
 
-    tested = set()
-    for path in sorted((MONITORING / "prometheus/tests").glob("*.yml")):
-        for test in load_yaml(path).get("tests", []):
-            tested.update(c["alertname"] for c in test.get("alert_rule_test", []) if c.get("exp_alerts"))
+    tested = {c["alertname"] for doc in _tests() for test in doc.get("tests", [])
+              for c in test.get("alert_rule_test", []) if c.get("exp_alerts")}
     drilled = {a for s in sc.for_run(quick=False) for a in s.watched()} | {"Watchdog"}
     alerts = sorted({r["alert"] for r in rules() if "alert" in r})
     problems = []
@@ -745,38 +640,19 @@ def check_alert_coverage():
                                          ("a fire-drill scenario", alert in drilled)) if not ok]
         if missing:
             problems.append(f"alert {alert} lacks {', '.join(missing)}")
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if not problems:
-        print(f"{len(alerts)} alerts, each with a unit test, a runbook and a fire-drill scenario")
-    return 1 if problems else 0
-
-
-def check_target_alerts(all_rules):
-    """ScrapeJobAbsent watches exactly the scrape jobs of prometheus.yml."""
-    jobs = {job["job_name"] for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]}
-    absent = next((r for r in all_rules if r.get("alert") == "ScrapeJobAbsent"), None)
-    if absent is None:
-        return ["no ScrapeJobAbsent alert: a job without targets would go unnoticed"]
-    watched = set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent["expr"]))
-    if watched != jobs:
-        return [f"ScrapeJobAbsent watches {sorted(watched)}, prometheus.yml scrapes {sorted(jobs)}"]
-    return []
+    return _report(problems, f"{len(alerts)} alerts, each with a unit test, a runbook and a fire-drill scenario")
 
 
 # ---------------------------------------------------------------------------------------
-# check-inhibitions: the inhibit_rules of alertmanager.yml, on a running Alertmanager
-
-# The label sets of each topology, read from the files that make them, and the alerts of
-# each scenario built from them with the labels the rules keep (an aggregation keeps only
-# its `by` labels, a plain comparison every label of the series).
+# check-inhibitions: the inhibit_rules of alertmanager.yml, on a running Alertmanager, with
+# the label sets of each topology read from the files that make them; each alert keeps the
+# labels its rule keeps (an aggregation its `by` labels, a comparison every label).
 
 def compose_targets():
     """{job: labels of its one target} in compose: prometheus.yml's jobs and the labels of
     their target files (the probe job reads farol's and keeps its address as instance)."""
-    prom = load_yaml(MONITORING / "prometheus/prometheus.yml")
     targets = {}
-    for job in prom["scrape_configs"]:
+    for job in load_yaml(MONITORING / "prometheus/prometheus.yml")["scrape_configs"]:
         for sd in job.get("file_sd_configs", []):
             for path in sd["files"]:
                 for group in load_yaml(MONITORING / "prometheus" / path) or []:
@@ -786,14 +662,12 @@ def compose_targets():
 
 
 def production_targets():
-    """{job: labels} that the production overlay's ServiceMonitor, PodMonitors and Probe
-    give their series (deploy/k8s/overlays/production/monitoring.yaml, the base's
-    namespace): the operator adds namespace, pod, service, endpoint and container; the
-    relabelings and static labels of the manifests add the rest."""
+    """{job: labels} that the production overlay's ServiceMonitor, PodMonitors and Probe give
+    their series (deploy/k8s/overlays/production/monitoring.yaml, the base's namespace): the
+    operator adds namespace, pod, service, endpoint and container; the manifests the rest."""
     deploy = REPO_ROOT / "deploy/k8s"
     namespace = load_yaml(deploy / "base/kustomization.yaml")["namespace"]
     manifests = [d for d in yaml.safe_load_all((deploy / "overlays/production/monitoring.yaml").read_text()) if d]
-    docs = {d["kind"]: d for d in manifests if d["kind"] != "PodMonitor"}
     # the database's instances and the Pooler's PgBouncers, told apart by what they select
     pod_monitors = {}
     for monitor in (d for d in manifests if d["kind"] == "PodMonitor"):
@@ -805,35 +679,26 @@ def production_targets():
     if set(pod_monitors) != {"database", "pooler"}:
         raise SystemExit(f"monitoring.yaml: PodMonitors for {sorted(pod_monitors)}, expected the database's "
                          "and the pooler's")
-
-    def relabelings(monitor):
-        return monitor["spec"]["podMetricsEndpoints"][0].get("relabelings", [])
-
-    def job_of(monitor):
-        """The job label a PodMonitor's relabelings give, else the operator's default."""
-        job = {r["targetLabel"]: r.get("replacement") for r in relabelings(monitor)}.get("job")
-        return job or f"{namespace}/{monitor['metadata']['name']}"
-
-    database = pod_monitors["database"]
-    relabel = {r["targetLabel"]: r.get("replacement") for r in relabelings(database)}
+    relabelings = {role: m["spec"]["podMetricsEndpoints"][0].get("relabelings", []) for role, m in pod_monitors.items()}
+    relabel = {role: {r["targetLabel"]: r.get("replacement") for r in rs} for role, rs in relabelings.items()}
+    # a PodMonitor's job: its relabeling's, else the operator's default
+    job = {role: relabel[role].get("job") or f"{namespace}/{m['metadata']['name']}" for role, m in pod_monitors.items()}
     # `role` must come from the pod labels CloudNativePG sets, or no series has it
-    role_sources = {src for r in relabelings(database) if r["targetLabel"] == "role"
+    role_sources = {src for r in relabelings["database"] if r["targetLabel"] == "role"
                     for src in r.get("sourceLabels", [])}
     if role_sources and not role_sources <= {"__meta_kubernetes_pod_label_role",
                                              "__meta_kubernetes_pod_label_cnpg_io_instanceRole"}:
         raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)},"
                          " not CloudNativePG's pod labels")
-    probe = docs["Probe"]["spec"]
+    probe = next(d for d in manifests if d["kind"] == "Probe")["spec"]
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
                   "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
-        "postgres": {"job": job_of(database),
-                     "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
+        "postgres": {"job": job["database"], "namespace": namespace, "instance": "10.1.0.21:9187", "pod": "farol-db-1",
                      "container": "postgres", "endpoint": "metrics",
-                     **({"role": "primary"} if "role" in relabel else {})},
-        "pgbouncer": {"job": job_of(pod_monitors["pooler"]), "namespace": namespace,
-                      "instance": "10.1.0.31:9127", "pod": "farol-db-pooler-rw-5c8d-a",
-                      "container": "pgbouncer", "endpoint": "metrics"},
+                     **({"role": "primary"} if "role" in relabel["database"] else {})},
+        "pgbouncer": {"job": job["pooler"], "namespace": namespace, "instance": "10.1.0.31:9127",
+                      "pod": "farol-db-pooler-rw-5c8d-a", "container": "pgbouncer", "endpoint": "metrics"},
         # the operator labels a static target with the Probe's namespace
         "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
                          "namespace": namespace, **probe["targets"]["staticConfig"].get("labels", {})},
@@ -983,8 +848,11 @@ def inhibition_scenarios():
     return scenarios
 
 
+
 def check_inhibitions(alertmanager_url, scenario):
-    import time
+    if scenario == "list":
+        print("\n".join(inhibition_scenarios()))
+        return 0
     base = alertmanager_url.rstrip("/")
     alerts = inhibition_scenarios()[scenario]
     body = json.dumps([{"labels": labels, "annotations": {"summary": "inhibition test"}}
@@ -1000,19 +868,15 @@ def check_inhibitions(alertmanager_url, scenario):
         for labels, inhibited in alerts:
             status = got.get(json.dumps(labels, sort_keys=True))
             if status is None:
-                problems.append(f"{labels['alertname']} {labels}: not received")
+                problems.append(f"{scenario}: {labels['alertname']} {labels}: not received")
             elif bool(status.get("inhibitedBy")) != inhibited:
-                problems.append(f"{labels['alertname']} {labels}: {'not ' if inhibited else ''}inhibited, "
-                                f"state {status.get('state')}")
+                problems.append(f"{scenario}: {labels['alertname']} {labels}: {'not ' if inhibited else ''}"
+                                f"inhibited, state {status.get('state')}")
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    for problem in problems:
-        print(f"{scenario}: {problem}", file=sys.stderr)
-    if not problems:
-        silenced = sum(1 for _, i in alerts if i)
-        print(f"inhibitions, {scenario}: {silenced} of {len(alerts)} alerts suppressed, as expected")
-    return 1 if problems else 0
+    silenced = sum(1 for _, i in alerts if i)
+    return _report(problems, f"inhibitions, {scenario}: {silenced} of {len(alerts)} alerts suppressed, as expected")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1022,27 +886,22 @@ NO_UNIT_PANELS = {"row", "text", "logs"}   # nothing numeric to put a unit on
 THRESHOLD_NOTE = re.compile(r"Threshold line = alert (\w+)")
 
 
-def provisioned_datasources():
-    uids = {}
-    for path in (MONITORING / "grafana/provisioning/datasources").glob("*.yml"):
-        for ds in load_yaml(path).get("datasources", []):
-            uids[ds["uid"]] = ds["type"]
-    return uids
-
-
 def check_dashboards():
     problems = []
-    datasources = provisioned_datasources()
+    datasources = {ds["uid"]: ds["type"] for path in (MONITORING / "grafana/provisioning/datasources").glob("*.yml")
+                   for ds in load_yaml(path).get("datasources", [])}
+
+    def provisioned(ds):
+        return isinstance(ds, dict) and datasources.get(ds.get("uid")) == ds.get("type")
+
     alert_thresholds = {}
     for rule in rules():
         if "alert" in rule:
             values = [constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts]
             alert_thresholds[rule["alert"]] = {v for v in values if v is not None}
     # Alerts on a measured level (not a 0/1 state) must be drawn on some panel.
-    drawn_needed = {a for a, vs in alert_thresholds.items() if any(v not in (0.0,) for v in vs)}
-    drawn = set()
-    count = 0
-    uids = set()
+    drawn_needed = {a for a, vs in alert_thresholds.items() if any(v != 0.0 for v in vs)}
+    drawn, uids, count = set(), set(), 0
     for path, dashboard in dashboards():
         count += 1
         where = path.name
@@ -1050,12 +909,10 @@ def check_dashboards():
             problems.append(f"{where}: missing or duplicate uid")
         uids.add(dashboard.get("uid"))
         variables = dashboard_variables(dashboard)
-        for name in ("job", "instance"):
-            if name not in variables:
-                problems.append(f"{where}: no ${name} variable")
+        problems += [f"{where}: no ${name} variable" for name in ("job", "instance") if name not in variables]
         for name, var in variables.items():
             ds = var.get("datasource")
-            if isinstance(ds, dict) and datasources.get(ds.get("uid")) != ds.get("type"):
+            if isinstance(ds, dict) and not provisioned(ds):
                 problems.append(f"{where}: variable {name} uses data source {ds}, not a provisioned one")
         ids = set()
         for panel in panels(dashboard):
@@ -1067,39 +924,31 @@ def check_dashboards():
                 continue
             for target in panel.get("targets", []) or [{}]:
                 ds = target.get("datasource") or panel.get("datasource")
-                if not isinstance(ds, dict) or datasources.get(ds.get("uid")) != ds.get("type"):
+                if not provisioned(ds):
                     problems.append(f"{title}: data source {ds} is not a provisioned one ({datasources})")
             defaults = panel.get("fieldConfig", {}).get("defaults", {})
             if panel.get("type") not in NO_UNIT_PANELS and not defaults.get("unit"):
                 problems.append(f"{title}: no unit")
             note = THRESHOLD_NOTE.search(panel.get("description", ""))
-            if note:
-                alert = note.group(1)
-                steps = defaults.get("thresholds", {}).get("steps", [])
-                lines = {s["value"] for s in steps if s.get("value") is not None}
-                style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
-                if alert not in alert_thresholds:
-                    problems.append(f"{title}: names alert {alert}, which does not exist")
-                elif not lines or not all(any(math.isclose(line, v, rel_tol=1e-9) for v in alert_thresholds[alert])
-                                          for line in lines):
-                    problems.append(f"{title}: threshold lines {sorted(lines)} are not alert {alert}'s "
-                                    f"thresholds {sorted(alert_thresholds[alert])}")
-                elif panel.get("type") == "timeseries" and style == "off":
-                    problems.append(f"{title}: thresholds of alert {alert} are not drawn (thresholdsStyle)")
-                else:
-                    drawn.add(alert)
-    for alert in sorted(drawn_needed - drawn):
-        problems.append(f"alert {alert}: its threshold is drawn on no panel")
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        return 1
-    print(f"{count} dashboards: units, variables, data sources and the thresholds of "
-          f"{len(drawn)} alerts agree")
-    return 0
+            if not note:
+                continue
+            alert = note.group(1)
+            lines = {s["value"] for s in defaults.get("thresholds", {}).get("steps", []) if s.get("value") is not None}
+            style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
+            if alert not in alert_thresholds:
+                problems.append(f"{title}: names alert {alert}, which does not exist")
+            elif not lines or not all(any(math.isclose(line, v, rel_tol=1e-9) for v in alert_thresholds[alert])
+                                      for line in lines):
+                problems.append(f"{title}: threshold lines {sorted(lines)} are not alert {alert}'s "
+                                f"thresholds {sorted(alert_thresholds[alert])}")
+            elif panel.get("type") == "timeseries" and style == "off":
+                problems.append(f"{title}: thresholds of alert {alert} are not drawn (thresholdsStyle)")
+            else:
+                drawn.add(alert)
+    problems += [f"alert {alert}: its threshold is drawn on no panel" for alert in sorted(drawn_needed - drawn)]
+    return _report(problems, f"{count} dashboards: units, variables, data sources and the thresholds of "
+                             f"{len(drawn)} alerts agree")
 
-
-# ---------------------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------
 # Small questions the shell scripts ask of the rules
@@ -1113,18 +962,17 @@ def alert_threshold(name):
     rule = next((r for r in rules() if r.get("alert") == name), None)
     if rule is None:
         raise SystemExit(f"no alert named {name} in {MONITORING}/prometheus/rules")
-    threshold = next(
-        (constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts), None)
+    threshold = next((constant_value(t) for _, ts in alert_signals(rule["expr"]) for t in ts), None)
     if threshold is None:
         raise SystemExit(f"{name}: its expression compares against no constant")
     return threshold
 
 
 # ---------------------------------------------------------------------------------------
-# The monitoring files that nothing here can run
+# check-static-files: what nothing here can run (no Grafana, Loki or Alloy binaries):
+# syntax, what the files refer to, and that Prometheus keeps what the rules read.
 
-# Prometheus's retention when no flag sets one
-DEFAULT_RETENTION = "15d"
+DEFAULT_RETENTION = "15d"   # Prometheus's, when no flag sets one
 RETENTION_FLAGS = ("--storage.tsdb.retention.time", "--storage.tsdb.retention")   # the second deprecated
 RETENTION_SIZE_FLAG = "--storage.tsdb.retention.size"
 
@@ -1136,18 +984,17 @@ def prometheus_flags(compose):
     args = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
     flags = {}
     for i, arg in enumerate(args):
-        if not arg.startswith("--"):
-            continue
-        name, sep, value = arg.partition("=")
-        if not sep and i + 1 < len(args) and not args[i + 1].startswith("--"):
-            value = args[i + 1]
-        flags[name] = value
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            if not sep and i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value = args[i + 1]
+            flags[name] = value
     return flags
 
 
 def rule_lookback_ms(expr):
     """How far back a rule reads: its longest range or offset, or a range plus the offset
-    that follows it. Nested subqueries, whose ranges add up too, are not summed."""
+    that follows it (nested subqueries, whose ranges add up too, are not summed)."""
     spans = [expr[start:end] for start, end, unit in promql_durations(expr) if unit == "duration"]
     longest = max((parse_duration(d) for d in spans), default=0)
     for window, offset in re.findall(r"\[\s*(\w+)\s*(?::\s*\w*\s*)?\]\s*offset\s+(\w+)", expr):
@@ -1156,10 +1003,9 @@ def rule_lookback_ms(expr):
 
 
 def lookback_problems(compose, all_rules):
-    """A rule that reads further back than Prometheus keeps computes over what is left,
-    without a word: the SLO's 30-day budget over 15 days of data. Every rule's lookback
-    against the retention compose gives Prometheus (a size limit, which can drop data
-    sooner, cannot be proven to fit and is refused)."""
+    """Every rule that reads further back than compose's Prometheus keeps: it would compute
+    over what is left without a word (the SLO's 30-day budget over 15 days). A size limit,
+    which can drop data sooner, cannot be proven to fit and is refused."""
     flags = prometheus_flags(compose)
     if RETENTION_SIZE_FLAG in flags:
         return [f"docker-compose.yml: prometheus sets {RETENTION_SIZE_FLAG}, which can drop data sooner "
@@ -1182,8 +1028,6 @@ def lookback_problems(compose, all_rules):
 
 
 def check_static_files():
-    """What cannot run here (no Grafana, Loki or Alloy binaries): syntax, and that what the
-    files refer to exists."""
     problems = []
 
     def load(path):
@@ -1194,7 +1038,7 @@ def check_static_files():
             return {}
 
     compose = load(MONITORING / "docker-compose.yml")
-    mounts = {}   # container path -> host path, per service
+    mounts = {}   # (service, container path) -> host path
     for name, service in compose.get("services", {}).items():
         for volume in service.get("volumes", []):
             host, container = volume.split(":")[:2]
@@ -1204,16 +1048,15 @@ def check_static_files():
                 problems.append(f"docker-compose.yml: {name} mounts {host}, which does not exist")
     # Grafana: provisioning files parse, the dashboards folder the provider reads is mounted.
     for path in (MONITORING / "grafana/provisioning").rglob("*.yml"):
-        doc = load(path)
-        for provider in doc.get("providers", []):
+        for provider in load(path).get("providers", []):
             folder = provider["options"]["path"]
             if mounts.get(("grafana", folder)) != "./grafana/dashboards":
                 problems.append(f"{path}: provider path {folder} is not where compose mounts grafana/dashboards")
     # Loki: parses, and stores under the volume compose gives it.
-    loki = load(MONITORING / "loki/loki.yml")
-    if loki.get("common", {}).get("path_prefix") != "/loki" or ("loki", "/loki") not in {(k[0], k[1]) for k in mounts}:
+    if load(MONITORING / "loki/loki.yml").get("common", {}).get("path_prefix") != "/loki" \
+            or ("loki", "/loki") not in mounts:
         problems.append("loki.yml: path_prefix must be /loki, the loki-data volume")
-    # Alloy: balanced braces and quotes, every component reference defined, the Loki URL is
+    # Alloy: balanced braces and brackets, every component reference defined, the Loki URL
     # the compose service's.
     alloy = (MONITORING / "alloy/config.alloy").read_text()
     code = re.sub(r'"(?:[^"\\]|\\.)*"', '""', re.sub(r"//[^\n]*", "", alloy))
@@ -1225,10 +1068,7 @@ def check_static_files():
             problems.append(f"config.alloy: {kind}.{label} is used but not defined")
     if "http://loki:3100/loki/api/v1/push" not in alloy or "loki" not in compose.get("services", {}):
         problems.append("config.alloy: must push to the compose service loki")
-    problems += lookback_problems(compose, list(rules()))
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    return 1 if problems else 0
+    return _report(problems + lookback_problems(compose, list(rules())))
 
 
 def main(argv):
@@ -1240,45 +1080,28 @@ def main(argv):
     p.add_argument("--source", default=str(MONITORING))
     p = sub.add_parser("check-queries")
     p.add_argument("--prometheus", required=True)
-    p.add_argument("--source", default=str(MONITORING))
     p.add_argument("--may-be-empty", action="append", default=[], metavar="KEY")
-    p = sub.add_parser("check-runbooks")
-    p.add_argument("--write", action="store_true")
-    sub.add_parser("check-dashboards")
-    sub.add_parser("check-static-files")
-    sub.add_parser("records")
-    p = sub.add_parser("alert-threshold")
-    p.add_argument("alert")
-    sub.add_parser("check-rule-tests")
-    sub.add_parser("check-alert-coverage")
+    sub.add_parser("check-runbooks").add_argument("--write", action="store_true")
+    sub.add_parser("alert-threshold").add_argument("alert")
     p = sub.add_parser("check-inhibitions")
     p.add_argument("--alertmanager", required=True)
     p.add_argument("--scenario", required=True, help="a scenario name; `list` prints them")
+    for name in ("check-dashboards", "check-static-files", "records", "check-rule-tests", "check-alert-coverage"):
+        sub.add_parser(name)
     args = parser.parse_args(argv)
-    if args.command == "drill":
-        drill(args.out_dir, args.source, args.factor)
-    elif args.command == "check-queries":
-        return check_queries(args.prometheus, args.source, args.may_be_empty)
-    elif args.command == "check-runbooks":
-        return check_runbooks(args.write)
-    elif args.command == "check-dashboards":
-        return check_dashboards()
-    elif args.command == "check-static-files":
-        return check_static_files()
-    elif args.command == "records":
-        print("\n".join(recording_rules()))
-    elif args.command == "alert-threshold":
-        print(alert_threshold(args.alert))
-    elif args.command == "check-rule-tests":
-        return check_rule_tests()
-    elif args.command == "check-alert-coverage":
-        return check_alert_coverage()
-    elif args.command == "check-inhibitions":
-        if args.scenario == "list":
-            print("\n".join(inhibition_scenarios()))
-            return 0
-        return check_inhibitions(args.alertmanager, args.scenario)
-    return 0
+    commands = {
+        "drill": lambda: drill(args.out_dir, args.source, args.factor),
+        "check-queries": lambda: check_queries(args.prometheus, args.may_be_empty),
+        "check-runbooks": lambda: check_runbooks(args.write),
+        "check-dashboards": check_dashboards,
+        "check-static-files": check_static_files,
+        "records": lambda: print("\n".join(recording_rules())),
+        "alert-threshold": lambda: print(alert_threshold(args.alert)),
+        "check-rule-tests": check_rule_tests,
+        "check-alert-coverage": check_alert_coverage,
+        "check-inhibitions": lambda: check_inhibitions(args.alertmanager, args.scenario),
+    }
+    return commands[args.command]() or 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
 #!/usr/bin/env python3
 """Tests of monitoring_config.py, above all of the fire drill's generator: from the real
-files it may change durations, and only durations, and each one it changes must shrink.
-
-    pytest scripts/lib/test_monitoring_config.py        (make validate AREAS=python runs them all)
-"""
+files it may change durations, and only durations, and each one it changes must shrink."""
 
 import tempfile
 import unittest
@@ -133,7 +130,6 @@ class Drill(unittest.TestCase):
         self.assertTrue((self.out / "blackbox/blackbox.yml").is_file())
 
 
-
 class Lookback(unittest.TestCase):
     RULES = [{"record": "slo:sli_error:ratio_rate30d", "expr": "sum(rate(x[30d])) / sum(rate(y[30d]))"},
              {"alert": "LastMonth", "expr": "rate(x[5d] offset 28d) > 0"},
@@ -180,6 +176,7 @@ class RunbookQueries(unittest.TestCase):
         self.assertEqual(queries[("PostgresWalArchivingFailing", 3)], "pg_stat_archiver_last_archive_age")
         self.assertNotIn(("PostgresDown", 3), queries)
         self.assertTrue(all(expr and "```" not in expr for expr in queries.values()))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)

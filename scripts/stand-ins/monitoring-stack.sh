@@ -5,34 +5,20 @@
 #
 #   stack_start WORK_DIR FAROL_ADDR [CONFIG_DIR]
 #       CONFIG_DIR is shaped like monitoring/ (the default; the fire drill passes what
-#       scripts/drill-config wrote). Its prometheus.yml, target files and alertmanager.yml
-#       are rendered into WORK_DIR with local addresses (farol at FAROL_ADDR, host:port),
-#       then the webhook receiver, Alertmanager, node exporter, PostgreSQL exporter (at
-#       $PG_URL), blackbox exporter and Prometheus (resending firing alerts at its
-#       evaluation interval) start, each waited for. Sets:
-#         STACK_PROMETHEUS_URL  STACK_ALERTMANAGER_URL  STACK_WEBHOOK_LOG (JSON lines)
-#         STACK_PORTS[name]     STACK_LOG_DIR
-#         STACK_TEXTFILE_DIR    what the node exporter's textfile collector reads (*.prom)
-#       Extra Prometheus flags: set STACK_PROMETHEUS_ARGS (split on spaces) before calling.
-#   stack_stop
-#       Stops everything stack_start started (by process id), then runs the commands given
-#       to stack_on_exit, newest first. stack_start installs it as the EXIT trap (INT and
-#       TERM exit through it), so an interrupted script cleans up too.
-#   stack_on_exit COMMAND...
-#       Also run COMMAND when the stack stops: the caller's own processes (farol,
-#       PostgreSQL) join the same trap instead of replacing it. Installs the trap, so it
-#       may come before stack_start.
-#   stack_python
-#       Sets STACK_PYTHON to a python3 that has PyYAML (the tools' venv, else the system's).
-#   stack_add_postgres NAME DATA_SOURCE_NAME
-#       One more PostgreSQL exporter (a standby's), on the free port STACK_PORTS[NAME];
-#       the caller adds its scrape target.
-#   stack_kill NAME, stack_revive NAME
-#       Stop one process of the stack (e.g. postgres-exporter), and start it again with the
-#       same command: the fire drill's exporter-down fault.
-#   stack_restart_postgres DATA_SOURCE_NAME
-#       Stop the PostgreSQL exporter and start it again on its port, reading another data
-#       source: the fire drill's failing-query fault (and, with $PG_URL, its fix).
+#       scripts/drill-config wrote). Its prometheus/ and alertmanager/ are copied to
+#       WORK_DIR/config with local addresses (_stack_render; farol at FAROL_ADDR), then the
+#       webhook receiver, Alertmanager, node, PostgreSQL (at $PG_URL) and blackbox exporters
+#       and Prometheus start, each waited for. Sets STACK_PROMETHEUS_URL,
+#       STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG (JSON lines), STACK_PORTS[name],
+#       STACK_LOG_DIR, STACK_TEXTFILE_DIR (the node exporter's textfile collector reads it).
+#       Extra Prometheus flags: STACK_PROMETHEUS_ARGS (split on spaces).
+#   stack_stop                 ends what stack_start started, then the stack_on_exit
+#                              commands, newest first; the EXIT trap (INT and TERM exit through it)
+#   stack_on_exit COMMAND...   run COMMAND then too (the caller's farol, PostgreSQL)
+#   stack_python               STACK_PYTHON: a python3 with PyYAML (the tools' venv, else the system's)
+#   stack_add_postgres NAME DSN      one more PostgreSQL exporter, on port STACK_PORTS[NAME]
+#   stack_kill NAME, stack_revive NAME   stop one process of the stack, start it again
+#   stack_restart_postgres DSN       the PostgreSQL exporter again, reading another data source
 
 STACK_PIDS=()
 STACK_ON_EXIT=()
@@ -79,10 +65,30 @@ _stack_run() {
   fi
 }
 
+# _stack_render CONFIG_DIR OUT_DIR FROM=TO...: a stand-in for the compose network (the
+# folder's README): CONFIG_DIR's prometheus/ and alertmanager/ copied to OUT_DIR, each
+# compose address FROM (a whole host:port: "app:5000" is not in "myapp:50001") replaced by
+# TO in prometheus.yml, its target files and alertmanager.yml, nothing else changed. An
+# address that no longer occurs there (outside comment lines) is an error, so the
+# rendering cannot drift silently.
+_stack_render() {
+  local source=$1 out=$2 pair from files
+  shift 2
+  mkdir -p "$out"
+  cp -R "$source/prometheus" "$source/alertmanager" "$out/"
+  files=("$out/prometheus/prometheus.yml" "$out"/prometheus/targets/*.yml "$out/alertmanager/alertmanager.yml")
+  for pair in "$@"; do
+    from=${pair%%=*}
+    FROM=$from perl -ne '$n++ if !/^\s*#/ && /(?<![\w.-])\Q$ENV{FROM}\E(?!\w)/; END { exit !$n }' "${files[@]}" \
+      || die "$from no longer in the configuration of $source; update monitoring-stack.sh"
+    FROM=$from TO=${pair#*=} perl -pi -e 's/(?<![\w.-])\Q$ENV{FROM}\E(?!\w)/$ENV{TO}/g' "${files[@]}"
+  done
+}
+
 stack_start() {
-  local work=$1 farol=$2 config=${3:-$REPO_ROOT/monitoring} name
+  local work=$1 farol=$2 config=${3:-$REPO_ROOT/monitoring} name resend
   need prometheus prometheus-alertmanager prometheus-node-exporter \
-    prometheus-postgres-exporter prometheus-blackbox-exporter curl
+    prometheus-postgres-exporter prometheus-blackbox-exporter curl perl
   [ -n "${PG_URL:-}" ] || die "stack_start: PG_URL is not set (pg_start first)"
   stack_python
   _stack_trap
@@ -93,18 +99,14 @@ stack_start() {
   for name in prometheus alertmanager node postgres blackbox webhook; do
     STACK_PORTS[$name]=$(free_port)
   done
-
-  # The addresses of monitoring/docker-compose.yml, as they appear in its configuration.
-  "$STACK_PYTHON" "$REPO_ROOT/scripts/stand-ins/local_addresses.py" "$work/config" \
-    --source "$config" \
-    --address "app:5000=$farol" \
-    --address "localhost:9090=127.0.0.1:${STACK_PORTS[prometheus]}" \
-    --address "alertmanager:9093=127.0.0.1:${STACK_PORTS[alertmanager]}" \
-    --address "host.docker.internal:9100=127.0.0.1:${STACK_PORTS[node]}" \
-    --address "postgres-exporter:9187=127.0.0.1:${STACK_PORTS[postgres]}" \
-    --address "blackbox-exporter:9115=127.0.0.1:${STACK_PORTS[blackbox]}" \
-    --address "webhook-receiver:8080=127.0.0.1:${STACK_PORTS[webhook]}" \
-    || die "could not render the monitoring configuration of $config"
+  # the addresses of monitoring/docker-compose.yml, as they appear in its configuration
+  _stack_render "$config" "$work/config" "app:5000=$farol" \
+    "localhost:9090=127.0.0.1:${STACK_PORTS[prometheus]}" \
+    "alertmanager:9093=127.0.0.1:${STACK_PORTS[alertmanager]}" \
+    "host.docker.internal:9100=127.0.0.1:${STACK_PORTS[node]}" \
+    "postgres-exporter:9187=127.0.0.1:${STACK_PORTS[postgres]}" \
+    "blackbox-exporter:9115=127.0.0.1:${STACK_PORTS[blackbox]}" \
+    "webhook-receiver:8080=127.0.0.1:${STACK_PORTS[webhook]}"
 
   STACK_WEBHOOK_LOG=$work/webhook.jsonl
   : >"$STACK_WEBHOOK_LOG"
@@ -129,7 +131,6 @@ stack_start() {
   # A firing alert is sent again only after the resend delay (1m by default): at the
   # evaluation interval instead, an alert that fired before Alertmanager was discovered
   # (the Watchdog, at once) arrives within an interval, in the drill's seconds too.
-  local resend
   resend=$("$STACK_PYTHON" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["global"]["evaluation_interval"])' \
     "$work/config/prometheus/prometheus.yml")
   # shellcheck disable=SC2086 # STACK_PROMETHEUS_ARGS: extra flags, split on purpose
@@ -157,16 +158,23 @@ stack_restart_postgres() {
   _stack_postgres_exporter postgres-exporter "${STACK_PORTS[postgres]}" "$1"
 }
 
+# _stack_end PID...: TERM, up to 10 s to exit, then KILL; each reaped
+_stack_end() {
+  local pid deadline=$((SECONDS + 10))
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
 stack_kill() {
-  local name=$1 pid=${STACK_PID_OF[$1]:-} deadline
+  local name=$1 pid=${STACK_PID_OF[$1]:-} kept=() p
   [ -n "$pid" ] || die "stack_kill: no process named $name"
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  _stack_end "$pid"
   # reaped: its pid may be reused by anything, which stack_stop must not signal
-  local kept=() p
   for p in "${STACK_PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
   STACK_PIDS=("${kept[@]}")
   unset "STACK_PID_OF[$name]"
@@ -179,16 +187,8 @@ stack_revive() {
 }
 
 stack_stop() {
-  local pid i deadline
-  for pid in "${STACK_PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  deadline=$((SECONDS + 10))
-  for pid in "${STACK_PIDS[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  local i
+  _stack_end "${STACK_PIDS[@]}"
   STACK_PIDS=()
   for ((i = ${#STACK_ON_EXIT[@]} - 1; i >= 0; i--)); do
     eval "${STACK_ON_EXIT[i]}" 2>/dev/null || true   # e.g. kill: it may be gone already

@@ -1,24 +1,12 @@
 # shellcheck shell=bash
 # monitoring/: Prometheus and Alertmanager configuration, the rules and their unit tests,
 # routing and inhibitions on a real Alertmanager, runbooks, dashboards, the fire drill's
-# generator's output (its unit tests run in the python area), and what can only be read (Grafana provisioning, Loki, Alloy, compose file).
-# Needs `scripts/install-deps monitoring lint` (lint: slokit); no network; a few minutes,
-# most of them the SLO rules' unit tests.
+# generator's output (its unit tests run in the python area), and what can only be read
+# (Grafana provisioning, Loki, Alloy, compose file). Needs `scripts/install-deps monitoring
+# lint` (lint: slokit); no network; a few minutes, most of them the SLO rules' unit tests.
 
 # shellcheck source=scripts/stand-ins/monitoring-stack.sh
 . "$REPO_ROOT/scripts/stand-ins/monitoring-stack.sh"
-
-validate_monitoring() {
-  need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl slokit
-  stack_python
-  local py=$STACK_PYTHON tool=$REPO_ROOT/scripts/lib/monitoring_config.py failed=0
-  # global, not local: the trap fires when this area's bash process ends (on INT and
-  # TERM too), after the function returned
-  MONITORING_TMP=$(mktemp -d)
-  trap 'rm -rf "$MONITORING_TMP"' EXIT
-  _monitoring_checks "$py" "$tool" "$MONITORING_TMP" || failed=1
-  return "$failed"
-}
 
 # _check DESCRIPTION COMMAND...: run COMMAND quietly; on failure show its output.
 _check() {
@@ -33,9 +21,15 @@ _check() {
   fi
 }
 
-_monitoring_checks() {
-  local py=$1 tool=$2 tmp=$3 failed=0 receiver labels
+validate_monitoring() {
+  need promtool amtool prometheus-alertmanager prometheus-blackbox-exporter curl slokit
+  stack_python
+  local py=$STACK_PYTHON tool=$REPO_ROOT/scripts/lib/monitoring_config.py failed=0 receiver labels tmp
   local am_config=monitoring/alertmanager/alertmanager.yml
+  # global, not local: the trap fires when this area's bash process ends, after the function returned
+  MONITORING_TMP=$(mktemp -d)
+  trap 'rm -rf "$MONITORING_TMP"' EXIT
+  tmp=$MONITORING_TMP
 
   _check "the SLO spec is in sloth's format (slokit validate and lint)" \
     bash -c 'slokit validate -i monitoring/slo/farol.yml && slokit lint -i monitoring/slo/farol.yml' || failed=1
@@ -92,7 +86,7 @@ ROUTES
       && amtool check-config '$tmp/drill/alertmanager/alertmanager.yml'" || failed=1
 
   _check "read-only checks: Grafana provisioning, Loki, Alloy, compose file" \
-    _check_static_files "$py" || failed=1
+    _check_static_files "$py" "$tool" || failed=1
   return "$failed"
 }
 
@@ -122,11 +116,9 @@ _check_inhibitions() {
   return "$failed"
 }
 
-# What cannot run here (no Grafana, Loki or Alloy binaries): syntax, and that what the
-# files refer to exists.
+# What cannot run here (no Grafana, Loki or Alloy binaries): syntax, references.
 _check_static_files() {
-  local py=$1
-  "$py" "$REPO_ROOT/scripts/lib/monitoring_config.py" check-static-files || return 1
+  "$1" "$2" check-static-files || return 1
   if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
     GRAFANA_ADMIN_PASSWORD=validate docker compose -f monitoring/docker-compose.yml config -q || return 1
   else
