@@ -60,9 +60,10 @@ class JudgeFire(unittest.TestCase):
             ([Interval(115, 160)], [], "never reached the webhook"),
             ([], [], "did not fire"),
         ]:
-            row = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), intervals, notices, [])
-            self.assertEqual(row.result, "FAIL", why)
-            self.assertIn(why, row.observed)
+            with self.subTest(why):
+                row = jd.judge(ERRORS, "HttpHighErrorRate", dict(MARKS), intervals, notices, [])
+                self.assertEqual(row.result, "FAIL", why)
+                self.assertIn(why, row.observed)
 
     def test_only_an_alert_of_once_may_resolve_before_the_fix(self):
         hung, name = sc.BY_NAME["database-hung"], "FarolStatementsLeftRunning"
@@ -117,9 +118,10 @@ class JudgeInhibited(unittest.TestCase):
             # held back by another alert is not this inhibition
             ([Interval(120, 152)], [], [(121, {"FarolDown"})], "never seen inhibited"),
         ]:
-            row = jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
-            self.assertEqual(row.result, "FAIL", why)
-            self.assertIn(why, row.observed)
+            with self.subTest(why):
+                row = jd.judge(DATABASE, "HttpHighErrorRate", dict(MARKS), intervals, notices, suppressions)
+                self.assertEqual(row.result, "FAIL", why)
+                self.assertIn(why, row.observed)
 
 
 class JudgeSignalsAndBounds(unittest.TestCase):
