@@ -1,14 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster from the server binaries on the machine, for scripts
 # (bench, fire drill, fuzzing, query checks, the reliability drills). Sourced after
-# common.sh; or run as a command, by the Python drills (reliability/pg_servers.py), which
-# then drive the servers they were given:
-#
-#   scripts/lib/postgres.sh start DIR PORT      pg_start; prints PG_URL
-#   scripts/lib/postgres.sh standby PRIMARY_DIR DIR PORT NAME
-#                                               pg_standby_start; prints STANDBY_URL
-#
-# The functions:
+# common.sh (the Python drills call its functions through bash: reliability/httpload.py's
+# shell()).
 #
 #   pg_start DIR PORT     initdb (once) and start a cluster in DIR on 127.0.0.1:PORT;
 #                         prints nothing, sets PG_URL (postgres://farol@127.0.0.1:PORT/farol);
@@ -91,14 +85,3 @@ pg_stop() {
   [ -f "$dir/data/postmaster.pid" ] || return 0
   _pg_run "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
 }
-
-if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-  set -euo pipefail
-  # shellcheck source=scripts/lib/common.sh
-  . "$(dirname "$0")/common.sh"
-  case "${1:-} $#" in
-    "start 3") pg_start "$2" "$3"; echo "$PG_URL" ;;
-    "standby 5") pg_standby_start "$2" "$3" "$4" "$5"; echo "$STANDBY_URL" ;;
-    *) die "usage: postgres.sh start DIR PORT | standby PRIMARY_DIR DIR PORT NAME" ;;
-  esac
-fi

@@ -22,15 +22,15 @@ async def drill(binary, work, verdict):
         prober = asyncio.create_task(probe(farol.port, "/health", 0.05, load.stop, health))
         await asyncio.sleep(BEFORE_S)
         stopping = time.time()
-        await asyncio.to_thread(shell, "pg_stop", os.environ["PG_DIR"])
+        await asyncio.to_thread(shell, "pg_stop", os.environ["PG_DIR"], timeout=60)
         stopped = time.time()
         await asyncio.sleep(OUTAGE_S)
         resuming = time.time()
-        await asyncio.to_thread(shell, "pg_resume", os.environ["PG_DIR"])
+        await asyncio.to_thread(shell, "pg_resume", os.environ["PG_DIR"], timeout=60)
         resumed = time.time()
         await asyncio.sleep(AFTER_S)
         await load.finish([*workers, prober])
-        alive = farol.alive() and farol.process.pid == farol.pid
+        alive = farol.alive()
         rss = (farol.rss_kib(), farol.rss_kib("VmHWM")) if alive else (0, 0)
         missing = await read_back(farol.port, load.created)
 

@@ -19,6 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+MAX_BODY = 4 * 1024 * 1024
+
 KEYED = "keyed-"  # the title of a keyed write starts so; its key is its title
 LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +83,9 @@ class Connection:
                 name, value = line.split(":", 1)
                 parsed[name.strip().lower()] = value.strip()
         length = int(parsed.get("content-length", "0"))
+        if length > MAX_BODY:  # farol never answers this much: a bug to fail on, not to buffer
+            await self.close()
+            raise NoAnswer("body-too-large")
         try:
             payload = await self.reader.readexactly(length) if length else b""
         except (asyncio.IncompleteReadError, OSError):
@@ -291,7 +296,11 @@ class Farol:
         self.process = None
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # not ready in time: __exit__ would not run
+            self.stop()
+            raise
 
     def __exit__(self, *_):
         self.stop()

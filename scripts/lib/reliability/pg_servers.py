@@ -11,7 +11,9 @@ import time
 
 from httpload import fail, free_port, shell
 
-PG_BIN = max(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+PG_BIN = max(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), default=None)
+if PG_BIN is None:
+    fail("PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin)")
 USER = "farol"
 ROOT = os.getuid() == 0
 
