@@ -75,13 +75,13 @@ e2e-compose: ## the compose stack end to end on the real Docker engine
 e2e-kubernetes: ## the minikube overlay end to end on the current kubectl cluster (farol:dev loaded)
 	scripts/e2e-kubernetes
 
-drill-quick: ## the fire drill's quick run (about 10 minutes)
+drill-quick: ## the fire drill's quick run (about 14 minutes)
 	scripts/fire-drill --quick
 
-drill: ## the full fire drill: every alert fired, inhibited and resolved (about 17 minutes)
+drill: ## the full fire drill: every alert fired, inhibited and resolved (about 25 minutes)
 	scripts/fire-drill
 
-bench: ## the benchmark table; farol against the baseline server, pgbench and itself at depth (about 9 minutes)
+bench: ## the benchmark table; farol against the baseline server, pgbench and itself at depth (about 12 minutes)
 	scripts/bench
 
 soak: ## ten minutes of mixed load: memory, latency and errors per minute

@@ -30,7 +30,10 @@ validate_workflows() {
   else
     failed=1
   fi
-  if timeout 120 check-jsonschema --quiet --builtin-schema vendor.dependabot .github/dependabot.yml; then
+  if [ ! -f .github/dependabot.yml ]; then
+    warn "no .github/dependabot.yml: nothing keeps the pinned actions and crates current"
+    failed=1
+  elif timeout 120 check-jsonschema --quiet --builtin-schema vendor.dependabot .github/dependabot.yml; then
     ok "dependabot schema: .github/dependabot.yml"
   else
     failed=1
