@@ -27,10 +27,10 @@ validate_security() {
       failed=1
     fi
   done
-  if [ -d .github/workflows ]; then
+  if [ -n "$(git ls-files --cached --others --exclude-standard -- '.github/workflows/*.yml' '.github/workflows/*.yaml')" ]; then
     _security_checks checkov .github/workflows --framework github_actions --directory .github || failed=1
   else
-    warn "no .github/workflows: checkov has no workflow to check"
+    warn "no workflow in .github/workflows: checkov has nothing to check"
     failed=1
   fi
 
