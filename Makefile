@@ -81,7 +81,7 @@ drill-quick: ## the fire drill's quick run (about 14 minutes)
 drill: ## the full fire drill: every alert fired, inhibited and resolved (about 23 minutes)
 	scripts/fire-drill
 
-bench: ## the benchmark table; farol against the baseline server, pgbench and itself at depth (about 16 minutes)
+bench: ## the benchmark table; farol against the baseline server, pgbench and itself at depth (about 15 minutes, plus the build)
 	scripts/bench
 
 soak: ## ten minutes of mixed load: memory, latency and errors per minute
