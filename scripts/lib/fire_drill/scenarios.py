@@ -28,6 +28,13 @@ class Scenario:
     quick: bool = True             # part of --quick
 
     def __post_init__(self):
+        # `("A")` is a string, not a tuple: `in` would then match any alert named inside "A"
+        names = {"fire": self.fire, "signal": self.signal, "resolve_later": self.resolve_later, "once": self.once,
+                 **{f"held[{k}]": v for k, v in self.held.items()},
+                 **{f"inhibited[{k}]": v for k, v in self.inhibited.items()}}
+        for what, value in names.items():
+            if isinstance(value, str):
+                raise TypeError(f"{self.name}: {what} is the string {value!r}, not a tuple of alert names")
         if not set(self.once) <= set(self.fire):
             raise ValueError(f"{self.name}: once names alerts not in fire: {set(self.once) - set(self.fire)}")
 

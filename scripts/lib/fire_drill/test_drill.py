@@ -98,6 +98,14 @@ class JudgeFire(unittest.TestCase):
         with self.assertRaises(ValueError):
             sc.Scenario("x", "x", fire=("A",), once=("B",))
 
+    def test_a_bare_string_is_refused_where_alert_names_go(self):
+        for bad in ({"fire": ("HostHighCpuUsage")}, {"signal": "PostgresDown"},
+                    {"inhibited": {"FarolHealthCheckFailing": ("FarolDown")}},
+                    {"held": {"ErrorBudgetBurnSlow": "ErrorBudgetBurnFast"}}):
+            with self.subTest(bad), self.assertRaisesRegex(TypeError, "not a tuple of alert names"):
+                sc.Scenario("x", "x", **bad)
+        sc.Scenario("x", "x", fire=("HostHighCpuUsage",), allowed={"PostgresDown": "a reason is text"})
+
 
 SIGNAL = "PostgresPrimaryUnreachable"
 
