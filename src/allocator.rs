@@ -4,12 +4,24 @@
 //! a full request head, hundreds of large bodies) mimalloc keeps the freed pages: it
 //! returns them to the OS only after a purge delay, and only when the thread that owns
 //! them allocates or collects again, which an idle worker thread never does. Measured
-//! here, a burst of 300 bodies of 1 MiB left 65 to 110 MiB resident for good. Two
-//! settings fix it: no purge delay, and each worker thread collects its heap when it
-//! goes idle (a tokio park hook) if it has freed at least [`COLLECT_AFTER_FREED`], or
-//! has not collected for [`COLLECT_AT_LEAST_EVERY`]. With both, in one run of the memory
-//! drill, each burst was given back within 0.1 s of its end, within the drill's limits
-//! (8 MiB over the level before each burst; 16 after the large pages).
+//! here, a burst of 300 bodies of 1 MiB left 65 to 110 MiB resident for good. Three
+//! parts fix it. Each worker thread collects its heap when it goes idle (a tokio park
+//! hook) if it has freed at least [`COLLECT_AFTER_FREED`], or has not collected for
+//! [`COLLECT_AT_LEAST_EVERY`]; mimalloc gives what a collection freed back to the kernel
+//! after a short [`PURGE_DELAY`], at the next allocation or collection of any thread that
+//! comes after it; and so that one comes on a service gone idle, each collection wakes
+//! the purger, a thread of ours that collects once the delay is past ([`start_purger`]).
+//! The memory drill (scripts/reliability memory) holds each burst to 8 MiB over the
+//! level before it within 3 s of its end (16 after the large pages).
+//!
+//! Why a delay: with none, mimalloc gives back every page the moment its last block is
+//! freed, and under load pages empty and fill again between two requests (hyper's 8 KiB
+//! read buffer is a new block for each request): on `GET /health`, by `perf`, 0.10 to
+//! 0.15 page faults a request with no delay, 0.03 with 10 ms, each a page the kernel
+//! zeroed and mapped again (docs/benchmarks.md). Why the purger: without it, what the
+//! last collection before a pause freed stayed resident until something woke a worker
+//! again; in one run of the memory drill with the delay and no purger, the bodies came
+//! back after 2.9 s, against 0.1 s with no delay.
 //!
 //! Why not at every park: a worker under load parks between bursts of ready connections,
 //! many times a second, and a collection walks the heap's pages and gives back those it
@@ -44,6 +56,8 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
+use std::ffi::c_long;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,9 +124,19 @@ fn count_freed(bytes: usize) {
     let _ = FREED.try_with(|freed| freed.set(freed.get().saturating_add(bytes)));
 }
 
-/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same place in its v2 and
-/// v3), which libmimalloc-sys does not name.
+/// `mi_option_purge_delay` and `mi_option_arena_purge_mult` in mimalloc.h's
+/// `mi_option_e` (the same places in its v2 and v3), which libmimalloc-sys does not name.
+/// A page freed to mimalloc's arena is given back after their product, in milliseconds.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
+
+/// How long a freed page stays mapped before mimalloc gives it back to the kernel, unless
+/// the operator's `MIMALLOC_PURGE_DELAY` says otherwise: long enough for a page that
+/// empties between two requests to be taken again, short next to the drill's 3 s.
+pub const PURGE_DELAY: Duration = Duration::from_millis(10);
+
+/// What the purger waits past the delay: mimalloc's clock counts whole milliseconds.
+const PURGE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Call once, first thing. An operator's own `MIMALLOC_PURGE_DELAY` wins.
 pub fn configure() {
@@ -127,8 +151,9 @@ pub fn configure() {
     drop(probe);
     COUNTING.store(FREED.with(Cell::get) != before, Ordering::Relaxed);
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let delay_ms = PURGE_DELAY.as_millis().try_into().unwrap_or(c_long::MAX);
         // SAFETY: sets one of mimalloc's options, which it reads when it next purges.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
     }
     // No huge pages from here on, whatever the host's THP mode. A failure (a kernel
     // before 3.15, a seccomp profile that refuses it) leaves the host's mode, which costs
@@ -167,7 +192,7 @@ pub fn allocator_not_counting() -> bool {
 }
 
 /// Why [`configure`] could not turn transparent huge pages off, if it could not.
-static HUGE_PAGES_ERROR: std::sync::OnceLock<std::io::Error> = std::sync::OnceLock::new();
+static HUGE_PAGES_ERROR: OnceLock<std::io::Error> = OnceLock::new();
 
 /// The error that left transparent huge pages on, for the start-up log; `None` when they
 /// were turned off (or, off Linux, when there are none to turn off).
@@ -175,13 +200,54 @@ pub fn huge_pages_error() -> Option<&'static std::io::Error> {
     HUGE_PAGES_ERROR.get()
 }
 
+/// The thread that gives back what the workers' collections freed once the purge delay
+/// is past; `None` until [`start_purger`] has started it, or where none is needed.
+static PURGER: OnceLock<std::thread::Thread> = OnceLock::new();
+
+/// Starts the purger, where mimalloc purges after a delay (not at once, and not never):
+/// a thread that sleeps until a collection wakes it, waits out the delay, and collects.
+/// Its own heap is empty; what its collection does is purge every page whose delay is
+/// past, whichever thread freed it (mimalloc's purges are process-wide). Call once,
+/// before the runtime's workers park.
+pub fn start_purger() -> std::io::Result<()> {
+    // SAFETY: reads two of mimalloc's options.
+    let delay_ms = unsafe {
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+            .saturating_mul(libmimalloc_sys::mi_option_get(MI_OPTION_ARENA_PURGE_MULT))
+    };
+    let Ok(delay_ms @ 1..) = u64::try_from(delay_ms) else {
+        return Ok(());
+    };
+    let wait = Duration::from_millis(delay_ms) + PURGE_MARGIN;
+    let purger = std::thread::Builder::new()
+        .name("farol-purger".into())
+        .spawn(move || {
+            // SAFETY: gives this thread its heap now: a collection on a thread that has
+            // never allocated returns before it purges anything.
+            unsafe { libmimalloc_sys::mi_thread_init() };
+            loop {
+                // a wake that came while the last round slept is kept, not lost
+                std::thread::park();
+                std::thread::sleep(wait);
+                // SAFETY: collects this thread's own heap, and purges what is due.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
+        })?;
+    let _ = PURGER.set(purger.thread().clone());
+    Ok(())
+}
+
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle, if
 /// it has freed enough since its last collection, or that was long enough ago. A normal
-/// (not forced) collect: it frees the thread's empty pages and purges what is due.
+/// (not forced) collect: it frees the thread's empty pages, which mimalloc gives back
+/// once [`PURGE_DELAY`] is past; the purger sees to it that something comes then.
 pub fn collect_when_idle() {
-    // SAFETY: collects the calling thread's own heap.
-    at_park(Instant::now(), || unsafe {
-        libmimalloc_sys::mi_collect(false)
+    at_park(Instant::now(), || {
+        // SAFETY: collects the calling thread's own heap.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+        if let Some(purger) = PURGER.get() {
+            purger.unpark();
+        }
     });
 }
 

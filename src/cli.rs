@@ -66,6 +66,7 @@ fn config_error(error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
+    crate::allocator::start_purger().expect("the allocator's purger thread starts");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::allocator::collect_when_idle)
