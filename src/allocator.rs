@@ -8,20 +8,22 @@
 //! parts fix it. Each worker thread collects its heap when it goes idle (a tokio park
 //! hook) if it has freed at least [`COLLECT_AFTER_FREED`], or has not collected for
 //! [`COLLECT_AT_LEAST_EVERY`]; mimalloc gives what a collection freed back to the kernel
-//! after a short [`PURGE_DELAY`], at the next allocation or collection of any thread that
-//! comes after it; and so that one comes on a service gone idle, each collection wakes
-//! the purger, a thread of ours that collects once the delay is past ([`start_purger`]).
+//! no sooner than a short [`PURGE_DELAY`] later, and only when some thread purges then;
+//! so a thread of ours does, the purger ([`start_purger`]): each collection wakes it, it
+//! waits out the delay and purges, and it purges at least every
+//! [`PURGE_AT_LEAST_EVERY`] besides, for what went back to mimalloc without a collection.
 //! The memory drill (scripts/reliability memory) holds each burst to 8 MiB over the
-//! level before it within 3 s of its end (16 after the large pages).
+//! level before it within 1.5 s of its end (16 after the large pages).
 //!
 //! Why a delay: with none, mimalloc gives back every page the moment its last block is
 //! freed, and under load pages empty and fill again between two requests (hyper's 8 KiB
 //! read buffer is a new block for each request): on `GET /health`, by `perf`, 0.10 to
 //! 0.15 page faults a request with no delay, 0.03 with 10 ms, each a page the kernel
-//! zeroed and mapped again (docs/benchmarks.md). Why the purger: without it, what the
-//! last collection before a pause freed stayed resident until something woke a worker
-//! again; in one run of the memory drill with the delay and no purger, the bodies came
-//! back after 2.9 s, against 0.1 s with no delay.
+//! zeroed and mapped again (docs/benchmarks.md). Why the purger: mimalloc purges only
+//! in the course of an allocation, a free or a collection, and a service gone idle makes
+//! none; in one run of the memory drill with the delay and no purger, the heads came back
+//! after 1.8 s and the bodies after 2.9 s (when something else woke a worker), against
+//! 0.1 s with no delay, or with the purger.
 //!
 //! Why not at every park: a worker under load parks between bursts of ready connections,
 //! many times a second, and a collection walks the heap's pages and gives back those it
@@ -126,17 +128,25 @@ fn count_freed(bytes: usize) {
 
 /// `mi_option_purge_delay` and `mi_option_arena_purge_mult` in mimalloc.h's
 /// `mi_option_e` (the same places in its v2 and v3), which libmimalloc-sys does not name.
-/// A page freed to mimalloc's arena is given back after their product, in milliseconds.
+/// Their product, in milliseconds, is how long mimalloc's arena waits, from the first
+/// page freed to it since it last purged, before its next purge may give back every page
+/// freed to it by then.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
 
-/// How long a freed page stays mapped before mimalloc gives it back to the kernel, unless
-/// the operator's `MIMALLOC_PURGE_DELAY` says otherwise: long enough for a page that
-/// empties between two requests to be taken again, short next to the drill's 3 s.
+/// How long a freed page stays mapped at least before mimalloc gives it back to the
+/// kernel, unless the operator's `MIMALLOC_PURGE_DELAY` (or its old name,
+/// `MIMALLOC_RESET_DELAY`) says otherwise: long enough for a page that empties between
+/// two requests to be taken again, short next to the drill's 1.5 s.
 pub const PURGE_DELAY: Duration = Duration::from_millis(10);
 
 /// What the purger waits past the delay: mimalloc's clock counts whole milliseconds.
 const PURGE_MARGIN: Duration = Duration::from_millis(5);
+
+/// However quiet the service, the purger purges at least this often: for the pages that
+/// went back to mimalloc without a collection to wake it (a page emptied by an ordinary
+/// free, a block of a thread that is not a worker's).
+pub const PURGE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 /// Call once, first thing. An operator's own `MIMALLOC_PURGE_DELAY` wins.
 pub fn configure() {
@@ -150,7 +160,10 @@ pub fn configure() {
     unsafe { std::ptr::write_volatile(&mut *probe, 1) };
     drop(probe);
     COUNTING.store(FREED.with(Cell::get) != before, Ordering::Relaxed);
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    if ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .all(|name| std::env::var_os(name).is_none())
+    {
         let delay_ms = PURGE_DELAY.as_millis().try_into().unwrap_or(c_long::MAX);
         // SAFETY: sets one of mimalloc's options, which it reads when it next purges.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
@@ -205,11 +218,14 @@ pub fn huge_pages_error() -> Option<&'static std::io::Error> {
 static PURGER: OnceLock<std::thread::Thread> = OnceLock::new();
 
 /// Starts the purger, where mimalloc purges after a delay (not at once, and not never):
-/// a thread that sleeps until a collection wakes it, waits out the delay, and collects.
-/// Its own heap is empty; what its collection does is purge every page whose delay is
-/// past, whichever thread freed it (mimalloc's purges are process-wide). Call once,
-/// before the runtime's workers park.
+/// a thread that sleeps until a collection wakes it (or [`PURGE_AT_LEAST_EVERY`] has
+/// passed), waits out the delay, and purges every page freed to mimalloc's arenas by
+/// then, whichever thread freed it. Call before the runtime's workers park; a second
+/// call does nothing.
 pub fn start_purger() -> std::io::Result<()> {
+    if PURGER.get().is_some() {
+        return Ok(());
+    }
     // SAFETY: reads two of mimalloc's options.
     let delay_ms = unsafe {
         libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
@@ -227,10 +243,14 @@ pub fn start_purger() -> std::io::Result<()> {
             unsafe { libmimalloc_sys::mi_thread_init() };
             loop {
                 // a wake that came while the last round slept is kept, not lost
-                std::thread::park();
+                std::thread::park_timeout(PURGE_AT_LEAST_EVERY);
                 std::thread::sleep(wait);
-                // SAFETY: collects this thread's own heap, and purges what is due.
-                unsafe { libmimalloc_sys::mi_collect(false) };
+                // SAFETY: collects this thread's own heap (empty) and purges. Forced: it
+                // purges every page freed to an arena, its delay past or not (the delay
+                // was waited out just now for those the wake was for), and does not
+                // depend on mimalloc's process-wide purge deadline, which a race between
+                // two threads can leave unset while pages wait (arena.c, v3).
+                unsafe { libmimalloc_sys::mi_collect(true) };
             }
         })?;
     let _ = PURGER.set(purger.thread().clone());
@@ -239,8 +259,8 @@ pub fn start_purger() -> std::io::Result<()> {
 
 /// The runtime's `on_thread_park` hook: collects this thread's heap as it goes idle, if
 /// it has freed enough since its last collection, or that was long enough ago. A normal
-/// (not forced) collect: it frees the thread's empty pages, which mimalloc gives back
-/// once [`PURGE_DELAY`] is past; the purger sees to it that something comes then.
+/// (not forced) collect: it frees the thread's empty pages to mimalloc's arena, and wakes
+/// the purger to give them back once [`PURGE_DELAY`] is past.
 pub fn collect_when_idle() {
     at_park(Instant::now(), || {
         // SAFETY: collects the calling thread's own heap.

@@ -66,7 +66,6 @@ fn config_error(error: impl std::fmt::Display) -> ExitCode {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    crate::allocator::start_purger().expect("the allocator's purger thread starts");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::allocator::collect_when_idle)
@@ -110,6 +109,13 @@ fn serve() -> ExitCode {
             "APP_MODE is production and the database connection may be unencrypted: \
              sslmode {sslmode} to a host beyond this machine; set sslmode=verify-full \
              with sslrootcert"
+        );
+    }
+    if let Err(error) = crate::allocator::start_purger() {
+        tracing::warn!(
+            %error,
+            "the allocator's purger thread did not start: memory freed while the service \
+             is idle goes back to the kernel only when a worker next wakes (src/allocator.rs)"
         );
     }
     let set_level = logging.level_setter();
