@@ -18,12 +18,12 @@
 //! Why a delay: with none, mimalloc gives back every page the moment its last block is
 //! freed, and under load pages empty and fill again between two requests (hyper's 8 KiB
 //! read buffer is a new block for each request): on `GET /health`, by `perf`, 0.10 to
-//! 0.15 page faults a request with no delay, 0.03 with 10 ms, each a page the kernel
-//! zeroed and mapped again (docs/benchmarks.md). Why the purger: mimalloc purges only
-//! in the course of an allocation, a free or a collection, and a service gone idle makes
-//! none; in one run of the memory drill with the delay and no purger, the heads came back
-//! after 1.8 s and the bodies after 2.9 s (when something else woke a worker), against
-//! 0.1 s with no delay, or with the purger.
+//! 0.15 page faults a request with no delay, 0.03 to 0.05 with 10 ms, each a page the
+//! kernel zeroed and mapped again (docs/benchmarks.md). Why the purger: mimalloc purges
+//! only in the course of an allocation, a free or a collection, and a service gone idle
+//! makes none; in one run of the memory drill with the delay and no purger, the heads
+//! came back after 1.8 s and the bodies after 2.9 s (when something else woke a worker),
+//! against 0.1 s with no delay, or with the purger.
 //!
 //! Why not at every park: a worker under load parks between bursts of ready connections,
 //! many times a second, and a collection walks the heap's pages and gives back those it
