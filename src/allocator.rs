@@ -17,13 +17,13 @@
 //!
 //! Why a delay: with none, mimalloc gives back every page the moment its last block is
 //! freed, and under load pages empty and fill again between two requests (hyper's 8 KiB
-//! read buffer is a new block for each request): on `GET /health`, by `perf`, 0.10 to
-//! 0.15 page faults a request with no delay, 0.03 to 0.05 with 10 ms, each a page the
+//! read buffer is a new block for each request): on `GET /health`, by `perf`, 0.09 to
+//! 0.15 page faults a request with no delay, 0.025 to 0.046 with 10 ms, each a page the
 //! kernel zeroed and mapped again (docs/benchmarks.md). Why the purger: mimalloc purges
 //! only in the course of an allocation, a free or a collection, and a service gone idle
 //! makes none; in one run of the memory drill with the delay and no purger, the heads
-//! came back after 1.8 s and the bodies after 2.9 s (when something else woke a worker),
-//! against 0.1 s with no delay, or with the purger.
+//! held under 32 KiB came back after 1.8 s and the bodies after 2.9 s, against 0.1 s
+//! with no delay, or with the purger.
 //!
 //! Why not at every park: a worker under load parks between bursts of ready connections,
 //! many times a second, and a collection walks the heap's pages and gives back those it
@@ -134,10 +134,11 @@ fn count_freed(bytes: usize) {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
 
-/// How long a freed page stays mapped at least before mimalloc gives it back to the
-/// kernel, unless the operator's `MIMALLOC_PURGE_DELAY` (or its old name,
-/// `MIMALLOC_RESET_DELAY`) says otherwise: long enough for a page that empties between
-/// two requests to be taken again, short next to the drill's 1.5 s.
+/// mimalloc's purge delay, unless the operator's `MIMALLOC_PURGE_DELAY` (or its old
+/// name, `MIMALLOC_RESET_DELAY`) says otherwise: its arena purges no sooner than this
+/// after the first page freed to it since its last purge, and then gives back every page
+/// freed by then. Long enough for most pages that empty between two requests to be
+/// taken again first, short next to the drill's 1.5 s.
 pub const PURGE_DELAY: Duration = Duration::from_millis(10);
 
 /// What the purger waits past the delay: mimalloc's clock counts whole milliseconds.
