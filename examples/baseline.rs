@@ -12,7 +12,8 @@
 //! validation:
 //! whatever farol measures above this in `scripts/bench` is the cost of what it adds.
 //! What farol chose for speed rather than added as a feature, it has too: the same
-//! allocator (mimalloc), `TCP_NODELAY`, the same release profile.
+//! allocator (mimalloc, called as farol calls it, without farol's count of what each
+//! thread frees), `TCP_NODELAY`, the same release profile.
 //! Configured by DATABASE_URL (libpq key=value or URL form), PORT and DB_POOL_MAX (16,
 //! farol's default); listens on 127.0.0.1 only.
 //!
@@ -37,7 +38,7 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: farol::allocator::Mimalloc = farol::allocator::Mimalloc;
 
 #[tokio::main]
 async fn main() {
