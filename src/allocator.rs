@@ -206,7 +206,8 @@ const PURGE_MARGIN: Duration = Duration::from_millis(5);
 /// free, a block of a thread that is not a worker's).
 pub const PURGE_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
-/// Call once, first thing. An operator's own `MIMALLOC_PURGE_DELAY` wins.
+/// Call once, first thing. An operator's own `MIMALLOC_PURGE_DELAY` (or
+/// `MIMALLOC_RESET_DELAY`, its old name) wins over [`PURGE_DELAY`].
 pub fn configure() {
     // Whether the binary's global allocator is [`Allocator`]: a block freed here must be
     // counted. If it is not, idle workers collect at most once a second (the start-up log

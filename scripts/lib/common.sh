@@ -28,12 +28,16 @@ need() {
   done
 }
 
-# wait_until SECONDS DESCRIPTION COMMAND...: poll every 0.2 s until COMMAND succeeds
+# wait_until [--while-running PID] SECONDS DESCRIPTION COMMAND...: poll every 0.2 s until
+# COMMAND succeeds; else 1 after SECONDS, or as soon as process PID has exited
 wait_until() {
+  local pid=''
+  if [ "$1" = --while-running ]; then pid=$2; shift 2; fi
   local limit=$1 what=$2 deadline
   shift 2
   deadline=$((SECONDS + limit))
   until "$@" >/dev/null 2>&1; do
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null || { warn "$what exited (pid $pid)"; return 1; }
     [ "$SECONDS" -lt "$deadline" ] || { warn "timed out after ${limit}s waiting for $what"; return 1; }
     sleep 0.2
   done
