@@ -49,7 +49,7 @@
 //! of throughput: in ten paired rounds by hand, without them `GET /` made a median 0.96
 //! and `GET /health` 0.97 of the requests (docs/benchmarks.md).
 //!
-//! The crate's `no_thp` feature removes the `madvise`. On hosts whose THP mode is
+//! libmimalloc-sys's `no_thp` feature removes the `madvise`. On hosts whose THP mode is
 //! `always`, where the kernel hands out huge pages unasked, [`configure`] turns THP off
 //! for the process; the pages mimalloc touched before `main` may already be huge there,
 //! which the image avoids by setting `MIMALLOC_ALLOW_THP=0` (mimalloc then turns THP off
@@ -90,21 +90,26 @@ thread_local! {
 /// mimalloc, asked for a block as a C program asks it when no more than a word's
 /// alignment is needed, which is nearly every Rust allocation: `mi_malloc`, whose every
 /// block is at least word-aligned. The `mimalloc` crate's adapter asks `mi_malloc_aligned`
-/// for every block, and mimalloc v3 serves that at `mi_malloc`'s cost only for blocks of
-/// up to 1 KiB whose page has a free block at hand; the rest (a larger block, the first
-/// block of a fresh page) take its generic aligned path, and blocks whose size is not a
-/// power of two are then over-allocated, from a larger size class. Measured by callgrind,
-/// that was about 600 instructions a request, 3 % of farol's on `GET /`
-/// (docs/benchmarks.md). A wider alignment goes to the aligned calls: mimalloc aligns a
-/// block to 16 bytes only where its size class happens to.
+/// for every block, and mimalloc v3 serves that at `mi_malloc`'s cost only for a block of
+/// up to 1 KiB whose page's free list is not empty; otherwise its generic aligned path
+/// runs, and unless the size class is a power of two of at most 4 KiB, it asks for the
+/// size plus the alignment less one, a larger class where that crosses a boundary (48
+/// bytes on 8 became 64, 8 KiB 10 KiB). Counted by callgrind, that was 3 to 4 % of farol's
+/// instructions a request, and as much of the baseline's (docs/benchmarks.md, "mimalloc
+/// called directly"). A wider alignment goes to the aligned calls: mimalloc gives 16
+/// bytes to every block of 16 bytes or more, but only 8 to a smaller one, which a layout
+/// may ask on 16, and that rule is its design rather than its interface.
 pub struct Mimalloc;
 
-/// The alignment every mimalloc block has.
+/// The alignment every mimalloc block has (not in a guarded debug build of mimalloc
+/// run with `MIMALLOC_GUARDED_PRECISE`, which places a block against its guard page; the
+/// shipped build is not one).
 const WORD: usize = size_of::<usize>();
 
 // SAFETY: each call goes to the mimalloc function that gives what the layout asks
 // (`mi_malloc` for at most a word's alignment, which every mimalloc block has).
 unsafe impl GlobalAlloc for Mimalloc {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: a size of at least 1 (the caller's contract); the alignment as asked.
         unsafe {
@@ -116,6 +121,7 @@ unsafe impl GlobalAlloc for Mimalloc {
         }
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
@@ -127,12 +133,14 @@ unsafe impl GlobalAlloc for Mimalloc {
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: a block of this allocator's (the caller's contract), which mimalloc
         // frees whichever call made it.
         unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as in `dealloc`, and a new size of at least 1.
         unsafe {
@@ -357,15 +365,36 @@ fn collection_due(freed: &Cell<usize>, collected_at: &Cell<Option<Instant>>, now
 mod tests {
     use super::*;
 
-    /// Every alignment a layout may ask, on sizes around mimalloc's size classes and its
-    /// small-block limit, many blocks of each (the first blocks of a fresh page are
-    /// aligned by chance: a 24-byte class's second block is not on 16 bytes).
+    /// Alignments from 1 byte to 128 KiB (past which mimalloc goes to the OS), on sizes
+    /// around its size classes, its 1 KiB small-block limit and its huge blocks, several
+    /// blocks of each: the 8-byte class puts every other block off 16 bytes, so a
+    /// 16-byte alignment passed to `mi_malloc` fails on blocks of 1 to 8 bytes.
     #[test]
     fn mimalloc_gives_each_block_its_alignment_contents_and_zeroes() {
-        for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
-            for size in [1, 7, 8, 24, 40, 100, 1000, 1025, 1536, 3000, 8192, 70_000] {
+        for align in [1, 2, 4, 8, 16, 32, 64, 4096, 1 << 17] {
+            for size in [
+                1,
+                7,
+                8,
+                24,
+                40,
+                100,
+                1000,
+                1025,
+                1536,
+                3000,
+                8192,
+                70_000,
+                600_000,
+                3 << 20,
+            ] {
                 let layout = Layout::from_size_align(size, align).expect("a valid layout");
-                let blocks: Vec<*mut u8> = (0..64)
+                let count = if size > 100_000 || align > 4096 {
+                    4
+                } else {
+                    64
+                };
+                let blocks: Vec<*mut u8> = (0..count)
                     .map(|i| {
                         // SAFETY: a layout of a nonzero size.
                         let block = unsafe {
@@ -397,8 +426,17 @@ mod tests {
                     let kept = unsafe { std::slice::from_raw_parts(moved, size) };
                     assert!(kept.iter().all(|&b| b == 0xA5), "{layout:?}: realloc kept");
                     let grown = Layout::from_size_align(grown, align).expect("a valid layout");
+                    let shrunk = size / 2 + 1;
+                    // SAFETY: the live block, with its layout, to a nonzero size.
+                    let kept = unsafe { Mimalloc.realloc(moved, grown, shrunk) };
+                    assert!(!kept.is_null(), "{layout:?}");
+                    assert_eq!(kept.addr() % align, 0, "{layout:?}: shrunk");
+                    // SAFETY: the first `shrunk` bytes, written before, were kept.
+                    let bytes = unsafe { std::slice::from_raw_parts(kept, shrunk) };
+                    assert!(bytes.iter().all(|&b| b == 0xA5), "{layout:?}: shrink kept");
+                    let shrunk = Layout::from_size_align(shrunk, align).expect("a valid layout");
                     // SAFETY: the live block, with its layout.
-                    unsafe { Mimalloc.dealloc(moved, grown) };
+                    unsafe { Mimalloc.dealloc(kept, shrunk) };
                 }
             }
         }
