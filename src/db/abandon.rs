@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use deadpool::managed::Object;
 
-use super::{Connection, Database, cancel};
+use super::cancel::{self, CancelError};
+use super::{Connection, Database};
 
 /// What became of a statement farol stopped waiting for: the label values of
 /// `farol_db_abandoned_statements_total`.
@@ -66,6 +67,16 @@ pub(super) fn settle_later(database: &Database, connection: Connection) {
     }
 }
 
+/// Why a statement farol stopped waiting for was not seen to end.
+#[derive(Debug, thiserror::Error)]
+enum NotEnded {
+    /// The connection failed without an answer from the server.
+    #[error("{}", super::describe(.0))]
+    Connection(#[source] tokio_postgres::Error),
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+}
+
 /// Cancels the statement and, at the same time, waits for the connection to answer an
 /// empty query, which the server runs once the statement has ended. Bounded by the
 /// server's own statement_timeout, so that, where farol sets one, it ends the statement
@@ -83,8 +94,8 @@ async fn settle(settling: Settling) {
             // the server's answer: the statement ended (the cancel may stop the empty
             // query itself)
             Ok(Err(error)) if error.as_db_error().is_some() => Ok(()),
-            Ok(Err(error)) => Err(super::describe(&error)),
-            Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
+            Ok(Err(error)) => Err(NotEnded::Connection(error)),
+            Err(_) => Err(NotEnded::NoAnswer(bound)),
         }
     };
     let (cancelled, ended) = tokio::join!(cancel(database, connection, bound), ended);
@@ -135,7 +146,7 @@ async fn cancel(
     database: &Database,
     connection: &Connection,
     bound: Duration,
-) -> Result<(), String> {
+) -> Result<(), CancelError> {
     let inner = &database.inner;
     let bounds = cancel::Bounds {
         send: inner.connect_timeout,

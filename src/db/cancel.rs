@@ -57,6 +57,33 @@ pub enum Sent {
     NotClosed,
 }
 
+/// Why a cancel request was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot connect to {to}: {source}")]
+    Connect {
+        to: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The driver's cancel, or the TLS handshake and the request on farol's own socket.
+    #[error("{}", describe(.0))]
+    Driver(#[source] tokio_postgres::Error),
+    #[error("not sent within {} ms", .0.as_millis())]
+    NotSent(Duration),
+}
+
+impl CancelError {
+    fn connecting_to(to: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Connect {
+            to: to.to_string(),
+            source,
+        }
+    }
+}
+
 /// Where the cancel goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Target {
@@ -107,26 +134,26 @@ pub async fn send(
     config: &DatabaseConfig,
     token: &CancelToken,
     bounds: Bounds,
-) -> Result<Sent, String> {
+) -> Result<Sent, CancelError> {
     let start = tokio::time::Instant::now();
-    let connector = tls::connector(config).map_err(|error| error.to_string())?;
+    let connector = tls::connector(config)?;
     let written = Arc::new(AtomicBool::new(false));
     let sending = async {
         match target(&config.driver) {
             Target::Driver => token
                 .cancel_query(connector)
                 .await
-                .map_err(|e| describe(&e)),
+                .map_err(CancelError::Driver),
             Target::Tcp { name, address } => {
                 let stream = TcpStream::connect(address)
                     .await
-                    .map_err(|error| format!("cannot connect to {address}: {error}"))?;
+                    .map_err(CancelError::connecting_to(address))?;
                 send_on(token, connector, &name, stream, &written).await
             }
             Target::Unix(path) => {
                 let stream = UnixStream::connect(&path)
                     .await
-                    .map_err(|error| format!("cannot connect to {}: {error}", path.display()))?;
+                    .map_err(CancelError::connecting_to(path.display()))?;
                 // as the driver does for a socket directory: no host name to check
                 send_on(token, connector, "", stream, &written).await
             }
@@ -137,7 +164,7 @@ pub async fn send(
         return result.map(|()| Sent::Closed);
     }
     if !written.load(Ordering::Acquire) {
-        return Err(format!("not sent within {} ms", bounds.send.as_millis()));
+        return Err(CancelError::NotSent(bounds.send));
     }
     let until = start + bounds.close.max(bounds.send);
     match tokio::time::timeout_at(until, sending).await {
@@ -155,12 +182,12 @@ async fn send_on<S>(
     name: &str,
     stream: S,
     written: &Arc<AtomicBool>,
-) -> Result<(), String>
+) -> Result<(), CancelError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let tls = MakeTlsConnect::<UntilClosed<S>>::make_tls_connect(&mut connector, name)
-        .map_err(|error| error.to_string())?;
+    // (its error type is `Infallible`: the name is checked in the handshake)
+    let Ok(tls) = MakeTlsConnect::<UntilClosed<S>>::make_tls_connect(&mut connector, name);
     let stream = UntilClosed {
         stream,
         written: written.clone(),
@@ -168,7 +195,7 @@ where
     token
         .cancel_query_raw(stream, tls)
         .await
-        .map_err(|error| describe(&error))
+        .map_err(CancelError::Driver)
 }
 
 /// The cancel's socket, whose shutdown (the driver's last step after writing and flushing

@@ -18,7 +18,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use futures_util::future::join_all;
@@ -26,6 +26,8 @@ use opentelemetry::Context;
 use opentelemetry::trace::TraceContextExt as _;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+// tokio's clock, which the queue's own time bound (`tokio::time::timeout`) is on
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::store::{self, Created};

@@ -1064,7 +1064,10 @@ async fn a_cancel_ends_the_statement_over_tls_and_through_a_unix_socket() {
             close: Duration::from_secs(5),
         };
         let sent = farol::db::cancel::send(&config, &token, bounds).await;
-        assert_eq!(sent, Ok(farol::db::cancel::Sent::Closed), "{url}");
+        assert!(
+            matches!(sent, Ok(farol::db::cancel::Sent::Closed)),
+            "{url}: {sent:?}"
+        );
         let ended = tokio::time::timeout(Duration::from_secs(10), sleeping)
             .await
             .expect("the statement ended")
