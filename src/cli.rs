@@ -74,8 +74,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn serve() -> ExitCode {
-    // Only `serve` reads `.env`, and only if it exists; real variables win over it.
-    if let Err(error) = dotenvy::dotenv()
+    // Only `serve` reads `.env`, and only the working directory's, if it exists; real
+    // variables win over it. (`dotenvy::from_path(".env")` would also look in every parent
+    // directory, and take settings from a file nobody meant for this process.)
+    if let Err(error) = dotenvy::from_path(".env")
         && !error.not_found()
     {
         return config_error(format!(".env: {error}"));

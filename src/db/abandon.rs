@@ -70,9 +70,10 @@ pub(super) fn settle_later(database: &Database, connection: Connection) {
 /// Why a statement farol stopped waiting for was not seen to end.
 #[derive(Debug, thiserror::Error)]
 enum NotEnded {
-    /// The connection failed without an answer from the server.
+    /// The connection failed without an answer from the server (its causes in the
+    /// message, as for `CancelError::Driver`).
     #[error("{}", super::describe(.0))]
-    Connection(#[source] tokio_postgres::Error),
+    Connection(tokio_postgres::Error),
     #[error("no answer within {} ms", .0.as_millis())]
     NoAnswer(Duration),
 }

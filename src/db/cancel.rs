@@ -69,8 +69,11 @@ pub enum CancelError {
         source: io::Error,
     },
     /// The driver's cancel, or the TLS handshake and the request on farol's own socket.
+    /// Its causes are in the message, as `describe` gives them (never a server's DETAIL
+    /// or HINT, which can quote row values): not a `#[source]`, so that nothing that
+    /// walks an error's sources prints them again, or prints those.
     #[error("{}", describe(.0))]
-    Driver(#[source] tokio_postgres::Error),
+    Driver(tokio_postgres::Error),
     #[error("not sent within {} ms", .0.as_millis())]
     NotSent(Duration),
 }

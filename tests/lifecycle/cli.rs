@@ -157,6 +157,42 @@ fn secrets_can_come_from_files() {
 }
 
 #[test]
+fn serve_reads_the_env_file_of_its_working_directory_and_no_other() {
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join(".env"),
+        "DATABASE_URL=postgres://u@h:notaport/db\n",
+    )
+    .unwrap();
+    let child = parent.path().join("child");
+    std::fs::create_dir(&child).unwrap();
+    let serve_in = |dir: &std::path::Path| {
+        let output = command(&[])
+            .current_dir(dir)
+            .args(["serve"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("farol runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = serve_in(parent.path());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL: not a valid PostgreSQL connection string"),
+        "the working directory's .env was read: {stderr}"
+    );
+    let (code, stderr) = serve_in(&child);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_URL: not set"),
+        "a parent directory's .env was not: {stderr}"
+    );
+}
+
+#[test]
 fn healthcheck_exits_0_on_a_live_service_and_1_otherwise() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(create_database(&shared_server_url()));
