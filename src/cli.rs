@@ -75,7 +75,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn serve() -> ExitCode {
     // Only `serve` reads `.env`, and only the working directory's, if it exists; real
-    // variables win over it. (`dotenvy::from_path(".env")` would also look in every parent
+    // variables win over it. (`dotenvy::dotenv()` would also look in every parent
     // directory, and take settings from a file nobody meant for this process.)
     if let Err(error) = dotenvy::from_path(".env")
         && !error.not_found()

@@ -1,16 +1,17 @@
 //! Exit codes and messages of the command line.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::support::pg::{create_database, shared_server_url};
 use crate::support::process::{FarolProcess, command};
 
 fn run(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let output = command(env)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("farol runs");
+    output_of(command(env).args(args))
+}
+
+/// The exit code (-1 for a signal), stdout and stderr of `command`, run to its end.
+fn output_of(command: &mut Command) -> (i32, String, String) {
+    let output = command.stdin(Stdio::null()).output().expect("farol runs");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -166,26 +167,15 @@ fn serve_reads_the_env_file_of_its_working_directory_and_no_other() {
     .unwrap();
     let child = parent.path().join("child");
     std::fs::create_dir(&child).unwrap();
-    let serve_in = |dir: &std::path::Path| {
-        let output = command(&[])
-            .current_dir(dir)
-            .args(["serve"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("farol runs");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    let (code, stderr) = serve_in(parent.path());
-    assert_eq!(code, Some(2), "{stderr}");
+    let serve_in = |dir: &std::path::Path| output_of(command(&[]).current_dir(dir).arg("serve"));
+    let (code, _, stderr) = serve_in(parent.path());
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("DATABASE_URL: not a valid PostgreSQL connection string"),
         "the working directory's .env was read: {stderr}"
     );
-    let (code, stderr) = serve_in(&child);
-    assert_eq!(code, Some(2), "{stderr}");
+    let (code, _, stderr) = serve_in(&child);
+    assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("DATABASE_URL: not set"),
         "a parent directory's .env was not: {stderr}"
