@@ -51,32 +51,76 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// body a handler reads (bounded on its own, see `docs/security.md`).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Why the server closed a connection at one of its bounds, the `reason` label's values:
-/// - `head_timeout`, `idle_timeout`: no whole request head within
-///   [`HEADER_READ_TIMEOUT`] of the accept or of the last answer, on a connection that
-///   owed one (never answered, or part of its next head received: a slow client, or one
-///   holding the connection on purpose), or that did not (an idle keep-alive connection,
-///   closed as it should be). The split is a hint: a client can make its cut look idle
-///   ([`WriteDeadline::midway`]);
-/// - `head_too_large`: a head over [`MAX_HEAD_BYTES`] or with too many headers (answered
-///   431);
-/// - `write_timeout`: an answer its client stopped reading for [`WRITE_TIMEOUT`].
-pub const CUT_REASONS: [&str; 4] = [
-    cut::HEAD_TIMEOUT,
-    cut::IDLE_TIMEOUT,
-    cut::HEAD_TOO_LARGE,
-    cut::WRITE_TIMEOUT,
-];
-
-mod cut {
-    pub const HEAD_TIMEOUT: &str = "head_timeout";
-    pub const IDLE_TIMEOUT: &str = "idle_timeout";
-    pub const HEAD_TOO_LARGE: &str = "head_too_large";
-    pub const WRITE_TIMEOUT: &str = "write_timeout";
+/// Why the server closed a connection at one of its bounds: the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutReason {
+    /// No whole request head within [`HEADER_READ_TIMEOUT`] of the accept or of the last
+    /// answer, on a connection that owed one (never answered, or part of its next head
+    /// received: a slow client, or one holding the connection on purpose).
+    HeadTimeout,
+    /// The same time bound on a connection that owed nothing: an idle keep-alive
+    /// connection, closed as it should be. The split from `HeadTimeout` is a hint: a
+    /// client can make its cut look idle ([`WriteDeadline::midway`]).
+    IdleTimeout,
+    /// A head over [`MAX_HEAD_BYTES`] or with too many headers (answered 431).
+    HeadTooLarge,
+    /// An answer its client stopped reading for [`WRITE_TIMEOUT`].
+    WriteTimeout,
 }
 
+impl CutReason {
+    /// Every reason, in declaration order: the label values made at start-up, so that each
+    /// series exists at 0 before its first cut. The check below fails the build if a
+    /// reason is left out or listed twice.
+    pub const ALL: [Self; 4] = [
+        Self::HeadTimeout,
+        Self::IdleTimeout,
+        Self::HeadTooLarge,
+        Self::WriteTimeout,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::HeadTimeout => "head_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::HeadTooLarge => "head_too_large",
+            Self::WriteTimeout => "write_timeout",
+        }
+    }
+
+    /// The reason after this one in declaration order; the match is exhaustive, so a new
+    /// reason must be placed here, and [`ALL`](Self::ALL) is checked against it.
+    const fn next(self) -> Option<Self> {
+        match self {
+            Self::HeadTimeout => Some(Self::IdleTimeout),
+            Self::IdleTimeout => Some(Self::HeadTooLarge),
+            Self::HeadTooLarge => Some(Self::WriteTimeout),
+            Self::WriteTimeout => None,
+        }
+    }
+}
+
+// `CutReason::ALL` is every reason once: it starts at the first, follows `next`, and ends
+// where `next` does.
+const _: () = {
+    let all = CutReason::ALL;
+    assert!(all[0] as usize == CutReason::HeadTimeout as usize);
+    let mut i = 0;
+    while i + 1 < all.len() {
+        match all[i].next() {
+            Some(next) => assert!(next as usize == all[i + 1] as usize),
+            None => panic!("CutReason::ALL goes on past the last reason"),
+        }
+        i += 1;
+    }
+    assert!(
+        all[all.len() - 1].next().is_none(),
+        "CutReason::ALL leaves reasons out"
+    );
+};
+
 /// Where the loop reports its connections: the gauge of those open (the bound is set
-/// once, by whoever set it) and the counter of those cut off, by [`CUT_REASONS`].
+/// once, by whoever set it) and the counter of those cut off, by [`CutReason`].
 #[derive(Clone)]
 pub struct ConnectionMetrics {
     pub open: IntGauge,
@@ -103,17 +147,17 @@ impl Drop for Open {
 /// The bound that ended a connection with `error`, if one did; `None` for the rest (a
 /// client gone mid-request, a malformed request: routine, and not ours). `midway`: the
 /// connection owed a request ([`WriteDeadline::midway`]).
-fn cut_reason(error: &hyper::Error, midway: bool) -> Option<&'static str> {
+fn cut_reason(error: &hyper::Error, midway: bool) -> Option<CutReason> {
     if error.is_timeout() {
         Some(if midway {
-            cut::HEAD_TIMEOUT
+            CutReason::HeadTimeout
         } else {
-            cut::IDLE_TIMEOUT
+            CutReason::IdleTimeout
         })
     } else if error.is_parse_too_large() {
-        Some(cut::HEAD_TOO_LARGE)
+        Some(CutReason::HeadTooLarge)
     } else if is_write_timeout(error) {
-        Some(cut::WRITE_TIMEOUT)
+        Some(CutReason::WriteTimeout)
     } else {
         None
     }
@@ -204,7 +248,7 @@ pub async fn serve<S>(
             if let Err(error) = connection.await {
                 let midway = midway.load(Ordering::Relaxed);
                 if let (Some(cut), Some(reason)) = (&cut, cut_reason(&error, midway)) {
-                    cut.with_label_values(&[reason]).inc();
+                    cut.with_label_values(&[reason.label()]).inc();
                 }
                 tracing::debug!(%error, "connection ended with an error");
             }
@@ -304,7 +348,7 @@ mod tests {
         let midway = midway.load(Ordering::Relaxed);
         assert_eq!(
             cut_reason(&error, midway),
-            Some("write_timeout"),
+            Some(CutReason::WriteTimeout),
             "{error:?}"
         );
         drop(client);

@@ -156,8 +156,8 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
-        for reason in crate::http::server::CUT_REASONS {
-            http_connections_cut.with_label_values(&[reason]);
+        for reason in crate::http::server::CutReason::ALL {
+            http_connections_cut.with_label_values(&[reason.label()]);
         }
         let db_connections = IntGaugeVec::new(
             Opts::new(
