@@ -49,12 +49,12 @@ impl PayloadBudget {
     }
 
     /// Reads `body` whole, at most `limit` bytes, charging twice its size as it arrives.
-    /// The charge is held as long as the returned permit lives.
+    /// The charge is held as long as the returned [`BodyCharge`] lives.
     pub async fn read(
         &self,
         mut body: Body,
         limit: usize,
-    ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), ReadError> {
+    ) -> Result<(Bytes, BodyCharge), ReadError> {
         let mut bytes = BytesMut::new();
         let mut charge: Option<OwnedSemaphorePermit> = None;
         let mut charged_kib = 0;
@@ -79,7 +79,7 @@ impl PayloadBudget {
             }
             bytes.extend_from_slice(&data);
         }
-        Ok((bytes.freeze(), charge))
+        Ok((bytes.freeze(), BodyCharge { _permit: charge }))
     }
 
     /// `body` charged to the budget until it is dropped, if it is large enough to count;
@@ -98,9 +98,18 @@ impl PayloadBudget {
     }
 
     #[cfg(test)]
-    fn available_kib(&self) -> usize {
+    pub(crate) fn available_kib(&self) -> usize {
         self.0.available_permits()
     }
+}
+
+/// A request body's charge on the budget: given back when this is dropped. Whoever holds
+/// what the body was parsed into holds this with it (`extract::Json`), so that the parsed
+/// value is counted for as long as it lives (none for an empty body).
+#[derive(Debug)]
+#[must_use = "the charge is given back as soon as this is dropped"]
+pub struct BodyCharge {
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A response body that keeps its charge until hyper has taken all of it, handed over in

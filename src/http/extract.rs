@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::budget::{PayloadBudget, ReadError};
+use super::budget::{BodyCharge, PayloadBudget, ReadError};
 use super::problem::ApiError;
 use super::request_id;
 
@@ -32,7 +32,11 @@ pub fn was_reading_body() -> bool {
 /// alone would accept `["a", "b"]` for a struct (serde fills fields from a sequence in
 /// order): the body is first taken as raw JSON, checked to be an object, then read into
 /// `T`.
-pub struct Json<T>(pub T);
+///
+/// The body's charge comes with the value ([`BodyCharge`]): what was parsed out of it
+/// (a note's title and body, up to 40 KB of text) lives as long as the request's work,
+/// which may be a whole wait for the database, and stays counted that long.
+pub struct Json<T>(pub T, pub BodyCharge);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
@@ -49,7 +53,7 @@ where
             .read(body, BODY_LIMIT_BYTES)
             .await;
         request_id::set_reading_body(false);
-        let (bytes, _charge) = read.map_err(|error| match error {
+        let (bytes, charge) = read.map_err(|error| match error {
             ReadError::TooLarge => {
                 ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
             }
@@ -66,7 +70,7 @@ where
         }
         let mut reader = serde_json::Deserializer::from_str(raw.get());
         serde_path_to_error::deserialize(&mut reader)
-            .map(Json)
+            .map(|value| Json(value, charge))
             .map_err(|e| ApiError::InvalidBody(e.to_string()))
     }
 }
@@ -136,6 +140,29 @@ mod tests {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .unwrap()
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Text {
+        #[allow(dead_code)]
+        text: String,
+    }
+
+    #[tokio::test]
+    async fn what_a_body_was_parsed_into_stays_charged_until_it_is_dropped() {
+        let budget = PayloadBudget::new(1 << 20);
+        let free = budget.available_kib();
+        let body = format!(r#"{{"text":"{}"}}"#, "x".repeat(20 * 1024));
+        let Ok(parsed) = Json::<Text>::from_request(post(Body::from(body)), &budget).await else {
+            panic!("a valid body is parsed");
+        };
+        assert!(
+            free - budget.available_kib() >= 40,
+            "twice the body's 20 KiB, held with the parsed value: {} KiB free of {free}",
+            budget.available_kib()
+        );
+        drop(parsed);
+        assert_eq!(budget.available_kib(), free, "given back with it");
     }
 
     #[tokio::test]

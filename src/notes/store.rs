@@ -222,7 +222,7 @@ pub async fn replace(
     id: Uuid,
     content: &NoteContent,
 ) -> Result<Option<Note>, DbError> {
-    let (title, body) = (content.title().to_owned(), content.body().to_owned());
+    let (title, body) = (content.title(), content.body());
     db.write("update_note", |mut session| async move {
         let sql = format!(
             "UPDATE notes SET title = $2, body = $3, updated_at = clock_timestamp() \
