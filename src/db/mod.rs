@@ -37,7 +37,7 @@ use crate::config::{DatabaseConfig, DatabaseSettings, Statements};
 use crate::telemetry::error_chain;
 use crate::telemetry::traces::Tracer;
 use connect::{ConnectError, PoolManager};
-use outage::ReasonLog;
+use outage::{DownLine, OutageLog, ReasonLog};
 use read_only::ReadOnlyState;
 use session::Session;
 use tls::TlsError;
@@ -158,7 +158,18 @@ impl DbError {
                         Some(Severity::Fatal | Severity::Panic)
                     )
                 });
-                Self::broken(&error, fatal)
+                if fatal || code.code().starts_with("08") {
+                    Self::broken(&error, fatal)
+                } else {
+                    // An ERROR of a server short of a resource (53100 a full disk, 53200
+                    // out of memory): the session lives on, and so do the idle ones,
+                    // which would each be opened again for nothing.
+                    DbError::Unavailable {
+                        reason: describe(&error),
+                        broke_established: false,
+                        unanswered: false,
+                    }
+                }
             }
             Some(_) => DbError::Query(error),
             // No SQLSTATE: an I/O or protocol failure on the way.
@@ -276,7 +287,7 @@ struct Inner {
     up: AtomicBool,
     /// The database answered but took no writes (see `read_only`).
     read_only: ReadOnlyState,
-    reasons: ReasonLog,
+    outages: OutageLog,
     /// Why statements farol stopped waiting for could not be cancelled or did not end
     /// (`abandon`).
     abandoned: ReasonLog,
@@ -346,7 +357,7 @@ impl Database {
                 statements: settings.statements,
                 up: AtomicBool::new(false),
                 read_only: ReadOnlyState::default(),
-                reasons: ReasonLog::default(),
+                outages: OutageLog::default(),
                 abandoned: ReasonLog::default(),
                 durations,
                 abandoned_outcomes,
@@ -582,8 +593,9 @@ impl Database {
         if self.inner.up.load(Ordering::Relaxed) || self.inner.up.swap(true, Ordering::Relaxed) {
             return;
         }
-        self.inner.reasons.clear();
-        tracing::info!(database = %self.inner.config.describe(), "database reachable");
+        if self.inner.outages.on_up() {
+            tracing::info!(database = %self.inner.config.describe(), "database reachable");
+        }
     }
 
     /// Notes a failure to reach the database, and logs why: always when it was up until
@@ -601,20 +613,13 @@ impl Database {
         }
         let was_up =
             self.inner.up.load(Ordering::Relaxed) && self.inner.up.swap(false, Ordering::Relaxed);
-        if was_up {
-            self.inner.reasons.clear();
-            self.inner.reasons.should_log(reason);
-            tracing::warn!(
-                database = %self.inner.config.describe(),
-                reason,
-                "database became unreachable"
-            );
-        } else if self.inner.reasons.should_log(reason) {
-            tracing::warn!(
-                database = %self.inner.config.describe(),
-                reason,
-                "database unreachable"
-            );
+        let database = self.inner.config.describe();
+        match self.inner.outages.on_down(reason, was_up) {
+            DownLine::BecameUnreachable => {
+                tracing::warn!(%database, reason, "database became unreachable");
+            }
+            DownLine::Unreachable => tracing::warn!(%database, reason, "database unreachable"),
+            DownLine::Nothing => {}
         }
     }
 

@@ -670,6 +670,58 @@ async fn a_password_rotated_before_its_file_leaves_the_established_connections_s
         .await;
 }
 
+/// The backends of the sessions on `admin`'s database other than its own: farol's.
+async fn farol_backends(admin: &tokio_postgres::Client) -> Vec<i32> {
+    let rows = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+/// A server short of a resource (a full disk) fails a write with an ERROR of class 53 and
+/// leaves the session alive: the write is a 503, and the pooled connections are kept
+/// rather than closed and opened again for the next requests.
+#[tokio::test]
+async fn a_server_short_of_a_resource_fails_the_write_and_keeps_the_pooled_connections() {
+    let url = create_database(&shared_server_url()).await;
+    let app = start(&url, &[]).await;
+    app.wait_ready().await;
+    let note = app.create_note("kept", "").await;
+    let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
+    let admin = admin(&url).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$; \
+             CREATE TRIGGER disk_full BEFORE UPDATE ON notes \
+             FOR EACH ROW EXECUTE FUNCTION disk_full()",
+        )
+        .await
+        .unwrap();
+    // several pooled connections, idle between requests
+    let reads = futures_util::future::join_all((0..4).map(|_| app.get(&path))).await;
+    assert!(reads.iter().all(|read| read.status() == 200));
+    let before = farol_backends(&admin).await;
+    assert!(before.len() > 1, "{before:?}");
+
+    let write = app
+        .put_json(&path, &json!({"title": "w", "body": ""}))
+        .await;
+    assert_problem(write, 503, "database-unavailable").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        farol_backends(&admin).await,
+        before,
+        "no pooled connection was closed"
+    );
+    assert_eq!(app.get(&path).await.status(), 200);
+}
+
 /// A database that hangs (a partition) rather than refuses: the waits for a pool slot
 /// behind hanging connects are the outage's, not saturation: `down`, never `busy`.
 #[tokio::test]
