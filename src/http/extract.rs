@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::budget::{BodyCharge, PayloadBudget, ReadError};
-use super::problem::ApiError;
+use super::problem::{self, ApiError};
 use super::request_id;
 
 pub use crate::config::budget::BODY_LIMIT_BYTES;
@@ -37,6 +37,9 @@ pub fn was_reading_body() -> bool {
 /// (a note's title and body, up to 40 KB of text) lives as long as the request's work,
 /// which may be a whole wait for the database, and stays counted that long.
 pub struct Json<T>(pub T, pub BodyCharge);
+
+/// The most of a JSON path written in a problem's detail.
+const MAX_PATH_BYTES: usize = 64;
 
 impl<S, T> FromRequest<S> for Json<T>
 where
@@ -71,7 +74,20 @@ where
         let mut reader = serde_json::Deserializer::from_str(raw.get());
         serde_path_to_error::deserialize(&mut reader)
             .map(|value| Json(value, charge))
-            .map_err(|e| ApiError::InvalidBody(e.to_string()))
+            .map_err(|error| {
+                // "path: what is wrong", the path cut short on its own: an unknown key is
+                // its own path, and a long one would leave no room for the rest.
+                // (as serde_path_to_error's own Display: no path where none is known)
+                let known = (error.path().iter())
+                    .any(|segment| !matches!(segment, serde_path_to_error::Segment::Unknown));
+                let path = error.path().to_string();
+                let wrong = error.into_inner().to_string();
+                ApiError::InvalidBody(if known {
+                    format!("{}: {wrong}", problem::cut(path, MAX_PATH_BYTES))
+                } else {
+                    wrong
+                })
+            })
     }
 }
 

@@ -1,6 +1,7 @@
 //! RFC 9457 problem details: every API failure answers `application/problem+json` with
 //! `type`, `title`, `status` and `detail`. The vocabulary is fixed here, in one enum, so
-//! that no driver or library text reaches a client by accident.
+//! that no driver text reaches a client by accident; the one library text that does, the
+//! parser's account of a bad body or query, is cut short (it can quote the client).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -220,7 +221,7 @@ impl ApiError {
             }
             InjectedFault => "fault injection is on (CHAOS_ERROR_RATE)".into(),
             Internal => "an unexpected error occurred; it has been logged".into(),
-            other => other.to_string(),
+            other => cut(other.to_string(), MAX_DETAIL_BYTES),
         }
     }
 
@@ -241,6 +242,24 @@ impl ApiError {
             },
         }
     }
+}
+
+/// The most of a detail made from library text (serde's and axum's messages) that is
+/// sent: such text can quote the client's own input, and a 1 MiB key or a 32 KiB query
+/// string would otherwise come back whole.
+const MAX_DETAIL_BYTES: usize = 256;
+
+/// `text` cut to `max` bytes at a character's boundary, with `…` where it was cut.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Which problem an answer is, for the access log: its type's last segment, with the
@@ -308,6 +327,24 @@ mod tests {
                 response.extensions().get::<ProblemKind>(),
                 Some(&ProblemKind(kind))
             );
+        }
+    }
+
+    #[test]
+    fn a_detail_quoting_the_client_is_cut_at_a_character_boundary() {
+        let short = ApiError::InvalidBody("unknown field `admin`".into()).to_problem();
+        assert_eq!(short.detail, "unknown field `admin`");
+        for quoted in ["k".repeat(1 << 20), "é".repeat(1000)] {
+            let detail = ApiError::InvalidBody(format!("unknown field `{quoted}`"))
+                .to_problem()
+                .detail;
+            assert!(
+                detail.len() <= MAX_DETAIL_BYTES + '…'.len_utf8(),
+                "{}",
+                detail.len()
+            );
+            assert!(detail.starts_with("unknown field `"), "{detail}");
+            assert!(detail.ends_with('…'), "{detail}");
         }
     }
 

@@ -64,6 +64,22 @@ async fn wrong_types_missing_and_unknown_fields_are_422() {
     }
 }
 
+/// serde's message quotes an unknown key: a long one does not come back whole.
+#[tokio::test]
+async fn a_detail_quoting_a_long_key_is_bounded() {
+    let app = spawn_app().await;
+    let key = "k".repeat(100_000);
+    let problem = assert_problem(
+        app.post_json("/api/v1/notes", &json!({ key: 1 })).await,
+        422,
+        "invalid-body",
+    )
+    .await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.len() < 300, "{} bytes", detail.len());
+    assert!(detail.contains("unknown field"), "{detail}");
+}
+
 #[tokio::test]
 async fn failed_validation_is_422_listing_every_field() {
     let app = spawn_app().await;
