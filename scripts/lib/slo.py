@@ -307,7 +307,9 @@ def input_series(slo, ns, segments, interval_s=60):
         shapes = [("count", "201", "", lambda r, bad: r), ("bucket", "201", le, lambda r, bad: r * (1 - bad)),
                   ("count", "422", "", lambda r, bad: r), ("bucket", "422", le, lambda r, bad: 0)]
     else:
-        shapes = [("count", "201", "", lambda r, bad: r * (1 - bad)), ("count", "500", "", lambda r, bad: r * bad)]
+        # and as many 4xx answers as 201s and 500s together: the SLI leaves them out
+        shapes = [("count", "201", "", lambda r, bad: r * (1 - bad)), ("count", "500", "", lambda r, bad: r * bad),
+                  ("count", "400", "", lambda r, bad: r)]
     return [{"series": rate_series(kind, ns, code, le_),
              "values": counter([(f(rate * interval_s, bad), n) for rate, bad, n in segments])}
             for kind, code, le_, f in shapes]
@@ -570,12 +572,23 @@ def gave_up_test(slo):
                                   "exp_samples": [{"labels": labels, "value": 500}]}]}
 
 
+def client_errors_test(slo):
+    """An availability SLI: one 500 and one 201 with two 499s (clients that gave up, not
+    failed) are a quarter failed; ten 400s beside them change nothing."""
+    series = [{"series": rate_series("count", "client-errors", code), "values": f"0+{per_min}x30"}
+              for code, per_min in (("201", 60), ("500", 60), ("499", 120), ("400", 600))]
+    labels = series_labels({**slo.labels, "namespace": "client-errors", "job": "farol"})
+    return {"name": f"{slo.id}: a 4xx is left out, a client that gave up (499) is a request not failed",
+            "interval": "1m", "input_series": series,
+            "promql_expr_test": [{"expr": f"round({slo.sel('slo:sli_error:ratio_rate5m')} * 1000)", "eval_time": "20m",
+                                  "exp_samples": [{"labels": labels, "value": 250}]}]}
+
+
 def unit_tests(slos, settings):
     tests = []
     for slo in slos:
         tests += [slo_record_test(slo, settings), slo_alert_test(slo, settings), *few_events_test(slo, settings)]
-        if slo.latency_threshold():
-            tests.append(gave_up_test(slo))
+        tests.append(gave_up_test(slo) if slo.latency_threshold() else client_errors_test(slo))
         for tier in settings["tiers"]:
             if tier["severity"] == "page":
                 tests += window_shape_tests(slo, tier, settings, 1)
