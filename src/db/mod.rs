@@ -152,18 +152,20 @@ impl DbError {
                 // can come at any point of it, even after its commit was flushed (a
                 // crash, an immediate shutdown, a pooler whose server connection died
                 // under the statement it had forwarded): no answer, for a write.
-                let fatal = error.as_db_error().is_some_and(|db| {
-                    matches!(
-                        db.parsed_severity(),
-                        Some(Severity::Fatal | Severity::Panic)
-                    )
-                });
-                if fatal || code.code().starts_with("08") {
+                // (the localized severity where the server sends no other: before 9.6)
+                let fatal = error
+                    .as_db_error()
+                    .is_some_and(|db| match db.parsed_severity() {
+                        Some(severity) => matches!(severity, Severity::Fatal | Severity::Panic),
+                        None => matches!(db.severity(), "FATAL" | "PANIC"),
+                    });
+                if fatal || !code.code().starts_with("53") {
                     Self::broken(&error, fatal)
                 } else {
                     // An ERROR of a server short of a resource (53100 a full disk, 53200
                     // out of memory): the session lives on, and so do the idle ones,
-                    // which would each be opened again for nothing.
+                    // which would each be opened again for nothing. (PostgreSQL sends
+                    // 57P at FATAL; an ERROR of it from another server is kept broken.)
                     DbError::Unavailable {
                         reason: describe(&error),
                         broke_established: false,
@@ -598,8 +600,8 @@ impl Database {
         }
     }
 
-    /// Notes a failure to reach the database, and logs why: always when it was up until
-    /// now, then each reason at most once per `outage::REPEAT_AFTER`. When an
+    /// Notes a failure to reach the database, and logs why: when it was up until now, and
+    /// each reason, at most once per `outage::REPEAT_AFTER` (`outage`). When an
     /// established connection broke, the idle ones are dropped too: they lead to a
     /// database that went away, and would fail one request each. When only a new
     /// connection failed to open (a rotated password, a full server), they are kept:
@@ -613,12 +615,14 @@ impl Database {
         }
         let was_up =
             self.inner.up.load(Ordering::Relaxed) && self.inner.up.swap(false, Ordering::Relaxed);
-        let database = self.inner.config.describe();
+        let database = || self.inner.config.describe();
         match self.inner.outages.on_down(reason, was_up) {
             DownLine::BecameUnreachable => {
-                tracing::warn!(%database, reason, "database became unreachable");
+                tracing::warn!(database = %database(), reason, "database became unreachable");
             }
-            DownLine::Unreachable => tracing::warn!(%database, reason, "database unreachable"),
+            DownLine::Unreachable => {
+                tracing::warn!(database = %database(), reason, "database unreachable");
+            }
             DownLine::Nothing => {}
         }
     }

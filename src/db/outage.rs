@@ -6,12 +6,16 @@
 //! cause shows within the second it appears, an hour-long outage costs a line per reason
 //! every ten seconds. The number of reasons remembered is bounded.
 //!
-//! The edges (reachable, unreachable) are logged at most once per [`REPEAT_AFTER`] too:
-//! a database that fails and answers by turns (new connections refused while the
-//! established ones still work, a full disk failing the writes while the reads pass)
-//! would otherwise write two lines for every request that flips it.
+//! The edge into an outage ("database became unreachable") is logged at most once per
+//! [`REPEAT_AFTER`] too, and the recovery ("database reachable") only after a line that
+//! said the database was down: a database that fails and answers by turns (new
+//! connections refused while the established ones still work) would otherwise write two
+//! lines for every request that flips it. A recovery is never left unsaid, so the log
+//! never ends on an outage that is over; an outage that begins within 10 s of the last
+//! one's edge, for the same reason, may go unsaid that long.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const REPEAT_AFTER: Duration = Duration::from_secs(10);
@@ -52,7 +56,7 @@ impl ReasonLog {
         }
     }
 
-    /// Forgets every reason: after a recovery, the next outage's reasons show at once.
+    /// Forgets every reason: at the edge of an outage, its reasons show at once.
     pub fn clear(&self) {
         self.last_logged
             .lock()
@@ -61,12 +65,15 @@ impl ReasonLog {
     }
 }
 
-/// What the database's reachability changing is worth a line of: its edges, each at most
-/// once per [`REPEAT_AFTER`], and the reasons it cannot be reached, as [`ReasonLog`] says.
+/// What the database's reachability changing is worth a line of (see the module's
+/// documentation).
 #[derive(Default)]
 pub struct OutageLog {
     reasons: ReasonLog,
+    /// When "database became unreachable" was last written.
     edges: ReasonLog,
+    /// Whether the last line about the database's reachability said it was reachable.
+    said_up: AtomicBool,
 }
 
 /// The line a failure to reach the database is worth.
@@ -80,9 +87,10 @@ pub enum DownLine {
 }
 
 impl OutageLog {
-    /// Whether the database coming back is worth "database reachable".
+    /// Whether the database coming back is worth "database reachable": when the last line
+    /// said otherwise, or none was written yet (the first connection).
     pub fn on_up(&self) -> bool {
-        self.on_up_at(Instant::now())
+        !self.said_up.swap(true, Ordering::Relaxed)
     }
 
     /// The line a failure for `reason` is worth; `was_up`: the database was reachable
@@ -91,12 +99,8 @@ impl OutageLog {
         self.on_down_at(reason, was_up, Instant::now())
     }
 
-    fn on_up_at(&self, now: Instant) -> bool {
-        self.edges.should_log_at("up", now)
-    }
-
     fn on_down_at(&self, reason: &str, was_up: bool, now: Instant) -> DownLine {
-        if was_up && self.edges.should_log_at("down", now) {
+        let line = if was_up && self.edges.should_log_at("down", now) {
             // a new outage: its reasons show at once, this one in the edge's line
             self.reasons.clear();
             self.reasons.should_log_at(reason, now);
@@ -104,8 +108,10 @@ impl OutageLog {
         } else if self.reasons.should_log_at(reason, now) {
             DownLine::Unreachable
         } else {
-            DownLine::Nothing
-        }
+            return DownLine::Nothing;
+        };
+        self.said_up.store(false, Ordering::Relaxed);
+        line
     }
 }
 
@@ -113,62 +119,90 @@ impl OutageLog {
 mod tests {
     use super::*;
 
+    /// The lines a run of reachability changes writes: `true` a success after a failure,
+    /// `false` a failure after a success, each `ms` after the start.
+    fn lines(log: &OutageLog, t0: Instant, changes: &[(u64, bool)]) -> Vec<&'static str> {
+        let mut written = Vec::new();
+        for &(ms, up) in changes {
+            let now = t0 + Duration::from_millis(ms);
+            if up {
+                if log.on_up() {
+                    written.push("reachable");
+                }
+            } else {
+                match log.on_down_at("refused", true, now) {
+                    DownLine::BecameUnreachable => written.push("became unreachable"),
+                    DownLine::Unreachable => written.push("unreachable"),
+                    DownLine::Nothing => {}
+                }
+            }
+        }
+        written
+    }
+
     #[test]
-    fn a_database_that_flips_on_every_request_is_logged_once_per_interval() {
+    fn a_database_that_flips_on_every_request_writes_two_lines_each_interval_and_ends_up() {
         let log = OutageLog::default();
         let t0 = Instant::now();
         assert_eq!(
-            log.on_down_at("refused", true, t0),
-            DownLine::BecameUnreachable
+            lines(&log, t0, &[(0, true)]),
+            ["reachable"],
+            "the first connection"
         );
-        assert!(log.on_up_at(t0 + Duration::from_millis(1)));
-        for ms in 2..9_000 {
-            let now = t0 + Duration::from_millis(ms);
-            assert_eq!(
-                log.on_down_at("refused", true, now),
-                DownLine::Nothing,
-                "{ms} ms"
-            );
-            assert!(!log.on_up_at(now), "{ms} ms");
-        }
-        // a new reason shows at once, flipping or not
-        let later = t0 + Duration::from_secs(9);
+        let flips: Vec<(u64, bool)> = (1..=19_999).map(|ms| (ms, ms % 2 == 0)).collect();
         assert_eq!(
-            log.on_down_at("disk full", true, later),
+            lines(&log, t0, &flips),
+            [
+                "became unreachable",
+                "reachable",
+                "became unreachable",
+                "reachable"
+            ],
+            "20 s of flips"
+        );
+    }
+
+    #[test]
+    fn a_recovery_soon_after_an_outage_is_written() {
+        let log = OutageLog::default();
+        let t0 = Instant::now();
+        let written = lines(&log, t0, &[(0, true), (3_000, false), (5_000, true)]);
+        assert_eq!(written, ["reachable", "became unreachable", "reachable"]);
+    }
+
+    #[test]
+    fn a_new_reason_shows_at_once_and_the_recovery_after_it() {
+        let log = OutageLog::default();
+        let t0 = Instant::now();
+        lines(&log, t0, &[(0, true), (1, false), (2, true), (3, false)]);
+        assert_eq!(
+            log.on_down_at("disk full", false, t0 + Duration::from_millis(4)),
             DownLine::Unreachable
         );
-        // an interval on, the edges again, and the outage's reasons anew
-        let next = t0 + REPEAT_AFTER;
-        assert_eq!(
-            log.on_down_at("disk full", true, next),
-            DownLine::BecameUnreachable
-        );
-        assert_eq!(
-            log.on_down_at("refused", false, next),
-            DownLine::Unreachable
-        );
-        assert!(log.on_up_at(next + Duration::from_millis(1)));
+        assert!(log.on_up(), "the last line said unreachable");
     }
 
     #[test]
     fn a_long_outage_logs_its_edge_then_each_reason_once_per_interval() {
         let log = OutageLog::default();
         let t0 = Instant::now();
+        assert!(log.on_up());
         assert_eq!(
             log.on_down_at("refused", true, t0),
             DownLine::BecameUnreachable
         );
+        let later = |s| t0 + Duration::from_secs(s);
         assert_eq!(
-            log.on_down_at("refused", false, t0 + Duration::from_secs(5)),
+            log.on_down_at("refused", false, later(5)),
             DownLine::Nothing
         );
         assert_eq!(
-            log.on_down_at("refused", false, t0 + REPEAT_AFTER),
+            log.on_down_at("refused", false, later(10)),
             DownLine::Unreachable
         );
-        assert!(log.on_up_at(t0 + Duration::from_secs(60)));
+        assert!(log.on_up());
         assert_eq!(
-            log.on_down_at("refused", true, t0 + Duration::from_secs(120)),
+            log.on_down_at("refused", true, later(120)),
             DownLine::BecameUnreachable,
             "the next outage's edge"
         );

@@ -79,7 +79,7 @@ impl PayloadBudget {
             }
             bytes.extend_from_slice(&data);
         }
-        Ok((bytes.freeze(), BodyCharge { _permit: charge }))
+        Ok((bytes.freeze(), BodyCharge { permit: charge }))
     }
 
     /// `body` charged to the budget until it is dropped, if it is large enough to count;
@@ -109,7 +109,19 @@ impl PayloadBudget {
 #[derive(Debug)]
 #[must_use = "the charge is given back as soon as this is dropped"]
 pub struct BodyCharge {
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl BodyCharge {
+    /// Gives back all but `bytes` of the charge (rounded up to KiB): once the body is
+    /// parsed, what stays of it may be far less than it was (a body padded with white
+    /// space), and the charge must not hold the budget for what is no longer there.
+    pub fn keep(&mut self, bytes: usize) {
+        if let Some(permit) = &mut self.permit {
+            let excess = permit.num_permits().saturating_sub(bytes.div_ceil(1024));
+            drop(permit.split(excess));
+        }
+    }
 }
 
 /// A response body that keeps its charge until hyper has taken all of it, handed over in
@@ -177,6 +189,21 @@ mod tests {
             .unwrap();
         assert_eq!(bytes.len(), 100 * 1024);
         assert_eq!(budget.available_kib(), 1024 - 200);
+        drop(charge);
+        assert_eq!(budget.available_kib(), 1024);
+    }
+
+    #[tokio::test]
+    async fn a_charge_can_be_cut_down_to_what_stays_of_the_body() {
+        let budget = PayloadBudget::new(1024 * 1024);
+        let (_, mut charge) = budget
+            .read(Body::from(vec![b' '; 100 * 1024]), 1 << 20)
+            .await
+            .unwrap();
+        charge.keep(3000);
+        assert_eq!(budget.available_kib(), 1024 - 3, "3000 bytes: 3 KiB");
+        charge.keep(100 * 1024);
+        assert_eq!(budget.available_kib(), 1024 - 3, "never more than it held");
         drop(charge);
         assert_eq!(budget.available_kib(), 1024);
     }

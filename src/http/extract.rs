@@ -35,7 +35,8 @@ pub fn was_reading_body() -> bool {
 ///
 /// The body's charge comes with the value ([`BodyCharge`]): what was parsed out of it
 /// (a note's title and body, up to 40 KB of text) lives as long as the request's work,
-/// which may be a whole wait for the database, and stays counted that long.
+/// which may be a whole wait for the database, and stays counted that long, once the
+/// handler has cut the charge down to it ([`BodyCharge::keep`]).
 pub struct Json<T>(pub T, pub BodyCharge);
 
 /// The most of a JSON path written in a problem's detail.

@@ -51,73 +51,44 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// body a handler reads (bounded on its own, see `docs/security.md`).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// Why the server closed a connection at one of its bounds: the `reason` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CutReason {
+/// Declares [`CutReason`] from one list of variants and their labels, so that the list
+/// of all of them ([`CutReason::ALL`]) cannot leave one out.
+macro_rules! cut_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $label:literal,)+) => {
+        /// Why the server closed a connection at one of its bounds: the `reason` label.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum CutReason {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl CutReason {
+            /// Every reason: the label values made at start-up, so that each series
+            /// exists at 0 before its first cut.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+cut_reasons! {
     /// No whole request head within [`HEADER_READ_TIMEOUT`] of the accept or of the last
     /// answer, on a connection that owed one (never answered, or part of its next head
     /// received: a slow client, or one holding the connection on purpose).
-    HeadTimeout,
+    HeadTimeout => "head_timeout",
     /// The same time bound on a connection that owed nothing: an idle keep-alive
     /// connection, closed as it should be. The split from `HeadTimeout` is a hint: a
     /// client can make its cut look idle ([`WriteDeadline::midway`]).
-    IdleTimeout,
+    IdleTimeout => "idle_timeout",
     /// A head over [`MAX_HEAD_BYTES`] or with too many headers (answered 431).
-    HeadTooLarge,
+    HeadTooLarge => "head_too_large",
     /// An answer its client stopped reading for [`WRITE_TIMEOUT`].
-    WriteTimeout,
+    WriteTimeout => "write_timeout",
 }
-
-impl CutReason {
-    /// Every reason, in declaration order: the label values made at start-up, so that each
-    /// series exists at 0 before its first cut. The check below fails the build if a
-    /// reason is left out or listed twice.
-    pub const ALL: [Self; 4] = [
-        Self::HeadTimeout,
-        Self::IdleTimeout,
-        Self::HeadTooLarge,
-        Self::WriteTimeout,
-    ];
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            Self::HeadTimeout => "head_timeout",
-            Self::IdleTimeout => "idle_timeout",
-            Self::HeadTooLarge => "head_too_large",
-            Self::WriteTimeout => "write_timeout",
-        }
-    }
-
-    /// The reason after this one in declaration order; the match is exhaustive, so a new
-    /// reason must be placed here, and [`ALL`](Self::ALL) is checked against it.
-    const fn next(self) -> Option<Self> {
-        match self {
-            Self::HeadTimeout => Some(Self::IdleTimeout),
-            Self::IdleTimeout => Some(Self::HeadTooLarge),
-            Self::HeadTooLarge => Some(Self::WriteTimeout),
-            Self::WriteTimeout => None,
-        }
-    }
-}
-
-// `CutReason::ALL` is every reason once: it starts at the first, follows `next`, and ends
-// where `next` does.
-const _: () = {
-    let all = CutReason::ALL;
-    assert!(all[0] as usize == CutReason::HeadTimeout as usize);
-    let mut i = 0;
-    while i + 1 < all.len() {
-        match all[i].next() {
-            Some(next) => assert!(next as usize == all[i + 1] as usize),
-            None => panic!("CutReason::ALL goes on past the last reason"),
-        }
-        i += 1;
-    }
-    assert!(
-        all[all.len() - 1].next().is_none(),
-        "CutReason::ALL leaves reasons out"
-    );
-};
 
 /// Where the loop reports its connections: the gauge of those open (the bound is set
 /// once, by whoever set it) and the counter of those cut off, by [`CutReason`].

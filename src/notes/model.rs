@@ -50,6 +50,11 @@ impl NoteContent {
     pub fn body(&self) -> &str {
         &self.body
     }
+
+    /// The bytes of its text: what a note held in memory takes, roughly.
+    pub fn text_bytes(&self) -> usize {
+        self.title.len() + self.body.len()
+    }
 }
 
 /// Why a note's content was refused: every rule it broke, in field order.

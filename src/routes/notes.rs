@@ -157,9 +157,10 @@ pub async fn create_note(
     State(state): State<AppState>,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
     // the body's charge, held until the answer: the note's text lives that long
-    Json(input, _charge): Json<NoteInput>,
+    Json(input, mut charge): Json<NoteInput>,
 ) -> Result<Response, ApiError> {
     let content = input.validate()?;
+    charge.keep(content.text_bytes());
     let id = store::new_id();
     let created = state
         .inserts
@@ -278,9 +279,10 @@ pub async fn replace_note(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     // the body's charge, held until the answer: the note's text lives that long
-    Json(input, _charge): Json<NoteInput>,
+    Json(input, mut charge): Json<NoteInput>,
 ) -> Result<axum::Json<Note>, ApiError> {
     let content = input.validate()?;
+    charge.keep(content.text_bytes());
     store::replace(&state.db, id, &content)
         .await?
         .map(axum::Json)

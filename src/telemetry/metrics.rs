@@ -156,7 +156,7 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
-        for reason in crate::http::server::CutReason::ALL {
+        for reason in crate::http::server::CutReason::ALL.iter() {
             http_connections_cut.with_label_values(&[reason.label()]);
         }
         let db_connections = IntGaugeVec::new(
