@@ -85,7 +85,7 @@ CLUSTER = resource(obj(
 TOPOLOGY_SPREAD = obj(
     ("maxSkew", "topologyKey", "whenUnsatisfiable"),
     maxSkew={"type": "integer", "minimum": 1}, topologyKey=STR,
-    whenUnsatisfiable=enum("DoNotSchedule", "ScheduleAnyway"),
+    whenUnsatisfiable=enum("DoNotSchedule", "ScheduleAnyway"), nodeTaintsPolicy=enum("Honor", "Ignore"),
     labelSelector=LABEL_SELECTOR, matchLabelKeys=arr(STR))
 
 POOLER = resource(obj(
@@ -250,10 +250,15 @@ def refs_pooler(render: Render, doc: dict) -> Findings:
         if not spread.get("labelSelector") or not selector_matches(spread["labelSelector"], pods):
             yield f"the spread over {spread.get('topologyKey')} selects none of the Pooler's pods"
     # the capacity model lets either PgBouncer take every client: a lost node must not take both
-    if dig(doc, "spec", "instances", default=1) > 1 and not any(
-            s.get("topologyKey") == "kubernetes.io/hostname" and s.get("whenUnsatisfiable") == "DoNotSchedule"
-            for s in spreads):
-        yield "several instances and no DoNotSchedule spread over kubernetes.io/hostname: one node can hold them all"
+    if dig(doc, "spec", "instances", default=1) > 1:
+        if not any(s.get("topologyKey") == "kubernetes.io/hostname" and s.get("whenUnsatisfiable") == "DoNotSchedule"
+                   for s in spreads):
+            yield ("several instances and no DoNotSchedule spread over kubernetes.io/hostname:"
+                   " one node can hold them all")
+        # CloudNativePG makes no budget for a Pooler's pods: two drains in a row could take both
+        if not any(selector_matches(dig(pdb, "spec", "selector"), pods) for pdb in render.of_kind("PodDisruptionBudget")
+                   if ns_of(pdb) == ns_of(doc)):
+            yield "several instances and no PodDisruptionBudget selecting them: a drain can evict them all"
     containers = dig(doc, "spec", "template", "spec", "containers", default=[]) or []
     if not any(c.get("name") == "pgbouncer" and dig(c, "resources", "limits", "memory") for c in containers):
         yield "no memory limit for the pgbouncer container (spec.template.spec.containers)"

@@ -436,6 +436,18 @@ def as_seconds(value: str) -> float:
 EXIT_WAITS_MS = 1000 + 2000
 
 
+@check("spreads", "a hard spread over nodes honours taints: a node the pods may not run on (cordoned by a "
+       "drain, tainted for other work) would count as holding none, and block drains and scale-outs")
+def check_spreads(render: Render, version: str) -> Iterator[Finding]:
+    specs = [(obj, template.get("spec")) for obj, template in render.workloads()]
+    specs += [(pooler, dig(pooler, "spec", "template", "spec")) for pooler in render.of_kind("Pooler")]
+    for obj, spec in specs:
+        for spread in dig(spec, "topologySpreadConstraints", default=[]) or []:
+            if spread.get("topologyKey") == "kubernetes.io/hostname" and \
+                    spread.get("whenUnsatisfiable") == "DoNotSchedule" and spread.get("nodeTaintsPolicy") != "Honor":
+                yield ident(obj), "a DoNotSchedule spread over kubernetes.io/hostname without nodeTaintsPolicy: Honor"
+
+
 @check("farol", "zero-downtime rollout, graceful shutdown, migrations by a versioned Job")
 def check_farol(render: Render, version: str) -> Iterator[Finding]:
     for deploy in render.of_kind("Deployment"):

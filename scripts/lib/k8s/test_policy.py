@@ -143,7 +143,10 @@ def good_render() -> list[dict]:
                  "containers": [{"name": "pgbouncer", "resources": {"limits": {"memory": "128Mi"}}}],
                  "topologySpreadConstraints": [{
                      "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+                     "nodeTaintsPolicy": "Honor",
                      "labelSelector": {"matchLabels": {"cnpg.io/poolerName": "pg-pooler"}}}]}}}},
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta("pg-pooler"),
+         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"cnpg.io/poolerName": "pg-pooler"}}}},
         {"apiVersion": "barmancloud.cnpg.io/v1", "kind": "ObjectStore", "metadata": meta("store"),
          "spec": {"retentionPolicy": "30d", "configuration": {"destinationPath": "s3://bucket/", "s3Credentials": {
              "accessKeyId": {"name": "s3", "key": "ID"}, "secretAccessKey": {"name": "s3", "key": "KEY"}}}}},
@@ -333,6 +336,15 @@ CASES = [
          labelSelector={"matchLabels": {"cnpg.io/poolerName": "pg"}})),
     ("Pooler instances free to share a node", "custom-resources", "one node can hold them all",
      edit("Pooler", "pg-pooler", "template", "spec", topologySpreadConstraints=[])),
+    ("Pooler instances without a disruption budget", "custom-resources", "no PodDisruptionBudget",
+     remove("PodDisruptionBudget", "pg-pooler")),
+    ("Pooler's hard node spread counting tainted nodes", "spreads", "nodeTaintsPolicy",
+     lambda d: find(d, "Pooler", "pg-pooler")["spec"]["template"]["spec"]["topologySpreadConstraints"][0].pop(
+         "nodeTaintsPolicy")),
+    ("a Deployment's hard node spread counting tainted nodes", "spreads", "nodeTaintsPolicy",
+     edit("Deployment", "farol", "template", "spec", topologySpreadConstraints=[{
+         "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+         "labelSelector": {"matchLabels": {"app": "farol"}}}])),
     ("PgBouncer without a memory limit", "custom-resources", "no memory limit",
      edit("Pooler", "pg-pooler", "template", "spec", containers=[{"name": "pgbouncer"}])),
     ("PgBouncer's container misnamed", "custom-resources", "'bouncer' is not one of",
