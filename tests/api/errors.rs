@@ -48,8 +48,8 @@ async fn wrong_types_missing_and_unknown_fields_are_422() {
         (json!({"title": "t"}), "body"),
         (json!({"body": "b"}), "title"),
         (json!({"title": "t", "body": "", "admin": true}), "admin"),
-        (json!(["title", "body"]), ""),
-        (json!(null), ""),
+        (json!(["title", "body"]), "expected a JSON object"),
+        (json!(null), "expected a JSON object"),
     ] {
         let problem = assert_problem(
             app.post_json("/api/v1/notes", &body).await,

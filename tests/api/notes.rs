@@ -148,7 +148,12 @@ async fn put_replaces_title_and_body_and_moves_updated_at() {
         (Some("after"), Some("new"))
     );
     assert_eq!(updated["created_at"], note["created_at"]);
-    assert!(updated["updated_at"].as_str() > note["updated_at"].as_str());
+    // as instants: RFC 3339 text drops trailing zeros, so ".12Z" sorts after ".123Z"
+    let at = |note: &Value| {
+        let text = note["updated_at"].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(at(&updated) > at(&note));
     let fetched: Value = app.get(&path).await.json().await.unwrap();
     assert_eq!(fetched, updated);
 }

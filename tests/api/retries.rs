@@ -502,7 +502,8 @@ async fn a_request_waits_for_a_transaction_inserting_its_key_then_follows_its_ou
                 answer.send().await.unwrap()
             }
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // the keyed insert waits on the held row's key
+        lock_waiter(&observer).await;
         assert!(
             !waiting.is_finished(),
             "{outcome}: it waits for the other insert"

@@ -75,7 +75,9 @@ fn each_request_logs_one_json_line_and_no_secret_is_ever_logged() {
         "no problem field on an answer: {answered}"
     );
 
-    std::thread::sleep(Duration::from_millis(300));
+    // lines are written in order: once a later request's line is out, a probe's line
+    // written before it would be too
+    log_a_last_line(&rt, &farol);
     let logs = farol.all_logs();
     for line in logs.lines() {
         serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
@@ -133,7 +135,7 @@ fn with_text_logs_each_request_logs_one_readable_line() {
     ] {
         assert!(line.contains(part), "{part} in {line}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    log_a_last_line(&rt, &farol);
     let logs = farol.all_logs();
     assert_eq!(logs.matches("text-me-456").count(), 1, "one line: {logs}");
     assert!(
@@ -219,11 +221,37 @@ fn the_log_level_changes_live() {
     wait_for_lines(&farol, CHANGED, seen + 1);
     std::thread::sleep(Duration::from_millis(200));
     get("/version", "after-change");
-    std::thread::sleep(Duration::from_millis(500));
+    // Back at info (the change's own line is written while warn still holds), a line
+    // that comes after it: "after-change", had it been written at warn, would be out
+    // before it.
+    volume.update(&[("LOG_LEVEL", "info")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut sent = 0;
+    while !farol.all_logs().contains("back-at-info-") {
+        assert!(std::time::Instant::now() < deadline, "info never came back");
+        sent += 1;
+        get("/version", &format!("back-at-info-{sent}"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         !farol.all_logs().contains("after-change"),
         "info lines are off at warn"
     );
+}
+
+/// Sends a request whose access line (at info) comes after every line of the requests
+/// answered before it, and waits for that line.
+fn log_a_last_line(rt: &tokio::runtime::Runtime, farol: &FarolProcess) {
+    let id = format!("last-line-{}", uuid::Uuid::new_v4().simple());
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/version", farol.address))
+            .header("x-request-id", &id)
+            .send()
+            .await
+            .unwrap();
+    });
+    farol.wait_for_log(&id, Duration::from_secs(5));
 }
 
 /// What farol logs when it applies a change of its live settings.

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
+use crate::support::pg::{
+    PgCluster, admin, create_database, lock_waiter, shared_server_url, wait_until_gone,
+};
 use crate::support::process::FarolProcess;
 
 #[test]
@@ -107,13 +109,7 @@ fn a_drain_that_outlives_its_timeout_is_cut_and_the_process_still_exits_0() {
 fn a_statement_left_running_at_the_drain_deadline_is_cancelled_before_exit() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = rt.block_on(create_database(&shared_server_url()));
-    let mut farol = FarolProcess::spawn(&[
-        ("DATABASE_URL", &url),
-        ("DB_QUERY_TIMEOUT_MS", "20000"),
-        ("REQUEST_TIMEOUT_MS", "60000"),
-        ("SHUTDOWN_TIMEOUT_MS", "300"),
-    ]);
-    farol.wait_for_log("ready", Duration::from_secs(10));
+    let mut farol = ready_with_a_short_drain(&url);
     let (observer, blocker) = rt.block_on(async {
         let blocker = admin(&url).await;
         blocker
@@ -141,4 +137,88 @@ fn a_statement_left_running_at_the_drain_deadline_is_cancelled_before_exit() {
     // while the lock is still held
     rt.block_on(wait_until_gone(&observer, waiting));
     rt.block_on(blocker.batch_execute("COMMIT")).unwrap();
+}
+
+/// What farol waits for after the drain is bounded whatever the database does. Here the
+/// database freezes (a hung host, a partition) under a request's statement: the request
+/// is cut at the drain deadline, and the cancel farol then sends for its statement gets
+/// no answer. The exit still comes within the drain, the cancels' second and the last
+/// log lines' second (with slack for a loaded machine), not when the database wakes.
+#[test]
+fn a_frozen_database_does_not_hold_the_exit_past_its_bounds() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = PgCluster::start();
+    let url = rt.block_on(create_database(&cluster.url("postgres")));
+    let mut farol = ready_with_a_short_drain(&url);
+    let client = reqwest::Client::new();
+    let notes = format!("{}/api/v1/notes", farol.address);
+    let note = serde_json::json!({"title": "frozen", "body": ""});
+    // a pooled connection, established: the next insert goes out on it
+    let made = rt.block_on(client.post(&notes).json(&note).send()).unwrap();
+    assert_eq!(made.status(), 201);
+
+    cluster.freeze();
+    // thawed however the test ends: a frozen cluster cannot be stopped
+    struct Thaw<'a>(&'a PgCluster);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.thaw();
+        }
+    }
+    let _thaw = Thaw(&cluster);
+    let in_flight = rt.spawn({
+        let (client, notes, note) = (client.clone(), notes.clone(), note.clone());
+        async move { client.post(notes).json(&note).send().await }
+    });
+    let metrics = format!("{}/metrics", farol.address);
+    rt.block_on(async {
+        // the insert is in flight (the scrape itself is the other request)
+        for _ in 0..200 {
+            let text = client
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text
+                .lines()
+                .any(|line| line == "http_server_active_requests 2")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the insert never arrived");
+    });
+
+    let signalled = Instant::now();
+    farol.signal(libc::SIGTERM);
+    let status = farol.wait_exit(Duration::from_secs(6));
+    let took = signalled.elapsed();
+    assert_eq!(status, 0);
+    assert!(
+        rt.block_on(in_flight).unwrap().is_err(),
+        "the request was cut"
+    );
+    assert!(farol.all_logs().contains("drain timed out"));
+    // 0.3 s of drain, at most 1 s for the cancels and 1 s for the last lines
+    assert!(
+        took < Duration::from_millis(2300 + 2500),
+        "exit took {took:?}"
+    );
+}
+
+/// farol on `url`, ready, whose requests and queries may wait far longer than its drain
+/// (0.3 s): what is in flight at SIGTERM is still there at the drain deadline.
+fn ready_with_a_short_drain(url: &str) -> FarolProcess {
+    let farol = FarolProcess::spawn(&[
+        ("DATABASE_URL", url),
+        ("DB_QUERY_TIMEOUT_MS", "20000"),
+        ("REQUEST_TIMEOUT_MS", "60000"),
+        ("SHUTDOWN_TIMEOUT_MS", "300"),
+    ]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    farol
 }

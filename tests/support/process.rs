@@ -26,14 +26,26 @@ pub fn command(env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// The `127.0.0.1:PORT` a "listening" line names, in either log format.
+fn listened_address(line: &str) -> String {
+    let start = line
+        .find("127.0.0.1:")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let rest = &line[start + "127.0.0.1:".len()..];
+    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert!(!port.is_empty() && port != "0", "no port in {line:?}");
+    format!("127.0.0.1:{port}")
+}
+
 impl FarolProcess {
-    /// Starts `farol serve` on a free port with `env` and waits until `/livez` answers.
+    /// Starts `farol serve` on a port the system picks with `env`, and waits until it
+    /// says where it listens. (A port found free and given to it could be taken by
+    /// another test in between.)
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        let port = super::pg::free_port();
         let mut child = command(env)
             .args(["serve"])
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -46,12 +58,13 @@ impl FarolProcess {
                 sink.lock().unwrap().push(line);
             }
         });
-        let process = Self {
+        let mut process = Self {
             child,
-            address: format!("http://127.0.0.1:{port}"),
+            address: String::new(),
             logs,
         };
-        process.wait_for_log("listening", Duration::from_secs(10));
+        let listening = process.wait_for_log("listening", Duration::from_secs(10));
+        process.address = format!("http://{}", listened_address(&listening));
         process
     }
 
