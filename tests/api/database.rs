@@ -651,7 +651,7 @@ async fn a_password_rotated_before_its_file_leaves_the_established_connections_s
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    lock_waiter(&admin(&db.cluster.url("steady")).await).await;
     assert_eq!(app.get(&path).await.status(), 200);
     locker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(write.await.unwrap(), 200);
