@@ -285,8 +285,6 @@ struct Inner {
     connect_timeout: Duration,
     query_timeout: Duration,
     statements: Statements,
-    /// The database answered the last operation (whatever it said).
-    up: AtomicBool,
     /// The database answered but took no writes (see `read_only`).
     read_only: ReadOnlyState,
     outages: OutageLog,
@@ -357,7 +355,6 @@ impl Database {
                 connect_timeout,
                 query_timeout,
                 statements: settings.statements,
-                up: AtomicBool::new(false),
                 read_only: ReadOnlyState::default(),
                 outages: OutageLog::default(),
                 abandoned: ReasonLog::default(),
@@ -553,7 +550,7 @@ impl Database {
 
     /// Whether the database answered the last operation, whatever it said.
     pub fn is_reachable(&self) -> bool {
-        self.inner.up.load(Ordering::Relaxed)
+        self.inner.outages.is_up()
     }
 
     /// Notes a server that answers but takes no writes (logged on entering the state),
@@ -590,14 +587,9 @@ impl Database {
     }
 
     fn mark_up(&self) {
-        // A plain load first: every query reports here, and a read-modify-write per query
-        // would bounce the cache line between cores for a value that rarely changes.
-        if self.inner.up.load(Ordering::Relaxed) || self.inner.up.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        if self.inner.outages.on_up() {
+        self.inner.outages.up(|| {
             tracing::info!(database = %self.inner.config.describe(), "database reachable");
-        }
+        });
     }
 
     /// Notes a failure to reach the database, and logs why: when it was up until now, and
@@ -613,10 +605,8 @@ impl Database {
         if broke_established {
             self.inner.pool.retain(|_, _| false);
         }
-        let was_up =
-            self.inner.up.load(Ordering::Relaxed) && self.inner.up.swap(false, Ordering::Relaxed);
         let database = || self.inner.config.describe();
-        match self.inner.outages.on_down(reason, was_up) {
+        self.inner.outages.down(reason, |line| match line {
             DownLine::BecameUnreachable => {
                 tracing::warn!(database = %database(), reason, "database became unreachable");
             }
@@ -624,7 +614,7 @@ impl Database {
                 tracing::warn!(database = %database(), reason, "database unreachable");
             }
             DownLine::Nothing => {}
-        }
+        });
     }
 
     /// (idle, in use, maximum) connections, for the pool gauges.

@@ -65,15 +65,21 @@ impl ReasonLog {
     }
 }
 
-/// What the database's reachability changing is worth a line of (see the module's
-/// documentation).
+/// Whether the database is reachable, and what its changing is worth a line of (see the
+/// module's documentation). The flag and the last line change together, one change at a
+/// time: two requests that end at once, one failed and one answered, could otherwise
+/// leave the flag saying up and the log's last line saying down.
 #[derive(Default)]
 pub struct OutageLog {
+    /// The database answered the last operation (whatever it said).
+    up: AtomicBool,
+    /// Whether the last line about the database's reachability said it was reachable.
+    said_up: AtomicBool,
+    /// Held while the flag changes and its line is written.
+    changing: Mutex<()>,
     reasons: ReasonLog,
     /// When "database became unreachable" was last written.
     edges: ReasonLog,
-    /// Whether the last line about the database's reachability said it was reachable.
-    said_up: AtomicBool,
 }
 
 /// The line a failure to reach the database is worth.
@@ -87,19 +93,34 @@ pub enum DownLine {
 }
 
 impl OutageLog {
-    /// Whether the database coming back is worth "database reachable": when the last line
-    /// said otherwise, or none was written yet (the first connection).
-    pub fn on_up(&self) -> bool {
-        !self.said_up.swap(true, Ordering::Relaxed)
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
     }
 
-    /// The line a failure for `reason` is worth; `was_up`: the database was reachable
-    /// until now.
-    pub fn on_down(&self, reason: &str, was_up: bool) -> DownLine {
-        self.on_down_at(reason, was_up, Instant::now())
+    /// The database answered: `write` writes "database reachable", called when the last
+    /// line said otherwise or none was written yet (the first connection).
+    pub fn up(&self, write: impl FnOnce()) {
+        // Plain loads first: every query reports here, and a lock or a read-modify-write
+        // per query would bounce a cache line between cores for what rarely changes.
+        if self.up.load(Ordering::Relaxed) && self.said_up.load(Ordering::Relaxed) {
+            return;
+        }
+        let _one_change_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        self.up.store(true, Ordering::Relaxed);
+        if !self.said_up.swap(true, Ordering::Relaxed) {
+            write();
+        }
     }
 
-    fn on_down_at(&self, reason: &str, was_up: bool, now: Instant) -> DownLine {
+    /// The database could not be reached, for `reason`: `write` writes the line that is
+    /// worth, if any.
+    pub fn down(&self, reason: &str, write: impl FnOnce(DownLine)) {
+        self.down_at(reason, Instant::now(), write);
+    }
+
+    fn down_at(&self, reason: &str, now: Instant, write: impl FnOnce(DownLine)) {
+        let _one_change_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let was_up = self.up.swap(false, Ordering::Relaxed);
         let line = if was_up && self.edges.should_log_at("down", now) {
             // a new outage: its reasons show at once, this one in the edge's line
             self.reasons.clear();
@@ -108,10 +129,10 @@ impl OutageLog {
         } else if self.reasons.should_log_at(reason, now) {
             DownLine::Unreachable
         } else {
-            return DownLine::Nothing;
+            return;
         };
         self.said_up.store(false, Ordering::Relaxed);
-        line
+        write(line);
     }
 }
 
@@ -119,25 +140,38 @@ impl OutageLog {
 mod tests {
     use super::*;
 
-    /// The lines a run of reachability changes writes: `true` a success after a failure,
-    /// `false` a failure after a success, each `ms` after the start.
+    /// The lines a run of reachability changes writes: `true` a success, `false` a
+    /// failure, each `ms` after the start.
     fn lines(log: &OutageLog, t0: Instant, changes: &[(u64, bool)]) -> Vec<&'static str> {
         let mut written = Vec::new();
         for &(ms, up) in changes {
-            let now = t0 + Duration::from_millis(ms);
             if up {
-                if log.on_up() {
-                    written.push("reachable");
-                }
+                log.up(|| written.push("reachable"));
             } else {
-                match log.on_down_at("refused", true, now) {
-                    DownLine::BecameUnreachable => written.push("became unreachable"),
-                    DownLine::Unreachable => written.push("unreachable"),
-                    DownLine::Nothing => {}
-                }
+                log.down_at("refused", t0 + Duration::from_millis(ms), |line| {
+                    written.push(match line {
+                        DownLine::BecameUnreachable => "became unreachable",
+                        DownLine::Unreachable => "unreachable",
+                        DownLine::Nothing => unreachable!("nothing is not written"),
+                    });
+                });
             }
         }
         written
+    }
+
+    /// The line `down_at` writes for `reason`, if any.
+    fn down_line(log: &OutageLog, reason: &str, now: Instant) -> DownLine {
+        let mut written = DownLine::Nothing;
+        log.down_at(reason, now, |line| written = line);
+        written
+    }
+
+    /// Whether `up` writes "database reachable".
+    fn says_up(log: &OutageLog) -> bool {
+        let mut said = false;
+        log.up(|| said = true);
+        said
     }
 
     #[test]
@@ -176,36 +210,58 @@ mod tests {
         let t0 = Instant::now();
         lines(&log, t0, &[(0, true), (1, false), (2, true), (3, false)]);
         assert_eq!(
-            log.on_down_at("disk full", false, t0 + Duration::from_millis(4)),
+            down_line(&log, "disk full", t0 + Duration::from_millis(4)),
             DownLine::Unreachable
         );
-        assert!(log.on_up(), "the last line said unreachable");
+        assert!(says_up(&log), "the last line said unreachable");
     }
 
     #[test]
     fn a_long_outage_logs_its_edge_then_each_reason_once_per_interval() {
         let log = OutageLog::default();
         let t0 = Instant::now();
-        assert!(log.on_up());
-        assert_eq!(
-            log.on_down_at("refused", true, t0),
-            DownLine::BecameUnreachable
-        );
+        assert!(says_up(&log));
         let later = |s| t0 + Duration::from_secs(s);
+        assert_eq!(down_line(&log, "refused", t0), DownLine::BecameUnreachable);
+        assert_eq!(down_line(&log, "refused", later(5)), DownLine::Nothing);
+        assert_eq!(down_line(&log, "refused", later(10)), DownLine::Unreachable);
+        assert!(says_up(&log));
+        assert!(log.is_up());
         assert_eq!(
-            log.on_down_at("refused", false, later(5)),
-            DownLine::Nothing
-        );
-        assert_eq!(
-            log.on_down_at("refused", false, later(10)),
-            DownLine::Unreachable
-        );
-        assert!(log.on_up());
-        assert_eq!(
-            log.on_down_at("refused", true, later(120)),
+            down_line(&log, "refused", later(120)),
             DownLine::BecameUnreachable,
             "the next outage's edge"
         );
+        assert!(!log.is_up());
+    }
+
+    /// Requests that fail and succeed at once, from several threads: however they
+    /// interleave, once the database has answered, the last line says it is reachable.
+    #[test]
+    fn the_last_line_follows_the_flag_whatever_the_interleaving() {
+        for _ in 0..50 {
+            let log = OutageLog::default();
+            let written = Mutex::new(Vec::new());
+            std::thread::scope(|threads| {
+                for thread in 0..4 {
+                    let (log, written) = (&log, &written);
+                    threads.spawn(move || {
+                        for i in 0..200 {
+                            if (i + thread) % 2 == 0 {
+                                log.up(|| written.lock().unwrap().push("reachable"));
+                            } else {
+                                log.down(&format!("reason {}", i % 3), |_| {
+                                    written.lock().unwrap().push("down");
+                                });
+                            }
+                        }
+                    });
+                }
+            });
+            log.up(|| written.lock().unwrap().push("reachable"));
+            assert!(log.is_up());
+            assert_eq!(written.lock().unwrap().last(), Some(&"reachable"));
+        }
     }
 
     #[test]

@@ -261,6 +261,13 @@ impl BoundWarning {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_cut_reason_has_a_label_of_its_own() {
+        let labels: std::collections::HashSet<_> =
+            CutReason::ALL.iter().map(|reason| reason.label()).collect();
+        assert_eq!(labels.len(), CutReason::ALL.len(), "{labels:?}");
+    }
+
     /// A cause wrapped the way hyper wraps an I/O error: as the source of its own.
     #[derive(Debug)]
     struct Wrapped(io::Error);

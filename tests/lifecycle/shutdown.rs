@@ -203,9 +203,11 @@ fn a_frozen_database_does_not_hold_the_exit_past_its_bounds() {
         "the request was cut"
     );
     assert!(farol.all_logs().contains("drain timed out"));
-    // 0.3 s of drain, at most 1 s for the cancels and 1 s for the last lines
+    // 0.3 s of drain, then the cancels' second, which the frozen server makes farol wait
+    // out whole (less would mean nothing was left to cancel), and a little for a loaded
+    // machine: a longer wait for the cancels fails here
     assert!(
-        took < Duration::from_millis(2300 + 2500),
+        took >= Duration::from_millis(1200) && took < Duration::from_millis(3000),
         "exit took {took:?}"
     );
 }

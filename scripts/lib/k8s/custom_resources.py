@@ -237,6 +237,26 @@ def pooler_pod_labels(doc: dict) -> dict[str, str]:
             "cnpg.io/cluster": dig(doc, "spec", "cluster", "name", default="")}
 
 
+def pooler_budget(render: Render, doc: dict, pods: dict[str, str]) -> Findings:
+    """CloudNativePG makes no budget for a Pooler's pods: two drains in a row could take
+    both. One budget (the eviction API refuses pods under two), with a selector (none
+    selects nothing), that keeps one up."""
+    budgets = [pdb for pdb in render.of_kind("PodDisruptionBudget") if ns_of(pdb) == ns_of(doc)
+               and dig(pdb, "spec", "selector") and selector_matches(dig(pdb, "spec", "selector"), pods)]
+    if len(budgets) != 1:
+        yield (f"{len(budgets)} PodDisruptionBudgets select its instances: a drain can evict them all"
+               if not budgets else f"{len(budgets)} PodDisruptionBudgets select its instances: evictions fail")
+        return
+    spec, instances = budgets[0]["spec"], dig(doc, "spec", "instances", default=1)
+
+    def count(value):  # an integer, or a percentage of the instances rounded up
+        text = str(value)
+        return -(-instances * int(text[:-1]) // 100) if text.endswith("%") else int(text)
+    if ("minAvailable" in spec and count(spec["minAvailable"]) < 1) or \
+            ("maxUnavailable" in spec and count(spec["maxUnavailable"]) >= instances):
+        yield f"the PodDisruptionBudget {ident(budgets[0])} lets a drain evict every instance"
+
+
 def refs_pooler(render: Render, doc: dict) -> Findings:
     cluster = dig(doc, "spec", "cluster", "name")
     if render.get("Cluster", ns_of(doc), cluster) is None:
@@ -255,10 +275,7 @@ def refs_pooler(render: Render, doc: dict) -> Findings:
                    for s in spreads):
             yield ("several instances and no DoNotSchedule spread over kubernetes.io/hostname:"
                    " one node can hold them all")
-        # CloudNativePG makes no budget for a Pooler's pods: two drains in a row could take both
-        if not any(selector_matches(dig(pdb, "spec", "selector"), pods) for pdb in render.of_kind("PodDisruptionBudget")
-                   if ns_of(pdb) == ns_of(doc)):
-            yield "several instances and no PodDisruptionBudget selecting them: a drain can evict them all"
+        yield from pooler_budget(render, doc, pods)
     containers = dig(doc, "spec", "template", "spec", "containers", default=[]) or []
     if not any(c.get("name") == "pgbouncer" and dig(c, "resources", "limits", "memory") for c in containers):
         yield "no memory limit for the pgbouncer container (spec.template.spec.containers)"
