@@ -240,9 +240,10 @@ def pooler_pod_labels(doc: dict) -> dict[str, str]:
 def pooler_budget(render: Render, doc: dict, pods: dict[str, str]) -> Findings:
     """CloudNativePG makes no budget for a Pooler's pods: two drains in a row could take
     both. One budget (the eviction API refuses pods under two), with a selector (none
-    selects nothing), that keeps one up."""
+    selects nothing; an empty one, every pod), that keeps one up."""
     budgets = [pdb for pdb in render.of_kind("PodDisruptionBudget") if ns_of(pdb) == ns_of(doc)
-               and dig(pdb, "spec", "selector") and selector_matches(dig(pdb, "spec", "selector"), pods)]
+               and dig(pdb, "spec", "selector") is not None
+               and selector_matches(dig(pdb, "spec", "selector"), pods)]
     if len(budgets) != 1:
         yield (f"{len(budgets)} PodDisruptionBudgets select its instances: a drain can evict them all"
                if not budgets else f"{len(budgets)} PodDisruptionBudgets select its instances: evictions fail")

@@ -139,7 +139,8 @@ def check_selectors(render: Render, version: str) -> Iterator[Finding]:
             if isinstance(target, str) and pods and not any(target in p.ports for p in pods):
                 yield ident(svc), f"targetPort {target!r} is not a port name of the selected pods"
     for pdb in render.of_kind("PodDisruptionBudget"):
-        if not render.pods_in(dig(pdb, "metadata", "namespace"), dig(pdb, "spec", "selector")):
+        selector = dig(pdb, "spec", "selector")  # none selects nothing (policy/v1)
+        if selector is None or not render.pods_in(dig(pdb, "metadata", "namespace"), selector):
             yield ident(pdb), "its selector matches no pod"
     for hpa in render.of_kind("HorizontalPodAutoscaler"):
         ref = dig(hpa, "spec", "scaleTargetRef", default={})
