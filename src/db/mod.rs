@@ -613,7 +613,6 @@ impl Database {
             DownLine::Unreachable => {
                 tracing::warn!(database = %database(), reason, "database unreachable");
             }
-            DownLine::Nothing => {}
         });
     }
 

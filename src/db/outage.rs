@@ -75,11 +75,10 @@ pub struct OutageLog {
     up: AtomicBool,
     /// Whether the last line about the database's reachability said it was reachable.
     said_up: AtomicBool,
-    /// Held while the flag changes and its line is written.
-    changing: Mutex<()>,
+    /// Held while the flag changes and its line is written; it holds when "database
+    /// became unreachable" was last written.
+    changing: Mutex<Option<Instant>>,
     reasons: ReasonLog,
-    /// When "database became unreachable" was last written.
-    edges: ReasonLog,
 }
 
 /// The line a failure to reach the database is worth.
@@ -89,7 +88,6 @@ pub enum DownLine {
     BecameUnreachable,
     /// "database unreachable": a reason not logged lately.
     Unreachable,
-    Nothing,
 }
 
 impl OutageLog {
@@ -119,10 +117,12 @@ impl OutageLog {
     }
 
     fn down_at(&self, reason: &str, now: Instant, write: impl FnOnce(DownLine)) {
-        let _one_change_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last_edge = self.changing.lock().unwrap_or_else(|e| e.into_inner());
         let was_up = self.up.swap(false, Ordering::Relaxed);
-        let line = if was_up && self.edges.should_log_at("down", now) {
+        let edge_due = last_edge.is_none_or(|at| now.duration_since(at) >= REPEAT_AFTER);
+        let line = if was_up && edge_due {
             // a new outage: its reasons show at once, this one in the edge's line
+            *last_edge = Some(now);
             self.reasons.clear();
             self.reasons.should_log_at(reason, now);
             DownLine::BecameUnreachable
@@ -152,7 +152,6 @@ mod tests {
                     written.push(match line {
                         DownLine::BecameUnreachable => "became unreachable",
                         DownLine::Unreachable => "unreachable",
-                        DownLine::Nothing => unreachable!("nothing is not written"),
                     });
                 });
             }
@@ -161,9 +160,9 @@ mod tests {
     }
 
     /// The line `down_at` writes for `reason`, if any.
-    fn down_line(log: &OutageLog, reason: &str, now: Instant) -> DownLine {
-        let mut written = DownLine::Nothing;
-        log.down_at(reason, now, |line| written = line);
+    fn down_line(log: &OutageLog, reason: &str, now: Instant) -> Option<DownLine> {
+        let mut written = None;
+        log.down_at(reason, now, |line| written = Some(line));
         written
     }
 
@@ -211,7 +210,7 @@ mod tests {
         lines(&log, t0, &[(0, true), (1, false), (2, true), (3, false)]);
         assert_eq!(
             down_line(&log, "disk full", t0 + Duration::from_millis(4)),
-            DownLine::Unreachable
+            Some(DownLine::Unreachable)
         );
         assert!(says_up(&log), "the last line said unreachable");
     }
@@ -222,14 +221,15 @@ mod tests {
         let t0 = Instant::now();
         assert!(says_up(&log));
         let later = |s| t0 + Duration::from_secs(s);
-        assert_eq!(down_line(&log, "refused", t0), DownLine::BecameUnreachable);
-        assert_eq!(down_line(&log, "refused", later(5)), DownLine::Nothing);
-        assert_eq!(down_line(&log, "refused", later(10)), DownLine::Unreachable);
+        let line = |s| down_line(&log, "refused", later(s));
+        assert_eq!(line(0), Some(DownLine::BecameUnreachable));
+        assert_eq!(line(5), None);
+        assert_eq!(line(10), Some(DownLine::Unreachable));
         assert!(says_up(&log));
         assert!(log.is_up());
         assert_eq!(
-            down_line(&log, "refused", later(120)),
-            DownLine::BecameUnreachable,
+            line(120),
+            Some(DownLine::BecameUnreachable),
             "the next outage's edge"
         );
         assert!(!log.is_up());
