@@ -186,7 +186,7 @@ impl Application {
         };
 
         if let Some(files) = crate::config::budget::open_files_limit()
-            && settings.http.max_connections as u64 + 64 > files
+            && settings.http.max_connections as u64 + crate::config::budget::RESERVED_FDS > files
         {
             tracing::warn!(
                 max_connections = settings.http.max_connections,

@@ -19,7 +19,7 @@ pub const UNLIMITED_BUDGET: u64 = 1024 * 1024 * 1024;
 const MIN_CONNECTIONS: u64 = 64;
 const MAX_CONNECTIONS: u64 = 16_384;
 /// File descriptors kept for everything but client connections (pool, logs, listeners).
-const RESERVED_FDS: u64 = 64;
+pub const RESERVED_FDS: u64 = 64;
 
 /// The memory the service may use, in bytes.
 pub fn memory_budget() -> u64 {

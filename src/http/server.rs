@@ -167,14 +167,19 @@ pub async fn serve<S>(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
-    let mut at_the_bound = BoundWarning::default();
+    let mut at_the_bound = Paced::default();
+    let mut accept_failures = Paced::default();
     tokio::pin!(drain);
     loop {
         // A free slot first, then accept: at the bound, connections queue in the kernel.
         let slot = match connections.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                at_the_bound.warn();
+                if at_the_bound.due().is_some() {
+                    tracing::warn!(
+                        "connection limit reached (MAX_CONNECTIONS): new connections wait in the listen backlog"
+                    );
+                }
                 tokio::select! {
                     slot = connections.clone().acquire_owned() => match slot {
                         Ok(slot) => slot,
@@ -188,8 +193,11 @@ pub async fn serve<S>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    // Out of file descriptors, most likely: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    // Out of file descriptors, most likely: back off instead of spinning,
+                    // and say so at a pace the log can bear (it fails 20 times a second).
+                    if let Some(unsaid) = accept_failures.due() {
+                        tracing::warn!(%error, failures_unsaid = unsaid, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -235,31 +243,53 @@ pub async fn serve<S>(
     }
 }
 
-/// A warning when the connection bound is reached, at most every ten seconds: past it, new
-/// connections wait, and the first thing on-call sees would otherwise be slow clients.
+/// A warning written at most every [`WARN_EVERY`], however often its cause recurs: the
+/// connection bound reached (past it, new connections wait, and the first thing on-call
+/// would otherwise see is slow clients), or accepting failing.
 #[derive(Default)]
-struct BoundWarning {
+struct Paced {
     last: Option<std::time::Instant>,
+    unsaid: u64,
 }
 
-impl BoundWarning {
-    fn warn(&mut self) {
-        let now = std::time::Instant::now();
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Paced {
+    /// `Some(times it recurred unsaid since the last warning)` when the warning is due.
+    fn due(&mut self) -> Option<u64> {
+        self.due_at(std::time::Instant::now())
+    }
+
+    fn due_at(&mut self, now: std::time::Instant) -> Option<u64> {
         if self
             .last
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
         {
-            self.last = Some(now);
-            tracing::warn!(
-                "connection limit reached (MAX_CONNECTIONS): new connections wait in the listen backlog"
-            );
+            self.unsaid += 1;
+            return None;
         }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_warning_is_due_once_per_interval_and_counts_what_went_unsaid() {
+        let mut paced = Paced::default();
+        let t0 = std::time::Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(paced.due_at(at(0)), Some(0));
+        for ms in (50..10_000).step_by(50) {
+            assert_eq!(paced.due_at(at(ms)), None, "{ms} ms");
+        }
+        assert_eq!(paced.due_at(at(10_000)), Some(199));
+        assert_eq!(paced.due_at(at(10_001)), None);
+        assert_eq!(paced.due_at(at(30_000)), Some(1));
+    }
 
     #[test]
     fn each_cut_reason_has_a_label_of_its_own() {

@@ -8,6 +8,7 @@ mod cli;
 mod logs;
 #[cfg(target_os = "linux")]
 mod memory;
+mod open_files;
 mod read_only;
 mod shutdown;
 mod traces;

@@ -42,7 +42,12 @@ impl FarolProcess {
     /// says where it listens. (A port found free and given to it could be taken by
     /// another test in between.)
     pub fn spawn(env: &[(&str, &str)]) -> Self {
-        let mut child = command(env)
+        Self::spawn_command(command(env))
+    }
+
+    /// [`spawn`](Self::spawn) with a command of the caller's making ([`command`]).
+    pub fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .args(["serve"])
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
