@@ -15,6 +15,11 @@
 //! most `DB_QUERY_TIMEOUT_MS`, as it would wait for a pool slot, and is then answered
 //! busy (or unavailable, while the database is): it was never sent. Creates with an
 //! idempotency key are not batched: their statement reads the key's note back.
+//!
+//! A note can outlive its request (a client gone while it waits in the queue, or while
+//! its statement runs for others): what accounts for its memory ([`Held`], the request
+//! body's charge on the payload budget) goes with it, and is given back when the note
+//! is dropped, not when its request ends.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,6 +72,10 @@ struct Shared {
 
 type Answer = oneshot::Sender<Result<Note, DbError>>;
 
+/// What accounts for a note's memory, kept as long as the note is: the caller keeps its
+/// own share until it answers.
+pub type Held = Arc<dyn Send + Sync>;
+
 /// A create waiting for its statement.
 struct Pending {
     id: Uuid,
@@ -74,6 +83,7 @@ struct Pending {
     answer: Answer,
     context: Option<Context>,
     queued_at: Instant,
+    held: Held,
 }
 
 /// A create taken into a statement.
@@ -82,6 +92,7 @@ struct Taken {
     content: NoteContent,
     context: Option<Context>,
     queued_at: Instant,
+    _held: Held,
 }
 
 impl Inserts {
@@ -99,12 +110,14 @@ impl Inserts {
     }
 
     /// Creates a note under `id` (see [`store::insert`]); with an idempotency `key`, on a
-    /// statement of its own ([`store::create_keyed`]).
+    /// statement of its own ([`store::create_keyed`]). `held` is kept as long as the note
+    /// is, even past this call (a client gone).
     pub async fn create(
         &self,
         id: Uuid,
         content: NoteContent,
         key: Option<&str>,
+        held: Held,
     ) -> Result<Created, DbError> {
         if let Some(key) = key {
             return store::create_keyed(&self.0.db, id, &content, key).await;
@@ -117,6 +130,7 @@ impl Inserts {
             answer,
             context,
             queued_at: Instant::now(),
+            held,
         });
         self.0.clone().start_statement();
         let answer = match tokio::time::timeout(self.0.db.query_timeout(), &mut answered).await {
@@ -244,6 +258,7 @@ impl Shared {
                     content: pending.content,
                     context: pending.context,
                     queued_at: pending.queued_at,
+                    _held: pending.held,
                 };
                 (note, pending.answer)
             })

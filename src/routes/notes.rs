@@ -1,5 +1,7 @@
 //! `/api/v1/notes`: create, list, read, replace and delete notes.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -161,10 +163,17 @@ pub async fn create_note(
 ) -> Result<Response, ApiError> {
     let content = input.validate()?;
     charge.keep(content.text_bytes());
+    // shared with the insert queue, where the note may outlive this request
+    let charge = Arc::new(charge);
     let id = store::new_id();
     let created = state
         .inserts
-        .create(id, content, key.as_ref().map(IdempotencyKey::as_str))
+        .create(
+            id,
+            content,
+            key.as_ref().map(IdempotencyKey::as_str),
+            charge.clone(),
+        )
         .await;
     let (note, replayed) = match created {
         Ok(Created::New(note)) => (note, false),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use farol::config::Settings;
 use farol::notes::batch::{MAX_ROWS, MAX_STATEMENTS};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -13,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::pooler::migrate;
 use crate::retries::notes_titled;
-use crate::support::app::{TestApp, start};
+use crate::support::app::{TestApp, start, start_with_settings, test_env};
 use crate::support::pg::{admin, create_database, lock_waiter, shared_server_url, wait_until_gone};
 
 /// Insert statements farol runs at once (with the default pool).
@@ -33,6 +34,15 @@ struct Setup {
 /// farol on a database of its own, with time to wait for the lock and `settings`;
 /// `schema` run; then inserts blocked.
 async fn blocked(schema: &str, settings: &[(&str, &str)]) -> Setup {
+    blocked_with(schema, settings, |_| {}).await
+}
+
+/// [`blocked`], with `adjust` made to the settings the environment gives.
+async fn blocked_with(
+    schema: &str,
+    settings: &[(&str, &str)],
+    adjust: impl FnOnce(&mut Settings),
+) -> Setup {
     let url = create_database(&shared_server_url()).await;
     // applied here: farol migrates only with named statements
     migrate(&url).await;
@@ -43,7 +53,9 @@ async fn blocked(schema: &str, settings: &[(&str, &str)]) -> Setup {
         ("REQUEST_TIMEOUT_MS", "90000"),
     ];
     overrides.extend_from_slice(settings);
-    let app = start(&url, &overrides).await;
+    let mut settings = Settings::from_env(&test_env(&url, &overrides)).unwrap();
+    adjust(&mut settings);
+    let app = start_with_settings(settings).await;
     app.wait_ready().await;
     let observer = admin(&url).await;
     observer.batch_execute(schema).await.unwrap();
@@ -98,10 +110,15 @@ async fn requests_in_flight(app: &TestApp, count: usize) {
 /// A create sent on a connection of its own: dropping the stream is its client going
 /// away.
 async fn create_on_a_stream(app: &TestApp, title: &str) -> TcpStream {
+    send_on_a_stream(app, &json!({"title": title, "body": ""})).await
+}
+
+/// [`create_on_a_stream`] for the note `input`.
+async fn send_on_a_stream(app: &TestApp, input: &Value) -> TcpStream {
     let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();
-    let body = json!({"title": title, "body": ""}).to_string();
+    let body = input.to_string();
     let request = format!(
         "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
@@ -425,4 +442,57 @@ async fn a_queue_longer_than_a_statement_takes_goes_in_two() {
         Some(STATEMENTS_AT_ONCE as f64),
         "the first ones, one note each"
     );
+}
+
+/// A note can outlive its request: a create whose client has gone stays in the queue
+/// until a statement takes it. The text it holds stays charged on the payload budget
+/// until then, so that clients that send full notes and leave, while the database is
+/// stalled, cannot pile up memory the budget does not see.
+#[tokio::test]
+async fn a_queued_note_whose_client_has_gone_stays_charged_until_it_leaves_the_queue() {
+    const BUDGET_KIB: usize = 300;
+    let Setup {
+        app,
+        observer,
+        blocker,
+    } = blocked_with("", &[("DB_POOL_MAX", "1")], |settings| {
+        settings.http.payload_budget_bytes = BUDGET_KIB * 1024;
+    })
+    .await;
+    let _first = create_on_a_stream(&app, "first").await;
+    lock_waiter(&observer).await;
+    // 10,000 characters of 4 bytes: each note is charged 40 KiB once parsed (80 KiB
+    // while its body is read, twice its size), 6 of them 240 KiB of the 300.
+    let full = json!({"title": "gone", "body": "𝄞".repeat(10_000)});
+    let mut gone = Vec::new();
+    for _ in 0..6 {
+        gone.push(send_on_a_stream(&app, &full).await);
+    }
+    queued(&app, 6).await;
+    drop(gone);
+    requests_in_flight(&app, 1).await;
+
+    // Another such body needs 80 KiB while it is read: under 60 are left.
+    let probe = || {
+        app.client
+            .post(app.url("/api/v1/notes"))
+            .json(&json!({"title": "probe", "body": "𝄞".repeat(10_000)}))
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let shed = probe()
+        .await
+        .expect("shed at once, not queued behind the lock");
+    let problem = crate::support::app::assert_problem(shed, 503, "overloaded").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("memory"),
+        "{problem}"
+    );
+
+    // The statement ends, the next takes the queue and leaves out the gone clients' notes,
+    // and their charge comes back.
+    blocker.batch_execute("COMMIT").await.unwrap();
+    queued(&app, 0).await;
+    assert_eq!(probe().await.unwrap().status(), 201);
+    assert_eq!(notes_titled(&observer, "gone").await, 0);
 }
