@@ -240,22 +240,13 @@ def pooler_pod_labels(doc: dict) -> dict[str, str]:
 def pooler_budget(render: Render, doc: dict, pods: dict[str, str]) -> Findings:
     """CloudNativePG makes no budget for a Pooler's pods: two drains in a row could take
     both. One budget (the eviction API refuses pods under two), with a selector (none
-    selects nothing; an empty one, every pod), that keeps one up."""
+    selects nothing; an empty one, every pod); the budgets check sees that it keeps one up."""
     budgets = [pdb for pdb in render.of_kind("PodDisruptionBudget") if ns_of(pdb) == ns_of(doc)
                and dig(pdb, "spec", "selector") is not None
                and selector_matches(dig(pdb, "spec", "selector"), pods)]
     if len(budgets) != 1:
         yield (f"{len(budgets)} PodDisruptionBudgets select its instances: a drain can evict them all"
                if not budgets else f"{len(budgets)} PodDisruptionBudgets select its instances: evictions fail")
-        return
-    spec, instances = budgets[0]["spec"], dig(doc, "spec", "instances", default=1)
-
-    def count(value):  # an integer, or a percentage of the instances rounded up
-        text = str(value)
-        return -(-instances * int(text[:-1]) // 100) if text.endswith("%") else int(text)
-    if ("minAvailable" in spec and count(spec["minAvailable"]) < 1) or \
-            ("maxUnavailable" in spec and count(spec["maxUnavailable"]) >= instances):
-        yield f"the PodDisruptionBudget {ident(budgets[0])} lets a drain evict every instance"
 
 
 def refs_pooler(render: Render, doc: dict) -> Findings:

@@ -450,6 +450,51 @@ def check_spreads(render: Render, version: str) -> Iterator[Finding]:
                 yield ident(obj), "a DoNotSchedule spread over kubernetes.io/hostname without nodeTaintsPolicy: Honor"
 
 
+def fewest_pods(render: Render, origin: str) -> int:
+    """The fewest pods `origin` ("Deployment/ns/name", "implied by Pooler/ns/name") runs: the
+    minReplicas of an HPA scaling it, else its replicas or instances (1 when unset)."""
+    kind, namespace, name = origin.removeprefix("implied by ").split("/")
+    if hpa := scaler_of(render, kind, namespace, name):
+        return int(dig(hpa, "spec", "minReplicas", default=1))
+    spec = (render.get(kind, namespace, name) or {}).get("spec") or {}
+    return int(spec.get("replicas", spec.get("instances", 1)))
+
+
+def scaler_of(render: Render, kind: str, namespace: str, name: str) -> dict | None:
+    """The HorizontalPodAutoscaler that scales the object, if any."""
+    for hpa in render.of_kind("HorizontalPodAutoscaler"):
+        target = dig(hpa, "spec", "scaleTargetRef", default={}) or {}
+        if dig(hpa, "metadata", "namespace") == namespace and \
+                (target.get("kind"), target.get("name")) == (kind, name):
+            return hpa
+    return None
+
+
+def of_pods(value: int | str, pods: int) -> int:
+    """A budget's count: an integer, or a percentage of `pods` rounded up, as Kubernetes does."""
+    text = str(value)
+    return -(-pods * int(text[:-1]) // 100) if text.endswith("%") else int(text)
+
+
+@check("budgets", "a disruption budget lets a drain evict one of its pods (else node drains and "
+       "cluster upgrades stall), and never all of them, at the fewest pods their owners run")
+def check_budgets(render: Render, version: str) -> Iterator[Finding]:
+    for pdb in render.of_kind("PodDisruptionBudget"):
+        spec, selector = pdb.get("spec") or {}, dig(pdb, "spec", "selector")
+        if selector is None:
+            continue  # selects nothing: the selectors check's finding
+        owners = {pod.origin for pod in render.pods_in(dig(pdb, "metadata", "namespace"), selector)}
+        pods = sum(fewest_pods(render, origin) for origin in owners)
+        if not pods or ("minAvailable" not in spec and "maxUnavailable" not in spec):
+            continue
+        evictable = pods - of_pods(spec["minAvailable"], pods) if "minAvailable" in spec \
+            else of_pods(spec["maxUnavailable"], pods)
+        if evictable < 1:
+            yield ident(pdb), f"blocks every drain: none of its {pods} pods (at the fewest) may be evicted"
+        elif evictable >= pods:
+            yield ident(pdb), f"lets a drain evict every one of its {pods} pods (at the fewest)"
+
+
 @check("farol", "zero-downtime rollout, graceful shutdown, migrations by a versioned Job")
 def check_farol(render: Render, version: str) -> Iterator[Finding]:
     for deploy in render.of_kind("Deployment"):
@@ -495,12 +540,8 @@ def max_pods(render: Render, pod: Pod) -> int:
     plus maxSurge (25 % by default, rounded up, as Kubernetes does)."""
     kind, namespace, name = pod.origin.split("/")
     deployment = render.get(kind, namespace, name) or {}
-    replicas = int(dig(deployment, "spec", "replicas", default=1))
-    for hpa in render.of_kind("HorizontalPodAutoscaler"):
-        target = dig(hpa, "spec", "scaleTargetRef", default={}) or {}
-        if dig(hpa, "metadata", "namespace") == namespace and target.get("kind") == kind \
-                and target.get("name") == name:
-            replicas = int(dig(hpa, "spec", "maxReplicas", default=1))
+    hpa = scaler_of(render, kind, namespace, name)
+    replicas = int(dig(hpa or deployment, "spec", "maxReplicas" if hpa else "replicas", default=1))
     surge = str(dig(deployment, "spec", "strategy", "rollingUpdate", "maxSurge", default="25%"))
     extra = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
     return replicas + extra
