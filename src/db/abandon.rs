@@ -6,17 +6,21 @@
 //! server was still busy with it. Behind a pooler in transaction mode farol sets no
 //! statement_timeout, so without one on the role the statement would run until it ends,
 //! holding its locks; and no statement_timeout ends a commit's wait for a synchronous
-//! standby. So the connection and its pool slot go to a task that asks the server to
-//! cancel the statement (PostgreSQL's cancel request, on a connection of its own to the
-//! same server) and waits for the connection to answer again, then closes it and gives
-//! the slot back.
+//! standby. So the connection and its pool slot go to a task that waits for the
+//! connection to answer again. A statement that ends by itself within
+//! [`ENDS_BY_ITSELF_WITHIN`] (most do: a client that went away mid-query) leaves its
+//! connection idle and in step, and it goes back to the pool. Past that, the task asks
+//! the server to cancel the statement (PostgreSQL's cancel request, on a connection of its
+//! own to the same server), waits on, then closes the connection and gives the slot back.
 //!
-//! Closed, never reused: a cancel request gets no answer (the server's closing the
-//! cancel's connection, which `cancel::send` waits for, says only that it was passed on),
-//! and the server may act on it late. Should the statement end by itself meanwhile, the
-//! cancel would stop whatever that connection ran next, perhaps another request's commit
-//! waiting for the standby, which a cancel reports as done. A new connection costs little
-//! beside a statement that outlived its timeout.
+//! Closed once cancelled, never reused: a cancel request gets no answer (the server's
+//! closing the cancel's connection, which `cancel::send` waits for, says only that it was
+//! passed on), and the server may act on it late. Should the statement end by itself
+//! meanwhile, the cancel would stop whatever that connection ran next, perhaps another
+//! request's commit waiting for the standby, which a cancel reports as done. A new
+//! connection costs little beside a statement that outlived its timeout; beside every
+//! request whose client hangs up, it would not (a cancel's connection and a new pooled
+//! one, TLS and authentication included, for each), hence the wait before cancelling.
 //!
 //! A cancelled write may still have been applied: a commit that waits for a synchronous
 //! standby is cut short as committed, after the request was answered as a failure. That
@@ -31,25 +35,36 @@ use super::{Connection, Database};
 
 /// What became of a statement farol stopped waiting for: the label values of
 /// `farol_db_abandoned_statements_total`.
-pub const ABANDONED_OUTCOMES: [&str; 3] = ["cancelled", "not_cancelled", "still_running"];
+pub const ABANDONED_OUTCOMES: [&str; 4] = ["ended", "cancelled", "not_cancelled", "still_running"];
+
+/// How long a statement farol stopped waiting for may take to end by itself before it is
+/// cancelled: long enough for what a client hanging up mid-query leaves (a page being
+/// read, a commit), short beside a statement that outlived its timeout, and within the
+/// exit's wait for cancels ([`EXIT_WAIT`]).
+pub const ENDS_BY_ITSELF_WITHIN: Duration = Duration::from_millis(500);
 
 /// At exit, how long the last cancels may take (docs/kubernetes.md counts it in the grace
 /// period).
 pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The connection and the pool slot it holds, until dropped: then the connection is
-/// closed and the slot given back, whether the task settling them finished or was
-/// dropped (at exit) or panicked.
+/// closed (or, once its statement has ended by itself, given back to the pool) and the
+/// slot given back, whether the task settling them finished or was dropped (at exit) or
+/// panicked.
 struct Settling {
     database: Database,
     connection: Option<Connection>,
+    ended_by_itself: bool,
 }
 
 impl Drop for Settling {
     fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
+        if let Some(connection) = self.connection.take()
+            && !self.ended_by_itself
+        {
             drop(Object::take(connection));
         }
+        // (a connection kept went back to the pool above, before its slot comes free)
         self.database.inner.slots.add_permits(1);
     }
 }
@@ -61,6 +76,7 @@ pub(super) fn settle_later(database: &Database, connection: Connection) {
     let settling = Settling {
         database: database.clone(),
         connection: Some(connection),
+        ended_by_itself: false,
     };
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(settle(settling));
@@ -78,11 +94,12 @@ enum NotEnded {
     NoAnswer(Duration),
 }
 
-/// Cancels the statement and, at the same time, waits for the connection to answer an
-/// empty query, which the server runs once the statement has ended. Bounded by the
-/// server's own statement_timeout, so that, where farol sets one, it ends the statement
-/// if the cancel cannot reach the server.
-async fn settle(settling: Settling) {
+/// Waits for the connection to answer an empty query, which the server runs once the
+/// statement has ended: within [`ENDS_BY_ITSELF_WITHIN`], the connection is kept; past
+/// it, the statement is cancelled while the wait goes on. Bounded by the server's own
+/// statement_timeout, so that, where farol sets one, it ends the statement if the cancel
+/// cannot reach the server.
+async fn settle(mut settling: Settling) {
     let database = &settling.database;
     let connection = settling
         .connection
@@ -99,7 +116,17 @@ async fn settle(settling: Settling) {
             Err(_) => Err(NotEnded::NoAnswer(bound)),
         }
     };
-    let (cancelled, ended) = tokio::join!(cancel(database, connection, bound), ended);
+    tokio::pin!(ended);
+    let (cancelled, ended) = match tokio::time::timeout(ENDS_BY_ITSELF_WITHIN, &mut ended).await {
+        Ok(Ok(())) => {
+            record(database, "ended");
+            settling.ended_by_itself = true;
+            return; // the connection goes back to the pool, then the slot
+        }
+        // the connection failed: a cancel may still reach the statement
+        Ok(Err(failed)) => (cancel(database, connection, bound).await, Err(failed)),
+        Err(_) => tokio::join!(cancel(database, connection, bound), ended),
+    };
     // Either failure leaves work on the server that nobody waits for: a statement that
     // may still hold its locks, or (a commit waiting for a standby) a server process.
     let (outcome, failure) = match (&cancelled, &ended) {
@@ -113,11 +140,7 @@ async fn settle(settling: Settling) {
         ),
         (Ok(()), Ok(())) => ("cancelled", None),
     };
-    database
-        .inner
-        .abandoned_outcomes
-        .with_label_values(&[outcome])
-        .inc();
+    record(database, outcome);
     if let Some(reason) = failure
         && database.inner.abandoned.should_log(&reason)
     {
@@ -134,7 +157,15 @@ async fn settle(settling: Settling) {
             true,
         );
     }
-    drop(settling); // closes the connection, gives the slot back
+    // `settling`, dropped on return, closes the connection and gives the slot back
+}
+
+fn record(database: &Database, outcome: &str) {
+    database
+        .inner
+        .abandoned_outcomes
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 /// Sends the cancel request (`cancel::send`: as libpq does, where the settings give an

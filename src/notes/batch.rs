@@ -9,7 +9,8 @@
 //! Each create is answered only after the statement's commit, as before. A statement runs
 //! in a task of its own, so that a client that goes away does not take its neighbours'
 //! notes with it; once every client of a statement has gone, the statement is dropped,
-//! which cancels it as any abandoned statement is (`db::abandon`). A failure is every
+//! and settled as any abandoned statement is (`db::abandon`: cancelled unless it ends
+//! soon by itself). A failure is every
 //! note's, but a query error may be one row's (a trigger, a constraint): then each note
 //! is inserted again on its own, and gets its own answer. A create waits in the queue at
 //! most `DB_QUERY_TIMEOUT_MS`, as it would wait for a pool slot, and is then answered

@@ -184,7 +184,7 @@ impl Metrics {
         let db_abandoned = IntCounterVec::new(
             Opts::new(
                 "farol_db_abandoned_statements_total",
-                "Statements farol stopped waiting for (a timeout, a client gone): cancelled and ended (cancelled), the cancel failed (not_cancelled), or cancelled but still running when farol closed their connection (still_running).",
+                "Statements farol stopped waiting for (a timeout, a client gone): ended by themselves within 500 ms, their connection kept (ended), or then cancelled and ended (cancelled), the cancel failed (not_cancelled), or cancelled but still running when farol closed their connection (still_running).",
             ),
             &["outcome"],
         )

@@ -681,7 +681,7 @@ async fn a_password_rotated_before_its_file_leaves_the_established_connections_s
 }
 
 /// The backends of the sessions on `admin`'s database other than its own: farol's.
-async fn farol_backends(admin: &tokio_postgres::Client) -> Vec<i32> {
+pub(crate) async fn farol_backends(admin: &tokio_postgres::Client) -> Vec<i32> {
     let rows = admin
         .query(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \

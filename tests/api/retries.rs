@@ -257,6 +257,65 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
     }
 }
 
+/// A client that hangs up while its statement runs, most often a statement about to end:
+/// one that ends by itself within the wait before a cancel leaves its connection in the
+/// pool, in step (no cancel, no new connection: each would cost the server a connection,
+/// TLS and authentication). One that does not end is cancelled and its connection
+/// closed (above).
+#[tokio::test]
+async fn a_statement_that_ends_soon_after_its_client_hung_up_keeps_its_connection() {
+    let Setup { app, observer, .. } = set_up(&[("DB_POOL_MAX", "1")]).await;
+    app.create_note("first", "").await;
+    observer
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION slow()",
+        )
+        .await
+        .unwrap();
+    let pooled = crate::database::farol_backends(&observer).await;
+    assert_eq!(pooled.len(), 1, "the pool's one connection: {pooled:?}");
+
+    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let body = json!({"title": "hung up", "body": ""}).to_string();
+    let request = format!(
+        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' \
+                    AND datname = current_database()";
+    while observer
+        .query_one(sleeping, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+
+    app.wait_for_metric(ENDED, 1.0).await;
+    assert_eq!(app.metric(CANCELLED).await, Some(0.0));
+    assert_eq!(
+        notes_titled(&observer, "hung up").await,
+        1,
+        "it ended: made"
+    );
+    assert_eq!(
+        crate::database::farol_backends(&observer).await,
+        pooled,
+        "the same connection, back in the pool"
+    );
+    app.create_note("next", "").await;
+}
+
+const ENDED: &str = r#"farol_db_abandoned_statements_total{outcome="ended"}"#;
 const CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="cancelled"}"#;
 const NOT_CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="not_cancelled"}"#;
 
