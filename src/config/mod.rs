@@ -80,8 +80,9 @@ pub struct HttpSettings {
     /// Open connections at most; past it, new ones wait in the kernel's listen backlog.
     pub max_connections: usize,
     pub max_concurrent_requests: usize,
-    /// Bytes of request bodies held at once (derived from the memory budget, not a
-    /// setting): a request whose declared body does not fit is shed.
+    /// Bytes of request bodies and large answers held at once (derived from the memory
+    /// budget, not a setting): a body that stops fitting as it arrives, or an answer that
+    /// does not fit, is shed (`http::budget`).
     pub payload_budget_bytes: usize,
 }
 

@@ -223,11 +223,18 @@ async fn observe(
         None => work.await,
     };
     // A large answer holds memory until its client has read it: charged to the payload
-    // budget meanwhile, or shed now if it does not fit.
-    let (parts, body) = response.into_parts();
-    let mut response = match state.payload_budget.charge_response(body) {
-        Some(body) => Response::from_parts(parts, body),
-        None => ApiError::OverloadedMemory.into_response(),
+    // budget meanwhile, or shed now if it does not fit. Not the probes' and `/metrics`'
+    // (never shed: a scrape refused while the budget is spent would page as the service
+    // down, and leave monitoring blind when it is needed), which are bounded by their
+    // own means: a fixed set of series, and the connections of either port.
+    let mut response = if probe {
+        response
+    } else {
+        let (parts, body) = response.into_parts();
+        match state.payload_budget.charge_response(body) {
+            Some(body) => Response::from_parts(parts, body),
+            None => ApiError::OverloadedMemory.into_response(),
+        }
     };
     completion.status = Some(response.status());
     completion.problem = response

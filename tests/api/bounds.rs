@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -271,4 +272,49 @@ async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
     assert_problem(shed, 503, "overloaded").await;
     // one fits
     assert_eq!(app.get("/api/v1/notes?limit=1").await.status(), 200);
+}
+
+/// `/metrics` is never shed, the payload budget included: a scrape refused while the
+/// budget is spent would page as the service down, and leave monitoring blind when it is
+/// needed most.
+#[tokio::test]
+async fn metrics_are_scraped_whatever_the_payload_budget_holds() {
+    let app = app_with_payload_budget(1).await;
+    // requests of many kinds: an exposition larger than any answer the budget charges
+    let note = app.create_note("n", "").await;
+    let id = note["id"].as_str().unwrap();
+    let missing = "/api/v1/notes/00000000-0000-7000-8000-000000000000";
+    for path in [
+        "/",
+        "/health",
+        "/api/v1/notes",
+        "/api/v1/notes/x",
+        missing,
+        "/nope",
+    ] {
+        app.get(path).await;
+    }
+    app.get(&format!("/api/v1/notes/{id}")).await;
+    app.post_json("/api/v1/notes", &json!({"title": ""})).await;
+    app.put_json(missing, &json!({"title": "t", "body": ""}))
+        .await;
+    app.delete(missing).await;
+    for method in ["PATCH", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        for path in ["/api/v1/notes", "/nope"] {
+            app.client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    let scrape = app.get("/metrics").await;
+    assert_eq!(scrape.status(), 200);
+    let size = scrape.text().await.unwrap().len();
+    assert!(
+        size >= farol::http::budget::CHARGED_RESPONSE_BYTES,
+        "{size} bytes: too small for the budget to have been asked"
+    );
 }
