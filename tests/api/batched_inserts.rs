@@ -9,7 +9,6 @@ use farol::config::Settings;
 use farol::notes::batch::{MAX_ROWS, MAX_STATEMENTS};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::pooler::migrate;
@@ -110,22 +109,8 @@ async fn requests_in_flight(app: &TestApp, count: usize) {
 /// A create sent on a connection of its own: dropping the stream is its client going
 /// away.
 async fn create_on_a_stream(app: &TestApp, title: &str) -> TcpStream {
-    send_on_a_stream(app, &json!({"title": title, "body": ""})).await
-}
-
-/// [`create_on_a_stream`] for the note `input`.
-async fn send_on_a_stream(app: &TestApp, input: &Value) -> TcpStream {
-    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+    app.post_on_a_stream(&json!({"title": title, "body": ""}))
         .await
-        .unwrap();
-    let body = input.to_string();
-    let request = format!(
-        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream
 }
 
 /// The creates that take every statement farol runs at once, sent one after the other,
@@ -466,7 +451,7 @@ async fn a_queued_note_whose_client_has_gone_stays_charged_until_it_leaves_the_q
     let full = json!({"title": "gone", "body": "𝄞".repeat(10_000)});
     let mut gone = Vec::new();
     for _ in 0..6 {
-        gone.push(send_on_a_stream(&app, &full).await);
+        gone.push(app.post_on_a_stream(&full).await);
     }
     queued(&app, 6).await;
     drop(gone);

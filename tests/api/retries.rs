@@ -231,15 +231,9 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
 
     // The client goes away, long before the query timeout (20 s) would pass.
     let app = behind_a_pooler("20000", "60000").await;
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    let body = json!({"title": "abandoned", "body": ""}).to_string();
-    let request = format!(
-        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let stream = app
+        .post_on_a_stream(&json!({"title": "abandoned", "body": ""}))
+        .await;
     let waiting = lock_waiter(&observer).await;
     drop(stream);
     wait_until_gone(&observer, waiting).await;
@@ -277,16 +271,9 @@ async fn a_statement_that_ends_soon_after_its_client_hung_up_keeps_its_connectio
     let pooled = crate::database::farol_backends(&observer).await;
     assert_eq!(pooled.len(), 1, "the pool's one connection: {pooled:?}");
 
-    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let body = json!({"title": "hung up", "body": ""}).to_string();
-    let request = format!(
-        "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let stream = app
+        .post_on_a_stream(&json!({"title": "hung up", "body": ""}))
+        .await;
     let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' \
                     AND datname = current_database()";
     while observer

@@ -127,6 +127,23 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Sends a create of `input` on a connection of its own, and does not read the answer:
+    /// dropping the stream is its client going away.
+    pub async fn post_on_a_stream(&self, input: &Value) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(self.address.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let body = input.to_string();
+        let request = format!(
+            "POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
+    }
+
     /// The value of the first series of `/metrics` whose line starts with `series`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = self.get("/metrics").await.text().await.unwrap();
