@@ -756,9 +756,9 @@ def inhibition_scenarios():
             (budget_fast, True),
             # a primary that does not answer: every 503 waits for the connect timeout
             (job_level("LatencyBudgetBurnFast", "page"), True),
+            (per_instance("HttpHighLatency", farol), True),
             (job_level("LatencyBudgetBurnSlow", "ticket"), False),
-            # not explained by the database: slow answers, a farol down, a budget spent
-            (per_instance("HttpHighLatency", farol), False),
+            # not explained by the database: a farol down, a budget spent
             (_alert("FarolDown", "page", other_pod), False),
             (budget_slow, False),
             (_alert("PostgresTooManyConnections", "ticket", primary), False),
@@ -772,6 +772,7 @@ def inhibition_scenarios():
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
             (job_level("LatencyBudgetBurnFast", "page"), True),
+            (per_instance("HttpHighLatency", farol), True),
         ]
         # back, in the page's last minute (keep_firing_for): the probe catching up
         scenarios[f"{topology}: farol's primary back, its page's last minute"] = [
@@ -785,6 +786,7 @@ def inhibition_scenarios():
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
             (job_level("LatencyBudgetBurnFast", "page"), True),
+            (per_instance("HttpHighLatency", farol), True),
             # not windowed: a failing probe now is a new problem
             (health, False),
             (budget_slow, False),
@@ -842,8 +844,10 @@ def inhibition_scenarios():
             (_alert("ScrapeJobAbsent", "ticket", {"job": "farol-health"}), False),
             (_alert("PostgresPrimaryUnreachable", "none", primary), False),
             (_alert("PostgresDown", "page", primary), False),
-            (health, True),   # by PostgresPrimaryUnreachable, not by the target alerts
-            (per_instance("HttpHighLatency", farol), False),
+            # by PostgresPrimaryUnreachable, not by the target alerts
+            (health, True),
+            (per_instance("HttpHighLatency", farol), True),
+            (_alert("FarolDown", "page", farol), False),
         ]
     return scenarios
 
