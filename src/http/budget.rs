@@ -34,8 +34,37 @@ pub enum ReadError {
     TooLarge,
     /// The budget is spent by others: shed.
     OverBudget,
-    /// The client broke off or sent a broken body.
+    /// The connection ended before the whole body came: the client went away.
+    ClientGone,
+    /// The client sent a broken body (chunked encoding that does not parse).
     Broken,
+}
+
+/// Why a body could not be read: the connection ended mid-way (an end of file or a reset
+/// underneath hyper's error), or the body itself was broken.
+fn read_error(error: &axum::Error) -> ReadError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return ReadError::ClientGone;
+        }
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return ReadError::ClientGone;
+        }
+        cause = error.source();
+    }
+    ReadError::Broken
 }
 
 impl PayloadBudget {
@@ -59,7 +88,7 @@ impl PayloadBudget {
         let mut charge: Option<OwnedSemaphorePermit> = None;
         let mut charged_kib = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ReadError::Broken)?;
+            let frame = frame.map_err(|error| read_error(&error))?;
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };

@@ -7,6 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// nginx's "client closed request": what a request is recorded with when its client went
+/// away before the answer (hyper then drops the handler's future mid-way, or its body
+/// ended half way: [`ApiError::ClientClosedRequest`]).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// Where each problem type is documented (`docs/api-problems.md`).
 const TYPE_BASE: &str = "https://github.com/farol-project/farol/blob/main/docs/api-problems.md#";
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -89,6 +94,10 @@ pub enum ApiError {
     /// The cause is logged, never sent.
     #[error("internal error")]
     Internal,
+    /// The client went away before its body had all come: nobody reads this answer; it is
+    /// recorded as any request whose client went away (499).
+    #[error("the client closed the request")]
+    ClientClosedRequest,
 }
 
 impl ApiError {
@@ -182,6 +191,11 @@ impl ApiError {
                 "internal",
                 "Internal server error",
             ),
+            ClientClosedRequest => (
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("a valid status"),
+                "client-closed-request",
+                "Client closed request",
+            ),
         }
     }
 
@@ -207,9 +221,10 @@ impl ApiError {
             OutcomeUnknown {
                 location: Some(location),
             } => format!(
-                "the database gave no answer in time, or the connection broke under the \
-                 insert: the note may or may not have been created. Look for it at {location} \
-                 before sending the request again; an Idempotency-Key header makes a retry safe"
+                "the database gave no answer in time, the connection broke under the insert, \
+                 or the server's time limit cut the request short: the note may or may not \
+                 have been created. Look for it at {location} before sending the request \
+                 again; an Idempotency-Key header makes a retry safe"
             ),
             OutcomeUnknown { location: None } => {
                 "the server's time limit cut the request short after it may have taken effect: \

@@ -4,7 +4,7 @@
 //! could forge a log field or a line (quotes, control characters, newlines) or bloat the
 //! logs is replaced rather than escaped.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -15,14 +15,18 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
 /// What the code a request calls can ask of it: its id, for log lines written deep inside
-/// a handler, and whether it is reading its body now (the JSON extractor says so), for
-/// its time limit to tell a slow client from a slow server. One task local for both: one
-/// scope per request (a task local costs far less per request than a tracing span).
+/// a handler; whether it is reading its body now (the JSON extractor says so), for its
+/// time limit to tell a slow client from a slow server; and where what it may have made
+/// would be, for an answer cut short by that limit to name it. One task local for all:
+/// one scope per request (a task local costs far less per request than a tracing span).
 struct Scope {
     id: HeaderValue,
     /// Set before a body read, cleared once it has ended: a read cut short by the
     /// request's time limit leaves it set.
     reading_body: Cell<bool>,
+    /// The path of the resource the request may have made (a create sets it before its
+    /// write).
+    location: RefCell<Option<String>>,
 }
 
 tokio::task_local! {
@@ -35,6 +39,7 @@ pub async fn scope<F: Future>(id: HeaderValue, work: F) -> F::Output {
     let scope = Scope {
         id,
         reading_body: Cell::new(false),
+        location: RefCell::new(None),
     };
     REQUEST.scope(scope, work).await
 }
@@ -56,6 +61,19 @@ pub fn reading_body() -> bool {
 /// Says whether the request being handled is reading its body (nothing outside of one).
 pub fn set_reading_body(reading: bool) {
     let _ = REQUEST.try_with(|scope| scope.reading_body.set(reading));
+}
+
+/// Says where the resource the request is about to make would be (nothing outside of one).
+pub fn set_location(path: String) {
+    let _ = REQUEST.try_with(|scope| *scope.location.borrow_mut() = Some(path));
+}
+
+/// Where the request being handled said what it may have made would be, if it did.
+pub fn location() -> Option<String> {
+    REQUEST
+        .try_with(|scope| scope.location.borrow().clone())
+        .ok()
+        .flatten()
 }
 
 /// The request's own id if acceptable, else a fresh UUID.

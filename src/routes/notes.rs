@@ -166,6 +166,10 @@ pub async fn create_note(
     // shared with the insert queue, where the note may outlive this request
     let charge = Arc::new(charge);
     let id = store::new_id();
+    if key.is_none() {
+        // an answer cut short by the request's time limit names it too (outcome-unknown)
+        crate::http::request_id::set_location(note_location(id));
+    }
     let created = state
         .inserts
         .create(

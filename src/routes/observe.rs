@@ -204,7 +204,10 @@ async fn observe(
                     // inside the request's scope, where the body read says it was cut short
                     Err(_) if extract::was_reading_body() => ApiError::BodyTimeout.into_response(),
                     Err(_) if may_change_state && handler_ran.load(Ordering::Relaxed) => {
-                        ApiError::OutcomeUnknown { location: None }.into_response()
+                        ApiError::OutcomeUnknown {
+                            location: request_id::location(),
+                        }
+                        .into_response()
                     }
                     Err(_) => ApiError::Timeout.into_response(),
                 }
@@ -249,9 +252,7 @@ async fn observe(
     response
 }
 
-/// nginx's "client closed request": what a request is recorded with when its client went
-/// away before the answer (hyper then drops the handler's future mid-way).
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+pub use crate::http::problem::CLIENT_CLOSED_REQUEST;
 /// What a request is recorded with when the server dropped it: the drain at shutdown
 /// timed out with it still in flight.
 pub const ABANDONED_AT_SHUTDOWN: u16 = 503;

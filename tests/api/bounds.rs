@@ -261,6 +261,41 @@ async fn a_request_whose_client_went_away_is_recorded_as_499_and_the_gauge_comes
         .await;
 }
 
+/// A client that leaves half way through its body is a client gone (499), not a broken
+/// request (400): a wave of aborted uploads must not read as malformed input.
+#[tokio::test]
+async fn a_client_that_leaves_mid_body_is_recorded_as_499_not_400() {
+    let app = spawn_app_with(&[]).await;
+    for _ in 0..3 {
+        let mut stream = post_part_of_a_body(&app, 100).await;
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(stream);
+    }
+    app.wait_for_metric(
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="499",http_route="/api/v1/notes"}"#,
+        3.0,
+    )
+    .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        !text.contains(r#"http_response_status_code="400",http_route="/api/v1/notes""#),
+        "{text}"
+    );
+    app.wait_for_metric("http_server_active_requests", 1.0)
+        .await;
+
+    // A body that breaks (a chunk size that is not hexadecimal) is the client's error.
+    let answer = exchange(
+        &app.address,
+        b"POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("malformed-json"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
     let app = app_with_payload_budget(150).await;

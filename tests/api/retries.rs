@@ -355,6 +355,14 @@ async fn a_post_past_the_request_time_limit_after_its_handler_ran_is_an_unknown_
     assert!(answer.contains("outcome-unknown"), "{answer}");
     assert!(!answer.contains("retry-after"), "{answer}");
     wait_for_notes_titled(&observer, "late").await;
+    // the id was chosen before the statement: the answer names where the note is
+    let location = answer
+        .split("\"location\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no location: {answer}"));
+    let found: Value = app.get(location).await.json().await.unwrap();
+    assert_eq!(found["title"], "late", "{location}");
 
     // With an idempotency key, the same cut is a plain timeout: a retry is safe.
     let body = json!({"title": "late, keyed", "body": "maybe made"}).to_string();
