@@ -65,12 +65,20 @@ fn config_error(error: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a runtime of its own to its end, and leaves without waiting for what
+/// the runtime's blocking threads still run: a name lookup (the driver resolves host
+/// names there) cannot be cut short, and during a DNS outage one may take the resolver's
+/// timeouts over every search domain, past the grace period that counts the exit's own
+/// bounded waits. Nothing farol needs done runs there at exit.
+fn run_to_end<F: Future>(work: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::allocator::collect_when_idle)
         .build()
-        .expect("the tokio runtime starts")
+        .expect("the tokio runtime starts");
+    let output = runtime.block_on(work);
+    runtime.shutdown_background();
+    output
 }
 
 fn serve() -> ExitCode {
@@ -121,7 +129,7 @@ fn serve() -> ExitCode {
         );
     }
     let set_level = logging.level_setter();
-    let outcome = runtime().block_on(async move {
+    let outcome = run_to_end(async move {
         Application::build(settings)
             .await?
             .on_live_change(Box::new(move |live| set_level(live.log_level)))
@@ -152,7 +160,7 @@ fn migrate() -> ExitCode {
         ));
     }
     let logging = Logging::init(settings.log_format, settings.live.start.log_level);
-    let outcome = runtime().block_on(async {
+    let outcome = run_to_end(async {
         let started = Instant::now();
         let mut retry = Retry::default();
         let mut client = loop {

@@ -24,9 +24,6 @@ use crate::telemetry::traces::Traces;
 /// How often `CONFIG_DIR` is read for changes.
 const CONFIG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Open connections at most on `METRICS_PORT`: a few scrapers.
-const METRICS_CONNECTIONS: usize = 64;
-
 /// How long the spans still queued at exit may take to leave.
 const LAST_SPANS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -186,7 +183,9 @@ impl Application {
         };
 
         if let Some(files) = crate::config::budget::open_files_limit()
-            && settings.http.max_connections as u64 + crate::config::budget::RESERVED_FDS > files
+            && settings.http.max_connections as u64
+                + crate::config::budget::reserved_fds(settings.database.pool_max)
+                > files
         {
             tracing::warn!(
                 max_connections = settings.http.max_connections,
@@ -225,7 +224,7 @@ impl Application {
             let router = routes::metrics_router(state.clone());
             // Its own bound: a flood of connections on the main port must not keep
             // Prometheus from watching it.
-            let connections = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+            let connections = Arc::new(Semaphore::new(crate::config::budget::METRICS_CONNECTIONS));
             tokio::spawn(server::serve(
                 listener,
                 move |clock| router.on_connection(clock),

@@ -18,8 +18,18 @@ pub const CONNECTION_BYTES: u64 = 80 * 1024;
 pub const UNLIMITED_BUDGET: u64 = 1024 * 1024 * 1024;
 const MIN_CONNECTIONS: u64 = 64;
 const MAX_CONNECTIONS: u64 = 16_384;
-/// File descriptors kept for everything but client connections (pool, logs, listeners).
-pub const RESERVED_FDS: u64 = 64;
+/// Open connections at most on `METRICS_PORT`: a few scrapers.
+pub const METRICS_CONNECTIONS: usize = 64;
+/// File descriptors kept for what is neither a client nor the database: the listeners,
+/// the runtime's, the log's, the trace exporter's, `CONFIG_DIR`'s reads.
+const OTHER_FDS: u64 = 32;
+
+/// File descriptors kept for everything but client connections on the main port: each
+/// pooled connection and, at worst, a cancel beside each, the metrics port's connections,
+/// and the rest.
+pub fn reserved_fds(pool_max: usize) -> u64 {
+    2 * pool_max as u64 + METRICS_CONNECTIONS as u64 + OTHER_FDS
+}
 
 /// The memory the service may use, in bytes.
 pub fn memory_budget() -> u64 {
@@ -77,10 +87,13 @@ fn parse_limit(text: &str) -> Option<u64> {
 }
 
 /// The default bound on open connections: a quarter of the budget at
-/// [`CONNECTION_BYTES`] each, within 64..=16384, and never past the open-file limit.
-pub fn default_max_connections(budget: u64, open_files: Option<u64>) -> usize {
+/// [`CONNECTION_BYTES`] each, within 64..=16384, and never past the open-file limit less
+/// what [`reserved_fds`] keeps for a pool of `pool_max`.
+pub fn default_max_connections(budget: u64, open_files: Option<u64>, pool_max: usize) -> usize {
     let by_memory = (budget / 4 / CONNECTION_BYTES).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS);
-    let by_files = open_files.map_or(u64::MAX, |n| n.saturating_sub(RESERVED_FDS).max(1));
+    let by_files = open_files.map_or(u64::MAX, |n| {
+        n.saturating_sub(reserved_fds(pool_max)).max(1)
+    });
     by_memory.min(by_files) as usize
 }
 
@@ -146,18 +159,23 @@ mod tests {
 
     #[test]
     fn a_256_mib_pod_gets_819_connections_and_64_mib_of_bodies() {
-        assert_eq!(default_max_connections(256 << 20, None), 819);
+        assert_eq!(default_max_connections(256 << 20, None, 16), 819);
         assert_eq!(payload_budget(256 << 20, 1 << 20), 64 << 20);
     }
 
     #[test]
     fn the_bound_stays_sane_at_the_extremes() {
-        assert_eq!(default_max_connections(16 << 20, None), 64);
-        assert_eq!(default_max_connections(1 << 40, None), 16_384);
+        assert_eq!(default_max_connections(16 << 20, None, 16), 64);
+        assert_eq!(default_max_connections(1 << 40, None, 16), 16_384);
         assert_eq!(
-            default_max_connections(1 << 30, Some(1024)),
-            960,
-            "open files"
+            default_max_connections(1 << 30, Some(1024), 16),
+            1024 - 32 - 64 - 32,
+            "open files, less the pool's and its cancels', the metrics port's and the rest"
+        );
+        assert_eq!(
+            default_max_connections(1 << 30, Some(1024), 64),
+            1024 - 128 - 64 - 32,
+            "a larger pool keeps more"
         );
         assert_eq!(payload_budget(16 << 20, 1 << 20), 4 << 20);
     }

@@ -96,7 +96,7 @@ pub enum DatabaseUrlError {
     MissingValue(usize),
     #[error("unterminated quoted value")]
     UnterminatedQuote,
-    #[error("not a valid PostgreSQL connection string ({0})")]
+    #[error("not a valid PostgreSQL connection string ({})", option_named(.0))]
     Invalid(#[source] tokio_postgres::Error),
     #[error("no host given")]
     NoHost,
@@ -104,6 +104,17 @@ pub enum DatabaseUrlError {
     RootCertRequired(SslMode),
     #[error("{} is not a readable file", .0.display())]
     RootCertNotAFile(PathBuf),
+}
+
+/// The driver's reason for refusing a connection string when it names the option whose
+/// value is wrong (from the driver's own list of options: never the string's text), else
+/// its kind alone: an unknown option's "name" may be a piece of a password that held an
+/// unquoted space.
+fn option_named(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error).map(ToString::to_string) {
+        Some(cause) if cause.starts_with("invalid value for option `") => cause,
+        _ => error.to_string(),
+    }
 }
 
 /// The password of a new connection could not be read: the variable that names its
@@ -568,6 +579,13 @@ mod tests {
             .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        assert!(
+            err.to_string().contains("invalid value for option `port`"),
+            "the option is named: {err}"
+        );
+        // an unknown option's name is not quoted back: it may be part of a password
+        let err = DatabaseConfig::from_connection_string("host=h hunter2=x").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

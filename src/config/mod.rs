@@ -135,6 +135,7 @@ impl Settings {
         };
         let memory = budget::memory_budget();
         let connect_timeout = millis("DB_CONNECT_TIMEOUT_MS", 2000, 100, 60_000)?;
+        let pool_max = count("DB_POOL_MAX", 16, 1000)?;
         let settings = Self {
             http: HttpSettings {
                 host: env.parse_or("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address", |s| {
@@ -148,7 +149,7 @@ impl Settings {
                 request_timeout: millis("REQUEST_TIMEOUT_MS", 10_000, 10, 600_000)?,
                 max_connections: count(
                     "MAX_CONNECTIONS",
-                    budget::default_max_connections(memory, budget::open_files_limit()),
+                    budget::default_max_connections(memory, budget::open_files_limit(), pool_max),
                     1_000_000,
                 )?,
                 max_concurrent_requests: count("MAX_CONCURRENT_REQUESTS", 1024, 1_000_000)?,
@@ -156,7 +157,7 @@ impl Settings {
             },
             database: DatabaseSettings {
                 connection: DatabaseConfig::from_env(env, connect_timeout)?,
-                pool_max: count("DB_POOL_MAX", 16, 1000)?,
+                pool_max,
                 connect_timeout,
                 query_timeout: millis("DB_QUERY_TIMEOUT_MS", 2000, 10, 60_000)?,
                 migrate_on_start: flag("MIGRATE_ON_START", true)?,
