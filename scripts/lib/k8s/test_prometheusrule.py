@@ -27,8 +27,8 @@ mc = gen.mc   # imported by the generator, from scripts/lib
 PG = re.compile(r"\bpg_[a-zA-Z0-9_]+")
 # a series selector of the generated rules, or a quoted string (skipped): a metric name
 # (not a function: no "(" after it) and its matchers; the rules have no bare {...}
-SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:barman_cloud_|cnpg_|farol_|job:|instance:|kubelet_|"""
-                      r"""namespace:|pg_|probe_|process_|http_server_|slo:|sloth_|up\b|ALERTS\b)[\w:]*)"""
+SELECTOR = re.compile(r"""("(?:[^"\\]|\\.)*")|\b((?:barman_cloud_|cnpg_|container_|farol_|job:|instance:|"""
+                      r"""kube_|kubelet_|namespace:|pg_|probe_|process_|http_server_|slo:|sloth_|up\b|ALERTS\b)[\w:]*)"""
                       r"""(?!\s*\()(\{[^}]*\})?""")
 
 
