@@ -48,19 +48,19 @@ pub const ENDS_BY_ITSELF_WITHIN: Duration = Duration::from_millis(500);
 pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The connection and the pool slot it holds, until dropped: then the connection is
-/// closed (or, once its statement has ended by itself, given back to the pool) and the
-/// slot given back, whether the task settling them finished or was dropped (at exit) or
-/// panicked.
+/// closed (or, with `keep`, once its statement has ended by itself, given back to the
+/// pool) and the slot given back, whether the task settling them finished or was dropped
+/// (at exit) or panicked.
 struct Settling {
     database: Database,
     connection: Option<Connection>,
-    ended_by_itself: bool,
+    keep: bool,
 }
 
 impl Drop for Settling {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take()
-            && !self.ended_by_itself
+            && !self.keep
         {
             drop(Object::take(connection));
         }
@@ -70,16 +70,18 @@ impl Drop for Settling {
 }
 
 /// Hands `connection`, whose statement is still running, and its pool slot (already
-/// taken out of the count by the caller) to a task that settles them. Without a runtime
-/// (only while it shuts down) they are settled at once: closed, and the slot given back.
-pub(super) fn settle_later(database: &Database, connection: Connection) {
+/// taken out of the count by the caller) to a task that settles them; `reusable`: whether
+/// the connection may go back to the pool if its statement ends by itself (not when it
+/// was dropped while preparing one). Without a runtime (only while it shuts down) they
+/// are settled at once: closed, and the slot given back.
+pub(super) fn settle_later(database: &Database, connection: Connection, reusable: bool) {
     let settling = Settling {
         database: database.clone(),
         connection: Some(connection),
-        ended_by_itself: false,
+        keep: false,
     };
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(settle(settling));
+        runtime.spawn(settle(settling, reusable));
     }
 }
 
@@ -99,7 +101,7 @@ enum NotEnded {
 /// it, the statement is cancelled while the wait goes on. Bounded by the server's own
 /// statement_timeout, so that, where farol sets one, it ends the statement if the cancel
 /// cannot reach the server.
-async fn settle(mut settling: Settling) {
+async fn settle(mut settling: Settling, reusable: bool) {
     let database = &settling.database;
     let connection = settling
         .connection
@@ -120,8 +122,9 @@ async fn settle(mut settling: Settling) {
     let (cancelled, ended) = match tokio::time::timeout(ENDS_BY_ITSELF_WITHIN, &mut ended).await {
         Ok(Ok(())) => {
             record(database, "ended");
-            settling.ended_by_itself = true;
-            return; // the connection goes back to the pool, then the slot
+            // back to the pool, then the slot; else closed
+            settling.keep = reusable;
+            return;
         }
         // the connection failed: a cancel may still reach the statement
         Ok(Err(failed)) => (cancel(database, connection, bound).await, Err(failed)),

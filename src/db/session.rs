@@ -11,6 +11,8 @@
 //! A session dropped while a statement of its own runs (its caller stopped waiting) hands
 //! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::SemaphorePermit;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
@@ -33,6 +35,9 @@ pub struct Session<'a> {
     /// A statement was sent and its answer is not all read. (`&mut self` on the queries
     /// keeps it exact: one statement at a time.)
     running: bool,
+    /// A statement is being prepared (named, not yet in the connection's cache): dropped
+    /// then, the server keeps a prepared statement the driver never learnt the name of.
+    preparing: AtomicBool,
 }
 
 impl<'a> Session<'a> {
@@ -47,6 +52,7 @@ impl<'a> Session<'a> {
             database,
             statements: database.statements(),
             running: false,
+            preparing: AtomicBool::new(false),
         }
     }
 
@@ -77,7 +83,10 @@ impl<'a> Session<'a> {
         match self.statements {
             Statements::Named => {
                 let types: Vec<Type> = params.iter().map(|(_, kind)| kind.clone()).collect();
-                let statement = client.prepare_typed_cached(sql, &types).await?;
+                self.preparing.store(true, Ordering::Relaxed);
+                let statement = client.prepare_typed_cached(sql, &types).await;
+                self.preparing.store(false, Ordering::Relaxed);
+                let statement = statement?;
                 let values: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|(value, _)| *value).collect();
                 client.query(&statement, &values).await
@@ -104,7 +113,8 @@ impl Drop for Session<'_> {
         if let (Some(client), Some(slot)) = (self.client.take(), self.slot.take()) {
             // the settling task gives the slot back when it has closed the connection
             slot.forget();
-            abandon::settle_later(self.database, client);
+            // A connection left with a prepared statement it cannot name is never reused.
+            abandon::settle_later(self.database, client, !*self.preparing.get_mut());
         }
     }
 }

@@ -302,6 +302,51 @@ async fn a_statement_that_ends_soon_after_its_client_hung_up_keeps_its_connectio
     app.create_note("next", "").await;
 }
 
+/// Dropped while its statement was still being prepared (named statements, the first
+/// use on a connection), a connection is closed even when what it ran ends by itself:
+/// the server keeps a prepared statement that the driver never learnt the name of.
+#[tokio::test]
+async fn a_connection_left_while_preparing_is_closed_even_when_it_ends_soon() {
+    let Setup { app, url, observer } = set_up(&[("DB_POOL_MAX", "1")]).await;
+    let pooled = crate::database::farol_backends(&observer).await;
+    assert_eq!(pooled.len(), 1, "the pool's one connection: {pooled:?}");
+    // the insert's first Parse waits for the table's lock
+    let blocker = admin(&url).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE notes IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stream = app
+        .post_on_a_stream(&json!({"title": "prepared", "body": ""}))
+        .await;
+    lock_waiter(&observer).await;
+    drop(stream);
+    app.wait_for_metric("http_server_active_requests", 1.0)
+        .await;
+    // within the wait before a cancel (500 ms): the statement's drop has come meanwhile
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+
+    app.wait_for_metric(ENDED, 1.0).await;
+    for _ in 0..100 {
+        if !crate::database::farol_backends(&observer)
+            .await
+            .contains(&pooled[0])
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !crate::database::farol_backends(&observer)
+            .await
+            .contains(&pooled[0]),
+        "the connection is closed"
+    );
+    assert_eq!(notes_titled(&observer, "prepared").await, 0, "never sent");
+    app.create_note("next", "").await;
+}
+
 const ENDED: &str = r#"farol_db_abandoned_statements_total{outcome="ended"}"#;
 const CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="cancelled"}"#;
 const NOT_CANCELLED: &str = r#"farol_db_abandoned_statements_total{outcome="not_cancelled"}"#;
