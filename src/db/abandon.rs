@@ -26,7 +26,7 @@
 //! standby is cut short as committed, after the request was answered as a failure. That
 //! is what `outcome-unknown` and the idempotency key are for (docs/service.md).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::Object;
 
@@ -39,8 +39,8 @@ pub const ABANDONED_OUTCOMES: [&str; 4] = ["ended", "cancelled", "not_cancelled"
 
 /// How long a statement farol stopped waiting for may take to end by itself before it is
 /// cancelled: long enough for what a client hanging up mid-query leaves (a page being
-/// read, a commit), short beside a statement that outlived its timeout, and within the
-/// exit's wait for cancels ([`EXIT_WAIT`]).
+/// read, a commit). Never past the statement's own timeout (a timed-out one is cancelled
+/// at once), and not at exit, where the cancels have [`EXIT_WAIT`] to themselves.
 pub const ENDS_BY_ITSELF_WITHIN: Duration = Duration::from_millis(500);
 
 /// At exit, how long the last cancels may take (docs/kubernetes.md counts it in the grace
@@ -69,19 +69,28 @@ impl Drop for Settling {
     }
 }
 
+/// How a statement was left.
+pub(super) struct Left {
+    /// Whether the connection may go back to the pool if its statement ends by itself
+    /// (not when it was left while preparing one).
+    pub reusable: bool,
+    /// When its timeout would have passed: the wait for it to end by itself stops then,
+    /// at the latest, so that the cancel always leaves well before the server's own
+    /// `statement_timeout` (500 ms later) could end the statement at the same moment.
+    pub until: Instant,
+}
+
 /// Hands `connection`, whose statement is still running, and its pool slot (already
-/// taken out of the count by the caller) to a task that settles them; `reusable`: whether
-/// the connection may go back to the pool if its statement ends by itself (not when it
-/// was dropped while preparing one). Without a runtime (only while it shuts down) they
-/// are settled at once: closed, and the slot given back.
-pub(super) fn settle_later(database: &Database, connection: Connection, reusable: bool) {
+/// taken out of the count by the caller) to a task that settles them. Without a runtime
+/// (only while it shuts down) they are settled at once: closed, and the slot given back.
+pub(super) fn settle_later(database: &Database, connection: Connection, left: Left) {
     let settling = Settling {
         database: database.clone(),
         connection: Some(connection),
         keep: false,
     };
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(settle(settling, reusable));
+        runtime.spawn(settle(settling, left));
     }
 }
 
@@ -101,7 +110,7 @@ enum NotEnded {
 /// it, the statement is cancelled while the wait goes on. Bounded by the server's own
 /// statement_timeout, so that, where farol sets one, it ends the statement if the cancel
 /// cannot reach the server.
-async fn settle(mut settling: Settling, reusable: bool) {
+async fn settle(mut settling: Settling, left: Left) {
     let database = &settling.database;
     let connection = settling
         .connection
@@ -119,16 +128,24 @@ async fn settle(mut settling: Settling, reusable: bool) {
         }
     };
     tokio::pin!(ended);
-    let (cancelled, ended) = match tokio::time::timeout(ENDS_BY_ITSELF_WITHIN, &mut ended).await {
-        Ok(Ok(())) => {
+    // At exit, no wait: the cancel has the exit's one second to itself.
+    let mut exiting = database.inner.exiting.subscribe();
+    let ended_by_itself = tokio::select! {
+        biased;
+        result = &mut ended => Some(result),
+        () = tokio::time::sleep_until(left.until.min(Instant::now() + ENDS_BY_ITSELF_WITHIN).into()) => None,
+        _ = exiting.wait_for(|exiting| *exiting) => None,
+    };
+    let (cancelled, ended) = match ended_by_itself {
+        Some(Ok(())) => {
             record(database, "ended");
             // back to the pool, then the slot; else closed
-            settling.keep = reusable;
+            settling.keep = left.reusable;
             return;
         }
         // the connection failed: a cancel may still reach the statement
-        Ok(Err(failed)) => (cancel(database, connection, bound).await, Err(failed)),
-        Err(_) => tokio::join!(cancel(database, connection, bound), ended),
+        Some(Err(failed)) => (cancel(database, connection, bound).await, Err(failed)),
+        None => tokio::join!(cancel(database, connection, bound), ended),
     };
     // Either failure leaves work on the server that nobody waits for: a statement that
     // may still hold its locks, or (a commit waiting for a standby) a server process.

@@ -298,6 +298,9 @@ struct Inner {
     tracer: Option<Tracer>,
     /// `/health`'s ping in flight (`health`).
     check: health::SharedCheck,
+    /// Set at exit: the statements left running are cancelled at once, without the wait
+    /// for them to end by themselves (`abandon`), within the exit's one second.
+    exiting: tokio::sync::watch::Sender<bool>,
 }
 
 impl Database {
@@ -362,6 +365,7 @@ impl Database {
                 abandoned_outcomes,
                 tracer,
                 check: health::SharedCheck::default(),
+                exiting: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -424,7 +428,7 @@ impl Database {
                 connected.store(true, Ordering::Relaxed);
                 // The session holds the slot from here: if this future is dropped while
                 // its statement runs, the slot stays taken until the connection is free.
-                operation(Session::new(self, client, slot))
+                operation(Session::new(self, client, slot, started + timeout))
                     .await
                     .map_err(OperationError::into_db_error)
             };
@@ -641,6 +645,7 @@ impl Database {
     /// to be cancelled (and for requests still using a connection): at exit, so that
     /// what the last requests left running on the server is stopped.
     pub async fn settle_abandoned(&self) {
+        self.inner.exiting.send_replace(true);
         abandon::wait_for_settled(self, abandon::EXIT_WAIT).await;
     }
 

@@ -12,6 +12,7 @@
 //! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use tokio::sync::SemaphorePermit;
 use tokio_postgres::Row;
@@ -38,6 +39,8 @@ pub struct Session<'a> {
     /// A statement is being prepared (named, not yet in the connection's cache): dropped
     /// then, the server keeps a prepared statement the driver never learnt the name of.
     preparing: AtomicBool,
+    /// When the operation's `DB_QUERY_TIMEOUT_MS` runs out.
+    deadline: Instant,
 }
 
 impl<'a> Session<'a> {
@@ -45,6 +48,7 @@ impl<'a> Session<'a> {
         database: &'a Database,
         client: Connection,
         slot: SemaphorePermit<'a>,
+        deadline: Instant,
     ) -> Self {
         Self {
             client: Some(client),
@@ -53,6 +57,7 @@ impl<'a> Session<'a> {
             statements: database.statements(),
             running: false,
             preparing: AtomicBool::new(false),
+            deadline,
         }
     }
 
@@ -113,8 +118,13 @@ impl Drop for Session<'_> {
         if let (Some(client), Some(slot)) = (self.client.take(), self.slot.take()) {
             // the settling task gives the slot back when it has closed the connection
             slot.forget();
-            // A connection left with a prepared statement it cannot name is never reused.
-            abandon::settle_later(self.database, client, !*self.preparing.get_mut());
+            // A connection left with a prepared statement it cannot name is never reused;
+            // a statement may end by itself until its own timeout would have passed.
+            let left = abandon::Left {
+                reusable: !*self.preparing.get_mut(),
+                until: self.deadline,
+            };
+            abandon::settle_later(self.database, client, left);
         }
     }
 }
