@@ -62,7 +62,7 @@ where
                 ApiError::PayloadTooLarge("the request body exceeds 1 MiB".into())
             }
             ReadError::OverBudget => ApiError::OverloadedMemory,
-            ReadError::ClientGone => ApiError::ClientClosedRequest,
+            ReadError::ClientGone => ApiError::BodyIncomplete,
             ReadError::Broken => {
                 ApiError::MalformedJson("the request body could not be read".into())
             }

@@ -7,11 +7,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// nginx's "client closed request": what a request is recorded with when its client went
-/// away before the answer (hyper then drops the handler's future mid-way, or its body
-/// ended half way: [`ApiError::ClientClosedRequest`]).
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
-
 /// Where each problem type is documented (`docs/api-problems.md`).
 const TYPE_BASE: &str = "https://github.com/farol-project/farol/blob/main/docs/api-problems.md#";
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -94,10 +89,11 @@ pub enum ApiError {
     /// The cause is logged, never sent.
     #[error("internal error")]
     Internal,
-    /// The client went away before its body had all come: nobody reads this answer; it is
-    /// recorded as any request whose client went away (499).
-    #[error("the client closed the request")]
-    ClientClosedRequest,
+    /// The client went away before its body had all come: nobody reads this answer. A
+    /// 4xx, as the body sent too slowly is (408): neither spends the latency budget,
+    /// which a 499 (a client that gave up on a slow answer) does.
+    #[error("the connection ended before the request body had all arrived")]
+    BodyIncomplete,
 }
 
 impl ApiError {
@@ -191,10 +187,10 @@ impl ApiError {
                 "internal",
                 "Internal server error",
             ),
-            ClientClosedRequest => (
-                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("a valid status"),
-                "client-closed-request",
-                "Client closed request",
+            BodyIncomplete => (
+                StatusCode::BAD_REQUEST,
+                "body-incomplete",
+                "Body incomplete",
             ),
         }
     }

@@ -226,11 +226,12 @@ async fn observe(
         None => work.await,
     };
     // A large answer holds memory until its client has read it: charged to the payload
-    // budget meanwhile, or shed now if it does not fit. Not the probes' and `/metrics`'
-    // (never shed: a scrape refused while the budget is spent would page as the service
-    // down, and leave monitoring blind when it is needed), which are bounded by their
-    // own means: a fixed set of series, and the connections of either port.
-    let mut response = if probe {
+    // budget meanwhile, or shed now if it does not fit. Not `/metrics`' on its own port
+    // (never shed there: a scrape refused while the budget is spent would page as the
+    // service down, and leave monitoring blind when it is needed), which only Prometheus
+    // reaches, at most `METRICS_CONNECTIONS` at once. Served on the main port, where any
+    // client could hold many slow scrapes, it is charged as any answer.
+    let mut response = if probe && !state.metrics_on_main_port {
         response
     } else {
         let (parts, body) = response.into_parts();
@@ -252,7 +253,9 @@ async fn observe(
     response
 }
 
-pub use crate::http::problem::CLIENT_CLOSED_REQUEST;
+/// nginx's "client closed request": what a request is recorded with when its client went
+/// away before the answer (hyper then drops the handler's future mid-way).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// What a request is recorded with when the server dropped it: the drain at shutdown
 /// timed out with it still in flight.
 pub const ABANDONED_AT_SHUTDOWN: u16 = 503;

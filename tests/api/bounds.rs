@@ -261,10 +261,11 @@ async fn a_request_whose_client_went_away_is_recorded_as_499_and_the_gauge_comes
         .await;
 }
 
-/// A client that leaves half way through its body is a client gone (499), not a broken
-/// request (400): a wave of aborted uploads must not read as malformed input.
+/// A client that leaves half way through its body is a 4xx, never a 499: a 499 counts in
+/// the latency SLO and HttpHighLatency (a client that gave up on a slow answer), and one
+/// that drips its body for seconds and hangs up would spend that budget and page.
 #[tokio::test]
-async fn a_client_that_leaves_mid_body_is_recorded_as_499_not_400() {
+async fn a_client_that_leaves_mid_body_is_a_4xx_not_a_499() {
     let app = spawn_app_with(&[]).await;
     for _ in 0..3 {
         let mut stream = post_part_of_a_body(&app, 100).await;
@@ -273,13 +274,13 @@ async fn a_client_that_leaves_mid_body_is_recorded_as_499_not_400() {
         drop(stream);
     }
     app.wait_for_metric(
-        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="499",http_route="/api/v1/notes"}"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_code="400",http_route="/api/v1/notes"}"#,
         3.0,
     )
     .await;
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        !text.contains(r#"http_response_status_code="400",http_route="/api/v1/notes""#),
+        !text.contains(r#"http_response_status_code="499",http_route="/api/v1/notes""#),
         "{text}"
     );
     app.wait_for_metric("http_server_active_requests", 1.0)
@@ -309,47 +310,74 @@ async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
     assert_eq!(app.get("/api/v1/notes?limit=1").await.status(), 200);
 }
 
-/// `/metrics` is never shed, the payload budget included: a scrape refused while the
-/// budget is spent would page as the service down, and leave monitoring blind when it is
-/// needed most.
+/// `/metrics` on its own port is never shed, the payload budget included: a scrape
+/// refused while the budget is spent would page as the service down, and leave monitoring
+/// blind when it is needed most. On the main port, where any client could hold many slow
+/// scrapes, it is charged and shed as any large answer.
 #[tokio::test]
-async fn metrics_are_scraped_whatever_the_payload_budget_holds() {
-    let app = app_with_payload_budget(1).await;
-    // requests of many kinds: an exposition larger than any answer the budget charges
-    let note = app.create_note("n", "").await;
-    let id = note["id"].as_str().unwrap();
-    let missing = "/api/v1/notes/00000000-0000-7000-8000-000000000000";
-    for path in [
-        "/",
-        "/health",
-        "/api/v1/notes",
-        "/api/v1/notes/x",
-        missing,
-        "/nope",
-    ] {
-        app.get(path).await;
-    }
-    app.get(&format!("/api/v1/notes/{id}")).await;
-    app.post_json("/api/v1/notes", &json!({"title": ""})).await;
-    app.put_json(missing, &json!({"title": "t", "body": ""}))
-        .await;
-    app.delete(missing).await;
-    for method in ["PATCH", "OPTIONS", "TRACE", "PUT", "DELETE"] {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        for path in ["/api/v1/notes", "/nope"] {
-            app.client
-                .request(method.clone(), app.url(path))
-                .send()
-                .await
+async fn metrics_on_their_own_port_are_scraped_whatever_the_payload_budget_holds() {
+    let url = create_database(&shared_server_url()).await;
+    for own_port in [true, false] {
+        let overrides: &[(&str, &str)] = if own_port {
+            &[("METRICS_PORT", "0")]
+        } else {
+            &[]
+        };
+        let mut settings =
+            farol::config::Settings::from_env(&crate::support::app::test_env(&url, overrides))
                 .unwrap();
+        settings.http.payload_budget_bytes = 1024;
+        let app = crate::support::app::start_with_settings(settings).await;
+        app.wait_ready().await;
+        // requests of many kinds: an exposition larger than any answer the budget charges
+        let note = app.create_note("n", "").await;
+        let id = note["id"].as_str().unwrap();
+        let missing = "/api/v1/notes/00000000-0000-7000-8000-000000000000";
+        for path in [
+            "/",
+            "/health",
+            "/api/v1/notes",
+            "/api/v1/notes/x",
+            missing,
+            "/nope",
+        ] {
+            app.get(path).await;
+        }
+        app.get(&format!("/api/v1/notes/{id}")).await;
+        app.post_json("/api/v1/notes", &json!({"title": ""})).await;
+        app.put_json(missing, &json!({"title": "t", "body": ""}))
+            .await;
+        app.delete(missing).await;
+        for method in ["PATCH", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            for path in ["/api/v1/notes", "/nope"] {
+                app.client
+                    .request(method.clone(), app.url(path))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+
+        let base = app
+            .metrics_address
+            .clone()
+            .unwrap_or_else(|| app.address.clone());
+        let scrape = app
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        if own_port {
+            assert_eq!(scrape.status(), 200);
+            let size = scrape.text().await.unwrap().len();
+            assert!(
+                size >= farol::http::budget::CHARGED_RESPONSE_BYTES,
+                "{size} bytes: too small for the budget to have been asked"
+            );
+        } else {
+            assert_problem(scrape, 503, "overloaded").await;
         }
     }
-
-    let scrape = app.get("/metrics").await;
-    assert_eq!(scrape.status(), 200);
-    let size = scrape.text().await.unwrap().len();
-    assert!(
-        size >= farol::http::budget::CHARGED_RESPONSE_BYTES,
-        "{size} bytes: too small for the budget to have been asked"
-    );
 }

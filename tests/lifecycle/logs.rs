@@ -348,6 +348,31 @@ fn a_request_abandoned_by_its_client_is_logged_with_status_499() {
     assert!(took > 0.0 && took < 3000.0, "{entry}");
 }
 
+/// A client that leaves half way through its body: a 400 that says so, not a broken
+/// body's `malformed-json` (a wave of aborted uploads must not read as bad input).
+#[test]
+fn a_body_cut_short_by_its_client_is_logged_as_incomplete() {
+    let (_rt, url) = database_with_password();
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url)]);
+    farol.wait_for_log("ready", Duration::from_secs(10));
+    {
+        use std::io::Write;
+        let mut stream =
+            std::net::TcpStream::connect(farol.address.trim_start_matches("http://")).unwrap();
+        stream
+            .write_all(
+                b"POST /api/v1/notes HTTP/1.1\r\nHost: x\r\nX-Request-Id: cut-short\r\n\
+                  Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\"",
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    } // the client goes away half way through its body
+    let line = farol.wait_for_log("cut-short", Duration::from_secs(5));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["status"], 400, "{entry}");
+    assert_eq!(entry["problem"], "body-incomplete", "{entry}");
+}
+
 /// Creates sent while the one statement farol may run (a pool of one) waits on a lock:
 /// they queue, and go in one statement once the lock is released. Each answer's status,
 /// in the order of `titles`.
