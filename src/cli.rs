@@ -65,8 +65,10 @@ fn config_error(error: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Runs `work` on a runtime of its own to its end, and leaves without waiting for what
-/// the runtime's blocking threads still run: a name lookup (the driver resolves host
+/// Runs `work` on a runtime of its own to its end, then waits at most [`LAST_TASKS_WAIT`]
+/// for the runtime to stop: its tasks are dropped (the access lines of requests abandoned
+/// at exit are written then, and connections being settled are closed), but what its
+/// blocking threads still run is not waited for. A name lookup (the driver resolves host
 /// names there) cannot be cut short, and during a DNS outage one may take the resolver's
 /// timeouts over every search domain, past the grace period that counts the exit's own
 /// bounded waits. Nothing farol needs done runs there at exit.
@@ -77,9 +79,12 @@ fn run_to_end<F: Future>(work: F) -> F::Output {
         .build()
         .expect("the tokio runtime starts");
     let output = runtime.block_on(work);
-    runtime.shutdown_background();
+    runtime.shutdown_timeout(LAST_TASKS_WAIT);
     output
 }
+
+/// How long the runtime may take to stop at exit (see [`run_to_end`]).
+const LAST_TASKS_WAIT: Duration = Duration::from_millis(100);
 
 fn serve() -> ExitCode {
     // Only `serve` reads `.env`, and only the working directory's, if it exists; real

@@ -433,9 +433,9 @@ def as_seconds(value: str) -> float:
 
 
 # What farol may still spend after the drain, before it exits: the cancels of what the
-# abandoned requests left running (1 s), the last spans' export (2 s), then the last log
-# lines (1 s: a stuck stdout).
-EXIT_WAITS_MS = 1000 + 2000 + 1000
+# abandoned requests left running (1 s), the last spans' export (2 s), the runtime's stop
+# (0.1 s), then the last log lines (1 s: a stuck stdout).
+EXIT_WAITS_MS = 1000 + 2000 + 1000 + 100
 
 
 @check("spreads", "a hard spread over nodes honours taints: a node the pods may not run on (cordoned by a "
@@ -521,7 +521,8 @@ def check_farol(render: Render, version: str) -> Iterator[Finding]:
             yield pod.origin, f"{where}: the preStop sleep does not match SHUTDOWN_DELAY_MS"
         elif drain is None or grace * 1000 < pause * 1000 + delay + drain + EXIT_WAITS_MS:
             yield pod.origin, (f"{where}: terminationGracePeriodSeconds is less than preStop + delay"
-                               " + drain + the exit waits (cancels 1 s, last spans 2 s, last log lines 1 s)")
+                               " + drain + the exit waits (cancels 1 s, last spans 2 s, the runtime's stop"
+                               " 0.1 s, last log lines 1 s)")
         tag = image_tag(c.get("image") or "")
         if not any(j.get("image") == c.get("image") and (j.get("args") or [None])[0] == "migrate"
                    and job_pod.origin.endswith(f"-{tag}") for job_pod, j in jobs):

@@ -305,7 +305,7 @@ CASES = [
     ("preStop not matching the delay", "farol", "preStop",
      lambda d: deployment_container(d)["lifecycle"]["preStop"]["sleep"].update(seconds=1)),
     ("grace period too short", "farol", "terminationGracePeriodSeconds",
-     edit("Deployment", "farol", "template", "spec", terminationGracePeriodSeconds=23)),
+     edit("Deployment", "farol", "template", "spec", terminationGracePeriodSeconds=24)),
     ("migration Job of another version", "farol", "no Job",
      lambda d: find(d, "Job", "farol-migrate-1.0")["metadata"].update(name="farol-migrate-0.9")),
     ("named statements through a transaction pooler", "pooler", "DB_PREPARED_STATEMENTS",
