@@ -169,9 +169,14 @@ async fn past_max_connections_new_connections_wait_until_one_closes() {
 
 /// An app whose payload budget is `kib` KiB.
 async fn app_with_payload_budget(kib: usize) -> TestApp {
+    app_with_payload_budget_and(kib, &[]).await
+}
+
+/// [`app_with_payload_budget`], with `overrides` of the environment.
+async fn app_with_payload_budget_and(kib: usize, overrides: &[(&str, &str)]) -> TestApp {
     let url = create_database(&shared_server_url()).await;
     let mut settings =
-        farol::config::Settings::from_env(&crate::support::app::test_env(&url, &[])).unwrap();
+        farol::config::Settings::from_env(&crate::support::app::test_env(&url, overrides)).unwrap();
     settings.http.payload_budget_bytes = kib * 1024;
     let app = crate::support::app::start_with_settings(settings).await;
     app.wait_ready().await;
@@ -316,19 +321,13 @@ async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
 /// scrapes, it is charged and shed as any large answer.
 #[tokio::test]
 async fn metrics_on_their_own_port_are_scraped_whatever_the_payload_budget_holds() {
-    let url = create_database(&shared_server_url()).await;
     for own_port in [true, false] {
         let overrides: &[(&str, &str)] = if own_port {
             &[("METRICS_PORT", "0")]
         } else {
             &[]
         };
-        let mut settings =
-            farol::config::Settings::from_env(&crate::support::app::test_env(&url, overrides))
-                .unwrap();
-        settings.http.payload_budget_bytes = 1024;
-        let app = crate::support::app::start_with_settings(settings).await;
-        app.wait_ready().await;
+        let app = app_with_payload_budget_and(1, overrides).await;
         // requests of many kinds: an exposition larger than any answer the budget charges
         let note = app.create_note("n", "").await;
         let id = note["id"].as_str().unwrap();
