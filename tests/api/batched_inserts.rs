@@ -430,11 +430,12 @@ async fn a_queue_longer_than_a_statement_takes_goes_in_two() {
 }
 
 /// A note can outlive its request: a create whose client has gone stays in the queue
-/// until a statement takes it. The text it holds stays charged on the payload budget
-/// until then, so that clients that send full notes and leave, while the database is
-/// stalled, cannot pile up memory the budget does not see.
+/// until a statement takes it, and in a statement that runs on for other clients until
+/// it ends. The text it holds stays charged on the payload budget until then, so that
+/// clients that send full notes and leave, while the database is stalled, cannot pile up
+/// memory the budget does not see.
 #[tokio::test]
-async fn a_queued_note_whose_client_has_gone_stays_charged_until_it_leaves_the_queue() {
+async fn a_note_whose_client_has_gone_stays_charged_while_queued_or_in_its_statement() {
     const BUDGET_KIB: usize = 300;
     let Setup {
         app,
@@ -480,4 +481,48 @@ async fn a_queued_note_whose_client_has_gone_stays_charged_until_it_leaves_the_q
     queued(&app, 0).await;
     assert_eq!(probe().await.unwrap().status(), 201);
     assert_eq!(notes_titled(&observer, "gone").await, 0);
+
+    // Taken into a statement that runs on for a client that stayed, the gone clients'
+    // notes stay charged until it ends. Their rows wait on an advisory lock the test
+    // holds (a trigger); the statement before them, on the table's lock.
+    observer
+        .batch_execute(
+            "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.title = 'gone' THEN PERFORM pg_advisory_xact_lock_shared(42); END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER hold BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION hold(); \
+             SELECT pg_advisory_lock(42)",
+        )
+        .await
+        .unwrap();
+    block(&blocker).await;
+    let _first = create_on_a_stream(&app, "first").await;
+    lock_waiter(&observer).await;
+    let mut gone = Vec::new();
+    for _ in 0..6 {
+        gone.push(app.post_on_a_stream(&full).await);
+    }
+    let stayed = send_all(&app, &[json!({"title": "stayed", "body": ""})]);
+    queued(&app, 7).await;
+    blocker.batch_execute("COMMIT").await.unwrap();
+    queued(&app, 0).await;
+    lock_waiters(&observer, 1).await; // the seven, in one statement, on the advisory lock
+    drop(gone);
+    requests_in_flight(&app, 1).await;
+    let shed = probe()
+        .await
+        .expect("shed at once, not queued behind the statement");
+    crate::support::app::assert_problem(shed, 503, "overloaded").await;
+
+    observer
+        .batch_execute("SELECT pg_advisory_unlock(42)")
+        .await
+        .unwrap();
+    assert_eq!(answers(stayed).await.remove(0).status(), 201);
+    assert_eq!(
+        notes_titled(&observer, "gone").await,
+        6,
+        "made for the one that stayed"
+    );
+    assert_eq!(probe().await.unwrap().status(), 201, "the charge came back");
 }
