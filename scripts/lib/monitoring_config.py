@@ -786,8 +786,8 @@ def inhibition_scenarios():
             (per_instance("HttpHighErrorRate", farol), True),
             (budget_fast, True),
             (job_level("LatencyBudgetBurnFast", "page"), True),
-            # its last 2 minutes clear once the outage is over: slowness now is new
-            (per_instance("HttpHighLatency", farol), False),
+            # its 2-minute window still holds the outage's slow 503s
+            (per_instance("HttpHighLatency", farol), True),
             # not windowed: a failing probe now is a new problem
             (health, False),
             (budget_slow, False),

@@ -26,7 +26,9 @@
 //! standby is cut short as committed, after the request was answered as a failure. That
 //! is what `outcome-unknown` and the idempotency key are for (docs/service.md).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use deadpool::managed::Object;
 
@@ -133,7 +135,7 @@ async fn settle(mut settling: Settling, left: Left) {
     let ended_by_itself = tokio::select! {
         biased;
         result = &mut ended => Some(result),
-        () = tokio::time::sleep_until(left.until.min(Instant::now() + ENDS_BY_ITSELF_WITHIN).into()) => None,
+        () = tokio::time::sleep_until(left.until.min(Instant::now() + ENDS_BY_ITSELF_WITHIN)) => None,
         _ = exiting.wait_for(|exiting| *exiting) => None,
     };
     let (cancelled, ended) = match ended_by_itself {

@@ -423,16 +423,18 @@ impl Database {
                 },
             };
             let connected = AtomicBool::new(false);
+            // the query's own time: from here, not from the wait for a slot
+            let deadline = tokio::time::Instant::now() + timeout;
             let round_trip = async {
                 let client = self.inner.pool.get().await.map_err(DbError::from_pool)?;
                 connected.store(true, Ordering::Relaxed);
                 // The session holds the slot from here: if this future is dropped while
                 // its statement runs, the slot stays taken until the connection is free.
-                operation(Session::new(self, client, slot, started + timeout))
+                operation(Session::new(self, client, slot, deadline))
                     .await
                     .map_err(OperationError::into_db_error)
             };
-            match tokio::time::timeout(timeout, round_trip).await {
+            match tokio::time::timeout_at(deadline, round_trip).await {
                 Ok(result) => result,
                 Err(_) if !connected.load(Ordering::Relaxed) => Err(DbError::unreachable(
                     "connecting took longer than DB_QUERY_TIMEOUT_MS",

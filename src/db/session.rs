@@ -12,7 +12,8 @@
 //! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use tokio::sync::SemaphorePermit;
 use tokio_postgres::Row;

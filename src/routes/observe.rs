@@ -38,9 +38,11 @@ use crate::telemetry::traces;
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
 
-/// Probes and scrapes: never shed (the orchestrator must see a busy replica as alive,
-/// and Prometheus must still watch it being busy), and logged at debug only (they come
-/// every few seconds from machines and would drown the lines people read).
+/// Probes and scrapes: not held by the concurrency limit nor the request's time limit
+/// (the orchestrator must see a busy replica as alive, and Prometheus must still watch it
+/// being busy), their answers not charged on `METRICS_PORT` (`observe`), and logged at
+/// debug only (they come every few seconds from machines and would drown the lines
+/// people read).
 fn is_probe(route: &str) -> bool {
     matches!(route, "/livez" | "/readyz" | "/metrics")
 }

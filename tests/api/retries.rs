@@ -225,7 +225,15 @@ async fn a_statement_farol_stops_waiting_for_is_cancelled_and_its_connection_clo
     };
     let waiting = lock_waiter(&observer).await;
     assert_problem(post.await.unwrap(), 503, "outcome-unknown").await;
+    let answered = std::time::Instant::now();
     wait_until_gone(&observer, waiting).await;
+    // Past its timeout a statement is cancelled at once: the 500 ms it might otherwise
+    // have to end by itself would meet the server's own statement_timeout.
+    assert!(
+        answered.elapsed() < Duration::from_millis(450),
+        "gone {:?} after the answer",
+        answered.elapsed()
+    );
     assert_eq!(app.get("/health").await.status(), 200, "the slot came back");
     assert_eq!(app.metric(CANCELLED).await, Some(1.0));
 

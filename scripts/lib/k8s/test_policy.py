@@ -308,6 +308,8 @@ CASES = [
      edit("Deployment", "farol", "template", "spec", terminationGracePeriodSeconds=24)),
     ("migration Job of another version", "farol", "no Job",
      lambda d: find(d, "Job", "farol-migrate-1.0")["metadata"].update(name="farol-migrate-0.9")),
+    ("migration Job by another name", "farol", "no Job",
+     lambda d: find(d, "Job", "farol-migrate-1.0")["metadata"].update(name="schema-1.0")),
     ("named statements through a transaction pooler", "pooler", "DB_PREPARED_STATEMENTS",
      lambda d: set_env(deployment_container(d), "DB_PREPARED_STATEMENTS", "named")),
     ("migrations through the pooler", "pooler", "session lock",
