@@ -127,7 +127,7 @@ fn a_statement_left_running_at_the_drain_deadline_is_cancelled_before_exit() {
     });
     let waiting = rt.block_on(lock_waiter(&observer));
 
-    let signalled = std::time::Instant::now();
+    let signalled = Instant::now();
     farol.signal(libc::SIGTERM);
     assert_eq!(farol.wait_exit(Duration::from_secs(5)), 0);
     // At exit the cancel goes at once, without the half second a statement is otherwise
