@@ -120,7 +120,7 @@ _check_inhibitions() {
 _check_static_files() {
   "$1" "$2" check-static-files || return 1
   if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
-    GRAFANA_ADMIN_PASSWORD=validate docker compose -f monitoring/docker-compose.yml config -q || return 1
+    GRAFANA_ADMIN_PASSWORD_FILE=/dev/null docker compose -f monitoring/docker-compose.yml config -q || return 1
   else
     warn "docker compose is not installed: monitoring/docker-compose.yml only parsed as YAML"
   fi

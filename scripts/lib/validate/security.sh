@@ -36,7 +36,7 @@ validate_security() {
 
   # normalised by compose itself, every profile on; an empty env file, so a developer's .env changes nothing
   for compose in docker-compose.yml monitoring/docker-compose.yml; do
-    if GRAFANA_ADMIN_PASSWORD=validate timeout 60 docker compose --env-file /dev/null -f "$compose" \
+    if GRAFANA_ADMIN_PASSWORD_FILE=/dev/null timeout 60 docker compose --env-file /dev/null -f "$compose" \
       --profile '*' config >"$SECURITY_TMP/compose.yaml"; then
       _security_checks compose "$compose" "$SECURITY_TMP/compose.yaml" || failed=1
     else

@@ -76,6 +76,9 @@ def checkov_render(name, render):
         return checkov(name, ["--framework", "kubernetes", "--file", normalised])
 
 
+# an environment variable that, by its name, holds a secret's value rather than its path
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|_PASS$|_PASS_|SECRET|TOKEN|PRIVATE_KEY|API_KEY")
+
 # rule -> (what it demands, test of a normalised service: True when it holds)
 COMPOSE_RULES = {
     "privileged": ("not privileged", lambda s: not s.get("privileged")),
@@ -93,6 +96,10 @@ COMPOSE_RULES = {
     "non-root": ("an explicit non-root user", lambda s: str(s.get("user", "")).split(":")[0] not in ("", "0", "root")),
     "loopback-ports": ("published ports on 127.0.0.1 only",
                        lambda s: all(p.get("host_ip") == "127.0.0.1" for p in s.get("ports", []))),
+    "secret-files": ("secrets as files (`X_FILE`, a compose secret), never an environment value "
+                     "that `docker inspect` shows",
+                     lambda s: not [k for k in s.get("environment") or {} if SECRET_NAME.search(k)
+                                    and not k.endswith("FILE")]),
     "limits": ("memory and pids limits",
                lambda s: all(s.get("deploy", {}).get("resources", {}).get("limits", {}).get(k)
                              for k in ("memory", "pids"))),
