@@ -23,9 +23,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// memory it tracks.
 pub const CHARGED_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// The shared payload budget.
+/// The shared payload budget, and the one scrape that may go past it.
 #[derive(Clone)]
-pub struct PayloadBudget(Arc<Semaphore>);
+pub struct PayloadBudget {
+    kib: Arc<Semaphore>,
+    spare_scrape: Arc<Semaphore>,
+}
 
 /// Why a body could not be read whole.
 #[derive(Debug, PartialEq, Eq)]
@@ -69,12 +72,15 @@ fn read_error(error: &axum::Error) -> ReadError {
 
 impl PayloadBudget {
     pub fn new(bytes: usize) -> Self {
-        Self(Arc::new(Semaphore::new(bytes.div_ceil(1024))))
+        Self {
+            kib: Arc::new(Semaphore::new(bytes.div_ceil(1024))),
+            spare_scrape: Arc::new(Semaphore::new(1)),
+        }
     }
 
     fn take(&self, kib: usize) -> Option<OwnedSemaphorePermit> {
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-        self.0.clone().try_acquire_many_owned(kib).ok()
+        self.kib.clone().try_acquire_many_owned(kib).ok()
     }
 
     /// Reads `body` whole, at most `limit` bytes, charging twice its size as it arrives.
@@ -114,11 +120,29 @@ impl PayloadBudget {
     /// `body` charged to the budget until it is dropped, if it is large enough to count;
     /// `None` when it does not fit.
     pub fn charge_response(&self, body: Body) -> Option<Body> {
+        self.charge_or(body, || None)
+    }
+
+    /// A scrape served where any client may scrape too (`/metrics` on the main port):
+    /// charged as any answer while it fits, and past that one at a time anyway. Prometheus
+    /// scrapes a target one scrape after the other, so its scrape still goes through when
+    /// the budget is spent by others (refused, it would page as the service down, and
+    /// that page would hold back the real ones); many clients' slow scrapes still cannot
+    /// hold more than the budget and one exposition.
+    pub fn charge_scrape(&self, body: Body) -> Option<Body> {
+        self.charge_or(body, || self.spare_scrape.clone().try_acquire_owned().ok())
+    }
+
+    fn charge_or(
+        &self,
+        body: Body,
+        past_the_budget: impl FnOnce() -> Option<OwnedSemaphorePermit>,
+    ) -> Option<Body> {
         let size = http_body::Body::size_hint(&body).exact().unwrap_or(0) as usize;
         if size < CHARGED_RESPONSE_BYTES {
             return Some(body);
         }
-        let permit = self.take(size.div_ceil(1024))?;
+        let permit = self.take(size.div_ceil(1024)).or_else(past_the_budget)?;
         Some(Body::new(Charged {
             inner: body,
             pending: Bytes::new(),
@@ -128,7 +152,7 @@ impl PayloadBudget {
 
     #[cfg(test)]
     pub(crate) fn available_kib(&self) -> usize {
-        self.0.available_permits()
+        self.kib.available_permits()
     }
 }
 
@@ -295,6 +319,28 @@ mod tests {
         );
         drop(large);
         drop(small);
+        assert_eq!(budget.available_kib(), 256);
+    }
+
+    #[tokio::test]
+    async fn a_scrape_is_charged_while_it_fits_and_past_the_budget_one_at_a_time() {
+        let budget = PayloadBudget::new(256 * 1024);
+        let exposition = || Body::from(vec![b'x'; 100 * 1024]);
+        let fits = budget.charge_scrape(exposition()).unwrap();
+        assert_eq!(budget.available_kib(), 156, "charged while it fits");
+        let spent = budget.charge_response(Body::from(vec![b'x'; 156 * 1024]));
+        assert_eq!(budget.available_kib(), 0);
+        let past = budget
+            .charge_scrape(exposition())
+            .expect("one past the budget");
+        assert!(budget.charge_scrape(exposition()).is_none(), "only one");
+        assert!(
+            budget.charge_response(exposition()).is_none(),
+            "never an answer"
+        );
+        drop(past);
+        let again = budget.charge_scrape(exposition()).expect("the next one");
+        drop((fits, spent, again));
         assert_eq!(budget.available_kib(), 256);
     }
 }

@@ -26,6 +26,9 @@ pub use observe::{Observed, Routes};
 pub use crate::http::extract::BODY_LIMIT_BYTES;
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
+/// Where Prometheus scrapes: on `METRICS_PORT` when set, else on the main port.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// A JSON answer from a body fixed at build time or start-up (`/`, the probes).
 /// `from_static` and a `Body`: a `&str` header value would be copied into a new one, and
 /// a `&str` body would first set a text content type, on every answer.
@@ -76,8 +79,8 @@ pub fn router(state: AppState) -> (Observed, utoipa::openapi::OpenApi) {
     let mut templates: Vec<&str> = api.paths.paths.keys().map(String::as_str).collect();
     templates.push(OPENAPI_PATH);
     if state.metrics_on_main_port {
-        router = router.route("/metrics", get(meta::metrics));
-        templates.push("/metrics");
+        router = router.route(METRICS_PATH, get(meta::metrics));
+        templates.push(METRICS_PATH);
     }
     let observed = with_middleware(router, Routes::new(templates), state);
     (observed, api)
@@ -104,7 +107,7 @@ pub fn with_middleware(routes: Router<AppState>, templates: Routes, state: AppSt
 /// or unready a replica that restarting would not help.
 pub fn metrics_router(state: AppState) -> Observed {
     let routes: [(&str, MethodRouter<AppState>); 3] = [
-        ("/metrics", get(meta::metrics)),
+        (METRICS_PATH, get(meta::metrics)),
         ("/livez", get(probes::livez)),
         ("/readyz", get(probes::readyz)),
     ];

@@ -31,6 +31,8 @@ use crate::http::connection_clock::{self, ConnectionClock};
 use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, idempotency, request_id};
 use crate::state::AppState;
+
+use super::METRICS_PATH;
 use crate::telemetry::access;
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces;
@@ -44,7 +46,7 @@ pub const UNMATCHED: &str = "unmatched";
 /// debug only (they come every few seconds from machines and would drown the lines
 /// people read).
 fn is_probe(route: &str) -> bool {
-    matches!(route, "/livez" | "/readyz" | "/metrics")
+    matches!(route, "/livez" | "/readyz" | METRICS_PATH)
 }
 
 /// The routes that query the notes table.
@@ -232,12 +234,18 @@ async fn observe(
     // (never shed there: a scrape refused while the budget is spent would page as the
     // service down, and leave monitoring blind when it is needed), which only Prometheus
     // reaches, at most `METRICS_CONNECTIONS` at once. Served on the main port, where any
-    // client could hold many slow scrapes, it is charged as any answer.
+    // client could hold many slow scrapes, it is charged as any answer, but one scrape at
+    // a time may go past the budget (`charge_scrape`).
     let mut response = if probe && !state.metrics_on_main_port {
         response
     } else {
         let (parts, body) = response.into_parts();
-        match state.payload_budget.charge_response(body) {
+        let charged = if route == METRICS_PATH {
+            state.payload_budget.charge_scrape(body)
+        } else {
+            state.payload_budget.charge_response(body)
+        };
+        match charged {
             Some(body) => Response::from_parts(parts, body),
             None => ApiError::OverloadedMemory.into_response(),
         }

@@ -315,12 +315,12 @@ async fn a_large_answer_that_does_not_fit_in_the_payload_budget_is_shed() {
     assert_eq!(app.get("/api/v1/notes?limit=1").await.status(), 200);
 }
 
-/// `/metrics` on its own port is never shed, the payload budget included: a scrape
-/// refused while the budget is spent would page as the service down, and leave monitoring
-/// blind when it is needed most. On the main port, where any client could hold many slow
-/// scrapes, it is charged and shed as any large answer.
+/// `/metrics` is scraped when the payload budget is spent: a scrape refused then would
+/// page as the service down, and leave monitoring blind when it is needed most. On its own
+/// port it is never charged; on the main port, where any client could hold many slow
+/// scrapes, one at a time goes past the budget (`budget::tests` shows the second refused).
 #[tokio::test]
-async fn metrics_on_their_own_port_are_scraped_whatever_the_payload_budget_holds() {
+async fn metrics_are_scraped_whatever_the_payload_budget_holds() {
     for own_port in [true, false] {
         let overrides: &[(&str, &str)] = if own_port {
             &[("METRICS_PORT", "0")]
@@ -368,15 +368,12 @@ async fn metrics_on_their_own_port_are_scraped_whatever_the_payload_budget_holds
             .send()
             .await
             .unwrap();
-        if own_port {
-            assert_eq!(scrape.status(), 200);
-            let size = scrape.text().await.unwrap().len();
-            assert!(
-                size >= farol::http::budget::CHARGED_RESPONSE_BYTES,
-                "{size} bytes: too small for the budget to have been asked"
-            );
-        } else {
-            assert_problem(scrape, 503, "overloaded").await;
-        }
+        assert_eq!(scrape.status(), 200, "own port: {own_port}");
+        let size = scrape.text().await.unwrap().len();
+        // past the 1 KiB budget, which no answer this large fits
+        assert!(
+            size >= farol::http::budget::CHARGED_RESPONSE_BYTES,
+            "{size} bytes: too small for the budget to have been asked"
+        );
     }
 }
