@@ -1,6 +1,7 @@
-//! Out of file descriptors: `MAX_CONNECTIONS` set above what the open-file limit allows
-//! is said at start-up; accepting that then fails is said at a pace the log can bear;
-//! and new connections are served again once descriptors are free.
+//! The accept loop's bounds, as the log tells them. Out of file descriptors:
+//! `MAX_CONNECTIONS` set above what the open-file limit allows is said at start-up;
+//! accepting that then fails is said at a pace the log can bear; and new connections are
+//! served again once descriptors are free. At `MAX_CONNECTIONS`: said, not silent.
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
@@ -73,6 +74,23 @@ fn accepting_past_the_open_file_limit_is_said_once_per_interval_and_recovers() {
         }
     });
     assert!(body.is_ok());
+}
+
+/// The bound itself is invisible from outside (new connections wait in the kernel's
+/// backlog, as `tests/api/bounds.rs` shows): the log must name it.
+#[test]
+fn reaching_max_connections_is_said_in_the_log() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(create_database(&shared_server_url()));
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url), ("MAX_CONNECTIONS", "2")]);
+    let address = farol.address.trim_start_matches("http://").to_owned();
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&address).expect("the backlog takes it"))
+        .collect();
+    let line = farol.wait_for_log("connection limit reached", Duration::from_secs(10));
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(line.contains("MAX_CONNECTIONS"), "{line}");
+    drop(clients);
 }
 
 fn timestamp(line: &str) -> OffsetDateTime {
