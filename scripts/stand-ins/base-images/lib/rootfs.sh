@@ -7,6 +7,7 @@ STANDIN_CACHE=$TOOLS_DIR/stand-ins
 STANDIN_SUITE=trixie
 STANDIN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 STANDIN_LABEL=farol.stand-in
+STANDIN_RECIPE_LABEL=farol.stand-in.recipe
 
 # rootfs_pristine: sets ROOTFS to a minbase trixie, debootstrapped once and then reused
 rootfs_pristine() {
@@ -64,6 +65,19 @@ rootfs_scrub() {
     "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/*
 }
 
+# recipe_hash IMAGE: a digest of the files its stand-in is built from, kept on the image,
+# so that a stand-in built from an older recipe is built again (build) rather than used
+recipe_hash() {
+  local files
+  case $1 in
+    rust:*) files=(lib/rust.sh) ;;
+    gcr.io/distroless/*) files=(lib/distroless.sh) ;;
+    postgres:*) files=(lib/postgres.sh postgres/docker-entrypoint.sh) ;;
+    *) die "no stand-in recipe for $1" ;;
+  esac
+  (cd "$STANDIN_DIR" && cat "${files[@]}") | sha256sum | cut -c1-16
+}
+
 # import_root DIR IMAGE [DOCKERFILE-LINE...]: DIR as a one-layer image, its settings as
 # Dockerfile lines (docker import cannot set them all: STOPSIGNAL)
 import_root() {
@@ -75,6 +89,7 @@ import_root() {
     printf 'FROM %s\n' "$tmp"
     printf '%s\n' "$@"
     printf 'LABEL %s="%s"\n' "$STANDIN_LABEL" "stand-in for $image built by scripts/stand-ins/base-images/build, not the real image"
+    printf 'LABEL %s="%s"\n' "$STANDIN_RECIPE_LABEL" "$(recipe_hash "$image")"
   } | DOCKER_BUILDKIT=0 docker build -q -t "$image" - >"$STANDIN_CACHE/import.log" 2>&1 \
     || { cat "$STANDIN_CACHE/import.log" >&2; die "could not set up the image $image"; }
   docker image rm "$tmp" >/dev/null

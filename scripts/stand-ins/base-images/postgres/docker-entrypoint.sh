@@ -48,6 +48,13 @@ if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --dbname postgres \
       --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
   fi
+  # the executable scripts of /docker-entrypoint-initdb.d, in order, as upstream runs them
+  export POSTGRES_USER POSTGRES_DB POSTGRES_PASSWORD
+  for script in /docker-entrypoint-initdb.d/*.sh; do
+    [ -x "$script" ] || continue
+    echo "running $script"
+    "$script"
+  done
   pg_ctl -D "$PGDATA" -m fast -w stop
   unset POSTGRES_PASSWORD
   echo 'PostgreSQL init process complete; ready for start up.'
