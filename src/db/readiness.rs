@@ -109,11 +109,36 @@ async fn prepare(
     if db.statements() == Statements::Unnamed {
         check_server_statement_timeout(&client, timeouts.query).await;
     }
+    check_not_superuser(&client, timeouts.query).await;
     match db.ping().await {
         // Reached, with the schema current: a server that takes no writes (a standby
         // during a failover) is the outage `/health` reports, not a reason to stay unready.
         Ok(()) | Err(DbError::ReadOnly { .. }) => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// farol needs a role that owns its database, nothing more: as a superuser, a compromised
+/// farol could run programs on the database server (`COPY … TO PROGRAM`) and read its
+/// files. Said at start-up (a database volume made before farol had a role of its own
+/// keeps it a superuser, docs/security.md); the service runs either way.
+async fn check_not_superuser(client: &tokio_postgres::Client, query_timeout: Duration) {
+    let sql = "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user";
+    let role = tokio::time::timeout(query_timeout, client.query_typed_one(sql, &[])).await;
+    match role.map(|row| row.map(|row| (row.get::<_, String>(0), row.get::<_, bool>(1)))) {
+        Ok(Ok((role, true))) => tracing::warn!(
+            role,
+            "farol's database role is a superuser: a compromised farol could run programs on \
+             the database server; give it a role of its own that owns its database"
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(
+            error = %super::describe(&error),
+            "cannot read whether farol's database role is a superuser"
+        ),
+        Err(_) => {
+            tracing::warn!("reading whether farol's database role is a superuser took too long")
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::kubelet::ConfigMapVolume;
-use crate::support::pg::{PasswordCluster, admin, create_database, lock_waiter, shared_server_url};
+use crate::support::pg::{
+    PasswordCluster, admin, create_database, create_owned_database, lock_waiter, shared_server_url,
+};
 use crate::support::process::FarolProcess;
 
 fn database_with_password() -> (tokio::runtime::Runtime, String) {
@@ -497,4 +499,26 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
         1,
         "{logs}"
     );
+}
+
+/// farol's database role should own its database and be nothing more: a superuser is said
+/// at start-up, and a role that merely owns the database is not.
+#[test]
+fn a_database_role_that_is_a_superuser_is_said_at_start_up() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin_url = shared_server_url();
+    // the test server's own role is its superuser
+    let url = rt.block_on(create_database(&admin_url));
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url)]);
+    let line = farol.wait_for_log("is a superuser", Duration::from_secs(10));
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["level"], "WARN", "{entry}");
+    assert!(entry["role"].is_string(), "{entry}");
+    drop(farol);
+
+    let owner = rt.block_on(create_owned_database(&admin_url));
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &owner)]);
+    farol.wait_for_log("ready:", Duration::from_secs(10));
+    let logs = farol.all_logs();
+    assert!(!logs.contains("superuser"), "{logs}");
 }

@@ -323,6 +323,25 @@ pub async fn create_database(admin_url: &str) -> String {
     replace_database(admin_url, &name)
 }
 
+/// A fresh database on the server at `admin_url`, owned by a fresh login role that is no
+/// superuser, as farol's own role is meant to be; a URL that logs in as that role.
+pub async fn create_owned_database(admin_url: &str) -> String {
+    let name = format!("farol_owner_{}", uuid::Uuid::new_v4().simple());
+    let client = admin(admin_url).await;
+    // two statements: CREATE DATABASE cannot share the implicit transaction of a batch
+    client
+        .batch_execute(&format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'"))
+        .await
+        .expect("CREATE ROLE");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {name}"))
+        .await
+        .expect("CREATE DATABASE");
+    let url = replace_database(admin_url, &name);
+    let rest = url.split_once('@').expect("a URL with a user").1;
+    format!("postgres://{name}:{name}@{rest}")
+}
+
 fn replace_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')

@@ -14,8 +14,10 @@ if [ "$FAROL_DB_USER" = "$POSTGRES_USER" ]; then
   echo "error: FAROL_DB_USER is the superuser $POSTGRES_USER: farol needs a role of its own" >&2
   exit 1
 fi
+# the password from the environment inside psql, never on a command line (/proc shows those)
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --dbname postgres \
-  --set app="$FAROL_DB_USER" --set password="$POSTGRES_PASSWORD" --set db="$POSTGRES_DB" <<'SQL'
+  --set app="$FAROL_DB_USER" --set db="$POSTGRES_DB" <<'SQL'
+\getenv password POSTGRES_PASSWORD
 CREATE ROLE :"app" LOGIN PASSWORD :'password';
 ALTER DATABASE :"db" OWNER TO :"app";
 GRANT pg_monitor TO :"app";

@@ -75,7 +75,7 @@ recipe_hash() {
     postgres:*) files=(lib/postgres.sh postgres/docker-entrypoint.sh) ;;
     *) die "no stand-in recipe for $1" ;;
   esac
-  (cd "$STANDIN_DIR" && cat "${files[@]}") | sha256sum | cut -c1-16
+  (cd "$STANDIN_DIR" && cat lib/rootfs.sh "${files[@]}") | sha256sum | cut -c1-16
 }
 
 # import_root DIR IMAGE [DOCKERFILE-LINE...]: DIR as a one-layer image, its settings as

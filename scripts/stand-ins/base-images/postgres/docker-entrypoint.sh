@@ -48,12 +48,18 @@ if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --dbname postgres \
       --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
   fi
-  # the executable scripts of /docker-entrypoint-initdb.d, in order, as upstream runs them
+  # the scripts of /docker-entrypoint-initdb.d, in order, as upstream: an executable one
+  # run, any other sourced
   export POSTGRES_USER POSTGRES_DB POSTGRES_PASSWORD
   for script in /docker-entrypoint-initdb.d/*.sh; do
-    [ -x "$script" ] || continue
+    [ -e "$script" ] || continue
     echo "running $script"
-    "$script"
+    if [ -x "$script" ]; then
+      "$script"
+    else
+      # shellcheck disable=SC1090 # the image's user's scripts
+      . "$script"
+    fi
   done
   pg_ctl -D "$PGDATA" -m fast -w stop
   unset POSTGRES_PASSWORD
