@@ -33,7 +33,8 @@ pub async fn supervise(
     ready: Arc<AtomicBool>,
 ) {
     let mut retry = Retry::default();
-    while let Err(reason) = prepare(&db, migrate_on_start, timeouts).await {
+    let mut role_checked = false;
+    while let Err(reason) = prepare(&db, migrate_on_start, timeouts, &mut role_checked).await {
         retry
             .failed(reason.to_string(), "database not ready yet")
             .await;
@@ -85,10 +86,20 @@ async fn prepare(
     db: &Database,
     migrate_on_start: bool,
     timeouts: Timeouts,
+    role_checked: &mut bool,
 ) -> Result<(), NotReady> {
     let mut client = tokio::time::timeout(timeouts.connect, connect_direct(db.config()))
         .await
         .map_err(|_| NotReady::ConnectTimeout)??;
+    // What the role may do, said once, as soon as the database is reached: before the
+    // schema is in place (pending migrations can keep a replica waiting a long time), and
+    // not again on each retry.
+    if !std::mem::replace(role_checked, true) {
+        check_not_superuser(&client, timeouts.query).await;
+        if db.statements() == Statements::Unnamed {
+            check_server_statement_timeout(&client, timeouts.query).await;
+        }
+    }
     if migrate_on_start {
         migrate::apply(&mut client, migrate::LOCK_WAIT).await?;
     } else {
@@ -106,10 +117,6 @@ async fn prepare(
             }
         }
     }
-    if db.statements() == Statements::Unnamed {
-        check_server_statement_timeout(&client, timeouts.query).await;
-    }
-    check_not_superuser(&client, timeouts.query).await;
     match db.ping().await {
         // Reached, with the schema current: a server that takes no writes (a standby
         // during a failover) is the outage `/health` reports, not a reason to stay unready.
@@ -118,27 +125,31 @@ async fn prepare(
     }
 }
 
-/// farol needs a role that owns its database, nothing more: as a superuser, a compromised
-/// farol could run programs on the database server (`COPY … TO PROGRAM`) and read its
-/// files. Said at start-up (a database volume made before farol had a role of its own
-/// keeps it a superuser, docs/security.md); the service runs either way.
+/// farol needs a role that owns its database, nothing more: with a superuser's powers (a
+/// superuser, a member of one, or of the roles that may run programs or touch files on the
+/// server), a compromised farol could run programs on the database server (`COPY … TO
+/// PROGRAM`) and read its files. Said at start-up (a database volume made before farol
+/// had a role of its own keeps it a superuser, docs/security.md); the service runs either
+/// way.
 async fn check_not_superuser(client: &tokio_postgres::Client, query_timeout: Duration) {
-    let sql = "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user";
+    let sql = "SELECT current_user::text, EXISTS (SELECT 1 FROM pg_roles r \
+               WHERE (r.rolsuper OR r.rolname IN ('pg_execute_server_program', \
+               'pg_read_server_files', 'pg_write_server_files')) \
+               AND pg_has_role(current_user, r.oid, 'MEMBER'))";
     let role = tokio::time::timeout(query_timeout, client.query_typed_one(sql, &[])).await;
     match role.map(|row| row.map(|row| (row.get::<_, String>(0), row.get::<_, bool>(1)))) {
         Ok(Ok((role, true))) => tracing::warn!(
             role,
-            "farol's database role is a superuser: a compromised farol could run programs on \
-             the database server; give it a role of its own that owns its database"
+            "farol's database role has a superuser's powers: a compromised farol could run \
+             programs on the database server; give it a role of its own that owns its \
+             database and nothing more"
         ),
         Ok(Ok(_)) => {}
         Ok(Err(error)) => tracing::warn!(
             error = %super::describe(&error),
-            "cannot read whether farol's database role is a superuser"
+            "cannot read the privileges of farol's database role"
         ),
-        Err(_) => {
-            tracing::warn!("reading whether farol's database role is a superuser took too long")
-        }
+        Err(_) => tracing::warn!("reading the privileges of farol's database role took too long"),
     }
 }
 

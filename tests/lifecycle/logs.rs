@@ -501,8 +501,9 @@ fn a_refused_statement_of_several_notes_is_logged_with_its_cause_once_per_interv
     );
 }
 
-/// farol's database role should own its database and be nothing more: a superuser is said
-/// at start-up, and a role that merely owns the database is not.
+/// farol's database role should own its database and be nothing more: a superuser, or a
+/// role that may run programs on the server, is said at start-up, and a role that merely
+/// owns the database is not.
 #[test]
 fn a_database_role_that_is_a_superuser_is_said_at_start_up() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -510,7 +511,7 @@ fn a_database_role_that_is_a_superuser_is_said_at_start_up() {
     // the test server's own role is its superuser
     let url = rt.block_on(create_database(&admin_url));
     let farol = FarolProcess::spawn(&[("DATABASE_URL", &url)]);
-    let line = farol.wait_for_log("is a superuser", Duration::from_secs(10));
+    let line = farol.wait_for_log("has a superuser's powers", Duration::from_secs(10));
     let entry: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["level"], "WARN", "{entry}");
     assert!(entry["role"].is_string(), "{entry}");
@@ -521,4 +522,20 @@ fn a_database_role_that_is_a_superuser_is_said_at_start_up() {
     farol.wait_for_log("ready:", Duration::from_secs(10));
     let logs = farol.all_logs();
     assert!(!logs.contains("superuser"), "{logs}");
+    drop(farol);
+
+    // the same role, once it may run programs on the server
+    let role = owner
+        .split_once("://")
+        .unwrap()
+        .1
+        .split_once(':')
+        .unwrap()
+        .0;
+    let superuser = rt.block_on(admin(&admin_url));
+    let grant = format!("GRANT pg_execute_server_program TO {role}");
+    rt.block_on(superuser.batch_execute(&grant)).unwrap();
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &owner)]);
+    let line = farol.wait_for_log("has a superuser's powers", Duration::from_secs(10));
+    assert!(line.contains(role), "{line}");
 }
