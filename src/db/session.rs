@@ -11,11 +11,8 @@
 //! A session dropped while a statement of its own runs (its caller stopped waiting) hands
 //! its connection and pool slot to [`super::abandon`] rather than back to the pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::time::Instant;
-
 use tokio::sync::SemaphorePermit;
+use tokio::time::Instant;
 use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -39,7 +36,7 @@ pub struct Session<'a> {
     running: bool,
     /// A statement is being prepared (named, not yet in the connection's cache): dropped
     /// then, the server keeps a prepared statement the driver never learnt the name of.
-    preparing: AtomicBool,
+    preparing: bool,
     /// When the operation's `DB_QUERY_TIMEOUT_MS` runs out.
     deadline: Instant,
 }
@@ -57,15 +54,9 @@ impl<'a> Session<'a> {
             database,
             statements: database.statements(),
             running: false,
-            preparing: AtomicBool::new(false),
+            preparing: false,
             deadline,
         }
-    }
-
-    fn client(&self) -> &Connection {
-        self.client
-            .as_ref()
-            .expect("a session holds its connection until dropped")
     }
 
     /// Every row `sql` returns.
@@ -81,17 +72,21 @@ impl<'a> Session<'a> {
     }
 
     async fn send(
-        &self,
+        &mut self,
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let client = self.client();
+        // the field borrowed alone: `preparing` is set while it is
+        let client = self
+            .client
+            .as_ref()
+            .expect("a session holds its connection until dropped");
         match self.statements {
             Statements::Named => {
                 let types: Vec<Type> = params.iter().map(|(_, kind)| kind.clone()).collect();
-                self.preparing.store(true, Ordering::Relaxed);
+                self.preparing = true;
                 let statement = client.prepare_typed_cached(sql, &types).await;
-                self.preparing.store(false, Ordering::Relaxed);
+                self.preparing = false;
                 let statement = statement?;
                 let values: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|(value, _)| *value).collect();
@@ -122,7 +117,7 @@ impl Drop for Session<'_> {
             // A connection left with a prepared statement it cannot name is never reused;
             // a statement may end by itself until its own timeout would have passed.
             let left = abandon::Left {
-                reusable: !*self.preparing.get_mut(),
+                reusable: !self.preparing,
                 until: self.deadline,
             };
             abandon::settle_later(self.database, client, left);

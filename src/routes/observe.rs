@@ -31,11 +31,11 @@ use crate::http::connection_clock::{self, ConnectionClock};
 use crate::http::problem::{ApiError, ProblemKind};
 use crate::http::{extract, idempotency, request_id};
 use crate::state::AppState;
-
-use super::METRICS_PATH;
 use crate::telemetry::access;
 use crate::telemetry::metrics::method_label;
 use crate::telemetry::traces;
+
+use super::METRICS_PATH;
 
 /// The route label of requests that matched no route: keeps the label set bounded.
 pub const UNMATCHED: &str = "unmatched";
