@@ -11,7 +11,14 @@ set -Eeuo pipefail
 
 : "${FAROL_DB_USER:?set FAROL_DB_USER, the role farol logs in as}"
 if [ "$FAROL_DB_USER" = "$POSTGRES_USER" ]; then
-  echo "error: FAROL_DB_USER is the superuser $POSTGRES_USER: farol needs a role of its own" >&2
+  # The entrypoint stops here, but the volume is initialised: the next start skips this
+  # script and would serve the superuser, with this password, to the network. Without
+  # its password it serves no one there, and farol fails to log in, loudly.
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --dbname postgres \
+    <<<'ALTER ROLE CURRENT_USER PASSWORD NULL;'
+  echo "error: FAROL_DB_USER is the superuser $POSTGRES_USER: farol needs a role of its own." \
+    "This volume's superuser has no password now, so it serves no one over the network:" \
+    "choose another name and remove the volume (docker compose down --volumes)" >&2
   exit 1
 fi
 # the password from the environment inside psql, never on a command line (/proc shows those)
