@@ -28,10 +28,18 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 PLATFORM_GROUPS = {"host"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
-    # the exporter is in the database's pod: a failed scrape is the instance down; without
-    # `cluster` (which `up` has not) both sides are one series, so a failed scrape cannot reset `for:`
+    # the exporter is in the database's pod: a failed scrape is the instance down unless
+    # every kube-state-metrics reports the pod Ready (CloudNativePG's readiness probe asks
+    # the server). Then the scrape path is broken (a NetworkPolicy, a relabelling), which is
+    # ScrapeTargetDown's ticket, not a page that would hold farol's own back: it counts as
+    # up, so the series has no gap. Without `cluster` (which `up` has not) the sides are one
+    # series; without kube-state-metrics every failed scrape counts as down
     "instance:postgres_up:gapless": (
-        'max without (cluster) (cnpg_collector_up) or up{job="postgres"}\n'),
+        'max without (cluster) (cnpg_collector_up)\n'
+        '  or\n'
+        '(up{job="postgres"} == 0 unless on (namespace, pod) (min by (namespace, pod) (kube_pod_status_ready{condition="true"}) == 1))\n'
+        '  or\n'
+        'clamp(up{job="postgres"}, 1, 1)\n'),
     # the standbys expected are the Cluster's (a Pending or re-cloning one has no target);
     # farol's own query counts the WAL senders streaming (database-monitoring.yaml)
     "PostgresReplicationBroken": (

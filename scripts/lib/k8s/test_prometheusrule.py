@@ -110,8 +110,10 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
         series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
         self.assertEqual(rules["instance:postgres_up:gapless"]["expr"],
-                         'max without (cluster) (cnpg_collector_up{namespace="farol"})'
-                         ' or up{job="postgres", namespace="farol"}\n')
+                         'max without (cluster) (cnpg_collector_up{namespace="farol"})\n  or\n'
+                         '(up{job="postgres", namespace="farol"} == 0 unless on (namespace, pod)'
+                         ' (min by (namespace, pod) (kube_pod_status_ready{condition="true", namespace="farol"}) == 1))\n'
+                         '  or\nclamp(up{job="postgres", namespace="farol"}, 1, 1)\n')
         down = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
         self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in down])
         self.assertEqual(down[0]["expr"], f"{series} == 0\n")
