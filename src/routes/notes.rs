@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::idempotency::{IdempotencyKey, MaybeIdempotencyKey};
 use crate::http::problem::{ApiError, FieldError, Problem};
+use crate::notes::cursor::ENCODED_LEN;
 use crate::notes::store::Created;
 use crate::notes::{Cursor, InvalidNote, Note, NoteInput, store};
 use crate::state::AppState;
@@ -251,7 +252,9 @@ pub async fn list_notes(
     let after = match params.cursor.as_deref() {
         None | Some("") => None,
         Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
-            ApiError::InvalidQuery("cursor is not one this service issued".into())
+            ApiError::InvalidQuery(format!(
+                "cursor must be {ENCODED_LEN} base64url characters, as next_cursor gives it"
+            ))
         })?),
     };
     let page = store::list(&state.db, limit, after).await?;

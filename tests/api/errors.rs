@@ -280,12 +280,16 @@ async fn forged_cursors_are_refused_or_harmless() {
     let app = spawn_app().await;
     app.create_note("one", "").await;
     for cursor in ["x", "%27%3B--", &"A".repeat(31), &"*".repeat(32)] {
-        assert_problem(
+        let problem = assert_problem(
             app.get(&format!("/api/v1/notes?cursor={cursor}")).await,
             422,
             "invalid-query",
         )
         .await;
+        assert_eq!(
+            problem["detail"],
+            "cursor must be 32 base64url characters, as next_cursor gives it"
+        );
     }
     // Well-formed but invented: a position, nothing more. The note (written now) is
     // older than a position past year 9999 ("f": clamped to the last representable
