@@ -9,9 +9,12 @@
 //!   deadlines;
 //! - a request head limit: a head larger than a proxy would pass gets 431 at once,
 //!   instead of hyper's default of buffering about 400 KB per connection;
-//! - a bound on open connections: past it, the loop stops accepting, so that new
-//!   connections wait in the kernel's listen backlog instead of in our memory (a warning
-//!   says so, at most every ten seconds);
+//! - a bound on open connections: past it, new connections wait in the kernel's listen
+//!   backlog instead of in our memory (a warning says so, at most every ten seconds),
+//!   all but the first, which is accepted and waits while the oldest open connection is
+//!   asked to close after its answer (at once if idle). So clients that hold every slot
+//!   with idle keep-alive connections cannot keep a new one out for longer than one of
+//!   their requests takes: they are rotated out, oldest first, one per newcomer;
 //! - a write timeout: a client that stops reading its answer is cut off
 //!   (`write_deadline`).
 //!
@@ -31,12 +34,12 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prometheus::{IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use super::connection_clock::ConnectionClock;
@@ -88,6 +91,9 @@ cut_reasons! {
     HeadTooLarge => "head_too_large",
     /// An answer its client stopped reading for [`WRITE_TIMEOUT`].
     WriteTimeout => "write_timeout",
+    /// The oldest open connection, asked to close after its answer (at once if idle) to
+    /// let in a new one waiting past the bound on open connections.
+    MakeRoom => "make_room",
 }
 
 /// Where the loop reports its connections: the gauge of those open (the bound is set
@@ -148,7 +154,8 @@ fn is_write_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 /// keep-alive connections are closed), and returns once all are gone, or, if `abandon`
 /// resolves first, once the connections still open are dropped with their requests (so
 /// that what those left running is let go of before the process exits). At most
-/// `connections` are open at once; `metrics`, if given, counts them.
+/// `connections` are open at once (see the module's header for the one past it);
+/// `metrics`, if given, counts them.
 pub async fn serve<S>(
     listener: TcpListener,
     service_for: impl Fn(ConnectionClock) -> S,
@@ -165,30 +172,17 @@ pub async fn serve<S>(
         .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    // Cancelled, it asks every connection to close after its answer; each connection's
+    // own child token asks just that one (to make room).
+    let draining = CancellationToken::new();
+    let mut open_connections = OldestFirst::default();
     let mut tasks = JoinSet::new();
     let mut at_the_bound = Paced::default();
     let mut accept_failures = Paced::default();
     tokio::pin!(drain);
     loop {
-        // A free slot first, then accept: at the bound, connections queue in the kernel.
-        let slot = match connections.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if at_the_bound.due().is_some() {
-                    tracing::warn!(
-                        "connection limit reached (MAX_CONNECTIONS): new connections wait in the listen backlog"
-                    );
-                }
-                tokio::select! {
-                    slot = connections.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break,
-                    },
-                    () = &mut drain => break,
-                }
-            }
-        };
+        // Accept, then a free slot: one connection past the bound waits here, held, while
+        // the oldest open one is asked to make room; the next wait in the kernel's backlog.
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -204,6 +198,31 @@ pub async fn serve<S>(
             },
             () = &mut drain => break,
         };
+        let slot = match connections.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if at_the_bound.due().is_some() {
+                    tracing::warn!(
+                        "connection limit reached (MAX_CONNECTIONS): the oldest open connection is asked to close after its answer, new connections wait in the listen backlog"
+                    );
+                }
+                if open_connections.ask_oldest_to_close()
+                    && let Some(metrics) = &metrics
+                {
+                    metrics
+                        .cut
+                        .with_label_values(&[CutReason::MakeRoom.label()])
+                        .inc();
+                }
+                tokio::select! {
+                    slot = connections.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut drain => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let open = metrics.as_ref().map(|m| Open::count(&m.open));
         let cut = metrics.as_ref().map(|m| m.cut.clone());
@@ -215,16 +234,28 @@ pub async fn serve<S>(
             .clone()
             .timer(clock)
             .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let close = draining.child_token();
+        open_connections.push(close.clone());
         // the ended ones' entries go, so that the set holds the open connections only
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let _slot = slot;
             let _open = open;
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                biased;
+                ended = connection.as_mut() => ended,
+                () = close.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // gone: never the oldest to ask again
+            close.cancel();
             // A client that goes away mid-request is routine, not an error; neither is
             // a head too large (hyper has answered 431). The bounds' cuts are counted:
             // many of them is a client, or many, holding connections on purpose.
-            if let Err(error) = connection.await {
+            if let Err(error) = ended {
                 let midway = midway.load(Ordering::Relaxed);
                 if let (Some(cut), Some(reason)) = (&cut, cut_reason(&error, midway)) {
                     cut.with_label_values(&[reason.label()]).inc();
@@ -234,12 +265,46 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
+    draining.cancel();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = async { while tasks.join_next().await.is_some() {} } => {}
         () = abandon => {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
+    }
+}
+
+/// The open connections' close tokens in the order they were accepted, those of
+/// connections gone or already asked left behind lazily: pruned whenever the list has
+/// doubled since the last pruning, so that it holds at most about twice the open ones.
+#[derive(Default)]
+struct OldestFirst {
+    tokens: std::collections::VecDeque<CancellationToken>,
+    prune_at: usize,
+}
+
+impl OldestFirst {
+    const SMALLEST_PRUNE: usize = 64;
+
+    fn push(&mut self, token: CancellationToken) {
+        if self.tokens.len() >= self.prune_at {
+            self.tokens.retain(|token| !token.is_cancelled());
+            self.prune_at = (2 * self.tokens.len()).max(Self::SMALLEST_PRUNE);
+        }
+        self.tokens.push_back(token);
+    }
+
+    /// Asks the oldest connection neither gone nor already asked to close; false if
+    /// there is none.
+    fn ask_oldest_to_close(&mut self) -> bool {
+        while let Some(token) = self.tokens.pop_front() {
+            if !token.is_cancelled() {
+                token.cancel();
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -289,6 +354,41 @@ mod tests {
         assert_eq!(paced.due_at(at(10_000)), Some(199));
         assert_eq!(paced.due_at(at(10_001)), None);
         assert_eq!(paced.due_at(at(30_000)), Some(1));
+    }
+
+    #[test]
+    fn the_oldest_connection_still_open_and_not_yet_asked_makes_room() {
+        let mut open = OldestFirst::default();
+        let tokens: Vec<_> = (0..4).map(|_| CancellationToken::new()).collect();
+        for token in &tokens {
+            open.push(token.clone());
+        }
+        tokens[0].cancel(); // gone
+        assert!(open.ask_oldest_to_close());
+        assert!(tokens[1].is_cancelled() && !tokens[2].is_cancelled());
+        assert!(open.ask_oldest_to_close());
+        assert!(tokens[2].is_cancelled() && !tokens[3].is_cancelled());
+        assert!(open.ask_oldest_to_close());
+        assert!(!open.ask_oldest_to_close(), "none left to ask");
+    }
+
+    #[test]
+    fn connections_gone_are_pruned_so_the_list_stays_near_the_open_count() {
+        let mut open = OldestFirst::default();
+        let kept = CancellationToken::new();
+        open.push(kept.clone());
+        for _ in 0..100_000 {
+            let token = CancellationToken::new();
+            open.push(token.clone());
+            token.cancel(); // a connection that came and went
+        }
+        assert!(
+            open.tokens.len() <= 2 * OldestFirst::SMALLEST_PRUNE,
+            "{}",
+            open.tokens.len()
+        );
+        assert!(open.ask_oldest_to_close());
+        assert!(kept.is_cancelled(), "the one still open was kept");
     }
 
     #[test]

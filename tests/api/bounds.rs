@@ -11,7 +11,6 @@ use crate::support::app::{TestApp, assert_problem, spawn_app_with, start};
 use crate::support::pg::{create_database, shared_server_url};
 use crate::support::raw::exchange;
 
-/// The value of the first `/metrics` line that starts with `series`.
 async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
@@ -97,8 +96,14 @@ async fn a_request_head_larger_than_a_proxy_passes_gets_431_at_once() {
     );
 }
 
+/// Answers `request` on `stream` (kept open); the response head, or what came in `limit`.
+async fn ask(stream: &mut TcpStream, request: &[u8], limit: Duration) -> String {
+    stream.write_all(request).await.unwrap();
+    read_head(stream, limit).await
+}
+
 #[tokio::test]
-async fn past_max_connections_new_connections_wait_until_one_closes() {
+async fn past_max_connections_the_oldest_idle_connection_makes_room() {
     let url = create_database(&shared_server_url()).await;
     // The metrics port has its own bound: it shows the main port's while that is full.
     let app = start(&url, &[("MAX_CONNECTIONS", "2"), ("METRICS_PORT", "0")]).await;
@@ -115,40 +120,56 @@ async fn past_max_connections_new_connections_wait_until_one_closes() {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Two idle connections take both slots.
-    let first = connect(&app).await;
-    let second = connect(&app).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let mut third = connect(&app).await; // the kernel accepts it into the backlog
-    third
-        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let early = read_head(&mut third, Duration::from_millis(700)).await;
-    assert_eq!(early, "", "served past the bound");
+    // Two keep-alive connections, each answered once and then idle, take both slots: a
+    // client holding the server's connections.
+    let livez = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = connect(&app).await;
+    assert!(
+        ask(&mut first, livez, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut second = connect(&app).await;
+    assert!(
+        ask(&mut second, livez, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     let metrics_address = app.metrics_address.as_deref().unwrap();
     // the probes are answered on the metrics port while the main one is full
     for probe in ["/livez", "/readyz"] {
         let answer = app.client.get(format!("{metrics_address}{probe}")).send();
         assert_eq!(answer.await.unwrap().status(), 200, "{probe}");
     }
+
+    // A newcomer is served well before the idle connections' own timeout (10 s) would
+    // have freed a slot: the oldest was asked to close, and closed at once, being idle.
+    let mut third = connect(&app).await;
+    let answer = ask(&mut third, livez, Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served past the bound: {answer:?}"
+    );
+    let mut rest = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(1), first.read(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the oldest connection is closed: {closed:?}"
+    );
+    // the younger one was left alone
+    let answer = ask(&mut second, livez, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
     let metrics_url = format!("{metrics_address}/metrics");
     let scrape = app.client.get(&metrics_url).send().await.unwrap();
     let text = scrape.text().await.unwrap();
     for line in [
         "farol_http_connections_open 2",
         "farol_http_connections_max 2",
+        "farol_http_connections_cut_total{reason=\"make_room\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
     }
-
-    drop(first);
-    let answer = read_head(&mut third, Duration::from_secs(5)).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "served once a slot freed: {answer:?}"
-    );
     drop(third);
     drop(second);
     // the gauge follows the connections down: none is left open once all are closed
