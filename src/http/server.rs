@@ -11,10 +11,12 @@
 //!   instead of hyper's default of buffering about 400 KB per connection;
 //! - a bound on open connections: past it, new connections wait in the kernel's listen
 //!   backlog instead of in our memory (a warning says so, at most every ten seconds),
-//!   all but the first, which is accepted and waits while the oldest open connection is
-//!   asked to close after its answer (at once if idle). So clients that hold every slot
-//!   with idle keep-alive connections cannot keep a new one out for longer than one of
-//!   their requests takes: they are rotated out, oldest first, one per newcomer;
+//!   all but the first, which is accepted and held unread while the oldest idle
+//!   keep-alive connection (answered, and nothing of a next request received since) is
+//!   closed to make room, checked again every [`ROOM_RETRY`] while none is. So clients
+//!   that hold every slot with idle keep-alive connections cannot keep a newcomer out;
+//!   a connection owing a request (never answered, or part of its next one received)
+//!   is never closed for room, so no request already begun is lost to a newcomer;
 //! - a write timeout: a client that stops reading its answer is cut off
 //!   (`write_deadline`).
 //!
@@ -26,7 +28,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -53,6 +55,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// head or the body: it is most of what an open connection can make us hold, beside the
 /// body a handler reads (bounded on its own, see `docs/security.md`).
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// How often a connection waiting past the bound looks again for an idle one to close,
+/// while every open connection owes a request.
+pub const ROOM_RETRY: Duration = Duration::from_millis(250);
 
 /// Declares [`CutReason`] from one list of variants and their labels, so that the list
 /// of all of them ([`CutReason::ALL`]) cannot leave one out.
@@ -91,8 +97,8 @@ cut_reasons! {
     HeadTooLarge => "head_too_large",
     /// An answer its client stopped reading for [`WRITE_TIMEOUT`].
     WriteTimeout => "write_timeout",
-    /// The oldest open connection, asked to close after its answer (at once if idle) to
-    /// let in a new one waiting past the bound on open connections.
+    /// The oldest idle keep-alive connection, closed to let in a new one waiting past
+    /// the bound on open connections.
     MakeRoom => "make_room",
 }
 
@@ -173,7 +179,7 @@ pub async fn serve<S>(
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     // Cancelled, it asks every connection to close after its answer; each connection's
-    // own child token asks just that one (to make room).
+    // own child token closes just that one, idle, to make room.
     let draining = CancellationToken::new();
     let mut open_connections = OldestFirst::default();
     let mut tasks = JoinSet::new();
@@ -182,7 +188,7 @@ pub async fn serve<S>(
     tokio::pin!(drain);
     loop {
         // Accept, then a free slot: one connection past the bound waits here, held, while
-        // the oldest open one is asked to make room; the next wait in the kernel's backlog.
+        // an idle one is closed to make room; the next wait in the kernel's backlog.
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -203,23 +209,19 @@ pub async fn serve<S>(
             Err(_) => {
                 if at_the_bound.due().is_some() {
                     tracing::warn!(
-                        "connection limit reached (MAX_CONNECTIONS): the oldest open connection is asked to close after its answer, new connections wait in the listen backlog"
+                        "connection limit reached (MAX_CONNECTIONS): new connections wait in the listen backlog while the oldest idle keep-alive connection is closed to make room"
                     );
                 }
-                if open_connections.ask_oldest_to_close()
-                    && let Some(metrics) = &metrics
+                match make_room(
+                    &connections,
+                    &mut open_connections,
+                    metrics.as_ref(),
+                    &mut drain,
+                )
+                .await
                 {
-                    metrics
-                        .cut
-                        .with_label_values(&[CutReason::MakeRoom.label()])
-                        .inc();
-                }
-                tokio::select! {
-                    slot = connections.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_) => break,
-                    },
-                    () = &mut drain => break,
+                    Some(slot) => slot,
+                    None => break,
                 }
             }
         };
@@ -235,7 +237,7 @@ pub async fn serve<S>(
             .timer(clock)
             .serve_connection(TokioIo::new(stream), service);
         let close = draining.child_token();
-        open_connections.push(close.clone());
+        open_connections.push(close.clone(), midway.clone());
         // the ended ones' entries go, so that the set holds the open connections only
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
@@ -275,36 +277,76 @@ pub async fn serve<S>(
     }
 }
 
-/// The open connections' close tokens in the order they were accepted, those of
-/// connections gone or already asked left behind lazily: pruned whenever the list has
-/// doubled since the last pruning, so that it holds at most about twice the open ones.
+/// A free slot, once one frees: meanwhile the oldest idle connection is closed, looked
+/// for again every [`ROOM_RETRY`] while none is. `None` if the drain began first.
+async fn make_room(
+    connections: &Arc<Semaphore>,
+    open_connections: &mut OldestFirst,
+    metrics: Option<&ConnectionMetrics>,
+    drain: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    loop {
+        if open_connections.close_oldest_idle()
+            && let Some(metrics) = metrics
+        {
+            metrics
+                .cut
+                .with_label_values(&[CutReason::MakeRoom.label()])
+                .inc();
+        }
+        tokio::select! {
+            slot = connections.clone().acquire_owned() => return slot.ok(),
+            () = &mut *drain => return None,
+            () = tokio::time::sleep(ROOM_RETRY) => {}
+        }
+    }
+}
+
+/// An open connection as the bound sees it: its close token (cancelled once it is gone
+/// or asked to close) and whether it owes a request ([`WriteDeadline::midway`]).
+struct Tracked {
+    close: CancellationToken,
+    midway: Arc<AtomicBool>,
+}
+
+/// The open connections in the order they were accepted, those gone or already closed
+/// left behind lazily: pruned whenever the list has doubled since the last pruning, so
+/// that it holds at most about twice the open ones.
 #[derive(Default)]
 struct OldestFirst {
-    tokens: std::collections::VecDeque<CancellationToken>,
+    tracked: std::collections::VecDeque<Tracked>,
     prune_at: usize,
 }
 
 impl OldestFirst {
     const SMALLEST_PRUNE: usize = 64;
 
-    fn push(&mut self, token: CancellationToken) {
-        if self.tokens.len() >= self.prune_at {
-            self.tokens.retain(|token| !token.is_cancelled());
-            self.prune_at = (2 * self.tokens.len()).max(Self::SMALLEST_PRUNE);
+    fn push(&mut self, close: CancellationToken, midway: Arc<AtomicBool>) {
+        if self.tracked.len() >= self.prune_at {
+            self.tracked.retain(|t| !t.close.is_cancelled());
+            self.prune_at = (2 * self.tracked.len()).max(Self::SMALLEST_PRUNE);
         }
-        self.tokens.push_back(token);
+        self.tracked.push_back(Tracked { close, midway });
     }
 
-    /// Asks the oldest connection neither gone nor already asked to close; false if
-    /// there is none.
-    fn ask_oldest_to_close(&mut self) -> bool {
-        while let Some(token) = self.tokens.pop_front() {
-            if !token.is_cancelled() {
-                token.cancel();
-                return true;
-            }
+    /// Closes the oldest connection that is open and owes no request (hyper closes an
+    /// idle connection at once when asked); false if there is none. A scan of the open
+    /// ones at most, at the bound only.
+    fn close_oldest_idle(&mut self) -> bool {
+        while self.tracked.front().is_some_and(|t| t.close.is_cancelled()) {
+            self.tracked.pop_front();
         }
-        false
+        let idle = self
+            .tracked
+            .iter()
+            .position(|t| !t.close.is_cancelled() && !t.midway.load(Ordering::Relaxed));
+        match idle.and_then(|index| self.tracked.remove(index)) {
+            Some(tracked) => {
+                tracked.close.cancel();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -356,38 +398,54 @@ mod tests {
         assert_eq!(paced.due_at(at(30_000)), Some(1));
     }
 
+    /// `count` tracked connections, their tokens and midway flags (all idle).
+    fn tracked(open: &mut OldestFirst, count: usize) -> Vec<(CancellationToken, Arc<AtomicBool>)> {
+        (0..count)
+            .map(|_| {
+                let (close, midway) = (CancellationToken::new(), Arc::new(AtomicBool::new(false)));
+                open.push(close.clone(), midway.clone());
+                (close, midway)
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_oldest_connection_still_open_and_not_yet_asked_makes_room() {
+    fn the_oldest_idle_connection_is_closed_never_one_owing_a_request() {
         let mut open = OldestFirst::default();
-        let tokens: Vec<_> = (0..4).map(|_| CancellationToken::new()).collect();
-        for token in &tokens {
-            open.push(token.clone());
-        }
-        tokens[0].cancel(); // gone
-        assert!(open.ask_oldest_to_close());
-        assert!(tokens[1].is_cancelled() && !tokens[2].is_cancelled());
-        assert!(open.ask_oldest_to_close());
-        assert!(tokens[2].is_cancelled() && !tokens[3].is_cancelled());
-        assert!(open.ask_oldest_to_close());
-        assert!(!open.ask_oldest_to_close(), "none left to ask");
+        let connections = tracked(&mut open, 4);
+        connections[0].0.cancel(); // gone
+        connections[1].1.store(true, Ordering::Relaxed); // owes a request
+        assert!(open.close_oldest_idle());
+        assert!(
+            !connections[1].0.is_cancelled(),
+            "a request begun is never cut for room"
+        );
+        assert!(connections[2].0.is_cancelled() && !connections[3].0.is_cancelled());
+        assert!(open.close_oldest_idle());
+        assert!(connections[3].0.is_cancelled());
+        assert!(
+            !open.close_oldest_idle(),
+            "only one owing a request is left"
+        );
+        // answered since: idle, and closed at the next look
+        connections[1].1.store(false, Ordering::Relaxed);
+        assert!(open.close_oldest_idle());
+        assert!(connections[1].0.is_cancelled());
     }
 
     #[test]
     fn connections_gone_are_pruned_so_the_list_stays_near_the_open_count() {
         let mut open = OldestFirst::default();
-        let kept = CancellationToken::new();
-        open.push(kept.clone());
+        let kept = tracked(&mut open, 1).remove(0).0;
         for _ in 0..100_000 {
-            let token = CancellationToken::new();
-            open.push(token.clone());
-            token.cancel(); // a connection that came and went
+            tracked(&mut open, 1)[0].0.cancel(); // a connection that came and went
         }
         assert!(
-            open.tokens.len() <= 2 * OldestFirst::SMALLEST_PRUNE,
+            open.tracked.len() <= 2 * OldestFirst::SMALLEST_PRUNE,
             "{}",
-            open.tokens.len()
+            open.tracked.len()
         );
-        assert!(open.ask_oldest_to_close());
+        assert!(open.close_oldest_idle());
         assert!(kept.is_cancelled(), "the one still open was kept");
     }
 

@@ -145,13 +145,13 @@ impl Metrics {
         .expect("valid metric");
         let http_connections_max = IntGauge::new(
             "farol_http_connections_max",
-            "The most client connections the main port keeps open (MAX_CONNECTIONS); past it, new ones wait in the listen backlog while the oldest open one is asked to make room.",
+            "The most client connections the main port keeps open (MAX_CONNECTIONS); past it, new ones wait in the listen backlog while the oldest idle one is closed to make room.",
         )
         .expect("valid metric");
         let http_connections_cut = IntCounterVec::new(
             Opts::new(
                 "farol_http_connections_cut_total",
-                "Client connections closed at a bound: no whole request head in time on a connection never answered or with part of its next head received (head_timeout), or idle after an answer (idle_timeout); a head too large, answered 431 (head_too_large); an answer not read in time (write_timeout); the oldest open connection, asked to close after its answer to let in one waiting past MAX_CONNECTIONS (make_room).",
+                "Client connections closed at a bound: no whole request head in time on a connection never answered or with part of its next head received (head_timeout), or idle after an answer (idle_timeout); a head too large, answered 431 (head_too_large); an answer not read in time (write_timeout); the oldest idle keep-alive connection, closed to let in one waiting past MAX_CONNECTIONS (make_room).",
             ),
             &["reason"],
         )

@@ -120,21 +120,20 @@ async fn past_max_connections_the_oldest_idle_connection_makes_room() {
         assert!(Instant::now() < deadline, "not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Two keep-alive connections, each answered once and then idle, take both slots: a
-    // client holding the server's connections.
-    let livez = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (livez, head_begun, head_rest) = (
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n".as_slice(),
+        b"GET /livez HTTP/1.1\r\nHo".as_slice(),
+        b"st: x\r\n\r\n".as_slice(),
+    );
+    let answered = |head: &str| head.starts_with("HTTP/1.1 200");
+    // The slots: one keep-alive connection answered once and idle since (what a client
+    // holding the server's connections looks like), one with a request head begun.
     let mut first = connect(&app).await;
-    assert!(
-        ask(&mut first, livez, Duration::from_secs(5))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    assert!(answered(
+        &ask(&mut first, livez, Duration::from_secs(5)).await
+    ));
     let mut second = connect(&app).await;
-    assert!(
-        ask(&mut second, livez, Duration::from_secs(5))
-            .await
-            .starts_with("HTTP/1.1 200")
-    );
+    second.write_all(head_begun).await.unwrap();
     let metrics_address = app.metrics_address.as_deref().unwrap();
     // the probes are answered on the metrics port while the main one is full
     for probe in ["/livez", "/readyz"] {
@@ -142,23 +141,31 @@ async fn past_max_connections_the_oldest_idle_connection_makes_room() {
         assert_eq!(answer.await.unwrap().status(), 200, "{probe}");
     }
 
-    // A newcomer is served well before the idle connections' own timeout (10 s) would
-    // have freed a slot: the oldest was asked to close, and closed at once, being idle.
+    // A newcomer is served well before the idle connection's own timeout (10 s) would
+    // have freed a slot: the idle one is closed; the one owing a request is left alone,
+    // and its request, finished, is answered.
     let mut third = connect(&app).await;
     let answer = ask(&mut third, livez, Duration::from_secs(5)).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "served past the bound: {answer:?}"
-    );
-    let mut rest = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(1), first.read(&mut rest)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0) | Err(_))),
-        "the oldest connection is closed: {closed:?}"
-    );
-    // the younger one was left alone
-    let answer = ask(&mut second, livez, Duration::from_secs(5)).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answered(&answer), "served past the bound: {answer:?}");
+    assert_closed(&mut first).await;
+    let answer = ask(&mut second, head_rest, Duration::from_secs(5)).await;
+    assert!(answered(&answer), "a request begun is not lost: {answer:?}");
+
+    // Both slots owing a request: the bound holds, the newcomer waits...
+    second.write_all(head_begun).await.unwrap();
+    third.write_all(head_begun).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = connect(&app).await;
+    let early = ask(&mut fourth, livez, Duration::from_millis(700)).await;
+    assert_eq!(early, "", "served past the bound");
+    // ...until one of them is answered, and so idle: then it is closed for the newcomer.
+    let answer = ask(&mut third, head_rest, Duration::from_secs(5)).await;
+    assert!(answered(&answer), "{answer:?}");
+    let answer = read_head(&mut fourth, Duration::from_secs(5)).await;
+    assert!(answered(&answer), "served once one was idle: {answer:?}");
+    assert_closed(&mut third).await;
+    let answer = ask(&mut second, head_rest, Duration::from_secs(5)).await;
+    assert!(answered(&answer), "a request begun is not lost: {answer:?}");
 
     let metrics_url = format!("{metrics_address}/metrics");
     let scrape = app.client.get(&metrics_url).send().await.unwrap();
@@ -166,11 +173,11 @@ async fn past_max_connections_the_oldest_idle_connection_makes_room() {
     for line in [
         "farol_http_connections_open 2",
         "farol_http_connections_max 2",
-        "farol_http_connections_cut_total{reason=\"make_room\"} 1",
+        "farol_http_connections_cut_total{reason=\"make_room\"} 2",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
     }
-    drop(third);
+    drop(fourth);
     drop(second);
     // the gauge follows the connections down: none is left open once all are closed
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -186,6 +193,13 @@ async fn past_max_connections_the_oldest_idle_connection_makes_room() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The server closed `stream` (within a second).
+async fn assert_closed(stream: &mut TcpStream) {
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed: {read:?}");
 }
 
 /// An app whose payload budget is `kib` KiB.

@@ -77,7 +77,8 @@ fn accepting_past_the_open_file_limit_is_said_once_per_interval_and_recovers() {
 }
 
 /// The bound itself is invisible from outside (new connections wait in the kernel's
-/// backlog, as `tests/api/bounds.rs` shows): the log must name it.
+/// backlog until an open one is idle or closes, as `tests/api/bounds.rs` shows): the
+/// log must name it.
 #[test]
 fn reaching_max_connections_is_said_in_the_log() {
     let rt = tokio::runtime::Runtime::new().unwrap();
