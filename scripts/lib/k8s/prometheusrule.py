@@ -28,16 +28,25 @@ AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alert
 PLATFORM_GROUPS = {"host"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
-    # the exporter is in the database's pod: a failed scrape is the instance down unless
-    # every kube-state-metrics reports the pod Ready (CloudNativePG's readiness probe asks
-    # the server). Then the scrape path is broken (a NetworkPolicy, a relabelling), which is
-    # ScrapeTargetDown's ticket, not a page that would hold farol's own back: it counts as
-    # up, so the series has no gap. Without `cluster` (which `up` has not) the sides are one
-    # series; without kube-state-metrics every failed scrape counts as down
+    # the exporter is in the database's pod: a failed scrape is the instance down at once
+    # (a lost node or pod), but not once its scrapes have failed for 5 minutes while every
+    # kube-state-metrics sample of those minutes reported the pod Ready: then the scrape
+    # path is broken (a NetworkPolicy, a relabelling), ScrapeTargetDown's ticket, and it
+    # counts as up, so that PostgresDown resolves and stops holding farol's pages back.
+    # Without `cluster` (which `up` has not) the sides are one series, with no gap;
+    # without kube-state-metrics every failed scrape counts as down
     "instance:postgres_up:gapless": (
         'max without (cluster) (cnpg_collector_up)\n'
         '  or\n'
-        '(up{job="postgres"} == 0 unless on (namespace, pod) (min by (namespace, pod) (kube_pod_status_ready{condition="true"}) == 1))\n'
+        '(\n'
+        '  up{job="postgres"} == 0\n'
+        '    unless on (namespace, pod)\n'
+        '  (\n'
+        '    min by (namespace, pod) (min_over_time(kube_pod_status_ready{condition="true"}[5m])) == 1\n'
+        '      and on (namespace, pod)\n'
+        '    max by (namespace, pod) (max_over_time(up{job="postgres"}[5m])) == 0\n'
+        '  )\n'
+        ')\n'
         '  or\n'
         'clamp(up{job="postgres"}, 1, 1)\n'),
     # the standbys expected are the Cluster's (a Pending or re-cloning one has no target);

@@ -109,11 +109,14 @@ class GeneratorOnTheRealRules(unittest.TestCase):
     def test_postgres_down_and_its_signal_read_one_reachability_series_down_on_a_failed_scrape(self):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
         series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
+        ns = 'namespace="farol"'
         self.assertEqual(rules["instance:postgres_up:gapless"]["expr"],
-                         'max without (cluster) (cnpg_collector_up{namespace="farol"})\n  or\n'
-                         '(up{job="postgres", namespace="farol"} == 0 unless on (namespace, pod)'
-                         ' (min by (namespace, pod) (kube_pod_status_ready{condition="true", namespace="farol"}) == 1))\n'
-                         '  or\nclamp(up{job="postgres", namespace="farol"}, 1, 1)\n')
+                         f'max without (cluster) (cnpg_collector_up{{{ns}}})\n  or\n(\n'
+                         f'  up{{job="postgres", {ns}}} == 0\n    unless on (namespace, pod)\n  (\n'
+                         f'    min by (namespace, pod) (min_over_time(kube_pod_status_ready{{condition="true", {ns}}}[5m]))'
+                         ' == 1\n      and on (namespace, pod)\n'
+                         f'    max by (namespace, pod) (max_over_time(up{{job="postgres", {ns}}}[5m])) == 0\n  )\n)\n'
+                         f'  or\nclamp(up{{job="postgres", {ns}}}, 1, 1)\n')
         down = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
         self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in down])
         self.assertEqual(down[0]["expr"], f"{series} == 0\n")
