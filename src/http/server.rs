@@ -13,10 +13,13 @@
 //!   backlog instead of in our memory (a warning says so, at most every ten seconds),
 //!   all but the first, which is accepted and held unread while the oldest idle
 //!   keep-alive connection (answered, and nothing of a next request received since) is
-//!   closed to make room, checked again every [`ROOM_RETRY`] while none is. So clients
-//!   that hold every slot with idle keep-alive connections cannot keep a newcomer out;
-//!   a connection owing a request (never answered, or part of its next one received)
-//!   is never closed for room, so no request already begun is lost to a newcomer;
+//!   closed to make room (one at a time: the next once it is gone), checked again
+//!   every [`ROOM_RETRY`] while none is. So clients that hold every slot with idle
+//!   keep-alive connections cannot keep a newcomer out. A connection that has received
+//!   part of a request since its last answer, or was never answered, is never closed
+//!   for room. What the idle timeout's close risks, this one does too: a request sent
+//!   at the instant of the close, or pipelined (sent in part before the previous
+//!   answer), is cut unread;
 //! - a write timeout: a client that stops reading its answer is cut off
 //!   (`write_deadline`).
 //!
@@ -27,8 +30,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -237,7 +240,7 @@ pub async fn serve<S>(
             .timer(clock)
             .serve_connection(TokioIo::new(stream), service);
         let close = draining.child_token();
-        open_connections.push(close.clone(), midway.clone());
+        open_connections.push(close.clone(), &midway);
         // the ended ones' entries go, so that the set holds the open connections only
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
@@ -303,46 +306,64 @@ async fn make_room(
 }
 
 /// An open connection as the bound sees it: its close token (cancelled once it is gone
-/// or asked to close) and whether it owes a request ([`WriteDeadline::midway`]).
+/// or asked to close) and whether it owes a request ([`WriteDeadline::midway`]), a weak
+/// handle that no longer upgrades once the connection is gone.
 struct Tracked {
     close: CancellationToken,
-    midway: Arc<AtomicBool>,
+    midway: Weak<AtomicBool>,
+}
+
+impl Tracked {
+    fn gone_or_asked(&self) -> bool {
+        self.close.is_cancelled() || self.midway.strong_count() == 0
+    }
 }
 
 /// The open connections in the order they were accepted, those gone or already closed
 /// left behind lazily: pruned whenever the list has doubled since the last pruning, so
-/// that it holds at most about twice the open ones.
+/// that it holds at most about twice the open ones. And the last one closed for room,
+/// until it is gone.
 #[derive(Default)]
 struct OldestFirst {
     tracked: std::collections::VecDeque<Tracked>,
     prune_at: usize,
+    closing: Weak<AtomicBool>,
 }
 
 impl OldestFirst {
     const SMALLEST_PRUNE: usize = 64;
 
-    fn push(&mut self, close: CancellationToken, midway: Arc<AtomicBool>) {
+    fn push(&mut self, close: CancellationToken, midway: &Arc<AtomicBool>) {
         if self.tracked.len() >= self.prune_at {
-            self.tracked.retain(|t| !t.close.is_cancelled());
+            self.tracked.retain(|t| !t.gone_or_asked());
             self.prune_at = (2 * self.tracked.len()).max(Self::SMALLEST_PRUNE);
         }
+        let midway = Arc::downgrade(midway);
         self.tracked.push_back(Tracked { close, midway });
     }
 
-    /// Closes the oldest connection that is open and owes no request (hyper closes an
-    /// idle connection at once when asked); false if there is none. A scan of the open
-    /// ones at most, at the bound only.
+    /// Closes the oldest connection that is open and owes no request; false if there is
+    /// none, or if the last one closed for room is not gone yet. hyper closes an idle
+    /// connection at once, but one still writing its answer (its flag clears with the
+    /// answer's first bytes) only after it: closing more meanwhile would cut two for one
+    /// newcomer. A scan of the open ones at most, at the bound only.
     fn close_oldest_idle(&mut self) -> bool {
-        while self.tracked.front().is_some_and(|t| t.close.is_cancelled()) {
+        if self.closing.strong_count() > 0 {
+            return false;
+        }
+        while self.tracked.front().is_some_and(Tracked::gone_or_asked) {
             self.tracked.pop_front();
         }
-        let idle = self
-            .tracked
-            .iter()
-            .position(|t| !t.close.is_cancelled() && !t.midway.load(Ordering::Relaxed));
+        let idle = self.tracked.iter().position(|t| {
+            !t.close.is_cancelled()
+                && t.midway
+                    .upgrade()
+                    .is_some_and(|midway| !midway.load(Ordering::Relaxed))
+        });
         match idle.and_then(|index| self.tracked.remove(index)) {
             Some(tracked) => {
                 tracked.close.cancel();
+                self.closing = tracked.midway;
                 true
             }
             None => false,
@@ -398,12 +419,13 @@ mod tests {
         assert_eq!(paced.due_at(at(30_000)), Some(1));
     }
 
-    /// `count` tracked connections, their tokens and midway flags (all idle).
+    /// `count` tracked connections, their tokens and midway flags (all idle); dropping
+    /// a flag is the connection gone.
     fn tracked(open: &mut OldestFirst, count: usize) -> Vec<(CancellationToken, Arc<AtomicBool>)> {
         (0..count)
             .map(|_| {
                 let (close, midway) = (CancellationToken::new(), Arc::new(AtomicBool::new(false)));
-                open.push(close.clone(), midway.clone());
+                open.push(close.clone(), &midway);
                 (close, midway)
             })
             .collect()
@@ -412,33 +434,44 @@ mod tests {
     #[test]
     fn the_oldest_idle_connection_is_closed_never_one_owing_a_request() {
         let mut open = OldestFirst::default();
-        let connections = tracked(&mut open, 4);
-        connections[0].0.cancel(); // gone
-        connections[1].1.store(true, Ordering::Relaxed); // owes a request
+        let mut connections = tracked(&mut open, 4).into_iter();
+        let gone = connections.next().unwrap();
+        drop(gone.1);
+        let (owing, owing_midway) = connections.next().unwrap();
+        owing_midway.store(true, Ordering::Relaxed);
+        let (second, second_midway) = connections.next().unwrap();
+        let (third, third_midway) = connections.next().unwrap();
+
         assert!(open.close_oldest_idle());
+        assert!(!gone.0.is_cancelled(), "a connection gone is passed over");
         assert!(
-            !connections[1].0.is_cancelled(),
+            !owing.is_cancelled(),
             "a request begun is never cut for room"
         );
-        assert!(connections[2].0.is_cancelled() && !connections[3].0.is_cancelled());
+        assert!(second.is_cancelled() && !third.is_cancelled());
+        // still writing its answer: nothing more is closed until it is gone
+        assert!(!open.close_oldest_idle());
+        assert!(!third.is_cancelled(), "two closed for one newcomer");
+        drop(second_midway);
         assert!(open.close_oldest_idle());
-        assert!(connections[3].0.is_cancelled());
+        assert!(third.is_cancelled());
+        drop(third_midway);
         assert!(
             !open.close_oldest_idle(),
             "only one owing a request is left"
         );
         // answered since: idle, and closed at the next look
-        connections[1].1.store(false, Ordering::Relaxed);
+        owing_midway.store(false, Ordering::Relaxed);
         assert!(open.close_oldest_idle());
-        assert!(connections[1].0.is_cancelled());
+        assert!(owing.is_cancelled());
     }
 
     #[test]
     fn connections_gone_are_pruned_so_the_list_stays_near_the_open_count() {
         let mut open = OldestFirst::default();
-        let kept = tracked(&mut open, 1).remove(0).0;
+        let (kept, _kept_midway) = tracked(&mut open, 1).remove(0);
         for _ in 0..100_000 {
-            tracked(&mut open, 1)[0].0.cancel(); // a connection that came and went
+            drop(tracked(&mut open, 1)); // a connection that came and went
         }
         assert!(
             open.tracked.len() <= 2 * OldestFirst::SMALLEST_PRUNE,
