@@ -29,12 +29,14 @@ PLATFORM_GROUPS = {"host"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
     # the exporter is in the database's pod: a failed scrape is the instance down at once
-    # (a lost node or pod), but not once its scrapes have failed for 5 minutes while every
-    # kube-state-metrics sample of those minutes reported the pod Ready: then the scrape
-    # path is broken (a NetworkPolicy, a relabelling), ScrapeTargetDown's ticket, and it
-    # counts as up, so that PostgresDown resolves and stops holding farol's pages back.
-    # Without `cluster` (which `up` has not) the sides are one series, with no gap;
-    # without kube-state-metrics every failed scrape counts as down
+    # (a lost node or pod), unless every kube-state-metrics sample of the last 5 minutes
+    # reported the pod Ready, the target is 5 minutes old, and its scrapes in those
+    # minutes either all failed or changed more than once: a scrape path broken for good
+    # or flaky (a NetworkPolicy, a relabelling, timeouts), ScrapeTargetDown's ticket when
+    # steady. Then it counts as up, so that PostgresDown resolves and stops holding
+    # farol's pages back. A lost node changes it once. Without `cluster` (which `up` has
+    # not) the sides are one series, with no gap; without kube-state-metrics every failed
+    # scrape counts as down
     "instance:postgres_up:gapless": (
         'max without (cluster) (cnpg_collector_up)\n'
         '  or\n'
@@ -44,7 +46,13 @@ PRODUCTION_EXPR = {
         '  (\n'
         '    min by (namespace, pod) (min_over_time(kube_pod_status_ready{condition="true"}[5m])) == 1\n'
         '      and on (namespace, pod)\n'
-        '    max by (namespace, pod) (max_over_time(up{job="postgres"}[5m])) == 0\n'
+        '    (\n'
+        '      max by (namespace, pod) (max_over_time(up{job="postgres"}[5m])) == 0\n'
+        '        or\n'
+        '      max by (namespace, pod) (changes(up{job="postgres"}[5m])) > 1\n'
+        '    )\n'
+        '      and on (namespace, pod)\n'
+        '    max by (namespace, pod) (up{job="postgres"} offset 5m)\n'
         '  )\n'
         ')\n'
         '  or\n'

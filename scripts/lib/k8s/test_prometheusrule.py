@@ -110,13 +110,16 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
         series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
         ns = 'namespace="farol"'
+        up = f'up{{job="postgres", {ns}}}'
         self.assertEqual(rules["instance:postgres_up:gapless"]["expr"],
                          f'max without (cluster) (cnpg_collector_up{{{ns}}})\n  or\n(\n'
-                         f'  up{{job="postgres", {ns}}} == 0\n    unless on (namespace, pod)\n  (\n'
+                         f'  {up} == 0\n    unless on (namespace, pod)\n  (\n'
                          f'    min by (namespace, pod) (min_over_time(kube_pod_status_ready{{condition="true", {ns}}}[5m]))'
-                         ' == 1\n      and on (namespace, pod)\n'
-                         f'    max by (namespace, pod) (max_over_time(up{{job="postgres", {ns}}}[5m])) == 0\n  )\n)\n'
-                         f'  or\nclamp(up{{job="postgres", {ns}}}, 1, 1)\n')
+                         ' == 1\n      and on (namespace, pod)\n    (\n'
+                         f'      max by (namespace, pod) (max_over_time({up}[5m])) == 0\n        or\n'
+                         f'      max by (namespace, pod) (changes({up}[5m])) > 1\n    )\n'
+                         f'      and on (namespace, pod)\n    max by (namespace, pod) ({up} offset 5m)\n  )\n)\n'
+                         f'  or\nclamp({up}, 1, 1)\n')
         down = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
         self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in down])
         self.assertEqual(down[0]["expr"], f"{series} == 0\n")
