@@ -13,9 +13,9 @@
 //!   backlog instead of in our memory (a warning says so, at most every ten seconds),
 //!   all but the first, which is accepted and held unread while the oldest idle
 //!   keep-alive connection (answered, and nothing of a next request received since) is
-//!   closed to make room (one at a time: the next once it is gone), checked again
-//!   every [`ROOM_RETRY`] while none is. So clients that hold every slot with idle
-//!   keep-alive connections cannot keep a newcomer out. A connection that has received
+//!   closed to make room (one at a time: the next once it is gone, or a second on),
+//!   checked again every [`ROOM_RETRY`] while none is. So clients that hold every slot
+//!   with idle keep-alive connections cannot keep a newcomer out. A connection that has received
 //!   part of a request since its last answer, or was never answered, is never closed
 //!   for room. What the idle timeout's close risks, this one does too: a request sent
 //!   at the instant of the close, or pipelined (sent in part before the previous
@@ -322,16 +322,20 @@ impl Tracked {
 /// The open connections in the order they were accepted, those gone or already closed
 /// left behind lazily: pruned whenever the list has doubled since the last pruning, so
 /// that it holds at most about twice the open ones. And the last one closed for room,
-/// until it is gone.
+/// and when.
 #[derive(Default)]
 struct OldestFirst {
     tracked: std::collections::VecDeque<Tracked>,
     prune_at: usize,
-    closing: Weak<AtomicBool>,
+    closing: Option<(Weak<AtomicBool>, std::time::Instant)>,
 }
 
 impl OldestFirst {
     const SMALLEST_PRUNE: usize = 64;
+    /// How long the last one closed for room is waited for before another is closed: a
+    /// connection still writing its answer closes after it, and an answer read slowly
+    /// (but not stalled: [`WRITE_TIMEOUT`]) can take as long as its reader likes.
+    const CLOSING_PATIENCE: Duration = Duration::from_secs(1);
 
     fn push(&mut self, close: CancellationToken, midway: &Arc<AtomicBool>) {
         if self.tracked.len() >= self.prune_at {
@@ -343,12 +347,19 @@ impl OldestFirst {
     }
 
     /// Closes the oldest connection that is open and owes no request; false if there is
-    /// none, or if the last one closed for room is not gone yet. hyper closes an idle
-    /// connection at once, but one still writing its answer (its flag clears with the
-    /// answer's first bytes) only after it: closing more meanwhile would cut two for one
-    /// newcomer. A scan of the open ones at most, at the bound only.
+    /// none, or if the last one closed for room is not gone yet and was closed less than
+    /// [`Self::CLOSING_PATIENCE`] ago. hyper closes an idle connection at once, but one
+    /// still writing its answer (its flag clears with the answer's first bytes) only
+    /// after it: closing more meanwhile would cut two for one newcomer. A scan of the
+    /// open ones at most, at the bound only.
     fn close_oldest_idle(&mut self) -> bool {
-        if self.closing.strong_count() > 0 {
+        self.close_oldest_idle_at(std::time::Instant::now())
+    }
+
+    fn close_oldest_idle_at(&mut self, now: std::time::Instant) -> bool {
+        if self.closing.as_ref().is_some_and(|(midway, since)| {
+            midway.strong_count() > 0 && now.duration_since(*since) < Self::CLOSING_PATIENCE
+        }) {
             return false;
         }
         while self.tracked.front().is_some_and(Tracked::gone_or_asked) {
@@ -363,7 +374,7 @@ impl OldestFirst {
         match idle.and_then(|index| self.tracked.remove(index)) {
             Some(tracked) => {
                 tracked.close.cancel();
-                self.closing = tracked.midway;
+                self.closing = Some((tracked.midway, now));
                 true
             }
             None => false,
@@ -449,12 +460,14 @@ mod tests {
             "a request begun is never cut for room"
         );
         assert!(second.is_cancelled() && !third.is_cancelled());
-        // still writing its answer: nothing more is closed until it is gone
-        assert!(!open.close_oldest_idle());
+        // still writing its answer: nothing more is closed until it is gone...
+        let asked = std::time::Instant::now();
+        assert!(!open.close_oldest_idle_at(asked));
         assert!(!third.is_cancelled(), "two closed for one newcomer");
-        drop(second_midway);
-        assert!(open.close_oldest_idle());
+        // ...or, read slowly, for at most the patience
+        assert!(open.close_oldest_idle_at(asked + OldestFirst::CLOSING_PATIENCE));
         assert!(third.is_cancelled());
+        drop(second_midway);
         drop(third_midway);
         assert!(
             !open.close_oldest_idle(),
