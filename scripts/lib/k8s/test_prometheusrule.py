@@ -110,16 +110,30 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
         series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
         ns = 'namespace="farol"'
-        up = f'up{{job="postgres", {ns}}}'
-        self.assertEqual(rules["instance:postgres_up:gapless"]["expr"],
-                         f'max without (cluster) (cnpg_collector_up{{{ns}}})\n  or\n(\n'
-                         f'  {up} == 0\n    unless on (namespace, pod)\n  (\n'
-                         f'    min by (namespace, pod) (min_over_time(kube_pod_status_ready{{condition="true", {ns}}}[5m]))'
-                         ' == 1\n      and on (namespace, pod)\n    (\n'
-                         f'      max by (namespace, pod) (max_over_time({up}[5m])) == 0\n        or\n'
-                         f'      max by (namespace, pod) (changes({up}[5m])) > 1\n    )\n'
-                         f'      and on (namespace, pod)\n    max by (namespace, pod) ({up} offset 5m)\n  )\n)\n'
-                         f'  or\nclamp({up}, 1, 1)\n')
+        up, ready = f'up{{job="postgres", {ns}}}', f'kube_pod_status_ready{{condition="true", {ns}}}'
+        self.assertEqual(rules["instance:postgres_up:gapless"]["expr"], "\n".join([
+            f"max without (cluster) (cnpg_collector_up{{{ns}}})",
+            "  or",
+            "(",
+            f"  {up} == 0",
+            "    unless on (namespace, pod)",
+            "  (",
+            f"    min by (namespace, pod) (min_over_time({ready}[5m])) == 1",
+            "      and on (namespace, pod)",
+            f"    max by (namespace, pod) (last_over_time({ready}[1m]))",
+            "      and on (namespace, pod)",
+            "    (",
+            f"      max by (namespace, pod) (max_over_time({up}[5m])) == 0",
+            "        or",
+            f"      max by (namespace, pod) (changes({up}[5m])) > 1",
+            "    )",
+            "      and on (namespace, pod)",
+            f"    max by (namespace, pod) ({up} offset 5m)",
+            "  )",
+            ")",
+            "  or",
+            f"clamp({up}, 1, 1)",
+            ""]))
         down = [r for g in self.generated for r in g["rules"] if r.get("alert") == "PostgresDown"]
         self.assertEqual(["page", "ticket"], [r["labels"]["severity"] for r in down])
         self.assertEqual(down[0]["expr"], f"{series} == 0\n")
