@@ -100,8 +100,9 @@ cut_reasons! {
     HeadTooLarge => "head_too_large",
     /// An answer its client stopped reading for [`WRITE_TIMEOUT`].
     WriteTimeout => "write_timeout",
-    /// The oldest idle keep-alive connection, closed to let in a new one waiting past
-    /// the bound on open connections.
+    /// The oldest keep-alive connection with nothing of a next request received, closed
+    /// to let in a new one waiting past the bound on open connections: at once if idle,
+    /// after the answer it is still writing otherwise.
     MakeRoom => "make_room",
 }
 
@@ -289,6 +290,10 @@ async fn make_room(
     drain: &mut (impl Future<Output = ()> + Unpin),
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     loop {
+        // a slot freed since the last look (the one closed before, or any): no one to close
+        if let Ok(slot) = connections.clone().try_acquire_owned() {
+            return Some(slot);
+        }
         if open_connections.close_oldest_idle()
             && let Some(metrics) = metrics
         {
@@ -298,6 +303,7 @@ async fn make_room(
                 .inc();
         }
         tokio::select! {
+            biased;
             slot = connections.clone().acquire_owned() => return slot.ok(),
             () = &mut *drain => return None,
             () = tokio::time::sleep(ROOM_RETRY) => {}
@@ -358,7 +364,8 @@ impl OldestFirst {
 
     fn close_oldest_idle_at(&mut self, now: std::time::Instant) -> bool {
         if self.closing.as_ref().is_some_and(|(midway, since)| {
-            midway.strong_count() > 0 && now.duration_since(*since) < Self::CLOSING_PATIENCE
+            midway.strong_count() > 0
+                && now.saturating_duration_since(*since) < Self::CLOSING_PATIENCE
         }) {
             return false;
         }

@@ -151,7 +151,7 @@ impl Metrics {
         let http_connections_cut = IntCounterVec::new(
             Opts::new(
                 "farol_http_connections_cut_total",
-                "Client connections closed at a bound: no whole request head in time on a connection never answered or with part of its next head received (head_timeout), or idle after an answer (idle_timeout); a head too large, answered 431 (head_too_large); an answer not read in time (write_timeout); the oldest idle keep-alive connection, closed to let in one waiting past MAX_CONNECTIONS (make_room).",
+                "Client connections closed at a bound: no whole request head in time on a connection never answered or with part of its next head received (head_timeout), or idle after an answer (idle_timeout); a head too large, answered 431 (head_too_large); an answer not read in time (write_timeout); the oldest keep-alive connection with nothing of a next request received, closed (at once if idle, else after the answer it is writing) to let in one waiting past MAX_CONNECTIONS (make_room).",
             ),
             &["reason"],
         )
