@@ -30,14 +30,15 @@ PLATFORM_GROUPS = {"host"}
 PRODUCTION_EXPR = {
     # the exporter is in the database's pod: a failed scrape is the instance down at once
     # (a lost node or pod), unless every kube-state-metrics sample of the last 5 minutes
-    # reported the pod Ready, one of them in the last minute (a kube-state-metrics lost
-    # with the node leaves old ones), the target is 5 minutes old, and its scrapes in
+    # reported the pod Ready, one of them in the last 2 minutes (four scrapes: a
+    # kube-state-metrics lost with the node leaves old ones; one silent longer counts as
+    # down, and pages), the target is 5 minutes old, and its scrapes in
     # those minutes either all failed or changed more than once: a scrape path broken for good
     # or flaky (a NetworkPolicy, a relabelling, timeouts), ScrapeTargetDown's ticket when
     # steady. Then it counts as up, so that PostgresDown resolves and stops holding
     # farol's pages back. A lost node changes it once (after a failed scrape in the 5
     # minutes before, more: then it counts as down once kube-state-metrics reports the pod
-    # not Ready, or has said nothing for a minute). Without `cluster` (which `up` has
+    # not Ready, or has said nothing for 2 minutes). Without `cluster` (which `up` has
     # not) the sides are one series, with no gap; without kube-state-metrics every failed
     # scrape counts as down
     "instance:postgres_up:gapless": (
@@ -49,7 +50,7 @@ PRODUCTION_EXPR = {
         '  (\n'
         '    min by (namespace, pod) (min_over_time(kube_pod_status_ready{condition="true"}[5m])) == 1\n'
         '      and on (namespace, pod)\n'
-        '    max by (namespace, pod) (last_over_time(kube_pod_status_ready{condition="true"}[1m]))\n'
+        '    max by (namespace, pod) (last_over_time(kube_pod_status_ready{condition="true"}[2m]))\n'
         '      and on (namespace, pod)\n'
         '    (\n'
         '      max by (namespace, pod) (max_over_time(up{job="postgres"}[5m])) == 0\n'

@@ -29,7 +29,7 @@ class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
                 yaml.safe_dump({"groups": groups}, f)
             shutil.copy(TESTS, os.path.join(tmp, "tests.yml"))
             done = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp,
-                                  capture_output=True, text=True, timeout=60, check=False)
+                                  capture_output=True, text=True, timeout=300, check=False)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
     def test_every_production_only_alert_fires_here_at_each_severity(self):

@@ -120,7 +120,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
             "  (",
             f"    min by (namespace, pod) (min_over_time({ready}[5m])) == 1",
             "      and on (namespace, pod)",
-            f"    max by (namespace, pod) (last_over_time({ready}[1m]))",
+            f"    max by (namespace, pod) (last_over_time({ready}[2m]))",
             "      and on (namespace, pod)",
             "    (",
             f"      max by (namespace, pod) (max_over_time({up}[5m])) == 0",
