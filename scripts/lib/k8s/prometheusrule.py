@@ -174,19 +174,24 @@ def load_groups(patterns: tuple[str, ...] = (RULES_GLOB, PRODUCTION_RULES_GLOB))
     return groups
 
 
-TARGET_ALERTS = ("ScrapeTargetDown", "ScrapeJobAbsent")
+TARGET_ALERTS = ("ScrapeTargetDown", "ScrapeTargetFlaky", "ScrapeJobAbsent")
+OTHER_JOBS = 'job!="farol"'
 
 
 def namespace() -> str:
     return mc.production_targets()["farol"]["namespace"]
 
 
-def production_target_expr(alert: str) -> str:
+def production_target_expr(alert: str, expr: str) -> str:
+    """The scrape-target alerts on this overlay's jobs: ScrapeJobAbsent on each, the others'
+    `job!="farol"` on the overlay's other jobs (not on whatever else is scraped in the
+    namespace)."""
     jobs = sorted({t["job"] for t in mc.production_targets().values()})
-    if alert == "ScrapeTargetDown":
-        watched = "|".join(j for j in jobs if j != "farol")
-        return f'up{{job=~"{watched}"}} == 0\n'
-    return "\nor ".join(f'absent(up{{job="{j}"}})' for j in jobs) + "\n"
+    if alert == "ScrapeJobAbsent":
+        return "\nor ".join(f'absent(up{{job="{j}"}})' for j in jobs) + "\n"
+    if OTHER_JOBS not in expr:
+        raise ValueError(f"{alert} has no {OTHER_JOBS} to put the overlay's jobs in")
+    return expr.replace(OTHER_JOBS, 'job=~"' + "|".join(j for j in jobs if j != "farol") + '"')
 
 
 def convert(groups: list[dict]) -> list[dict]:
@@ -200,7 +205,7 @@ def convert(groups: list[dict]) -> list[dict]:
             rule = dict(rule)
             name = rule.get("alert")
             if name in TARGET_ALERTS:
-                expr = production_target_expr(name)
+                expr = production_target_expr(name, str(rule["expr"]))
             else:
                 expr = to_cnpg(production_expr(name or rule["record"], str(rule["expr"])))
             rule["expr"] = mc.scope_selectors(expr, scope)

@@ -56,6 +56,15 @@ class ProductionRulesOnCloudNativePGSeries(unittest.TestCase):
             self.assertRegex(f"{name}-1", f"^(?:{claim})$")
             self.assertTrue(claim.startswith(name + "-"), claim)
 
+    def test_the_pod_alerts_gate_on_the_deployment_as_named(self):
+        # FarolPodMetricsMissing stays quiet while this Deployment is scaled to zero: a
+        # rename must not leave it reading a Deployment that no longer exists
+        with open(os.path.join(gen.REPO, "deploy", "k8s", "base", "deployment.yaml")) as f:
+            name = yaml.safe_load(f)["metadata"]["name"]
+        gates = {m for g in gen.load_groups((gen.PRODUCTION_RULES_GLOB,)) for r in g["rules"]
+                 for m in re.findall(r'kube_deployment_spec_replicas\{deployment="([^"]*)"', r["expr"])}
+        self.assertEqual(gates, {name})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -104,7 +104,7 @@ class GeneratorOnTheRealRules(unittest.TestCase):
         self.assertEqual({"PostgresTooManyConnections",
                           "PostgresReplicationLagging",
                           "PostgresWalArchivingFailing", "PostgresWalArchivingStalled",
-                          "ScrapeTargetDown", "ScrapeJobAbsent"}, changed)
+                          "ScrapeTargetDown", "ScrapeTargetFlaky", "ScrapeJobAbsent"}, changed)
 
     def test_postgres_down_and_its_signal_read_one_reachability_series_down_on_a_failed_scrape(self):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
