@@ -127,6 +127,11 @@ def load_settings(path=SETTINGS):
         if tier["severity"] == "page" and settings.get("min_page_events") and not tier.get("recent_window"):
             raise SystemExit(f"{path}: tier {tier['name']}: min_page_events counts bad requests over the "
                              "tier's recent_window, which it does not set")
+    tile, period_ms = settings["period_tile"], settings["period_days"] * 86_400_000
+    if period_ms % parse_duration(tile) or parse_duration(tile) >= period_ms:
+        raise SystemExit(f"{path}: period_tile {tile} does not divide the {settings['period_days']}-day period")
+    if tile in guard_windows(settings):   # both would record slo:sli_total:rate<tile>
+        raise SystemExit(f"{path}: period_tile {tile} is also a guard window; pick another length")
     return settings
 
 
@@ -171,6 +176,25 @@ def metadata_rules(slo, settings):
     }
     return [{"record": record, "expr": expr, "labels": slo.labels} for record, expr in exprs.items()] + [
         {"record": "sloth_slo_info", "expr": "vector(1)", "labels": slo.info_labels}]
+
+
+def period_rules(slo, settings):
+    """The period's share of bad requests from tiles (alerting.yml, period_tile): the tile
+    window's bad and total rates, recorded each minute, summed at the tile's step over the
+    period. Until the first tile boundary has passed since the records began (a fresh
+    Prometheus, or these rules just loaded), there is no tile: the current tile window's
+    share stands in, which is all the data there is on a fresh Prometheus."""
+    period, tile = f"{settings['period_days']}d", settings["period_tile"]
+    error, total = slo.query("error", tile), slo.query("total", tile)
+    rate = {which: slo.sel(f"slo:sli_{which}:rate{tile}") for which in ("error", "total")}
+    summed = {which: f"sum_over_time({sel}[{period}:{tile}])" for which, sel in rate.items()}
+    return [
+        # an hour without a bad request records 0, not "no data": the sum counts it
+        {"record": f"slo:sli_error:rate{tile}", "expr": f"{error}\n  or\n{total} * 0\n", "labels": slo.labels},
+        {"record": f"slo:sli_total:rate{tile}", "expr": total + "\n", "labels": slo.labels},
+        {"record": f"slo:sli_error:ratio_rate{period}",
+         "expr": (f"(\n  {summed['error']}\n    /\n  {summed['total']}\n)\n"
+                  f"  or\n{rate['error']} / {rate['total']}\n"), "labels": slo.labels}]
 
 
 def tier_expr(slo, tier, settings):
@@ -245,8 +269,12 @@ def absent_alert(slos, settings):
 def rule_groups(slos, settings):
     short, long_, both = [], [], []
     is_long = lambda window: parse_duration(window) >= LONG_WINDOW_MS  # noqa: E731
+    period = f"{settings['period_days']}d"
     for slo in slos:
+        long_ += period_rules(slo, settings)
         for window in windows(settings):
+            if window == period:
+                continue
             error, total = slo.query("error", window), slo.query("total", window)
             # a window without a bad event yields 0, not "no data": panels show "no errors"
             (long_ if is_long(window) else short).append({
@@ -397,7 +425,9 @@ def slo_record_test(slo, settings):
     checks = [(f"round({slo.sel(f'slo:sli_error:ratio_rate{w}')} * 1e6)", steady, round(share * 1e6))
               for w in windows(settings)]
     checks += [(f"round({slo.sel(f'slo:sli_total:rate{w}')} * 1000)", steady, round(rate * 1000))
-               for w in guard_windows(settings)]
+               for w in [*guard_windows(settings), settings["period_tile"]]]
+    tile = settings["period_tile"]
+    checks.append((f"round({slo.sel(f'slo:sli_error:rate{tile}')} * 1e6)", steady, round(rate * share * 1e6)))
     checks += [
         (f"round({slo.sel('slo:objective:ratio')} * 1e6)", slo.labels, round(slo.objective * 1e4)),
         (f"round({slo.sel('slo:error_budget:ratio')} * 1e6)", slo.labels, round(slo.budget * 1e6)),
@@ -414,6 +444,28 @@ def slo_record_test(slo, settings):
             "promql_expr_test": [{"expr": expr, "eval_time": f"{minutes}m",
                                   "exp_samples": [{"labels": series_labels(labels), "value": value}]}
                                  for expr, labels, value in checks]}
+
+
+def period_tiles_test(slo, settings):
+    """The period's share from its tiles: a busy tile (100 requests a second, 1 % bad) and a
+    quiet one (1 a second, every one bad). Halfway through the first tile there is none
+    yet, and the current tile's share stands in; after the second, each request counts
+    once: 2 bad in 101, where an average of the tiles' shares would say 0.505 and
+    overlapping tiles would count the quiet tile's edges twice."""
+    tile, period = settings["period_tile"], f"{settings['period_days']}d"
+    n = parse_duration(tile) // 60000
+    series = input_series(slo, "tiles", [(100.0, 0.01, n), (1.0, 1.0, n)])
+    labels = series_labels({**slo.labels, "namespace": "tiles", "job": "farol"})
+    ppm = lambda record: f"round({slo.sel(record)} * 1e6)"  # noqa: E731
+    checks = [(n // 2, ppm(f"slo:sli_error:ratio_rate{period}"), 10_000),
+              (2 * n, f"round({slo.sel(f'slo:sli_total:rate{tile}')} * 1000)", 1000),
+              (2 * n, ppm(f"slo:sli_error:rate{tile}"), 1_000_000),
+              (2 * n, ppm(f"slo:sli_error:ratio_rate{period}"), round(2 / 101 * 1e6))]
+    return {"name": f"{slo.id}: the {period} share from {tile} tiles, a busy tile and a quiet one: "
+                    "each request counts once",
+            "interval": "1m", "input_series": series,
+            "promql_expr_test": [{"expr": expr, "eval_time": f"{at}m", "exp_samples": [{"labels": labels, "value": v}]}
+                                 for at, expr, v in checks]}
 
 
 def absent_test(slos, settings):
@@ -587,7 +639,8 @@ def client_errors_test(slo):
 def unit_tests(slos, settings):
     tests = []
     for slo in slos:
-        tests += [slo_record_test(slo, settings), slo_alert_test(slo, settings), *few_events_test(slo, settings)]
+        tests += [slo_record_test(slo, settings), period_tiles_test(slo, settings), slo_alert_test(slo, settings),
+                  *few_events_test(slo, settings)]
         tests.append(gave_up_test(slo) if slo.latency_threshold() else client_errors_test(slo))
         for tier in settings["tiers"]:
             if tier["severity"] == "page":

@@ -112,7 +112,7 @@ class Drill(unittest.TestCase):
     def test_known_values(self):
         slo = (self.out / "prometheus/rules/slo.yml").read_text()
         self.assertIn("[1h12m]", slo)            # 3 d
-        self.assertIn("[12h]", slo)              # 30 d
+        self.assertIn("[12h:1m]", slo)           # 30 d, tiled by the hour
         self.assertIn("[6m]", slo)               # 6 h
         self.assertIn("slo:sli_error:ratio_rate30d", slo)   # names stay
         prometheus = mc.load_yaml(self.out / "prometheus/prometheus.yml")
