@@ -106,6 +106,21 @@ class GeneratorOnTheRealRules(unittest.TestCase):
                           "PostgresWalArchivingFailing", "PostgresWalArchivingStalled",
                           "ScrapeTargetDown", "ScrapeTargetFlaky", "ScrapeJobAbsent"}, changed)
 
+    def test_the_target_runbooks_query_the_jobs_the_alerts_watch(self):
+        # the runbooks' queries name the overlay's jobs by hand: a job renamed or added in the
+        # overlay must show there too, or on-call would query a different set than the alert
+        rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
+        checked = []
+        for alert in ("ScrapeTargetDown", "ScrapeTargetFlaky"):
+            watched = set(re.findall(r'job=~"([^"]+)"', rules[alert]["expr"]))
+            self.assertEqual(1, len(watched), alert)
+            with open(os.path.join(gen.REPO, "docs", "runbooks", f"{alert}.md"), encoding="utf-8") as f:
+                queried = set(re.findall(r'job=~"([^"]+)"', f.read()))
+            if queried:
+                self.assertEqual(watched, queried, f"{alert}'s runbook queries other jobs than the alert")
+                checked.append(alert)
+        self.assertIn("ScrapeTargetFlaky", checked)
+
     def test_postgres_down_and_its_signal_read_one_reachability_series_down_on_a_failed_scrape(self):
         rules = {rule_name(r): r for g in self.generated for r in g["rules"]}
         series = 'instance:postgres_up:gapless{role="primary", namespace="farol"}'
