@@ -112,7 +112,7 @@ class Drill(unittest.TestCase):
     def test_known_values(self):
         slo = (self.out / "prometheus/rules/slo.yml").read_text()
         self.assertIn("[1h12m]", slo)            # 3 d
-        self.assertIn("[12h:1m]", slo)           # 30 d, tiled by the hour
+        self.assertIn("[11h59m:1m] offset 1m", slo)   # 30 d less an hour, tiled by the hour, an hour back
         self.assertIn("[6m]", slo)               # 6 h
         self.assertIn("slo:sli_error:ratio_rate30d", slo)   # names stay
         prometheus = mc.load_yaml(self.out / "prometheus/prometheus.yml")
