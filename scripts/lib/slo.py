@@ -193,9 +193,9 @@ def period_rules(slo, settings):
     """The period's share of bad requests from tiles (alerting.yml, period_tile): each minute
     the last tile's bad and total request rates are recorded, and the share is their sums
     over the tile now and the whole tiles before it (one sample per tile boundary, from a
-    tile back to the period's start). On a boundary the tiles cover the period end to end;
-    between two, what lies between the last whole tile and the current one (at most a tile,
-    a tile back) is left out, never the newest requests. Each sum is taken by namespace and
+    tile back to the period's start). What lies between the last whole tile and the current
+    one, a tile back, is left out: in Prometheus, which evaluates at some second of each
+    minute, from a minute to a whole tile; never the newest requests. Each sum is taken by namespace and
     job, so that tiles recorded under an SLO's earlier labels still add up. Until a whole
     tile is a tile old (a fresh Prometheus, or these rules just loaded), the current tile
     stands in alone."""
@@ -486,23 +486,29 @@ def period_tiles_test(slo, settings):
     # no current tile, and the whole tiles stand alone
     series += [{**s_, "values": s_["values"] + f" _x{n + n // 2}"}
                for s_ in input_series(slo, "gone", [(10.0, 0.1, n)])]
-    # a first tile recorded under the SLO's earlier labels (another owner), then a quiet tile
-    # under today's: the sums still add them up (2 bad in 101)
+    # a first tile recorded under the SLO's earlier labels (another owner), then two quiet
+    # tiles under today's: the sums add them up (2 bad in 101, then 3 in 102), the earlier
+    # and a later whole tile in one sum
     earlier = series_labels({**slo.labels, "owner": "earlier", "namespace": "relabelled", "job": "farol"})
     series += [{"series": f"slo:sli_{which}:rate{tile}{earlier}", "values": f"_x{n} {value}"}
                for which, value in (("error", 1), ("total", 100))]
-    series += [{**s_, "values": f"_x{n} " + s_["values"]} for s_ in input_series(slo, "relabelled", [(1.0, 1.0, n)])]
+    series += [{**s_, "values": f"_x{n} " + s_["values"]}
+               for s_ in input_series(slo, "relabelled", [(1.0, 1.0, 2 * n)])]
     def at(minute, ns, record, value, scale=1e6):
         expr = f'round({record}{{sloth_id="{slo.id}", namespace="{ns}"}} * {scale:g})'
         return minute, ns, expr, value
 
     half = (100 * 0.01 + 1.0) / (100 + 1.0)   # the last tile at n + n/2: half busy, half quiet
+    # a minute before the second boundary: no whole tile an hour back yet, the current one
+    # a busy minute and n - 1 quiet ones (an offset under a tile would add the first tile)
+    late = (100 * 0.01 + (n - 1) * 1.0) / (100 + (n - 1) * 1.0)
     share, rate = f"slo:sli_error:ratio_rate{period}", f"slo:sli_error:rate{tile}"
     checks = [at(n // 2, "tiles", share, 10_000), at(n + n // 2, "tiles", share, round(half * 1e6)),
               at(2 * n, "tiles", f"slo:sli_total:rate{tile}", 1000, 1000), at(2 * n, "tiles", rate, 1_000_000),
-              at(2 * n, "tiles", share, round(2 / 101 * 1e6)),
+              at(2 * n - 1, "tiles", share, round(late * 1e6)), at(2 * n, "tiles", share, round(2 / 101 * 1e6)),
               at(2 * n, "clean", rate, 0), at(2 * n, "clean", share, 0),
-              at(2 * n + n // 2, "gone", share, 100_000), at(2 * n, "relabelled", share, round(2 / 101 * 1e6))]
+              at(2 * n + n // 2, "gone", share, 100_000), at(2 * n, "relabelled", share, round(2 / 101 * 1e6)),
+              at(3 * n, "relabelled", share, round(3 / 102 * 1e6))]
     return {"name": f"{slo.id}: the {period} share from {tile} tiles, a busy tile and a quiet one: "
                     "each request counts once, the newest always in",
             "interval": "1m", "input_series": series,
@@ -623,31 +629,31 @@ def window_shape_tests(slo, tier, settings, step_min):
 
 
 def budget_test(slos, settings, panels_by_slo):
-    """31 days at a 30-minute interval: a day of every request bad but its last hour
-    without requests, then 30 days, 24 at half the budget and 6 at the budget, read at the
-    end. By hand: the bad day is before the period, which spent (24 x 0.5 + 6 x 1) / 30 =
-    0.6 of the budget, 0.4 left; burning at 1x now, 0.4 of a 30-day budget lasts 0.4 x 30
-    days = 12 days = 1,036,800 s. A period read one hour too long would take in the bad
-    day (promtool 2.42 reads one tile more at the start than Prometheus 3: the quiet hour).
-    The panels' own expressions are evaluated, with $job matching everything."""
+    """At a 30-minute interval, a day of every request bad, then 30 days and a step, 24 at
+    half the budget and the rest at the budget, read at the end, between two hour
+    boundaries (where Prometheus 2 and 3 read the same whole hours). The period read is
+    the current hour and the 719 whole hours before it, the half hour between them left
+    out: all of it after the bad day. By hand: (24 x 0.5 + 6 x 1) / 30 = 0.6 of the budget
+    spent, 0.4 left; burning at 1x now, 0.4 of a 30-day budget lasts 0.4 x 30 days = 12
+    days = 1,036,800 s. A period an hour too long takes in the bad day; one an hour too
+    short leaves out a half-budget hour (1,036,439 s). The panels' own expressions are
+    evaluated, with $job matching everything."""
     days, step_min = settings["period_days"], 30
     per_day = 24 * 60 // step_min
-    tile_steps = parse_duration(settings["period_tile"]) // 60000 // step_min
     left = 1 - ((days - 6) * 0.5 + 6 * 1.0) / days
     tests = []
     for slo in slos:
-        series = input_series(slo, "known", [(10.0, 1.0, per_day - tile_steps), (0.0, 0.0, tile_steps),
-                                             (10.0, 0.5 * slo.budget, (days - 6) * per_day),
-                                             (10.0, slo.budget, 6 * per_day)], interval_s=step_min * 60)
+        series = input_series(slo, "known", [(10.0, 1.0, per_day), (10.0, 0.5 * slo.budget, (days - 6) * per_day),
+                                             (10.0, slo.budget, 6 * per_day + 1)], interval_s=step_min * 60)
         labels = series_labels({**slo.labels, "namespace": "known", "job": "farol"})
         panels = panels_by_slo[slo.id]
         tests.append({
             "name": f"{slo.id}: the budget panels on 30 days of a known error series, after a bad day",
             "interval": f"{step_min}m", "input_series": series,
             "promql_expr_test": [
-                {"expr": f"round(({panels['budget']}) * 1000)", "eval_time": f"{days + 1}d",
+                {"expr": f"round(({panels['budget']}) * 1000)", "eval_time": f"{(days + 1) * 24}h{step_min}m",
                  "exp_samples": [{"labels": labels, "value": round(left * 1000)}]},
-                {"expr": f"round({panels['exhaustion']})", "eval_time": f"{days + 1}d",
+                {"expr": f"round({panels['exhaustion']})", "eval_time": f"{(days + 1) * 24}h{step_min}m",
                  "exp_samples": [{"labels": labels, "value": round(left * days * 86400 / 1.0)}]},
             ]})
     # the slow tiers' windows (days) at this step; the page tiers' are in slo.test.yml
@@ -763,10 +769,13 @@ def slo_panels(slo, settings, y):
          "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []},
         _stat(f"{kind}: error budget left ({period})",
               f"Share of the {period}' error budget ({slo.budget:.3g} of requests) not yet spent: 100 % untouched, "
-              "0 % spent, below 0 the SLO is missed.", "percentunit", budget_expr,
+              "0 % spent, below 0 the SLO is missed. Summed from hourly records: after the SLO rules are first "
+              "loaded, or Prometheus's data is lost, it covers only the time since (monitoring/slo/README.md).",
+              "percentunit", budget_expr,
               _steps(("red", None), ("orange", 0), ("green", 0.25)), 0, y + 1),
         _stat(f"{kind}: good share ({period})",
-              f"Share of requests over {period} that were good; the objective is {slo.objective:g} %.",
+              f"Share of requests over {period} that were good; the objective is {slo.objective:g} %. Like the "
+              "budget left, only since the SLO rules were first loaded, up to the whole period.",
               "percentunit", f"1 - slo:sli_error:ratio_rate{settings['period_days']}d{{{sel}}}",
               _steps(("red", None), ("green", slo.objective / 100)), 6, y + 1, decimals=3),
         _stat(f"{kind}: budget gone in",
