@@ -1,0 +1,36 @@
+"""Tests of slo.py's settings: a period tile the rules cannot sum right stops the generator
+with a message naming it (the rules and their promtool tests are checked by `make validate`)."""
+
+import tempfile
+import unittest
+from pathlib import Path
+
+import yaml
+
+import slo
+
+
+class PeriodTile(unittest.TestCase):
+    def load_with(self, tile):
+        settings = yaml.safe_load(slo.SETTINGS.read_text())
+        settings["period_tile"] = tile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "alerting.yml"
+            path.write_text(yaml.safe_dump(settings))
+            return slo.load_settings(path)
+
+    def test_the_committed_tile_loads(self):
+        self.assertEqual("1h", self.load_with("1h")["period_tile"])
+
+    def test_a_tile_the_rules_cannot_sum_right_is_refused_by_name(self):
+        for tile, why in [("7h", "does not divide"), ("30d", "does not divide"),
+                          ("90s", "whole number"), ("30s", "whole number"),
+                          ("5m", "guard window"), ("6h", "guard window")]:
+            with self.subTest(tile=tile), self.assertRaises(SystemExit) as refused:
+                self.load_with(tile)
+            self.assertIn(f"period_tile {tile}", str(refused.exception))
+            self.assertIn(why, str(refused.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
