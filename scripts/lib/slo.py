@@ -106,6 +106,11 @@ def minimal_selectors(selectors):
     return [f"{m}{{{', '.join(k)}}}" for m, k in dict.fromkeys(keep)]
 
 
+# Marks the current tile in the period's union with the whole tiles (`period_rules`): a
+# label no SLO may carry, or its current tile would match a whole tile and drop out.
+CURRENT_TILE_LABEL = "slo_tile"
+
+
 def load_spec(path=SPEC):
     spec = load_yaml(path)
     if spec.get("version") != "prometheus/v1":
@@ -114,6 +119,9 @@ def load_spec(path=SPEC):
         for key in ("error_query", "total_query"):
             if "{{.window}}" not in entry["sli"]["events"][key]:
                 raise SystemExit(f"{path}: SLO {entry['name']}: {key} has no {{{{.window}}}}")
+        if CURRENT_TILE_LABEL in {**(spec.get("labels") or {}), **(entry.get("labels") or {})}:
+            raise SystemExit(f"{path}: SLO {entry['name']}: the label {CURRENT_TILE_LABEL} marks the current tile "
+                             "in the period's sums (period_rules); pick another name")
         if not 0 < float(entry["objective"]) < 100:
             raise SystemExit(f"{path}: SLO {entry['name']}: objective {float(entry['objective'])} "
                              "is not a percentage in (0, 100)")
@@ -198,23 +206,26 @@ def period_rules(slo, settings):
     minute, from a minute to a whole tile; never the newest requests. Each sum is taken by namespace and
     job, so that tiles recorded under an SLO's earlier labels still add up. Until a whole
     tile is a tile old (a fresh Prometheus, or these rules just loaded), the current tile
-    stands in alone."""
+    counts alone; after a tile without requests, the whole tiles alone.
+
+    The whole tiles and the current one are one union (`or`), the current one told apart by
+    a label (CURRENT_TILE_LABEL), summed once: each evaluation reads the period's tiles once
+    a sum. Adding the two with `+` needs a stand-in for a missing side, and the stand-in for
+    a missing current tile reads the whole period a second time."""
     tile = settings["period_tile"]
     before = spelled(settings["period_days"] * 86_400_000 - parse_duration(tile))
     error, total = slo.query("error", tile), slo.query("total", tile)
-    now, old = {}, {}
+    summed = {}
     for which in ("error", "total"):
         sel = slo.sel(f"slo:sli_{which}:rate{tile}")
-        now[which] = f"sum by (namespace, job) ({sel})"
-        old[which] = f"sum by (namespace, job) (sum_over_time({sel}[{before}:{tile}] offset {tile}))"
-    summed = {w: f"(\n  {old[w]}\n    +\n  ({now[w]} or {old[w]} * 0)\n)" for w in ("error", "total")}
+        summed[which] = (f"sum by (namespace, job) (\n  sum_over_time({sel}[{before}:{tile}] offset {tile})\n"
+                         f"    or\n  label_replace({sel}, \"{CURRENT_TILE_LABEL}\", \"current\", \"\", \"\")\n)")
     return [
         # a tile without a bad request records 0, not "no data": the sum counts it
         {"record": f"slo:sli_error:rate{tile}", "expr": f"{error}\n  or\n{total} * 0\n", "labels": slo.labels},
         {"record": f"slo:sli_total:rate{tile}", "expr": total + "\n", "labels": slo.labels},
         {"record": f"slo:sli_error:ratio_rate{settings['period_days']}d",
-         "expr": f"{summed['error']}\n  /\n{summed['total']}\n  or\n{now['error']} / {now['total']}\n",
-         "labels": slo.labels}]
+         "expr": f"{summed['error']}\n  /\n{summed['total']}\n", "labels": slo.labels}]
 
 
 def tier_expr(slo, tier, settings):
@@ -769,7 +780,8 @@ def slo_panels(slo, settings, y):
          "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []},
         _stat(f"{kind}: error budget left ({period})",
               f"Share of the {period}' error budget ({slo.budget:.3g} of requests) not yet spent: 100 % untouched, "
-              "0 % spent, below 0 the SLO is missed. Summed from hourly records: after the SLO rules are first "
+              f"0 % spent, below 0 the SLO is missed. Summed from records of {human_window(settings['period_tile'])} "
+              "each: after the SLO rules are first "
               "loaded, or Prometheus's data is lost, it covers only the time since (monitoring/slo/README.md).",
               "percentunit", budget_expr,
               _steps(("red", None), ("orange", 0), ("green", 0.25)), 0, y + 1),

@@ -109,6 +109,14 @@ class Drill(unittest.TestCase):
                     if b1 < b2:
                         self.assertLess(a1, a2, rel)
 
+    def test_a_factor_that_breaks_a_subquerys_steps_is_refused_by_name(self):
+        self.assertEqual(mc.subquery_steps('sum_over_time(x{a="[1h:1m]"}[719h:1h] offset 1h) + y[5m]'),
+                         [(719 * 3_600_000, 3_600_000)])
+        with tempfile.TemporaryDirectory() as tmp, self.assertRaises(SystemExit) as refused:
+            mc.drill(tmp, mc.MONITORING, 7)   # an hour / 7 is 514 s, 719 hours / 7 not 719 of them
+        self.assertIn("--factor 7", str(refused.exception))
+        self.assertIn("not 719 steps", str(refused.exception))
+
     def test_known_values(self):
         slo = (self.out / "prometheus/rules/slo.yml").read_text()
         self.assertIn("[1h12m]", slo)            # 3 d
