@@ -7,14 +7,20 @@ rows out, in sloth's names (monitoring/slo/README.md says what farol adds, and w
     slo.py check-buckets (--metrics-url URL | --source-buckets)
         each latency SLI's threshold (its `le`) is exactly a bucket bound of farol's
         histogram: on a live /metrics, or in src/telemetry/metrics.rs
+    slo.py backfill-tiles --url URL --output-dir DIR --end TIME [--start TIME]
+        blocks of the period's tiles from the raw series at URL, for a Prometheus whose
+        tiles began at TIME (monitoring/slo/README.md, "Backfilling the tiles")
 """
 
 import argparse
 import copy
+import datetime
 import json
 import re
+import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 from monitoring_config import MONITORING, REPO_ROOT, load_yaml, parse_duration, runbook_base, yaml_text
 
@@ -214,18 +220,60 @@ def period_rules(slo, settings):
     a missing current tile reads the whole period a second time."""
     tile = settings["period_tile"]
     before = spelled(settings["period_days"] * 86_400_000 - parse_duration(tile))
-    error, total = slo.query("error", tile), slo.query("total", tile)
     summed = {}
     for which in ("error", "total"):
         sel = slo.sel(f"slo:sli_{which}:rate{tile}")
         summed[which] = (f"sum by (namespace, job) (\n  sum_over_time({sel}[{before}:{tile}] offset {tile})\n"
                          f"    or\n  label_replace({sel}, \"{CURRENT_TILE_LABEL}\", \"current\", \"\", \"\")\n)")
+    return tile_rules(slo, settings) + [
+        {"record": f"slo:sli_error:ratio_rate{settings['period_days']}d",
+         "expr": f"{summed['error']}\n  /\n{summed['total']}\n", "labels": slo.labels}]
+
+
+def tile_rules(slo, settings):
+    """The two records the period sums: the last tile's bad and total request rates."""
+    tile = settings["period_tile"]
+    error, total = slo.query("error", tile), slo.query("total", tile)
     return [
         # a tile without a bad request records 0, not "no data": the sum counts it
         {"record": f"slo:sli_error:rate{tile}", "expr": f"{error}\n  or\n{total} * 0\n", "labels": slo.labels},
-        {"record": f"slo:sli_total:rate{tile}", "expr": total + "\n", "labels": slo.labels},
-        {"record": f"slo:sli_error:ratio_rate{settings['period_days']}d",
-         "expr": f"{summed['error']}\n  /\n{summed['total']}\n", "labels": slo.labels}]
+        {"record": f"slo:sli_total:rate{tile}", "expr": total + "\n", "labels": slo.labels}]
+
+
+def backfill_tiles(url, out_dir, start, end):
+    """Blocks of the tiles' past, from start to end, evaluated by promtool on the raw series a
+    Prometheus at url still holds: for a Prometheus whose tiles begin later than its raw
+    samples (the rules just rolled out), whose period would otherwise count only the time
+    since. The blocks go into its data directory (monitoring/slo/README.md, "Backfilling the
+    tiles"); end is when its own tiles begin."""
+    settings = load_settings()
+    end = parse_time(end)
+    start = parse_time(start) if start else end - settings["period_days"] * 86_400
+    if start >= end:
+        raise SystemExit(f"--start {start} is not before --end {end}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rules = out / "tile-rules.yml"
+    rules.write_text(yaml_text(
+        {"groups": [{"name": "slo-tiles", "interval": LONG_GROUP_INTERVAL,
+                     "rules": [rule for slo in load_spec() for rule in tile_rules(slo, settings)]}]},
+        "The SLO tiles' records, written by `slo.py backfill-tiles` for promtool's backfill."))
+    done = subprocess.run(["promtool", "tsdb", "create-blocks-from", "rules", "--quiet", f"--url={url}",
+                           f"--start={start}", f"--end={end}", f"--output-dir={out / 'blocks'}", str(rules)])
+    if done.returncode:
+        raise SystemExit(f"promtool's backfill from {url} failed (exit {done.returncode}); its message is above")
+    print(f"blocks of the tiles from {start} to {end} in {out / 'blocks'}: move them into Prometheus's data directory")
+
+
+def parse_time(text):
+    """Unix seconds, from unix seconds or an RFC 3339 time."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return int(datetime.datetime.fromisoformat(text).timestamp())
+        except ValueError:
+            raise SystemExit(f"{text!r} is neither unix seconds nor an RFC 3339 time") from None
 
 
 def tier_expr(slo, tier, settings):
@@ -899,9 +947,16 @@ def main(argv):
     group = sub.add_parser("check-buckets").add_mutually_exclusive_group(required=True)
     group.add_argument("--metrics-url")
     group.add_argument("--source-buckets", action="store_true")
+    backfill = sub.add_parser("backfill-tiles")
+    backfill.add_argument("--url", required=True, help="the Prometheus API that holds the raw series")
+    backfill.add_argument("--output-dir", required=True)
+    backfill.add_argument("--end", required=True, help="when the live tiles begin (unix seconds or RFC 3339)")
+    backfill.add_argument("--start", help="default: a period before --end")
     args = parser.parse_args(argv)
     if args.command == "generate":
         return generate(args.check)
+    if args.command == "backfill-tiles":
+        return backfill_tiles(args.url, args.output_dir, args.start, args.end)
     return check_buckets(args.metrics_url, args.source_buckets)
 
 
