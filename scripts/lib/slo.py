@@ -209,8 +209,9 @@ def period_rules(slo, settings):
     over the tile now and the whole tiles before it (one sample per tile boundary, from a
     tile back to the period's start). What lies between the last whole tile and the current
     one, a tile back, is left out: in Prometheus, which evaluates at some second of each
-    minute, from a minute to a whole tile; never the newest requests. Each sum is taken by namespace and
-    job, so that tiles recorded under an SLO's earlier labels still add up. Until a whole
+    minute, from a minute to a whole tile; never the newest requests. Each instant's tile is
+    taken by namespace and job, so that tiles recorded under an SLO's earlier labels still
+    count, and a stale copy beside today's counts once. Until a whole
     tile is a tile old (a fresh Prometheus, or these rules just loaded), the current tile
     counts alone; after a tile without requests, the whole tiles alone.
 
@@ -222,9 +223,12 @@ def period_rules(slo, settings):
     before = spelled(settings["period_days"] * 86_400_000 - parse_duration(tile))
     summed = {}
     for which in ("error", "total"):
-        sel = slo.sel(f"slo:sli_{which}:rate{tile}")
-        summed[which] = (f"sum by (namespace, job) (\n  sum_over_time({sel}[{before}:{tile}] offset {tile})\n"
-                         f"    or\n  label_replace({sel}, \"{CURRENT_TILE_LABEL}\", \"current\", \"\", \"\")\n)")
+        # one tile an instant by namespace and job: a copy under the SLO's earlier labels,
+        # which a restart that changed them leaves visible for Prometheus's 5-minute
+        # lookback, is the same hour again
+        one = f"max by (namespace, job) ({slo.sel(f'slo:sli_{which}:rate{tile}')})"
+        summed[which] = (f"sum by (namespace, job) (\n  sum_over_time({one}[{before}:{tile}] offset {tile})\n"
+                         f"    or\n  label_replace({one}, \"{CURRENT_TILE_LABEL}\", \"current\", \"\", \"\")\n)")
     return tile_rules(slo, settings) + [
         {"record": f"slo:sli_error:ratio_rate{settings['period_days']}d",
          "expr": f"{summed['error']}\n  /\n{summed['total']}\n", "labels": slo.labels}]
@@ -535,7 +539,7 @@ def period_tiles_test(slo, settings):
     Halfway through the second tile, the newest half hour (all bad) is in. Without a bad
     request the share is 0, not "no data"; with no request for over a tile there is no
     current tile, and the whole tiles count alone; tiles recorded under the SLO's earlier
-    labels count too."""
+    labels count too, and a stale copy of a tile under them counts once."""
     tile, period = settings["period_tile"], f"{settings['period_days']}d"
     n = parse_duration(tile) // 60000
     series = input_series(slo, "tiles", [(100.0, 0.01, n), (1.0, 1.0, n)])
@@ -553,6 +557,13 @@ def period_tiles_test(slo, settings):
                for which, value in (("error", 1), ("total", 100))]
     series += [{**s_, "values": f"_x{n} " + s_["values"]}
                for s_ in input_series(slo, "relabelled", [(1.0, 1.0, 2 * n)])]
+    # a restart that changed the labels: the busy tile's copy under the earlier ones, a
+    # minute old at the boundary, is the same hour (2 bad in 101, not 3 in 201)
+    series += input_series(slo, "restarted", [(100.0, 0.01, n), (1.0, 1.0, n)])
+    stale = series_labels({**slo.labels, "owner": "earlier", "namespace": "restarted", "job": "farol"})
+    series += [{"series": f"slo:sli_{which}:rate{tile}{stale}", "values": f"_x{n - 1} {value}"}
+               for which, value in (("error", 1), ("total", 100))]
+
     def at(minute, ns, record, value, scale=1e6):
         expr = f'round({record}{{sloth_id="{slo.id}", namespace="{ns}"}} * {scale:g})'
         return minute, ns, expr, value
@@ -567,7 +578,8 @@ def period_tiles_test(slo, settings):
               at(2 * n - 1, "tiles", share, round(late * 1e6)), at(2 * n, "tiles", share, round(2 / 101 * 1e6)),
               at(2 * n, "clean", rate, 0), at(2 * n, "clean", share, 0),
               at(2 * n + n // 2, "gone", share, 100_000), at(2 * n, "relabelled", share, round(2 / 101 * 1e6)),
-              at(3 * n, "relabelled", share, round(3 / 102 * 1e6))]
+              at(3 * n, "relabelled", share, round(3 / 102 * 1e6)),
+              at(2 * n, "restarted", share, round(2 / 101 * 1e6))]
     return {"name": f"{slo.id}: the {period} share from {tile} tiles, a busy tile and a quiet one: "
                     "each request counts once, the newest always in",
             "interval": "1m", "input_series": series,
