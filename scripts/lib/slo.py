@@ -121,11 +121,14 @@ def load_spec(path=SPEC):
     spec = load_yaml(path)
     if spec.get("version") != "prometheus/v1":
         raise SystemExit(f"{path}: version must be prometheus/v1 (sloth's format), not {spec.get('version')!r}")
+    if CURRENT_TILE_LABEL in (spec.get("labels") or {}):
+        raise SystemExit(f"{path}: the spec's labels: the label {CURRENT_TILE_LABEL} marks the current tile "
+                         "in the period's sums (period_rules); pick another name")
     for entry in spec["slos"]:
         for key in ("error_query", "total_query"):
             if "{{.window}}" not in entry["sli"]["events"][key]:
                 raise SystemExit(f"{path}: SLO {entry['name']}: {key} has no {{{{.window}}}}")
-        if CURRENT_TILE_LABEL in {**(spec.get("labels") or {}), **(entry.get("labels") or {})}:
+        if CURRENT_TILE_LABEL in (entry.get("labels") or {}):
             raise SystemExit(f"{path}: SLO {entry['name']}: the label {CURRENT_TILE_LABEL} marks the current tile "
                              "in the period's sums (period_rules); pick another name")
         if not 0 < float(entry["objective"]) < 100:
@@ -218,7 +221,10 @@ def period_rules(slo, settings):
     The whole tiles and the current one are one union (`or`), the current one told apart by
     a label (CURRENT_TILE_LABEL), summed once: each evaluation reads the period's tiles once
     a sum. Adding the two with `+` needs a stand-in for a missing side, and the stand-in for
-    a missing current tile reads the whole period a second time."""
+    a missing current tile (the whole tiles times 0) reads the whole period a second time
+    at every evaluation, since PromQL evaluates both sides of an `or`. The union equals
+    that sum wherever the error tile exists beside the total tile, which `tile_rules`
+    ensures (`or … * 0`)."""
     tile = settings["period_tile"]
     before = spelled(settings["period_days"] * 86_400_000 - parse_duration(tile))
     summed = {}
@@ -533,7 +539,7 @@ def slo_record_test(slo, settings):
 def period_tiles_test(slo, settings):
     """The period's share from its tiles: a busy tile (100 requests a second, 1 % bad) and a
     quiet one (1 a second, every one bad), beside a namespace without a bad request. Halfway
-    through the first tile there is no whole tile yet, and the current one stands in. On the
+    through the first tile there is no whole tile yet, and the current one counts alone. On the
     second boundary each request counts once: 2 bad in 101, where an average of the tiles'
     shares would say 0.505 and overlapping tiles would count the quiet tile's edges twice.
     Halfway through the second tile, the newest half hour (all bad) is in. Without a bad

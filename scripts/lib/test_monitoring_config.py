@@ -111,11 +111,21 @@ class Drill(unittest.TestCase):
 
     def test_a_factor_that_breaks_a_subquerys_steps_is_refused_by_name(self):
         self.assertEqual(mc.subquery_steps('sum_over_time(x{a="[1h:1m]"}[719h:1h] offset 1h) + y[5m]'),
-                         [(719 * 3_600_000, 3_600_000)])
-        with tempfile.TemporaryDirectory() as tmp, self.assertRaises(SystemExit) as refused:
-            mc.drill(tmp, mc.MONITORING, 7)   # an hour / 7 is 514 s, 719 hours / 7 not 719 of them
-        self.assertIn("--factor 7", str(refused.exception))
-        self.assertIn("not 719 steps", str(refused.exception))
+                         [("719h", "1h")])
+        for factor, why in [(7, "not 719"), (16, "not a whole number of its group's evaluations (1m became 4s)"),
+                            (3600, "held at the floor of a range")]:
+            with self.subTest(factor=factor), tempfile.TemporaryDirectory() as tmp:
+                with self.assertRaises(SystemExit) as refused:
+                    mc.drill(tmp, mc.MONITORING, factor)
+                self.assertIn(f"--factor {factor}: prometheus/rules/slo.yml: the subquery [719h:1h]",
+                              str(refused.exception))
+                self.assertIn(why, str(refused.exception))
+                self.assertEqual(list(Path(tmp).iterdir()), [], "a refused factor writes nothing")
+
+    def test_the_fire_drills_factor_keeps_every_subquery(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            mc.drill(tmp, mc.MONITORING, 30)   # scripts/fire-drill's
+            self.assertIn("[23h58m:2m] offset 2m", (Path(tmp) / "prometheus/rules/slo.yml").read_text())
 
     def test_known_values(self):
         slo = (self.out / "prometheus/rules/slo.yml").read_text()

@@ -34,14 +34,16 @@ class PeriodTile(unittest.TestCase):
 
 class SpecLabels(unittest.TestCase):
     def test_the_label_that_marks_the_current_tile_is_refused_by_name(self):
-        spec = yaml.safe_load(slo.SPEC.read_text())
-        spec["slos"][0].setdefault("labels", {})[slo.CURRENT_TILE_LABEL] = "current"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "farol.yml"
-            path.write_text(yaml.safe_dump(spec))
-            with self.assertRaises(SystemExit) as refused:
-                slo.load_spec(path)
-        self.assertIn(f"the label {slo.CURRENT_TILE_LABEL}", str(refused.exception))
+        for where, labelled in [("SLO requests-availability", lambda spec: spec["slos"][0]),
+                                ("the spec's labels", lambda spec: spec)]:
+            spec = yaml.safe_load(slo.SPEC.read_text())
+            labelled(spec).setdefault("labels", {})[slo.CURRENT_TILE_LABEL] = "current"
+            with self.subTest(where), tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "farol.yml"
+                path.write_text(yaml.safe_dump(spec))
+                with self.assertRaises(SystemExit) as refused:
+                    slo.load_spec(path)
+                self.assertIn(f"{where}: the label {slo.CURRENT_TILE_LABEL}", str(refused.exception))
 
     def test_the_committed_spec_loads(self):
         self.assertTrue(slo.load_spec())
