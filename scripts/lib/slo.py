@@ -276,14 +276,19 @@ def backfill_tiles(url, out_dir, start, end):
 
 
 def parse_time(text):
-    """Unix seconds, from unix seconds or an RFC 3339 time."""
+    """Unix seconds, from unix seconds or an RFC 3339 time with its offset (a time without
+    one would be read in this machine's zone, which need not be Prometheus's)."""
     try:
         return int(text)
     except ValueError:
-        try:
-            return int(datetime.datetime.fromisoformat(text).timestamp())
-        except ValueError:
-            raise SystemExit(f"{text!r} is neither unix seconds nor an RFC 3339 time") from None
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"{text!r} is neither unix seconds nor an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise SystemExit(f"{text!r} has no offset: write it as {text}Z (UTC) or with +hh:mm")
+    return int(moment.timestamp())
 
 
 def tier_expr(slo, tier, settings):

@@ -130,6 +130,15 @@ class BackfillTiles(unittest.TestCase):
                          [("farol-requests-availability", 1.0), ("farol-requests-latency", 1.0)],
                          "the tiles carry their rules' labels")
 
+    def test_times_are_unix_seconds_or_rfc3339_with_an_offset(self):
+        self.assertEqual(slo.parse_time("1796601600"), 1796601600)
+        self.assertEqual(slo.parse_time("2026-12-07T00:00:00Z"), 1796601600)
+        self.assertEqual(slo.parse_time("2026-12-07T01:00:00+01:00"), 1796601600)
+        for text, why in [("2026-12-07T00:00:00", "has no offset"), ("yesterday", "neither unix seconds")]:
+            with self.subTest(text), self.assertRaises(SystemExit) as refused:
+                slo.parse_time(text)
+            self.assertIn(why, str(refused.exception))
+
     def test_a_start_not_before_the_end_is_refused(self):
         with tempfile.TemporaryDirectory() as tmp, self.assertRaises(SystemExit) as refused:
             slo.backfill_tiles("http://127.0.0.1:9", tmp, "2026-12-02T00:00:00Z", "2026-12-01T00:00:00Z")

@@ -25,7 +25,8 @@ PRODUCTION_RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "producti
 ALERTMANAGER = os.path.join(REPO, "monitoring", "alertmanager", "alertmanager.yml")
 OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "prometheusrule.yaml")
 AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
-PLATFORM_GROUPS = {"host"}
+# the nodes' alerts and Prometheus's own: the platform's, as in kube-prometheus
+PLATFORM_GROUPS = {"host", "prometheus"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
     # the exporter is in the database's pod: a failed scrape is the instance down at once
