@@ -7,7 +7,7 @@ rows out, in sloth's names (monitoring/slo/README.md says what farol adds, and w
     slo.py check-buckets (--metrics-url URL | --source-buckets)
         each latency SLI's threshold (its `le`) is exactly a bucket bound of farol's
         histogram: on a live /metrics, or in src/telemetry/metrics.rs
-    slo.py backfill-tiles --url URL --output-dir DIR --end TIME [--start TIME]
+    slo.py backfill-tiles --url URL --output-dir DIR --end TIME [--start TIME] [--rules production]
         blocks of the period's tiles from the raw series at URL, for a Prometheus whose
         tiles began at TIME (monitoring/slo/README.md, "Backfilling the tiles")
 """
@@ -17,6 +17,7 @@ import copy
 import datetime
 import json
 import re
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -117,6 +118,20 @@ def minimal_selectors(selectors):
 CURRENT_TILE_LABEL = "slo_tile"
 
 
+def summed_by_namespace_and_job(query):
+    """query is one `sum by (namespace, job) (…)`, nothing outside it."""
+    prefix = "sum by (namespace, job) ("
+    query = query.strip()
+    if not query.startswith(prefix):
+        return False
+    depth = 0
+    for i in range(len(prefix) - 1, len(query)):
+        depth += (query[i] == "(") - (query[i] == ")")
+        if depth == 0:
+            return i == len(query) - 1
+    return False
+
+
 def load_spec(path=SPEC):
     spec = load_yaml(path)
     if spec.get("version") != "prometheus/v1":
@@ -128,6 +143,10 @@ def load_spec(path=SPEC):
         for key in ("error_query", "total_query"):
             if "{{.window}}" not in entry["sli"]["events"][key]:
                 raise SystemExit(f"{path}: SLO {entry['name']}: {key} has no {{{{.window}}}}")
+            if not summed_by_namespace_and_job(entry["sli"]["events"][key]):
+                raise SystemExit(f"{path}: SLO {entry['name']}: {key} is not one `sum by (namespace, job) (…)`: "
+                                 "the period takes each hour's tile once by namespace and job (period_rules), "
+                                 "and would drop what another label splits off")
         if CURRENT_TILE_LABEL in (entry.get("labels") or {}):
             raise SystemExit(f"{path}: SLO {entry['name']}: the label {CURRENT_TILE_LABEL} marks the current tile "
                              "in the period's sums (period_rules); pick another name")
@@ -250,38 +269,89 @@ def tile_rules(slo, settings):
         {"record": f"slo:sli_total:rate{tile}", "expr": total + "\n", "labels": slo.labels}]
 
 
-def backfill_tiles(url, out_dir, start, end):
+# The rule files the tiles run from, by where: compose's, and the production PrometheusRule's
+# (scoped to farol's namespace: backfilled from a cluster's Prometheus, the tiles must be
+# those its live rules record)
+LIVE_RULES = {"compose": MONITORING / "prometheus/rules/slo.yml",
+              "production": REPO_ROOT / "deploy/k8s/overlays/production/prometheusrule.yaml"}
+
+
+def live_tile_rules(where, tile):
+    """The tile records as they run `where` (LIVE_RULES), taken from its generated file."""
+    doc = load_yaml(LIVE_RULES[where])
+    groups = doc["spec"]["groups"] if doc.get("kind") == "PrometheusRule" else doc["groups"]
+    names = {f"slo:sli_error:rate{tile}", f"slo:sli_total:rate{tile}"}
+    return [rule for group in groups for rule in group["rules"] if rule.get("record") in names]
+
+
+def head_start(url):
+    """Unix seconds where the samples Prometheus at url holds in memory (its head) begin;
+    None while it holds none."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/status/tsdb", timeout=10) as answer:
+            head = json.load(answer)["data"]["headStats"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"{url}/api/v1/status/tsdb: {error} (is --url a Prometheus API?)") from None
+    return head["minTime"] // 1000 if head["numSeries"] and head["minTime"] <= head["maxTime"] else None
+
+
+def backfill_tiles(url, out_dir, start, end, where="compose"):
     """Blocks of the tiles' past, from start to end, evaluated by promtool on the raw series a
     Prometheus at url still holds: for a Prometheus whose tiles begin later than its raw
     samples (the rules just rolled out), whose period would otherwise count only the time
     since. The blocks go into its data directory (monitoring/slo/README.md, "Backfilling the
-    tiles"); end is when its own tiles begin."""
+    tiles"); end is when its own tiles begin, and must not reach into its head: a block that
+    does makes Prometheus drop, at its next restart, every sample of its write-ahead log
+    older than the block's end, of every series."""
+    if not shutil.which("promtool"):
+        raise SystemExit("promtool is needed: scripts/install-deps monitoring")
     settings = load_settings()
     end = parse_time(end)
     start = parse_time(start) if start else end - settings["period_days"] * 86_400
     if start >= end:
-        raise SystemExit(f"--start {start} is not before --end {end}")
+        raise SystemExit(f"--start {when(start)} is not before --end {when(end)}")
+    head = head_start(url)
+    if head is not None and end >= head:
+        raise SystemExit(
+            f"--end {when(end)} reaches into what Prometheus at {url} holds in memory, from {when(head)}: "
+            "moved in, the blocks would make it drop those samples, of every series, at its next "
+            f"restart. Give an --end before {when(head)}, or run again once Prometheus has written "
+            "its head to disk past --end (it does every 2 hours, up to 3 hours after a sample).")
     out = Path(out_dir)
+    blocks = out / "blocks"
+    if blocks.is_dir() and any(blocks.iterdir()):
+        raise SystemExit(f"{blocks} already holds blocks (an earlier run's?): give an empty --output-dir, "
+                         "so that no block is moved in twice")
+    rules = live_tile_rules(where, settings["period_tile"])
     out.mkdir(parents=True, exist_ok=True)
-    rules = out / "tile-rules.yml"
-    rules.write_text(yaml_text(
-        {"groups": [{"name": "slo-tiles", "interval": LONG_GROUP_INTERVAL,
-                     "rules": [rule for slo in load_spec() for rule in tile_rules(slo, settings)]}]},
-        "The SLO tiles' records, written by `slo.py backfill-tiles` for promtool's backfill."))
+    rule_file = out / "tile-rules.yml"
+    rule_file.write_text(yaml_text(
+        {"groups": [{"name": "slo-tiles", "interval": LONG_GROUP_INTERVAL, "rules": rules}]},
+        f"The SLO tiles' records as {LIVE_RULES[where].relative_to(REPO_ROOT)} has them, "
+        "written by `slo.py backfill-tiles` for promtool's backfill."))
     done = subprocess.run(["promtool", "tsdb", "create-blocks-from", "rules", "--quiet", f"--url={url}",
-                           f"--start={start}", f"--end={end}", f"--output-dir={out / 'blocks'}", str(rules)])
+                           f"--start={start}", f"--end={end}", f"--output-dir={blocks}", str(rule_file)])
     if done.returncode:
         raise SystemExit(f"promtool's backfill from {url} failed (exit {done.returncode}); its message is above")
-    print(f"blocks of the tiles from {start} to {end} in {out / 'blocks'}: move them into Prometheus's data directory")
+    made = sorted(blocks.iterdir()) if blocks.is_dir() else []
+    if not made:
+        raise SystemExit(f"promtool wrote no block: {url} holds no raw series the tiles read between "
+                         f"{when(start)} and {when(end)} (another Prometheus, or a span past its retention)")
+    print(f"{len(made)} blocks of the tiles from {when(start)} to {when(end)} in {blocks}: "
+          "move them into Prometheus's data directory, then restart it")
+
+
+def when(seconds):
+    """Unix seconds as an RFC 3339 time in UTC, for messages."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text):
-    """Unix seconds, from unix seconds or an RFC 3339 time with its offset (a time without
-    one would be read in this machine's zone, which need not be Prometheus's)."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
+    """Unix seconds, from unix seconds (a fraction dropped, as the API's are) or an RFC 3339
+    time with its offset (a time without one would be read in this machine's zone, which
+    need not be Prometheus's)."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return int(float(text))
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
@@ -568,12 +638,15 @@ def period_tiles_test(slo, settings):
                for which, value in (("error", 1), ("total", 100))]
     series += [{**s_, "values": f"_x{n} " + s_["values"]}
                for s_ in input_series(slo, "relabelled", [(1.0, 1.0, 2 * n)])]
-    # a restart that changed the labels: the busy tile's copy under the earlier ones, a
-    # minute old at the boundary, is the same hour (2 bad in 101, not 3 in 201)
+    # a restart that changed the labels: copies under the earlier ones (of two labels), each
+    # a minute old when read, of the busy tile at the boundary and of the quiet current one,
+    # read a few minutes earlier (other rates): each hour counts once, the live tile's
+    # (2 bad in 101; summed, 2.7 in 181.4; the copies' alone, 0.7 in 80.4)
     series += input_series(slo, "restarted", [(100.0, 0.01, n), (1.0, 1.0, n)])
-    stale = series_labels({**slo.labels, "owner": "earlier", "namespace": "restarted", "job": "farol"})
-    series += [{"series": f"slo:sli_{which}:rate{tile}{stale}", "values": f"_x{n - 1} {value}"}
-               for which, value in (("error", 1), ("total", 100))]
+    stale = series_labels({**slo.labels, "owner": "earlier", "sloth_service": "earlier",
+                           "namespace": "restarted", "job": "farol"})
+    series += [{"series": f"slo:sli_{which}:rate{tile}{stale}", "values": f"_x{n - 1} {busy} _x{n - 1} {quiet}"}
+               for which, busy, quiet in (("error", 0.5, 0.2), ("total", 80, 0.4))]
 
     def at(minute, ns, record, value, scale=1e6):
         expr = f'round({record}{{sloth_id="{slo.id}", namespace="{ns}"}} * {scale:g})'
@@ -975,11 +1048,13 @@ def main(argv):
     backfill.add_argument("--output-dir", required=True)
     backfill.add_argument("--end", required=True, help="when the live tiles begin (unix seconds or RFC 3339)")
     backfill.add_argument("--start", help="default: a period before --end")
+    backfill.add_argument("--rules", choices=sorted(LIVE_RULES), default="compose",
+                          help="whose tile rules: compose's, or the production PrometheusRule's")
     args = parser.parse_args(argv)
     if args.command == "generate":
         return generate(args.check)
     if args.command == "backfill-tiles":
-        return backfill_tiles(args.url, args.output_dir, args.start, args.end)
+        return backfill_tiles(args.url, args.output_dir, args.start, args.end, args.rules)
     return check_buckets(args.metrics_url, args.source_buckets)
 
 

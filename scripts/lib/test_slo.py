@@ -45,6 +45,19 @@ class SpecLabels(unittest.TestCase):
                     slo.load_spec(path)
                 self.assertIn(f"{where}: the label {slo.CURRENT_TILE_LABEL}", str(refused.exception))
 
+    def test_an_sli_not_summed_by_namespace_and_job_is_refused_by_name(self):
+        query = slo.load_yaml(slo.SPEC)["slos"][0]["sli"]["events"]["error_query"]
+        for bad in [query.replace("by (namespace, job)", "by (namespace, job, http_route)"),
+                    query + " / 2", "max" + query.removeprefix("sum")]:
+            spec = yaml.safe_load(slo.SPEC.read_text())
+            spec["slos"][0]["sli"]["events"]["error_query"] = bad
+            with self.subTest(bad[-40:]), tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "farol.yml"
+                path.write_text(yaml.safe_dump(spec))
+                with self.assertRaises(SystemExit) as refused:
+                    slo.load_spec(path)
+                self.assertIn("error_query is not one `sum by (namespace, job)", str(refused.exception))
+
     def test_the_committed_spec_loads(self):
         self.assertTrue(slo.load_spec())
 

@@ -49,25 +49,32 @@ def free_port():
 
 
 class Prometheus:
-    """Prometheus on data_dir, its API on 127.0.0.1, no scrapes and no rules."""
+    """Prometheus on data_dir, its API on 127.0.0.1, no rules; scraping only itself, every
+    second, if scrape_self (so that its head holds samples)."""
 
-    def __init__(self, data_dir, work):
+    def __init__(self, data_dir, work, scrape_self=False):
         config = work / "prometheus.yml"
-        config.write_text("global: {}\n")
-        self.url = f"http://127.0.0.1:{free_port()}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        scrapes = (f"scrape_configs:\n  - job_name: self\n    scrape_interval: 1s\n"
+                   f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n" if scrape_self else "")
+        config.write_text("global: {}\n" + scrapes)
         with open(work / "prometheus.log", "a") as log:   # the child keeps its own copy
             self.process = subprocess.Popen(
                 ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
                  "--storage.tsdb.retention.time=90d", f"--web.listen-address={self.url.removeprefix('http://')}"],
                 stdout=log, stderr=subprocess.STDOUT)
         for _ in range(300):
+            if self.process.poll() is not None:
+                break
             try:
                 urllib.request.urlopen(self.url + "/-/ready", timeout=1)
                 return
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise AssertionError(f"Prometheus on {data_dir} was not ready within 30 s: {work / 'prometheus.log'}")
+        log = (work / "prometheus.log").read_text().splitlines()[-5:]
+        raise AssertionError(f"Prometheus on {data_dir} did not become ready:\n" + "\n".join(log))
 
     def query(self, expr, at):
         answer = json.load(urllib.request.urlopen(
@@ -103,8 +110,15 @@ class BackfillTiles(unittest.TestCase):
             prometheus = Prometheus(work / "data", work)
             try:
                 before = {sid: prometheus.query(expr, end) for sid, expr in exprs.items()}
-                slo.main(["backfill-tiles", f"--url={prometheus.url}", f"--output-dir={work / 'out'}",
-                          f"--start={start}", f"--end={end}"])
+                backfill = ["backfill-tiles", f"--url={prometheus.url}", f"--start={start}", f"--end={end}"]
+                slo.main([*backfill, f"--output-dir={work / 'out'}"])
+                with self.assertRaises(SystemExit) as again:
+                    slo.main([*backfill, f"--output-dir={work / 'out'}"])
+                self.assertIn("already holds blocks", str(again.exception))
+                with self.assertRaises(SystemExit) as empty:   # the hour before the raw series
+                    slo.main(["backfill-tiles", f"--url={prometheus.url}", f"--start={start - 7200}",
+                              f"--end={start - 3600}", f"--output-dir={work / 'empty'}"])
+                self.assertIn("promtool wrote no block", str(empty.exception))
             finally:
                 prometheus.stop()
             self.assertEqual(before, {sid: [] for sid in exprs}, "no tiles yet: the period reads nothing")
@@ -130,8 +144,36 @@ class BackfillTiles(unittest.TestCase):
                          [("farol-requests-availability", 1.0), ("farol-requests-latency", 1.0)],
                          "the tiles carry their rules' labels")
 
+    def test_an_end_in_prometheus_s_head_is_refused(self):
+        """Blocks reaching into the head make Prometheus drop its write-ahead log's older
+        samples, of every series, at its next restart."""
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            prometheus = Prometheus(work / "data", work, scrape_self=True)
+            try:
+                for _ in range(100):   # the first scrape, in the head
+                    if slo.head_start(prometheus.url) is not None:
+                        break
+                    time.sleep(0.1)
+                head = slo.head_start(prometheus.url)
+                self.assertIsNotNone(head, "no sample in the head after 10 s of scrapes every second")
+                with self.assertRaises(SystemExit) as refused:
+                    slo.backfill_tiles(prometheus.url, work / "out", None, str(head + 1))
+                self.assertIn("reaches into what Prometheus", str(refused.exception))
+                self.assertFalse((work / "out").exists(), "nothing written")
+            finally:
+                prometheus.stop()
+
+    def test_the_production_tiles_are_scoped_to_farol_s_namespace(self):
+        rules = slo.live_tile_rules("production", "1h")
+        self.assertEqual(sorted(r["record"] for r in rules),
+                         ["slo:sli_error:rate1h"] * 2 + ["slo:sli_total:rate1h"] * 2)
+        for rule in rules:
+            self.assertEqual(rule["expr"].count('namespace="farol"'), rule["expr"].count("http_server_request"), rule)
+
     def test_times_are_unix_seconds_or_rfc3339_with_an_offset(self):
         self.assertEqual(slo.parse_time("1796601600"), 1796601600)
+        self.assertEqual(slo.parse_time("1796601600.781"), 1796601600)
         self.assertEqual(slo.parse_time("2026-12-07T00:00:00Z"), 1796601600)
         self.assertEqual(slo.parse_time("2026-12-07T01:00:00+01:00"), 1796601600)
         for text, why in [("2026-12-07T00:00:00", "has no offset"), ("yesterday", "neither unix seconds")]:
