@@ -146,21 +146,27 @@ class BackfillTiles(unittest.TestCase):
 
     def test_an_end_in_prometheus_s_head_is_refused(self):
         """Blocks reaching into the head make Prometheus drop its write-ahead log's older
-        samples, of every series, at its next restart."""
+        samples, of every series, at its next restart: an --end from the head's first
+        sample on is refused, one before it reaches promtool."""
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             prometheus = Prometheus(work / "data", work, scrape_self=True)
             try:
-                for _ in range(100):   # the first scrape, in the head
-                    if slo.head_start(prometheus.url) is not None:
+                for _ in range(100):   # a few seconds of scrapes in the head
+                    stats = json.load(urllib.request.urlopen(prometheus.url + "/api/v1/status/tsdb"))
+                    head, last = (stats["data"]["headStats"][k] // 1000 for k in ("minTime", "maxTime"))
+                    if stats["data"]["headStats"]["numSeries"] and last - head >= 3:
                         break
                     time.sleep(0.1)
-                head = slo.head_start(prometheus.url)
-                self.assertIsNotNone(head, "no sample in the head after 10 s of scrapes every second")
-                with self.assertRaises(SystemExit) as refused:
-                    slo.backfill_tiles(prometheus.url, work / "out", None, str(head + 1))
-                self.assertIn("reaches into what Prometheus", str(refused.exception))
+                self.assertGreaterEqual(last - head, 3, "not 3 s of samples in the head after 10 s of scrapes")
+                for end in (head + 1, head):
+                    with self.subTest(end=end - head), self.assertRaises(SystemExit) as refused:
+                        slo.backfill_tiles(prometheus.url, work / "out", None, str(end))
+                    self.assertIn("reaches into what Prometheus", str(refused.exception))
                 self.assertFalse((work / "out").exists(), "nothing written")
+                with self.assertRaises(SystemExit) as before:   # no tile series in a self-scrape
+                    slo.backfill_tiles(prometheus.url, work / "out", str(head - 3600), str(head - 1))
+                self.assertIn("promtool wrote no block", str(before.exception))
             finally:
                 prometheus.stop()
 
