@@ -136,9 +136,11 @@ def load_spec(path=SPEC):
     spec = load_yaml(path)
     if spec.get("version") != "prometheus/v1":
         raise SystemExit(f"{path}: version must be prometheus/v1 (sloth's format), not {spec.get('version')!r}")
-    if CURRENT_TILE_LABEL in (spec.get("labels") or {}):
-        raise SystemExit(f"{path}: the spec's labels: the label {CURRENT_TILE_LABEL} marks the current tile "
-                         "in the period's sums (period_rules); pick another name")
+    labelled = [("the spec's labels", spec)] + [(f"SLO {entry['name']}", entry) for entry in spec["slos"]]
+    for where, part in labelled:
+        if CURRENT_TILE_LABEL in (part.get("labels") or {}):
+            raise SystemExit(f"{path}: {where}: the label {CURRENT_TILE_LABEL} marks the current tile "
+                             "in the period's sums (period_rules); pick another name")
     for entry in spec["slos"]:
         for key in ("error_query", "total_query"):
             if "{{.window}}" not in entry["sli"]["events"][key]:
@@ -147,9 +149,6 @@ def load_spec(path=SPEC):
                 raise SystemExit(f"{path}: SLO {entry['name']}: {key} is not one `sum by (namespace, job) (…)`: "
                                  "the period takes each hour's tile once by namespace and job (period_rules), "
                                  "and would drop what another label splits off")
-        if CURRENT_TILE_LABEL in (entry.get("labels") or {}):
-            raise SystemExit(f"{path}: SLO {entry['name']}: the label {CURRENT_TILE_LABEL} marks the current tile "
-                             "in the period's sums (period_rules); pick another name")
         if not 0 < float(entry["objective"]) < 100:
             raise SystemExit(f"{path}: SLO {entry['name']}: objective {float(entry['objective'])} "
                              "is not a percentage in (0, 100)")

@@ -4,7 +4,6 @@ those six hours, as monitoring/slo/README.md ("Backfilling the tiles") says it w
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import slo
+from reliability.httpload import free_port
 
 ROUTE = 'job="farol",namespace="backfill",http_route="/api/v1/notes",http_request_method="POST"'
 REQUESTS_A_MINUTE = 600      # 10 a second
@@ -40,12 +40,6 @@ def raw_counters(start, end):
         lines.append(f"# TYPE http_server_request_duration_seconds_{suffix} gauge")
         lines += sorted(series[suffix], key=lambda line: (line.split("}")[0], int(line.split()[-1])))
     return "\n".join(lines) + "\n# EOF\n"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prometheus:
