@@ -13,8 +13,9 @@
 //! waits out the delay and purges, and it purges at least every
 //! [`PURGE_AT_LEAST_EVERY`] besides, for what went back to mimalloc without a collection.
 //! The memory drill (scripts/reliability memory) holds each burst to 8 MiB over the
-//! level before it (16 after the large pages, whose pool connections stay) within 1.5 s
-//! of its end, or, when a parked worker holds it (below), once the workers run again.
+//! level before it within 1.5 s of its end; after the large pages, whose pool
+//! connections stay, to more, and once the workers have run if a parked one holds it
+//! (below; docs/reliability.md).
 //!
 //! Why a delay: with none, mimalloc gives back every page the moment its last block is
 //! freed, and under load pages empty and fill again between two requests (hyper's 8 KiB
