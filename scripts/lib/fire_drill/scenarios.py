@@ -91,6 +91,7 @@ SCENARIOS = [
     Scenario("http-connections", "7d farol's connections held", fire=("FarolConnectionsNearLimit",),
              allowed=_USUAL),
     Scenario("rule-failing", "7e a rule failing", fire=("PrometheusRuleFailures",), allowed=_USUAL),
+    Scenario("bad-config", "7f a rule file refused", fire=("PrometheusBadConfig",), allowed=_USUAL),
     Scenario("target-absent", "7 a job without targets", fire=("ScrapeJobAbsent",), allowed=_SLOW, quick=False),
     Scenario("connections", "8 connections", fire=("PostgresTooManyConnections",), allowed=_USUAL, quick=False),
     Scenario("disk", "9 disk", fire=("HostDiskFillingUp",), allowed=_USUAL, quick=False),
