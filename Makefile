@@ -75,7 +75,7 @@ e2e-compose: ## the compose stack end to end on the real Docker engine
 e2e-kubernetes: ## the minikube overlay end to end on the current kubectl cluster (farol:dev loaded)
 	scripts/e2e-kubernetes
 
-drill-quick: ## the fire drill's quick run (about 14 minutes)
+drill-quick: ## the fire drill's quick run (about 15 minutes)
 	scripts/fire-drill --quick
 
 drill: ## the full fire drill: every alert fired, inhibited and resolved (about 23 minutes)
