@@ -98,11 +98,12 @@ def status_of(s, flags=0):
     return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
 
 
-def answers(sockets, wait):
-    """The status of each answer received within WAIT seconds, counted."""
+def answers(sockets, wait, flags=0):
+    """The status of each answer received within WAIT seconds, counted (with MSG_PEEK in
+    FLAGS, left unread)."""
     deadline, counts, pending = time.time() + wait, collections.Counter(), list(sockets)
     while pending and time.time() < deadline:
-        statuses = [(s, status_of(s)) for s in pending]
+        statuses = [(s, status_of(s, flags)) for s in pending]
         counts.update(status for _, status in statuses if status)
         pending = [s for s, status in statuses if status is None]
         time.sleep(0.05)
@@ -165,16 +166,6 @@ def thread_names(pid):
     return names
 
 
-def peek_status(sockets, wait):
-    """The status each socket has received within WAIT seconds, counted, without reading it."""
-    deadline = time.time() + wait
-    while True:
-        statuses = [status_of(s, socket.MSG_PEEK) for s in sockets]
-        if None not in statuses or time.time() >= deadline:
-            return dict(collections.Counter(status or "no answer" for status in statuses))
-        time.sleep(0.05)
-
-
 def cut_off(sockets, within):
     """How many of SOCKETS the server closed within WITHIN seconds (what it sent discarded)."""
     deadline, closed, pending = time.time() + within, 0, list(sockets)
@@ -211,7 +202,7 @@ def burst(farol, verdict, name, count, payload, bound_kib, expect, receive_buffe
     elif expect == "peek":
         # on a busy machine, pages still being read from the database 2 s in (seen once: 25
         # of 40 unanswered, none past the budget's bound); their answers come later
-        seen = peek_status(sockets, wait=5.0)
+        seen = answers(sockets, wait=5.0, flags=socket.MSG_PEEK)
         verdict.check(cut_off(sockets, WRITE_TIMEOUT + 5) == count,
                       f"{name}: the server cuts off clients that stop reading",
                       f"every connection closed by the server within {WRITE_TIMEOUT + 5} s")
