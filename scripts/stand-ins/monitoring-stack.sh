@@ -9,7 +9,8 @@
 #       WORK_DIR/config with local addresses (_stack_render; farol at FAROL_ADDR), then the
 #       webhook receiver, Alertmanager, node, PostgreSQL (at $PG_URL) and blackbox exporters
 #       and Prometheus start, each waited for. Sets STACK_PROMETHEUS_URL,
-#       STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG (JSON lines), STACK_PORTS[name],
+#       STACK_ALERTMANAGER_URL, STACK_WEBHOOK_LOG (JSON lines), STACK_WEBHOOK_REFUSE (the
+#       receiver's paths to answer 503, one a line), STACK_PORTS[name],
 #       STACK_LOG_DIR, STACK_TEXTFILE_DIR (the node exporter's textfile collector reads it).
 #       Extra Prometheus flags: STACK_PROMETHEUS_ARGS (split on spaces).
 #   stack_stop                 ends what stack_start started, then the stack_on_exit
@@ -110,7 +111,11 @@ stack_start() {
 
   STACK_WEBHOOK_LOG=$work/webhook.jsonl
   : >"$STACK_WEBHOOK_LOG"
+  # the receiver's paths listed in this file are answered 503 (a receiver failing)
+  STACK_WEBHOOK_REFUSE=$work/webhook-refuse
+  rm -f "$STACK_WEBHOOK_REFUSE"
   _stack_run webhook "http://127.0.0.1:${STACK_PORTS[webhook]}/-/healthy" \
+    env WEBHOOK_REFUSE_FILE="$STACK_WEBHOOK_REFUSE" \
     "$STACK_PYTHON" "$REPO_ROOT/scripts/lib/webhook-receiver.py" "${STACK_PORTS[webhook]}" "$STACK_WEBHOOK_LOG"
   STACK_ALERTMANAGER_URL=http://127.0.0.1:${STACK_PORTS[alertmanager]}
   # --cluster.listen-address= : no gossip port, one instance only.

@@ -152,9 +152,11 @@ class Stack:
         self.events_path = self.work / "events.jsonl"
 
     def notices(self):
-        """One Notice per alert of each notification the webhook receiver logged."""
+        """One Notice per alert of each notification the webhook receiver took (not of those
+        it refused, scenario 7i's)."""
         return [Notice(e["received_at"], e["path"], a["labels"].get("alertname", "?"), a["status"])
-                for e in read_jsonl(self.webhook_log) for a in e["notification"].get("alerts", [])]
+                for e in read_jsonl(self.webhook_log) if not e.get("refused")
+                for a in e["notification"].get("alerts", [])]
 
     def prom_alerts(self):
         """{alertname: state} from Prometheus (firing wins over pending)."""
@@ -513,7 +515,10 @@ def cmd_report(stack, args):
              for s in scenarios if s.name not in skips for alert in s.resolve_later]
     rows += jd.settle_row(times.get("settle"), intervals, args.expect_idle, notices, later, stack.bounds)
     stalls = [(s["from"], s["to"]) for s in read_jsonl(stack.work / "stalls.jsonl")]
-    rows.append(jd.watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls))
+    # the scenarios in which the drill had the Watchdog's receiver refuse it, fault to fix
+    refused = [(times[s.name]["fault"], times[s.name]["fix"]) for s in scenarios
+               if s.refuses_watchdog and {"fault", "fix"} <= times.get(s.name, {}).keys()]
+    rows.append(jd.watchdog_row(notices, start, end, stack.watchdog_every_s, stack.eval_s, stalls, refused))
     if args.expect_idle:   # the full drill: every alert proven
         rows.append(jd.coverage_row(alert_names, scenarios, skips))
     text, md = jd.render_table(rows)

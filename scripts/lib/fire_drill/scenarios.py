@@ -26,6 +26,7 @@ class Scenario:
     resolve_later: tuple = ()      # alerts of `held` that resolve in the settle phase
     once: tuple = ()               # alerts of `fire` that may resolve before the fix
     quick: bool = True             # part of --quick
+    refuses_watchdog: bool = False  # its fault has the Watchdog's receiver refuse it: a gap by design
 
     def __post_init__(self):
         # `("A")` is a string, not a tuple: `in` would then match any alert named inside "A"
@@ -92,13 +93,23 @@ SCENARIOS = [
              allowed=_USUAL),
     Scenario("rule-failing", "7e a rule failing", fire=("PrometheusRuleFailures",), allowed=_USUAL),
     Scenario("bad-config", "7f a rule file refused", fire=("PrometheusBadConfig",), allowed=_USUAL),
+    Scenario("rule-slow", "7g a rule group too slow", fire=("PrometheusMissingRuleEvaluations",), allowed=_USUAL),
+    Scenario("alertmanager-bad-config", "7h alertmanager.yml refused", fire=("AlertmanagerBadConfig",),
+             allowed={**_USUAL, "AlertmanagerNotificationsFailing":
+                      "fire or quiet: the good reload of the fix cancels any notification still in flight, "
+                      "which Alertmanager counts as failed"}),
+    Scenario("receiver-failing", "7i a receiver failing", fire=("AlertmanagerNotificationsFailing",),
+             allowed=_USUAL, refuses_watchdog=True),
     Scenario("target-absent", "7 a job without targets", fire=("ScrapeJobAbsent",), allowed=_SLOW, quick=False),
     Scenario("connections", "8 connections", fire=("PostgresTooManyConnections",), allowed=_USUAL, quick=False),
     Scenario("disk", "9 disk", fire=("HostDiskFillingUp",), allowed=_USUAL, quick=False),
     Scenario("cpu", "10a CPU stress", fire=("HostHighCpuUsage",), allowed=_SLOW),
     Scenario("memory", "10b memory stress", fire=("HostHighMemoryUsage",),
              allowed={**_SLOW,
-                      "HostHighCpuUsage": "fire or quiet: filling memory keeps a core busy, on top of the load"},
+                      "HostHighCpuUsage": "fire or quiet: filling memory keeps a core busy, on top of the load",
+                      **dict.fromkeys(("PrometheusMissingRuleEvaluations", "AlertmanagerNotificationsFailing"),
+                                      "fire or quiet: giving the memory back freezes every process for seconds, "
+                                      "rule evaluations and notification retries among them")},
              quick=False),
     Scenario("replication-degraded", "11a replication degraded", fire=("PostgresReplicationDegraded",),
              allowed=_USUAL),

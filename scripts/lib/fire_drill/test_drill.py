@@ -266,6 +266,22 @@ class Checks(unittest.TestCase):
         elsewhere = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(80, 99)])
         self.assertEqual(elsewhere.result, "FAIL")
 
+    def test_a_refused_watchdog_is_left_out_of_its_gap_but_only_while_refused(self):
+        regular = [notice(t, "Watchdog") for t in range(0, 101, 4)]
+        gap = [n for n in regular if not 40 < n.t < 70]         # 40 -> 72: 32 s
+        refused = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(42, 44)], refused=[(44, 66)])
+        self.assertEqual(refused.result, "ok")                 # 32 - 2 - 22 = 8 s
+        self.assertIn("longest gap 8.0 s (32.0 s, 2.0 s of it the machine frozen, "
+                      "22.0 s of it refused by its receiver)", refused.observed)
+        self.assertEqual(jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, refused=[(44, 50)]).result, "FAIL")
+        self.assertEqual(jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, refused=[(75, 99)]).result, "FAIL")
+        # time both frozen and refused is left out once: 32 - 22 = 10 s, not 32 - 44
+        both = jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(44, 66)], refused=[(44, 66)])
+        self.assertEqual(both.result, "ok")
+        self.assertIn("longest gap 10.0 s", both.observed)
+        self.assertEqual(jd.watchdog_row(gap, 0, 100, every_s=4, eval_s=1, stalls=[(44, 54), (50, 60)],
+                                         refused=[(52, 58)]).result, "FAIL")   # 16 s of 32 left out
+
     def test_health_must_answer_503_fast_and_recover_in_the_same_process(self):
         marks = dict(MARKS)
         extras = {"fault": {"pid": "7"}, "end": {"pid": "7"}}

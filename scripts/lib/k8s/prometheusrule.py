@@ -25,8 +25,8 @@ PRODUCTION_RULES_GLOB = os.path.join(REPO, "monitoring", "prometheus", "producti
 ALERTMANAGER = os.path.join(REPO, "monitoring", "alertmanager", "alertmanager.yml")
 OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "prometheusrule.yaml")
 AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
-# the nodes' alerts and Prometheus's own: the platform's, as in kube-prometheus
-PLATFORM_GROUPS = {"host", "prometheus"}
+# the nodes' alerts, Prometheus's and Alertmanager's own: the platform's, as in kube-prometheus
+PLATFORM_GROUPS = {"host", "prometheus", "alertmanager"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
     # the exporter is in the database's pod: a failed scrape is the instance down at once
@@ -246,7 +246,14 @@ def matchers(texts: list[str]) -> list[dict]:
     return out
 
 
-def _route(route: dict) -> dict:
+def routes_an_alert_of(route: dict, alerts: set[str]) -> bool:
+    """False for a route that matches one alert by name, one the PrometheusRule does not have."""
+    named = [m["value"] for m in matchers(route.get("matchers") or [])
+             if m["name"] == "alertname" and m["matchType"] == "="]
+    return not named or named[0] in alerts
+
+
+def _route(route: dict, alerts: set[str]) -> dict:
     keys = {"receiver": "receiver", "group_by": "groupBy", "group_wait": "groupWait",
             "group_interval": "groupInterval", "repeat_interval": "repeatInterval",
             "continue": "continue"}
@@ -254,11 +261,18 @@ def _route(route: dict) -> dict:
     if route.get("matchers"):
         out["matchers"] = matchers(route["matchers"])
     if route.get("routes"):
-        out["routes"] = [_route(r) for r in route["routes"]]
+        out["routes"] = [_route(r, alerts) for r in route["routes"] if routes_an_alert_of(r, alerts)]
     return out
 
 
-def alertmanager_config(config: dict) -> dict:
+def production_alerts() -> set[str]:
+    return {r["alert"] for g in load_groups() if g["name"] not in PLATFORM_GROUPS
+            for r in g.get("rules") or [] if "alert" in r}
+
+
+def alertmanager_config(config: dict, alerts: set[str]) -> dict:
+    """Compose's routing for the operator; a route for an alert of the platform's groups,
+    which the PrometheusRule leaves out, would match nothing there, and is left out too."""
     receivers = []
     for receiver in config["receivers"]:
         hooks = receiver.get("webhook_configs") or []
@@ -273,14 +287,14 @@ def alertmanager_config(config: dict) -> dict:
         "apiVersion": "monitoring.coreos.com/v1alpha1",
         "kind": "AlertmanagerConfig",
         "metadata": {"name": "farol", "labels": {"app.kubernetes.io/name": "farol"}},
-        "spec": {"route": _route(config["route"]), "receivers": receivers, "inhibitRules": inhibit},
+        "spec": {"route": _route(config["route"], alerts), "receivers": receivers, "inhibitRules": inhibit},
     }
 
 
 def render_alertmanager_config() -> str:
     with open(ALERTMANAGER, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    return dump(AM_HEADER, alertmanager_config(config))
+    return dump(AM_HEADER, alertmanager_config(config, production_alerts()))
 
 
 def prometheus_rule(groups: list[dict]) -> dict:

@@ -200,7 +200,11 @@ class AlertmanagerConfigOnTheRealFile(unittest.TestCase):
             return list(walk(route, 0))
         source = flat(self.source["route"], lambda m: m.replace(" ", ""))
         generated = flat(self.generated["route"], lambda m: f'{m["name"]}{m["matchType"]}"{m["value"]}"')
-        self.assertEqual(source, generated)
+        # but the routes of an alert the PrometheusRule leaves out (a platform group's)
+        platform = [r for r in source if any(m.startswith("alertname=") and m.split("=", 1)[1].strip('"')
+                                             not in gen.production_alerts() for m in r[1])]
+        self.assertEqual([r for r in source if r not in platform], generated)
+        self.assertEqual([m for r in platform for m in r[1]], ['alertname="AlertmanagerNotificationsFailing"'] * 2)
         self.assertGreater(len(source), 3)
 
     def test_every_inhibition_is_kept(self):

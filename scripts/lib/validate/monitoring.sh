@@ -57,7 +57,8 @@ validate_monitoring() {
 
   _check "amtool check-config" amtool check-config "$am_config" || failed=1
   # Routing: each severity to its receiver, the Watchdog to its own whatever its severity,
-  # and an alert without a severity to the default.
+  # a failing receiver to the pager and the ticket queue both, and an alert without a
+  # severity to the default.
   while read -r receiver labels; do
     # shellcheck disable=SC2086 # labels: several name=value words
     _check "route: {$labels} -> $receiver" \
@@ -72,6 +73,7 @@ page     alertname=PostgresVolumeFillingUp severity=page persistentvolumeclaim=f
 ticket   alertname=PostgresVolumeFillingUp severity=ticket persistentvolumeclaim=farol-db-1
 watchdog alertname=Watchdog severity=ticket
 watchdog alertname=Watchdog severity=page
+page,ticket alertname=AlertmanagerNotificationsFailing severity=page integration=webhook
 ROUTES
   _check_inhibitions "$py" "$tool" "$tmp" || failed=1
 
