@@ -75,10 +75,10 @@ e2e-compose: ## the compose stack end to end on the real Docker engine
 e2e-kubernetes: ## the minikube overlay end to end on the current kubectl cluster (farol:dev loaded)
 	scripts/e2e-kubernetes
 
-drill-quick: ## the fire drill's quick run (about 15 minutes)
+drill-quick: ## the fire drill's quick run (about 18 minutes)
 	scripts/fire-drill --quick
 
-drill: ## the full fire drill: every alert fired, inhibited and resolved (about 23 minutes)
+drill: ## the full fire drill: every alert fired, inhibited and resolved (about 28 minutes)
 	scripts/fire-drill
 
 bench: ## the benchmark table; farol against the baseline server, pgbench and itself at depth (about 15 minutes, plus the build)

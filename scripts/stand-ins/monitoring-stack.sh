@@ -143,7 +143,7 @@ stack_start() {
     prometheus --config.file="$work/config/prometheus/prometheus.yml" \
     --storage.tsdb.path="$work/prometheus-data" --web.listen-address="127.0.0.1:${STACK_PORTS[prometheus]}" \
     --rules.alert.resend-delay="$resend" --enable-feature=exemplar-storage $STACK_PROMETHEUS_ARGS
-  export STACK_PROMETHEUS_URL STACK_ALERTMANAGER_URL STACK_WEBHOOK_LOG STACK_LOG_DIR STACK_TEXTFILE_DIR
+  export STACK_PROMETHEUS_URL STACK_ALERTMANAGER_URL STACK_WEBHOOK_LOG STACK_WEBHOOK_REFUSE STACK_LOG_DIR STACK_TEXTFILE_DIR
   ok "monitoring stack up: Prometheus $STACK_PROMETHEUS_URL, Alertmanager $STACK_ALERTMANAGER_URL (logs: $STACK_LOG_DIR)"
 }
 

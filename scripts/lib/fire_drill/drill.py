@@ -101,6 +101,14 @@ def http_json(url, timeout=5):
         return json.load(resp)
 
 
+def notices_of(webhook_log):
+    """One Notice per alert of each notification the webhook receiver took (not of those it
+    refused, scenario 7i's: they reached no one)."""
+    return [Notice(e["received_at"], e["path"], a["labels"].get("alertname", "?"), a["status"])
+            for e in read_jsonl(webhook_log) if not e.get("refused")
+            for a in e["notification"].get("alerts", [])]
+
+
 def read_jsonl(path):
     """The complete lines of a JSON-lines file (a line being written is read next time)."""
     if not Path(path).exists():
@@ -152,11 +160,7 @@ class Stack:
         self.events_path = self.work / "events.jsonl"
 
     def notices(self):
-        """One Notice per alert of each notification the webhook receiver took (not of those
-        it refused, scenario 7i's)."""
-        return [Notice(e["received_at"], e["path"], a["labels"].get("alertname", "?"), a["status"])
-                for e in read_jsonl(self.webhook_log) if not e.get("refused")
-                for a in e["notification"].get("alerts", [])]
+        return notices_of(self.webhook_log)
 
     def prom_alerts(self):
         """{alertname: state} from Prometheus (firing wins over pending)."""

@@ -6,10 +6,14 @@ refusals: the verdicts must fail when the alerting misbehaves, not only pass whe
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import drill
@@ -428,6 +432,43 @@ class MemhogRefuses(unittest.TestCase):
         code, state = self.run_hog(0.0001, 0)
         self.assertEqual(code, 3)
         self.assertIn("already", state["refused"])
+
+
+class WebhookRefusal(unittest.TestCase):
+    """The receiver of scenario 7i: a listed path answered 503 and kept out of the notices."""
+
+    def test_a_refused_path_answers_503_and_is_no_notice(self):
+        with tempfile.TemporaryDirectory() as tmp, socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
+            log, refuse = Path(tmp) / "webhook.jsonl", Path(tmp) / "refuse"
+            refuse.write_text("/watchdog\n")
+            receiver = subprocess.Popen(
+                [sys.executable, str(Path(__file__).parent.parent / "webhook-receiver.py"), str(port), str(log)],
+                env={"WEBHOOK_REFUSE_FILE": str(refuse), "PATH": "/usr/bin:/bin"})
+            self.addCleanup(receiver.wait)
+            self.addCleanup(receiver.terminate)
+
+            def post(path):
+                body = json.dumps({"alerts": [{"labels": {"alertname": path.strip("/")}, "status": "firing"}]})
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body.encode(), method="POST")
+                for _ in range(50):
+                    try:
+                        with urllib.request.urlopen(request, timeout=2) as answer:
+                            return answer.status
+                    except urllib.error.HTTPError as e:
+                        return e.code
+                    except OSError:   # not listening yet
+                        time.sleep(0.1)
+                raise AssertionError("the webhook receiver did not start")
+            self.assertEqual(post("/watchdog"), 503)
+            self.assertEqual(post("/page"), 200)
+            refuse.unlink()
+            self.assertEqual(post("/watchdog"), 200)
+            self.assertEqual([(n.path, n.alert) for n in drill.notices_of(log)],
+                             [("/page", "page"), ("/watchdog", "watchdog")])
+            self.assertEqual(sum('"refused":true' in line for line in log.read_text().splitlines()), 1)
 
 
 if __name__ == "__main__":

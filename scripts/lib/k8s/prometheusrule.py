@@ -246,31 +246,32 @@ def matchers(texts: list[str]) -> list[dict]:
     return out
 
 
-def routes_an_alert_of(route: dict, alerts: set[str]) -> bool:
-    """False for a route that matches one alert by name, one the PrometheusRule does not have."""
-    named = [m["value"] for m in matchers(route.get("matchers") or [])
-             if m["name"] == "alertname" and m["matchType"] == "="]
-    return not named or named[0] in alerts
+def routes_platform_alert(route: dict, platform: set[str]) -> bool:
+    """A route that matches by name an alert of the platform's groups, which the
+    PrometheusRule leaves out (other alerts that reach farol's namespace keep their routes)."""
+    return any(m["name"] == "alertname" and m["matchType"] == "=" and m["value"] in platform
+               for m in matchers(route.get("matchers") or []))
 
 
-def _route(route: dict, alerts: set[str]) -> dict:
+def _route(route: dict, platform: set[str]) -> dict:
     keys = {"receiver": "receiver", "group_by": "groupBy", "group_wait": "groupWait",
             "group_interval": "groupInterval", "repeat_interval": "repeatInterval",
             "continue": "continue"}
     out = {keys[k]: v for k, v in route.items() if k in keys}
     if route.get("matchers"):
         out["matchers"] = matchers(route["matchers"])
-    if route.get("routes"):
-        out["routes"] = [_route(r, alerts) for r in route["routes"] if routes_an_alert_of(r, alerts)]
+    children = [_route(r, platform) for r in route.get("routes") or [] if not routes_platform_alert(r, platform)]
+    if children:
+        out["routes"] = children
     return out
 
 
-def production_alerts() -> set[str]:
-    return {r["alert"] for g in load_groups() if g["name"] not in PLATFORM_GROUPS
+def platform_alerts() -> set[str]:
+    return {r["alert"] for g in load_groups((RULES_GLOB,)) if g["name"] in PLATFORM_GROUPS
             for r in g.get("rules") or [] if "alert" in r}
 
 
-def alertmanager_config(config: dict, alerts: set[str]) -> dict:
+def alertmanager_config(config: dict, platform: set[str]) -> dict:
     """Compose's routing for the operator; a route for an alert of the platform's groups,
     which the PrometheusRule leaves out, would match nothing there, and is left out too."""
     receivers = []
@@ -287,14 +288,14 @@ def alertmanager_config(config: dict, alerts: set[str]) -> dict:
         "apiVersion": "monitoring.coreos.com/v1alpha1",
         "kind": "AlertmanagerConfig",
         "metadata": {"name": "farol", "labels": {"app.kubernetes.io/name": "farol"}},
-        "spec": {"route": _route(config["route"], alerts), "receivers": receivers, "inhibitRules": inhibit},
+        "spec": {"route": _route(config["route"], platform), "receivers": receivers, "inhibitRules": inhibit},
     }
 
 
 def render_alertmanager_config() -> str:
     with open(ALERTMANAGER, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    return dump(AM_HEADER, alertmanager_config(config, production_alerts()))
+    return dump(AM_HEADER, alertmanager_config(config, platform_alerts()))
 
 
 def prometheus_rule(groups: list[dict]) -> dict:
