@@ -169,17 +169,16 @@ fn migrate() -> ExitCode {
         let started = Instant::now();
         let mut retry = Retry::default();
         let mut client = loop {
-            // The driver bounds each host's connect by DB_CONNECT_TIMEOUT_MS and names the
-            // host in its reason; this outer bound only catches what hangs beyond them all.
-            let hosts = settings.database.connection.driver.get_hosts().len().max(1) as u32;
-            let bound = settings.database.connect_timeout * (hosts + 1);
+            // Each host's connect is bounded by its share of DB_CONNECT_TIMEOUT_MS and named
+            // in the reason (db::connect); this outer bound only catches what hangs beyond
+            // them all.
+            let bound = settings.database.connect_timeout * 2;
             let connecting = crate::db::connect_direct(&settings.database.connection);
             let error = match tokio::time::timeout(bound, connecting).await {
                 Ok(Ok(client)) => break client,
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => format!(
-                    "connecting took longer than {} ms (DB_CONNECT_TIMEOUT_MS for each host, \
-                     and one more)",
+                    "connecting took longer than {} ms (twice DB_CONNECT_TIMEOUT_MS)",
                     bound.as_millis()
                 ),
             };
@@ -218,8 +217,8 @@ fn migrate() -> ExitCode {
 
 fn healthcheck(url: Option<String>) -> ExitCode {
     let url = url.unwrap_or_else(|| {
-        let port = std::env::var("PORT").unwrap_or_else(|_| "5000".into());
-        format!("http://127.0.0.1:{port}/livez")
+        let var = |name| std::env::var(name).ok();
+        local_livez(var("HOST").as_deref(), var("PORT").as_deref())
     });
     match crate::healthcheck::check(&url) {
         Ok(()) => ExitCode::SUCCESS,
@@ -227,5 +226,38 @@ fn healthcheck(url: Option<String>) -> ExitCode {
             eprintln!("farol healthcheck: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// This instance's `/livez`, where `serve` listens given the same `HOST` and `PORT`: a
+/// wildcard address (the default) is reached on loopback, any other on itself.
+fn local_livez(host: Option<&str>, port: Option<&str>) -> String {
+    let port = port.unwrap_or("5000");
+    let host = match host.map(str::trim) {
+        None | Some("" | "0.0.0.0") => "127.0.0.1".to_owned(),
+        Some("::" | "[::]") => "[::1]".to_owned(),
+        Some(ip) if ip.contains(':') && !ip.starts_with('[') => format!("[{ip}]"),
+        Some(name) => name.to_owned(),
+    };
+    format!("http://{host}:{port}/livez")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_livez;
+
+    #[test]
+    fn the_healthcheck_asks_where_serve_listens() {
+        assert_eq!(local_livez(None, None), "http://127.0.0.1:5000/livez");
+        assert_eq!(
+            local_livez(Some("0.0.0.0"), Some("8080")),
+            "http://127.0.0.1:8080/livez"
+        );
+        assert_eq!(local_livez(Some("::"), None), "http://[::1]:5000/livez");
+        assert_eq!(
+            local_livez(Some("10.0.0.5"), None),
+            "http://10.0.0.5:5000/livez"
+        );
+        assert_eq!(local_livez(Some("::1"), None), "http://[::1]:5000/livez");
     }
 }

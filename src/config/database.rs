@@ -4,13 +4,14 @@
 //! and `require`, and no `sslrootcert`. We take those two parameters out of the string
 //! ourselves, hand the rest to tokio-postgres untouched, and build the TLS policy from
 //! them (see `db::tls`). Every other parameter keeps libpq's meaning: several hosts with
-//! `target_session_attrs`, `application_name`, `options`, `connect_timeout`.
+//! `target_session_attrs`, `application_name`, `options`; but `connect_timeout`, which
+//! is `DB_CONNECT_TIMEOUT_MS`'s alone (a URL that sets it is refused, not overruled).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
-use tokio_postgres::config::SslMode as DriverSslMode;
+use tokio_postgres::config::{SslMode as DriverSslMode, TargetSessionAttrs};
 
 use super::env::{ConfigError, Env, SecretError, SecretSource};
 
@@ -148,6 +149,13 @@ impl DatabaseConfig {
                 .map_err(|problem| ConfigError::new("DATABASE_URL", problem.to_string()))?,
             None => Self::from_libpq_vars(env)?,
         };
+        if config.driver.get_connect_timeout().is_some() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "sets connect_timeout, which DB_CONNECT_TIMEOUT_MS sets (shared among the \
+                 hosts): set that instead",
+            ));
+        }
         config.driver.connect_timeout(connect_timeout);
         Ok(config)
     }
@@ -173,11 +181,43 @@ impl DatabaseConfig {
 
     fn from_libpq_vars(env: &Env) -> Result<Self, ConfigError> {
         let mut driver = tokio_postgres::Config::new();
-        driver.host(env.get("PGHOST").unwrap_or("localhost"));
-        let port = env.parse_or("PGPORT", 5432u16, "a port number (1-65535)", |s| {
-            s.parse().ok().filter(|p| *p > 0)
-        })?;
-        driver.port(port);
+        // libpq's lists: several hosts, and one port for all of them or one for each
+        let hosts: Vec<&str> = env
+            .get("PGHOST")
+            .unwrap_or("localhost")
+            .split(',')
+            .collect();
+        if hosts.iter().any(|host| host.trim().is_empty()) {
+            return Err(ConfigError::new("PGHOST", "an empty host name in the list"));
+        }
+        for host in &hosts {
+            driver.host(host.trim());
+        }
+        let ports = env.parse_or(
+            "PGPORT",
+            vec![5432u16],
+            "a port number (1-65535), or a comma-separated list of one for each host",
+            |s| {
+                s.split(',')
+                    .map(|p| p.trim().parse().ok().filter(|p: &u16| *p > 0))
+                    .collect::<Option<Vec<u16>>>()
+                    .filter(|ports| ports.len() == 1 || ports.len() == hosts.len())
+            },
+        )?;
+        for port in ports {
+            driver.port(port);
+        }
+        let attrs = env.parse_or(
+            "PGTARGETSESSIONATTRS",
+            TargetSessionAttrs::Any,
+            "any or read-write",
+            |s| match s {
+                "any" => Some(TargetSessionAttrs::Any),
+                "read-write" => Some(TargetSessionAttrs::ReadWrite),
+                _ => None,
+            },
+        )?;
+        driver.target_session_attrs(attrs);
         let user = env.get("PGUSER").ok_or_else(|| {
             ConfigError::new(
                 "DATABASE_URL",
@@ -646,6 +686,42 @@ mod tests {
             text.contains("PGPASSWORD_FILE") && text.contains("password"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn libpq_lists_of_hosts_and_ports_are_read() {
+        let env = Env::from_pairs([
+            ("PGHOST", "db-1, db-2"),
+            ("PGPORT", "5432,5433"),
+            ("PGUSER", "farol"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+        ]);
+        let db = DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap();
+        assert_eq!(db.describe(), "db-1:5432,db-2:5433/farol");
+        assert_eq!(
+            db.driver.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        for (variable, value) in [
+            ("PGPORT", "5432,5433,5434"),
+            ("PGHOST", "db-1,,db-2"),
+            ("PGTARGETSESSIONATTRS", "primary"),
+        ] {
+            let mut pairs = vec![("PGHOST", "db-1,db-2"), ("PGUSER", "farol")];
+            pairs.retain(|(name, _)| *name != variable);
+            pairs.push((variable, value));
+            let err = DatabaseConfig::from_env(&Env::from_pairs(pairs), Duration::from_secs(1))
+                .unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_connect_timeout_in_the_url_is_refused_for_db_connect_timeout_ms() {
+        let env = Env::from_pairs([("DATABASE_URL", "postgres://u@h/db?connect_timeout=9")]);
+        let err = DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(err.to_string().contains("DB_CONNECT_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

@@ -4,10 +4,18 @@
 //! CA file again each time is what lets a rotated password (`PGPASSWORD_FILE`, as
 //! Kubernetes secret volumes and CloudNativePG rotate it) or a renewed CA take effect
 //! without a restart; the pool makes new connections rare enough for that to cost nothing.
+//!
+//! With several hosts, each is tried in turn here, within an equal share of
+//! `DB_CONNECT_TIMEOUT_MS`. The driver's own timeout bounds only the TCP connect of each
+//! address: a host that takes the connection and then never answers (a hung server, a
+//! proxy whose backend is gone) would hold the whole connect until the caller's bound ran
+//! out, and the next host would never be tried.
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
 use tokio::task::JoinHandle;
+use tokio_postgres::Config;
+use tokio_postgres::config::{Host, LoadBalanceHosts};
 
 use super::describe;
 use super::tls::{self, TlsError};
@@ -25,6 +33,9 @@ pub enum ConnectError {
     /// The driver's own reason: refused, TLS, authentication, a timeout.
     #[error("{}", describe(.0))]
     Driver(#[source] tokio_postgres::Error),
+    /// Several hosts, none connected: each one's reason, named by its host.
+    #[error("no host connected: {}", .0.join("; "))]
+    EveryHost(Vec<String>),
 }
 
 /// Opens one connection and spawns the task that drives it. `purpose` names the
@@ -35,13 +46,120 @@ pub async fn open(
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), ConnectError> {
     let settings = config.connection_settings()?;
     let tls = tls::connector(config)?;
-    let (client, connection) = settings.connect(tls).await.map_err(ConnectError::Driver)?;
+    let mut hosts = each_host(&settings);
+    let (client, connection) = if hosts.len() < 2 {
+        settings.connect(tls).await.map_err(ConnectError::Driver)?
+    } else {
+        if settings.get_load_balance_hosts() == LoadBalanceHosts::Random {
+            fastrand::shuffle(&mut hosts);
+        }
+        let mut reasons = Vec::with_capacity(hosts.len());
+        let mut connected = None;
+        for (name, one) in hosts {
+            let attempt = one.connect(tls.clone());
+            let reason = match one.get_connect_timeout().copied() {
+                Some(share) => match tokio::time::timeout(share, attempt).await {
+                    Ok(Ok(pair)) => {
+                        connected = Some(pair);
+                        break;
+                    }
+                    Ok(Err(error)) => describe(&error),
+                    Err(_) => format!(
+                        "no connection within {} ms, its share of DB_CONNECT_TIMEOUT_MS",
+                        share.as_millis()
+                    ),
+                },
+                None => match attempt.await {
+                    Ok(pair) => {
+                        connected = Some(pair);
+                        break;
+                    }
+                    Err(error) => describe(&error),
+                },
+            };
+            reasons.push(format!("{name}: {reason}"));
+        }
+        connected.ok_or(ConnectError::EveryHost(reasons))?
+    };
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(purpose, error = %describe(&error), "database connection ended");
         }
     });
     Ok((client, task))
+}
+
+/// With several hosts, the settings once for each, with that host alone (its address and
+/// its port) and an equal share of the connect timeout, named `host:port` for the
+/// reasons; empty with one host, which the driver connects as it is. Every other setting
+/// is copied: a test compares the result with the same string written for one host.
+fn each_host(all: &Config) -> Vec<(String, Config)> {
+    let hosts = all.get_hosts();
+    if hosts.len() < 2 {
+        return Vec::new();
+    }
+    let share = all
+        .get_connect_timeout()
+        .map(|budget| *budget / hosts.len() as u32);
+    let ports = all.get_ports();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // libpq: one port for every host, or one per host
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let mut one = Config::new();
+            let name = match host {
+                Host::Tcp(name) => {
+                    one.host(name);
+                    name.clone()
+                }
+                Host::Unix(path) => {
+                    one.host_path(path);
+                    path.display().to_string()
+                }
+            };
+            if let Some(address) = all.get_hostaddrs().get(i) {
+                one.hostaddr(*address);
+            }
+            one.port(port);
+            if let Some(share) = share {
+                one.connect_timeout(share);
+            }
+            if let Some(user) = all.get_user() {
+                one.user(user);
+            }
+            if let Some(password) = all.get_password() {
+                one.password(password);
+            }
+            if let Some(dbname) = all.get_dbname() {
+                one.dbname(dbname);
+            }
+            if let Some(options) = all.get_options() {
+                one.options(options);
+            }
+            if let Some(name) = all.get_application_name() {
+                one.application_name(name);
+            }
+            if let Some(timeout) = all.get_tcp_user_timeout() {
+                one.tcp_user_timeout(*timeout);
+            }
+            if let Some(interval) = all.get_keepalives_interval() {
+                one.keepalives_interval(interval);
+            }
+            if let Some(retries) = all.get_keepalives_retries() {
+                one.keepalives_retries(retries);
+            }
+            one.ssl_mode(all.get_ssl_mode())
+                .ssl_negotiation(all.get_ssl_negotiation())
+                .keepalives(all.get_keepalives())
+                .keepalives_idle(all.get_keepalives_idle())
+                .target_session_attrs(all.get_target_session_attrs())
+                .channel_binding(all.get_channel_binding())
+                .load_balance_hosts(all.get_load_balance_hosts());
+            (format!("{name}:{port}"), one)
+        })
+        .collect()
 }
 
 /// The pool's manager: connections from [`open`], with deadpool-postgres's statement
@@ -79,7 +197,42 @@ impl managed::Manager for PoolManager {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn each_host_keeps_every_other_setting() {
+        let settings = "user=u password=p dbname=d options='-c a=b' application_name=app \
+            sslmode=require sslnegotiation=direct tcp_user_timeout=4 keepalives=0 \
+            keepalives_idle=5 keepalives_interval=6 keepalives_retries=7 \
+            target_session_attrs=read-write channel_binding=require load_balance_hosts=random";
+        let all: Config = format!(
+            "host=a,b,/run/pg hostaddr=10.0.0.1,10.0.0.2,10.0.0.3 port=1,2,3 connect_timeout=3 {settings}"
+        )
+        .parse()
+        .unwrap();
+        let hosts = each_host(&all);
+        let names: Vec<&str> = hosts.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["a:1", "b:2", "/run/pg:3"]);
+        let second: Config = format!("host=b hostaddr=10.0.0.2 port=2 {settings}")
+            .parse::<Config>()
+            .map(|mut one| {
+                one.connect_timeout(Duration::from_secs(1));
+                one
+            })
+            .unwrap();
+        assert_eq!(hosts[1].1, second);
+    }
+
+    #[test]
+    fn each_host_shares_one_port_and_no_timeout() {
+        let all: Config = "host=a,b port=7 user=u".parse().unwrap();
+        let hosts = each_host(&all);
+        assert_eq!(hosts[1].0, "b:7");
+        assert_eq!(hosts[1].1.get_connect_timeout(), None);
+        assert!(each_host(&"host=a port=7 user=u".parse().unwrap()).is_empty());
+    }
 
     /// Every query awaits a pool checkout inside its timeout, and its callers' futures
     /// hold that future by value: whatever its size, it is copied several times per

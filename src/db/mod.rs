@@ -509,7 +509,9 @@ impl Database {
     /// write would fail there. Unlike other operations, a ping whose query times out
     /// counts as the database being down: this query is never slow on a database that
     /// answers (a partition, or a server that hangs). A busy pool does not: the database
-    /// is not even asked.
+    /// is not even asked. Nor, through a pooler (unnamed statements), does a timeout: a
+    /// pooler whose server connections are all taken holds the query in its queue, which
+    /// is saturation, and farol's own connections (to the pooler) are not suspect.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.ping_as("ping").await
     }
@@ -536,7 +538,7 @@ impl Database {
             .await;
         match result {
             Ok(()) => self.mark_writable(),
-            Err(DbError::Timeout) => {
+            Err(DbError::Timeout) if self.inner.statements == Statements::Named => {
                 // A hung server or a partition: the connection that hung is suspect.
                 self.mark_down(
                     "the health query got no answer within DB_QUERY_TIMEOUT_MS",

@@ -855,25 +855,12 @@ async fn with_several_hosts_and_target_session_attrs_read_write_it_writes_to_the
     let standby = PgCluster::start_with(&["default_transaction_read_only=on"]);
     let primary = PgCluster::start();
     let database = create_database(&primary.url("postgres")).await;
-    let name = database
-        .rsplit_once('/')
-        .and_then(|(_, rest)| rest.split('?').next())
-        .unwrap()
-        .to_owned();
-    let port_of = |url: &str| {
-        url.split(':')
-            .nth(2)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let (_, name) = port_and_name(&database);
     let url = format!(
         "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname={name} sslmode=disable \
          target_session_attrs=read-write",
-        port_of(&standby.url("postgres")),
-        port_of(&primary.url("postgres")),
+        port_and_name(&standby.url("postgres")).0,
+        port_and_name(&database).0,
     );
     let app = start(&url, &[]).await;
     app.wait_ready().await;
@@ -886,6 +873,34 @@ async fn with_several_hosts_and_target_session_attrs_read_write_it_writes_to_the
         .unwrap()
         .get(0);
     assert_eq!(stored, 1, "the note {note} is on the primary");
+}
+
+/// The port and the database name of a `postgres://user@host:port/name?…` URL.
+fn port_and_name(url: &str) -> (String, String) {
+    let (_, at) = url.split_once('@').unwrap();
+    let (address, rest) = at.split_once('/').unwrap();
+    let port = address.rsplit_once(':').unwrap().1;
+    (port.to_owned(), rest.split('?').next().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_first_host_that_never_answers_does_not_keep_the_next_from_being_tried() {
+    // A listener nobody accepts from: the kernel completes the TCP handshake, so the
+    // driver's connect timeout (TCP only) is met, and the start-up message is never
+    // answered. The connect budget is shared among the hosts, so the second is reached.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    let database = create_database(&shared_server_url()).await;
+    let (port, name) = port_and_name(&database);
+    let url = format!(
+        "host=127.0.0.1,127.0.0.1 port={hung_port},{port} user=postgres dbname={name} \
+         sslmode=disable target_session_attrs=read-write"
+    );
+    let app = start(&url, &[("DB_CONNECT_TIMEOUT_MS", "2000")]).await;
+    app.wait_ready().await;
+    app.create_note("past", "a hung first host").await;
+    assert_eq!(app.get("/health").await.status(), 200);
+    drop(hung);
 }
 
 #[tokio::test]

@@ -190,6 +190,43 @@ async fn accept_a_cancel(listener: &TcpListener) -> tokio::net::TcpStream {
 }
 
 #[tokio::test]
+async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage() {
+    let direct = create_database(&shared_server_url()).await;
+    migrate(&direct).await;
+    let pooler = PgBouncer::start(&shared_server_url(), 1);
+    let app = start(
+        &pooler.url(&direct),
+        &[
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+            ("DB_QUERY_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    let note = app.create_note("kept", "through saturation").await;
+    // The pooler's one server connection, held by another client of the pooler.
+    let holder = admin(&pooler.url(&direct)).await;
+    let held = tokio::spawn(async move { holder.batch_execute("SELECT pg_sleep(3)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 503);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "error", "checks": {"database": "timeout"}})
+    );
+    let status: Value = app.get("/").await.json().await.unwrap();
+    assert_eq!(
+        status["database"], "up",
+        "a full pooler is not a database down"
+    );
+    held.await.unwrap().unwrap();
+    let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
+    let read: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(read, note);
+}
+
+#[tokio::test]
 async fn a_cancel_waits_for_the_server_to_close_its_connection_as_libpq_does() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -539,3 +539,25 @@ fn a_database_role_that_is_a_superuser_is_said_at_start_up() {
     let line = farol.wait_for_log("has a superuser's powers", Duration::from_secs(10));
     assert!(line.contains(role), "{line}");
 }
+
+#[test]
+fn when_no_host_connects_each_ones_reason_is_logged() {
+    // The first host takes the connection and never answers (nobody accepts from this
+    // listener; the kernel completes the handshake), the second refuses.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    let closed = crate::support::pg::free_port();
+    let url = format!(
+        "host=127.0.0.1,localhost port={hung_port},{closed} user=postgres dbname=postgres \
+         sslmode=disable"
+    );
+    let farol = FarolProcess::spawn(&[("DATABASE_URL", &url), ("DB_CONNECT_TIMEOUT_MS", "1000")]);
+    let logged = farol.wait_for_log("no host connected", Duration::from_secs(10));
+    assert!(
+        logged.contains(&format!(
+            "127.0.0.1:{hung_port}: no connection within 500 ms"
+        )) && logged.contains(&format!("localhost:{closed}: ")),
+        "{logged}"
+    );
+    drop(hung);
+}
