@@ -35,7 +35,8 @@ enum Command {
     Migrate,
     /// GET this instance's /livez (or --url) and exit 0 on a 200, 1 otherwise.
     Healthcheck {
-        /// The URL to check; default http://127.0.0.1:$PORT/livez.
+        /// The URL to check; default this instance's /livez, at $HOST (loopback for a
+        /// wildcard) and $PORT.
         #[arg(long)]
         url: Option<String>,
     },
@@ -230,14 +231,15 @@ fn healthcheck(url: Option<String>) -> ExitCode {
 }
 
 /// This instance's `/livez`, where `serve` listens given the same `HOST` and `PORT`: a
-/// wildcard address (the default) is reached on loopback, any other on itself.
+/// wildcard address (the default; `serve` binds it dual-stack) is reached on IPv4's
+/// loopback, any other address on itself.
 fn local_livez(host: Option<&str>, port: Option<&str>) -> String {
     let port = port.unwrap_or("5000");
-    let host = match host.map(str::trim) {
-        None | Some("" | "0.0.0.0") => "127.0.0.1".to_owned(),
-        Some("::" | "[::]") => "[::1]".to_owned(),
-        Some(ip) if ip.contains(':') && !ip.starts_with('[') => format!("[{ip}]"),
-        Some(name) => name.to_owned(),
+    let host = match host.map(|h| h.trim().parse::<std::net::IpAddr>()) {
+        None | Some(Err(_)) => "127.0.0.1".to_owned(),
+        Some(Ok(ip)) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        Some(Ok(std::net::IpAddr::V6(ip))) => format!("[{ip}]"),
+        Some(Ok(ip)) => ip.to_string(),
     };
     format!("http://{host}:{port}/livez")
 }
@@ -253,7 +255,11 @@ mod tests {
             local_livez(Some("0.0.0.0"), Some("8080")),
             "http://127.0.0.1:8080/livez"
         );
-        assert_eq!(local_livez(Some("::"), None), "http://[::1]:5000/livez");
+        assert_eq!(local_livez(Some("::"), None), "http://127.0.0.1:5000/livez");
+        assert_eq!(
+            local_livez(Some("0:0:0:0:0:0:0:0"), None),
+            "http://127.0.0.1:5000/livez"
+        );
         assert_eq!(
             local_livez(Some("10.0.0.5"), None),
             "http://10.0.0.5:5000/livez"

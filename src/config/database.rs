@@ -149,6 +149,22 @@ impl DatabaseConfig {
                 .map_err(|problem| ConfigError::new("DATABASE_URL", problem.to_string()))?,
             None => Self::from_libpq_vars(env)?,
         };
+        // The driver and libpq refuse lists that do not line up; farol, trying the hosts
+        // itself (db::connect), must too, or a host would go to another's port or address.
+        let hosts = config.driver.get_hosts().len();
+        let (ports, addresses) = (
+            config.driver.get_ports().len(),
+            config.driver.get_hostaddrs().len(),
+        );
+        if ports > 1 && ports != hosts || addresses > 0 && addresses != hosts {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                format!(
+                    "{hosts} hosts, {ports} ports and {addresses} hostaddrs: give one port \
+                     for all or one for each host, and one hostaddr for each host or none"
+                ),
+            ));
+        }
         if config.driver.get_connect_timeout().is_some() {
             return Err(ConfigError::new(
                 "DATABASE_URL",
@@ -210,10 +226,11 @@ impl DatabaseConfig {
         let attrs = env.parse_or(
             "PGTARGETSESSIONATTRS",
             TargetSessionAttrs::Any,
-            "any or read-write",
+            "any, read-write or read-only",
             |s| match s {
                 "any" => Some(TargetSessionAttrs::Any),
                 "read-write" => Some(TargetSessionAttrs::ReadWrite),
+                "read-only" => Some(TargetSessionAttrs::ReadOnly),
                 _ => None,
             },
         )?;
@@ -714,6 +731,23 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.variable, variable, "{err}");
         }
+    }
+
+    #[test]
+    fn lists_of_hosts_ports_and_addresses_that_do_not_line_up_are_refused() {
+        for url in [
+            "host=a,b,c port=1,2 user=u",
+            "host=a,b hostaddr=10.0.0.1 user=u",
+        ] {
+            let env = Env::from_pairs([("DATABASE_URL", url)]);
+            let err = DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap_err();
+            assert_eq!(err.variable, "DATABASE_URL", "{url}");
+        }
+        let env = Env::from_pairs([(
+            "DATABASE_URL",
+            "host=a,b port=1 hostaddr=10.0.0.1,10.0.0.2 user=u",
+        )]);
+        DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap();
     }
 
     #[test]

@@ -53,29 +53,38 @@ pub async fn open(
         if settings.get_load_balance_hosts() == LoadBalanceHosts::Random {
             fastrand::shuffle(&mut hosts);
         }
-        let mut reasons = Vec::with_capacity(hosts.len());
+        // Within nine tenths of the budget: the callers' bounds, each the whole budget and
+        // started a little earlier, then leave time for the reasons to be told.
+        let deadline = settings
+            .get_connect_timeout()
+            .map(|budget| tokio::time::Instant::now() + *budget * 9 / 10);
+        let count = hosts.len();
+        let mut reasons = Vec::with_capacity(count);
         let mut connected = None;
-        for (name, one) in hosts {
+        for (tried, (name, one)) in hosts.into_iter().enumerate() {
             let attempt = one.connect(tls.clone());
-            let reason = match one.get_connect_timeout().copied() {
-                Some(share) => match tokio::time::timeout(share, attempt).await {
-                    Ok(Ok(pair)) => {
-                        connected = Some(pair);
-                        break;
-                    }
-                    Ok(Err(error)) => describe(&error),
-                    Err(_) => format!(
-                        "no connection within {} ms, its share of DB_CONNECT_TIMEOUT_MS",
-                        share.as_millis()
-                    ),
-                },
-                None => match attempt.await {
-                    Ok(pair) => {
-                        connected = Some(pair);
-                        break;
-                    }
-                    Err(error) => describe(&error),
-                },
+            let outcome = match deadline {
+                // what is left, shared among the hosts left: one that fails fast leaves
+                // its time to the next
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let share = left / (count - tried) as u32;
+                    tokio::time::timeout(share, attempt).await.map_err(|_| {
+                        format!(
+                            "no connection within {} ms, its share of DB_CONNECT_TIMEOUT_MS",
+                            share.as_millis()
+                        )
+                    })
+                }
+                None => Ok(attempt.await),
+            };
+            let reason = match outcome {
+                Ok(Ok(pair)) => {
+                    connected = Some(pair);
+                    break;
+                }
+                Ok(Err(error)) => describe(&error),
+                Err(timed_out) => timed_out,
             };
             reasons.push(format!("{name}: {reason}"));
         }
@@ -90,17 +99,14 @@ pub async fn open(
 }
 
 /// With several hosts, the settings once for each, with that host alone (its address and
-/// its port) and an equal share of the connect timeout, named `host:port` for the
-/// reasons; empty with one host, which the driver connects as it is. Every other setting
-/// is copied: a test compares the result with the same string written for one host.
+/// its port), named for the reasons; empty with one host, which the driver connects as it
+/// is. Every other setting is copied: a test compares the result with the same string
+/// written for one host. (The lists' lengths were checked when the settings were read.)
 fn each_host(all: &Config) -> Vec<(String, Config)> {
     let hosts = all.get_hosts();
     if hosts.len() < 2 {
         return Vec::new();
     }
-    let share = all
-        .get_connect_timeout()
-        .map(|budget| *budget / hosts.len() as u32);
     let ports = all.get_ports();
     hosts
         .iter()
@@ -109,7 +115,7 @@ fn each_host(all: &Config) -> Vec<(String, Config)> {
             // libpq: one port for every host, or one per host
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             let mut one = Config::new();
-            let name = match host {
+            let mut name = match host {
                 Host::Tcp(name) => {
                     one.host(name);
                     name.clone()
@@ -119,12 +125,16 @@ fn each_host(all: &Config) -> Vec<(String, Config)> {
                     path.display().to_string()
                 }
             };
+            if name.contains(':') {
+                name = format!("[{name}]");
+            }
             if let Some(address) = all.get_hostaddrs().get(i) {
                 one.hostaddr(*address);
+                name = format!("{name} ({address})");
             }
             one.port(port);
-            if let Some(share) = share {
-                one.connect_timeout(share);
+            if let Some(timeout) = all.get_connect_timeout() {
+                one.connect_timeout(*timeout);
             }
             if let Some(user) = all.get_user() {
                 one.user(user);
@@ -197,8 +207,6 @@ impl managed::Manager for PoolManager {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -214,23 +222,23 @@ mod tests {
         .unwrap();
         let hosts = each_host(&all);
         let names: Vec<&str> = hosts.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["a:1", "b:2", "/run/pg:3"]);
-        let second: Config = format!("host=b hostaddr=10.0.0.2 port=2 {settings}")
-            .parse::<Config>()
-            .map(|mut one| {
-                one.connect_timeout(Duration::from_secs(1));
-                one
-            })
-            .unwrap();
+        assert_eq!(
+            names,
+            ["a (10.0.0.1):1", "b (10.0.0.2):2", "/run/pg (10.0.0.3):3"]
+        );
+        let second: Config =
+            format!("host=b hostaddr=10.0.0.2 port=2 connect_timeout=3 {settings}")
+                .parse()
+                .unwrap();
         assert_eq!(hosts[1].1, second);
     }
 
     #[test]
-    fn each_host_shares_one_port_and_no_timeout() {
-        let all: Config = "host=a,b port=7 user=u".parse().unwrap();
+    fn each_host_shares_one_port() {
+        let all: Config = "host=a,::1 port=7 user=u".parse().unwrap();
         let hosts = each_host(&all);
-        assert_eq!(hosts[1].0, "b:7");
-        assert_eq!(hosts[1].1.get_connect_timeout(), None);
+        assert_eq!(hosts[1].0, "[::1]:7");
+        assert_eq!(hosts[1].1.get_ports(), [7]);
         assert!(each_host(&"host=a port=7 user=u".parse().unwrap()).is_empty());
     }
 

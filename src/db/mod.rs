@@ -24,7 +24,7 @@ pub mod wait;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
@@ -41,6 +41,10 @@ use outage::{DownLine, OutageLog, ReasonLog};
 use read_only::ReadOnlyState;
 use session::Session;
 use tls::TlsError;
+
+/// Through a pooler, how long pings may time out before the database counts as down
+/// ([`Database::ping`]): five of the background pings, every 2 s.
+pub const POOLER_SILENCE: Duration = Duration::from_secs(10);
 
 /// The server's statement_timeout for a `DB_QUERY_TIMEOUT_MS` of `query_timeout`: half a
 /// second more, so that our own timeout answers the client (503) first, by that margin.
@@ -298,6 +302,10 @@ struct Inner {
     tracer: Option<Tracer>,
     /// `/health`'s ping in flight (`health`).
     check: health::SharedCheck,
+    /// Through a pooler: when the pings began to time out, in milliseconds after
+    /// `created` plus one; 0 while the last one answered.
+    pooler_silent_since: AtomicU64,
+    created: Instant,
     /// Set at exit: the statements left running are cancelled at once, without the wait
     /// for them to end by themselves (`abandon`), within the exit's one second.
     exiting: tokio::sync::watch::Sender<bool>,
@@ -366,6 +374,8 @@ impl Database {
                 tracer,
                 check: health::SharedCheck::default(),
                 exiting: tokio::sync::watch::Sender::new(false),
+                pooler_silent_since: AtomicU64::new(0),
+                created: Instant::now(),
             }),
         })
     }
@@ -509,9 +519,11 @@ impl Database {
     /// write would fail there. Unlike other operations, a ping whose query times out
     /// counts as the database being down: this query is never slow on a database that
     /// answers (a partition, or a server that hangs). A busy pool does not: the database
-    /// is not even asked. Nor, through a pooler (unnamed statements), does a timeout: a
-    /// pooler whose server connections are all taken holds the query in its queue, which
-    /// is saturation, and farol's own connections (to the pooler) are not suspect.
+    /// is not even asked. Through a pooler (unnamed statements) a timeout is first taken
+    /// for saturation: a pooler whose server connections are all taken holds the query
+    /// in its queue, and farol's own connections (to the pooler) are not suspect. Pings
+    /// timing out for [`POOLER_SILENCE`] are more than a queue: a pooler gone, or a
+    /// server hung behind it; that is down.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.ping_as("ping").await
     }
@@ -537,8 +549,34 @@ impl Database {
             })
             .await;
         match result {
-            Ok(()) => self.mark_writable(),
-            Err(DbError::Timeout) if self.inner.statements == Statements::Named => {
+            Ok(()) => {
+                if self.inner.pooler_silent_since.load(Ordering::Relaxed) != 0 {
+                    self.inner.pooler_silent_since.store(0, Ordering::Relaxed);
+                }
+                self.mark_writable()
+            }
+            Err(DbError::Timeout) if self.inner.statements == Statements::Unnamed => {
+                let now = u64::try_from(self.inner.created.elapsed().as_millis())
+                    .unwrap_or(u64::MAX - 1)
+                    + 1;
+                let since = match self.inner.pooler_silent_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => now,
+                    Err(earlier) => earlier,
+                };
+                if Duration::from_millis(now - since) >= POOLER_SILENCE {
+                    self.mark_down(
+                        "through the pooler, no health query answered within \
+                         DB_QUERY_TIMEOUT_MS for 10 s",
+                        true,
+                    );
+                }
+            }
+            Err(DbError::Timeout) => {
                 // A hung server or a partition: the connection that hung is suspect.
                 self.mark_down(
                     "the health query got no answer within DB_QUERY_TIMEOUT_MS",

@@ -204,7 +204,15 @@ async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage
     )
     .await;
     app.wait_ready().await;
-    let note = app.create_note("kept", "through saturation").await;
+    // Several connections to the pooler in farol's pool, idle once these are answered.
+    let notes = futures_util::future::join_all(
+        (0..4).map(|n| app.create_note("kept", if n == 0 { "first" } else { "more" })),
+    )
+    .await;
+    let note = notes[0].clone();
+    let idle = r#"db_client_connection_count{state="idle"}"#;
+    let idle_before = app.metric(idle).await.unwrap();
+    assert!(idle_before >= 2.0, "{idle_before} idle connections");
     // The pooler's one server connection, held by another client of the pooler.
     let holder = admin(&pooler.url(&direct)).await;
     let held = tokio::spawn(async move { holder.batch_execute("SELECT pg_sleep(3)").await });
@@ -220,10 +228,58 @@ async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage
         status["database"], "up",
         "a full pooler is not a database down"
     );
+    // The ping's own connection is given up on; the others stay.
+    let idle_after = app.metric(idle).await.unwrap();
+    assert!(
+        idle_after >= idle_before - 1.0,
+        "{idle_before} idle, then {idle_after}"
+    );
     held.await.unwrap().unwrap();
     let path = format!("/api/v1/notes/{}", note["id"].as_str().unwrap());
     let read: Value = app.get(&path).await.json().await.unwrap();
     assert_eq!(read, note);
+}
+
+#[tokio::test]
+async fn a_pooler_that_answers_no_ping_for_its_silence_is_a_database_down() {
+    let direct = create_database(&shared_server_url()).await;
+    migrate(&direct).await;
+    let pooler = PgBouncer::start(&shared_server_url(), 1);
+    let app = start(
+        &pooler.url(&direct),
+        &[
+            ("DB_PREPARED_STATEMENTS", "unnamed"),
+            ("MIGRATE_ON_START", "false"),
+            ("DB_QUERY_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    app.wait_ready().await;
+    // The pooler's one server connection, held past the silence (the background ping,
+    // every 2 s, times out at each try meanwhile).
+    let holder = admin(&pooler.url(&direct)).await;
+    let silence = farol::db::POOLER_SILENCE;
+    let held = tokio::spawn(async move {
+        let sleep = format!("SELECT pg_sleep({})", silence.as_secs() + 8);
+        holder.batch_execute(&sleep).await
+    });
+    let started = Instant::now();
+    let down = loop {
+        let status: Value = app.get("/").await.json().await.unwrap();
+        if status["database"] == "down" {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < silence + Duration::from_secs(6),
+            "still up after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(down >= silence, "down after {down:?}");
+    held.await.unwrap().unwrap();
+    app.wait_for_status("/health", 200, Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test]
