@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-use crate::support::app::start;
+use crate::support::app::{TestApp, start};
 use crate::support::pg::{admin, create_database, shared_server_url};
 use crate::support::pgbouncer::PgBouncer;
 use farol::db::cancel::{CancelError, Sent};
@@ -189,8 +189,9 @@ async fn accept_a_cancel(listener: &TcpListener) -> tokio::net::TcpStream {
     server_side
 }
 
-#[tokio::test]
-async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage() {
+/// farol, ready, behind a PgBouncer with one server connection, which a test's other
+/// client can hold; with the direct URL of its database.
+async fn behind_a_pooler_of_one() -> (TestApp, PgBouncer, String) {
     let direct = create_database(&shared_server_url()).await;
     migrate(&direct).await;
     let pooler = PgBouncer::start(&shared_server_url(), 1);
@@ -204,6 +205,12 @@ async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage
     )
     .await;
     app.wait_ready().await;
+    (app, pooler, direct)
+}
+
+#[tokio::test]
+async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage() {
+    let (app, pooler, direct) = behind_a_pooler_of_one().await;
     // Several connections to the pooler in farol's pool, idle once these are answered.
     let notes = futures_util::future::join_all(
         (0..4).map(|n| app.create_note("kept", if n == 0 { "first" } else { "more" })),
@@ -242,19 +249,7 @@ async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage
 
 #[tokio::test]
 async fn a_pooler_that_answers_no_ping_for_its_silence_is_a_database_down() {
-    let direct = create_database(&shared_server_url()).await;
-    migrate(&direct).await;
-    let pooler = PgBouncer::start(&shared_server_url(), 1);
-    let app = start(
-        &pooler.url(&direct),
-        &[
-            ("DB_PREPARED_STATEMENTS", "unnamed"),
-            ("MIGRATE_ON_START", "false"),
-            ("DB_QUERY_TIMEOUT_MS", "500"),
-        ],
-    )
-    .await;
-    app.wait_ready().await;
+    let (app, pooler, direct) = behind_a_pooler_of_one().await;
     // The pooler's one server connection, held past the silence (the background ping,
     // every 2 s, times out at each try meanwhile).
     let holder = admin(&pooler.url(&direct)).await;
