@@ -732,7 +732,13 @@ def production_targets():
                                              "__meta_kubernetes_pod_label_cnpg_io_instanceRole"}:
         raise SystemExit(f"the PodMonitor's role relabeling reads {sorted(role_sources)},"
                          " not CloudNativePG's pod labels")
-    probe = next(d for d in manifests if d["kind"] == "Probe")["spec"]
+    probes = {d["spec"]["jobName"]: d["spec"] for d in manifests if d["kind"] == "Probe"}
+    if set(probes) != {"farol-health", "farol-public"}:
+        raise SystemExit(f"monitoring.yaml: Probes of jobs {sorted(probes)}, expected farol-health (the Service) "
+                         "and farol-public (the public URL)")
+    # the operator labels a static target with the Probe's namespace
+    probed = {job: {"job": job, "instance": probe["targets"]["staticConfig"]["static"][0], "namespace": namespace,
+                    **probe["targets"]["staticConfig"].get("labels", {})} for job, probe in probes.items()}
     return {
         "farol": {"job": "farol", "namespace": namespace, "instance": "10.1.0.11:9464", "pod": "farol-7d9f-a",
                   "service": "farol-metrics", "endpoint": "metrics", "container": "farol"},
@@ -741,9 +747,7 @@ def production_targets():
                      **({"role": "primary"} if "role" in relabel["database"] else {})},
         "pgbouncer": {"job": job["pooler"], "namespace": namespace, "instance": "10.1.0.31:9127",
                       "pod": "farol-db-pooler-rw-5c8d-a", "container": "pgbouncer", "endpoint": "metrics"},
-        # the operator labels a static target with the Probe's namespace
-        "farol-health": {"job": probe["jobName"], "instance": probe["targets"]["staticConfig"]["static"][0],
-                         "namespace": namespace, **probe["targets"]["staticConfig"].get("labels", {})},
+        **probed,
     }
 
 
@@ -764,6 +768,9 @@ def inhibition_scenarios():
         per_instance = lambda name, t: _alert(name, "page", _keep(t, "namespace", "job", "instance"))  # noqa: E731
         job_level = lambda name, sev, farol=farol: _alert(name, sev, _keep(farol, "namespace", "job"))  # noqa: E731
         health = _alert("FarolHealthCheckFailing", "page", probe)
+        # the public URL (production only), held back only when nothing behind it answers
+        public = [(_alert("FarolPublicEndpointFailing", "page", targets["farol-public"]), True)] \
+            if "farol-public" in targets else []
         budget_fast, budget_slow = job_level("ErrorBudgetBurnFast", "page"), job_level("ErrorBudgetBurnSlow", "ticket")
         slo_tier = lambda name, sev, tier, slo, level=job_level: {  # noqa: E731
             **level(name, sev), "burnrate_tier": tier, "sloth_id": slo}
@@ -775,6 +782,7 @@ def inhibition_scenarios():
             (health, topology == "compose"),
             # another instance, and the service's budget: one pod down explains neither
             (per_instance("HttpHighErrorRate", other_pod), False),
+            *[(alert, False) for alert, _ in public],
             (budget_fast, False),
             (budget_slow, False),
             (_alert("Watchdog", "ticket", {}), False),
@@ -784,6 +792,7 @@ def inhibition_scenarios():
             (_alert("FarolDown", "page", other_pod), False),
             (job_level("FarolAllInstancesDown", "none"), False),
             (health, True),
+            *public,
             (budget_fast, True),
             (budget_slow, True),
             (per_instance("HttpHighLatency", other_pod), True),
@@ -800,8 +809,9 @@ def inhibition_scenarios():
             (job_level("LatencyBudgetBurnFast", "page"), True),
             (per_instance("HttpHighLatency", farol), True),
             (job_level("LatencyBudgetBurnSlow", "ticket"), False),
-            # not explained by the database: a farol down, a budget spent
+            # not explained by the database: a farol down, a budget spent, the public path
             (_alert("FarolDown", "page", other_pod), False),
+            *[(alert, False) for alert, _ in public],
             (budget_slow, False),
             (_alert("PostgresTooManyConnections", "ticket", primary), False),
             # its rule waits the outage out itself (rules/farol.yml): no inhibition

@@ -142,12 +142,17 @@ pub struct DatabaseConfig {
 
 impl DatabaseConfig {
     /// From `DATABASE_URL` (or `DATABASE_URL_FILE`), else from `PGHOST`, `PGPORT`,
-    /// `PGUSER`, `PGPASSWORD(_FILE)`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`.
+    /// `PGUSER`, `PGPASSWORD(_FILE)`, `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`,
+    /// `PGTARGETSESSIONATTRS`. As in libpq, the variables also fill in what a
+    /// `DATABASE_URL` leaves out (but its host, and the port of a `postgres://` URL): a
+    /// `PGSSLMODE=verify-full` beside a URL without `sslmode` is kept, not dropped for
+    /// `prefer`.
     pub fn from_env(env: &Env, connect_timeout: Duration) -> Result<Self, ConfigError> {
+        let defaults = LibpqVars::from_env(env)?;
         let mut config = match env.secret("DATABASE_URL")? {
-            Some(url) => Self::from_connection_string(url.expose())
+            Some(url) => Self::from_connection_string_over(url.expose(), defaults)
                 .map_err(|problem| ConfigError::new("DATABASE_URL", problem.to_string()))?,
-            None => Self::from_libpq_vars(env)?,
+            None => Self::from_libpq_vars(env, defaults)?,
         };
         // The driver and libpq refuse lists that do not line up; farol, trying the hosts
         // itself (db::connect), must too, or a host would go to another's port or address.
@@ -179,23 +184,59 @@ impl DatabaseConfig {
     /// Parses a `postgres://` URL or a libpq `key=value` string. Errors never quote the
     /// string, which may hold a password.
     pub fn from_connection_string(dsn: &str) -> Result<Self, DatabaseUrlError> {
-        let (rest, ssl_mode, root_cert) = extract_tls_params(dsn)?;
-        let driver: tokio_postgres::Config = rest.parse().map_err(DatabaseUrlError::Invalid)?;
+        Self::from_connection_string_over(dsn, LibpqVars::default())
+    }
+
+    /// [`Self::from_connection_string`], with `defaults` for what the string leaves out.
+    fn from_connection_string_over(
+        dsn: &str,
+        defaults: LibpqVars,
+    ) -> Result<Self, DatabaseUrlError> {
+        let extracted = extract_tls_params(dsn)?;
+        let mut driver: tokio_postgres::Config =
+            extracted.rest.parse().map_err(DatabaseUrlError::Invalid)?;
         if driver.get_hosts().is_empty() {
             return Err(DatabaseUrlError::NoHost);
         }
-        let password = driver
-            .get_password()
-            .map(|p| SecretSource::Value(super::Secret::new(String::from_utf8_lossy(p))));
+        if driver.get_user().is_none()
+            && let Some(user) = &defaults.user
+        {
+            driver.user(user);
+        }
+        if driver.get_dbname().is_none()
+            && let Some(dbname) = &defaults.dbname
+        {
+            driver.dbname(dbname);
+        }
+        // (a postgres:// URL without a port has 5432 from the driver's parser already)
+        if driver.get_ports().is_empty() {
+            for port in &defaults.ports {
+                driver.port(*port);
+            }
+        }
+        if !extracted.sets_session_attrs
+            && let Some(attrs) = defaults.target_session_attrs
+        {
+            driver.target_session_attrs(attrs);
+        }
+        let password = match driver.get_password() {
+            Some(p) => Some(SecretSource::Value(super::Secret::new(
+                String::from_utf8_lossy(p),
+            ))),
+            None => defaults.password,
+        };
         Self::finish(
             driver,
-            ssl_mode.unwrap_or(SslMode::Prefer),
-            root_cert,
+            extracted
+                .ssl_mode
+                .or(defaults.ssl_mode)
+                .unwrap_or(SslMode::Prefer),
+            extracted.root_cert.or(defaults.root_cert),
             password,
         )
     }
 
-    fn from_libpq_vars(env: &Env) -> Result<Self, ConfigError> {
+    fn from_libpq_vars(env: &Env, vars: LibpqVars) -> Result<Self, ConfigError> {
         let mut driver = tokio_postgres::Config::new();
         // libpq's lists: several hosts, and one port for all of them or one for each
         let hosts: Vec<&str> = env
@@ -209,46 +250,36 @@ impl DatabaseConfig {
         for host in &hosts {
             driver.host(host.trim());
         }
-        let ports = env.parse_or(
-            "PGPORT",
-            vec![5432u16],
-            "a port number (1-65535), or a comma-separated list of one for each host",
-            |s| {
-                s.split(',')
-                    .map(|p| p.trim().parse().ok().filter(|p: &u16| *p > 0))
-                    .collect::<Option<Vec<u16>>>()
-                    .filter(|ports| ports.len() == 1 || ports.len() == hosts.len())
-            },
-        )?;
-        for port in ports {
-            driver.port(port);
+        if vars.ports.len() > 1 && vars.ports.len() != hosts.len() {
+            return Err(ConfigError::new(
+                "PGPORT",
+                format!("{} ports for {} hosts", vars.ports.len(), hosts.len()),
+            ));
         }
-        let attrs = env.parse_or(
-            "PGTARGETSESSIONATTRS",
-            TargetSessionAttrs::Any,
-            "any, read-write or read-only",
-            |s| match s {
-                "any" => Some(TargetSessionAttrs::Any),
-                "read-write" => Some(TargetSessionAttrs::ReadWrite),
-                "read-only" => Some(TargetSessionAttrs::ReadOnly),
-                _ => None,
-            },
-        )?;
-        driver.target_session_attrs(attrs);
-        let user = env.get("PGUSER").ok_or_else(|| {
+        for port in vars
+            .ports
+            .iter()
+            .chain((vars.ports.is_empty()).then_some(&5432))
+        {
+            driver.port(*port);
+        }
+        driver.target_session_attrs(vars.target_session_attrs.unwrap_or(TargetSessionAttrs::Any));
+        let user = vars.user.ok_or_else(|| {
             ConfigError::new(
                 "DATABASE_URL",
                 "not set, and neither is PGUSER: say where the database is",
             )
         })?;
+        driver.dbname(vars.dbname.as_deref().unwrap_or(&user));
         driver.user(user);
-        driver.dbname(env.get("PGDATABASE").unwrap_or(user));
-        let password = env.secret_source("PGPASSWORD")?;
-        let ssl_mode = env.parse_or("PGSSLMODE", SslMode::Prefer, SSLMODES, SslMode::parse)?;
-        let root_cert = env.get("PGSSLROOTCERT").map(PathBuf::from);
         // Only the root certificate can be wrong past this point: name its variable.
-        Self::finish(driver, ssl_mode, root_cert, password)
-            .map_err(|problem| ConfigError::new("PGSSLROOTCERT", problem.to_string()))
+        Self::finish(
+            driver,
+            vars.ssl_mode.unwrap_or(SslMode::Prefer),
+            vars.root_cert,
+            vars.password,
+        )
+        .map_err(|problem| ConfigError::new("PGSSLROOTCERT", problem.to_string()))
     }
 
     fn finish(
@@ -364,15 +395,81 @@ impl DatabaseConfig {
     }
 }
 
-/// Removes `sslmode` and `sslrootcert` from a connection string, in either form, and
-/// returns what is left and their values.
-fn extract_tls_params(
-    dsn: &str,
-) -> Result<(String, Option<SslMode>, Option<PathBuf>), DatabaseUrlError> {
+/// The libpq variables but `PGHOST`, read and checked (an error names its variable):
+/// the whole configuration without `DATABASE_URL`, the defaults of what it leaves out
+/// with it.
+#[derive(Default)]
+struct LibpqVars {
+    ports: Vec<u16>,
+    user: Option<String>,
+    dbname: Option<String>,
+    password: Option<SecretSource>,
+    ssl_mode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
+    target_session_attrs: Option<TargetSessionAttrs>,
+}
+
+impl LibpqVars {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        fn optional<T>(
+            env: &Env,
+            name: &str,
+            expected: &str,
+            parse: fn(&str) -> Option<T>,
+        ) -> Result<Option<T>, ConfigError> {
+            env.parse_or(name, None, expected, |s| parse(s).map(Some))
+        }
+        Ok(Self {
+            ports: env.parse_or(
+                "PGPORT",
+                Vec::new(),
+                "a port number (1-65535), or a comma-separated list of one for each host",
+                |s| {
+                    s.split(',')
+                        .map(|p| p.trim().parse().ok().filter(|p: &u16| *p > 0))
+                        .collect()
+                },
+            )?,
+            user: env.get("PGUSER").map(str::to_owned),
+            dbname: env.get("PGDATABASE").map(str::to_owned),
+            password: env.secret_source("PGPASSWORD")?,
+            ssl_mode: optional(env, "PGSSLMODE", SSLMODES, SslMode::parse)?,
+            root_cert: env.get("PGSSLROOTCERT").map(PathBuf::from),
+            target_session_attrs: optional(
+                env,
+                "PGTARGETSESSIONATTRS",
+                "any, read-write or read-only",
+                |s| match s {
+                    "any" => Some(TargetSessionAttrs::Any),
+                    "read-write" => Some(TargetSessionAttrs::ReadWrite),
+                    "read-only" => Some(TargetSessionAttrs::ReadOnly),
+                    _ => None,
+                },
+            )?,
+        })
+    }
+}
+
+/// A connection string without `sslmode` and `sslrootcert`, their values, and whether it
+/// chose its `target_session_attrs` (which the driver's default cannot tell).
+struct Extracted {
+    rest: String,
+    ssl_mode: Option<SslMode>,
+    root_cert: Option<PathBuf>,
+    sets_session_attrs: bool,
+}
+
+/// Removes `sslmode` and `sslrootcert` from a connection string, in either form.
+fn extract_tls_params(dsn: &str) -> Result<Extracted, DatabaseUrlError> {
     let mut ssl_mode = None;
     let mut root_cert = None;
+    let mut sets_session_attrs = false;
     let mut take = |key: &str, value: &str| -> Result<bool, DatabaseUrlError> {
         match key {
+            "target_session_attrs" => {
+                sets_session_attrs = true;
+                Ok(false)
+            }
             "sslmode" => {
                 ssl_mode = Some(
                     SslMode::parse(value)
@@ -392,7 +489,12 @@ fn extract_tls_params(
     } else {
         strip_keyword_params(dsn, &mut take)?
     };
-    Ok((rest, ssl_mode, root_cert))
+    Ok(Extracted {
+        rest,
+        ssl_mode,
+        root_cert,
+        sets_session_attrs,
+    })
 }
 
 type Take<'a> = dyn FnMut(&str, &str) -> Result<bool, DatabaseUrlError> + 'a;
@@ -490,23 +592,24 @@ mod tests {
 
     #[test]
     fn url_tls_parameters_are_taken_out() {
-        let (rest, mode, cert) = extract_tls_params(
+        let got = extract_tls_params(
             "postgres://u:p@h:5/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
         )
         .unwrap();
-        assert_eq!(rest, "postgres://u:p@h:5/db?application_name=x");
-        assert_eq!(mode, Some(SslMode::VerifyFull));
-        assert_eq!(cert, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(got.rest, "postgres://u:p@h:5/db?application_name=x");
+        assert_eq!(got.ssl_mode, Some(SslMode::VerifyFull));
+        assert_eq!(got.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert!(!got.sets_session_attrs);
     }
 
     #[test]
     fn keyword_tls_parameters_are_taken_out() {
-        let (rest, mode, cert) =
+        let got =
             extract_tls_params("host=h sslmode = require password='a b\\'c' sslrootcert='/x y'") // pragma: allowlist secret (a test input of the TLS parameter parser)
                 .unwrap();
-        assert_eq!(rest, "host=h password='a b\\'c'"); // pragma: allowlist secret (the expected output of the same test input)
-        assert_eq!(mode, Some(SslMode::Require));
-        assert_eq!(cert, Some(PathBuf::from("/x y")));
+        assert_eq!(got.rest, "host=h password='a b\\'c'"); // pragma: allowlist secret (the expected output of the same test input)
+        assert_eq!(got.ssl_mode, Some(SslMode::Require));
+        assert_eq!(got.root_cert, Some(PathBuf::from("/x y")));
     }
 
     #[test]
@@ -748,6 +851,69 @@ mod tests {
             "host=a,b port=1 hostaddr=10.0.0.1,10.0.0.2 user=u",
         )]);
         DatabaseConfig::from_env(&env, Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn the_libpq_variables_fill_in_what_the_url_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "from-file\n").unwrap();
+        let vars = [
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", ca.to_str().unwrap()),
+            ("PGPASSWORD_FILE", password.to_str().unwrap()),
+            ("PGUSER", "env-user"),
+            ("PGDATABASE", "env-db"),
+            ("PGPORT", "6543"),
+            ("PGTARGETSESSIONATTRS", "read-write"),
+            ("PGHOST", "env-host"),
+        ];
+        let with = |url: &str| {
+            let pairs = vars.iter().copied().chain([("DATABASE_URL", url)]);
+            DatabaseConfig::from_env(&Env::from_pairs(pairs), Duration::from_secs(1)).unwrap()
+        };
+        let filled = with("host=url-host");
+        assert_eq!(
+            filled.ssl_mode,
+            SslMode::VerifyFull,
+            "not dropped for prefer"
+        );
+        assert_eq!(filled.root_cert.as_deref(), Some(ca.as_path()));
+        assert_eq!(filled.describe(), "url-host:6543/env-db", "the URL's host");
+        assert_eq!(filled.driver.get_user(), Some("env-user"));
+        assert_eq!(
+            filled.driver.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(
+            filled.connection_settings().unwrap().get_password(),
+            Some(&b"from-file"[..])
+        );
+        // what the URL says wins
+        let own = with(
+            "postgres://u:pw@url-host:5432/db?sslmode=disable&target_session_attrs=any", // pragma: allowlist secret (made up)
+        );
+        assert_eq!(own.ssl_mode, SslMode::Disable);
+        assert_eq!(own.describe(), "url-host:5432/db");
+        assert_eq!(own.driver.get_user(), Some("u"));
+        assert_eq!(
+            own.driver.get_target_session_attrs(),
+            TargetSessionAttrs::Any
+        );
+        assert_eq!(
+            own.connection_settings().unwrap().get_password(),
+            Some(&b"pw"[..])
+        );
+        // and a bad variable is named even beside a URL
+        let pairs = [
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("PGSSLMODE", "maybe"),
+        ];
+        let err =
+            DatabaseConfig::from_env(&Env::from_pairs(pairs), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.variable, "PGSSLMODE");
     }
 
     #[test]

@@ -321,10 +321,15 @@ def refs_monitor(render: Render, doc: dict) -> Findings:
 
 
 def refs_probe(render: Render, doc: dict) -> Findings:
-    """A probed URL into the cluster (service.namespace.svc) names a Service of the render and its port."""
+    """A probed URL into the cluster (service.namespace.svc) names a Service of the render and its port;
+    a public https one, a host that an Ingress of the render serves over TLS."""
+    tls_hosts = {h for ing in render.of_kind("Ingress") for t in dig(ing, "spec", "tls", default=[]) or []
+                 for h in t.get("hosts") or []}
     for url in dig(doc, "spec", "targets", "staticConfig", "static", default=[]):
         parsed = urllib.parse.urlsplit(url)
         host = (parsed.hostname or "").split(".")
+        if parsed.scheme == "https" and "svc" not in host and parsed.hostname not in tls_hosts:
+            yield f"target {url}: no Ingress of the render serves {parsed.hostname} over TLS"
         if len(host) >= 3 and host[2] == "svc":
             svc = render.get("Service", host[1], host[0])
             port = parsed.port or (443 if parsed.scheme == "https" else 80)

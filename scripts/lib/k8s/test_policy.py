@@ -425,6 +425,9 @@ CASES = [
     ("probe of a port the Service lacks", "custom-resources", "port 5000",
      lambda d: find(d, "Probe", "health")["spec"]["targets"]["staticConfig"].update(
          static=[f"http://farol.{NS}.svc:5000/health"])),
+    ("public probe of a host no Ingress serves", "custom-resources", "no Ingress of the render serves",
+     lambda d: find(d, "Probe", "health")["spec"]["targets"]["staticConfig"].update(
+         static=["https://elsewhere.example/livez"])),
     ("prober given as a URL", "custom-resources", "prober.url",
      edit("Probe", "health", "prober", url="http://blackbox:9115")),
     ("alert without severity", "custom-resources", "severity",
