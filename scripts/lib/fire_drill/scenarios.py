@@ -69,6 +69,11 @@ SCENARIOS = [
     Scenario("latency", "2 latency", fire=("HttpHighLatency", "LatencyBudgetBurnFast"), allowed=_USUAL),
     Scenario("offline", "3 service offline", fire=("FarolDown",), signal=("FarolAllInstancesDown",),
              inhibited={"FarolHealthCheckFailing": ("FarolDown", "FarolAllInstancesDown")}, allowed=_USUAL),
+    Scenario("crash-loop", "3b farol restarting", fire=("FarolRestarting",),
+             allowed={**_USUAL, **dict.fromkeys(
+                 ("FarolDown", "FarolAllInstancesDown", "FarolHealthCheckFailing"),
+                 "fire or quiet: each restart leaves farol down for a moment, near FarolDown's for: in drill time")},
+             quick=False),
     Scenario("database", "4 database down",
              fire=("PostgresDown",), signal=("PostgresPrimaryUnreachable", "PostgresPrimaryRecentlyDown"),
              inhibited={"FarolHealthCheckFailing": DATABASE_NOW,

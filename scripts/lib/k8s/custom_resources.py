@@ -328,9 +328,10 @@ def refs_probe(render: Render, doc: dict) -> Findings:
     for url in dig(doc, "spec", "targets", "staticConfig", "static", default=[]):
         parsed = urllib.parse.urlsplit(url)
         host = (parsed.hostname or "").split(".")
-        if parsed.scheme == "https" and "svc" not in host and parsed.hostname not in tls_hosts:
+        in_cluster = len(host) >= 3 and host[2] == "svc"
+        if parsed.scheme == "https" and not in_cluster and parsed.hostname not in tls_hosts:
             yield f"target {url}: no Ingress of the render serves {parsed.hostname} over TLS"
-        if len(host) >= 3 and host[2] == "svc":
+        if in_cluster:
             svc = render.get("Service", host[1], host[0])
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
             if svc is None:

@@ -27,6 +27,9 @@ OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "promethe
 AM_OUTPUT = os.path.join(REPO, "deploy", "k8s", "overlays", "production", "alertmanagerconfig.yaml")
 # the nodes' alerts, Prometheus's and Alertmanager's own: the platform's, as in kube-prometheus
 PLATFORM_GROUPS = {"host", "prometheus", "alertmanager"}
+# compose's own, which production says otherwise: a restart is FarolPodRestarted's there
+# (kube-state-metrics' restart count, monitoring/prometheus/production/pods.yml)
+COMPOSE_ONLY_GROUPS = {"farol-restarts"}
 # the production expression of a rule whose compose one cannot say it
 PRODUCTION_EXPR = {
     # the exporter is in the database's pod: a failed scrape is the instance down at once
@@ -199,7 +202,7 @@ def convert(groups: list[dict]) -> list[dict]:
     scope = f'namespace="{namespace()}"'
     out = []
     for group in groups:
-        if group["name"] in PLATFORM_GROUPS:
+        if group["name"] in PLATFORM_GROUPS | COMPOSE_ONLY_GROUPS:
             continue
         rules = []
         for rule in group.get("rules") or []:
