@@ -101,10 +101,16 @@ pub enum DatabaseUrlError {
     Invalid(#[source] tokio_postgres::Error),
     #[error("no host given")]
     NoHost,
+    #[error("{0} ports for {1} hosts: give one port for all or one for each host")]
+    PortsForHosts(usize, usize),
     #[error("sslmode {} needs the CA certificate file (sslrootcert / PGSSLROOTCERT)", .0.as_str())]
     RootCertRequired(SslMode),
     #[error("{} is not a readable file", .0.display())]
     RootCertNotAFile(PathBuf),
+    /// A libpq variable filled in what the string left out, and that is what is wrong:
+    /// the error names it, not `DATABASE_URL`.
+    #[error("{1}")]
+    InVariable(&'static str, Box<DatabaseUrlError>),
 }
 
 /// The driver's reason for refusing a connection string when it names the option whose
@@ -149,11 +155,18 @@ impl DatabaseConfig {
     /// `prefer`.
     pub fn from_env(env: &Env, connect_timeout: Duration) -> Result<Self, ConfigError> {
         let defaults = LibpqVars::from_env(env)?;
-        let mut config = match env.secret("DATABASE_URL")? {
-            Some(url) => Self::from_connection_string_over(url.expose(), defaults)
-                .map_err(|problem| ConfigError::new("DATABASE_URL", problem.to_string()))?,
-            None => Self::from_libpq_vars(env, defaults)?,
-        };
+        let mut config =
+            match env.secret("DATABASE_URL")? {
+                Some(url) => Self::from_connection_string_over(url.expose(), defaults).map_err(
+                    |problem| match problem {
+                        DatabaseUrlError::InVariable(variable, problem) => {
+                            ConfigError::new(variable, problem.to_string())
+                        }
+                        problem => ConfigError::new("DATABASE_URL", problem.to_string()),
+                    },
+                )?,
+                None => Self::from_libpq_vars(env, defaults)?,
+            };
         // The driver and libpq refuse lists that do not line up; farol, trying the hosts
         // itself (db::connect), must too, or a host would go to another's port or address.
         let hosts = config.driver.get_hosts().len();
@@ -209,7 +222,14 @@ impl DatabaseConfig {
             driver.dbname(dbname);
         }
         // (a postgres:// URL without a port has 5432 from the driver's parser already)
-        if driver.get_ports().is_empty() {
+        if driver.get_ports().is_empty() && !defaults.ports.is_empty() {
+            let hosts = driver.get_hosts().len();
+            if defaults.ports.len() > 1 && defaults.ports.len() != hosts {
+                return Err(DatabaseUrlError::InVariable(
+                    "PGPORT",
+                    Box::new(DatabaseUrlError::PortsForHosts(defaults.ports.len(), hosts)),
+                ));
+            }
             for port in &defaults.ports {
                 driver.port(*port);
             }
@@ -225,6 +245,14 @@ impl DatabaseConfig {
             ))),
             None => defaults.password,
         };
+        // which variable to name if the TLS settings it filled in are what is wrong
+        let tls_variable = if extracted.root_cert.is_none() && defaults.root_cert.is_some() {
+            Some("PGSSLROOTCERT")
+        } else if extracted.ssl_mode.is_none() && defaults.ssl_mode.is_some() {
+            Some("PGSSLMODE")
+        } else {
+            None
+        };
         Self::finish(
             driver,
             extracted
@@ -234,6 +262,10 @@ impl DatabaseConfig {
             extracted.root_cert.or(defaults.root_cert),
             password,
         )
+        .map_err(|problem| match tls_variable {
+            Some(variable) => DatabaseUrlError::InVariable(variable, Box::new(problem)),
+            None => problem,
+        })
     }
 
     fn from_libpq_vars(env: &Env, vars: LibpqVars) -> Result<Self, ConfigError> {
@@ -906,14 +938,23 @@ mod tests {
             own.connection_settings().unwrap().get_password(),
             Some(&b"pw"[..])
         );
-        // and a bad variable is named even beside a URL
-        let pairs = [
-            ("DATABASE_URL", "postgres://u@h/db"),
-            ("PGSSLMODE", "maybe"),
-        ];
+        // and a bad variable is named even beside a URL, as is one that fills in wrongly
+        for (pairs, variable) in [
+            (vec![("PGSSLMODE", "maybe")], "PGSSLMODE"),
+            (vec![("PGSSLROOTCERT", "/no/such/ca.pem")], "PGSSLROOTCERT"),
+            (vec![("PGSSLMODE", "verify-full")], "PGSSLMODE"),
+        ] {
+            let pairs = pairs
+                .into_iter()
+                .chain([("DATABASE_URL", "postgres://u@h/db")]);
+            let err = DatabaseConfig::from_env(&Env::from_pairs(pairs), Duration::from_secs(1))
+                .unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+        }
+        let pairs = [("DATABASE_URL", "host=a,b,c user=u"), ("PGPORT", "1,2")];
         let err =
             DatabaseConfig::from_env(&Env::from_pairs(pairs), Duration::from_secs(1)).unwrap_err();
-        assert_eq!(err.variable, "PGSSLMODE");
+        assert_eq!(err.variable, "PGPORT", "{err}");
     }
 
     #[test]
