@@ -90,5 +90,8 @@ soak: ## ten minutes of mixed load: memory, latency and errors per minute
 deps: ## install what this machine lacks (Debian, as root)
 	scripts/install-deps
 
+tools-lock: ## resolve scripts/tools-versions.txt into the hashed scripts/tools-lock.txt (pip-compile, in a throwaway venv)
+	scripts/lock-tools
+
 ci: ## everything CI runs, each step timed (.ci/run: deps, then this)
 	+@scripts/lib/ci-steps $(CI_STEPS)

@@ -66,6 +66,10 @@ def p99(values):
     return percentile(values, .99)
 
 
+def p95(values):
+    return percentile(values, .95)
+
+
 async def drill(binary, work, verdict):
     with Farol(binary, work, {"MAX_CONCURRENT_REQUESTS": str(LIMIT), "CHAOS_ENABLED": "true",
                               "CHAOS_LATENCY_MS": str(CHAOS_LATENCY_MS)}, name="farol-overload") as farol:
@@ -107,11 +111,14 @@ async def drill(binary, work, verdict):
     def within(now, then):
         return now <= then * 1.5 + 10
 
+    # The server's thousands of requests judge the tail (p99). The prober's are about a
+    # hundred a phase, whose p99 is their largest but one: one stall of the shared CPUs
+    # decides it. Their p95 (about the sixth largest) still catches admitted requests queueing.
     verdict.check(over_ok and over_probe and within(p99(over_ok), p99(base_ok))
-                  and within(p99(over_probe), p99(base_probe)), "admitted requests keep their latency",
+                  and within(p95(over_probe), p95(base_probe)), "admitted requests keep their latency",
                   f"server p99 {p99(base_ok):.1f} ms at baseline ({len(base_ok)}), {p99(over_ok):.1f} ms "
-                  f"under overload ({len(over_ok)}); prober p99 {p99(base_probe):.1f} ms at baseline "
-                  f"({len(base_probe)}), {p99(over_probe):.1f} ms under overload ({len(over_probe)} admitted)")
+                  f"under overload ({len(over_ok)}); prober p95 {p95(base_probe):.1f} ms at baseline "
+                  f"({len(base_probe)}), {p95(over_probe):.1f} ms under overload ({len(over_probe)} admitted)")
 
     # Buffers settle while the 600 connections open, on a slow day for more than the first
     # third; a queue would keep growing into the last third.
