@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/target/tools/venv/bin:$(CURDIR)/target/tools/bin:$(PATH
 CI_STEPS := fmt-check lint test validate image status-page exemplars queries fuzz reliability e2e-compose drill-quick
 
 .PHONY: help run test fmt fmt-check lint validate image status-page exemplars queries fuzz reliability \
-	e2e-compose e2e-kubernetes drill drill-quick bench soak deps ci prometheusrule slo
+	e2e-compose e2e-kubernetes drill drill-quick bench soak deps tools-lock ci prometheusrule slo
 
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,7 +75,7 @@ e2e-compose: ## the compose stack end to end on the real Docker engine
 e2e-kubernetes: ## the minikube overlay end to end on the current kubectl cluster (farol:dev loaded)
 	scripts/e2e-kubernetes
 
-drill-quick: ## the fire drill's quick run (about 18 minutes)
+drill-quick: ## the fire drill's quick run: every page (about 15 minutes)
 	scripts/fire-drill --quick
 
 drill: ## the full fire drill: every alert fired, inhibited and resolved (about 28 minutes)

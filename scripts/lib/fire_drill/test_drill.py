@@ -218,6 +218,13 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         self.assertIn("SomethingNew", row.observed)
         self.assertEqual(jd.coverage_row(["FarolDown", "Watchdog"], sc.for_run(quick=False), set()).result, "ok")
 
+    def test_the_quick_drill_proves_every_page(self):
+        import monitoring_config as mc
+        pages = {r["alert"] for r in mc.rules() if r.get("labels", {}).get("severity") == "page"}
+        self.assertIn("FarolDown", pages)
+        quick = {a for s in sc.for_run(quick=True) for a in (*s.fire, *s.signal, *s.inhibited)}
+        self.assertEqual(pages - quick, set())
+
     def test_a_skip_excuses_only_the_alerts_of_the_skipped_scenario(self):
         full = sc.for_run(quick=False)
         excused = jd.coverage_row(["FarolDown", "HostDiskFillingUp", "Watchdog"], full, {"disk"})
