@@ -28,6 +28,17 @@ class ToolsLock(unittest.TestCase):
         self.assertGreater(len(packages), len(pins("tools-versions.txt")))
         self.assertEqual([e.split()[0] for e in packages if "--hash=sha256:" not in e], [])
 
+    def test_the_lock_holds_requirements_hashes_and_comments_only(self):
+        # the secret scan leaves this file out (its hashes look like secrets): an index URL
+        # with a token, or a direct URL, would not be seen there
+        requirement = r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!-]+ \\"
+        hashed = r"    --hash=sha256:[0-9a-f]{64}( \\)?"
+        comment = r"\s*#.*"
+        with open(os.path.join(SCRIPTS, "tools-lock.txt")) as f:
+            lines = f.read().splitlines()
+        allowed = re.compile(f"{requirement}|{hashed}|{comment}")
+        self.assertEqual([line for line in lines if line and not allowed.fullmatch(line)], [])
+
 
 if __name__ == "__main__":
     unittest.main()

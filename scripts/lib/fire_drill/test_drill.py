@@ -222,7 +222,8 @@ class JudgeSignalsAndBounds(unittest.TestCase):
         import monitoring_config as mc
         pages = {r["alert"] for r in mc.rules() if r.get("labels", {}).get("severity") == "page"}
         self.assertIn("FarolDown", pages)
-        quick = {a for s in sc.for_run(quick=True) for a in (*s.fire, *s.signal, *s.inhibited)}
+        # fired, and so delivered: a signal notifies no one, an inhibited alert is held back
+        quick = {a for s in sc.for_run(quick=True) for a in s.fire}
         self.assertEqual(pages - quick, set())
 
     def test_a_skip_excuses_only_the_alerts_of_the_skipped_scenario(self):
