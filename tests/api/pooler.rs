@@ -211,15 +211,33 @@ async fn behind_a_pooler_of_one() -> (TestApp, PgBouncer, String) {
 #[tokio::test]
 async fn a_pooler_with_every_server_connection_taken_is_saturation_not_an_outage() {
     let (app, pooler, direct) = behind_a_pooler_of_one().await;
-    // Several connections to the pooler in farol's pool, idle once these are answered.
-    let notes = futures_util::future::join_all(
-        (0..4).map(|n| app.create_note("kept", if n == 0 { "first" } else { "more" })),
-    )
-    .await;
-    let note = notes[0].clone();
+    // Several connections to the pooler in farol's pool, idle once these are answered. The
+    // writes wait together behind another client's short hold of the pooler's one server
+    // connection, so that farol opens one connection for each: answered at once, on a
+    // busy machine, they could all take turns on one.
     let idle = r#"db_client_connection_count{state="idle"}"#;
-    let idle_before = app.metric(idle).await.unwrap();
+    let short_holder = admin(&pooler.url(&direct)).await;
+    let mut notes = Vec::new();
+    let mut idle_before = 0.0;
+    for _ in 0..3 {
+        let burst = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            futures_util::future::join_all(
+                (0..4).map(|n| app.create_note("kept", if n == 0 { "first" } else { "more" })),
+            )
+            .await
+        };
+        let (held, written) =
+            tokio::join!(short_holder.batch_execute("SELECT pg_sleep(0.3)"), burst);
+        held.unwrap();
+        notes.extend(written);
+        idle_before = app.metric(idle).await.unwrap();
+        if idle_before >= 2.0 {
+            break;
+        }
+    }
     assert!(idle_before >= 2.0, "{idle_before} idle connections");
+    let note = notes[0].clone();
     // The pooler's one server connection, held by another client of the pooler.
     let holder = admin(&pooler.url(&direct)).await;
     let held = tokio::spawn(async move { holder.batch_execute("SELECT pg_sleep(3)").await });
