@@ -168,6 +168,49 @@ def line_text(path, number):
     return PRAGMA.sub("", lines[number - 1]).strip() if 0 < number <= len(lines) else ""
 
 
+def is_document(path, lines):
+    """Whether detect-secrets parses the file (YAML by its name, INI by a first section)."""
+    meaningful = (line.strip() for line in lines if line.strip() and not line.lstrip().startswith((b"#", b";")))
+    return path.endswith((".yaml", ".yml")) or next(meaningful, b"").startswith(b"[")
+
+
+def history_files(root):
+    """Every file version ever committed, written under ROOT for one detect-secrets run; returns
+    {written file: [(its line, the newest blob with it in git's order, its number there)]}.
+    A version that detect-secrets reads as a document (YAML, and INI or TOML, which start with a section) is
+    written whole, under its blob id: a value there may span lines, and comments are not read.
+    Every other path's versions are written as one file of their distinct lines, in the order
+    first seen: a line that no version changed is scanned once, not once a version, which keeps
+    the scan's time from growing with the history. Lines split as detect-secrets splits them
+    (on \\n, \\r\\n and \\r)."""
+    paths = {}
+    for line in git("rev-list", "--objects", "--all").decode().splitlines():
+        sha, _, path = line.partition(" ")
+        if path:
+            paths.setdefault(sha, path)
+    batch = git("cat-file", "--batch", input="".join(f"{s}\n" for s in paths).encode())
+    written, offset = {}, 0
+    while offset < len(batch):
+        header_end = batch.index(b"\n", offset)
+        sha, kind, size = batch[offset:header_end].decode().split()
+        offset = header_end + 1 + int(size) + 1
+        if kind != "blob":
+            continue
+        lines, path = batch[header_end + 1:offset - 1].splitlines(), paths[sha]
+        if is_document(path, lines):
+            written[os.path.join(sha, path)] = {i: (line, sha, i + 1) for i, line in enumerate(lines)}
+        else:
+            distinct = written.setdefault(path, {})
+            for number, line in enumerate(lines, 1):
+                distinct.setdefault(line, (line, sha, number))
+    for name, lines in written.items():
+        written[name] = list(lines.values())
+        os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(b"\n".join(line for line, _, _ in written[name]))
+    return written
+
+
 def secrets():
     tree = [p for p in git("ls-files", "-z", "--cached", "--others", "--exclude-standard").decode().split("\0")
             if p and os.path.isfile(p)]
@@ -176,37 +219,25 @@ def secrets():
     # an older version of a file
     allowed = {line_text(path, line) for path, line, _, _ in detect_secrets(tree, ".", ["--only-allowlisted"])}
 
-    # every file version ever committed, each once (by blob id), under its own path
-    blobs = {}
-    for line in git("rev-list", "--objects", "--all").decode().splitlines():
-        sha, _, path = line.partition(" ")
-        if path:
-            blobs.setdefault(sha, path)
-    batch = git("cat-file", "--batch", input="".join(f"{s}\n" for s in blobs).encode())
     with tempfile.TemporaryDirectory() as root:
-        written, offset = [], 0
-        while offset < len(batch):
-            header_end = batch.index(b"\n", offset)
-            sha, kind, size = batch[offset:header_end].decode().split()
-            offset = header_end + 1 + int(size) + 1
-            if kind == "blob":
-                written.append(os.path.join(sha, blobs[sha]))
-                os.makedirs(os.path.dirname(os.path.join(root, written[-1])), exist_ok=True)
-                with open(os.path.join(root, written[-1]), "wb") as f:
-                    f.write(batch[header_end + 1:offset - 1])
-        history = [f for f in detect_secrets(written, root) if line_text(os.path.join(root, f[0]), f[1]) not in allowed]
+        written = history_files(root)
+        history = []
+        for name, line, kind, hashed in detect_secrets(list(written), root):
+            text, blob, number = written[name][line - 1]
+            if PRAGMA.sub("", text.decode("utf-8", "replace")).strip() not in allowed:
+                history.append((name.removeprefix(f"{blob}/"), blob, number, kind, hashed))
 
     seen_now = {f[3] for f in current}
-    in_history_only = [f for f in history if f[3] not in seen_now]
+    in_history_only = [f for f in history if f[4] not in seen_now]
     for path, line, kind, _ in current:
         print(f"    FAILED {path}:{line}: {kind} (a secret? remove it and rotate it; a test value? "
               f"end that line with a comment `pragma: allowlist secret (why)`)")
-    for path, line, kind, _ in in_history_only:
-        blob, _, name = path.partition("/")
-        print(f"    FAILED in git history: {name}:{line} (blob {blob[:12]}): {kind}: rotate it; it stays in history")
-    print(f"  secret scan: {len(tree)} files in the working tree, {len(written)} file versions in git history "
-          f"({len(set(git('rev-list', '--all').split()))} commits); {len(current)} findings in the tree, "
-          f"{len(in_history_only)} only in history, {len(allowed)} lines marked as no secret")
+    for path, blob, number, kind, _ in in_history_only:
+        print(f"    FAILED in git history: {path}:{number} (blob {blob[:12]}): {kind}: rotate it; it stays in history")
+    commits = len(set(git("rev-list", "--all").split()))
+    print(f"  secret scan: {len(tree)} files in the working tree; git history ({commits} commits) as "
+          f"{len(written)} files; {len(current)} findings in the tree, {len(in_history_only)} only in history, "
+          f"{len(allowed)} lines marked as no secret")
     return 1 if current or in_history_only else 0
 
 
