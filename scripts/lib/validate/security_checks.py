@@ -9,6 +9,7 @@ with the tools' venv python, where checkov and detect-secrets live.
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -16,6 +17,10 @@ import re
 import subprocess
 import sys
 import tempfile
+
+from detect_secrets.transformers.config import ConfigFileTransformer, EagerConfigFileTransformer
+from detect_secrets.transformers.exceptions import ParsingError
+from detect_secrets.transformers.yaml import YAMLTransformer
 
 
 def checkov(name, args):
@@ -168,46 +173,72 @@ def line_text(path, number):
     return PRAGMA.sub("", lines[number - 1]).strip() if 0 < number <= len(lines) else ""
 
 
-def is_document(path, lines):
-    """Whether detect-secrets parses the file (YAML by its name, INI by a first section)."""
-    meaningful = (line.strip() for line in lines if line.strip() and not line.lstrip().startswith((b"#", b";")))
-    return path.endswith((".yaml", ".yml")) or next(meaningful, b"").startswith(b"[")
+def read_whole(path, content):
+    """Whether detect-secrets may read this version other than line by line, so that it must
+    be scanned whole: YAML (by its name, as a document), INI (with a section of its own, or,
+    a file of no known type, under one that detect-secrets adds, where an unquoted value
+    counts), or not UTF-8 (detect-secrets skips such a file, which must not take the other
+    versions' lines with it)."""
+    if YAMLTransformer().should_parse_file(path):
+        return True
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    for transformer in (ConfigFileTransformer(), EagerConfigFileTransformer()):
+        if transformer.should_parse_file(path):
+            file = io.StringIO(text)
+            file.name = path
+            try:
+                if transformer.parse_file(file):
+                    return True
+            except ParsingError:
+                pass
+    return False
+
+
+# the lines on either side that detect-secrets shows a plugin with a line (get_code_snippet)
+CONTEXT = 5
 
 
 def history_files(root):
     """Every file version ever committed, written under ROOT for one detect-secrets run; returns
-    {written file: [(its line, the newest blob with it in git's order, its number there)]}.
-    A version that detect-secrets reads as a document (YAML, and INI or TOML, which start with a section) is
-    written whole, under its blob id: a value there may span lines, and comments are not read.
-    Every other path's versions are written as one file of their distinct lines, in the order
-    first seen: a line that no version changed is scanned once, not once a version, which keeps
-    the scan's time from growing with the history. Lines split as detect-secrets splits them
-    (on \\n, \\r\\n and \\r)."""
+    {written file: [(its line, a blob with it there, its number in that blob)]}.
+    A version that detect-secrets may read other than line by line (read_whole) is written
+    whole, under its blob id. Every other path's versions are written as one file, under a
+    directory named after the path: of each version, in git's order (newest first), the
+    lines that no version before it had, each with the CONTEXT lines around it in that
+    version. A line that no version changed is scanned once, not once a version, which keeps
+    the scan's time from growing with the history; a new line is scanned beside its own
+    neighbours. Lines split as detect-secrets splits them (on \\n, \\r\\n and \\r)."""
     paths = {}
     for line in git("rev-list", "--objects", "--all").decode().splitlines():
         sha, _, path = line.partition(" ")
         if path:
             paths.setdefault(sha, path)
     batch = git("cat-file", "--batch", input="".join(f"{s}\n" for s in paths).encode())
-    written, offset = {}, 0
+    written, seen, offset = {}, {}, 0
     while offset < len(batch):
         header_end = batch.index(b"\n", offset)
         sha, kind, size = batch[offset:header_end].decode().split()
         offset = header_end + 1 + int(size) + 1
         if kind != "blob":
             continue
-        lines, path = batch[header_end + 1:offset - 1].splitlines(), paths[sha]
-        if is_document(path, lines):
-            written[os.path.join(sha, path)] = {i: (line, sha, i + 1) for i, line in enumerate(lines)}
-        else:
-            distinct = written.setdefault(path, {})
-            for number, line in enumerate(lines, 1):
-                distinct.setdefault(line, (line, sha, number))
+        content, path = batch[header_end + 1:offset - 1], paths[sha]
+        lines = content.splitlines()
+        if read_whole(path, content):
+            written[os.path.join(sha, path)] = [(line, sha, i + 1) for i, line in enumerate(lines)]
+            continue
+        known = seen.setdefault(path, set())
+        new = [i for i, line in enumerate(lines) if line not in known]
+        known.update(lines)
+        keep = sorted({j for i in new for j in range(max(0, i - CONTEXT), min(len(lines), i + CONTEXT + 1))})
+        name = os.path.join(hashlib.sha1(path.encode()).hexdigest(), path)
+        written.setdefault(name, []).extend((lines[i], sha, i + 1) for i in keep)
     for name, lines in written.items():
-        written[name] = list(lines.values())
         os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
         with open(os.path.join(root, name), "wb") as f:
-            f.write(b"\n".join(line for line, _, _ in written[name]))
+            f.write(b"\n".join(line for line, _, _ in lines))
     return written
 
 
@@ -225,7 +256,7 @@ def secrets():
         for name, line, kind, hashed in detect_secrets(list(written), root):
             text, blob, number = written[name][line - 1]
             if PRAGMA.sub("", text.decode("utf-8", "replace")).strip() not in allowed:
-                history.append((name.removeprefix(f"{blob}/"), blob, number, kind, hashed))
+                history.append((name.partition("/")[2], blob, number, kind, hashed))
 
     seen_now = {f[3] for f in current}
     in_history_only = [f for f in history if f[4] not in seen_now]

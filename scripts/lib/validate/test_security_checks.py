@@ -56,6 +56,25 @@ def test_a_secret_only_in_history_is_found_in_a_version_that_has_it(tmp_path, mo
     assert AWS_KEY not in out and LEAKED not in out, "a finding's report shows the secret"
 
 
+def test_secrets_a_line_by_line_reading_would_miss_are_found(tmp_path, monkeypatch):
+    """A settings file (read as INI, where an unquoted value counts) whose value changed from
+    version to version, and a secret in a file whose other version is not UTF-8."""
+    repo = str(tmp_path)
+    subprocess.run(["git", "init", "-q", repo], check=True)
+    commit(repo, {"settings": f"DB_HOST=db\nDB_PASSWORD={LEAKED}\n", "run.sh": f"KEY='{AWS_KEY}'\n"}, "first")
+    commit(repo, {"settings": "DB_HOST=db\nDB_PASSWORD=${DB_PASSWORD_FROM_VAULT}\n"}, "value changed")
+    with open(os.path.join(repo, "run.sh"), "wb") as f:
+        f.write(b"# caf\xe9, in Latin-1\necho ok\n")
+    commit(repo, {}, "not UTF-8")
+
+    failed, out = scan(repo, monkeypatch)
+    found = [line for line in out.splitlines() if "FAILED in git history" in line]
+    assert failed == 1, out
+    assert "0 findings in the tree" in out, out
+    assert any("settings:2" in line for line in found), out
+    assert any("run.sh:1" in line and "AWS" in line for line in found), out
+
+
 def test_a_line_marked_no_secret_in_the_tree_is_no_finding_in_history(tmp_path, monkeypatch):
     repo = str(tmp_path)
     subprocess.run(["git", "init", "-q", repo], check=True)
