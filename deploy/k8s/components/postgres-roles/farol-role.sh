@@ -11,6 +11,8 @@
 # remains reachable over the container's own socket only (`docker compose exec db psql
 # -U postgres`), never over the network.
 set -Eeuo pipefail
+# a failed statement is not written to the server's log: some below carry a password
+export PGOPTIONS="-c log_min_error_statement=panic"
 
 : "${FAROL_DB_USER:?set FAROL_DB_USER, the role farol logs in as}"
 # The superuser loses its password first: if anything below fails, the entrypoint stops
@@ -30,8 +32,8 @@ if [ "$FAROL_DB_USER" = "$POSTGRES_USER" ]; then
 fi
 if [ -n "${FAROL_MONITOR_USER:-}" ]; then
   case $FAROL_MONITOR_USER in
-    "$POSTGRES_USER" | "$FAROL_DB_USER")
-      refuse "FAROL_MONITOR_USER is $FAROL_MONITOR_USER: the monitoring role must be one of its own" ;;
+    "$POSTGRES_USER" | "$FAROL_DB_USER" | pg_*)
+      refuse "FAROL_MONITOR_USER is $FAROL_MONITOR_USER: the monitoring role must be one of its own, not a built-in one" ;;
   esac
   [ -r "${FAROL_MONITOR_PASSWORD_FILE:-}" ] && [ -s "$FAROL_MONITOR_PASSWORD_FILE" ] ||
     refuse "FAROL_MONITOR_PASSWORD_FILE (${FAROL_MONITOR_PASSWORD_FILE:-unset}) is no file this user (uid $(id -u)) can read a password from"

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The compose database's entrypoint: the image's own (docker-entrypoint.sh, which sets up
+# an empty volume with farol-role.sh and then runs the server), and, on every start, once
+# the server listens on the network, the monitoring role brought to what farol-role.sh
+# makes on a first start: FAROL_MONITOR_USER logs in with the password in
+# FAROL_MONITOR_PASSWORD_FILE and holds pg_monitor, and farol's role holds no pg_monitor.
+# A volume made before that role existed (farol's role with pg_monitor, no monitoring
+# role) then needs no hand-run upgrade: without it the exporter cannot log in, and
+# PostgresDown pages while the database is up and holds back farol's own pages. A changed
+# password file takes effect at the next start. A failure here is logged and the database
+# keeps serving farol: a monitoring role is not worth an outage.
+#
+#   db-start.sh postgres [ARGS...]   the container's command: the server, then the roles
+#   db-start.sh --roles              the roles alone, against the running server
+#                                    (docker compose exec db bash /usr/local/lib/farol/db-start.sh --roles)
+set -Euo pipefail
+
+log() { echo "db-start: $*" >&2; }
+
+# psql as the image's superuser over the socket, where the server trusts its own user.
+# A failed statement is not written to the server's log (it would carry the password), and
+# no statement waits long on a lock: a stop of the server is not held up by this.
+superuser_psql() {
+  PGOPTIONS="-c log_min_error_statement=panic -c lock_timeout=5s -c statement_timeout=30s" \
+    psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --no-password --username "${POSTGRES_USER:-postgres}" \
+    --dbname postgres "$@"
+}
+
+monitor_role() {
+  local monitor=${FAROL_MONITOR_USER:-} app=${FAROL_DB_USER:-} password memberships
+  if [ -z "$monitor" ]; then
+    log "no FAROL_MONITOR_USER: no monitoring role to keep"
+    return 0
+  fi
+  # a volume whose first start farol-role.sh refused is left as that left it
+  if [ -z "$app" ] || [ "$app" = "${POSTGRES_USER:-postgres}" ]; then
+    log "error: FAROL_DB_USER (${app:-unset}) is no role of farol's own; the roles left as they are"
+    return 1
+  fi
+  case $monitor in
+    "${POSTGRES_USER:-postgres}" | "$app" | pg_*)
+      log "error: FAROL_MONITOR_USER is $monitor: the monitoring role must be one of its own, not a built-in one; left as it is"
+      return 1 ;;
+  esac
+  if ! password=$(<"${FAROL_MONITOR_PASSWORD_FILE:-/nonexistent}") || [ -z "$password" ]; then
+    log "error: FAROL_MONITOR_PASSWORD_FILE (${FAROL_MONITOR_PASSWORD_FILE:-unset}) holds no password; the monitoring role left as it is"
+    return 1
+  fi
+  # deploy/compose/dev-db-monitor-password is public, as farol-role.sh refuses in production
+  if [ "${APP_MODE:-development}" = production ] && [ "$password" = farol-monitor-dev-only ]; then
+    log "error: APP_MODE is production and the monitoring role's password is the public development one: set FAROL_DB_MONITOR_PASSWORD_FILE; the monitoring role left as it is"
+    return 1
+  fi
+  # the password from the environment inside psql, never on a command line (/proc shows those)
+  FAROL_MONITOR_PASSWORD=$password superuser_psql --set monitor="$monitor" --set app="$app" <<'SQL' || return 1
+SET client_min_messages = warning;
+\getenv password FAROL_MONITOR_PASSWORD
+SELECT format('CREATE ROLE %I', :'monitor') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'monitor') \gexec
+ALTER ROLE :"monitor" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'password';
+GRANT pg_monitor TO :"monitor";
+SELECT format('REVOKE pg_monitor FROM %I', :'app')
+  WHERE EXISTS (SELECT FROM pg_auth_members WHERE roleid = 'pg_monitor'::regrole AND member = to_regrole(:'app')) \gexec
+SQL
+  # what the roles hold now, granted directly or through another role
+  memberships=$(superuser_psql -tA --set monitor="$monitor" --set app="$app" <<'SQL'
+SELECT coalesce((SELECT pg_has_role(oid, 'pg_monitor', 'member') FROM pg_roles WHERE rolname = :'app'), false),
+       (SELECT coalesce(string_agg(g.rolname, ',' ORDER BY g.rolname), '') FROM pg_auth_members m
+          JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = to_regrole(:'monitor'));
+SQL
+  ) || return 1
+  case $memberships in
+    "f|pg_monitor") ;;
+    "t|"*) log "error: farol's role $app still reads the server's statistics (pg_monitor through another role)"; return 1 ;;
+    *) log "error: the monitoring role $monitor is a member of ${memberships#*|}, not of pg_monitor alone"; return 1 ;;
+  esac
+  log "the monitoring role $monitor is in place, with pg_monitor and nothing more"
+}
+
+if [ "${1:-}" = --roles ]; then
+  monitor_role
+  exit
+fi
+
+# A background command of a script starts with SIGINT and SIGQUIT ignored, and the
+# image's set-up would keep them so until the server sets its own handlers: give them
+# back their defaults, so that a stop during the set-up is not lost.
+env --default-signal=INT,QUIT docker-entrypoint.sh "$@" &
+server=$!
+signalled=0
+trap 'signalled=1; kill -INT "$server" 2>/dev/null' INT
+trap 'signalled=1; kill -TERM "$server" 2>/dev/null' TERM
+trap 'signalled=1; kill -QUIT "$server" 2>/dev/null' QUIT
+
+# In the background, so that this shell is always in `wait` below, where a stop signal is
+# passed on at once. The network listener is the server for good: on a first start the
+# image's set-up runs a server on the socket alone, then stops it.
+(
+  until pg_isready --quiet --host=127.0.0.1 --port=5432; do
+    kill -0 "$server" 2>/dev/null || exit 0
+    sleep 1
+  done
+  monitor_role || log "error: the monitoring role is not in place: the PostgreSQL exporter may not log in"
+) &
+
+# A trapped signal ends `wait` early: wait again, for the server's own exit and status
+# (bash keeps the status of a child it has reaped for the next `wait` on it).
+while :; do
+  signalled=0
+  wait "$server"
+  status=$?
+  [ "$signalled" = 1 ] || break
+done
+exit "$status"
