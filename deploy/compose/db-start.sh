@@ -18,10 +18,13 @@ set -Euo pipefail
 log() { echo "db-start: $*" >&2; }
 
 # psql as the image's superuser over the socket, where the server trusts its own user.
-# A failed statement is not written to the server's log (it would carry the password), and
-# no statement waits long on a lock: a stop of the server is not held up by this.
+# No statement of this session is written to the server's log, failed (log_min_error_statement)
+# or not (log_statement, and the logging of slow or sampled statements), whatever the
+# server's settings: one carries the password. No statement waits long on a lock, so a stop
+# of the server is not held up by this.
 superuser_psql() {
-  PGOPTIONS="-c log_min_error_statement=panic -c lock_timeout=5s -c statement_timeout=30s" \
+  PGOPTIONS="-c log_min_error_statement=panic -c log_statement=none -c log_min_duration_statement=-1 \
+-c log_min_duration_sample=-1 -c log_transaction_sample_rate=0 -c lock_timeout=5s -c statement_timeout=30s" \
     psql -v ON_ERROR_STOP=1 --quiet --no-psqlrc --no-password --username "${POSTGRES_USER:-postgres}" \
     --dbname postgres "$@"
 }
@@ -59,13 +62,14 @@ SELECT format('CREATE ROLE %I', :'monitor') WHERE NOT EXISTS (SELECT FROM pg_rol
 ALTER ROLE :"monitor" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'password';
 GRANT pg_monitor TO :"monitor";
 SELECT format('REVOKE pg_monitor FROM %I', :'app')
-  WHERE EXISTS (SELECT FROM pg_auth_members WHERE roleid = 'pg_monitor'::regrole AND member = to_regrole(:'app')) \gexec
+  WHERE EXISTS (SELECT FROM pg_auth_members WHERE roleid = 'pg_monitor'::regrole
+                  AND member = (SELECT oid FROM pg_roles WHERE rolname = :'app')) \gexec
 SQL
   # what the roles hold now, granted directly or through another role
   memberships=$(superuser_psql -tA --set monitor="$monitor" --set app="$app" <<'SQL'
 SELECT coalesce((SELECT pg_has_role(oid, 'pg_monitor', 'member') FROM pg_roles WHERE rolname = :'app'), false),
-       (SELECT coalesce(string_agg(g.rolname, ',' ORDER BY g.rolname), '') FROM pg_auth_members m
-          JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = to_regrole(:'monitor'));
+       (SELECT coalesce(string_agg(DISTINCT g.rolname, ',' ORDER BY g.rolname), '') FROM pg_auth_members m
+          JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = :'monitor'));
 SQL
   ) || return 1
   case $memberships in
@@ -77,19 +81,26 @@ SQL
 }
 
 if [ "${1:-}" = --roles ]; then
-  monitor_role
-  exit
+  monitor_role || { log "error: the monitoring role is not in place (what failed is above)"; exit 1; }
+  exit 0
 fi
 
-# A background command of a script starts with SIGINT and SIGQUIT ignored, and the
-# image's set-up would keep them so until the server sets its own handlers: give them
-# back their defaults, so that a stop during the set-up is not lost.
+# The signals the server acts on, passed on to it (HUP: reload its configuration); set
+# before it starts, so that none arriving meanwhile is dropped.
+server='' pending='' signalled=0
+forward() {
+  signalled=1
+  if [ -n "$server" ]; then kill -"$1" "$server" 2>/dev/null; else pending=$1; fi
+}
+for signal in INT TERM QUIT HUP; do
+  # shellcheck disable=SC2064 # the signal's name, now
+  trap "forward $signal" "$signal"
+done
+# A background command of a script starts with SIGINT and SIGQUIT ignored: their defaults
+# back, as the server had them as process 1.
 env --default-signal=INT,QUIT docker-entrypoint.sh "$@" &
 server=$!
-signalled=0
-trap 'signalled=1; kill -INT "$server" 2>/dev/null' INT
-trap 'signalled=1; kill -TERM "$server" 2>/dev/null' TERM
-trap 'signalled=1; kill -QUIT "$server" 2>/dev/null' QUIT
+[ -z "$pending" ] || kill -"$pending" "$server" 2>/dev/null
 
 # In the background, so that this shell is always in `wait` below, where a stop signal is
 # passed on at once. The network listener is the server for good: on a first start the

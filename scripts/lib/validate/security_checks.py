@@ -208,9 +208,10 @@ def history_files(root):
     whole, under its blob id. Every other path's versions are written as one file, under a
     directory named after the path: of each version, in git's order (newest first), the
     lines that no version before it had, each with the CONTEXT lines around it in that
-    version. A line that no version changed is scanned once, not once a version, which keeps
-    the scan's time from growing with the history; a new line is scanned beside its own
-    neighbours. Lines split as detect-secrets splits them (on \\n, \\r\\n and \\r)."""
+    version, each run of lines after an empty line. A line that no version changed is
+    scanned once, not once a version, which keeps the scan's time from growing with the
+    history; a new line is scanned beside its own neighbours. Lines split as detect-secrets
+    splits them (on \\n, \\r\\n and \\r)."""
     paths = {}
     for line in git("rev-list", "--objects", "--all").decode().splitlines():
         sha, _, path = line.partition(" ")
@@ -233,8 +234,13 @@ def history_files(root):
         new = [i for i, line in enumerate(lines) if line not in known]
         known.update(lines)
         keep = sorted({j for i in new for j in range(max(0, i - CONTEXT), min(len(lines), i + CONTEXT + 1))})
-        name = os.path.join(hashlib.sha1(path.encode()).hexdigest(), path)
-        written.setdefault(name, []).extend((lines[i], sha, i + 1) for i in keep)
+        hunks = written.setdefault(os.path.join(hashlib.sha1(path.encode()).hexdigest(), path), [])
+        for n, i in enumerate(keep):
+            if n == 0 or i != keep[n - 1] + 1:
+                # an empty line between runs of lines: a `pragma: allowlist nextline secret`
+                # ending one run must not reach the first line of the next
+                hunks.append((b"", sha, 0))
+            hunks.append((lines[i], sha, i + 1))
     for name, lines in written.items():
         os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
         with open(os.path.join(root, name), "wb") as f:

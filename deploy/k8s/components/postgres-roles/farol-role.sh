@@ -11,8 +11,10 @@
 # remains reachable over the container's own socket only (`docker compose exec db psql
 # -U postgres`), never over the network.
 set -Eeuo pipefail
-# a failed statement is not written to the server's log: some below carry a password
-export PGOPTIONS="-c log_min_error_statement=panic"
+# no statement of these sessions is written to the server's log, failed or not, whatever
+# its settings: some carry a password
+export PGOPTIONS="-c log_min_error_statement=panic -c log_statement=none -c log_min_duration_statement=-1 \
+-c log_min_duration_sample=-1 -c log_transaction_sample_rate=0"
 
 : "${FAROL_DB_USER:?set FAROL_DB_USER, the role farol logs in as}"
 # The superuser loses its password first: if anything below fails, the entrypoint stops
