@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The compose database's entrypoint: the image's own (docker-entrypoint.sh, which sets up
-# an empty volume with farol-role.sh and then runs the server), and, on every start, once
-# the server listens on the network, the monitoring role brought to what farol-role.sh
-# makes on a first start: FAROL_MONITOR_USER logs in with the password in
+# The compose database's entrypoint, and the one owner of its monitoring role: the image's
+# own entrypoint (docker-entrypoint.sh, which sets up an empty volume with farol-role.sh,
+# farol's role, and then runs the server), and, on every start, once the server listens on
+# the network, the monitoring role FAROL_MONITOR_USER: it logs in with the password in
 # FAROL_MONITOR_PASSWORD_FILE and holds pg_monitor, and farol's role holds no pg_monitor.
 # A volume made before that role existed (farol's role with pg_monitor, no monitoring
 # role) then needs no hand-run upgrade: without it the exporter cannot log in, and
 # PostgresDown pages while the database is up and holds back farol's own pages. A changed
-# password file takes effect at the next start. A failure here is logged and the database
-# keeps serving farol: a monitoring role is not worth an outage.
+# password file takes effect at the next start. On an empty volume a wrong setting of that
+# role stops the start before anything is made; on a set-up one it is logged and the
+# database keeps serving farol: a monitoring role is not worth an outage.
 #
 #   db-start.sh postgres [ARGS...]   the container's command: the server, then the roles
 #   db-start.sh --roles              the roles alone, against the running server
@@ -29,6 +30,28 @@ superuser_psql() {
     --dbname postgres "$@"
 }
 
+# The monitoring role's settings, checked before any is used: prints its password, or says
+# what is wrong and fails.
+monitor_password() {   # monitor_password MONITOR APP
+  local password
+  case $1 in
+    "${POSTGRES_USER:-postgres}" | "$2" | pg_*)
+      log "error: FAROL_MONITOR_USER is $1: the monitoring role must be one of its own, not the superuser, farol's or a built-in one"
+      return 1 ;;
+  esac
+  if ! password=$(<"${FAROL_MONITOR_PASSWORD_FILE:-/nonexistent}") || [ -z "$password" ]; then
+    log "error: FAROL_MONITOR_PASSWORD_FILE (${FAROL_MONITOR_PASSWORD_FILE:-unset}) is no file this user (uid $(id -u)) can read a password from"
+    return 1
+  fi
+  # deploy/compose/dev-db-monitor-password is public, as farol's development one, which
+  # farol itself refuses in production
+  if [ "${APP_MODE:-development}" = production ] && [ "$password" = farol-monitor-dev-only ]; then
+    log "error: APP_MODE is production and the monitoring role's password is the public development one: set FAROL_DB_MONITOR_PASSWORD_FILE"
+    return 1
+  fi
+  printf '%s' "$password"
+}
+
 monitor_role() {
   local monitor=${FAROL_MONITOR_USER:-} app=${FAROL_DB_USER:-} password memberships
   if [ -z "$monitor" ]; then
@@ -40,20 +63,7 @@ monitor_role() {
     log "error: FAROL_DB_USER (${app:-unset}) is no role of farol's own; the roles left as they are"
     return 1
   fi
-  case $monitor in
-    "${POSTGRES_USER:-postgres}" | "$app" | pg_*)
-      log "error: FAROL_MONITOR_USER is $monitor: the monitoring role must be one of its own, not a built-in one; left as it is"
-      return 1 ;;
-  esac
-  if ! password=$(<"${FAROL_MONITOR_PASSWORD_FILE:-/nonexistent}") || [ -z "$password" ]; then
-    log "error: FAROL_MONITOR_PASSWORD_FILE (${FAROL_MONITOR_PASSWORD_FILE:-unset}) holds no password; the monitoring role left as it is"
-    return 1
-  fi
-  # deploy/compose/dev-db-monitor-password is public, as farol-role.sh refuses in production
-  if [ "${APP_MODE:-development}" = production ] && [ "$password" = farol-monitor-dev-only ]; then
-    log "error: APP_MODE is production and the monitoring role's password is the public development one: set FAROL_DB_MONITOR_PASSWORD_FILE; the monitoring role left as it is"
-    return 1
-  fi
+  password=$(monitor_password "$monitor" "$app") || return 1
   # the password from the environment inside psql, never on a command line (/proc shows those)
   FAROL_MONITOR_PASSWORD=$password superuser_psql --set monitor="$monitor" --set app="$app" <<'SQL' || return 1
 SET client_min_messages = warning;
@@ -83,6 +93,14 @@ SQL
 if [ "${1:-}" = --roles ]; then
   monitor_role || { log "error: the monitoring role is not in place (what failed is above)"; exit 1; }
   exit 0
+fi
+
+# An empty volume is set up only with settings the monitoring role can be made from: a
+# refusal now leaves nothing to undo, and the next start, with them put right, sets it up.
+if [ ! -s "${PGDATA:?}/PG_VERSION" ] && [ -n "${FAROL_MONITOR_USER:-}" ] &&
+  ! monitor_password "$FAROL_MONITOR_USER" "${FAROL_DB_USER:-}" >/dev/null; then
+  log "error: the empty volume is not set up until the monitoring role's settings are put right"
+  exit 1
 fi
 
 # The signals the server acts on, passed on to it (HUP: reload its configuration); set

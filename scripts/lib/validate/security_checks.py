@@ -165,12 +165,17 @@ def git(*args, **kwargs):
 PRAGMA = re.compile(r"\s*(#|//|/\*|<!--|--|;)\s*pragma: allowlist[ -]secret.*$")
 
 
+def unmarked(line):
+    """A line (bytes) without its allowlist comment: what identifies a finding across a file's
+    versions (detect-secrets' hash of a YAML value changes when a comment is added)."""
+    return PRAGMA.sub("", line.decode("utf-8", "replace")).strip()
+
+
 def line_text(path, number):
-    """Line NUMBER of PATH without its allowlist comment: what identifies a finding across a
-    file's versions (detect-secrets' hash of a YAML value changes when a comment is added)."""
+    """Line NUMBER of PATH, unmarked."""
     with open(path, "rb") as f:
-        lines = f.read().decode("utf-8", "replace").splitlines()
-    return PRAGMA.sub("", lines[number - 1]).strip() if 0 < number <= len(lines) else ""
+        lines = f.read().splitlines()
+    return unmarked(lines[number - 1]) if 0 < number <= len(lines) else ""
 
 
 def read_whole(path, content):
@@ -261,7 +266,7 @@ def secrets():
         history = []
         for name, line, kind, hashed in detect_secrets(list(written), root):
             text, blob, number = written[name][line - 1]
-            if PRAGMA.sub("", text.decode("utf-8", "replace")).strip() not in allowed:
+            if unmarked(text) not in allowed:
                 history.append((name.partition("/")[2], blob, number, kind, hashed))
 
     seen_now = {f[3] for f in current}
