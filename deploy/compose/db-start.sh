@@ -9,7 +9,8 @@
 # PostgresDown pages while the database is up and holds back farol's own pages. A changed
 # password file takes effect at the next start. On an empty volume a wrong setting of that
 # role stops the start before anything is made; on a set-up one it is logged and the
-# database keeps serving farol: a monitoring role is not worth an outage.
+# database keeps serving farol: a monitoring role is not worth an outage. In production the
+# public development password takes the role's login away instead.
 #
 #   db-start.sh postgres [ARGS...]   the container's command: the server, then the roles
 #   db-start.sh --roles              the roles alone, against the running server
@@ -31,29 +32,32 @@ superuser_psql() {
 }
 
 # The monitoring role's settings, checked before any is used: prints its password, or says
-# what is wrong and fails.
+# what is wrong and fails: 3 for the public development password in production, else 2.
 monitor_password() {   # monitor_password MONITOR APP
   local password
   case $1 in
     "${POSTGRES_USER:-postgres}" | "$2" | pg_*)
       log "error: FAROL_MONITOR_USER is $1: the monitoring role must be one of its own, not the superuser, farol's or a built-in one"
-      return 1 ;;
+      return 2 ;;
   esac
   if ! password=$(<"${FAROL_MONITOR_PASSWORD_FILE:-/nonexistent}") || [ -z "$password" ]; then
     log "error: FAROL_MONITOR_PASSWORD_FILE (${FAROL_MONITOR_PASSWORD_FILE:-unset}) is no file this user (uid $(id -u)) can read a password from"
-    return 1
+    return 2
   fi
   # deploy/compose/dev-db-monitor-password is public, as farol's development one, which
   # farol itself refuses in production
   if [ "${APP_MODE:-development}" = production ] && [ "$password" = farol-monitor-dev-only ]; then
     log "error: APP_MODE is production and the monitoring role's password is the public development one: set FAROL_DB_MONITOR_PASSWORD_FILE"
-    return 1
+    return 3
   fi
   printf '%s' "$password"
 }
 
+# Takes pg_monitor from farol's role, makes the monitoring role or puts it right, and checks
+# both: 0 when they are in place, 1 when a statement failed (worth another try), 2 when the
+# settings or what the roles hold are refused (not).
 monitor_role() {
-  local monitor=${FAROL_MONITOR_USER:-} app=${FAROL_DB_USER:-} password memberships
+  local monitor=${FAROL_MONITOR_USER:-} app=${FAROL_DB_USER:-} password memberships refused=0
   if [ -z "$monitor" ]; then
     log "no FAROL_MONITOR_USER: no monitoring role to keep"
     return 0
@@ -61,9 +65,28 @@ monitor_role() {
   # a volume whose first start farol-role.sh refused is left as that left it
   if [ -z "$app" ] || [ "$app" = "${POSTGRES_USER:-postgres}" ]; then
     log "error: FAROL_DB_USER (${app:-unset}) is no role of farol's own; the roles left as they are"
-    return 1
+    return 2
   fi
-  password=$(monitor_password "$monitor" "$app") || return 1
+  # farol's role reads no statistics, whatever becomes of the monitoring role's settings
+  superuser_psql --set app="$app" <<'SQL' || { log "error: pg_monitor could not be taken from farol's role $app"; return 1; }
+SET client_min_messages = warning;
+SELECT format('REVOKE pg_monitor FROM %I', :'app')
+  WHERE EXISTS (SELECT FROM pg_auth_members WHERE roleid = 'pg_monitor'::regrole
+                  AND member = (SELECT oid FROM pg_roles WHERE rolname = :'app')) \gexec
+SQL
+  password=$(monitor_password "$monitor" "$app") || refused=$?
+  if [ "$refused" = 3 ]; then
+    # in production a role that logs in with a public password is open to whoever reaches
+    # the database, farol included: it logs in no more, and its sessions end, until its
+    # password is set
+    superuser_psql --set monitor="$monitor" <<'SQL' || { log "error: the monitoring role $monitor could not be locked: it may still log in with the public password"; return 1; }
+SELECT format('ALTER ROLE %I NOLOGIN PASSWORD NULL', :'monitor') WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = :'monitor') \gexec
+SELECT count(pg_terminate_backend(pid)) AS ended FROM pg_stat_activity WHERE usename = :'monitor' \gset
+SQL
+    log "error: the monitoring role $monitor may not log in, and its sessions have ended, until its password is set: the PostgreSQL exporter is refused"
+    return 2
+  fi
+  [ "$refused" = 0 ] || return 2
   # the password from the environment inside psql, never on a command line (/proc shows those)
   FAROL_MONITOR_PASSWORD=$password superuser_psql --set monitor="$monitor" --set app="$app" <<'SQL' || return 1
 SET client_min_messages = warning;
@@ -71,9 +94,6 @@ SET client_min_messages = warning;
 SELECT format('CREATE ROLE %I', :'monitor') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'monitor') \gexec
 ALTER ROLE :"monitor" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'password';
 GRANT pg_monitor TO :"monitor";
-SELECT format('REVOKE pg_monitor FROM %I', :'app')
-  WHERE EXISTS (SELECT FROM pg_auth_members WHERE roleid = 'pg_monitor'::regrole
-                  AND member = (SELECT oid FROM pg_roles WHERE rolname = :'app')) \gexec
 SQL
   # what the roles hold now, granted directly or through another role
   memberships=$(superuser_psql -tA --set monitor="$monitor" --set app="$app" <<'SQL'
@@ -84,8 +104,8 @@ SQL
   ) || return 1
   case $memberships in
     "f|pg_monitor") ;;
-    "t|"*) log "error: farol's role $app still reads the server's statistics (pg_monitor through another role)"; return 1 ;;
-    *) log "error: the monitoring role $monitor is a member of ${memberships#*|}, not of pg_monitor alone"; return 1 ;;
+    "t|"*) log "error: farol's role $app still reads the server's statistics (pg_monitor through another role)"; return 2 ;;
+    *) log "error: the monitoring role $monitor is a member of ${memberships#*|}, not of pg_monitor alone"; return 2 ;;
   esac
   log "the monitoring role $monitor is in place, with pg_monitor and nothing more"
 }
@@ -95,11 +115,14 @@ if [ "${1:-}" = --roles ]; then
   exit 0
 fi
 
-# An empty volume is set up only with settings the monitoring role can be made from: a
-# refusal now leaves nothing to undo, and the next start, with them put right, sets it up.
-if [ ! -s "${PGDATA:?}/PG_VERSION" ] && [ -n "${FAROL_MONITOR_USER:-}" ] &&
+# An empty volume is set up (by the image's entrypoint, when it starts the server) only with
+# settings the monitoring role can be made from: a refusal leaves nothing to undo, and a start
+# with them put right sets it up. Until then each start (the restart policy's) says so again.
+data=${PGDATA:-/var/lib/postgresql/data}
+# (the image's entrypoint runs the server, and sets a volume up, for `postgres` or options)
+if [[ ${1:-} == postgres || ${1:-} == -* ]] && [ ! -s "$data/PG_VERSION" ] && [ -n "${FAROL_MONITOR_USER:-}" ] &&
   ! monitor_password "$FAROL_MONITOR_USER" "${FAROL_DB_USER:-}" >/dev/null; then
-  log "error: the empty volume is not set up until the monitoring role's settings are put right"
+  log "error: no $data/PG_VERSION, and the volume is not set up until the monitoring role's settings are put right"
   exit 1
 fi
 
@@ -128,7 +151,17 @@ server=$!
     kill -0 "$server" 2>/dev/null || exit 0
     sleep 1
   done
-  monitor_role || log "error: the monitoring role is not in place: the PostgreSQL exporter may not log in"
+  # a failed statement (a lock held, a server still busy) is tried again, six times over a
+  # minute or more; what is refused is not
+  for delay in 2 4 8 16 30 -; do
+    monitor_role
+    status=$?
+    [ "$status" = 1 ] && [ "$delay" != - ] || break
+    log "trying again in $delay s"
+    sleep "$delay"
+    kill -0 "$server" 2>/dev/null || exit 0
+  done
+  [ "$status" = 0 ] || log "error: the monitoring role is not in place: the PostgreSQL exporter may not log in"
 ) &
 
 # A trapped signal ends `wait` early: wait again, for the server's own exit and status

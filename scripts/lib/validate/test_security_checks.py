@@ -84,3 +84,17 @@ def test_a_line_marked_no_secret_in_the_tree_is_no_finding_in_history(tmp_path, 
     failed, out = scan(repo, monkeypatch)
     assert failed == 0, out
     assert "0 findings in the tree, 0 only in history" in out, out
+
+
+def test_a_marked_line_is_found_by_its_number_whatever_characters_come_before_it(tmp_path, monkeypatch):
+    """detect-secrets numbers lines split at line ends only: a form feed inside an earlier
+    line (as in a file laid out in pages) must not move the marked line it names."""
+    repo = str(tmp_path)
+    subprocess.run(["git", "init", "-q", repo], check=True)
+    commit(repo, {"app.py": f"# page one\fpage two\nKEY = '{AWS_KEY}'\n"}, "first")
+    commit(repo, {"app.py": f"# page one\fpage two\nKEY = '{AWS_KEY}'  # pragma: allowlist secret (a test value)\n"},
+           "marked")
+
+    failed, out = scan(repo, monkeypatch)
+    assert failed == 0, out
+    assert "0 findings in the tree, 0 only in history, 1 lines marked" in out, out

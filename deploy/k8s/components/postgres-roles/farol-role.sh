@@ -14,13 +14,13 @@ set -Eeuo pipefail
 export PGOPTIONS="-c log_min_error_statement=panic -c log_statement=none -c log_min_duration_statement=-1 \
 -c log_min_duration_sample=-1 -c log_transaction_sample_rate=0"
 
-: "${FAROL_DB_USER:?set FAROL_DB_USER, the role farol logs in as}"
 # The superuser loses its password first: if anything below fails, the entrypoint stops
 # but the volume is initialised, and the next start (which skips this script) must not
 # serve the superuser, with this password, to the network. This server listens on its
 # socket only, where it trusts its own user, so nothing below needs the password.
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --dbname postgres \
   <<<'ALTER ROLE CURRENT_USER PASSWORD NULL;'
+: "${FAROL_DB_USER:?set FAROL_DB_USER, the role farol logs in as, and remove this volume (its superuser has no password now)}"
 if [ "$FAROL_DB_USER" = "$POSTGRES_USER" ]; then
   # farol then fails to log in, loudly
   echo "error: FAROL_DB_USER is the superuser $POSTGRES_USER: farol needs a role of its own." \
